@@ -1,0 +1,395 @@
+//! Cache entries: a whole response (status, fields, body) and its pre-compressed variants, with
+//! every header line that does not change per request formatted once, when the entry is put.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{CtlError, OutOfMemory};
+use crate::http1::fields::Coding;
+use crate::http1::is_tchar;
+use crate::http1::response::put;
+use crate::route::Prefix;
+use crate::time::{HttpDate, Instant};
+
+/// What an administrator supplies to put an entry.
+#[derive(Debug, Default)]
+pub struct EntrySpec<'a> {
+    /// Status code; 0 means 200.
+    pub status: u16,
+    /// `Content-Type`; empty means `application/octet-stream`.
+    pub content_type: &'a str,
+    /// The identity body.
+    pub body: Vec<u8>,
+    /// Last modification time (seconds since the Unix epoch), e.g. the file's mtime.
+    pub last_modified: Option<u64>,
+    /// Seconds until the entry expires; `None` keeps it until it is replaced or flushed.
+    pub ttl_secs: Option<u64>,
+    /// Extra `Name: value` fields.
+    pub headers: &'a [&'a str],
+    /// The gzip-coded body, if the administrator built one.
+    pub gzip: Option<Vec<u8>>,
+    /// The brotli-coded body, if the administrator built one.
+    pub br: Option<Vec<u8>>,
+}
+
+/// One representation of an entry.
+#[derive(Debug)]
+pub struct Variant {
+    /// Its content coding.
+    pub coding: Coding,
+    /// Its bytes, shared with every response in flight.
+    pub body: Arc<Vec<u8>>,
+    /// Its strong entity-tag, quotes included.
+    pub etag: Box<[u8]>,
+    /// `ETag`, `Last-Modified`, `Cache-Control`, `Vary` lines: what a 304 repeats (RFC 9110 §15.4.5).
+    pub validators: Box<[u8]>,
+    /// The `Content-Type` line.
+    pub content_type: Box<[u8]>,
+    /// `Content-Encoding`, `Accept-Ranges` and the administrator's extra lines.
+    pub other: Box<[u8]>,
+}
+
+/// A cached response.
+#[derive(Debug)]
+pub struct Entry {
+    /// The URL it was put at.
+    pub url: Prefix,
+    /// The status code it is served with.
+    pub status: u16,
+    /// The content type.
+    pub content_type: Box<str>,
+    /// Last-Modified, seconds since the Unix epoch.
+    pub last_modified: Option<u64>,
+    /// When it stops being served.
+    pub expires: Option<Instant>,
+    /// Identity first, then the coded variants.
+    pub variants: Vec<Variant>,
+    /// Times it was served.
+    pub hits: AtomicU64,
+}
+
+/// Fields the server sets itself, or that would change framing: refused in `--header`.
+const RESERVED_FIELDS: [&str; 15] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "date",
+    "server",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "etag",
+    "last-modified",
+];
+
+/// Fields a 304 repeats (RFC 9110 §15.4.5).
+const VALIDATOR_FIELDS: [&str; 3] = ["cache-control", "expires", "content-location"];
+
+/// FNV-1a, 64-bit. Written here rather than taken from a crate: ten lines, and the ETag must stay
+/// the same across builds and platforms, which a `Hasher` from a crate does not promise.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn etag_for(body: &[u8], coding: Coding) -> Box<[u8]> {
+    let hash = fnv1a(body)
+        ^ u64::try_from(body.len())
+            .unwrap_or(u64::MAX)
+            .rotate_left(32);
+    let mut tag = Vec::with_capacity(24);
+    tag.push(b'"');
+    for shift in (0..16u32).rev().map(|i| i.saturating_mul(4)) {
+        let nibble = hash.checked_shr(shift).unwrap_or(0) & 0xF;
+        tag.push(
+            b"0123456789abcdef"
+                .get(usize::try_from(nibble).unwrap_or(0))
+                .copied()
+                .unwrap_or(b'0'),
+        );
+    }
+    match coding {
+        Coding::Identity => {}
+        Coding::Gzip => tag.extend_from_slice(b"-gz"),
+        Coding::Br => tag.extend_from_slice(b"-br"),
+    }
+    tag.push(b'"');
+    tag.into_boxed_slice()
+}
+
+/// RFC 9110 §5.5: `field-value = *field-content`; visible ASCII, SP, HTAB, obs-text; no CR/LF/NUL.
+fn valid_value(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+}
+
+/// Splits and checks one `Name: value` line.
+fn parse_header_line(line: &str) -> Result<(&str, &str), CtlError> {
+    let (name, value) = line.split_once(':').ok_or(CtlError::InvalidHeader)?;
+    let value = value.trim_matches([' ', '\t']);
+    if name.is_empty()
+        || !name.bytes().all(is_tchar)
+        || !valid_value(value)
+        || RESERVED_FIELDS.iter().any(|r| name.eq_ignore_ascii_case(r))
+        || (name.eq_ignore_ascii_case("vary"))
+    {
+        return Err(CtlError::InvalidHeader);
+    }
+    Ok((name, value))
+}
+
+impl Entry {
+    /// Builds an entry for `url` from `spec` at `now` (for the TTL).
+    ///
+    /// # Errors
+    /// [`CtlError::InvalidStatus`], [`CtlError::InvalidHeader`], [`CtlError::InvalidContentType`],
+    /// [`CtlError::OutOfMemory`].
+    pub fn build(url: Prefix, spec: EntrySpec<'_>, now: Instant) -> Result<Self, CtlError> {
+        let status = if spec.status == 0 { 200 } else { spec.status };
+        if !(200..=599).contains(&status) || matches!(status, 204 | 206 | 304) {
+            return Err(CtlError::InvalidStatus);
+        }
+        let content_type = if spec.content_type.is_empty() {
+            "application/octet-stream"
+        } else {
+            spec.content_type
+        };
+        if !valid_value(content_type) || content_type.trim().is_empty() {
+            return Err(CtlError::InvalidContentType);
+        }
+        let mut validator_lines: Vec<u8> = Vec::new();
+        let mut other_lines: Vec<u8> = Vec::new();
+        for line in spec.headers {
+            let (name, value) = parse_header_line(line)?;
+            let target = if VALIDATOR_FIELDS
+                .iter()
+                .any(|v| name.eq_ignore_ascii_case(v))
+            {
+                &mut validator_lines
+            } else {
+                &mut other_lines
+            };
+            put(target, &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"])?;
+        }
+        let last_modified_line = spec.last_modified.map(HttpDate::from_unix);
+
+        let mut bodies: Vec<(Coding, Vec<u8>)> = Vec::new();
+        bodies.try_reserve(3).map_err(OutOfMemory::from)?;
+        let has_variants = spec.gzip.is_some() || spec.br.is_some();
+        bodies.push((Coding::Identity, spec.body));
+        if let Some(gz) = spec.gzip {
+            bodies.push((Coding::Gzip, gz));
+        }
+        if let Some(br) = spec.br {
+            bodies.push((Coding::Br, br));
+        }
+        let mut variants = Vec::new();
+        variants
+            .try_reserve(bodies.len())
+            .map_err(OutOfMemory::from)?;
+        for (coding, body) in bodies {
+            let etag = etag_for(&body, coding);
+            let mut validators = Vec::new();
+            put(&mut validators, &[b"ETag: ", &etag, b"\r\n"])?;
+            if let Some(lm) = &last_modified_line {
+                put(
+                    &mut validators,
+                    &[b"Last-Modified: ", lm.as_bytes(), b"\r\n"],
+                )?;
+            }
+            put(&mut validators, &[&validator_lines])?;
+            if has_variants {
+                put(&mut validators, &[b"Vary: Accept-Encoding\r\n"])?;
+            }
+            let mut ct = Vec::new();
+            put(
+                &mut ct,
+                &[b"Content-Type: ", content_type.as_bytes(), b"\r\n"],
+            )?;
+            let mut other = Vec::new();
+            if coding != Coding::Identity {
+                put(
+                    &mut other,
+                    &[b"Content-Encoding: ", coding.token().as_bytes(), b"\r\n"],
+                )?;
+            }
+            if status == 200 {
+                put(&mut other, &[b"Accept-Ranges: bytes\r\n"])?;
+            }
+            put(&mut other, &[&other_lines])?;
+            variants.push(Variant {
+                coding,
+                body: Arc::new(body),
+                etag,
+                validators: validators.into_boxed_slice(),
+                content_type: ct.into_boxed_slice(),
+                other: other.into_boxed_slice(),
+            });
+        }
+        Ok(Self {
+            url,
+            status,
+            content_type: content_type.into(),
+            last_modified: spec.last_modified,
+            expires: spec.ttl_secs.map(|ttl| now.add_secs(ttl)),
+            variants,
+            hits: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes of all variants together, for the cache limits.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.variants
+            .iter()
+            .map(|v| u64::try_from(v.body.len()).unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Bytes of the identity body.
+    #[must_use]
+    pub fn identity_len(&self) -> u64 {
+        self.variants
+            .first()
+            .map_or(0, |v| u64::try_from(v.body.len()).unwrap_or(u64::MAX))
+    }
+
+    /// Whether the entry has expired at `now`.
+    #[must_use]
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+
+    /// The codings other than identity this entry holds.
+    pub fn codings(&self) -> impl Iterator<Item = Coding> + '_ {
+        self.variants.iter().map(|v| v.coding)
+    }
+
+    /// The variant for `coding`, or identity.
+    #[must_use]
+    pub fn variant(&self, coding: Coding) -> Option<&Variant> {
+        self.variants
+            .iter()
+            .find(|v| v.coding == coding)
+            .or_else(|| self.variants.first())
+    }
+
+    /// Counts a hit.
+    pub fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times served.
+    #[must_use]
+    pub fn hit_count(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Entry, EntrySpec};
+    use crate::error::CtlError;
+    use crate::route::parse_url;
+    use crate::time::Instant;
+
+    fn build(spec: EntrySpec<'_>) -> Result<Entry, CtlError> {
+        Entry::build(parse_url("http://+:80/a").unwrap(), spec, Instant(0))
+    }
+
+    #[test]
+    fn validates_admin_input() {
+        assert_eq!(
+            build(EntrySpec {
+                status: 304,
+                ..Default::default()
+            })
+            .err(),
+            Some(CtlError::InvalidStatus)
+        );
+        assert_eq!(
+            build(EntrySpec {
+                status: 199,
+                ..Default::default()
+            })
+            .err(),
+            Some(CtlError::InvalidStatus)
+        );
+        assert_eq!(
+            build(EntrySpec {
+                status: 600,
+                ..Default::default()
+            })
+            .err(),
+            Some(CtlError::InvalidStatus)
+        );
+        for bad in [
+            "NoColon",
+            "Content-Length: 5",
+            "X Y: z",
+            "X: a\r\nInjected: 1",
+            "Vary: *",
+            ": v",
+        ] {
+            let headers = [bad];
+            assert_eq!(
+                build(EntrySpec {
+                    headers: &headers,
+                    ..Default::default()
+                })
+                .err(),
+                Some(CtlError::InvalidHeader),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            build(EntrySpec {
+                content_type: "text/html\r\nX: y",
+                ..Default::default()
+            })
+            .err(),
+            Some(CtlError::InvalidContentType)
+        );
+        let headers = ["Cache-Control: max-age=60", "X-Frame-Options: DENY"];
+        let e = build(EntrySpec {
+            headers: &headers,
+            last_modified: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        let v = &e.variants[0];
+        assert!(
+            v.validators
+                .windows(26)
+                .any(|w| w == b"Cache-Control: max-age=60\r")
+        );
+        assert!(v.other.windows(14).any(|w| w == b"X-Frame-Option"));
+        assert_eq!(&*e.content_type, "application/octet-stream");
+    }
+
+    #[test]
+    fn etags_differ_by_body_and_coding() {
+        let e = build(EntrySpec {
+            body: b"hello".to_vec(),
+            gzip: Some(b"hello".to_vec()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_ne!(e.variants[0].etag, e.variants[1].etag);
+        let f = build(EntrySpec {
+            body: b"hellp".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_ne!(e.variants[0].etag, f.variants[0].etag);
+        assert_eq!(e.bytes(), 10);
+    }
+}

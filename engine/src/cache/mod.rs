@@ -1,0 +1,269 @@
+//! The response cache (DESIGN §4): entries keyed by (reservation, path below it).
+//!
+//! Readers see an immutable snapshot (the [`crate::site::Site`] they hold); a writer changes a
+//! clone. To keep that clone cheap the map is split into [`SHARDS`] shards behind `Arc`s: cloning
+//! the cache copies 64 pointers, and a put copies only the one shard it touches
+//! (`Arc::make_mut`). Entries themselves are `Arc`s, so a response in flight keeps the exact entry
+//! (and body) it started with: replacing an entry never mixes old and new bytes.
+//!
+//! Key case: the reservation part of a path matches case-insensitively (http.sys), the part below
+//! it is compared exactly (a decision: HTTPSYS-REFERENCE §9.4 leaves it open; exact matching is
+//! what a Linux file tree expects).
+
+pub mod entry;
+pub mod serve;
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::hash::{Hash, Hasher};
+
+use hashbrown::{Equivalent, HashMap};
+
+pub use entry::{Entry, EntrySpec, Variant};
+
+use crate::time::Instant;
+
+/// Number of copy-on-write shards.
+pub const SHARDS: usize = 64;
+
+/// An owned cache key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Key {
+    reservation: u32,
+    rel: Box<[u8]>,
+}
+
+/// A borrowed cache key, for lookups that allocate nothing.
+#[derive(Clone, Copy, Debug)]
+struct KeyRef<'a> {
+    reservation: u32,
+    rel: &'a [u8],
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        KeyRef {
+            reservation: self.reservation,
+            rel: &self.rel,
+        }
+        .hash(state);
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u32(self.reservation);
+        state.write(self.rel);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.reservation == key.reservation && *self.rel == *key.rel
+    }
+}
+
+type Shard = HashMap<Key, Arc<Entry>>;
+
+/// Which shard a key lives in: a cheap hash that does not depend on the map's hasher.
+fn shard_of(reservation: u32, rel: &[u8]) -> usize {
+    let h = rel.iter().fold(
+        u64::from(reservation).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3),
+    );
+    usize::try_from(h.checked_rem(SHARDS as u64).unwrap_or(0)).unwrap_or(0)
+}
+
+/// The cache: shards of entries plus the byte and entry counts the limits need.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    shards: Vec<Arc<Shard>>,
+    bytes: u64,
+    entries: usize,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cache {
+    /// An empty cache.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
+            bytes: 0,
+            entries: 0,
+        }
+    }
+
+    /// Total body bytes of all entries and variants.
+    #[must_use]
+    pub const fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether the cache is empty.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// The entry at (reservation, path below it), if any. Allocates nothing.
+    #[must_use]
+    pub fn get(&self, reservation: u32, rel: &[u8]) -> Option<&Arc<Entry>> {
+        self.shards
+            .get(shard_of(reservation, rel))?
+            .get(&KeyRef { reservation, rel })
+    }
+
+    fn shard_mut(&mut self, i: usize) -> Option<&mut Shard> {
+        self.shards.get_mut(i).map(Arc::make_mut)
+    }
+
+    /// Inserts or replaces; returns the entry replaced. The caller has checked the limits.
+    pub fn insert(
+        &mut self,
+        reservation: u32,
+        rel: &[u8],
+        entry: Arc<Entry>,
+    ) -> Option<Arc<Entry>> {
+        let added = entry.bytes();
+        let shard = self.shard_mut(shard_of(reservation, rel))?;
+        let old = shard.insert(
+            Key {
+                reservation,
+                rel: rel.into(),
+            },
+            entry,
+        );
+        match &old {
+            Some(old) => self.bytes = self.bytes.saturating_sub(old.bytes()),
+            None => self.entries = self.entries.saturating_add(1),
+        }
+        self.bytes = self.bytes.saturating_add(added);
+        old
+    }
+
+    /// Removes the entry at (reservation, rel).
+    pub fn remove(&mut self, reservation: u32, rel: &[u8]) -> Option<Arc<Entry>> {
+        let i = shard_of(reservation, rel);
+        // Look first, so that a miss does not copy the shard.
+        self.shards.get(i)?.get(&KeyRef { reservation, rel })?;
+        let old = self.shard_mut(i)?.remove(&KeyRef { reservation, rel })?;
+        self.bytes = self.bytes.saturating_sub(old.bytes());
+        self.entries = self.entries.saturating_sub(1);
+        Some(old)
+    }
+
+    /// Removes every entry for which `drop` is true; returns how many. Shards with nothing to
+    /// drop are not copied.
+    pub fn remove_where(&mut self, mut drop: impl FnMut(u32, &Entry) -> bool) -> usize {
+        let mut removed = 0usize;
+        for i in 0..self.shards.len() {
+            let any = self
+                .shards
+                .get(i)
+                .is_some_and(|s| s.iter().any(|(k, e)| drop(k.reservation, e)));
+            if !any {
+                continue;
+            }
+            let Some(shard) = self.shard_mut(i) else {
+                continue;
+            };
+            let mut freed = 0u64;
+            let mut count = 0usize;
+            shard.retain(|k, e| {
+                let keep = !drop(k.reservation, e);
+                if !keep {
+                    freed = freed.saturating_add(e.bytes());
+                    count = count.saturating_add(1);
+                }
+                keep
+            });
+            self.bytes = self.bytes.saturating_sub(freed);
+            self.entries = self.entries.saturating_sub(count);
+            removed = removed.saturating_add(count);
+        }
+        removed
+    }
+
+    /// Removes entries that have expired at `now`.
+    pub fn purge_expired(&mut self, now: Instant) -> usize {
+        self.remove_where(|_, e| e.is_expired(now))
+    }
+
+    /// Every entry with its reservation id and key, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &[u8], &Arc<Entry>)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, e)| (k.reservation, &*k.rel, e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::sync::Arc;
+
+    use super::{Cache, Entry, EntrySpec};
+    use crate::route::parse_url;
+    use crate::time::Instant;
+
+    fn entry(body: &[u8], ttl: Option<u64>) -> Arc<Entry> {
+        let spec = EntrySpec {
+            body: body.to_vec(),
+            ttl_secs: ttl,
+            ..Default::default()
+        };
+        Arc::new(Entry::build(parse_url("http://+:80/x").unwrap(), spec, Instant(0)).unwrap())
+    }
+
+    #[test]
+    fn insert_replace_remove_and_count() {
+        let mut c = Cache::new();
+        assert!(c.insert(1, b"a", entry(b"12345", None)).is_none());
+        assert!(c.insert(1, b"b", entry(b"1", None)).is_none());
+        assert_eq!((c.len(), c.bytes()), (2, 6));
+        let old = c.insert(1, b"a", entry(b"12", None)).unwrap();
+        assert_eq!(old.bytes(), 5);
+        assert_eq!((c.len(), c.bytes()), (2, 3));
+        assert!(c.get(1, b"a").is_some());
+        assert!(c.get(2, b"a").is_none());
+        assert!(
+            c.get(1, b"A").is_none(),
+            "keys below the reservation are exact"
+        );
+        assert!(c.remove(1, b"zz").is_none());
+        assert!(c.remove(1, b"a").is_some());
+        assert_eq!((c.len(), c.bytes()), (1, 1));
+    }
+
+    #[test]
+    fn snapshots_are_independent() {
+        let mut c = Cache::new();
+        c.insert(1, b"a", entry(b"old", None));
+        let snapshot = c.clone();
+        c.insert(1, b"a", entry(b"new!", None));
+        assert_eq!(snapshot.get(1, b"a").unwrap().bytes(), 3);
+        assert_eq!(c.get(1, b"a").unwrap().bytes(), 4);
+    }
+
+    #[test]
+    fn purge_expired() {
+        let mut c = Cache::new();
+        c.insert(1, b"a", entry(b"x", Some(10)));
+        c.insert(1, b"b", entry(b"y", None));
+        assert_eq!(c.purge_expired(Instant(9_999)), 0);
+        assert_eq!(c.purge_expired(Instant(10_000)), 1);
+        assert_eq!((c.len(), c.bytes()), (1, 1));
+    }
+}

@@ -1,0 +1,457 @@
+//! Answering a request from a cache entry (DESIGN §4): content negotiation, conditional
+//! requests, ranges, HEAD.
+//!
+//! Precedence of preconditions, RFC 9110 §13.2.2:
+//! 1. `If-Match` fails → 412;
+//! 2. else `If-Unmodified-Since` fails → 412;
+//! 3. `If-None-Match` matches (weak comparison, `*`) → 304 for GET/HEAD;
+//! 4. else `If-Modified-Since` (GET/HEAD) not modified → 304;
+//! 5. `Range` (GET only, §14.2) with `If-Range` (§13.1.5): apply the range only if the validator
+//!    matches, else send 200.
+//!
+//! Entries with a status other than 200 are sent as they are: no preconditions, no ranges.
+
+use crate::error::OutOfMemory;
+use crate::http1::fields::{
+    ByteRange, Coding, RangeRequest, if_range_etag_matches, match_hits, negotiate, none_match_hits,
+    parse_range,
+};
+use crate::http1::request::Method;
+use crate::http1::response::{Decimal, SERVER, put_status_line, status_line};
+use crate::out::Output;
+use crate::time::{HttpDate, parse_http_date};
+
+use super::entry::{Entry, Variant};
+
+/// The values of every field named `name` (ASCII case-insensitive), in order.
+pub fn values<'h, 'b: 'h>(
+    headers: &'h [httparse::Header<'b>],
+    name: &'static str,
+) -> impl Iterator<Item = &'b [u8]> + Clone + 'h {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+fn single<'b>(headers: &[httparse::Header<'b>], name: &'static str) -> Option<&'b [u8]> {
+    values(headers, name).next()
+}
+
+/// What was sent, for statistics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// Status code.
+    pub status: u16,
+    /// Body bytes queued.
+    pub body_bytes: u64,
+}
+
+fn date_line(date: &HttpDate) -> [&[u8]; 3] {
+    [b"Date: ", date.as_bytes(), b"\r\n"]
+}
+
+/// Writes a complete response with a short text body (errors, 404, 405, 412).
+///
+/// # Errors
+/// [`OutOfMemory`].
+pub fn simple(
+    out: &mut Output,
+    status: u16,
+    date: &HttpDate,
+    extra: &[u8],
+    text: &str,
+    conn_line: &[u8],
+    head_only: bool,
+) -> Result<Served, OutOfMemory> {
+    let body_len = text.len().saturating_add(1);
+    let len = Decimal::new(u64::try_from(body_len).unwrap_or(u64::MAX));
+    put_status_line_into(out, status)?;
+    let [d0, d1, d2] = date_line(date);
+    out.put(&[
+        d0,
+        d1,
+        d2,
+        SERVER,
+        extra,
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
+        len.as_bytes(),
+        b"\r\n",
+        conn_line,
+        b"\r\n",
+    ])?;
+    if !head_only {
+        out.put(&[text.as_bytes(), b"\n"])?;
+    }
+    Ok(Served {
+        status,
+        body_bytes: if head_only {
+            0
+        } else {
+            u64::try_from(body_len).unwrap_or(0)
+        },
+    })
+}
+
+fn put_status_line_into(out: &mut Output, status: u16) -> Result<(), OutOfMemory> {
+    let known = status_line(status);
+    if known.is_empty() {
+        let mut tmp = alloc::vec::Vec::new();
+        put_status_line(&mut tmp, status)?;
+        out.put(&[&tmp])
+    } else {
+        out.put(&[known])
+    }
+}
+
+/// Outcome of the preconditions.
+enum Precondition {
+    Proceed,
+    NotModified,
+    Failed,
+}
+
+fn evaluate(
+    entry: &Entry,
+    v: &Variant,
+    method: Method,
+    headers: &[httparse::Header<'_>],
+) -> Precondition {
+    let get_or_head = matches!(method, Method::Get | Method::Head);
+    let mut if_match = values(headers, "if-match").peekable();
+    if if_match.peek().is_some() {
+        if !match_hits(if_match, &v.etag) {
+            return Precondition::Failed;
+        }
+    } else if let Some(date) = single(headers, "if-unmodified-since").and_then(parse_http_date) {
+        if entry.last_modified.is_some_and(|lm| lm > date) {
+            return Precondition::Failed;
+        }
+    }
+    let mut if_none_match = values(headers, "if-none-match").peekable();
+    if if_none_match.peek().is_some() {
+        if none_match_hits(if_none_match, &v.etag) {
+            return if get_or_head {
+                Precondition::NotModified
+            } else {
+                Precondition::Failed
+            };
+        }
+    } else if get_or_head {
+        if let (Some(date), Some(lm)) = (
+            single(headers, "if-modified-since").and_then(parse_http_date),
+            entry.last_modified,
+        ) {
+            if lm <= date {
+                return Precondition::NotModified;
+            }
+        }
+    }
+    Precondition::Proceed
+}
+
+/// Whether `If-Range` lets the range apply (§13.1.5): a strong ETag match, or a date equal to
+/// Last-Modified.
+fn if_range_allows(entry: &Entry, v: &Variant, headers: &[httparse::Header<'_>]) -> bool {
+    let Some(value) = single(headers, "if-range") else {
+        return true;
+    };
+    let value = value.trim_ascii();
+    if value.starts_with(b"\"") || value.starts_with(b"W/") {
+        if_range_etag_matches(value, &v.etag)
+    } else {
+        parse_http_date(value).is_some_and(|d| entry.last_modified == Some(d))
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Answers a GET or HEAD from `entry`.
+///
+/// # Errors
+/// [`OutOfMemory`]; the caller rolls back what was written.
+pub fn serve(
+    entry: &Entry,
+    method: Method,
+    headers: &[httparse::Header<'_>],
+    date: &HttpDate,
+    conn_line: &[u8],
+    out: &mut Output,
+) -> Result<Served, OutOfMemory> {
+    let available: [Coding; 3] = [Coding::Identity, Coding::Gzip, Coding::Br];
+    let held: &[Coding] = if entry.variants.len() > 1 {
+        &available
+    } else {
+        &[]
+    };
+    let coding = if held.is_empty() {
+        Coding::Identity
+    } else {
+        let have = |c: &Coding| entry.codings().any(|x| x == *c);
+        let mut list = [Coding::Identity; 3];
+        let mut n = 0usize;
+        for c in available.iter().filter(|c| have(c)) {
+            if let Some(slot) = list.get_mut(n) {
+                *slot = *c;
+                n = n.saturating_add(1);
+            }
+        }
+        negotiate(
+            values(headers, "accept-encoding"),
+            list.get(..n).unwrap_or_default(),
+        )
+    };
+    let Some(v) = entry.variant(coding) else {
+        return simple(
+            out,
+            500,
+            date,
+            b"",
+            "empty cache entry",
+            conn_line,
+            method == Method::Head,
+        );
+    };
+    entry.hit();
+    let head_only = method == Method::Head;
+    let len = u64::try_from(v.body.len()).unwrap_or(u64::MAX);
+    let [d0, d1, d2] = date_line(date);
+
+    if entry.status != 200 {
+        put_status_line_into(out, entry.status)?;
+        let cl = Decimal::new(len);
+        out.put(&[
+            d0,
+            d1,
+            d2,
+            SERVER,
+            &v.validators,
+            &v.content_type,
+            &v.other,
+            b"Content-Length: ",
+            cl.as_bytes(),
+            b"\r\n",
+            conn_line,
+            b"\r\n",
+        ])?;
+        if !head_only {
+            out.body(&v.body, 0, v.body.len())?;
+        }
+        return Ok(Served {
+            status: entry.status,
+            body_bytes: if head_only { 0 } else { len },
+        });
+    }
+
+    match evaluate(entry, v, method, headers) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            out.put(&[
+                status_line(304),
+                d0,
+                d1,
+                d2,
+                SERVER,
+                &v.validators,
+                conn_line,
+                b"\r\n",
+            ])?;
+            return Ok(Served {
+                status: 304,
+                body_bytes: 0,
+            });
+        }
+        Precondition::Failed => {
+            return simple(
+                out,
+                412,
+                date,
+                b"",
+                "Precondition Failed",
+                conn_line,
+                head_only,
+            );
+        }
+    }
+
+    let range = match single(headers, "range") {
+        Some(value) if method == Method::Get && if_range_allows(entry, v, headers) => {
+            parse_range(value, len)
+        }
+        _ => RangeRequest::Ignore,
+    };
+    let total = Decimal::new(len);
+    match range {
+        RangeRequest::Ignore => {
+            out.put(&[
+                status_line(200),
+                d0,
+                d1,
+                d2,
+                SERVER,
+                &v.validators,
+                &v.content_type,
+                &v.other,
+                b"Content-Length: ",
+                total.as_bytes(),
+                b"\r\n",
+                conn_line,
+                b"\r\n",
+            ])?;
+            if !head_only {
+                out.body(&v.body, 0, v.body.len())?;
+            }
+            Ok(Served {
+                status: 200,
+                body_bytes: if head_only { 0 } else { len },
+            })
+        }
+        RangeRequest::Unsatisfiable => {
+            out.put(&[
+                status_line(416),
+                d0,
+                d1,
+                d2,
+                SERVER,
+                &v.validators,
+                b"Content-Range: bytes */",
+                total.as_bytes(),
+                b"\r\nContent-Length: 0\r\n",
+                conn_line,
+                b"\r\n",
+            ])?;
+            Ok(Served {
+                status: 416,
+                body_bytes: 0,
+            })
+        }
+        RangeRequest::Ranges { ranges, count } => {
+            let ranges = ranges.get(..count).unwrap_or_default();
+            if let [r] = ranges {
+                let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
+                let n = Decimal::new(r.len());
+                out.put(&[
+                    status_line(206),
+                    d0,
+                    d1,
+                    d2,
+                    SERVER,
+                    &v.validators,
+                    &v.content_type,
+                    &v.other,
+                    b"Content-Range: bytes ",
+                    first.as_bytes(),
+                    b"-",
+                    last.as_bytes(),
+                    b"/",
+                    total.as_bytes(),
+                    b"\r\nContent-Length: ",
+                    n.as_bytes(),
+                    b"\r\n",
+                    conn_line,
+                    b"\r\n",
+                ])?;
+                out.body(
+                    &v.body,
+                    to_usize(r.first),
+                    to_usize(r.last).saturating_add(1),
+                )?;
+                return Ok(Served {
+                    status: 206,
+                    body_bytes: r.len(),
+                });
+            }
+            multipart(v, ranges, &total, [d0, d1, d2], conn_line, out)
+        }
+    }
+}
+
+/// `multipart/byteranges` (RFC 9110 §14.6) for two or more ranges.
+fn multipart(
+    v: &Variant,
+    ranges: &[ByteRange],
+    total: &Decimal,
+    date: [&[u8]; 3],
+    conn_line: &[u8],
+    out: &mut Output,
+) -> Result<Served, OutOfMemory> {
+    // The boundary comes from the entity-tag, which is a hash of the body: it cannot collide with
+    // the body by accident.
+    let tag = v
+        .etag
+        .get(1..v.etag.len().saturating_sub(1))
+        .unwrap_or_default();
+    let mut boundary = [0u8; 32];
+    let prefix = b"khttp-";
+    let blen = prefix.len().saturating_add(tag.len()).min(boundary.len());
+    for (slot, b) in boundary.iter_mut().zip(prefix.iter().chain(tag.iter())) {
+        *slot = *b;
+    }
+    let boundary = boundary.get(..blen).unwrap_or_default();
+    let part_len = |r: &ByteRange| -> u64 {
+        let fixed = 4 + 2 + 21 + 1 + 1 + 4; // "\r\n--" "\r\n" "Content-Range: bytes " "-" "/" "\r\n\r\n"
+        [
+            fixed,
+            boundary.len(),
+            v.content_type.len(),
+            Decimal::new(r.first).as_bytes().len(),
+            Decimal::new(r.last).as_bytes().len(),
+            total.as_bytes().len(),
+        ]
+        .iter()
+        .map(|&n| u64::try_from(n).unwrap_or(u64::MAX))
+        .fold(r.len(), u64::saturating_add)
+    };
+    let closing = u64::try_from(boundary.len().saturating_add(8)).unwrap_or(u64::MAX);
+    let body_len = ranges
+        .iter()
+        .map(part_len)
+        .fold(closing, u64::saturating_add);
+    let cl = Decimal::new(body_len);
+    let [d0, d1, d2] = date;
+    out.put(&[
+        status_line(206),
+        d0,
+        d1,
+        d2,
+        SERVER,
+        &v.validators,
+        b"Content-Type: multipart/byteranges; boundary=",
+        boundary,
+        b"\r\n",
+        &v.other,
+        b"Content-Length: ",
+        cl.as_bytes(),
+        b"\r\n",
+        conn_line,
+        b"\r\n",
+    ])?;
+    for r in ranges {
+        let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
+        out.put(&[
+            b"\r\n--",
+            boundary,
+            b"\r\n",
+            &v.content_type,
+            b"Content-Range: bytes ",
+            first.as_bytes(),
+            b"-",
+            last.as_bytes(),
+            b"/",
+            total.as_bytes(),
+            b"\r\n\r\n",
+        ])?;
+        out.body(
+            &v.body,
+            to_usize(r.first),
+            to_usize(r.last).saturating_add(1),
+        )?;
+    }
+    out.put(&[b"\r\n--", boundary, b"--\r\n"])?;
+    Ok(Served {
+        status: 206,
+        body_bytes: body_len,
+    })
+}

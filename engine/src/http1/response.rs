@@ -1,0 +1,133 @@
+//! Response heads (RFC 9112 §4, RFC 9110 §15), written into a caller-owned buffer with fallible
+//! growth. Bodies are never copied here; the connection queues references to cached bodies.
+
+use alloc::vec::Vec;
+
+use crate::error::OutOfMemory;
+
+/// The `Server` field every response carries.
+pub const SERVER: &[u8] = b"Server: khttp\r\n";
+
+/// Appends all `parts` to `buf`, or nothing if memory cannot be had.
+///
+/// # Errors
+/// [`OutOfMemory`] when the buffer cannot grow; `buf` is unchanged.
+pub fn put(buf: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), OutOfMemory> {
+    let total = parts
+        .iter()
+        .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
+        .ok_or(OutOfMemory)?;
+    buf.try_reserve(total)?;
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    Ok(())
+}
+
+/// Decimal digits of `n`, in a stack buffer.
+#[derive(Clone, Copy)]
+pub struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    /// Formats `n`.
+    #[must_use]
+    pub fn new(mut n: u64) -> Self {
+        let mut buf = [b'0'; 20];
+        let mut start = buf.len();
+        loop {
+            start = start.saturating_sub(1);
+            if let Some(slot) = buf.get_mut(start) {
+                let digit = u8::try_from(n % 10).unwrap_or(0);
+                *slot = b'0'.saturating_add(digit);
+            }
+            n /= 10;
+            if n == 0 || start == 0 {
+                break;
+            }
+        }
+        Self { buf, start }
+    }
+
+    /// The digits.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
+/// The status line for `status`, e.g. `HTTP/1.1 404 Not Found\r\n`. Responses always carry
+/// HTTP/1.1, the highest minor version this server speaks (RFC 9110 §6.2).
+#[must_use]
+pub fn status_line(status: u16) -> &'static [u8] {
+    match status {
+        100 => b"HTTP/1.1 100 Continue\r\n",
+        200 => b"HTTP/1.1 200 OK\r\n",
+        201 => b"HTTP/1.1 201 Created\r\n",
+        202 => b"HTTP/1.1 202 Accepted\r\n",
+        203 => b"HTTP/1.1 203 Non-Authoritative Information\r\n",
+        206 => b"HTTP/1.1 206 Partial Content\r\n",
+        300 => b"HTTP/1.1 300 Multiple Choices\r\n",
+        301 => b"HTTP/1.1 301 Moved Permanently\r\n",
+        302 => b"HTTP/1.1 302 Found\r\n",
+        303 => b"HTTP/1.1 303 See Other\r\n",
+        304 => b"HTTP/1.1 304 Not Modified\r\n",
+        307 => b"HTTP/1.1 307 Temporary Redirect\r\n",
+        308 => b"HTTP/1.1 308 Permanent Redirect\r\n",
+        400 => b"HTTP/1.1 400 Bad Request\r\n",
+        401 => b"HTTP/1.1 401 Unauthorized\r\n",
+        403 => b"HTTP/1.1 403 Forbidden\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        405 => b"HTTP/1.1 405 Method Not Allowed\r\n",
+        410 => b"HTTP/1.1 410 Gone\r\n",
+        413 => b"HTTP/1.1 413 Content Too Large\r\n",
+        412 => b"HTTP/1.1 412 Precondition Failed\r\n",
+        414 => b"HTTP/1.1 414 URI Too Long\r\n",
+        416 => b"HTTP/1.1 416 Range Not Satisfiable\r\n",
+        417 => b"HTTP/1.1 417 Expectation Failed\r\n",
+        431 => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+        451 => b"HTTP/1.1 451 Unavailable For Legal Reasons\r\n",
+        500 => b"HTTP/1.1 500 Internal Server Error\r\n",
+        501 => b"HTTP/1.1 501 Not Implemented\r\n",
+        502 => b"HTTP/1.1 502 Bad Gateway\r\n",
+        503 => b"HTTP/1.1 503 Service Unavailable\r\n",
+        504 => b"HTTP/1.1 504 Gateway Timeout\r\n",
+        505 => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
+        _ => b"",
+    }
+}
+
+/// Writes the status line for any status 100..=999; the reason phrase may be empty
+/// (RFC 9112 §4: `status-line = HTTP-version SP status-code SP [ reason-phrase ]`).
+///
+/// # Errors
+/// [`OutOfMemory`].
+pub fn put_status_line(buf: &mut Vec<u8>, status: u16) -> Result<(), OutOfMemory> {
+    let known = status_line(status);
+    if known.is_empty() {
+        put(
+            buf,
+            &[
+                b"HTTP/1.1 ",
+                Decimal::new(u64::from(status)).as_bytes(),
+                b" \r\n",
+            ],
+        )
+    } else {
+        put(buf, &[known])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Decimal;
+
+    #[test]
+    fn decimal() {
+        for n in [0u64, 7, 10, 123_456, u64::MAX] {
+            assert_eq!(Decimal::new(n).as_bytes(), alloc::format!("{n}").as_bytes());
+        }
+    }
+}

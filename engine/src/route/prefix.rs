@@ -1,0 +1,343 @@
+//! UrlPrefix strings: `scheme://host:port/relativeURI` (HTTPSYS-REFERENCE §1.2, from
+//! win32 `urlprefix-strings.md`).
+//!
+//! ```text
+//! prefix = "http://" host ":" port path       ; scheme lowercase only
+//! host   = "+" / "*" / dns-name / IPv4address / "[" IPv6address "]"   ; case-insensitive
+//! port   = %x31-39 *4DIGIT                      ; 1..=65535, no leading zero, no wildcard
+//! path   = "/" *( segment "/" )                 ; a reservation's path must end with "/"
+//! ```
+//!
+//! The same grammar, without the trailing-slash rule and with a concrete path, names cache URLs
+//! (`http://+:8080/a.html`). Paths are canonicalised like request paths and must already be in
+//! canonical form, so that what an administrator writes is what requests match.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::canon::{CanonError, canonicalize};
+
+/// Which http.sys host category a prefix belongs to (HTTPSYS-REFERENCE §1.3), in routing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bucket {
+    /// `+`: every host name.
+    Strong,
+    /// A DNS name compared with the request's host.
+    Explicit,
+    /// An IP literal: requests arriving on that local address.
+    IpBound,
+    /// `*`: whatever the others did not take.
+    Weak,
+}
+
+/// The host part of a prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostSpec {
+    /// `+`
+    Strong,
+    /// `*`
+    Weak,
+    /// A DNS name, stored lower-case without a trailing dot.
+    Name(Box<str>),
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+}
+
+impl HostSpec {
+    /// The routing bucket of this host.
+    #[must_use]
+    pub const fn bucket(&self) -> Bucket {
+        match self {
+            Self::Strong => Bucket::Strong,
+            Self::Name(_) => Bucket::Explicit,
+            Self::Ip(_) => Bucket::IpBound,
+            Self::Weak => Bucket::Weak,
+        }
+    }
+}
+
+/// A parsed URL prefix (or cache URL).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    /// The host category and value.
+    pub host: HostSpec,
+    /// The TCP port.
+    pub port: u16,
+    /// The canonical path, lower-cased (paths compare case-insensitively). Starts with `/`.
+    pub path: Box<str>,
+}
+
+impl Prefix {
+    /// The prefix in its normal written form, e.g. `http://+:8080/vroot/`.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut s = String::from("http://");
+        match &self.host {
+            HostSpec::Strong => s.push('+'),
+            HostSpec::Weak => s.push('*'),
+            HostSpec::Name(n) => s.push_str(n),
+            HostSpec::Ip(IpAddr::V4(a)) => s.push_str(&alloc::format!("{a}")),
+            HostSpec::Ip(IpAddr::V6(a)) => s.push_str(&alloc::format!("[{a}]")),
+        }
+        s.push_str(&alloc::format!(":{}", self.port));
+        s.push_str(&self.path);
+        s
+    }
+}
+
+/// Why a prefix or URL was refused. Each names the fault in one line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrefixError {
+    /// Not `http://` (the scheme is lowercase only).
+    Scheme,
+    /// `https://`: refused until khttp has TLS.
+    HttpsUnsupported,
+    /// Nothing between `//` and `:`.
+    MissingHost,
+    /// A host that is not `+`, `*`, a DNS name or an IP literal.
+    InvalidHost,
+    /// No `:port` after the host.
+    MissingPort,
+    /// A port that is not 1..=65535 in decimal without a leading zero.
+    InvalidPort,
+    /// No path after the port.
+    MissingPath,
+    /// A reservation whose path does not end with `/`.
+    NoTrailingSlash,
+    /// A query string or fragment in a prefix or cache URL.
+    QueryNotAllowed,
+    /// A path that is not in canonical form or cannot be canonicalised.
+    InvalidPath(CanonError),
+    /// A path that is not already canonical (it would be written differently after cooking).
+    NotCanonical,
+    /// Longer than [`MAX_PREFIX_LEN`].
+    TooLong,
+}
+
+impl PrefixError {
+    /// One line of English naming the fault.
+    #[must_use]
+    pub const fn message(&self) -> &'static str {
+        match self {
+            Self::Scheme => "the URL must start with \"http://\" (lowercase)",
+            Self::HttpsUnsupported => "https is not supported yet: khttp has no TLS",
+            Self::MissingHost => "the URL has no host: use +, *, a host name or an IP address",
+            Self::InvalidHost => {
+                "the host must be +, *, a host name, an IPv4 address or a bracketed IPv6 address"
+            }
+            Self::MissingPort => "the URL has no port: write http://host:port/path/",
+            Self::InvalidPort => "the port must be a number from 1 to 65535 without a leading zero",
+            Self::MissingPath => "the URL has no path: it must continue with '/' after the port",
+            Self::NoTrailingSlash => "a URL prefix must end with '/'",
+            Self::QueryNotAllowed => "a URL prefix cannot contain '?' or '#'",
+            Self::InvalidPath(e) => e.message(),
+            Self::NotCanonical => {
+                "the URL path is not canonical (remove '.', '..', '\\' and needless escapes)"
+            }
+            Self::TooLong => "the URL is too long",
+        }
+    }
+}
+
+impl core::fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// The longest prefix or cache URL accepted (the default `max-url-length`).
+pub const MAX_PREFIX_LEN: usize = 16_384;
+
+/// RFC 1123 host name: labels of letters, digits and hyphens, 1..=63 each, 253 in all.
+fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn parse_port(s: &str) -> Result<u16, PrefixError> {
+    if s.is_empty() {
+        return Err(PrefixError::MissingPort);
+    }
+    if s.starts_with('0') || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PrefixError::InvalidPort);
+    }
+    s.parse::<u16>().map_err(|_| PrefixError::InvalidPort)
+}
+
+fn parse_host(s: &str) -> Result<HostSpec, PrefixError> {
+    match s {
+        "" => Err(PrefixError::MissingHost),
+        "+" => Ok(HostSpec::Strong),
+        "*" => Ok(HostSpec::Weak),
+        _ => {
+            if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                return inner
+                    .parse::<Ipv6Addr>()
+                    .map(|a| HostSpec::Ip(IpAddr::V6(a)))
+                    .map_err(|_| PrefixError::InvalidHost);
+            }
+            if let Ok(a) = s.parse::<Ipv4Addr>() {
+                return Ok(HostSpec::Ip(IpAddr::V4(a)));
+            }
+            // A name that looks numeric but is not an IPv4 literal ("1.2.3") is refused: it would
+            // route differently on different resolvers.
+            let all_numeric = s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            if all_numeric || !is_dns_name(s) {
+                return Err(PrefixError::InvalidHost);
+            }
+            let lower = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+            Ok(HostSpec::Name(lower.into_boxed_str()))
+        }
+    }
+}
+
+/// Parses `http://host:port/path`, with the path canonical; `reservation` also needs a trailing
+/// `/`.
+fn parse(s: &str, reservation: bool) -> Result<Prefix, PrefixError> {
+    if s.len() > MAX_PREFIX_LEN {
+        return Err(PrefixError::TooLong);
+    }
+    let rest = match s.strip_prefix("http://") {
+        Some(rest) => rest,
+        None if s.starts_with("https://") => return Err(PrefixError::HttpsUnsupported),
+        None => return Err(PrefixError::Scheme),
+    };
+    if rest.contains(['?', '#']) {
+        return Err(PrefixError::QueryNotAllowed);
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    // The port is after the last ':' outside brackets.
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority.get(i..).is_some_and(|t| t.contains(']')) => (
+            authority.get(..i).unwrap_or(""),
+            authority.get(i.saturating_add(1)..).unwrap_or(""),
+        ),
+        _ => {
+            parse_host(authority)?;
+            return Err(PrefixError::MissingPort);
+        }
+    };
+    let host = parse_host(host)?;
+    let port = parse_port(port)?;
+    if path.is_empty() {
+        return Err(PrefixError::MissingPath);
+    }
+    if reservation && !path.ends_with('/') {
+        return Err(PrefixError::NoTrailingSlash);
+    }
+    let mut scratch = (Vec::new(), Vec::new());
+    let cooked = canonicalize(path.as_bytes(), &mut scratch).map_err(PrefixError::InvalidPath)?;
+    if cooked != path.as_bytes() {
+        return Err(PrefixError::NotCanonical);
+    }
+    Ok(Prefix {
+        host,
+        port,
+        path: path.into(),
+    })
+}
+
+/// Parses a URL prefix for a reservation; the path is lower-cased (it matches case-insensitively).
+///
+/// # Errors
+/// [`PrefixError`] naming the fault.
+pub fn parse_prefix(s: &str) -> Result<Prefix, PrefixError> {
+    let mut p = parse(s, true)?;
+    p.path = p.path.to_ascii_lowercase().into_boxed_str();
+    Ok(p)
+}
+
+/// Parses a cache URL (`http://+:8080/a.html`): the same grammar, any final segment, path case
+/// kept (cache keys are case-sensitive below the reservation).
+///
+/// # Errors
+/// [`PrefixError`] naming the fault.
+pub fn parse_url(s: &str) -> Result<Prefix, PrefixError> {
+    parse(s, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use super::{HostSpec, PrefixError, parse_prefix, parse_url};
+    use crate::route::canon::CanonError;
+
+    #[test]
+    fn valid_prefixes() {
+        let p = parse_prefix("http://www.Adatum.com:80/VRoot/").unwrap();
+        assert_eq!(p.host, HostSpec::Name("www.adatum.com".into()));
+        assert_eq!((p.port, &*p.path), (80, "/vroot/"));
+        assert_eq!(
+            parse_prefix("http://+:80/vroot/").unwrap().host,
+            HostSpec::Strong
+        );
+        assert_eq!(parse_prefix("http://*:8080/").unwrap().host, HostSpec::Weak);
+        assert_eq!(
+            parse_prefix("http://192.168.0.10:80/").unwrap().host,
+            HostSpec::Ip(IpAddr::V4(Ipv4Addr::new(192, 168, 0, 10)))
+        );
+        assert_eq!(
+            parse_prefix("http://[::1]:65535/a/b/").unwrap().host,
+            HostSpec::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(parse_prefix("http://+:1/").unwrap().port, 1);
+        assert_eq!(
+            parse_prefix("http://[::1]:8080/").unwrap().to_text(),
+            "http://[::1]:8080/"
+        );
+    }
+
+    #[test]
+    fn invalid_prefixes_name_the_fault() {
+        for (s, e) in [
+            ("HTTP://+:80/", PrefixError::Scheme),
+            ("ftp://+:80/", PrefixError::Scheme),
+            ("https://+:443/", PrefixError::HttpsUnsupported),
+            ("http://:80/", PrefixError::MissingHost),
+            ("http://+/", PrefixError::MissingPort),
+            ("http://+:/", PrefixError::MissingPort),
+            ("http://+:080/", PrefixError::InvalidPort),
+            ("http://+:0/", PrefixError::InvalidPort),
+            ("http://+:65536/", PrefixError::InvalidPort),
+            ("http://+:*/", PrefixError::InvalidPort),
+            ("http://+:80", PrefixError::MissingPath),
+            ("http://+:80/vroot", PrefixError::NoTrailingSlash),
+            ("http://+:80/a?b/", PrefixError::QueryNotAllowed),
+            ("http://a_b:80/", PrefixError::InvalidHost),
+            ("http://1.2.3:80/", PrefixError::InvalidHost),
+            ("http://[zz]:80/", PrefixError::InvalidHost),
+            ("http://user@host:80/", PrefixError::InvalidHost),
+            ("http://+:80/a/../", PrefixError::NotCanonical),
+            ("http://+:80/%7e/", PrefixError::NotCanonical),
+            (
+                "http://+:80/../",
+                PrefixError::InvalidPath(CanonError::AboveRoot),
+            ),
+        ] {
+            assert_eq!(parse_prefix(s), Err(e), "{s}");
+        }
+    }
+
+    #[test]
+    fn cache_urls_keep_case_and_need_no_slash() {
+        let u = parse_url("http://+:8080/Docs/A.html").unwrap();
+        assert_eq!(&*u.path, "/Docs/A.html");
+    }
+}

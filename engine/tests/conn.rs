@@ -1,0 +1,527 @@
+//! End-to-end behaviour of the connection state machine against a site, through the public API.
+
+mod common;
+
+use common::{BODY, Harness, UNIX_NOW, get, one, parse_responses, site};
+use khttp_engine::cache::EntrySpec;
+use khttp_engine::{Close, Instant};
+
+#[test]
+fn get_hit_has_the_expected_head_and_body() {
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(&get("/index.html", "")));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, BODY);
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(
+        r.header("content-length"),
+        Some(BODY.len().to_string().as_str())
+    );
+    assert_eq!(r.header("date"), Some("Sun, 06 Nov 1994 08:49:37 GMT"));
+    assert_eq!(
+        r.header("last-modified"),
+        Some("Sun, 06 Nov 1994 07:49:37 GMT")
+    );
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert!(r.header("etag").unwrap().starts_with('"'));
+    assert_eq!(
+        r.header("connection"),
+        None,
+        "HTTP/1.1 keep-alive is implicit"
+    );
+    assert!(h.closed().is_none());
+    assert!(h.conn.wants_read());
+}
+
+#[test]
+fn head_sends_the_get_head_without_body() {
+    let mut h = Harness::new(site());
+    let get_resp = one(&h.exchange(&get("/index.html", "")));
+    let out = h.exchange(b"HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = &parse_responses(&out, &[true])[0];
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.headers, get_resp.headers);
+    assert!(out.ends_with(b"\r\n\r\n"), "no body bytes after the head");
+}
+
+#[test]
+fn routing_errors() {
+    // Reserved, no entry: 404, connection kept.
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(&get("/missing.html", "")));
+    assert_eq!(r.status, 404);
+    assert!(h.closed().is_none());
+    // Canonical path finds the entry.
+    assert_eq!(one(&h.exchange(&get("/a/../%69ndex.html", ""))).status, 200);
+    // Climbing above the root: 400 and close.
+    let r = one(&h.exchange(&get("/../index.html", "")));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(h.closed(), Some(Close::Graceful));
+
+    // No reservation for this port: 400 (http.sys) and close.
+    let mut s = site();
+    s.unreserve("http://+:8080/").unwrap();
+    s.reserve("http://+:9090/", None).unwrap();
+    let mut h = Harness::new(s);
+    let r = one(&h.exchange(&get("/index.html", "")));
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("no reservation"));
+    assert_eq!(h.closed(), Some(Close::Graceful));
+}
+
+#[test]
+fn other_methods_get_405_with_allow() {
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(b"DELETE /index.html HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    // A POST body is read and discarded; the next request is answered.
+    let out = h.exchange(b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    let rs = parse_responses(&out, &[]);
+    assert_eq!(rs.iter().map(|r| r.status).collect::<Vec<_>>(), [405, 200]);
+    // Lower-case methods are other methods (RFC 9110 §9.1: case-sensitive).
+    assert_eq!(
+        one(&h.exchange(b"get /index.html HTTP/1.1\r\nHost: x\r\n\r\n")).status,
+        405
+    );
+    assert_eq!(
+        one(&h.exchange(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")).status,
+        200
+    );
+}
+
+#[test]
+fn conditional_requests() {
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(&get("/index.html", "")));
+    let etag = r.header("etag").unwrap().to_string();
+    let lm = r.header("last-modified").unwrap().to_string();
+
+    let not_modified = one(&h.exchange(&get("/index.html", &format!("If-None-Match: {etag}\r\n"))));
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    assert!(not_modified.header("content-length").is_none());
+    // Weak comparison, lists and `*`.
+    assert_eq!(
+        one(&h.exchange(&get(
+            "/index.html",
+            &format!("If-None-Match: \"x\", W/{etag}\r\n")
+        )))
+        .status,
+        304
+    );
+    assert_eq!(
+        one(&h.exchange(&get("/index.html", "If-None-Match: *\r\n"))).status,
+        304
+    );
+    assert_eq!(
+        one(&h.exchange(&get("/index.html", "If-None-Match: \"other\"\r\n"))).status,
+        200
+    );
+    // If-Modified-Since.
+    assert_eq!(
+        one(&h.exchange(&get("/index.html", &format!("If-Modified-Since: {lm}\r\n")))).status,
+        304
+    );
+    assert_eq!(
+        one(&h.exchange(&get(
+            "/index.html",
+            "If-Modified-Since: Sun, 06 Nov 1994 07:49:36 GMT\r\n"
+        )))
+        .status,
+        200
+    );
+    assert_eq!(
+        one(&h.exchange(&get("/index.html", "If-Modified-Since: garbage\r\n"))).status,
+        200
+    );
+    // RFC 9110 §13.2.2: If-None-Match takes precedence over If-Modified-Since.
+    let both = format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {lm}\r\n");
+    assert_eq!(one(&h.exchange(&get("/index.html", &both))).status, 200);
+    // If-Match / If-Unmodified-Since.
+    assert_eq!(
+        one(&h.exchange(&get("/index.html", "If-Match: \"other\"\r\n"))).status,
+        412
+    );
+    assert_eq!(
+        one(&h.exchange(&get("/index.html", &format!("If-Match: {etag}\r\n")))).status,
+        200
+    );
+    assert_eq!(
+        one(&h.exchange(&get(
+            "/index.html",
+            "If-Unmodified-Since: Sat, 05 Nov 1994 00:00:00 GMT\r\n"
+        )))
+        .status,
+        412
+    );
+    assert!(h.closed().is_none());
+}
+
+#[test]
+fn ranges() {
+    let mut h = Harness::new(site());
+    let full = one(&h.exchange(&get("/data.bin", ""))).body;
+    assert_eq!(full.len(), 1000);
+
+    let r = one(&h.exchange(&get("/data.bin", "Range: bytes=10-19\r\n")));
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 10-19/1000"));
+    assert_eq!(r.body, &full[10..20]);
+
+    let r = one(&h.exchange(&get("/data.bin", "Range: bytes=-5\r\n")));
+    assert_eq!((r.status, r.body.as_slice()), (206, &full[995..]));
+
+    let r = one(&h.exchange(&get("/data.bin", "Range: bytes=1000-\r\n")));
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */1000"));
+
+    // Several ranges: multipart/byteranges with an exact Content-Length.
+    let r = one(&h.exchange(&get("/data.bin", "Range: bytes=0-1, 10-12\r\n")));
+    assert_eq!(r.status, 206);
+    let ct = r.header("content-type").unwrap();
+    let boundary = ct.strip_prefix("multipart/byteranges; boundary=").unwrap();
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains(&format!(
+        "--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/1000\r\n\r\n"
+    )));
+    assert!(text.ends_with(&format!("\r\n--{boundary}--\r\n")));
+
+    // If-Range: a matching ETag applies the range, anything else sends 200.
+    let etag = one(&h.exchange(&get("/data.bin", "")))
+        .header("etag")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        one(&h.exchange(&get(
+            "/data.bin",
+            &format!("Range: bytes=0-0\r\nIf-Range: {etag}\r\n")
+        )))
+        .status,
+        206
+    );
+    assert_eq!(
+        one(&h.exchange(&get(
+            "/data.bin",
+            "Range: bytes=0-0\r\nIf-Range: \"stale\"\r\n"
+        )))
+        .status,
+        200
+    );
+    assert_eq!(
+        one(&h.exchange(&get(
+            "/data.bin",
+            "Range: bytes=0-0\r\nIf-Range: Sun, 06 Nov 1994 07:49:37 GMT\r\n"
+        )))
+        .status,
+        206
+    );
+    // HEAD ignores Range (RFC 9110 §14.2: only GET).
+    let out = h.exchange(b"HEAD /data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n");
+    assert_eq!(parse_responses(&out, &[true])[0].status, 200);
+}
+
+/// HTTPSYS-REFERENCE §6, MS15-034: the probe and the crash input give 206 or 416, never a wrap.
+#[test]
+fn ms15_034_inputs() {
+    let mut h = Harness::new(site());
+    for (range, status, len) in [
+        ("bytes=0-18446744073709551615", 206, Some(BODY.len())),
+        ("bytes=18-18446744073709551615", 206, Some(BODY.len() - 18)),
+        ("bytes=18446744073709551615-", 416, None),
+        ("bytes=-18446744073709551615", 206, Some(BODY.len())),
+        ("bytes=0-99999999999999999999999999", 206, Some(BODY.len())),
+    ] {
+        let r = one(&h.exchange(&get("/index.html", &format!("Range: {range}\r\n"))));
+        assert_eq!(r.status, status, "{range}");
+        if let Some(len) = len {
+            assert_eq!(r.body.len(), len, "{range}");
+        }
+    }
+}
+
+#[test]
+fn content_negotiation() {
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(&get("/data.bin", "Accept-Encoding: gzip, br\r\n")));
+    assert_eq!(
+        (r.header("content-encoding"), r.body.as_slice()),
+        (Some("br"), &b"BR"[..])
+    );
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    let r = one(&h.exchange(&get("/data.bin", "Accept-Encoding: br;q=0.1, gzip\r\n")));
+    assert_eq!(r.body, b"GZIPPED");
+    let r = one(&h.exchange(&get("/data.bin", "")));
+    assert_eq!((r.header("content-encoding"), r.body.len()), (None, 1000));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    // CVE-2021-31166's input is just a list of unknown codings.
+    let r = one(&h.exchange(&get(
+        "/data.bin",
+        "Accept-Encoding: doar-e, ftw, imo, ,\r\n",
+    )));
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+    // An entry without variants says nothing about Vary.
+    let r = one(&h.exchange(&get("/index.html", "Accept-Encoding: gzip\r\n")));
+    assert_eq!(
+        (r.header("vary"), r.header("content-encoding")),
+        (None, None)
+    );
+}
+
+#[test]
+fn pipelining_and_keep_alive() {
+    let mut h = Harness::new(site());
+    let mut reqs = get("/index.html", "");
+    reqs.extend(b"HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    reqs.extend(get("/missing", ""));
+    reqs.extend(get("/data.bin", "Range: bytes=0-0\r\n"));
+    let rs = parse_responses(&h.exchange(&reqs), &[false, true, false, false]);
+    assert_eq!(
+        rs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 200, 404, 206]
+    );
+    assert_eq!(h.conn.requests(), 4);
+
+    // HTTP/1.0: close by default, keep-alive on request.
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(b"GET /index.html HTTP/1.0\r\n\r\n"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(h.closed(), Some(Close::Graceful));
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(b"GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    assert!(h.closed().is_none());
+    // HTTP/1.1 Connection: close.
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(&get("/index.html", "Connection: close\r\n")));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(h.closed(), Some(Close::Graceful));
+}
+
+#[test]
+fn request_bodies_are_discarded_without_desync() {
+    let mut h = Harness::new(site());
+    let mut stream = b"GET /index.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n".to_vec();
+    stream.extend(get("/data.bin", "Range: bytes=0-0\r\n"));
+    let rs = parse_responses(&h.exchange(&stream), &[]);
+    assert_eq!(rs.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 206]);
+
+    // A malformed chunked body replaces the held response with 400, and closes.
+    let mut h = Harness::new(site());
+    let out = h.exchange(b"GET /index.html HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\nGET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = one(&out);
+    assert_eq!(r.status, 400);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+
+    // A body bigger than the discard limit: 413 and close, without reading it.
+    let mut h = Harness::new(site());
+    let r = one(&h.exchange(&get("/index.html", "Content-Length: 10000000\r\n")));
+    assert_eq!(r.status, 413);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+}
+
+#[test]
+fn expect_100_continue() {
+    let mut h = Harness::new(site());
+    let out = h.exchange(&get(
+        "/index.html",
+        "Content-Length: 3\r\nExpect: 100-continue\r\n",
+    ));
+    assert!(out.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"));
+    let out = [out, h.exchange(b"abc")].concat();
+    let rs = parse_responses(&out, &[]);
+    assert_eq!(rs.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 200]);
+    let r = one(&h.exchange(&get("/index.html", "Expect: teapot\r\n")));
+    assert_eq!(r.status, 417);
+}
+
+#[test]
+fn parse_errors_answer_and_close() {
+    for (req, status) in [
+        (&b"GET / HTTP/1.1\r\n\r\n"[..], 400),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: zip, chunked\r\n\r\n",
+            501,
+        ),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+    ] {
+        let mut h = Harness::new(site());
+        let r = one(&h.exchange(req));
+        assert_eq!(r.status, status, "{:?}", String::from_utf8_lossy(req));
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(h.closed(), Some(Close::Graceful));
+        // Input after the error is ignored.
+        assert!(h.exchange(&get("/index.html", "")).is_empty());
+    }
+}
+
+#[test]
+fn size_limits() {
+    // A head that never ends: 431 once it passes max-request-bytes.
+    let mut h = Harness::new(site());
+    h.feed(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    for _ in 0..2000 {
+        h.feed(b"X-Filler: aaaaaaaa\r\n");
+    }
+    assert_eq!(one(&h.flush()).status, 431);
+    // A request line that never ends: 414.
+    let mut h = Harness::new(site());
+    h.feed(b"GET /");
+    for _ in 0..200 {
+        h.feed(&[b'a'; 100]);
+    }
+    assert_eq!(one(&h.flush()).status, 414);
+    // Limits are read from the site.
+    let mut s = site();
+    s.set_limit("max-headers", 2).unwrap();
+    let mut h = Harness::new(s);
+    assert_eq!(
+        one(&h.exchange(&get("/index.html", "A: 1\r\nB: 2\r\n"))).status,
+        431
+    );
+}
+
+#[test]
+fn deadlines() {
+    // Idle keep-alive connection.
+    let mut h = Harness::new(site());
+    h.exchange(&get("/index.html", ""));
+    let idle = h.conn.poll_timeout().unwrap();
+    assert_eq!(idle, Instant(1_000).add_secs(120));
+    h.advance_secs(119);
+    assert!(h.closed().is_none());
+    h.advance_secs(1);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+
+    // Header timeout counts from the first byte of the head, whatever trickles in after.
+    let mut h = Harness::new(site());
+    h.feed(b"GET / HTTP/1.1\r\n");
+    for _ in 0..119 {
+        h.advance_secs(1);
+        h.feed(b"X: y\r\n");
+    }
+    assert!(h.closed().is_none());
+    h.advance_secs(1);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+
+    // A client that never reads its response is reset once below min-send-rate.
+    let mut s = site();
+    common::put(
+        &mut s,
+        "http://+:8080/big",
+        vec![b'x'; 150_000],
+        "text/plain",
+    );
+    let mut h = Harness::new(s);
+    h.feed(&get("/big", ""));
+    // 150 kB (and a head) at 150 B/s is just over 1001 s, plus 10 s of grace.
+    h.advance_secs(1011);
+    assert!(h.closed().is_none());
+    h.advance_secs(1);
+    assert_eq!(h.closed(), Some(Close::Abortive));
+}
+
+#[test]
+fn backpressure_pauses_pipelined_processing() {
+    let mut h = Harness::new(site());
+    let mut stream = Vec::new();
+    for _ in 0..1000 {
+        stream.extend(get("/index.html", ""));
+    }
+    h.feed(&stream);
+    assert!(!h.conn.wants_read(), "output is backlogged");
+    let out = h.flush();
+    let rs = parse_responses(&out, &[]);
+    assert_eq!(rs.len(), 1000);
+    assert!(rs.iter().all(|r| r.status == 200 && r.body == BODY));
+    assert!(h.conn.wants_read());
+}
+
+#[test]
+fn eof_answers_complete_requests_then_closes() {
+    let mut h = Harness::new(site());
+    h.feed(&get("/index.html", ""));
+    h.feed(b"GET /partial");
+    h.conn.handle_eof(&h.clock, &h.site);
+    let r = one(&h.flush());
+    assert_eq!(r.status, 200);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+}
+
+#[test]
+fn a_replaced_entry_never_mixes_bytes() {
+    let mut h = Harness::new(site());
+    h.feed(&get("/index.html", ""));
+    // The response is queued; the administrator replaces the entry before it is sent.
+    let spec = EntrySpec {
+        body: b"NEW BODY".to_vec(),
+        ..Default::default()
+    };
+    h.site
+        .put("http://+:8080/index.html", spec, Instant(0))
+        .unwrap();
+    let r = one(&h.flush());
+    assert_eq!(r.body, BODY);
+    assert_eq!(one(&h.exchange(&get("/index.html", ""))).body, b"NEW BODY");
+}
+
+#[test]
+fn ttl_expiry() {
+    let mut s = site();
+    let spec = EntrySpec {
+        body: b"short-lived".to_vec(),
+        ttl_secs: Some(5),
+        ..Default::default()
+    };
+    s.put("http://+:8080/ttl", spec, Instant(1_000)).unwrap();
+    let mut h = Harness::new(s);
+    assert_eq!(one(&h.exchange(&get("/ttl", ""))).status, 200);
+    h.advance_secs(5);
+    assert_eq!(one(&h.exchange(&get("/ttl", ""))).status, 404);
+    assert_eq!(h.site.purge_expired(h.clock.now()), 1);
+}
+
+#[test]
+fn date_is_refreshed_per_second() {
+    let mut h = Harness::new(site());
+    let a = one(&h.exchange(&get("/index.html", "")))
+        .header("date")
+        .unwrap()
+        .to_string();
+    h.clock.update(Instant(1_500), UNIX_NOW);
+    let b = one(&h.exchange(&get("/index.html", "")))
+        .header("date")
+        .unwrap()
+        .to_string();
+    h.clock.update(Instant(2_000), UNIX_NOW + 1);
+    let c = one(&h.exchange(&get("/index.html", "")))
+        .header("date")
+        .unwrap()
+        .to_string();
+    assert_eq!(a, b);
+    assert_eq!(c, "Sun, 06 Nov 1994 08:49:38 GMT");
+}
+
+#[test]
+fn statistics() {
+    let mut h = Harness::new(site());
+    h.exchange(&get("/index.html", ""));
+    h.exchange(&get("/nope", ""));
+    let etag = one(&h.exchange(&get("/index.html", "")))
+        .header("etag")
+        .unwrap()
+        .to_string();
+    h.exchange(&get("/index.html", &format!("If-None-Match: {etag}\r\n")));
+    let [requests, hits, misses, not_modified, errors, _] = h.site.stats().snapshot();
+    assert_eq!(
+        (requests, hits, misses, not_modified, errors),
+        (4, 3, 1, 1, 0)
+    );
+}
