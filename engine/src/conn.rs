@@ -207,15 +207,15 @@ impl Connection {
         let l = &self.limits;
         let mut deadline: Option<Instant> = None;
         let mut consider = |d: Instant| deadline = Some(deadline.map_or(d, |x| x.min(d)));
-        if let Some(epoch) = self.send_epoch {
-            if l.min_send_rate > 0 {
-                let allowed = self
-                    .send_budget
-                    .saturating_mul(1000)
-                    .checked_div(u64::from(l.min_send_rate))
-                    .unwrap_or(0);
-                consider(epoch.add_millis(SEND_GRACE_MS.saturating_add(allowed)));
-            }
+        if let Some(epoch) = self.send_epoch
+            && l.min_send_rate > 0
+        {
+            let allowed = self
+                .send_budget
+                .saturating_mul(1000)
+                .checked_div(u64::from(l.min_send_rate))
+                .unwrap_or(0);
+            consider(epoch.add_millis(SEND_GRACE_MS.saturating_add(allowed)));
         }
         match &self.state {
             State::Body(ctx) => consider(ctx.started.add_secs(u64::from(l.header_timeout))),
@@ -456,10 +456,10 @@ impl Connection {
             Ok(h) => h,
             Err(e) => return self.fail(e, clock, site),
         };
-        if let Framing::Length(n) = head.framing {
-            if n > DISCARD_LIMIT {
-                return self.fail(RequestError::ContentTooLarge, clock, site);
-            }
+        if let Framing::Length(n) = head.framing
+            && n > DISCARD_LIMIT
+        {
+            return self.fail(RequestError::ContentTooLarge, clock, site);
         }
         let headers: &[httparse::Header<'_>] = slots.get(..head.fields).unwrap_or_default();
         if head.expect_continue {

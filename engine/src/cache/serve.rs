@@ -123,10 +123,10 @@ fn evaluate(
         if !match_hits(if_match, &v.etag) {
             return Precondition::Failed;
         }
-    } else if let Some(date) = single(headers, "if-unmodified-since").and_then(parse_http_date) {
-        if entry.last_modified.is_some_and(|lm| lm > date) {
-            return Precondition::Failed;
-        }
+    } else if let Some(date) = single(headers, "if-unmodified-since").and_then(parse_http_date)
+        && entry.last_modified.is_some_and(|lm| lm > date)
+    {
+        return Precondition::Failed;
     }
     let mut if_none_match = values(headers, "if-none-match").peekable();
     if if_none_match.peek().is_some() {
@@ -137,15 +137,14 @@ fn evaluate(
                 Precondition::Failed
             };
         }
-    } else if get_or_head {
-        if let (Some(date), Some(lm)) = (
+    } else if get_or_head
+        && let (Some(date), Some(lm)) = (
             single(headers, "if-modified-since").and_then(parse_http_date),
             entry.last_modified,
-        ) {
-            if lm <= date {
-                return Precondition::NotModified;
-            }
-        }
+        )
+        && lm <= date
+    {
+        return Precondition::NotModified;
     }
     Precondition::Proceed
 }

@@ -391,10 +391,11 @@ pub fn parse_head<'b>(
     if version == Version::Http11 && host_count == 0 {
         return Err(RequestError::BadRequest("HTTP/1.1 request without Host"));
     }
-    if let Some(h) = host_field {
-        if !h.is_empty() && !valid_host(h) {
-            return Err(RequestError::BadRequest("invalid Host header"));
-        }
+    if let Some(h) = host_field
+        && !h.is_empty()
+        && !valid_host(h)
+    {
+        return Err(RequestError::BadRequest("invalid Host header"));
     }
     let host = target_host.or(host_field).unwrap_or_default();
 

@@ -1,0 +1,137 @@
+//! Property tests: input splitting never changes the output, and no input can panic the engine
+//! or leave a connection neither answered nor closed.
+
+mod common;
+
+use common::{Harness, parse_responses, site};
+use khttp_engine::http1::fields::{RangeRequest, negotiate, parse_range, Coding};
+use khttp_engine::route::canonicalize;
+use proptest::prelude::*;
+
+/// Valid requests of every kind the engine answers without closing.
+const REQUESTS: &[&[u8]] = &[
+    b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"HEAD /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /missing HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /data.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=5-10, 20-30\r\n\r\n",
+    b"GET /data.bin HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\nIf-None-Match: \"x\"\r\n\r\n",
+    b"GET /data.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=5000-\r\n\r\n",
+    b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\nbody",
+    b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n",
+    b"DELETE /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /a/./b/../../index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"\r\nGET /index.html HTTP/1.1\nHost: localhost\n\n",
+];
+
+fn run_split(stream: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<khttp_engine::Close>) {
+    let mut h = Harness::new(site());
+    let mut at = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+    cuts.sort_unstable();
+    for c in cuts.into_iter().chain([stream.len()]) {
+        h.feed(&stream[at..c.max(at)]);
+        h.flush();
+        at = c.max(at);
+    }
+    h.conn.handle_eof(&h.clock, &h.site);
+    h.flush();
+    let close = h.closed();
+    (h.sent, close)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_split_gives_identical_responses(
+        picks in proptest::collection::vec(0..REQUESTS.len(), 1..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+    ) {
+        let stream: Vec<u8> = picks.iter().flat_map(|&i| REQUESTS[i].iter().copied()).collect();
+        let (whole, whole_close) = run_split(&stream, &[]);
+        let (split, split_close) = run_split(&stream, &cuts);
+        prop_assert_eq!(&whole, &split);
+        prop_assert_eq!(whole_close, split_close);
+        let head_only: Vec<bool> = picks.iter().map(|&i| REQUESTS[i].starts_with(b"HEAD")).collect();
+        prop_assert_eq!(parse_responses(&whole, &head_only).len(), picks.len());
+    }
+
+    #[test]
+    fn byte_at_a_time_is_the_same(picks in proptest::collection::vec(0..REQUESTS.len(), 1..5)) {
+        let stream: Vec<u8> = picks.iter().flat_map(|&i| REQUESTS[i].iter().copied()).collect();
+        let cuts: Vec<usize> = (1..stream.len()).collect();
+        prop_assert_eq!(run_split(&stream, &[]).0, run_split(&stream, &cuts).0);
+    }
+
+    #[test]
+    fn arbitrary_bytes_end_in_responses_or_a_close(
+        prefix in 0..REQUESTS.len(),
+        noise in proptest::collection::vec(any::<u8>(), 0..600),
+        cuts in proptest::collection::vec(any::<usize>(), 0..10),
+    ) {
+        // A valid request, then garbage: the garbage must not disturb the first answer.
+        let mut stream = REQUESTS[prefix].to_vec();
+        stream.extend_from_slice(&noise);
+        let (out, close) = run_split(&stream, &cuts);
+        prop_assert!(close.is_some(), "after EOF the connection must close");
+        let head_only = [REQUESTS[prefix].starts_with(b"HEAD")];
+        let responses = parse_responses(&out, &head_only);
+        prop_assert!(!responses.is_empty());
+    }
+
+    #[test]
+    fn arbitrary_header_values_never_panic(name in "[A-Za-z-]{1,20}", value in proptest::collection::vec(0x20u8..0x7f, 0..200)) {
+        let mut req = b"GET /data.bin HTTP/1.1\r\nHost: localhost\r\n".to_vec();
+        req.extend_from_slice(name.as_bytes());
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\n\r\n");
+        let (out, _) = run_split(&req, &[]);
+        prop_assert_eq!(parse_responses(&out, &[]).len(), 1);
+    }
+
+    #[test]
+    fn range_arithmetic_stays_in_bounds(value in proptest::collection::vec(any::<u8>(), 0..60), len in any::<u64>()) {
+        let mut v = b"bytes=".to_vec();
+        v.extend_from_slice(&value);
+        if let RangeRequest::Ranges { ranges, count } = parse_range(&v, len) {
+            prop_assert!(count >= 1);
+            for r in &ranges[..count] {
+                prop_assert!(r.first <= r.last && r.last < len);
+            }
+        }
+    }
+
+    #[test]
+    fn range_numbers_at_the_u64_edges(a in any::<u64>(), b in any::<u64>(), len in any::<u64>()) {
+        for spec in [format!("bytes={a}-{b}"), format!("bytes={a}-"), format!("bytes=-{b}"), format!("bytes={a}-{b},{b}-")] {
+            if let RangeRequest::Ranges { ranges, count } = parse_range(spec.as_bytes(), len) {
+                for r in &ranges[..count] {
+                    prop_assert!(r.first <= r.last && r.last < len);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_paths_never_climb(raw in "(/|[a-z.%2eEfF5cC\\\\]{1,4}){0,30}") {
+        let raw = format!("/{raw}");
+        let mut scratch = (Vec::new(), Vec::new());
+        if let Ok(p) = canonicalize(raw.as_bytes(), &mut scratch) {
+            prop_assert!(p.starts_with(b"/"));
+            for seg in p.split(|&b| b == b'/') {
+                prop_assert!(seg != b".." && seg != b".", "{:?} -> {:?}", raw, String::from_utf8_lossy(p));
+            }
+            prop_assert!(!p.contains(&b'\\'));
+            // Idempotent.
+            let again = canonicalize(p, &mut (Vec::new(), Vec::new())).map(<[u8]>::to_vec);
+            prop_assert_eq!(again, Ok(p.to_vec()));
+        }
+    }
+
+    #[test]
+    fn negotiation_is_total(value in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let c = negotiate([value.as_slice()].into_iter(), &[Coding::Gzip]);
+        prop_assert!(matches!(c, Coding::Identity | Coding::Gzip));
+    }
+}
