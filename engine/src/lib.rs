@@ -34,6 +34,7 @@ extern crate std;
 
 pub mod cache;
 pub mod conn;
+pub mod ctl;
 pub mod error;
 pub mod http1;
 pub mod out;

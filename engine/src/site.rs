@@ -425,7 +425,7 @@ fn parse_ip(s: &str) -> Result<IpAddr, CtlError> {
 }
 
 /// Whether the entry URL `url` lies under `p` (same host specifier and port, path prefix).
-fn url_under(url: &Prefix, p: &Prefix) -> bool {
+pub(crate) fn url_under(url: &Prefix, p: &Prefix) -> bool {
     url.host == p.host
         && url.port == p.port
         && url

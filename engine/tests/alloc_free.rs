@@ -1,6 +1,9 @@
 //! A cache hit allocates nothing (STYLE §8): a counting global allocator around the hit path.
 
-#![allow(unsafe_code, reason = "a GlobalAlloc wrapper is unsafe by definition; test-only")]
+#![allow(
+    unsafe_code,
+    reason = "a GlobalAlloc wrapper is unsafe by definition; test-only"
+)]
 
 mod common;
 
@@ -87,7 +90,11 @@ fn a_cache_hit_allocates_nothing() {
     let bytes = hits(&mut h, &reqs, 100);
     COUNTING.with(|c| c.set(false));
     assert!(bytes > 100 * 500, "responses were sent ({bytes} bytes)");
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed), 0, "allocations on the hit path");
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        0,
+        "allocations on the hit path"
+    );
 
     // The counter is live, so the zero above means something.
     COUNTING.with(|c| c.set(true));

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Harness, parse_responses, site};
-use khttp_engine::http1::fields::{RangeRequest, negotiate, parse_range, Coding};
+use khttp_engine::http1::fields::{Coding, RangeRequest, negotiate, parse_range};
 use khttp_engine::route::canonicalize;
 use proptest::prelude::*;
 

@@ -1,0 +1,382 @@
+//! khttp-proto: the control protocol shared by the driver, khttpd and khttpctl (DESIGN §6).
+//!
+//! One request/reply per call: a 32-bit control code (an IOCTL code, [`ctl_code`]) and an input
+//! buffer; for `cache put`, a second "direct" buffer carries the bodies (METHOD_IN_DIRECT on
+//! Windows). The reply is a 32-bit [`Status`] and an output buffer. All integers are
+//! little-endian; every buffer starts with a [`Header`] (version, reserved, size), and every count
+//! and length is validated before use. Decoding arbitrary bytes returns an error, never panics.
+//!
+//! On Windows the buffers travel through `DeviceIoControl`; on Linux khttpd's Unix socket carries
+//! the same bytes in the frames of [`frame`].
+//!
+//! This crate is `no_std` (with `alloc`), has no dependencies and no unsafe code.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation
+    )
+)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod frame;
+mod wire;
+
+pub use wire::{
+    HEADER_LEN, Header, MAX_COLS, MAX_HEADERS, MAX_ROWS, MAX_STR, PutEntry, Request, TableWriter,
+    Value, decode_reply, decode_request, encode_request, error_reply,
+};
+
+/// khttp's device type: above 0x8000, the range left to vendors (DRIVER-NOTES §3.1).
+pub const DEVICE_TYPE: u32 = 0x8337;
+/// `METHOD_BUFFERED`.
+pub const METHOD_BUFFERED: u32 = 0;
+/// `METHOD_IN_DIRECT`.
+pub const METHOD_IN_DIRECT: u32 = 1;
+/// `METHOD_OUT_DIRECT`.
+pub const METHOD_OUT_DIRECT: u32 = 2;
+/// `METHOD_NEITHER` (never used).
+pub const METHOD_NEITHER: u32 = 3;
+/// `FILE_ANY_ACCESS`.
+pub const FILE_ANY_ACCESS: u32 = 0;
+/// `FILE_READ_ACCESS`.
+pub const FILE_READ_ACCESS: u32 = 1;
+/// `FILE_WRITE_ACCESS`.
+pub const FILE_WRITE_ACCESS: u32 = 2;
+
+/// The `CTL_CODE` macro: `(DeviceType << 16) | (Access << 14) | (Function << 2) | Method`.
+#[must_use]
+pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32) -> u32 {
+    (device_type << 16) | (access << 14) | (function << 2) | method
+}
+
+/// The wire protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Control commands. The discriminant is the IOCTL function number (0x800 and up, never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Command {
+    /// Protocol and engine version.
+    Version = 0x800,
+    /// Reserve a URL prefix.
+    UrlaclAdd = 0x801,
+    /// Delete a reservation.
+    UrlaclDelete = 0x802,
+    /// List reservations.
+    UrlaclList = 0x803,
+    /// Add an address to the IP listen list.
+    IplistenAdd = 0x804,
+    /// Remove an address from the IP listen list.
+    IplistenDelete = 0x805,
+    /// List the IP listen list.
+    IplistenList = 0x806,
+    /// Put a cache entry (bodies in the direct buffer).
+    CachePut = 0x807,
+    /// Delete a cache entry.
+    CacheDelete = 0x808,
+    /// Flush cache entries under a prefix, or all.
+    CacheFlush = 0x809,
+    /// List cache entries.
+    CacheList = 0x80A,
+    /// Counters.
+    Stats = 0x80B,
+    /// Read the limits.
+    LimitsGet = 0x80C,
+    /// Set one limit.
+    LimitsSet = 0x80D,
+}
+
+impl Command {
+    /// Every command.
+    pub const ALL: [Self; 14] = [
+        Self::Version,
+        Self::UrlaclAdd,
+        Self::UrlaclDelete,
+        Self::UrlaclList,
+        Self::IplistenAdd,
+        Self::IplistenDelete,
+        Self::IplistenList,
+        Self::CachePut,
+        Self::CacheDelete,
+        Self::CacheFlush,
+        Self::CacheList,
+        Self::Stats,
+        Self::LimitsGet,
+        Self::LimitsSet,
+    ];
+
+    /// The IOCTL function number.
+    #[must_use]
+    pub const fn function(self) -> u32 {
+        self as u32
+    }
+
+    /// The buffer method: IN_DIRECT for `cache put` (the body rides in the output buffer),
+    /// BUFFERED for the rest.
+    #[must_use]
+    pub const fn method(self) -> u32 {
+        match self {
+            Self::CachePut => METHOD_IN_DIRECT,
+            _ => METHOD_BUFFERED,
+        }
+    }
+
+    /// The access a caller's handle must have: write for changes, read for queries.
+    #[must_use]
+    pub const fn access(self) -> u32 {
+        if self.changes_state() {
+            FILE_WRITE_ACCESS
+        } else {
+            FILE_READ_ACCESS
+        }
+    }
+
+    /// Whether the command changes anything.
+    #[must_use]
+    pub const fn changes_state(self) -> bool {
+        !matches!(
+            self,
+            Self::Version
+                | Self::UrlaclList
+                | Self::IplistenList
+                | Self::CacheList
+                | Self::Stats
+                | Self::LimitsGet
+        )
+    }
+
+    /// Whether a successful run changes persisted configuration (reservations, IP list, limits).
+    #[must_use]
+    pub const fn changes_config(self) -> bool {
+        matches!(
+            self,
+            Self::UrlaclAdd
+                | Self::UrlaclDelete
+                | Self::IplistenAdd
+                | Self::IplistenDelete
+                | Self::LimitsSet
+        )
+    }
+
+    /// The full 32-bit IOCTL code.
+    #[must_use]
+    pub const fn code(self) -> u32 {
+        ctl_code(DEVICE_TYPE, self.function(), self.method(), self.access())
+    }
+
+    /// The command with this full 32-bit code (all 32 bits are compared).
+    #[must_use]
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.code() == code)
+    }
+}
+
+/// Reply status. Values are stable: never renumbered, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Status {
+    /// Success.
+    Ok = 0,
+    /// The request buffer is malformed.
+    Malformed = 1,
+    /// The request's protocol version is not supported.
+    UnsupportedVersion = 2,
+    /// The control code names no command.
+    UnknownCommand = 3,
+    /// The output buffer is too small; the reply header's `size` says how large it must be.
+    BufferTooSmall = 4,
+    /// The URL prefix or URL is malformed.
+    InvalidPrefix = 5,
+    /// The prefix is already reserved.
+    AlreadyExists = 6,
+    /// No such reservation, entry or address.
+    NotFound = 7,
+    /// No reservation covers the URL.
+    NoReservation = 8,
+    /// The entry is larger than `cache-max-entry-bytes`.
+    EntryTooLarge = 9,
+    /// The cache would exceed `cache-max-bytes`.
+    CacheFull = 10,
+    /// A malformed or reserved `--header`.
+    InvalidHeader = 11,
+    /// A malformed content type.
+    InvalidContentType = 12,
+    /// A status code the cache cannot serve.
+    InvalidStatus = 13,
+    /// No limit of that name.
+    UnknownLimit = 14,
+    /// The limit value is out of range.
+    InvalidLimitValue = 15,
+    /// Not an IP address.
+    InvalidAddress = 16,
+    /// The address is already in the list.
+    AddressExists = 17,
+    /// The server is out of memory.
+    OutOfMemory = 18,
+    /// The caller may not use the control endpoint.
+    AccessDenied = 19,
+    /// The server could not persist the change; nothing was changed.
+    PersistFailed = 20,
+}
+
+impl Status {
+    /// Every status.
+    pub const ALL: [Self; 21] = [
+        Self::Ok,
+        Self::Malformed,
+        Self::UnsupportedVersion,
+        Self::UnknownCommand,
+        Self::BufferTooSmall,
+        Self::InvalidPrefix,
+        Self::AlreadyExists,
+        Self::NotFound,
+        Self::NoReservation,
+        Self::EntryTooLarge,
+        Self::CacheFull,
+        Self::InvalidHeader,
+        Self::InvalidContentType,
+        Self::InvalidStatus,
+        Self::UnknownLimit,
+        Self::InvalidLimitValue,
+        Self::InvalidAddress,
+        Self::AddressExists,
+        Self::OutOfMemory,
+        Self::AccessDenied,
+        Self::PersistFailed,
+    ];
+
+    /// The status with this value.
+    #[must_use]
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| *s as u32 == v)
+    }
+
+    /// A generic line of English, for when the reply carries no message of its own.
+    #[must_use]
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::Ok => "success",
+            Self::Malformed => "malformed control request",
+            Self::UnsupportedVersion => "unsupported control protocol version",
+            Self::UnknownCommand => "unknown control command",
+            Self::BufferTooSmall => "reply buffer too small",
+            Self::InvalidPrefix => "invalid URL prefix",
+            Self::AlreadyExists => "already exists",
+            Self::NotFound => "not found",
+            Self::NoReservation => "no reservation covers this URL",
+            Self::EntryTooLarge => "entry larger than cache-max-entry-bytes",
+            Self::CacheFull => "cache would exceed cache-max-bytes",
+            Self::InvalidHeader => "invalid header",
+            Self::InvalidContentType => "invalid content type",
+            Self::InvalidStatus => "invalid status code",
+            Self::UnknownLimit => "unknown limit",
+            Self::InvalidLimitValue => "limit value out of range",
+            Self::InvalidAddress => "invalid IP address",
+            Self::AddressExists => "address already listed",
+            Self::OutOfMemory => "out of memory",
+            Self::AccessDenied => "access denied",
+            Self::PersistFailed => "could not save the change",
+        }
+    }
+}
+
+/// Why bytes could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtoError {
+    /// Shorter than a field or length says.
+    Truncated,
+    /// Bytes left over after the last field.
+    TrailingBytes,
+    /// The header's size does not match the buffer.
+    SizeMismatch,
+    /// A reserved field is not zero.
+    ReservedNotZero,
+    /// An unknown protocol version.
+    Version,
+    /// A string that is not UTF-8.
+    NotUtf8,
+    /// A length or count over its limit.
+    TooLarge,
+    /// A field value outside its domain.
+    InvalidValue,
+    /// The direct buffer's length does not match the lengths in the request.
+    DirectLength,
+}
+
+impl ProtoError {
+    /// One line of English.
+    #[must_use]
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::Truncated => "control message truncated",
+            Self::TrailingBytes => "control message has trailing bytes",
+            Self::SizeMismatch => "control message size field does not match its length",
+            Self::ReservedNotZero => "control message reserved field is not zero",
+            Self::Version => "unsupported control protocol version",
+            Self::NotUtf8 => "control message string is not UTF-8",
+            Self::TooLarge => "control message length or count too large",
+            Self::InvalidValue => "control message field out of range",
+            Self::DirectLength => "cache body length does not match the request",
+        }
+    }
+
+    /// The reply status for this error.
+    #[must_use]
+    pub const fn status(self) -> Status {
+        match self {
+            Self::Version => Status::UnsupportedVersion,
+            _ => Status::Malformed,
+        }
+    }
+}
+
+impl core::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Command, Status};
+
+    #[test]
+    fn codes_are_distinct_and_full_width() {
+        for c in Command::ALL {
+            assert_eq!(Command::from_code(c.code()), Some(c));
+            assert_eq!(c.code() >> 16, 0x8337);
+            assert_eq!(
+                Command::from_code(c.code() ^ 0x4000),
+                None,
+                "access bits are compared"
+            );
+        }
+        // CTL_CODE(0x8337, 0x800, METHOD_BUFFERED, FILE_READ_ACCESS)
+        assert_eq!(Command::Version.code(), 0x8337_6000);
+        // CTL_CODE(0x8337, 0x807, METHOD_IN_DIRECT, FILE_WRITE_ACCESS)
+        assert_eq!(Command::CachePut.code(), 0x8337_A01D);
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for (i, s) in Status::ALL.iter().enumerate() {
+            assert_eq!(*s as u32, i as u32, "values are dense and never renumbered");
+            assert_eq!(Status::from_u32(*s as u32), Some(*s));
+        }
+        assert_eq!(Status::from_u32(999), None);
+    }
+}

@@ -1,0 +1,682 @@
+//! The byte formats.
+//!
+//! ```text
+//! buffer  = header body
+//! header  = version:u16 reserved:u16(=0) size:u32      ; size = length of the whole buffer
+//! str     = len:u32 bytes                              ; UTF-8, len <= MAX_STR
+//! request bodies, per command:
+//!   Version, UrlaclList, IplistenList, Stats, LimitsGet:  (empty)
+//!   UrlaclAdd:       prefix:str acl:str                  ; acl "" = none
+//!   UrlaclDelete:    prefix:str
+//!   IplistenAdd/Delete: addr:str
+//!   CachePut:        url:str content_type:str status:u16 reserved:u16(=0)
+//!                    ttl:u64 last_modified:u64           ; u64::MAX = none
+//!                    header_count:u32 header:str*count   ; "Name: value"
+//!                    identity_len:u64 gzip_len:u64 br_len:u64   ; u64::MAX = no variant
+//!                    ; the direct buffer is identity ++ gzip ++ br, exactly
+//!   CacheDelete:     url:str
+//!   CacheFlush, CacheList: prefix:str                    ; "" = everything
+//!   LimitsSet:       name:str value:u64
+//! reply body = rows:u32 cols:u16 value*(rows*cols)
+//! value   = 0:u8 u64 | 1:u8 str
+//! ```
+
+use alloc::vec::Vec;
+
+use crate::{Command, PROTOCOL_VERSION, ProtoError};
+
+/// Longest string field.
+pub const MAX_STR: usize = 65_536;
+/// Most `--header` lines in one put.
+pub const MAX_HEADERS: usize = 64;
+/// Most rows in a reply.
+pub const MAX_ROWS: usize = 1 << 22;
+/// Most columns in a reply.
+pub const MAX_COLS: usize = 64;
+/// Bytes of a [`Header`].
+pub const HEADER_LEN: usize = 8;
+
+/// The header that starts every buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Protocol version.
+    pub version: u16,
+    /// Length of the whole buffer, header included.
+    pub size: u32,
+}
+
+impl Header {
+    /// Reads a header from the start of `buf` without checking `size` against `buf`.
+    ///
+    /// # Errors
+    /// [`ProtoError::Truncated`], [`ProtoError::ReservedNotZero`].
+    pub fn peek(buf: &[u8]) -> Result<Self, ProtoError> {
+        let mut d = Dec { buf, pos: 0 };
+        let version = d.u16()?;
+        if d.u16()? != 0 {
+            return Err(ProtoError::ReservedNotZero);
+        }
+        Ok(Self {
+            version,
+            size: d.u32()?,
+        })
+    }
+}
+
+/// A cursor over untrusted bytes.
+struct Dec<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Dec<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
+        let end = self.pos.checked_add(n).ok_or(ProtoError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(ProtoError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ProtoError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, ProtoError> {
+        Ok(u8::from_le_bytes(self.array()?))
+    }
+
+    fn u16(&mut self) -> Result<u16, ProtoError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, ProtoError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ProtoError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn str(&mut self) -> Result<&'a str, ProtoError> {
+        let len = usize::try_from(self.u32()?).map_err(|_| ProtoError::TooLarge)?;
+        if len > MAX_STR {
+            return Err(ProtoError::TooLarge);
+        }
+        core::str::from_utf8(self.take(len)?).map_err(|_| ProtoError::NotUtf8)
+    }
+
+    fn opt_u64(&mut self) -> Result<Option<u64>, ProtoError> {
+        Ok(Some(self.u64()?).filter(|v| *v != u64::MAX))
+    }
+
+    fn end(&self) -> Result<(), ProtoError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(ProtoError::TrailingBytes)
+        }
+    }
+}
+
+/// Opens a buffer: checks the header against its length and returns a cursor after it.
+fn open(buf: &[u8]) -> Result<Dec<'_>, ProtoError> {
+    let h = Header::peek(buf)?;
+    if h.version != PROTOCOL_VERSION {
+        return Err(ProtoError::Version);
+    }
+    if usize::try_from(h.size).ok() != Some(buf.len()) {
+        return Err(ProtoError::SizeMismatch);
+    }
+    Ok(Dec {
+        buf,
+        pos: HEADER_LEN,
+    })
+}
+
+/// Appends little-endian fields; the header's size is patched by [`finish`].
+fn start(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    at
+}
+
+fn finish(out: &mut [u8], at: usize) {
+    let size = u32::try_from(out.len().saturating_sub(at)).unwrap_or(u32::MAX);
+    if let Some(slot) = out.get_mut(at.saturating_add(4)..at.saturating_add(HEADER_LEN)) {
+        slot.copy_from_slice(&size.to_le_bytes());
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt(out: &mut Vec<u8>, v: Option<u64>) {
+    out.extend_from_slice(&v.unwrap_or(u64::MAX).to_le_bytes());
+}
+
+/// A `cache put` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutEntry<'a> {
+    /// The URL, e.g. `http://+:8080/a.html`.
+    pub url: &'a str,
+    /// `Content-Type`; empty for the server's default.
+    pub content_type: &'a str,
+    /// Status code; 0 for 200.
+    pub status: u16,
+    /// Seconds to live.
+    pub ttl: Option<u64>,
+    /// Last-Modified, seconds since the Unix epoch.
+    pub last_modified: Option<u64>,
+    /// Extra `Name: value` lines.
+    pub headers: Vec<&'a str>,
+    /// Bytes of the identity body at the start of the direct buffer.
+    pub identity_len: u64,
+    /// Bytes of the gzip body after it.
+    pub gzip_len: Option<u64>,
+    /// Bytes of the brotli body after that.
+    pub br_len: Option<u64>,
+}
+
+impl PutEntry<'_> {
+    /// Total bytes the direct buffer must hold.
+    #[must_use]
+    pub fn direct_len(&self) -> Option<u64> {
+        self.identity_len
+            .checked_add(self.gzip_len.unwrap_or(0))?
+            .checked_add(self.br_len.unwrap_or(0))
+    }
+}
+
+/// A decoded control request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request<'a> {
+    /// `version`
+    Version,
+    /// `urlacl add PREFIX [--user|--sddl]`
+    UrlaclAdd {
+        /// The prefix.
+        prefix: &'a str,
+        /// The ACL text, if any.
+        acl: Option<&'a str>,
+    },
+    /// `urlacl delete PREFIX`
+    UrlaclDelete {
+        /// The prefix.
+        prefix: &'a str,
+    },
+    /// `urlacl show`
+    UrlaclList,
+    /// `iplisten add ADDR`
+    IplistenAdd {
+        /// The address.
+        addr: &'a str,
+    },
+    /// `iplisten delete ADDR`
+    IplistenDelete {
+        /// The address.
+        addr: &'a str,
+    },
+    /// `iplisten show`
+    IplistenList,
+    /// `cache put`
+    CachePut(PutEntry<'a>),
+    /// `cache delete URL`
+    CacheDelete {
+        /// The URL.
+        url: &'a str,
+    },
+    /// `cache flush [PREFIX]`
+    CacheFlush {
+        /// The prefix, or everything.
+        prefix: Option<&'a str>,
+    },
+    /// `cache show [PREFIX]`
+    CacheList {
+        /// The prefix, or everything.
+        prefix: Option<&'a str>,
+    },
+    /// `stats`
+    Stats,
+    /// `limits show`
+    LimitsGet,
+    /// `limits set NAME VALUE`
+    LimitsSet {
+        /// The limit's name.
+        name: &'a str,
+        /// The new value.
+        value: u64,
+    },
+}
+
+impl Request<'_> {
+    /// The command this request is for.
+    #[must_use]
+    pub const fn command(&self) -> Command {
+        match self {
+            Self::Version => Command::Version,
+            Self::UrlaclAdd { .. } => Command::UrlaclAdd,
+            Self::UrlaclDelete { .. } => Command::UrlaclDelete,
+            Self::UrlaclList => Command::UrlaclList,
+            Self::IplistenAdd { .. } => Command::IplistenAdd,
+            Self::IplistenDelete { .. } => Command::IplistenDelete,
+            Self::IplistenList => Command::IplistenList,
+            Self::CachePut(_) => Command::CachePut,
+            Self::CacheDelete { .. } => Command::CacheDelete,
+            Self::CacheFlush { .. } => Command::CacheFlush,
+            Self::CacheList { .. } => Command::CacheList,
+            Self::Stats => Command::Stats,
+            Self::LimitsGet => Command::LimitsGet,
+            Self::LimitsSet { .. } => Command::LimitsSet,
+        }
+    }
+}
+
+/// Encodes a request's input buffer (the direct buffer for `cache put` is the caller's).
+/// Returns the control code to send it with.
+pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
+    let at = start(out);
+    match req {
+        Request::Version
+        | Request::UrlaclList
+        | Request::IplistenList
+        | Request::Stats
+        | Request::LimitsGet => {}
+        Request::UrlaclAdd { prefix, acl } => {
+            put_str(out, prefix);
+            put_str(out, acl.unwrap_or(""));
+        }
+        Request::UrlaclDelete { prefix } => put_str(out, prefix),
+        Request::IplistenAdd { addr } | Request::IplistenDelete { addr } => put_str(out, addr),
+        Request::CachePut(p) => {
+            put_str(out, p.url);
+            put_str(out, p.content_type);
+            out.extend_from_slice(&p.status.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            put_opt(out, p.ttl);
+            put_opt(out, p.last_modified);
+            let n = u32::try_from(p.headers.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&n.to_le_bytes());
+            for h in &p.headers {
+                put_str(out, h);
+            }
+            out.extend_from_slice(&p.identity_len.to_le_bytes());
+            put_opt(out, p.gzip_len);
+            put_opt(out, p.br_len);
+        }
+        Request::CacheDelete { url } => put_str(out, url),
+        Request::CacheFlush { prefix } | Request::CacheList { prefix } => {
+            put_str(out, prefix.unwrap_or(""))
+        }
+        Request::LimitsSet { name, value } => {
+            put_str(out, name);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    finish(out, at);
+    req.command().code()
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
+/// Decodes a request's input buffer for `command`; `direct_len` is the length of the direct
+/// buffer (0 for commands without one).
+///
+/// # Errors
+/// [`ProtoError`] naming the first fault.
+pub fn decode_request(
+    command: Command,
+    input: &[u8],
+    direct_len: usize,
+) -> Result<Request<'_>, ProtoError> {
+    let mut d = open(input)?;
+    let req = match command {
+        Command::Version => Request::Version,
+        Command::UrlaclList => Request::UrlaclList,
+        Command::IplistenList => Request::IplistenList,
+        Command::Stats => Request::Stats,
+        Command::LimitsGet => Request::LimitsGet,
+        Command::UrlaclAdd => Request::UrlaclAdd {
+            prefix: d.str()?,
+            acl: non_empty(d.str()?),
+        },
+        Command::UrlaclDelete => Request::UrlaclDelete { prefix: d.str()? },
+        Command::IplistenAdd => Request::IplistenAdd { addr: d.str()? },
+        Command::IplistenDelete => Request::IplistenDelete { addr: d.str()? },
+        Command::CacheDelete => Request::CacheDelete { url: d.str()? },
+        Command::CacheFlush => Request::CacheFlush {
+            prefix: non_empty(d.str()?),
+        },
+        Command::CacheList => Request::CacheList {
+            prefix: non_empty(d.str()?),
+        },
+        Command::LimitsSet => Request::LimitsSet {
+            name: d.str()?,
+            value: d.u64()?,
+        },
+        Command::CachePut => {
+            let url = d.str()?;
+            let content_type = d.str()?;
+            let status = d.u16()?;
+            if d.u16()? != 0 {
+                return Err(ProtoError::ReservedNotZero);
+            }
+            let ttl = d.opt_u64()?;
+            let last_modified = d.opt_u64()?;
+            let count = usize::try_from(d.u32()?).map_err(|_| ProtoError::TooLarge)?;
+            if count > MAX_HEADERS {
+                return Err(ProtoError::TooLarge);
+            }
+            let mut headers = Vec::new();
+            headers
+                .try_reserve(count)
+                .map_err(|_| ProtoError::TooLarge)?;
+            for _ in 0..count {
+                headers.push(d.str()?);
+            }
+            let put = PutEntry {
+                url,
+                content_type,
+                status,
+                ttl,
+                last_modified,
+                headers,
+                identity_len: d.u64()?,
+                gzip_len: d.opt_u64()?,
+                br_len: d.opt_u64()?,
+            };
+            let want = put.direct_len().ok_or(ProtoError::DirectLength)?;
+            if u64::try_from(direct_len).ok() != Some(want) {
+                return Err(ProtoError::DirectLength);
+            }
+            Request::CachePut(put)
+        }
+    };
+    d.end()?;
+    if command != Command::CachePut && direct_len != 0 {
+        return Err(ProtoError::DirectLength);
+    }
+    Ok(req)
+}
+
+/// One cell of a reply table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// A number.
+    U64(u64),
+    /// A string.
+    Str(&'a str),
+}
+
+impl Value<'_> {
+    /// The number, if this is one.
+    #[must_use]
+    pub const fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::U64(v) => Some(*v),
+            Self::Str(_) => None,
+        }
+    }
+
+    /// The string, if this is one.
+    #[must_use]
+    pub const fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            Self::U64(_) => None,
+        }
+    }
+}
+
+/// Writes a reply table row by row.
+#[derive(Debug)]
+pub struct TableWriter<'o> {
+    out: &'o mut Vec<u8>,
+    at: usize,
+    rows: u32,
+    cols: u16,
+}
+
+impl<'o> TableWriter<'o> {
+    /// Starts a reply with `cols` columns in `out` (appended).
+    pub fn new(out: &'o mut Vec<u8>, cols: u16) -> Self {
+        let at = start(out);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&cols.to_le_bytes());
+        Self {
+            out,
+            at,
+            rows: 0,
+            cols,
+        }
+    }
+
+    /// Appends a row; it must have exactly `cols` values (extra ones are dropped, missing ones
+    /// written as 0).
+    pub fn row(&mut self, values: &[Value<'_>]) {
+        for i in 0..usize::from(self.cols) {
+            match values.get(i).copied().unwrap_or(Value::U64(0)) {
+                Value::U64(v) => {
+                    self.out.push(0);
+                    self.out.extend_from_slice(&v.to_le_bytes());
+                }
+                Value::Str(s) => {
+                    self.out.push(1);
+                    put_str(self.out, s);
+                }
+            }
+        }
+        self.rows = self.rows.saturating_add(1);
+    }
+
+    /// Patches the row count and size.
+    pub fn finish(self) {
+        let rows_at = self.at.saturating_add(HEADER_LEN);
+        if let Some(slot) = self.out.get_mut(rows_at..rows_at.saturating_add(4)) {
+            slot.copy_from_slice(&self.rows.to_le_bytes());
+        }
+        finish(self.out, self.at);
+    }
+}
+
+/// A one-cell reply carrying an error message.
+pub fn error_reply(out: &mut Vec<u8>, message: &str) {
+    let mut t = TableWriter::new(out, 1);
+    t.row(&[Value::Str(message)]);
+    t.finish();
+}
+
+/// Decodes a reply table into rows of values.
+///
+/// # Errors
+/// [`ProtoError`] naming the first fault.
+pub fn decode_reply(buf: &[u8]) -> Result<Vec<Vec<Value<'_>>>, ProtoError> {
+    let mut d = open(buf)?;
+    let rows = usize::try_from(d.u32()?).map_err(|_| ProtoError::TooLarge)?;
+    let cols = usize::from(d.u16()?);
+    if rows > MAX_ROWS || cols > MAX_COLS {
+        return Err(ProtoError::TooLarge);
+    }
+    // Each cell takes at least 5 bytes: a bound that stops a lying count from reserving memory.
+    let cells = rows.checked_mul(cols).ok_or(ProtoError::TooLarge)?;
+    if cells > buf.len() / 5 {
+        return Err(ProtoError::Truncated);
+    }
+    let mut table = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let mut row = Vec::with_capacity(cols);
+        for _ in 0..cols {
+            row.push(match d.u8()? {
+                0 => Value::U64(d.u64()?),
+                1 => Value::Str(d.str()?),
+                _ => return Err(ProtoError::InvalidValue),
+            });
+        }
+        table.push(row);
+    }
+    d.end()?;
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::{
+        PutEntry, Request, TableWriter, Value, decode_reply, decode_request, encode_request,
+    };
+    use crate::{Command, ProtoError};
+
+    fn round_trip(req: &Request<'_>, direct: usize) {
+        let mut buf = Vec::new();
+        let code = encode_request(req, &mut buf);
+        let cmd = Command::from_code(code).unwrap();
+        assert_eq!(decode_request(cmd, &buf, direct).as_ref(), Ok(req));
+        // Every truncation is refused, never a panic.
+        for cut in 0..buf.len() {
+            assert!(decode_request(cmd, &buf[..cut], direct).is_err());
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        round_trip(&Request::Version, 0);
+        round_trip(
+            &Request::UrlaclAdd {
+                prefix: "http://+:80/",
+                acl: Some("D:(A;;GX;;;WD)"),
+            },
+            0,
+        );
+        round_trip(
+            &Request::UrlaclAdd {
+                prefix: "http://+:80/",
+                acl: None,
+            },
+            0,
+        );
+        round_trip(&Request::CacheFlush { prefix: None }, 0);
+        round_trip(
+            &Request::LimitsSet {
+                name: "max-headers",
+                value: 7,
+            },
+            0,
+        );
+        let put = PutEntry {
+            url: "http://+:80/a.html",
+            content_type: "text/html",
+            status: 200,
+            ttl: Some(60),
+            last_modified: None,
+            headers: vec!["X-A: 1", "Cache-Control: no-cache"],
+            identity_len: 10,
+            gzip_len: Some(4),
+            br_len: None,
+        };
+        round_trip(&Request::CachePut(put), 14);
+    }
+
+    #[test]
+    fn put_direct_length_must_match() {
+        let put = PutEntry {
+            url: "u",
+            content_type: "",
+            status: 0,
+            ttl: None,
+            last_modified: None,
+            headers: vec![],
+            identity_len: 10,
+            gzip_len: None,
+            br_len: None,
+        };
+        let mut buf = Vec::new();
+        encode_request(&Request::CachePut(put), &mut buf);
+        assert_eq!(
+            decode_request(Command::CachePut, &buf, 9),
+            Err(ProtoError::DirectLength)
+        );
+        assert!(decode_request(Command::CachePut, &buf, 10).is_ok());
+        let mut v = Vec::new();
+        encode_request(&Request::Stats, &mut v);
+        assert_eq!(
+            decode_request(Command::Stats, &v, 1),
+            Err(ProtoError::DirectLength)
+        );
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        let mut v = Vec::new();
+        encode_request(&Request::Stats, &mut v);
+        let mut bad = v.clone();
+        bad[0] = 9;
+        assert_eq!(
+            decode_request(Command::Stats, &bad, 0),
+            Err(ProtoError::Version)
+        );
+        let mut bad = v.clone();
+        bad[2] = 1;
+        assert_eq!(
+            decode_request(Command::Stats, &bad, 0),
+            Err(ProtoError::ReservedNotZero)
+        );
+        let mut bad = v.clone();
+        bad.push(0);
+        assert_eq!(
+            decode_request(Command::Stats, &bad, 0),
+            Err(ProtoError::SizeMismatch)
+        );
+    }
+
+    #[test]
+    fn tables_round_trip() {
+        let mut out = Vec::new();
+        let mut t = TableWriter::new(&mut out, 2);
+        t.row(&[Value::Str("a"), Value::U64(1)]);
+        t.row(&[Value::Str(""), Value::U64(u64::MAX)]);
+        t.finish();
+        let rows = decode_reply(&out).unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                vec![Value::Str("a"), Value::U64(1)],
+                vec![Value::Str(""), Value::U64(u64::MAX)]
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), direct in 0usize..100) {
+            for c in Command::ALL {
+                let _ = decode_request(c, &bytes, direct);
+            }
+            let _ = decode_reply(&bytes);
+        }
+
+        #[test]
+        fn strings_round_trip(prefix in ".{0,300}", acl in proptest::option::of("[^\u{0}]{1,50}"), value in any::<u64>()) {
+            let req = Request::UrlaclAdd { prefix: &prefix, acl: acl.as_deref() };
+            let mut buf = Vec::new();
+            encode_request(&req, &mut buf);
+            prop_assert_eq!(decode_request(Command::UrlaclAdd, &buf, 0), Ok(req));
+            let req = Request::LimitsSet { name: &prefix, value };
+            let mut buf = Vec::new();
+            encode_request(&req, &mut buf);
+            prop_assert_eq!(decode_request(Command::LimitsSet, &buf, 0), Ok(req));
+        }
+    }
+}
