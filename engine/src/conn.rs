@@ -23,7 +23,7 @@ use crate::cache::serve::{self, Served, simple};
 use crate::error::{OutOfMemory, RequestError};
 use crate::http1::body::BodyReader;
 use crate::http1::request::{
-    Framing, Head, MAX_HEADERS_CAP, Method, Version, find_head_end, parse_head,
+    Framing, Head, MAX_HEADERS_CAP, Method, Version, early_error, find_head_end, parse_head,
 };
 use crate::out::{Mark, Output, Transmit};
 use crate::route::{Local, canonicalize};
@@ -43,6 +43,23 @@ const BACKLOG_ITEMS: usize = 256;
 
 const CLOSE: &[u8] = b"Connection: close\r\n";
 const KEEP_ALIVE: &[u8] = b"Connection: keep-alive\r\n";
+
+/// One access-log record, produced when logging is on ([`Connection::set_logging`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The method token as sent (at most 32 bytes).
+    pub method: Vec<u8>,
+    /// The request-target as sent (at most 2048 bytes), or `-` if none could be read.
+    pub target: Vec<u8>,
+    /// The status sent.
+    pub status: u16,
+    /// Body bytes queued.
+    pub body_bytes: u64,
+    /// Whether a cache entry answered.
+    pub hit: bool,
+    /// Milliseconds from the first byte of the request to its response being queued.
+    pub millis: u64,
+}
 
 /// How to close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +113,10 @@ pub struct Connection {
     /// Buffers for path canonicalisation.
     scratch: (Vec<u8>, Vec<u8>),
     requests: u64,
+    /// Access-log records not yet taken; `None` when logging is off.
+    log: Option<Vec<LogRecord>>,
+    /// The current request's method and target, for its log record.
+    log_line: (Vec<u8>, Vec<u8>, Instant),
 }
 
 /// Bytes of empty lines (`CRLF` or `LF`) at the start of `buf`: RFC 9112 §2.2 lets a server
@@ -149,7 +170,62 @@ impl Connection {
             aborted: false,
             scratch: (Vec::new(), Vec::new()),
             requests: 0,
+            log: None,
+            log_line: (Vec::new(), Vec::new(), clock.now()),
         }
+    }
+
+    /// Turns access-log records on or off. Off (the default) keeps the hit path allocation-free.
+    pub fn set_logging(&mut self, on: bool) {
+        self.log = on.then(Vec::new);
+    }
+
+    /// Hands every pending access-log record to `f`, oldest first.
+    pub fn drain_log(&mut self, mut f: impl FnMut(&LogRecord)) {
+        if let Some(log) = &mut self.log {
+            for r in log.drain(..) {
+                f(&r);
+            }
+        }
+    }
+
+    /// Notes the request line of the request being answered, for its log record.
+    fn log_begin(&mut self, head: &[u8]) {
+        if self.log.is_none() {
+            return;
+        }
+        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let mut parts = line.split(|&b| b == b' ');
+        let method = parts.next().unwrap_or_default();
+        let target = parts.next().unwrap_or(b"-");
+        let started = self.head_started.unwrap_or(self.now);
+        let (m, t, s) = &mut self.log_line;
+        m.clear();
+        m.extend_from_slice(method.get(..32).unwrap_or(method));
+        t.clear();
+        t.extend_from_slice(target.get(..2048).unwrap_or(target));
+        *s = started;
+    }
+
+    fn log_end(&mut self, status: u16, body_bytes: u64, hit: bool) {
+        let Some(log) = &mut self.log else { return };
+        let (method, target, started) = &self.log_line;
+        if log.try_reserve(1).is_ok() {
+            log.push(LogRecord {
+                method: method.clone(),
+                target: if target.is_empty() {
+                    b"-".to_vec()
+                } else {
+                    target.clone()
+                },
+                status,
+                body_bytes,
+                hit,
+                millis: self.now.millis_since(*started),
+            });
+        }
+        self.log_line.0.clear();
+        self.log_line.1.clear();
     }
 
     /// Requests parsed on this connection.
@@ -387,7 +463,13 @@ impl Connection {
             let max = self.limits.max_request_bytes as usize;
             match find_head_end(rest, self.scan_from) {
                 None => {
+                    if let Some(e) = early_error(rest) {
+                        self.log_begin(rest);
+                        self.fail(e, clock, site);
+                        break;
+                    }
                     if rest.len() > max {
+                        self.log_begin(rest);
                         self.fail(head_too_large(rest, &self.limits), clock, site);
                         break;
                     }
@@ -398,10 +480,12 @@ impl Connection {
                     self.scan_from = 0;
                     self.head_started = None;
                     if end > max {
+                        self.log_begin(rest);
                         self.fail(head_too_large(rest, &self.limits), clock, site);
                         break;
                     }
                     pos = pos.saturating_add(end);
+                    self.log_begin(rest);
                     self.on_head(rest.get(..end).unwrap_or_default(), clock, site);
                 }
             }
@@ -428,7 +512,7 @@ impl Connection {
     /// Answers a refused request and closes after it.
     fn fail(&mut self, e: RequestError, clock: &Clock, site: &Site) {
         Stats::bump(&site.stats().errors);
-        if simple(
+        let Ok(served) = simple(
             &mut self.out,
             e.status(),
             clock.date(),
@@ -436,12 +520,11 @@ impl Connection {
             e.reason(),
             CLOSE,
             false,
-        )
-        .is_err()
-        {
+        ) else {
             self.aborted = true;
             return;
-        }
+        };
+        self.log_end(served.status, served.body_bytes, false);
         self.commit();
         self.closing = true;
     }
@@ -485,6 +568,7 @@ impl Connection {
         let close = match outcome {
             Ok((served, close)) => {
                 Stats::add(&site.stats().body_bytes, served.body_bytes);
+                self.log_end(served.status, served.body_bytes, served.hit);
                 close
             }
             Err(OutOfMemory) => {
@@ -555,6 +639,7 @@ fn respond(
             Served {
                 status: 200,
                 body_bytes: 0,
+                hit: false,
             },
             !head.keep_alive,
         ));

@@ -363,6 +363,27 @@ fn parse_errors_answer_and_close() {
 }
 
 #[test]
+fn garbage_is_refused_before_the_head_ends() {
+    for junk in [
+        &b"\x16\x03\x01\x02\x00\x01"[..],
+        b"GET /\x01",
+        b"G\x00T",
+        b"GET / HTTP/1.1\r\nBad Header\r\n",
+    ] {
+        let mut h = Harness::new(site());
+        h.feed(junk);
+        let r = one(&h.flush());
+        assert_eq!(r.status, 400, "{junk:?}");
+        assert_eq!(h.closed(), Some(Close::Graceful));
+    }
+    // A valid head that is merely incomplete waits.
+    let mut h = Harness::new(site());
+    h.feed(b"GET /index.html HTTP/1.1\r\nHost: x\r\nAccept: */*");
+    assert!(h.flush().is_empty());
+    assert!(h.closed().is_none());
+}
+
+#[test]
 fn size_limits() {
     // A head that never ends: 431 once it passes max-request-bytes.
     let mut h = Harness::new(site());

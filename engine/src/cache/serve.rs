@@ -45,6 +45,8 @@ pub struct Served {
     pub status: u16,
     /// Body bytes queued.
     pub body_bytes: u64,
+    /// Whether a cache entry answered.
+    pub hit: bool,
 }
 
 fn date_line(date: &HttpDate) -> [&[u8]; 3] {
@@ -90,6 +92,7 @@ pub fn simple(
         } else {
             u64::try_from(body_len).unwrap_or(0)
         },
+        hit: false,
     })
 }
 
@@ -241,6 +244,7 @@ pub fn serve(
         return Ok(Served {
             status: entry.status,
             body_bytes: if head_only { 0 } else { len },
+            hit: true,
         });
     }
 
@@ -260,6 +264,7 @@ pub fn serve(
             return Ok(Served {
                 status: 304,
                 body_bytes: 0,
+                hit: true,
             });
         }
         Precondition::Failed => {
@@ -305,6 +310,7 @@ pub fn serve(
             Ok(Served {
                 status: 200,
                 body_bytes: if head_only { 0 } else { len },
+                hit: true,
             })
         }
         RangeRequest::Unsatisfiable => {
@@ -324,6 +330,7 @@ pub fn serve(
             Ok(Served {
                 status: 416,
                 body_bytes: 0,
+                hit: true,
             })
         }
         RangeRequest::Ranges { ranges, count } => {
@@ -360,6 +367,7 @@ pub fn serve(
                 return Ok(Served {
                     status: 206,
                     body_bytes: r.len(),
+                    hit: true,
                 });
             }
             multipart(v, ranges, &total, [d0, d1, d2], conn_line, out)
@@ -452,5 +460,6 @@ fn multipart(
     Ok(Served {
         status: 206,
         body_bytes: body_len,
+        hit: true,
     })
 }

@@ -222,6 +222,45 @@ fn version_like(line: &[u8]) -> bool {
         || matches!(v, [b'H', b'T', b'T', b'P', b'/', a] if a.is_ascii_digit())
 }
 
+/// The response for an httparse error on `buf`.
+fn map_error(e: httparse::Error, buf: &[u8]) -> RequestError {
+    match e {
+        httparse::Error::TooManyHeaders => RequestError::HeadersTooLarge("too many header fields"),
+        httparse::Error::Version => {
+            let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+            if version_like(line) {
+                RequestError::VersionNotSupported
+            } else {
+                RequestError::BadRequest("malformed request line")
+            }
+        }
+        httparse::Error::Token => RequestError::BadRequest("malformed request line"),
+        httparse::Error::HeaderName => RequestError::BadRequest(
+            "invalid header field name (or obs-fold, or whitespace before ':')",
+        ),
+        httparse::Error::HeaderValue => RequestError::BadRequest("invalid header field value"),
+        httparse::Error::NewLine | httparse::Error::Status => {
+            RequestError::BadRequest("invalid line ending")
+        }
+    }
+}
+
+/// How much of an incomplete head [`early_error`] looks at per call, so that a head arriving a
+/// byte at a time costs linear time overall.
+pub const EARLY_CHECK_BYTES: usize = 1024;
+
+/// Checks the start of an incomplete head, so that garbage is refused at once instead of after
+/// the header timeout. `None` means "no error yet".
+#[must_use]
+pub fn early_error(buf: &[u8]) -> Option<RequestError> {
+    let prefix = buf.get(..EARLY_CHECK_BYTES).unwrap_or(buf);
+    let mut no_slots: [httparse::Header<'_>; 0] = [];
+    match httparse::Request::new(&mut no_slots).parse(prefix) {
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => None,
+        Err(e) => Some(map_error(e, prefix)),
+    }
+}
+
 /// Parses and validates a complete head `buf[..end]` (`end` from [`find_head_end`]).
 ///
 /// # Errors
@@ -237,31 +276,7 @@ pub fn parse_head<'b>(
         Ok(httparse::Status::Partial) => {
             return Err(RequestError::BadRequest("malformed request head"));
         }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(RequestError::HeadersTooLarge("too many header fields"));
-        }
-        Err(httparse::Error::Version) => {
-            let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-            return Err(if version_like(line) {
-                RequestError::VersionNotSupported
-            } else {
-                RequestError::BadRequest("malformed request line")
-            });
-        }
-        Err(httparse::Error::Token) => {
-            return Err(RequestError::BadRequest("malformed request line"));
-        }
-        Err(httparse::Error::HeaderName) => {
-            return Err(RequestError::BadRequest(
-                "invalid header field name (or obs-fold, or whitespace before ':')",
-            ));
-        }
-        Err(httparse::Error::HeaderValue) => {
-            return Err(RequestError::BadRequest("invalid header field value"));
-        }
-        Err(httparse::Error::NewLine | httparse::Error::Status) => {
-            return Err(RequestError::BadRequest("invalid line ending"));
-        }
+        Err(e) => return Err(map_error(e, buf)),
     };
     // A bare CR that httparse let through as part of a value (it never should).
     if buf

@@ -1,0 +1,163 @@
+//! The control endpoint: a Unix socket (mode 0600) speaking `khttp_proto::frame`, refusing peers
+//! whose uid is neither root nor khttpd's own (`SO_PEERCRED`), the role the driver's SDDL plays.
+//! Each request goes through the engine's one dispatcher; configuration changes are persisted
+//! before they are published, so an acknowledged reservation survives `kill -9`.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use khttp_engine::ctl::dispatch;
+use khttp_proto::frame::{self, RequestFrame};
+use khttp_proto::{Status, error_reply};
+
+use crate::shared::Shared;
+use crate::{state, sys};
+
+/// Binds the control socket at `path` with mode 0600.
+///
+/// # Errors
+/// One line of English.
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{} is in use: another khttpd is running",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let l = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    Ok(l)
+}
+
+/// Serves control connections, one at a time, until shutdown.
+pub(crate) fn serve(listener: &UnixListener, shared: &Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+        let allowed = sys::peer_uid(&stream).is_ok_and(|uid| uid == 0 || uid == sys::euid());
+        let _ = session(&mut stream, shared, allowed);
+    }
+}
+
+fn reply(stream: &mut UnixStream, status: Status, out: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
+    stream.write_all(&frame::encode_reply(status as u32, len))?;
+    stream.write_all(out)
+}
+
+/// Handles the requests of one connection until it closes.
+fn session(stream: &mut UnixStream, shared: &Shared, allowed: bool) -> io::Result<()> {
+    let mut out = Vec::new();
+    loop {
+        let mut header = [0u8; frame::REQUEST_LEN];
+        match stream.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let Some(f) = RequestFrame::decode(&header) else {
+            out.clear();
+            error_reply(&mut out, "malformed control frame");
+            return reply(stream, Status::Malformed, &out);
+        };
+        if !allowed {
+            out.clear();
+            error_reply(
+                &mut out,
+                "permission denied: only root and khttpd's own user may administer it",
+            );
+            return reply(stream, Status::AccessDenied, &out);
+        }
+        let mut input = vec![0u8; f.input_len as usize];
+        stream.read_exact(&mut input)?;
+        // Refuse a body over the entry limit before allocating for it.
+        let max_direct = shared.snapshot().limits().cache_max_entry_bytes;
+        if u64::from(f.direct_len) > max_direct {
+            out.clear();
+            error_reply(&mut out, "the entry is larger than cache-max-entry-bytes");
+            return reply(stream, Status::EntryTooLarge, &out);
+        }
+        let mut direct = Vec::new();
+        if direct.try_reserve_exact(f.direct_len as usize).is_err() {
+            out.clear();
+            error_reply(&mut out, "out of memory");
+            return reply(stream, Status::OutOfMemory, &out);
+        }
+        direct.resize(f.direct_len as usize, 0);
+        stream.read_exact(&mut direct)?;
+        let status = apply(shared, &f, &input, &direct, &mut out);
+        reply(stream, status, &out)?;
+    }
+}
+
+/// Dispatches one request against a private clone of the site; persists and publishes changes.
+fn apply(
+    shared: &Shared,
+    f: &RequestFrame,
+    input: &[u8],
+    direct: &[u8],
+    out: &mut Vec<u8>,
+) -> Status {
+    let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut next = (*shared.snapshot()).clone();
+    let clock = shared.clock();
+    let d = dispatch(
+        &mut next,
+        f.code,
+        input,
+        direct,
+        f.output_cap as usize,
+        clock.now(),
+        out,
+    );
+    if !d.changed {
+        return d.status;
+    }
+    if d.persist
+        && let Err(e) = state::save(&shared.state_dir, &next)
+    {
+        out.clear();
+        error_reply(
+            out,
+            &format!(
+                "could not save the change in {}: {e}",
+                shared.state_dir.display()
+            ),
+        );
+        return Status::PersistFailed;
+    }
+    shared.publish(next);
+    d.status
+}
+
+/// Every few seconds, drops expired cache entries.
+pub(crate) fn janitor(shared: &Shared) {
+    while !shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+        std::thread::sleep(Duration::from_secs(2));
+        let snapshot = shared.snapshot();
+        let now = shared.clock().now();
+        if snapshot.cache().iter().any(|(_, _, e)| e.is_expired(now)) {
+            let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut next = (*shared.snapshot()).clone();
+            if next.purge_expired(now) > 0 {
+                shared.publish(next);
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! khttpd: the khttp engine on Linux (DESIGN §7).
+//!
+//! `khttpd [--state-dir DIR] [--control PATH] [--iplisten ADDR]... [--workers N]
+//!         [--site DIR [--prefix PREFIX]] [--access-log PATH]`
+//!
+//! Listens on the ports that reservations name, on the IP-listen addresses (all when the list is
+//! empty); reloads persisted reservations, limits and the IP list; serves the control socket
+//! (mode 0600); stops cleanly on SIGINT/SIGTERM. The only unsafe code is in [`sys`].
+
+#[allow(
+    unsafe_code,
+    reason = "the host's syscall module; each block has its SAFETY comment"
+)]
+mod sys;
+
+mod control;
+mod shared;
+mod state;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use khttp_engine::Site;
+use khttp_engine::cache::EntrySpec;
+use khttpctl::files;
+
+use crate::shared::Shared;
+use crate::worker::{Worker, bind_listener, wanted_addrs};
+
+/// The khttp HTTP accelerator, in user mode.
+#[derive(Parser, Debug)]
+#[command(name = "khttpd", version, about)]
+struct Args {
+    /// Where reservations, the IP listen list and limits persist
+    /// [default: /var/lib/khttp as root, else $XDG_STATE_HOME/khttp or ~/.local/state/khttp].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The control socket [default: /run/khttp/control.sock as root, else
+    /// $XDG_RUNTIME_DIR/khttp/control.sock or /tmp/khttp-UID/control.sock].
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// Add an address to the IP listen list (persisted, like `khttpctl iplisten add`).
+    #[arg(long)]
+    iplisten: Vec<String>,
+    /// Worker threads [default: the number of CPUs].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Serve this directory: reserve --prefix and load every file under it.
+    #[arg(long)]
+    site: Option<PathBuf>,
+    /// The URL prefix for --site.
+    #[arg(long, default_value = "http://+:8080/", requires = "site")]
+    prefix: String,
+    /// Write one line per request here: time, client, method, URL, status, bytes, HIT/MISS, duration.
+    #[arg(long)]
+    access_log: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    if sys::euid() == 0 {
+        return PathBuf::from("/var/lib/khttp");
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("khttp");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/state/khttp")
+}
+
+/// Loads `dir` into `site` under `prefix`; returns (files, bytes).
+fn load_site(
+    site: &mut Site,
+    dir: &std::path::Path,
+    prefix: &str,
+    now: khttp_engine::Instant,
+) -> Result<(usize, u64), String> {
+    let list =
+        files::walk(dir, prefix).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut bytes = 0u64;
+    for f in &list {
+        let data =
+            std::fs::read(&f.path).map_err(|e| format!("cannot read {}: {e}", f.path.display()))?;
+        for url in &f.urls {
+            let spec = EntrySpec {
+                content_type: &f.content_type,
+                body: data.clone(),
+                last_modified: f.mtime,
+                ..EntrySpec::default()
+            };
+            site.put(url, spec, now)
+                .map_err(|e| format!("{url}: {e}"))?;
+        }
+        bytes += data.len() as u64;
+    }
+    Ok((list.len(), bytes))
+}
+
+/// The URL a person can open for `prefix`.
+fn browsable(prefix: &str) -> String {
+    let rest = prefix.strip_prefix("http://").unwrap_or(prefix);
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (name, port) = host.rsplit_once(':').unwrap_or((host, "80"));
+    let name = if name == "+" || name == "*" {
+        "localhost"
+    } else {
+        name
+    };
+    format!("http://{name}:{port}{path}")
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
+    let control_path = args
+        .control
+        .unwrap_or_else(khttpctl::endpoint::default_server_socket);
+    let mut site = Site::new();
+    state::load(&state_dir, &mut site)?;
+    let mut persist = false;
+    for addr in &args.iplisten {
+        match site.iplisten_add(addr) {
+            Ok(_) => persist = true,
+            Err(khttp_engine::CtlError::AddressExists) => {}
+            Err(e) => return Err(format!("--iplisten {addr}: {e}")),
+        }
+    }
+    let clock0 = khttp_engine::Clock::new(khttp_engine::Instant(0), 0);
+    let mut site_line = None;
+    if let Some(dir) = &args.site {
+        match site.reserve(&args.prefix, None) {
+            Ok(_) => persist = true,
+            Err(khttp_engine::CtlError::AlreadyExists) => {}
+            Err(e) => return Err(format!("--prefix {}: {e}", args.prefix)),
+        }
+        let (n, bytes) = load_site(&mut site, dir, &args.prefix, clock0.now())?;
+        site_line = Some(format!(
+            "khttpd: serving {} ({n} files, {bytes} bytes) at {}",
+            dir.display(),
+            browsable(&args.prefix)
+        ));
+    }
+    if persist {
+        state::save(&state_dir, &site)
+            .map_err(|e| format!("cannot save state in {}: {e}", state_dir.display()))?;
+    }
+    let access_log = match &args.access_log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("cannot open the access log {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        .max(1);
+
+    // Bind everything before starting, so that a port in use is a clear error now.
+    let addrs = wanted_addrs(&site);
+    let mut per_worker: Vec<Vec<(SocketAddr, mio::net::TcpListener)>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for addr in &addrs {
+        let mut ok = true;
+        for listeners in &mut per_worker {
+            match bind_listener(*addr) {
+                Ok(l) => listeners.push((*addr, l)),
+                Err(e) => {
+                    // An IPv6 wildcard on a host without IPv6 is not fatal.
+                    if addr.is_ipv6()
+                        && addr.ip().is_unspecified()
+                        && addrs.iter().any(|a| a.port() == addr.port() && a.is_ipv4())
+                    {
+                        ok = false;
+                        break;
+                    }
+                    return Err(format!("cannot listen on {addr}: {e}"));
+                }
+            }
+        }
+        if ok {
+            bound.push(*addr);
+        } else {
+            for listeners in &mut per_worker {
+                listeners.retain(|(a, _)| a != addr);
+            }
+        }
+    }
+    let control = control::bind(&control_path)?;
+    let shared = Arc::new(Shared::new(site, state_dir.clone(), access_log));
+
+    let mut threads = Vec::new();
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let w = Worker::new(Arc::clone(&shared), listeners, i == 0)
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("khttpd-worker-{i}"))
+                .spawn(move || w.run())
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    {
+        let s = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("khttpd-control".into())
+            .spawn(move || control::serve(&control, &s))
+            .map_err(|e| e.to_string())?;
+        let s = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("khttpd-janitor".into())
+            .spawn(move || control::janitor(&s))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    for addr in &bound {
+        println!("khttpd: listening on http://{addr}/");
+    }
+    if bound.is_empty() {
+        println!(
+            "khttpd: no URL reservations yet: nothing to listen on (add one with khttpctl urlacl add)"
+        );
+    }
+    println!(
+        "khttpd: control socket {} (khttpctl --endpoint unix:{})",
+        control_path.display(),
+        control_path.display()
+    );
+    println!(
+        "khttpd: state in {}; {workers} worker(s)",
+        state_dir.display()
+    );
+    if let Some(line) = site_line {
+        println!("{line}");
+    }
+
+    if let Some(sig) = signals.forever().next() {
+        println!("khttpd: signal {sig}: finishing responses in flight");
+    }
+    shared.shutdown.store(true, Ordering::Release);
+    shared.wake_all();
+    // Unblock the control thread's accept.
+    let _ = std::os::unix::net::UnixStream::connect(&control_path);
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_file(&control_path);
+    println!("khttpd: stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("khttpd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What the workers, the control thread and the janitor share: the current site snapshot and
+//! how a change is published.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use khttp_engine::{Clock, Instant, Site};
+
+/// State shared by every thread.
+pub(crate) struct Shared {
+    /// The current snapshot. Readers clone the `Arc` when `generation` moves; writers hold
+    /// `writer`, build the next snapshot from a clone, and swap it in.
+    site: RwLock<Arc<Site>>,
+    /// Bumped on every publish.
+    generation: AtomicU64,
+    /// Serialises writers (control commands, the janitor).
+    pub(crate) writer: Mutex<()>,
+    /// Set by SIGINT/SIGTERM.
+    pub(crate) shutdown: AtomicBool,
+    /// Wakes each worker's poll.
+    pub(crate) wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    /// Open HTTP connections, for `max-connections`.
+    pub(crate) connections: AtomicUsize,
+    /// Where reservations, the IP list and limits persist.
+    pub(crate) state_dir: PathBuf,
+    /// The access log, if any.
+    pub(crate) access_log: Option<Mutex<BufWriter<File>>>,
+    start: std::time::Instant,
+}
+
+impl Shared {
+    /// Shared state around `site`.
+    pub(crate) fn new(site: Site, state_dir: PathBuf, access_log: Option<File>) -> Self {
+        Self {
+            site: RwLock::new(Arc::new(site)),
+            generation: AtomicU64::new(1),
+            writer: Mutex::new(()),
+            shutdown: AtomicBool::new(false),
+            wakers: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            state_dir,
+            access_log: access_log.map(|f| Mutex::new(BufWriter::new(f))),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// The current snapshot.
+    pub(crate) fn snapshot(&self) -> Arc<Site> {
+        Arc::clone(&self.site.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The publish counter.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Makes `site` current and wakes the workers. The caller holds `writer`.
+    pub(crate) fn publish(&self, site: Site) {
+        *self.site.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(site);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.wake_all();
+    }
+
+    /// Wakes every worker.
+    pub(crate) fn wake_all(&self) {
+        for w in self
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = w.wake();
+        }
+    }
+
+    /// Now, as the engine's clock.
+    pub(crate) fn clock(&self) -> Clock {
+        let mut c = Clock::new(Instant(0), 0);
+        self.update(&mut c);
+        c
+    }
+
+    /// Moves `clock` to now.
+    pub(crate) fn update(&self, clock: &mut Clock) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        clock.update(Instant(ms), unix);
+    }
+
+    /// Writes access-log lines.
+    pub(crate) fn log_lines(&self, text: &str) {
+        if let Some(log) = &self.access_log {
+            let mut w = log.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = w.write_all(text.as_bytes());
+            let _ = w.flush();
+        }
+    }
+}

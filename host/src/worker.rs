@@ -1,0 +1,444 @@
+//! One epoll loop per worker thread (mio, edge-triggered), in the shape of quinn's
+//! `ConnectionDriver`: feed input to the engine, write what it gives back with `writev`, enforce
+//! its deadlines, close when it says so.
+//!
+//! Each worker owns its listeners: one SO_REUSEPORT socket per address and port that the
+//! reservations and the IP listen list name, so the kernel spreads connections across workers.
+//! Listeners follow the site: when a change is published, every worker opens and closes sockets
+//! to match.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use khttp_engine::route::Local;
+use khttp_engine::{Clock, Close, Connection, Instant, Site};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::shared::Shared;
+
+const WAKER: Token = Token(0);
+/// Tokens below this are listeners; connections start here.
+const CONN_BASE: usize = 1 << 16;
+/// How long a gracefully closed connection is drained before it is dropped (lingering close).
+const LINGER_MS: u64 = 2_000;
+/// Bytes read per `read` call.
+const READ_BUF: usize = 64 * 1024;
+/// Sent to a connection over `max-connections`.
+const OVERLOAD: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 26\r\nConnection: close\r\n\r\ntoo many open connections\n";
+
+struct Slot {
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: Connection,
+    /// Set once the write side is shut: drain input until EOF or this instant, then drop.
+    linger_until: Option<Instant>,
+}
+
+/// A worker thread's state.
+pub(crate) struct Worker {
+    poll: Poll,
+    shared: Arc<Shared>,
+    site: Arc<Site>,
+    generation: u64,
+    clock: Clock,
+    listeners: Vec<(SocketAddr, TcpListener)>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    buf: Vec<u8>,
+    /// Whether this worker reports bind errors (worker 0 does, so they print once).
+    reports: bool,
+    logging: bool,
+}
+
+/// The addresses to listen on for `site`: every reserved port on every IP-list address, or on
+/// the IPv4 and IPv6 wildcards when the list is empty.
+pub(crate) fn wanted_addrs(site: &Site) -> Vec<SocketAddr> {
+    let ips: Vec<IpAddr> = if site.iplisten().is_empty() {
+        vec![
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ]
+    } else {
+        site.iplisten().to_vec()
+    };
+    site.namespace()
+        .ports()
+        .into_iter()
+        .flat_map(|port| ips.iter().map(move |ip| SocketAddr::new(*ip, port)))
+        .collect()
+}
+
+/// A non-blocking SO_REUSEPORT listener on `addr` (IPv6 sockets are IPv6-only, so the IPv4
+/// wildcard can be bound beside them).
+///
+/// # Errors
+/// The socket error.
+pub(crate) fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+impl Worker {
+    /// A worker with its poll and waker; `listeners` are the sockets already bound for it.
+    ///
+    /// # Errors
+    /// Creating the poll or waker failed.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        listeners: Vec<(SocketAddr, TcpListener)>,
+        reports: bool,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        shared
+            .wakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(waker);
+        let site = shared.snapshot();
+        let generation = shared.generation();
+        let clock = shared.clock();
+        let logging = shared.access_log.is_some();
+        let mut w = Self {
+            poll,
+            shared,
+            site,
+            generation,
+            clock,
+            listeners: Vec::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            buf: vec![0; READ_BUF],
+            reports,
+            logging,
+        };
+        for (addr, mut l) in listeners {
+            let token = Token(w.listeners.len().saturating_add(1));
+            w.poll
+                .registry()
+                .register(&mut l, token, Interest::READABLE)?;
+            w.listeners.push((addr, l));
+        }
+        Ok(w)
+    }
+
+    /// Picks up a newly published site, and opens and closes listeners to match it.
+    fn refresh(&mut self) {
+        let generation = self.shared.generation();
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        self.site = self.shared.snapshot();
+        let want = wanted_addrs(&self.site);
+        let before = self.listeners.len();
+        self.listeners.retain_mut(|(addr, l)| {
+            let keep = want.contains(addr);
+            if !keep {
+                let _ = self.poll.registry().deregister(l);
+            }
+            keep
+        });
+        let mut changed = before != self.listeners.len();
+        for addr in want {
+            if self.listeners.iter().any(|(a, _)| *a == addr) {
+                continue;
+            }
+            match bind_listener(addr) {
+                Ok(l) => {
+                    if self.reports {
+                        println!("khttpd: listening on http://{addr}/");
+                    }
+                    self.listeners.push((addr, l));
+                    changed = true;
+                }
+                Err(e) if self.reports => eprintln!("khttpd: cannot listen on {addr}: {e}"),
+                Err(_) => {}
+            }
+        }
+        if changed {
+            // Tokens are positions: re-register them all.
+            for (_, l) in &mut self.listeners {
+                let _ = self.poll.registry().deregister(l);
+            }
+            for (i, (_, l)) in self.listeners.iter_mut().enumerate() {
+                let _ = self.poll.registry().register(
+                    l,
+                    Token(i.saturating_add(1)),
+                    Interest::READABLE,
+                );
+            }
+        }
+    }
+
+    /// Runs until shutdown, then finishes responses in flight (for at most five seconds).
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = self.clock.now();
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            let timeout = if drain_until.is_some() { 20 } else { 500 };
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(timeout)))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                eprintln!("khttpd: poll failed: {e}");
+                return;
+            }
+            self.shared.update(&mut self.clock);
+            self.refresh();
+            for ev in &events {
+                match ev.token() {
+                    WAKER => {}
+                    Token(t) if t < CONN_BASE => self.accept(t.saturating_sub(1)),
+                    Token(t) => self.drive(t.saturating_sub(CONN_BASE)),
+                }
+            }
+            let now = self.clock.now();
+            if now.millis_since(last_sweep) >= 250 || drain_until.is_some() {
+                last_sweep = now;
+                self.sweep();
+            }
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                let until = *drain_until.get_or_insert_with(|| {
+                    for (_, l) in &mut self.listeners {
+                        let _ = self.poll.registry().deregister(l);
+                    }
+                    self.listeners.clear();
+                    now.add_secs(5)
+                });
+                self.close_idle();
+                if self.slots.iter().all(Option::is_none) || now >= until {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some((_, listener)) = self.listeners.get(index) else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return, // EMFILE and friends: try again on the next event
+            };
+            let max = self.site.limits().max_connections as usize;
+            if self.shared.connections.fetch_add(1, Ordering::AcqRel) >= max {
+                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                let _ = stream.write(OVERLOAD);
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().map_or(
+                Local {
+                    ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    port: 0,
+                },
+                |a| Local {
+                    ip: a.ip(),
+                    port: a.port(),
+                },
+            );
+            let mut conn = Connection::new(local, &self.clock, &self.site);
+            conn.set_logging(self.logging);
+            let index = self.free.pop().unwrap_or(self.slots.len());
+            let token = Token(CONN_BASE.saturating_add(index));
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let slot = Slot {
+                stream,
+                peer,
+                conn,
+                linger_until: None,
+            };
+            if index == self.slots.len() {
+                self.slots.push(Some(slot));
+            } else if let Some(s) = self.slots.get_mut(index) {
+                *s = Some(slot);
+            }
+            self.drive(index);
+        }
+    }
+
+    /// Reads, writes and closes as far as the socket and the engine allow.
+    fn drive(&mut self, index: usize) {
+        let Self {
+            slots,
+            buf,
+            clock,
+            site,
+            ..
+        } = self;
+        let Some(Some(slot)) = slots.get_mut(index) else {
+            return;
+        };
+        let mut drop_it = false;
+        loop {
+            let mut progressed = false;
+            // Input.
+            while slot.linger_until.is_some() || slot.conn.wants_read() {
+                match slot.stream.read(buf) {
+                    Ok(0) => {
+                        if slot.linger_until.is_some() {
+                            drop_it = true;
+                        } else {
+                            slot.conn.handle_eof(clock, site);
+                            progressed = true;
+                        }
+                        break;
+                    }
+                    Ok(n) => {
+                        if slot.linger_until.is_none() {
+                            slot.conn
+                                .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
+                            progressed = true;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        drop_it = true;
+                        break;
+                    }
+                }
+            }
+            if drop_it {
+                break;
+            }
+            // Output.
+            while slot.conn.has_output() {
+                let mut slices: [&[u8]; 64] = [&[]; 64];
+                let n = slot.conn.transmit_slices(&mut slices);
+                let iov: [IoSlice<'_>; 64] = std::array::from_fn(|i| {
+                    IoSlice::new(slices.get(i).copied().unwrap_or_default())
+                });
+                match slot.stream.write_vectored(iov.get(..n).unwrap_or_default()) {
+                    Ok(0) => {
+                        drop_it = true;
+                        break;
+                    }
+                    Ok(k) => {
+                        slot.conn.handle_sent(k, clock, site);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        drop_it = true;
+                        break;
+                    }
+                }
+            }
+            if drop_it {
+                break;
+            }
+            match slot.conn.poll_close() {
+                Some(Close::Abortive) => {
+                    let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
+                    drop_it = true;
+                    break;
+                }
+                Some(Close::Graceful) if slot.linger_until.is_none() => {
+                    let _ = slot.stream.shutdown(Shutdown::Write);
+                    slot.linger_until = Some(clock.now().add_millis(LINGER_MS));
+                    progressed = true;
+                }
+                _ => {}
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if self.logging {
+            self.write_log(index);
+        }
+        if drop_it {
+            self.remove(index);
+        }
+    }
+
+    fn write_log(&mut self, index: usize) {
+        let Some(Some(slot)) = self.slots.get_mut(index) else {
+            return;
+        };
+        let mut text = String::new();
+        let date = String::from_utf8_lossy(self.clock.date().as_bytes()).into_owned();
+        let peer = slot.peer;
+        slot.conn.drain_log(|r| {
+            text.push_str(&format!(
+                "[{date}] {peer} {} {} {} {} {} {}ms\n",
+                String::from_utf8_lossy(&r.method),
+                String::from_utf8_lossy(&r.target),
+                r.status,
+                r.body_bytes,
+                if r.hit { "HIT" } else { "MISS" },
+                r.millis
+            ));
+        });
+        if !text.is_empty() {
+            self.shared.log_lines(&text);
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
+            let mut stream = slot.stream;
+            let _ = self.poll.registry().deregister(&mut stream);
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            self.free.push(index);
+        }
+    }
+
+    /// Enforces deadlines and lingering-close limits.
+    fn sweep(&mut self) {
+        let now = self.clock.now();
+        for index in 0..self.slots.len() {
+            let Some(Some(slot)) = self.slots.get_mut(index) else {
+                continue;
+            };
+            if slot.linger_until.is_some_and(|t| now >= t) {
+                self.remove(index);
+                continue;
+            }
+            if slot.conn.poll_timeout().is_some_and(|d| now >= d) {
+                slot.conn.handle_timeout(&self.clock);
+                self.drive(index);
+            }
+        }
+    }
+
+    /// During shutdown: closes connections with nothing in flight.
+    fn close_idle(&mut self) {
+        for index in 0..self.slots.len() {
+            if matches!(self.slots.get(index), Some(Some(s)) if !s.conn.has_output()) {
+                self.remove(index);
+            }
+        }
+    }
+}

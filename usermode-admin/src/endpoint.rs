@@ -1,0 +1,473 @@
+//! The control endpoint: where it is and how to reach it.
+//!
+//! `ENDPOINT` is `unix:PATH` (khttpd) or `device:\\.\KHttp` (the driver). The default is
+//! `$KHTTP_ENDPOINT`; else, on Windows, the device; else `/run/khttp/control.sock` when that
+//! socket exists or the caller is root, and otherwise the per-user socket that an unprivileged
+//! khttpd creates: `$XDG_RUNTIME_DIR/khttp/control.sock`, or `/tmp/khttp-UID/control.sock`.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use khttp_proto::frame::{self, RequestFrame};
+use khttp_proto::{Request, Status, Value, decode_reply, encode_request};
+
+/// The system-wide control socket (DESIGN §7).
+pub const SYSTEM_SOCKET: &str = "/run/khttp/control.sock";
+/// The driver's device (DESIGN §7).
+pub const DEVICE: &str = r"\\.\KHttp";
+
+/// A control endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// khttpd's Unix socket.
+    Unix(PathBuf),
+    /// The driver's device.
+    Device(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Device(d) => write!(f, "device:{d}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            Ok(Self::Unix(p.into()))
+        } else if let Some(d) = s.strip_prefix("device:") {
+            Ok(Self::Device(d.into()))
+        } else {
+            Err(format!("endpoint {s:?} must start with unix: or device:"))
+        }
+    }
+}
+
+/// The effective user id, without unsafe code: the owner of `/proc/self`.
+#[cfg(unix)]
+#[must_use]
+pub fn current_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// The per-user control socket an unprivileged khttpd uses.
+#[cfg(unix)]
+#[must_use]
+pub fn user_socket() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("khttp/control.sock"),
+        None => PathBuf::from(format!(
+            "/tmp/khttp-{}/control.sock",
+            current_uid().unwrap_or(0)
+        )),
+    }
+}
+
+/// The control socket khttpd creates when `--control` is not given.
+#[cfg(unix)]
+#[must_use]
+pub fn default_server_socket() -> PathBuf {
+    if current_uid() == Some(0) {
+        PathBuf::from(SYSTEM_SOCKET)
+    } else {
+        user_socket()
+    }
+}
+
+/// The endpoint khttpctl uses when `--endpoint` is not given.
+#[must_use]
+pub fn default_endpoint() -> Endpoint {
+    if let Some(e) = std::env::var("KHTTP_ENDPOINT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return e;
+    }
+    #[cfg(windows)]
+    {
+        Endpoint::Device(DEVICE.into())
+    }
+    #[cfg(unix)]
+    {
+        if std::path::Path::new(SYSTEM_SOCKET).exists() || current_uid() == Some(0) {
+            Endpoint::Unix(SYSTEM_SOCKET.into())
+        } else {
+            Endpoint::Unix(user_socket())
+        }
+    }
+}
+
+/// One control call: code, input, direct data and the reply capacity; returns (status, output).
+pub trait Transport {
+    /// Performs one call.
+    ///
+    /// # Errors
+    /// The endpoint could not be reached or broke the framing.
+    fn call(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        direct: &[u8],
+        output_cap: u32,
+    ) -> io::Result<(u32, Vec<u8>)>;
+}
+
+/// khttpd's Unix socket, one connection for many calls.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct UnixTransport {
+    stream: std::os::unix::net::UnixStream,
+}
+
+#[cfg(unix)]
+impl Transport for UnixTransport {
+    fn call(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        direct: &[u8],
+        output_cap: u32,
+    ) -> io::Result<(u32, Vec<u8>)> {
+        let too_big = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "request too large for the control protocol",
+            )
+        };
+        let header = RequestFrame {
+            code,
+            input_len: u32::try_from(input.len()).map_err(|_| too_big())?,
+            direct_len: u32::try_from(direct.len()).map_err(|_| too_big())?,
+            output_cap,
+        };
+        self.stream.write_all(&header.encode())?;
+        self.stream.write_all(input)?;
+        self.stream.write_all(direct)?;
+        let mut reply = [0u8; frame::REPLY_LEN];
+        self.stream.read_exact(&mut reply)?;
+        let (status, len) = frame::decode_reply(&reply);
+        if len > output_cap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reply larger than asked for",
+            ));
+        }
+        let mut out = vec![0u8; len as usize];
+        self.stream.read_exact(&mut out)?;
+        Ok((status, out))
+    }
+}
+
+#[cfg(windows)]
+#[allow(
+    unsafe_code,
+    reason = "DeviceIoControl and CreateFileW are FFI; each call has its SAFETY comment"
+)]
+mod device {
+    //! `DeviceIoControl` on `\\.\KHttp` (DRIVER-NOTES §3.4). The output buffer receives the
+    //! status (`u32`) followed by the reply; for `cache put` (METHOD_IN_DIRECT) the output slot
+    //! carries the bodies into the driver, so only the call's own success or failure comes back.
+
+    use std::io;
+
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
+    };
+    use windows_sys::Win32::Storage::FileSystem::{
+        CreateFileW, FILE_ATTRIBUTE_NORMAL, OPEN_EXISTING,
+    };
+    use windows_sys::Win32::System::IO::DeviceIoControl;
+
+    // The IOCTL encoding in khttp-proto must agree with the SDK's (checked at compile time).
+    const _: () =
+        assert!(khttp_proto::METHOD_BUFFERED == windows_sys::Win32::System::Ioctl::METHOD_BUFFERED);
+    const _: () = assert!(
+        khttp_proto::METHOD_IN_DIRECT == windows_sys::Win32::System::Ioctl::METHOD_IN_DIRECT
+    );
+    const _: () = assert!(
+        khttp_proto::METHOD_OUT_DIRECT == windows_sys::Win32::System::Ioctl::METHOD_OUT_DIRECT
+    );
+    const _: () =
+        assert!(khttp_proto::FILE_ANY_ACCESS == windows_sys::Win32::System::Ioctl::FILE_ANY_ACCESS);
+    const _: () = assert!(
+        khttp_proto::FILE_READ_ACCESS == windows_sys::Win32::System::Ioctl::FILE_READ_ACCESS
+    );
+    const _: () = assert!(
+        khttp_proto::FILE_WRITE_ACCESS == windows_sys::Win32::System::Ioctl::FILE_WRITE_ACCESS
+    );
+
+    /// An open handle to the device.
+    #[derive(Debug)]
+    pub struct DeviceTransport {
+        /// INVARIANT: a valid handle from `CreateFileW`, closed once in `Drop`.
+        handle: HANDLE,
+    }
+
+    impl DeviceTransport {
+        /// Opens `name` (e.g. `\\.\KHttp`) for reading and writing.
+        pub fn open(name: &str) -> io::Result<Self> {
+            let wide: Vec<u16> = name.encode_utf16().chain(Some(0)).collect();
+            let handle;
+            // SAFETY: `wide` is a NUL-terminated UTF-16 string that outlives the call; the
+            // security attributes and template handle may be null.
+            unsafe {
+                handle = CreateFileW(
+                    wide.as_ptr(),
+                    GENERIC_READ | GENERIC_WRITE,
+                    0,
+                    core::ptr::null(),
+                    OPEN_EXISTING,
+                    FILE_ATTRIBUTE_NORMAL,
+                    core::ptr::null_mut(),
+                );
+            }
+            if handle == INVALID_HANDLE_VALUE {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Self { handle })
+        }
+    }
+
+    impl Drop for DeviceTransport {
+        fn drop(&mut self) {
+            // SAFETY: `handle` is valid (type invariant) and closed only here.
+            unsafe {
+                CloseHandle(self.handle);
+            }
+        }
+    }
+
+    impl super::Transport for DeviceTransport {
+        fn call(
+            &mut self,
+            code: u32,
+            input: &[u8],
+            direct: &[u8],
+            output_cap: u32,
+        ) -> io::Result<(u32, Vec<u8>)> {
+            let too_big = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "buffer too large for DeviceIoControl",
+                )
+            };
+            let in_len = u32::try_from(input.len()).map_err(|_| too_big())?;
+            let mut returned = 0u32;
+            if code & 3 == khttp_proto::METHOD_IN_DIRECT {
+                let mut body = direct.to_vec();
+                let body_len = u32::try_from(body.len()).map_err(|_| too_big())?;
+                let ok;
+                // SAFETY: `input` and `body` are live buffers of the stated lengths for the whole
+                // (synchronous) call; no OVERLAPPED is used.
+                unsafe {
+                    ok = DeviceIoControl(
+                        self.handle,
+                        code,
+                        input.as_ptr().cast(),
+                        in_len,
+                        body.as_mut_ptr().cast(),
+                        body_len,
+                        &mut returned,
+                        core::ptr::null_mut(),
+                    );
+                }
+                if ok == 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                return Ok((0, Vec::new()));
+            }
+            let mut out = vec![0u8; (output_cap as usize).saturating_add(4)];
+            let out_len = u32::try_from(out.len()).map_err(|_| too_big())?;
+            let ok;
+            // SAFETY: `input` and `out` are live buffers of the stated lengths for the whole
+            // (synchronous) call; no OVERLAPPED is used.
+            unsafe {
+                ok = DeviceIoControl(
+                    self.handle,
+                    code,
+                    input.as_ptr().cast(),
+                    in_len,
+                    out.as_mut_ptr().cast(),
+                    out_len,
+                    &mut returned,
+                    core::ptr::null_mut(),
+                );
+            }
+            if ok == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            out.truncate(returned as usize);
+            let status = out
+                .get(..4)
+                .map_or(u32::MAX, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+            Ok((status, out.split_off(4.min(out.len()))))
+        }
+    }
+}
+
+/// Why a call failed, as one line of English for the CLI.
+#[derive(Debug)]
+pub enum CallError {
+    /// The endpoint is not reachable.
+    Unreachable(Endpoint, io::Error),
+    /// The server refused the request.
+    Refused(Status, String),
+    /// The server's reply broke the protocol.
+    Protocol(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(e, err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                write!(
+                    f,
+                    "permission denied opening {e} (run as the user that runs khttpd, or root)"
+                )
+            }
+            Self::Unreachable(e, err) => write!(
+                f,
+                "cannot reach the khttp control endpoint {e}: {err} (is khttpd running?)"
+            ),
+            Self::Refused(_, msg) => f.write_str(msg),
+            Self::Protocol(msg) => write!(f, "protocol error: {msg}"),
+        }
+    }
+}
+
+/// An owned reply cell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cell {
+    /// A number.
+    Num(u64),
+    /// A string.
+    Text(String),
+}
+
+impl Cell {
+    /// The number (0 for text).
+    #[must_use]
+    pub fn num(&self) -> u64 {
+        match self {
+            Self::Num(n) => *n,
+            Self::Text(_) => 0,
+        }
+    }
+
+    /// The text (empty for numbers).
+    #[must_use]
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Text(s) => s,
+            Self::Num(_) => "",
+        }
+    }
+}
+
+fn own(rows: Vec<Vec<Value<'_>>>) -> Vec<Vec<Cell>> {
+    rows.into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|v| match v {
+                    Value::U64(n) => Cell::Num(n),
+                    Value::Str(s) => Cell::Text(s.to_string()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A connected control client.
+pub struct Client {
+    endpoint: Endpoint,
+    transport: Box<dyn Transport>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `endpoint`.
+    ///
+    /// # Errors
+    /// [`CallError::Unreachable`].
+    pub fn connect(endpoint: &Endpoint) -> Result<Self, CallError> {
+        let unreachable = |e| CallError::Unreachable(endpoint.clone(), e);
+        let transport: Box<dyn Transport> = match endpoint {
+            #[cfg(unix)]
+            Endpoint::Unix(path) => Box::new(UnixTransport {
+                stream: std::os::unix::net::UnixStream::connect(path).map_err(unreachable)?,
+            }),
+            #[cfg(windows)]
+            Endpoint::Device(name) => {
+                Box::new(device::DeviceTransport::open(name).map_err(unreachable)?)
+            }
+            #[allow(
+                unreachable_patterns,
+                reason = "which arms exist depends on the platform"
+            )]
+            _ => {
+                return Err(unreachable(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "this endpoint kind is not available on this platform",
+                )));
+            }
+        };
+        Ok(Self {
+            endpoint: endpoint.clone(),
+            transport,
+        })
+    }
+
+    /// Sends `req` (with `direct` bodies for `cache put`) and returns the reply rows.
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub fn call(&mut self, req: &Request<'_>, direct: &[u8]) -> Result<Vec<Vec<Cell>>, CallError> {
+        let mut input = Vec::new();
+        let code = encode_request(req, &mut input);
+        let mut cap: u32 = 64 * 1024;
+        for _ in 0..3 {
+            let (status, out) = self
+                .transport
+                .call(code, &input, direct, cap)
+                .map_err(|e| CallError::Unreachable(self.endpoint.clone(), e))?;
+            let status = Status::from_u32(status)
+                .ok_or_else(|| CallError::Protocol(format!("unknown status {status}")))?;
+            if status == Status::BufferTooSmall {
+                let needed = khttp_proto::Header::peek(&out)
+                    .map_err(|e| CallError::Protocol(e.to_string()))?
+                    .size;
+                cap = needed.max(cap.saturating_mul(2));
+                continue;
+            }
+            if out.is_empty() && status == Status::Ok {
+                return Ok(Vec::new());
+            }
+            let rows = own(decode_reply(&out).map_err(|e| CallError::Protocol(e.to_string()))?);
+            if status != Status::Ok {
+                let msg = rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .map_or_else(|| status.message().to_string(), |c| c.text().to_string());
+                return Err(CallError::Refused(status, msg));
+            }
+            return Ok(rows);
+        }
+        Err(CallError::Protocol("the reply kept growing".into()))
+    }
+}
