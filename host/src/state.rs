@@ -121,7 +121,7 @@ mod tests {
         let mut t = Site::new();
         load(&dir, &mut t).unwrap();
         assert_eq!(render(&s), render(&t));
-        std::fs::write(dir.join("state"), "urlacl\thttp://+:80\t\n").unwrap();
+        std::fs::write(dir.join("state"), "urlacl\thttp://+:80/x\t\n").unwrap();
         let err = load(&dir, &mut Site::new()).unwrap_err();
         assert!(err.ends_with(":1: a URL prefix must end with '/'"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

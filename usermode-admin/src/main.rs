@@ -333,7 +333,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
             let ct = content_type.unwrap_or_else(|| files::content_type_for(&file));
             put_file(
                 &mut client,
-                &[url.clone()],
+                std::slice::from_ref(&url),
                 &data,
                 &ct,
                 mtime,
