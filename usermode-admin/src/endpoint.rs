@@ -149,11 +149,21 @@ impl Transport for UnixTransport {
             direct_len: u32::try_from(direct.len()).map_err(|_| too_big())?,
             output_cap,
         };
-        self.stream.write_all(&header.encode())?;
-        self.stream.write_all(input)?;
-        self.stream.write_all(direct)?;
+        let sent = self
+            .stream
+            .write_all(&header.encode())
+            .and_then(|()| self.stream.write_all(input))
+            .and_then(|()| self.stream.write_all(direct));
         let mut reply = [0u8; frame::REPLY_LEN];
-        self.stream.read_exact(&mut reply)?;
+        // khttpd may refuse a request before reading all of it (a body over the entry limit) and
+        // close; its reply is then already waiting, so read it before reporting the write error.
+        if let Err(write_error) = sent {
+            self.stream
+                .read_exact(&mut reply)
+                .map_err(|_| write_error)?;
+        } else {
+            self.stream.read_exact(&mut reply)?;
+        }
         let (status, len) = frame::decode_reply(&reply);
         if len > output_cap {
             return Err(io::Error::new(

@@ -1,0 +1,372 @@
+//! Test support for the black-box suite: start khttpd, run khttpctl, speak raw HTTP.
+//!
+//! The target comes from the environment, so the same suite can run against the driver in a VM:
+//! - `KHTTP_TEST_HOST` (default `127.0.0.1`): where HTTP requests go;
+//! - `KHTTP_TEST_EXTERNAL=1`: do not start khttpd; use the server already at
+//!   `KHTTP_ENDPOINT` (tests that restart or kill the server are then skipped);
+//! - `KHTTPD_BIN`, `KHTTPCTL_BIN`: the binaries (default: next to this test in `target/`).
+
+#![allow(missing_docs, reason = "test support")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+static BUILD: Once = Once::new();
+
+/// Path of a workspace binary, building the binaries once if they are missing.
+#[must_use]
+pub fn bin(name: &str) -> PathBuf {
+    let var = format!("{}_BIN", name.to_ascii_uppercase());
+    if let Some(p) = std::env::var_os(&var) {
+        return p.into();
+    }
+    let path = bin_dir().join(name);
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = bin_dir().ends_with("release");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "khttp-host",
+            "-p",
+            "khttpctl",
+            "--bins",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build");
+        assert!(status.success(), "building khttpd and khttpctl failed");
+    });
+    path
+}
+
+/// A free TCP port on loopback.
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[must_use]
+pub fn external() -> bool {
+    std::env::var("KHTTP_TEST_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+#[must_use]
+pub fn host() -> String {
+    std::env::var("KHTTP_TEST_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// A khttpd under test (or the external server).
+pub struct Server {
+    pub dir: PathBuf,
+    pub endpoint: String,
+    pub child: Option<Child>,
+    pub stdout: PathBuf,
+}
+
+impl Server {
+    /// Starts khttpd with a fresh state directory, or attaches to the external target.
+    #[must_use]
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("khttp-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        if external() {
+            let endpoint =
+                std::env::var("KHTTP_ENDPOINT").expect("KHTTP_ENDPOINT for an external target");
+            return Self {
+                dir: dir.clone(),
+                endpoint,
+                child: None,
+                stdout: dir.join("stdout"),
+            };
+        }
+        let endpoint = format!("unix:{}", dir.join("ctl.sock").display());
+        let mut s = Self {
+            dir: dir.clone(),
+            endpoint,
+            child: None,
+            stdout: dir.join("stdout"),
+        };
+        s.spawn(&[]);
+        s
+    }
+
+    /// (Re)starts the khttpd process on this server's state directory.
+    pub fn spawn(&mut self, extra: &[&str]) {
+        let out = std::fs::File::create(&self.stdout).expect("stdout file");
+        let err = out.try_clone().expect("stderr file");
+        let sock = self.dir.join("ctl.sock");
+        let child = Command::new(bin("khttpd"))
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--control")
+            .arg(&sock)
+            .args(["--workers", "1"])
+            .args(extra)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start khttpd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.output().contains("control socket") {
+            assert!(
+                Instant::now() < deadline,
+                "khttpd did not start: {}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What khttpd printed so far.
+    #[must_use]
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Runs khttpctl against this server.
+    #[must_use]
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("khttpctl"))
+            .arg("--endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run khttpctl")
+    }
+
+    /// Runs khttpctl and insists that it succeeds; returns its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "khttpctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs khttpctl expecting failure; returns the one line it printed on stderr.
+    #[must_use]
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            !out.status.success(),
+            "khttpctl {args:?} should have failed"
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "one line of English, got {err:?}");
+        assert!(err.starts_with("khttpctl: "), "{err:?}");
+        err
+    }
+
+    /// Reserves `http://+:PORT/` on a free port and waits until it accepts connections.
+    #[must_use]
+    pub fn reserve_port(&self) -> u16 {
+        let port = free_port();
+        self.ctl_ok(&["urlacl", "add", &format!("http://+:{port}/")]);
+        wait_listening(port);
+        port
+    }
+
+    /// Sends a signal to khttpd.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig}");
+        }
+    }
+
+    /// Waits for khttpd to exit; returns its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child
+            .take()
+            .and_then(|mut c| c.wait().ok())
+            .and_then(|s| s.code())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until something accepts on `port`.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect((host().as_str(), port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A connection for raw HTTP.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    #[must_use]
+    pub fn open(port: u16) -> Self {
+        let stream = TcpStream::connect((host().as_str(), port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads one response; `head_only` for responses to HEAD.
+    pub fn read(&mut self, head_only: bool) -> Option<Response> {
+        loop {
+            let mut hdrs = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Response::new(&mut hdrs);
+            if let Ok(httparse::Status::Complete(n)) = r.parse(&self.buf) {
+                let status = r.code.unwrap_or(0);
+                let headers: Vec<(String, String)> = r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let len = if head_only || status == 304 || status == 100 {
+                    0
+                } else {
+                    len
+                };
+                while self.buf.len() < n + len {
+                    if !self.fill() {
+                        return None;
+                    }
+                }
+                let body = self.buf[n..n + len].to_vec();
+                self.buf.drain(..n + len);
+                return Some(Response {
+                    status,
+                    headers,
+                    body,
+                });
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Whether the server closed the connection (EOF within the read timeout, nothing pending).
+    #[must_use]
+    pub fn closed(&mut self) -> bool {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0))
+            || self
+                .stream
+                .read(&mut b)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+}
+
+/// One request on a fresh connection.
+#[must_use]
+pub fn get(port: u16, path: &str, extra: &str) -> Response {
+    let mut c = Conn::open(port);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\n{extra}\r\n").as_bytes());
+    c.read(false).expect("a response")
+}
+
+/// Sends raw bytes on a fresh connection; returns the first response and whether the server
+/// then closed the connection.
+#[must_use]
+pub fn raw(port: u16, bytes: &[u8]) -> (Response, bool) {
+    let mut c = Conn::open(port);
+    c.send(bytes);
+    let r = c.read(false).expect("a response");
+    let closed = c.closed();
+    (r, closed)
+}
+
+/// Writes a file under the server's directory and returns its path.
+pub fn write_file(server: &Server, rel: &str, contents: &[u8]) -> PathBuf {
+    let p = server.dir.join("files").join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&p, contents).expect("write");
+    p
+}

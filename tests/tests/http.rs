@@ -1,0 +1,247 @@
+//! HTTP behaviour over real sockets: keep-alive, pipelining, byte-at-a-time, HEAD, conditional
+//! requests, ranges, compression, and the error statuses.
+
+use std::io::Read;
+use std::time::Duration;
+
+use khttp_tests::{Conn, Server, get, raw, write_file};
+
+/// A server with one reservation and a few entries; returns it and the port.
+fn setup(name: &str) -> (Server, u16) {
+    let s = Server::start(name);
+    let port = s.reserve_port();
+    let base = format!("http://+:{port}/");
+    let index = write_file(&s, "index.html", b"<h1>index</h1>\n");
+    let data: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+    let bin = write_file(&s, "data.bin", &data);
+    let text = write_file(
+        &s,
+        "text.txt",
+        "the quick brown fox ".repeat(100).as_bytes(),
+    );
+    s.ctl_ok(&[
+        "cache",
+        "put",
+        &format!("{base}index.html"),
+        index.to_str().unwrap(),
+    ]);
+    s.ctl_ok(&[
+        "cache",
+        "put",
+        &format!("{base}data.bin"),
+        bin.to_str().unwrap(),
+    ]);
+    s.ctl_ok(&[
+        "cache",
+        "put",
+        &format!("{base}text.txt"),
+        text.to_str().unwrap(),
+        "--compress",
+        "gzip,br",
+    ]);
+    (s, port)
+}
+
+#[test]
+fn keep_alive_pipelining_and_byte_at_a_time() {
+    let (_s, port) = setup("pipeline");
+    let mut c = Conn::open(port);
+    for _ in 0..3 {
+        c.send(format!("GET /index.html HTTP/1.1\r\nHost: h:{port}\r\n\r\n").as_bytes());
+        assert_eq!(c.read(false).unwrap().body, b"<h1>index</h1>\n");
+    }
+    // Pipelined in one write, answered in order.
+    let batch = "GET /index.html HTTP/1.1\r\nHost: h\r\n\r\nHEAD /data.bin HTTP/1.1\r\nHost: h\r\n\r\nGET /missing HTTP/1.1\r\nHost: h\r\n\r\nGET /data.bin HTTP/1.1\r\nHost: h\r\nRange: bytes=0-9\r\n\r\n".to_string();
+    c.send(batch.as_bytes());
+    let statuses: Vec<u16> = [false, true, false, false]
+        .iter()
+        .map(|&h| c.read(h).unwrap().status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 404, 206]);
+    // One byte per write.
+    let mut c = Conn::open(port);
+    c.stream.set_nodelay(true).unwrap();
+    for b in b"GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n" {
+        c.send(&[*b]);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(c.read(false).unwrap().status, 200);
+}
+
+#[test]
+fn head_and_http10() {
+    let (_s, port) = setup("head");
+    let mut c = Conn::open(port);
+    c.send(b"HEAD /index.html HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.read(true).unwrap();
+    assert_eq!((r.status, r.header("content-length")), (200, Some("15")));
+    // Nothing follows the head: the next response starts right after it.
+    c.send(b"GET /index.html HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.read(false).unwrap().body, b"<h1>index</h1>\n");
+    // HTTP/1.0 closes unless asked to keep alive.
+    let (r, closed) = raw(port, b"GET /index.html HTTP/1.0\r\n\r\n");
+    assert_eq!((r.status, closed), (200, true));
+    let mut c = Conn::open(port);
+    c.send(b"GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(
+        c.read(false).unwrap().header("connection"),
+        Some("keep-alive")
+    );
+    c.send(b"GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(c.read(false).unwrap().status, 200);
+}
+
+#[test]
+fn conditional_requests_and_ranges() {
+    let (_s, port) = setup("cond");
+    let r = get(port, "/data.bin", "");
+    let etag = r.header("etag").unwrap().to_string();
+    let lm = r.header("last-modified").unwrap().to_string();
+    assert_eq!(
+        get(port, "/data.bin", &format!("If-None-Match: {etag}\r\n")).status,
+        304
+    );
+    assert_eq!(
+        get(port, "/data.bin", &format!("If-Modified-Since: {lm}\r\n")).status,
+        304
+    );
+    assert_eq!(
+        get(port, "/data.bin", "If-None-Match: \"nope\"\r\n").status,
+        200
+    );
+    let r = get(port, "/data.bin", "Range: bytes=100-199\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (206, Some("bytes 100-199/2000"))
+    );
+    assert_eq!(
+        r.body,
+        (100..200u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()
+    );
+    let r = get(port, "/data.bin", "Range: bytes=5000-\r\n");
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (416, Some("bytes */2000"))
+    );
+    let r = get(port, "/data.bin", "Range: bytes=0-0,-1\r\n");
+    assert_eq!(r.status, 206);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("multipart/byteranges; boundary=")
+    );
+    // MS15-034's probe.
+    let r = get(port, "/data.bin", "Range: bytes=0-18446744073709551615\r\n");
+    assert_eq!((r.status, r.body.len()), (206, 2000));
+}
+
+#[test]
+fn compression_negotiation() {
+    let (_s, port) = setup("gzip");
+    let plain = get(port, "/text.txt", "");
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(plain.header("content-encoding"), None);
+    let gz = get(port, "/text.txt", "Accept-Encoding: gzip\r\n");
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert!(gz.body.len() < plain.body.len());
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(gz.body.as_slice())
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain.body);
+    let br = get(port, "/text.txt", "Accept-Encoding: gzip;q=0.5, br\r\n");
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    assert_ne!(br.header("etag"), gz.header("etag"));
+    // CVE-2021-31166's header.
+    let r = get(
+        port,
+        "/text.txt",
+        "Accept-Encoding: doar-e, ftw, imo, ,\r\n",
+    );
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+}
+
+#[test]
+fn error_statuses_close_the_connection() {
+    let (_s, port) = setup("errors");
+    let long_url = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(20_000));
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"GET /index.html HTTP/1.1\r\n\r\n".to_vec(), 400),
+        (b"GET /index.html HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
+        (b"GET /../index.html HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), 400),
+        (b"GET /index.html HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03".to_vec(), 400),
+        (long_url.into_bytes(), 414),
+        (big_header.into_bytes(), 431),
+        (b"GET /index.html HTTP/2.0\r\nHost: h\r\n\r\n".to_vec(), 505),
+        (b"GET /index.html HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: zstd, chunked\r\n\r\n".to_vec(), 501),
+    ];
+    for (req, status) in cases {
+        let (r, closed) = raw(port, &req);
+        assert_eq!(
+            r.status,
+            status,
+            "{:?}",
+            String::from_utf8_lossy(&req[..req.len().min(60)])
+        );
+        assert!(closed, "closed after {status}");
+    }
+    // 404 and 405 keep the connection.
+    let mut c = Conn::open(port);
+    c.send(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nPOST /index.html HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /index.html HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r404 = c.read(false).unwrap();
+    let r405 = c.read(false).unwrap();
+    assert_eq!(
+        (r404.status, r405.status, r405.header("allow")),
+        (404, 405, Some("GET, HEAD"))
+    );
+    assert_eq!(c.read(false).unwrap().status, 200);
+    // A path outside every reservation: 400 (http.sys).
+    let s2 = Server::start("errors-400");
+    let p2 = khttp_tests::free_port();
+    s2.ctl_ok(&["urlacl", "add", &format!("http://+:{p2}/only/")]);
+    khttp_tests::wait_listening(p2);
+    assert_eq!(get(p2, "/elsewhere", "").status, 400);
+}
+
+#[test]
+fn curl_if_installed() {
+    let (s, port) = setup("curl");
+    let saved = s.dir.join("curl-text.txt");
+    let Ok(out) = std::process::Command::new("curl")
+        .args(["-sS", "-f", "--compressed", "-w", "%{http_code}", "-o"])
+        .arg(&saved)
+        .arg(format!("http://127.0.0.1:{port}/text.txt"))
+        .output()
+    else {
+        eprintln!("curl is not installed: skipped");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // Decoded by curl, whichever coding was chosen.
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        "the quick brown fox ".repeat(100).as_bytes()
+    );
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-r", "0-9"])
+        .arg(format!("http://127.0.0.1:{port}/data.bin"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "206");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-0", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/index.html"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}

@@ -1,0 +1,83 @@
+//! Restarts, crashes and shutdown: reservations persist; SIGTERM exits 0.
+
+use khttp_tests::{Server, free_port, get, wait_listening, write_file};
+
+#[test]
+fn restart_keeps_reservations_and_limits() {
+    if khttp_tests::external() {
+        return;
+    }
+    let mut s = Server::start("restart");
+    let port = s.reserve_port();
+    s.ctl_ok(&["limits", "set", "idle-timeout", "30"]);
+    s.ctl_ok(&["iplisten", "add", "127.0.0.1"]);
+    s.signal("-TERM");
+    assert_eq!(s.wait(), Some(0), "SIGTERM exits 0");
+    assert!(s.output().contains("stopped"));
+    s.spawn(&[]);
+    wait_listening(port);
+    assert!(
+        s.ctl_ok(&["urlacl", "show"])
+            .contains(&format!("http://+:{port}/"))
+    );
+    assert!(
+        s.ctl_ok(&["limits", "show", "--json"])
+            .contains(r#""idle-timeout": 30"#)
+    );
+    assert!(s.ctl_ok(&["iplisten", "show"]).contains("127.0.0.1"));
+    // The cache is volatile: the reservation answers 404 until content is loaded again.
+    assert_eq!(get(port, "/a", "").status, 404);
+}
+
+#[test]
+fn kill_9_keeps_every_acknowledged_reservation() {
+    if khttp_tests::external() {
+        return;
+    }
+    let mut s = Server::start("kill9");
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    for p in &ports {
+        s.ctl_ok(&["urlacl", "add", &format!("http://+:{p}/")]);
+    }
+    s.signal("-KILL");
+    s.wait();
+    s.spawn(&[]);
+    let shown = s.ctl_ok(&["urlacl", "show"]);
+    for p in &ports {
+        assert!(
+            shown.contains(&format!("http://+:{p}/")),
+            "{p} lost: {shown}"
+        );
+        wait_listening(*p);
+    }
+}
+
+#[test]
+fn sigterm_finishes_a_response_in_flight() {
+    if khttp_tests::external() {
+        return;
+    }
+    let mut s = Server::start("drain");
+    let port = s.reserve_port();
+    let big = write_file(&s, "big.bin", &vec![b'x'; 8 << 20]);
+    s.ctl_ok(&[
+        "cache",
+        "put",
+        &format!("http://+:{port}/big.bin"),
+        big.to_str().unwrap(),
+    ]);
+    let mut c = khttp_tests::Conn::open(port);
+    c.send(b"GET /big.bin HTTP/1.1\r\nHost: h\r\n\r\n");
+    // Read a little, so the response is mid-flight, then ask khttpd to stop.
+    let mut first = [0u8; 1024];
+    std::io::Read::read_exact(&mut c.stream, &mut first).unwrap();
+    s.signal("-TERM");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut c.stream, &mut rest).unwrap();
+    assert!(
+        rest.len() + 1024 > 8 << 20,
+        "the whole response arrived ({} bytes)",
+        rest.len() + 1024
+    );
+    assert_eq!(s.wait(), Some(0));
+}
