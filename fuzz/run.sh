@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for N seconds (default 60) each and prints the execution counts.
+# Usage: fuzz/run.sh [SECONDS] ["TARGET ..."]. Runs each fuzz target (default: all) for SECONDS
+# (default 60) and prints the execution counts.
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 set -uo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
 status=0
-for target in $(cargo +nightly fuzz list); do
+targets=${2:-$(cargo +nightly fuzz list)}
+for target in $targets; do
     mkdir -p "corpus/$target"
     log=$(mktemp)
     cargo +nightly fuzz run "$target" "corpus/$target" -- \

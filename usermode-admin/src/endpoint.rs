@@ -5,9 +5,12 @@
 //! socket exists or the caller is root, and otherwise the per-user socket that an unprivileged
 //! khttpd creates: `$XDG_RUNTIME_DIR/khttp/control.sock`, or `/tmp/khttp-UID/control.sock`.
 
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(unix)]
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
+#[cfg(unix)]
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::{Request, Status, Value, decode_reply, encode_request};
 
@@ -217,14 +220,14 @@ mod device {
 
     /// An open handle to the device.
     #[derive(Debug)]
-    pub struct DeviceTransport {
+    pub(super) struct DeviceTransport {
         /// INVARIANT: a valid handle from `CreateFileW`, closed once in `Drop`.
         handle: HANDLE,
     }
 
     impl DeviceTransport {
         /// Opens `name` (e.g. `\\.\KHttp`) for reading and writing.
-        pub fn open(name: &str) -> io::Result<Self> {
+        pub(super) fn open(name: &str) -> io::Result<Self> {
             let wide: Vec<u16> = name.encode_utf16().chain(Some(0)).collect();
             let handle;
             // SAFETY: `wide` is a NUL-terminated UTF-16 string that outlives the call; the

@@ -259,8 +259,27 @@ fn parse(s: &str, reservation: bool) -> Result<Prefix, PrefixError> {
 /// [`PrefixError`] naming the fault.
 pub fn parse_prefix(s: &str) -> Result<Prefix, PrefixError> {
     let mut p = parse(s, true)?;
-    p.path = p.path.to_ascii_lowercase().into_boxed_str();
+    p.path = lower_keeping_escapes(&p.path).into_boxed_str();
     Ok(p)
+}
+
+/// Lower-cases a canonical path except the hex digits of `%XX` escapes, which stay upper-case
+/// so that the result is still canonical (found by fuzzing: `%C0` had become `%c0`).
+fn lower_keeping_escapes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut hex_left = 0u8;
+    for c in path.chars() {
+        if hex_left > 0 {
+            hex_left = hex_left.saturating_sub(1);
+            out.push(c);
+        } else {
+            if c == '%' {
+                hex_left = 2;
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 /// Parses a cache URL (`http://+:8080/a.html`): the same grammar, any final segment, path case
@@ -298,6 +317,10 @@ mod tests {
             HostSpec::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST))
         );
         assert_eq!(parse_prefix("http://+:1/").unwrap().port, 1);
+        // Escapes keep upper-case hex, so the prefix prints back to itself (a fuzzer finding).
+        let p = parse_prefix("http://p:9//P:0t%C0psh..0ps:/").unwrap();
+        assert_eq!(&*p.path, "//p:0t%C0psh..0ps:/");
+        assert_eq!(parse_prefix(&p.to_text()), Ok(p));
         assert_eq!(
             parse_prefix("http://[::1]:8080/").unwrap().to_text(),
             "http://[::1]:8080/"
