@@ -327,3 +327,44 @@ fn site_flag_serves_a_directory() {
     );
     assert_eq!(get(port, "/", "").body, b"<h1>site</h1>");
 }
+
+#[test]
+fn other_users_are_refused() {
+    if khttp_tests::external() {
+        return;
+    }
+    // Needs root (to run khttpctl as another user) and runuser; skipped otherwise.
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let has_runuser = std::process::Command::new("runuser")
+        .arg("--help")
+        .output()
+        .is_ok();
+    if !is_root || !has_runuser {
+        eprintln!("not root or no runuser: skipped");
+        return;
+    }
+    let s = Server::start("perm");
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(khttp_tests::bin("khttpctl"))
+        .args([
+            "--endpoint",
+            &s.endpoint,
+            "urlacl",
+            "add",
+            "http://+:18090/",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        !s.ctl_ok(&["urlacl", "show"]).contains("18090"),
+        "nothing was changed"
+    );
+}

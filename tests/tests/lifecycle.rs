@@ -81,3 +81,46 @@ fn sigterm_finishes_a_response_in_flight() {
     );
     assert_eq!(s.wait(), Some(0));
 }
+
+#[test]
+fn access_log_has_a_line_per_request() {
+    if khttp_tests::external() {
+        return;
+    }
+    let mut s = Server::start("accesslog");
+    s.signal("-TERM");
+    s.wait();
+    let log = s.dir.join("access.log");
+    s.spawn(&["--access-log", log.to_str().unwrap()]);
+    let port = s.reserve_port();
+    let f = write_file(&s, "a.txt", b"abc");
+    s.ctl_ok(&[
+        "cache",
+        "put",
+        &format!("http://+:{port}/a.txt"),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(get(port, "/a.txt", "").status, 200);
+    assert_eq!(get(port, "/nope?q=1", "").status, 404);
+    let (r, _) = khttp_tests::raw(port, b"GET / HTTP/9.9\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 505);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 3 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].contains("127.0.0.1:") && lines[0].contains(" GET /a.txt 200 3 HIT "),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" GET /nope?q=1 404 ") && lines[1].contains(" MISS "),
+        "{text}"
+    );
+    assert!(lines[2].contains(" GET / 505 "), "{text}");
+}
