@@ -546,3 +546,18 @@ fn statistics() {
         (4, 3, 1, 1, 0)
     );
 }
+
+#[test]
+fn next_io_drives_a_connection() {
+    use khttp_engine::pump::{InlineGate, NextIo, next_io};
+    let mut h = Harness::new(site());
+    let gate = InlineGate::new();
+    assert_eq!(next_io(&h.conn, &gate), NextIo::Receive);
+    h.feed(&get("/index.html", "Connection: close\r\n"));
+    assert_eq!(next_io(&h.conn, &gate), NextIo::Send);
+    h.flush();
+    assert_eq!(next_io(&h.conn, &gate), NextIo::Close(Close::Graceful));
+    let h2 = Harness::new(site());
+    gate.request_close();
+    assert_eq!(next_io(&h2.conn, &gate), NextIo::Close(Close::Abortive));
+}
