@@ -38,6 +38,7 @@ pub mod ctl;
 pub mod error;
 pub mod http1;
 pub mod out;
+pub mod persist;
 pub mod pump;
 pub mod route;
 pub mod site;

@@ -13,8 +13,15 @@
 //!    already completed inline — loop and process it; `false` means it is pending — return.
 //!
 //! Exactly one side continues, whatever the interleaving: both transitions are compare-and-swap
-//! on one atomic. A close requested from elsewhere (the timer, unload) only sets a flag; whoever
-//! drives next performs it, so the socket is never closed while a call on it is in progress.
+//! on one atomic.
+//!
+//! Closing from outside (the deadline timer, unload) must never race a thread that is *inside* a
+//! call on the socket (DRIVER-NOTES §4.6, from `WskCloseSocket`'s rules). [`InlineGate::try_close`]
+//! therefore succeeds only when nobody is issuing: the gate is idle between steps, or an
+//! operation is pending with its issuer gone. It moves the gate to *closing*, after which
+//! [`InlineGate::begin`] refuses and a late completion is told [`Completion::Closing`], so the
+//! closer alone owns the socket. When the gate is busy, [`InlineGate::request_close`] leaves a
+//! flag that whoever drives next acts on.
 //!
 //! [`next_io`] is the driving decision itself: given a [`Connection`], what to start next.
 
@@ -26,6 +33,7 @@ const IDLE: u8 = 0;
 const ISSUING: u8 = 1;
 const PENDING: u8 = 2;
 const DONE_INLINE: u8 = 3;
+const CLOSING: u8 = 4;
 
 /// Who continues after a completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +42,8 @@ pub enum Completion {
     Inline,
     /// The issuer has returned: the completion routine continues driving.
     Async,
+    /// The connection is being closed by whoever won [`InlineGate::try_close`]: do nothing more.
+    Closing,
 }
 
 /// One connection's in-flight operation state. See the module documentation.
@@ -54,7 +64,7 @@ impl InlineGate {
     }
 
     /// Call just before starting an operation. Returns false if one is already in flight (a
-    /// driver bug: the operation must not be started).
+    /// driver bug) or the connection is closing: the operation must not be started.
     #[must_use]
     pub fn begin(&self) -> bool {
         self.state
@@ -71,11 +81,12 @@ impl InlineGate {
             .compare_exchange(ISSUING, PENDING, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => false,
-            Err(_) => {
-                // DONE_INLINE: the completion ran inside the call.
+            Err(DONE_INLINE) => {
+                // The completion ran inside the call.
                 self.state.store(IDLE, Ordering::Release);
                 true
             }
+            Err(_) => false,
         }
     }
 
@@ -87,12 +98,37 @@ impl InlineGate {
             .compare_exchange(ISSUING, DONE_INLINE, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => Completion::Inline,
-            Err(_) => {
-                // PENDING: the issuer has left; this side drives from now on.
-                self.state.store(IDLE, Ordering::Release);
-                Completion::Async
-            }
+            Err(_) => match self.state.compare_exchange(
+                PENDING,
+                IDLE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                // The issuer has left; this side drives from now on.
+                Ok(_) => Completion::Async,
+                // CLOSING: the closer owns the connection.
+                Err(_) => Completion::Closing,
+            },
         }
+    }
+
+    /// Claims the connection for closing from outside the driving path. Succeeds only when no
+    /// thread is inside a call on the socket (idle between steps, or an operation pending with
+    /// its issuer gone); the caller then closes the socket, which cancels a pending operation.
+    /// When it fails, [`InlineGate::request_close`] asks the current driver instead.
+    #[must_use]
+    pub fn try_close(&self) -> bool {
+        [IDLE, PENDING].into_iter().any(|from| {
+            self.state
+                .compare_exchange(from, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        })
+    }
+
+    /// Whether the connection is being closed.
+    #[must_use]
+    pub fn closing(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CLOSING
     }
 
     /// Whether an operation is in flight.
@@ -196,6 +232,66 @@ mod tests {
             completer.join().unwrap();
             assert_eq!(continued.load(Ordering::SeqCst), 1);
             assert!(!g.busy());
+        }
+    }
+
+    #[test]
+    fn closing_claims_an_idle_or_pending_gate_only() {
+        let g = InlineGate::new();
+        assert!(g.begin());
+        assert!(!g.try_close(), "a thread is inside the call");
+        assert!(!g.issued());
+        assert!(g.try_close(), "pending, issuer gone");
+        assert!(g.closing());
+        assert_eq!(
+            g.complete(),
+            Completion::Closing,
+            "the cancelled operation does nothing more"
+        );
+        assert!(!g.begin(), "no new operation once closing");
+        let idle = InlineGate::new();
+        assert!(idle.try_close());
+        assert!(!idle.try_close(), "claimed once");
+    }
+
+    /// A closer racing the issuer and the completion: never closes while a call is in progress,
+    /// and never lets two sides drive.
+    #[test]
+    fn close_races_are_safe() {
+        for _ in 0..300 {
+            let g = Arc::new(InlineGate::new());
+            let inside = Arc::new(AtomicUsize::new(0));
+            let drivers = Arc::new(AtomicUsize::new(0));
+            assert!(g.begin());
+            inside.store(1, Ordering::SeqCst);
+            let (g2, d2) = (Arc::clone(&g), Arc::clone(&drivers));
+            let completer = thread::spawn(move || {
+                if g2.complete() == Completion::Async {
+                    d2.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            let (g3, i3) = (Arc::clone(&g), Arc::clone(&inside));
+            let closer = thread::spawn(move || {
+                if g3.try_close() {
+                    assert_eq!(
+                        i3.load(Ordering::SeqCst),
+                        0,
+                        "closed while a call was in progress"
+                    );
+                    true
+                } else {
+                    false
+                }
+            });
+            inside.store(0, Ordering::SeqCst);
+            if g.issued() {
+                drivers.fetch_add(1, Ordering::SeqCst);
+            }
+            completer.join().unwrap();
+            let closed = closer.join().unwrap();
+            let driven = drivers.load(Ordering::SeqCst);
+            assert!(driven <= 1, "two drivers");
+            assert!(driven == 1 || closed, "nobody continues and nobody closes");
         }
     }
 
