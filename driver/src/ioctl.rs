@@ -1,0 +1,212 @@
+//! `EvtIoDeviceControl`: each request's bytes go to the engine's control dispatcher through
+//! `khttp-proto`, and every request is completed exactly once (DRIVER-NOTES §3.3).
+//!
+//! The queue is sequential and runs at PASSIVE_LEVEL, so there is one writer at a time, and
+//! listener changes (which wait on WSK) can happen here.
+//!
+//! Buffers (DRIVER-NOTES §3.2): METHOD_BUFFERED input and output share one system buffer, so all
+//! input is copied out before anything is written. The output receives `status: u32` followed by
+//! the reply. For METHOD_IN_DIRECT (`cache put`) the "output" buffer carries the bodies *in*;
+//! they are copied once into driver memory (never read twice from the user-mapped view) and the
+//! result is the request's NTSTATUS.
+
+use alloc::vec::Vec;
+use core::ptr;
+
+use khttp_engine::ctl::dispatch;
+use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
+use wdk_sys::{
+    NTSTATUS, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER,
+    STATUS_SUCCESS, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+};
+
+use crate::global::{clock, global};
+use crate::{net, registry};
+
+/// Completes `request` with `status` and `information` bytes: the one completion per request.
+fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize) {
+    // SAFETY: `request` is the framework's request handed to this callback and not completed
+    // yet (every path of `on_device_control` calls this exactly once).
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfRequestCompleteWithInformation,
+            request,
+            status,
+            information as u64
+        );
+    }
+}
+
+/// Copies `len` bytes from a framework buffer into a fresh, fallibly allocated vector.
+///
+/// # Safety
+/// `src` is valid for reads of `len` bytes for the duration of the call.
+unsafe fn copy_in(src: PVOID, len: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    // SAFETY: `src` is readable for `len` bytes (contract) and `v` has room for them; the copy
+    // reads the (possibly user-mapped) memory once, through a raw pointer, never as `&[u8]`.
+    unsafe {
+        ptr::copy_nonoverlapping(src.cast::<u8>(), v.as_mut_ptr(), len);
+        v.set_len(len);
+    }
+    Some(v)
+}
+
+/// An NTSTATUS for a refused `cache put` (no reply buffer exists for METHOD_IN_DIRECT).
+fn ntstatus_of(status: Status) -> NTSTATUS {
+    match status {
+        Status::Ok => STATUS_SUCCESS,
+        Status::OutOfMemory | Status::EntryTooLarge | Status::CacheFull => {
+            STATUS_INSUFFICIENT_RESOURCES
+        }
+        _ => STATUS_INVALID_PARAMETER,
+    }
+}
+
+/// `EvtIoDeviceControl` (PASSIVE_LEVEL: the queue's execution level).
+pub(crate) extern "C" fn on_device_control(
+    _queue: WDFQUEUE,
+    request: WDFREQUEST,
+    output_len: usize,
+    input_len: usize,
+    code: u32,
+) {
+    let Some(g) = global() else {
+        return complete(request, STATUS_DEVICE_NOT_READY, 0);
+    };
+    if g.stopping.load(core::sync::atomic::Ordering::Acquire) {
+        return complete(request, STATUS_DEVICE_NOT_READY, 0);
+    }
+    // Compare the full 32-bit code (DRIVER-NOTES §3.1).
+    let Some(command) = Command::from_code(code) else {
+        return complete(request, STATUS_INVALID_DEVICE_REQUEST, 0);
+    };
+    let mut input = Vec::new();
+    if input_len > 0 {
+        let mut buf: PVOID = ptr::null_mut();
+        let mut len = 0usize;
+        let status;
+        // SAFETY: a request with input; WDF checks the minimum length and returns the buffer.
+        unsafe {
+            status = call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveInputBuffer,
+                request,
+                input_len,
+                &raw mut buf,
+                &raw mut len
+            );
+        }
+        if !wdk::nt_success(status) {
+            return complete(request, status, 0);
+        }
+        // SAFETY: WDF returned a system buffer of `len` readable bytes.
+        match unsafe { copy_in(buf, len) } {
+            Some(v) => input = v,
+            None => return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0),
+        }
+    }
+    let direct_in = command.method() == METHOD_IN_DIRECT;
+    let mut direct = Vec::new();
+    if direct_in && output_len > 0 {
+        // Refuse a body over the entry limit before copying it.
+        if output_len as u64 > g.site.snapshot().limits().cache_max_entry_bytes {
+            return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0);
+        }
+        let mut buf: PVOID = ptr::null_mut();
+        let mut len = 0usize;
+        let status;
+        // SAFETY: METHOD_IN_DIRECT: WDF maps the locked caller pages (MmGetSystemAddressForMdlSafe).
+        unsafe {
+            status = call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveOutputBuffer,
+                request,
+                output_len,
+                &raw mut buf,
+                &raw mut len
+            );
+        }
+        if !wdk::nt_success(status) {
+            return complete(request, status, 0);
+        }
+        // SAFETY: the mapping is valid for `len` bytes during this call; copied once.
+        match unsafe { copy_in(buf, len) } {
+            Some(v) => direct = v,
+            None => return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0),
+        }
+    }
+
+    // One engine call on a private clone; persist, then publish, then follow the listeners.
+    let mut next = (*g.site.snapshot()).clone();
+    let mut out = Vec::new();
+    let cap = if direct_in {
+        usize::MAX
+    } else {
+        output_len.saturating_sub(4)
+    };
+    let d = dispatch(
+        &mut next,
+        code,
+        &input,
+        &direct,
+        cap,
+        clock().now(),
+        &mut out,
+    );
+    let mut status = d.status;
+    if d.changed {
+        let parameters = registry::parameters_path(&g.service_key);
+        // SAFETY: PASSIVE_LEVEL (queue execution level).
+        if d.persist && !wdk::nt_success(unsafe { registry::save(&parameters, &next) }) {
+            status = Status::PersistFailed;
+            out.clear();
+            khttp_proto::error_reply(&mut out, "could not save the change in the registry");
+        } else {
+            // SAFETY: PASSIVE_LEVEL on the sequential queue.
+            let listen = if d.persist {
+                unsafe { net::reconcile(&next) }
+            } else {
+                STATUS_SUCCESS
+            };
+            g.site.publish(next);
+            if !wdk::nt_success(listen) {
+                wdk::println!("khttp: listener update failed: {listen:#x}");
+            }
+        }
+    }
+
+    if direct_in {
+        return complete(request, ntstatus_of(status), 0);
+    }
+    if output_len < 4 {
+        return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
+    }
+    let mut obuf: PVOID = ptr::null_mut();
+    let mut olen = 0usize;
+    let rs;
+    // SAFETY: METHOD_BUFFERED: the system buffer, now that all input has been copied out.
+    unsafe {
+        rs = call_unsafe_wdf_function_binding!(
+            WdfRequestRetrieveOutputBuffer,
+            request,
+            4,
+            &raw mut obuf,
+            &raw mut olen
+        );
+    }
+    if !wdk::nt_success(rs) {
+        return complete(request, rs, 0);
+    }
+    let total = 4usize.saturating_add(out.len());
+    if total > olen {
+        return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
+    }
+    let status_bytes = (status as u32).to_le_bytes();
+    // SAFETY: `obuf` is writable for `olen >= total` bytes; the sources are our own buffers.
+    unsafe {
+        ptr::copy_nonoverlapping(status_bytes.as_ptr(), obuf.cast::<u8>(), 4);
+        ptr::copy_nonoverlapping(out.as_ptr(), obuf.cast::<u8>().add(4), out.len());
+    }
+    complete(request, STATUS_SUCCESS, total);
+}

@@ -1,0 +1,197 @@
+//! IRPs, MDLs, events and pool memory: the kernel primitives bindgen leaves out or that need a
+//! safe shape (DRIVER-NOTES §4.3–4.5).
+//!
+//! Every function here is a thin wrapper around one documented kernel routine. IRQL is noted on
+//! each; nothing here blocks except [`wait`] (PASSIVE_LEVEL).
+
+use core::ffi::c_void;
+use core::ptr;
+
+use wdk_sys::ntddk::{
+    ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoFreeIrp, IoFreeMdl, IoReuseIrp,
+    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
+};
+use wdk_sys::{
+    _EVENT_TYPE, _KWAIT_REASON, _MODE, IRP, KEVENT, NTSTATUS, PDEVICE_OBJECT, PIRP, PMDL,
+    POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS,
+    STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
+};
+
+/// The completion routine type of `IO_STACK_LOCATION::CompletionRoutine` ("C" on x64, [U]).
+pub(crate) type CompletionRoutine = unsafe extern "C" fn(PDEVICE_OBJECT, PIRP, PVOID) -> NTSTATUS;
+
+/// Pool tags (DRIVER-NOTES §4.5).
+pub(crate) const TAG_CONNECTION: u32 = u32::from_le_bytes(*b"KhCn");
+pub(crate) const TAG_RECEIVE: u32 = u32::from_le_bytes(*b"KhRx");
+
+/// A driver-owned IRP with one stack location.
+///
+/// # Safety
+/// IRQL <= DISPATCH_LEVEL.
+pub(crate) unsafe fn allocate_irp() -> PIRP {
+    // SAFETY: IoAllocateIrp(1, FALSE) may be called at <= DISPATCH_LEVEL (the caller's contract);
+    // it returns null on failure, which callers check.
+    unsafe { IoAllocateIrp(1, 0) }
+}
+
+/// Frees an IRP that is not in flight.
+///
+/// # Safety
+/// `irp` came from [`allocate_irp`] and no operation using it is pending. IRQL <= DISPATCH_LEVEL.
+pub(crate) unsafe fn free_irp(irp: PIRP) {
+    if !irp.is_null() {
+        // SAFETY: the caller guarantees the IRP is ours and idle.
+        unsafe { IoFreeIrp(irp) }
+    }
+}
+
+/// `IoSetCompletionRoutine(irp, routine, context, TRUE, TRUE, TRUE)`, after `IoReuseIrp`, as
+/// every WSK call needs (DRIVER-NOTES §4.3, §4.4).
+///
+/// # Safety
+/// `irp` is a driver-owned IRP from [`allocate_irp`] that is not in flight; `context` stays valid
+/// until the routine has run. IRQL <= DISPATCH_LEVEL.
+pub(crate) unsafe fn prepare(irp: PIRP, routine: CompletionRoutine, context: *mut c_void) {
+    // SAFETY: the IRP is ours and idle (caller's contract); IoReuseIrp resets it for a new call.
+    unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
+    // IoGetNextIrpStackLocation: Tail.Overlay.CurrentStackLocation - 1 ([U] field path, §4.4).
+    let current;
+    // SAFETY: `irp` points to a live IRP; reading its current stack location pointer is a plain
+    // field read of memory we own.
+    unsafe {
+        current = (*irp)
+            .Tail
+            .Overlay
+            .__bindgen_anon_2
+            .__bindgen_anon_1
+            .CurrentStackLocation;
+    }
+    let next = current.wrapping_sub(1);
+    // SAFETY: an IRP from IoAllocateIrp(1, ..) has exactly one stack location, which is the one
+    // below the current pointer (the current pointer starts one past the end); we own it.
+    unsafe {
+        (*next).CompletionRoutine = Some(routine);
+        (*next).Context = context;
+        (*next).Control = (SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL) as u8;
+    }
+}
+
+/// The IRP's final status and information.
+///
+/// # Safety
+/// `irp` is a live IRP whose operation has completed.
+pub(crate) unsafe fn result(irp: PIRP) -> (NTSTATUS, u64) {
+    let io: &IRP;
+    // SAFETY: the caller guarantees `irp` is live and completed, so IoStatus is stable.
+    unsafe {
+        io = &*irp;
+    }
+    // SAFETY: `Status` is the active member of the IoStatus union for a completed IRP.
+    let status = unsafe { io.IoStatus.__bindgen_anon_1.Status };
+    (status, io.IoStatus.Information)
+}
+
+/// Non-paged pool, tagged; null on failure.
+///
+/// # Safety
+/// IRQL <= DISPATCH_LEVEL.
+pub(crate) unsafe fn pool_alloc(bytes: usize, tag: u32) -> *mut u8 {
+    // SAFETY: ExAllocatePool2 with POOL_FLAG_NON_PAGED is allowed at <= DISPATCH_LEVEL and
+    // returns zeroed memory or null.
+    unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, bytes as u64, tag).cast() }
+}
+
+/// Frees pool memory from [`pool_alloc`].
+///
+/// # Safety
+/// `p` came from [`pool_alloc`] (or is null) and is not used again. IRQL <= DISPATCH_LEVEL.
+pub(crate) unsafe fn pool_free(p: *mut u8) {
+    if !p.is_null() {
+        // SAFETY: the caller guarantees `p` is a live pool allocation.
+        unsafe { ExFreePool(p.cast()) }
+    }
+}
+
+/// An MDL describing `len` bytes of non-paged memory at `va`; null on failure.
+///
+/// # Safety
+/// `va..va+len` is non-paged memory (pool from wdk-alloc or [`pool_alloc`]) that outlives the
+/// MDL. IRQL <= DISPATCH_LEVEL.
+pub(crate) unsafe fn mdl_for(va: *const u8, len: usize) -> PMDL {
+    let Ok(len32) = u32::try_from(len) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: IoAllocateMdl only records the range (no secondary buffer, no IRP).
+    let mdl = unsafe { IoAllocateMdl(va.cast_mut().cast(), len32, 0, 0, ptr::null_mut()) };
+    if !mdl.is_null() {
+        // SAFETY: the range is non-paged (caller's contract), as MmBuildMdlForNonPagedPool needs.
+        unsafe { MmBuildMdlForNonPagedPool(mdl) };
+    }
+    mdl
+}
+
+/// Frees an MDL from [`mdl_for`].
+///
+/// # Safety
+/// No operation uses `mdl` any more.
+pub(crate) unsafe fn mdl_free(mdl: PMDL) {
+    if !mdl.is_null() {
+        // SAFETY: the caller guarantees the MDL is ours and idle.
+        unsafe { IoFreeMdl(mdl) }
+    }
+}
+
+/// A synchronous WSK call at PASSIVE_LEVEL: an event the completion routine signals.
+pub(crate) struct SyncCall {
+    event: KEVENT,
+}
+
+/// Completion routine for [`SyncCall`]: signals the event, keeps the IRP.
+unsafe extern "C" fn signal(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) -> NTSTATUS {
+    // SAFETY: `context` is the `KEVENT` of a `SyncCall` whose owner is blocked in `wait` until
+    // this runs, so it is live; KeSetEvent(.., FALSE) is allowed at <= DISPATCH_LEVEL.
+    unsafe {
+        KeSetEvent(context.cast(), 0, 0);
+    }
+    STATUS_MORE_PROCESSING_REQUIRED
+}
+
+impl SyncCall {
+    /// An unsignalled event.
+    pub(crate) fn new() -> Self {
+        // SAFETY: KEVENT is plain data; it is initialised by KeInitializeEvent before any use.
+        let mut event: KEVENT = unsafe { core::mem::zeroed() };
+        // SAFETY: `event` is a live, writable KEVENT.
+        unsafe { KeInitializeEvent(&raw mut event, _EVENT_TYPE::SynchronizationEvent, 0) };
+        Self { event }
+    }
+
+    /// Prepares `irp` to signal this call's event.
+    ///
+    /// # Safety
+    /// As [`prepare`]; `self` must not move until [`SyncCall::wait`] returns.
+    pub(crate) unsafe fn arm(&mut self, irp: PIRP) {
+        // SAFETY: forwarded contract; the event outlives the call because `wait` blocks on it.
+        unsafe { prepare(irp, signal, (&raw mut self.event).cast()) }
+    }
+
+    /// Waits for the completion and returns the IRP's status and information. echosrv's
+    /// convention: always wait, whatever the call returned (DRIVER-NOTES §4.3).
+    ///
+    /// # Safety
+    /// PASSIVE_LEVEL; the call using the armed IRP was made.
+    pub(crate) unsafe fn wait(&mut self, irp: PIRP) -> (NTSTATUS, u64) {
+        // SAFETY: waiting on our own initialised event with no timeout at PASSIVE_LEVEL.
+        unsafe {
+            KeWaitForSingleObject(
+                (&raw mut self.event).cast(),
+                _KWAIT_REASON::Executive,
+                _MODE::KernelMode as i8,
+                0,
+                ptr::null_mut(),
+            );
+        }
+        // SAFETY: the completion routine ran, so the IRP's status is final.
+        unsafe { result(irp) }
+    }
+}

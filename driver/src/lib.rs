@@ -1,0 +1,368 @@
+//! khttp.sys: the khttp engine in a KMDF driver (DRIVER-NOTES §1–5).
+//!
+//! Thin glue: every decision (parsing, routing, cache, connection state, control validation, the
+//! inline-completion trampoline) is in `khttp-engine` and `khttp-proto`, tested on Linux. This
+//! crate only translates between them and KMDF/WSK:
+//!
+//! - `DriverEntry`: `WdfDriverCreate` (non-PnP, `EvtDriverUnload`), a control device
+//!   `\Device\KHttp` / `\DosDevices\KHttp` for SYSTEM and Administrators only, a sequential
+//!   default queue at PASSIVE_LEVEL, one periodic timer, `WskRegister`, saved state, listeners;
+//! - [`ioctl`]: control requests → [`khttp_engine::ctl::dispatch`];
+//! - [`net`]: WSK listeners and connections → [`khttp_engine::Connection`];
+//! - [`registry`]: persistence; [`irp`]: IRP/MDL/event primitives; [`global`]: shared state.
+//!
+//! **Never compiled by this project's CI**: wdk-build needs Windows and the WDK. Everything it
+//! calls is the API DRIVER-NOTES cites; the [U] items there are the first things to check.
+
+#![cfg_attr(not(test), no_std)]
+#![allow(
+    unsafe_code,
+    reason = "the driver glue: every unsafe block carries its SAFETY comment"
+)]
+
+extern crate alloc;
+
+#[cfg(not(test))]
+extern crate wdk_panic;
+
+mod global;
+mod ioctl;
+mod irp;
+mod net;
+mod registry;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+use khttp_engine::Site;
+use wdk::nt_success;
+#[cfg(not(test))]
+use wdk_alloc::WdkAllocator;
+use wdk_sys::ntddk::KeDelayExecutionThread;
+use wdk_sys::{
+    _MODE, _WDF_DEVICE_IO_TYPE, _WDF_DRIVER_INIT_FLAGS, _WDF_EXECUTION_LEVEL,
+    _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_TRI_STATE, DRIVER_OBJECT, LARGE_INTEGER, NTSTATUS,
+    PCUNICODE_STRING, PDRIVER_OBJECT, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+    UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE,
+    WDF_NO_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDFDEVICE, WDFDRIVER, WDFQUEUE, WDFTIMER,
+    call_unsafe_wdf_function_binding,
+};
+
+use crate::global::{
+    Global, MAX_SLOTS, SiteCell, install, object_attributes, spin_lock, uninstall,
+};
+
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: WdkAllocator = WdkAllocator;
+
+/// `size_of::<T>()` as the `ULONG` WDF's `Size` fields want (`WDF_STRUCTURE_SIZE`, issue #242).
+pub(crate) const fn size_of_u32<T>() -> u32 {
+    const { assert!(size_of::<T>() <= u32::MAX as usize) };
+    size_of::<T>() as u32
+}
+
+/// Widens ASCII to NUL-free UTF-16 at compile time.
+const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = s[i] as u16;
+        i += 1;
+    }
+    out
+}
+
+static DEVICE_NAME: [u16; 13] = wide(b"\\Device\\KHttp");
+static LINK_NAME: [u16; 16] = wide(b"\\DosDevices\\KHttp");
+/// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`: SYSTEM and Administrators only (DRIVER-NOTES §2.2).
+static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
+
+fn unicode(s: &'static [u16]) -> UNICODE_STRING {
+    let bytes = (s.len() * 2) as u16;
+    UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: s.as_ptr().cast_mut(),
+    }
+}
+
+/// Sleeps `ms` milliseconds (PASSIVE_LEVEL).
+pub(crate) fn sleep_ms(ms: i64) {
+    let mut interval = LARGE_INTEGER {
+        QuadPart: -ms * 10_000,
+    }; // relative, 100 ns units
+    // SAFETY: PASSIVE_LEVEL (callers); a relative, non-alertable kernel-mode wait.
+    unsafe { KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &raw mut interval) };
+}
+
+/// The periodic deadline sweep (DISPATCH_LEVEL): one timer for all connections (§5).
+extern "C" fn on_timer(_timer: WDFTIMER) {
+    net::sweep(false);
+}
+
+/// Builds the control device, its queue and the timer (DRIVER-NOTES §2.2 steps 2–7).
+///
+/// # Safety
+/// PASSIVE_LEVEL, in DriverEntry.
+unsafe fn create_device(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
+    let sddl = unicode(&SDDL);
+    let mut init;
+    // SAFETY: a valid driver handle; the SDDL string outlives the call.
+    unsafe {
+        init = call_unsafe_wdf_function_binding!(WdfControlDeviceInitAllocate, driver, &sddl);
+    }
+    if init.is_null() {
+        return Err(STATUS_INSUFFICIENT_RESOURCES);
+    }
+    let name = unicode(&DEVICE_NAME);
+    // SAFETY: `init` is a live device-init from WdfControlDeviceInitAllocate.
+    unsafe {
+        call_unsafe_wdf_function_binding!(WdfDeviceInitSetExclusive, init, 0);
+    }
+    // SAFETY: as above.
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetIoType,
+            init,
+            _WDF_DEVICE_IO_TYPE::WdfDeviceIoBuffered
+        );
+    }
+    let status;
+    // SAFETY: as above; the name outlives the call.
+    unsafe {
+        status = call_unsafe_wdf_function_binding!(WdfDeviceInitAssignName, init, &name);
+    }
+    if !nt_success(status) {
+        // SAFETY: the init was not consumed by WdfDeviceCreate, so we free it.
+        unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
+        return Err(status);
+    }
+    let mut device: WDFDEVICE = WDF_NO_HANDLE.cast();
+    let mut attrs = object_attributes();
+    let status;
+    // SAFETY: `init` is live; on failure WDF leaves it to us (freed below).
+    unsafe {
+        status = call_unsafe_wdf_function_binding!(
+            WdfDeviceCreate,
+            &raw mut init,
+            &raw mut attrs,
+            &raw mut device
+        );
+    }
+    if !nt_success(status) {
+        // SAFETY: WdfDeviceCreate failed, so the driver must free the init (§2.2 step 4).
+        unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
+        return Err(status);
+    }
+    let link = unicode(&LINK_NAME);
+    let status;
+    // SAFETY: a live device; PASSIVE_LEVEL.
+    unsafe {
+        status = call_unsafe_wdf_function_binding!(WdfDeviceCreateSymbolicLink, device, &link);
+    }
+    if !nt_success(status) {
+        return Err(status);
+    }
+    // WDF_IO_QUEUE_CONFIG_INIT_DEFAULT_QUEUE(Sequential); the queue runs at PASSIVE_LEVEL.
+    let mut queue_config = WDF_IO_QUEUE_CONFIG {
+        Size: size_of_u32::<WDF_IO_QUEUE_CONFIG>(),
+        PowerManaged: _WDF_TRI_STATE::WdfUseDefault,
+        DefaultQueue: 1,
+        DispatchType: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchSequential,
+        EvtIoDeviceControl: Some(ioctl::on_device_control),
+        ..WDF_IO_QUEUE_CONFIG::default()
+    };
+    let mut queue_attrs = object_attributes();
+    queue_attrs.ExecutionLevel = _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive;
+    let mut queue: WDFQUEUE = WDF_NO_HANDLE.cast();
+    let status;
+    // SAFETY: a live device; the configs outlive the call.
+    unsafe {
+        status = call_unsafe_wdf_function_binding!(
+            WdfIoQueueCreate,
+            device,
+            &raw mut queue_config,
+            &raw mut queue_attrs,
+            &raw mut queue
+        );
+    }
+    if !nt_success(status) {
+        return Err(status);
+    }
+    Ok(device)
+}
+
+/// Starts the one-second deadline timer (AutomaticSerialization off, DRIVER-NOTES §5).
+///
+/// # Safety
+/// PASSIVE_LEVEL; `device` is live.
+unsafe fn start_timer(device: WDFDEVICE) -> Result<WDFTIMER, NTSTATUS> {
+    let mut config = WDF_TIMER_CONFIG {
+        Size: size_of_u32::<WDF_TIMER_CONFIG>(),
+        EvtTimerFunc: Some(on_timer),
+        Period: 1_000,
+        AutomaticSerialization: 0,
+        TolerableDelay: 0,
+        ..WDF_TIMER_CONFIG::default()
+    };
+    let mut attrs = object_attributes();
+    attrs.ParentObject = device.cast();
+    let mut timer: WDFTIMER = WDF_NO_HANDLE.cast();
+    let status;
+    // SAFETY: the config and attributes outlive the call; the parent is our device.
+    unsafe {
+        status = call_unsafe_wdf_function_binding!(
+            WdfTimerCreate,
+            &raw mut config,
+            &raw mut attrs,
+            &raw mut timer
+        );
+    }
+    if !nt_success(status) {
+        return Err(status);
+    }
+    // SAFETY: a live timer; a relative due time of one second (negative, 100 ns units).
+    unsafe {
+        let _ = call_unsafe_wdf_function_binding!(WdfTimerStart, timer, -10_000_000i64);
+    }
+    Ok(timer)
+}
+
+/// The timer, for unload.
+static TIMER: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// `DriverEntry`.
+///
+/// # Safety
+/// Called once by the I/O manager at PASSIVE_LEVEL with valid arguments.
+#[cfg_attr(not(test), unsafe(export_name = "DriverEntry"))]
+pub unsafe extern "system" fn driver_entry(
+    driver: &mut DRIVER_OBJECT,
+    registry_path: PCUNICODE_STRING,
+) -> NTSTATUS {
+    let mut config = WDF_DRIVER_CONFIG {
+        Size: size_of_u32::<WDF_DRIVER_CONFIG>(),
+        EvtDriverDeviceAdd: None,
+        EvtDriverUnload: Some(on_unload),
+        DriverInitFlags: _WDF_DRIVER_INIT_FLAGS::WdfDriverInitNonPnpDriver as u32,
+        ..WDF_DRIVER_CONFIG::default()
+    };
+    let mut wdf_driver: WDFDRIVER = WDF_NO_HANDLE.cast();
+    let status;
+    // SAFETY: the arguments come from the I/O manager; the config outlives the call.
+    unsafe {
+        status = call_unsafe_wdf_function_binding!(
+            WdfDriverCreate,
+            driver as PDRIVER_OBJECT,
+            registry_path,
+            WDF_NO_OBJECT_ATTRIBUTES,
+            &raw mut config,
+            &raw mut wdf_driver
+        );
+    }
+    if !nt_success(status) {
+        return status;
+    }
+    // The service key path, NUL-terminated, for persistence.
+    let mut service_key: Vec<u16> = Vec::new();
+    // SAFETY: `registry_path` is a valid UNICODE_STRING for the duration of DriverEntry.
+    let key = unsafe { &*registry_path };
+    let chars = usize::from(key.Length / 2);
+    if service_key.try_reserve_exact(chars + 1).is_err() {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    // SAFETY: `Buffer` holds `Length` bytes of UTF-16.
+    service_key.extend_from_slice(unsafe { core::slice::from_raw_parts(key.Buffer, chars) });
+    service_key.push(0);
+
+    // SAFETY: PASSIVE_LEVEL in DriverEntry.
+    let device = match unsafe { create_device(wdf_driver) } {
+        Ok(d) => d,
+        Err(s) => return s,
+    };
+    let mut site = Site::new();
+    // SAFETY: PASSIVE_LEVEL.
+    unsafe { registry::load_into(&registry::parameters_path(&service_key), &mut site) };
+    let (site_cell, slots_lock) = match (SiteCell::new(site.clone(), device), spin_lock(device)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(s), _) | (_, Err(s)) => return s,
+    };
+    let mut slots = Vec::new();
+    if slots.try_reserve_exact(MAX_SLOTS).is_err() {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    slots.resize_with(MAX_SLOTS, || AtomicPtr::new(core::ptr::null_mut()));
+    // SAFETY: no callback can read the global state before this returns: the queue and timer
+    // exist but the device is not finished initialising, and WSK is not registered yet.
+    unsafe {
+        install(Global {
+            site: site_cell,
+            stopping: AtomicBool::new(false),
+            slots: slots.into_boxed_slice(),
+            slots_lock,
+            live: AtomicUsize::new(0),
+            service_key,
+        });
+    }
+    // SAFETY: PASSIVE_LEVEL, once.
+    let status = unsafe { net::register() };
+    if !nt_success(status) {
+        return status;
+    }
+    // SAFETY: PASSIVE_LEVEL; the device is live.
+    match unsafe { start_timer(device) } {
+        Ok(t) => TIMER.store(t.cast(), Ordering::Release),
+        Err(s) => return s,
+    }
+    // SAFETY: PASSIVE_LEVEL; a failure here leaves the driver running without listeners, which
+    // khttpctl can fix (urlacl delete/add).
+    let listen = unsafe { net::reconcile(&site) };
+    if !nt_success(listen) {
+        wdk::println!("khttp: could not open every listener: {listen:#x}");
+    }
+    // SAFETY: a live control device; without this all I/O is rejected (§2.2 step 7).
+    unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
+    STATUS_SUCCESS
+}
+
+/// `EvtDriverUnload` (PASSIVE_LEVEL): the teardown order of DRIVER-NOTES §2.5.
+extern "C" fn on_unload(_driver: WDFDRIVER) {
+    if let Some(g) = global::global() {
+        // 1. Refuse new IOCTLs and connections.
+        g.stopping.store(true, Ordering::Release);
+    }
+    // 4 (early). Stop the sweep timer, waiting for a running callback.
+    let timer = TIMER.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !timer.is_null() {
+        // SAFETY: PASSIVE_LEVEL, not from the timer callback; the timer is live (child of the
+        // device, which WDF deletes after this returns).
+        unsafe {
+            let _ = call_unsafe_wdf_function_binding!(WdfTimerStop, timer.cast(), 1);
+        }
+    }
+    // 2, 3, 5. Close listeners and connections, wait for them, release and deregister WSK.
+    // SAFETY: PASSIVE_LEVEL in unload, after `stopping` was set.
+    unsafe { net::shutdown() };
+    // 6. Free the site (cache bodies, reservations) and the connection table.
+    // SAFETY: every callback that reads the global state has stopped: the queue rejects new
+    // requests, the timer is stopped, WSK is deregistered.
+    unsafe { uninstall() };
+    // 7. WDF deletes the device, queue, timer and spin locks.
+}
+
+#[cfg(test)]
+mod tests {
+    /// The constant UTF-16 names are what the notes give.
+    #[test]
+    fn names() {
+        let s: alloc::string::String = char::decode_utf16(super::DEVICE_NAME)
+            .map(|c| c.unwrap())
+            .collect();
+        assert_eq!(s, r"\Device\KHttp");
+        let s: alloc::string::String = char::decode_utf16(super::SDDL)
+            .map(|c| c.unwrap())
+            .collect();
+        assert_eq!(s, "D:P(A;;GA;;;SY)(A;;GA;;;BA)");
+    }
+}
