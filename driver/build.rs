@@ -1,6 +1,42 @@
 //! Configures the KMDF binary build: linker arguments, library paths and cfgs (DRIVER-NOTES §1.3).
 //! Fails with `StaticCrtNotEnabled` unless `.cargo/config.toml`'s crt-static applies.
+//!
+//! With the `wsk-layout-check` feature it also runs bindgen on the WDK's `wsk.h`, reusing
+//! wdk-build's configuration (DRIVER-NOTES §4.1, option A), into `$OUT_DIR/wsk_bindings.rs`,
+//! which `src/wsk_check.rs` compares with khttp-wsk at compile time.
 
 fn main() -> Result<(), wdk_build::ConfigError> {
+    #[cfg(feature = "wsk-layout-check")]
+    wsk_bindings::generate();
     wdk_build::configure_wdk_binary_build()
+}
+
+#[cfg(feature = "wsk-layout-check")]
+mod wsk_bindings {
+    use wdk_build::{ApiSubset, BuilderExt, Config};
+
+    /// Generates the WSK items only; kernel types come from wdk-sys (`use wdk_sys::*`), so an
+    /// `IRP` here is wdk-sys's `IRP`. `INET_PORT_RESERVATION_INSTANCE` is opaque: bindgen cannot
+    /// lay it out in C mode (PR #450's failure).
+    pub(super) fn generate() {
+        let config = Config::from_env_auto().expect("WDK configuration");
+        let mut header = config
+            .bindgen_header_contents([ApiSubset::Base])
+            .expect("wdk-build's base header contents");
+        header.push_str("\n#include <wsk.h>\n");
+        let bindings = bindgen::Builder::wdk_default(&config)
+            .expect("wdk-build's bindgen defaults")
+            .header_contents("khttp-wsk-check.h", &header)
+            .allowlist_recursively(false)
+            .allowlist_type("_?WSK_.*|P?WSK_.*|_?SOCKADDR(_IN6?)?|GUID|_GUID")
+            .allowlist_var("WSK_.*|NPI_WSK_INTERFACE_ID")
+            .opaque_type("_?INET_PORT_RESERVATION_INSTANCE")
+            .raw_line("use wdk_sys::*;")
+            .generate()
+            .expect("bindgen of wsk.h");
+        let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+        bindings
+            .write_to_file(out.join("wsk_bindings.rs"))
+            .expect("write wsk_bindings.rs");
+    }
 }

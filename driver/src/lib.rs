@@ -30,6 +30,8 @@ mod ioctl;
 mod irp;
 mod net;
 mod registry;
+#[cfg(feature = "wsk-layout-check")]
+mod wsk_check;
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
