@@ -47,10 +47,9 @@ unsafe fn copy_in(src: PVOID, len: usize) -> Option<Vec<u8>> {
     v.try_reserve_exact(len).ok()?;
     // SAFETY: `src` is readable for `len` bytes (contract) and `v` has room for them; the copy
     // reads the (possibly user-mapped) memory once, through a raw pointer, never as `&[u8]`.
-    unsafe {
-        ptr::copy_nonoverlapping(src.cast::<u8>(), v.as_mut_ptr(), len);
-        v.set_len(len);
-    }
+    unsafe { ptr::copy_nonoverlapping(src.cast::<u8>(), v.as_mut_ptr(), len) };
+    // SAFETY: the `len` bytes were just initialised by the copy; capacity >= len.
+    unsafe { v.set_len(len) };
     Some(v)
 }
 
@@ -165,6 +164,7 @@ pub(crate) extern "C" fn on_device_control(
         } else {
             // SAFETY: PASSIVE_LEVEL on the sequential queue.
             let listen = if d.persist {
+                // SAFETY: PASSIVE_LEVEL on the sequential queue, as reconcile requires.
                 unsafe { net::reconcile(&next) }
             } else {
                 STATUS_SUCCESS
@@ -203,10 +203,10 @@ pub(crate) extern "C" fn on_device_control(
         return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
     }
     let status_bytes = (status as u32).to_le_bytes();
-    // SAFETY: `obuf` is writable for `olen >= total` bytes; the sources are our own buffers.
-    unsafe {
-        ptr::copy_nonoverlapping(status_bytes.as_ptr(), obuf.cast::<u8>(), 4);
-        ptr::copy_nonoverlapping(out.as_ptr(), obuf.cast::<u8>().add(4), out.len());
-    }
+    let dst = obuf.cast::<u8>();
+    // SAFETY: `obuf` is writable for `olen >= total >= 4` bytes; the source is our own array.
+    unsafe { ptr::copy_nonoverlapping(status_bytes.as_ptr(), dst, 4) };
+    // SAFETY: as above: bytes 4..total of the system buffer, from our own reply buffer.
+    unsafe { ptr::copy_nonoverlapping(out.as_ptr(), dst.wrapping_add(4), out.len()) };
     complete(request, STATUS_SUCCESS, total);
 }

@@ -55,25 +55,17 @@ pub(crate) unsafe fn prepare(irp: PIRP, routine: CompletionRoutine, context: *mu
     // SAFETY: the IRP is ours and idle (caller's contract); IoReuseIrp resets it for a new call.
     unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
     // IoGetNextIrpStackLocation: Tail.Overlay.CurrentStackLocation - 1 ([U] field path, §4.4).
-    let current;
-    // SAFETY: `irp` points to a live IRP; reading its current stack location pointer is a plain
-    // field read of memory we own.
-    unsafe {
-        current = (*irp)
-            .Tail
-            .Overlay
-            .__bindgen_anon_2
-            .__bindgen_anon_1
-            .CurrentStackLocation;
-    }
+    // SAFETY: `irp` points to a live IRP we own (caller's contract).
+    let overlay = unsafe { &(*irp).Tail.Overlay };
+    // SAFETY: for a driver-allocated IRP the stack-location member of the union is the active one.
+    let current = unsafe { overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation };
     let next = current.wrapping_sub(1);
-    // SAFETY: an IRP from IoAllocateIrp(1, ..) has exactly one stack location, which is the one
-    // below the current pointer (the current pointer starts one past the end); we own it.
-    unsafe {
-        (*next).CompletionRoutine = Some(routine);
-        (*next).Context = context;
-        (*next).Control = (SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL) as u8;
-    }
+    // SAFETY: an IRP from IoAllocateIrp(1, ..) has exactly one stack location, the one below the
+    // current pointer (which starts one past the end); we own it and nothing else references it.
+    let next = unsafe { &mut *next };
+    next.CompletionRoutine = Some(routine);
+    next.Context = context;
+    next.Control = (SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL) as u8;
 }
 
 /// The IRP's final status and information.

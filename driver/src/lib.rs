@@ -76,7 +76,7 @@ const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
 }
 
 static DEVICE_NAME: [u16; 13] = wide(b"\\Device\\KHttp");
-static LINK_NAME: [u16; 16] = wide(b"\\DosDevices\\KHttp");
+static LINK_NAME: [u16; 17] = wide(b"\\DosDevices\\KHttp");
 /// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`: SYSTEM and Administrators only (DRIVER-NOTES §2.2).
 static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
 

@@ -32,7 +32,7 @@ use khttp_wsk::{
     SO_EXCLUSIVEADDRUSE, SOCK_STREAM, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6, SOL_SOCKET, WSK_BUF,
     WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
     WSK_CLIENT_NPI, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_LISTEN_SOCKET,
-    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
     WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_VERSION_1_0,
     WskSetOption,
 };
@@ -229,7 +229,7 @@ unsafe fn open_listener(w: &Wsk, addr: SocketAddr) -> Result<PWSK_SOCKET, NTSTAT
             ptr::null_mut(),
             ptr::null_mut(),
             ptr::null_mut(),
-            irp,
+            irp.cast(),
         );
     }
     // SAFETY: PASSIVE_LEVEL; the call was made.
@@ -269,7 +269,7 @@ unsafe fn open_listener(w: &Wsk, addr: SocketAddr) -> Result<PWSK_SOCKET, NTSTAT
                 0,
                 ptr::null_mut(),
                 ptr::null_mut(),
-                irp,
+                irp.cast(),
             );
         }
         // SAFETY: PASSIVE_LEVEL; the call was made.
@@ -290,7 +290,7 @@ unsafe fn open_listener(w: &Wsk, addr: SocketAddr) -> Result<PWSK_SOCKET, NTSTAT
             // SAFETY: the IRP is idle; `sa` outlives the synchronous wait.
             unsafe { call.arm(irp) };
             // SAFETY: WskBind on a listening socket starts listening (§4.2.6).
-            unsafe { bind(socket, sa, 0, irp) };
+            unsafe { bind(socket, sa, 0, irp.cast()) };
             // SAFETY: PASSIVE_LEVEL; the call was made.
             status = unsafe { call.wait(irp) }.0;
         }
@@ -300,8 +300,8 @@ unsafe fn open_listener(w: &Wsk, addr: SocketAddr) -> Result<PWSK_SOCKET, NTSTAT
     if nt_success(status) {
         Ok(socket)
     } else {
-        // SAFETY: the socket is ours and no call on it is in progress.
-        unsafe { close_sync(socket.cast(), (*dispatch).Basic.WskCloseSocket) };
+        // SAFETY: the listener is ours and no call on it is in progress.
+        unsafe { close_listener(socket) };
         Err(status)
     }
 }
@@ -318,11 +318,24 @@ unsafe fn close_sync(socket: PWSK_SOCKET, close: Option<khttp_wsk::PFN_WSK_CLOSE
     // SAFETY: the IRP is ours and idle.
     unsafe { call.arm(irp) };
     // SAFETY: no other call on `socket` is in progress (caller's contract).
-    unsafe { close(socket, irp) };
+    unsafe { close(socket, irp.cast()) };
     // SAFETY: PASSIVE_LEVEL; the call was made.
     unsafe { call.wait(irp) };
     // SAFETY: completed.
     unsafe { free_irp(irp) };
+}
+
+/// Closes a listening socket, waiting for it (PASSIVE_LEVEL).
+///
+/// # Safety
+/// `socket` is a live listening socket of ours and no other call on it is in progress.
+unsafe fn close_listener(socket: PWSK_SOCKET) {
+    // SAFETY: a live socket (contract); its dispatch pointer is valid while it is open.
+    let dispatch = unsafe { (*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
+    // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (§4.2).
+    let close = unsafe { (*dispatch).Basic.WskCloseSocket };
+    // SAFETY: forwarded contract.
+    unsafe { close_sync(socket, close) };
 }
 
 /// Opens and closes listening sockets to match `site` (IOCTL path, PASSIVE_LEVEL). Returns the
@@ -347,15 +360,8 @@ pub(crate) unsafe fn reconcile(site: &Site) -> NTSTATUS {
         if want.contains(&addr) {
             keep.push((addr, socket));
         } else {
-            // SAFETY: a listening socket with no call in progress on this serialised path.
-            unsafe {
-                close_sync(
-                    socket,
-                    (*(*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>())
-                        .Basic
-                        .WskCloseSocket,
-                )
-            };
+            // SAFETY: a listener with no call in progress on this serialised path.
+            unsafe { close_listener(socket) };
         }
     }
     w.listeners = keep;
@@ -384,14 +390,7 @@ pub(crate) unsafe fn shutdown() {
     let w = unsafe { wsk() };
     for (_, socket) in core::mem::take(&mut w.listeners) {
         // SAFETY: no call in progress on a listener outside the IOCTL path, which has stopped.
-        unsafe {
-            close_sync(
-                socket,
-                (*(*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>())
-                    .Basic
-                    .WskCloseSocket,
-            )
-        };
+        unsafe { close_listener(socket) };
     }
     // Close every connection, then wait for their contexts to be freed (at most 30 s).
     for _ in 0..300 {
@@ -494,11 +493,13 @@ impl ConnCtx {
         // SAFETY: as above.
         let rx_buf = unsafe { pool_alloc(RX_LEN, TAG_RECEIVE) };
         // SAFETY: as above.
-        let (io_irp, close_irp) = unsafe { (allocate_irp(), allocate_irp()) };
-        // SAFETY: `rx_buf` is non-paged pool of RX_LEN bytes that outlives the MDL.
+        let io_irp = unsafe { allocate_irp() };
+        // SAFETY: as above.
+        let close_irp = unsafe { allocate_irp() };
         let rx_mdl = if rx_buf.is_null() {
             ptr::null_mut()
         } else {
+            // SAFETY: `rx_buf` is non-paged pool of RX_LEN bytes that outlives the MDL.
             unsafe { mdl_for(rx_buf, RX_LEN) }
         };
         if raw.is_null()
@@ -507,14 +508,8 @@ impl ConnCtx {
             || close_irp.is_null()
             || rx_mdl.is_null()
         {
-            // SAFETY: each is null or ours and unused.
-            unsafe {
-                mdl_free(rx_mdl);
-                free_irp(io_irp);
-                free_irp(close_irp);
-                pool_free(rx_buf);
-                pool_free(raw.cast());
-            }
+            // SAFETY: each is null or ours and unused (the helpers skip nulls).
+            unsafe { free_parts(rx_mdl, io_irp, close_irp, rx_buf, raw.cast()) };
             return ptr::null_mut();
         }
         let clock = clock();
@@ -558,6 +553,23 @@ impl ConnCtx {
     }
 }
 
+/// Frees a context's kernel resources; each may be null.
+///
+/// # Safety
+/// None of them is in use; IRQL <= DISPATCH_LEVEL.
+unsafe fn free_parts(rx_mdl: PMDL, io_irp: PIRP, close_irp: PIRP, rx_buf: *mut u8, block: *mut u8) {
+    // SAFETY: unused (contract).
+    unsafe { mdl_free(rx_mdl) };
+    // SAFETY: not in flight (contract).
+    unsafe { free_irp(io_irp) };
+    // SAFETY: not in flight (contract).
+    unsafe { free_irp(close_irp) };
+    // SAFETY: unused pool (contract).
+    unsafe { pool_free(rx_buf) };
+    // SAFETY: unused pool (contract).
+    unsafe { pool_free(block) };
+}
+
 /// Drops a reference; the last one frees the context.
 unsafe fn release(ctx: *mut ConnCtx) {
     // SAFETY: the caller holds a reference, so `ctx` is live.
@@ -565,17 +577,14 @@ unsafe fn release(ctx: *mut ConnCtx) {
         return;
     }
     // SAFETY: no reference remains: nothing else can touch the context or its IRPs and MDLs.
-    unsafe {
-        let c = &*ctx;
-        let inner = &mut *c.inner.get();
-        mdl_free(inner.tx_mdl);
-        mdl_free(c.rx_mdl);
-        pool_free(c.rx_buf);
-        free_irp(c.io_irp);
-        free_irp(c.close_irp);
-        ptr::drop_in_place(ctx);
-        pool_free(ctx.cast());
-    }
+    let c = unsafe { &mut *ctx };
+    let parts = (c.rx_mdl, c.io_irp, c.close_irp, c.rx_buf);
+    // SAFETY: as above; a send's MDL survives only if the connection closed mid-send.
+    unsafe { mdl_free(c.inner.get_mut().tx_mdl) };
+    // SAFETY: as above; drops the Connection (its buffers) and the body reference.
+    unsafe { ptr::drop_in_place(ctx) };
+    // SAFETY: as above; `ctx` itself is freed last.
+    unsafe { free_parts(parts.0, parts.1, parts.2, parts.3, ctx.cast()) };
     context_freed();
 }
 
@@ -625,11 +634,10 @@ unsafe extern "system" fn on_accept(
         unsafe { release(ctx) };
         return STATUS_REQUEST_NOT_ACCEPTED;
     }
-    // SAFETY: WSK gave us these out-pointers for this callback; pull model: no event dispatch.
-    unsafe {
-        *accept_context = ctx.cast();
-        *accept_dispatch = ptr::null();
-    }
+    // SAFETY: WSK gave us this out-pointer for this callback.
+    unsafe { *accept_context = ctx.cast() };
+    // SAFETY: as above; pull model, so no connection event dispatch.
+    unsafe { *accept_dispatch = ptr::null() };
     // SAFETY: the context is live (slot reference); starting a receive from the accept callback
     // does not wait ([U] whether WSK wants this after the callback returns, §4.2.7).
     unsafe { drive(ctx) };
@@ -658,8 +666,7 @@ unsafe fn drive(ctx: *mut ConnCtx) {
     c.add_ref();
     // SAFETY: this thread is the connection's only driver (INVARIANT on `inner`).
     let inner = unsafe { &mut *c.inner.get() };
-    loop {
-        let Some(g) = global() else { break };
+    while let Some(g) = global() {
         let site = g.site.snapshot();
         let clock = clock();
         if let Some(op) = inner.last.take() {
@@ -736,13 +743,13 @@ unsafe fn drive(ctx: *mut ConnCtx) {
             inner.tx_mdl = mdl;
             inner.tx_body = body;
             inner.buf = WSK_BUF {
-                Mdl: mdl,
+                Mdl: mdl.cast(),
                 Offset: 0,
                 Length: len,
             };
         } else {
             inner.buf = WSK_BUF {
-                Mdl: c.rx_mdl,
+                Mdl: c.rx_mdl.cast(),
                 Offset: 0,
                 Length: RX_LEN,
             };
@@ -754,16 +761,15 @@ unsafe fn drive(ctx: *mut ConnCtx) {
         c.add_ref(); // the operation's
         // SAFETY: the IRP is idle (one operation at a time) and `ctx` outlives it (reference).
         unsafe { prepare(c.io_irp, on_io, ctx.cast()) };
-        // SAFETY: the connection dispatch is valid for an accepted socket.
-        let call = unsafe {
-            match op {
-                Op::Send => (*c.dispatch).WskSend,
-                Op::Receive => (*c.dispatch).WskReceive,
-            }
+        // SAFETY: the connection dispatch table is valid while the accepted socket is open.
+        let dispatch = unsafe { &*c.dispatch };
+        let call = match op {
+            Op::Send => dispatch.WskSend,
+            Op::Receive => dispatch.WskReceive,
         };
         if let Some(call) = call {
             // SAFETY: `inner.buf` and its MDL stay valid until completion; the IRP is prepared.
-            unsafe { call(c.socket, &raw mut inner.buf, 0, c.io_irp) };
+            unsafe { call(c.socket, &raw mut inner.buf, 0, c.io_irp.cast()) };
         }
         if !c.gate.issued() {
             break; // pending: the completion routine drives from here
@@ -786,7 +792,7 @@ unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
         // SAFETY: no other call on the socket is in progress (gate is closing).
         if let Some(disconnect) = unsafe { (*c.dispatch).WskDisconnect } {
             // SAFETY: no buffer; the IRP is prepared.
-            unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.close_irp) };
+            unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.close_irp.cast()) };
             return;
         }
     }
@@ -794,7 +800,7 @@ unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
     // SAFETY: as above; WskCloseSocket cancels any pending receive.
     if let Some(close) = unsafe { (*c.dispatch).Basic.WskCloseSocket } {
         // SAFETY: the IRP is prepared.
-        unsafe { close(c.socket, c.close_irp) };
+        unsafe { close(c.socket, c.close_irp.cast()) };
     }
 }
 
@@ -810,7 +816,7 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
         // SAFETY: the socket is ours; no other call is in progress.
         if let Some(close) = unsafe { (*c.dispatch).Basic.WskCloseSocket } {
             // SAFETY: the IRP is prepared.
-            unsafe { close(c.socket, c.close_irp) };
+            unsafe { close(c.socket, c.close_irp.cast()) };
             return STATUS_MORE_PROCESSING_REQUIRED;
         }
     }
@@ -823,11 +829,10 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
         }
         g.slots_lock.release();
     }
-    // SAFETY: the slot reference and the close operation's reference.
-    unsafe {
-        release(ctx);
-        release(ctx);
-    }
+    // SAFETY: the close operation's reference.
+    unsafe { release(ctx) };
+    // SAFETY: the slot's reference, released last.
+    unsafe { release(ctx) };
     STATUS_MORE_PROCESSING_REQUIRED
 }
 

@@ -50,7 +50,7 @@ pub(crate) fn parameters_path(service_key: &[u16]) -> Vec<u16> {
 
 fn unicode(s: &[u16]) -> UNICODE_STRING {
     let chars = s.strip_suffix(&[0]).unwrap_or(s);
-    let bytes = u16::try_from(chars.len() * 2).unwrap_or(u16::MAX & !1);
+    let bytes = u16::try_from(chars.len() * 2).unwrap_or(0xFFFE);
     UNICODE_STRING {
         Length: bytes,
         MaximumLength: bytes,
