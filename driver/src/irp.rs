@@ -58,7 +58,12 @@ pub(crate) unsafe fn prepare(irp: PIRP, routine: CompletionRoutine, context: *mu
     // SAFETY: `irp` points to a live IRP we own (caller's contract).
     let overlay = unsafe { &(*irp).Tail.Overlay };
     // SAFETY: for a driver-allocated IRP the stack-location member of the union is the active one.
-    let current = unsafe { overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation };
+    let current = unsafe {
+        overlay
+            .__bindgen_anon_2
+            .__bindgen_anon_1
+            .CurrentStackLocation
+    };
     let next = current.wrapping_sub(1);
     // SAFETY: an IRP from IoAllocateIrp(1, ..) has exactly one stack location, the one below the
     // current pointer (which starts one past the end); we own it and nothing else references it.
