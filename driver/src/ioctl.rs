@@ -53,6 +53,45 @@ unsafe fn copy_in(src: PVOID, len: usize) -> Option<Vec<u8>> {
     Some(v)
 }
 
+/// Which of a request's buffers.
+enum Buffer {
+    Input,
+    Output,
+}
+
+/// Retrieves a request buffer of at least `min` bytes and copies it into driver memory.
+fn retrieve(request: WDFREQUEST, which: Buffer, min: usize) -> Result<Vec<u8>, NTSTATUS> {
+    let mut buf: PVOID = ptr::null_mut();
+    let mut len = 0usize;
+    let status = match which {
+        // SAFETY: a live request; WDF checks the minimum length and returns the system buffer.
+        Buffer::Input => unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveInputBuffer,
+                request,
+                min,
+                &raw mut buf,
+                &raw mut len
+            )
+        },
+        // SAFETY: as above, for the output buffer (mapped from the MDL for METHOD_IN_DIRECT).
+        Buffer::Output => unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestRetrieveOutputBuffer,
+                request,
+                min,
+                &raw mut buf,
+                &raw mut len
+            )
+        },
+    };
+    if !wdk::nt_success(status) {
+        return Err(status);
+    }
+    // SAFETY: WDF returned a buffer of `len` readable bytes, valid during this callback.
+    unsafe { copy_in(buf, len) }.ok_or(STATUS_INSUFFICIENT_RESOURCES)
+}
+
 /// An NTSTATUS for a refused `cache put` (no reply buffer exists for METHOD_IN_DIRECT).
 fn ntstatus_of(status: Status) -> NTSTATUS {
     match status {
@@ -82,59 +121,28 @@ pub(crate) extern "C" fn on_device_control(
     let Some(command) = Command::from_code(code) else {
         return complete(request, STATUS_INVALID_DEVICE_REQUEST, 0);
     };
-    let mut input = Vec::new();
-    if input_len > 0 {
-        let mut buf: PVOID = ptr::null_mut();
-        let mut len = 0usize;
-        let status;
-        // SAFETY: a request with input; WDF checks the minimum length and returns the buffer.
-        unsafe {
-            status = call_unsafe_wdf_function_binding!(
-                WdfRequestRetrieveInputBuffer,
-                request,
-                input_len,
-                &raw mut buf,
-                &raw mut len
-            );
+    let input = if input_len > 0 {
+        match retrieve(request, Buffer::Input, input_len) {
+            Ok(v) => v,
+            Err(status) => return complete(request, status, 0),
         }
-        if !wdk::nt_success(status) {
-            return complete(request, status, 0);
-        }
-        // SAFETY: WDF returned a system buffer of `len` readable bytes.
-        match unsafe { copy_in(buf, len) } {
-            Some(v) => input = v,
-            None => return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0),
-        }
-    }
+    } else {
+        Vec::new()
+    };
     let direct_in = command.method() == METHOD_IN_DIRECT;
-    let mut direct = Vec::new();
-    if direct_in && output_len > 0 {
+    let direct = if direct_in && output_len > 0 {
         // Refuse a body over the entry limit before copying it.
         if output_len as u64 > g.site.snapshot().limits().cache_max_entry_bytes {
             return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0);
         }
-        let mut buf: PVOID = ptr::null_mut();
-        let mut len = 0usize;
-        let status;
-        // SAFETY: METHOD_IN_DIRECT: WDF maps the locked caller pages (MmGetSystemAddressForMdlSafe).
-        unsafe {
-            status = call_unsafe_wdf_function_binding!(
-                WdfRequestRetrieveOutputBuffer,
-                request,
-                output_len,
-                &raw mut buf,
-                &raw mut len
-            );
+        // METHOD_IN_DIRECT: WDF maps the locked caller pages (MmGetSystemAddressForMdlSafe).
+        match retrieve(request, Buffer::Output, output_len) {
+            Ok(v) => v,
+            Err(status) => return complete(request, status, 0),
         }
-        if !wdk::nt_success(status) {
-            return complete(request, status, 0);
-        }
-        // SAFETY: the mapping is valid for `len` bytes during this call; copied once.
-        match unsafe { copy_in(buf, len) } {
-            Some(v) => direct = v,
-            None => return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0),
-        }
-    }
+    } else {
+        Vec::new()
+    };
 
     // One engine call on a private clone; persist, then publish, then follow the listeners.
     let mut next = (*g.site.snapshot()).clone();

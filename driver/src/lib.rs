@@ -64,8 +64,8 @@ pub(crate) const fn size_of_u32<T>() -> u32 {
     size_of::<T>() as u32
 }
 
-/// Widens ASCII to NUL-free UTF-16 at compile time.
-const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
+/// Widens ASCII to UTF-16 at compile time (Rust has no `L""`, DRIVER-NOTES §2.2).
+pub(crate) const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
     let mut out = [0u16; N];
     let mut i = 0;
     while i < N {

@@ -19,20 +19,9 @@ use wdk_sys::{
 };
 
 /// `L"State"`, NUL-terminated.
-const VALUE: [u16; 6] = wide(b"State\0");
+const VALUE: [u16; 6] = crate::wide(b"State\0");
 /// `L"\\Parameters"`.
-const PARAMETERS: [u16; 11] = wide(b"\\Parameters");
-
-/// Widens ASCII to UTF-16 at compile time (Rust has no `L""`, DRIVER-NOTES §2.2).
-const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = s[i] as u16;
-        i += 1;
-    }
-    out
-}
+const PARAMETERS: [u16; 11] = crate::wide(b"\\Parameters");
 
 /// The absolute path of `...\Services\khttp\Parameters`, NUL-terminated, from the service key
 /// path DriverEntry received.

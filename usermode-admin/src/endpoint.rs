@@ -250,6 +250,40 @@ mod device {
         }
     }
 
+    impl DeviceTransport {
+        /// One synchronous `DeviceIoControl`; returns the bytes the driver wrote.
+        fn ioctl(&self, code: u32, input: &[u8], output: &mut [u8]) -> io::Result<usize> {
+            let too_big = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "buffer too large for DeviceIoControl",
+                )
+            };
+            let in_len = u32::try_from(input.len()).map_err(|_| too_big())?;
+            let out_len = u32::try_from(output.len()).map_err(|_| too_big())?;
+            let mut returned = 0u32;
+            let ok;
+            // SAFETY: `input` and `output` are live buffers of the stated lengths for the whole
+            // (synchronous) call; `handle` is valid (type invariant); no OVERLAPPED is used.
+            unsafe {
+                ok = DeviceIoControl(
+                    self.handle,
+                    code,
+                    input.as_ptr().cast(),
+                    in_len,
+                    output.as_mut_ptr().cast(),
+                    out_len,
+                    &mut returned,
+                    core::ptr::null_mut(),
+                );
+            }
+            if ok == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(returned as usize)
+        }
+    }
+
     impl Drop for DeviceTransport {
         fn drop(&mut self) {
             // SAFETY: `handle` is valid (type invariant) and closed only here.
@@ -267,58 +301,14 @@ mod device {
             direct: &[u8],
             output_cap: u32,
         ) -> io::Result<(u32, Vec<u8>)> {
-            let too_big = || {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "buffer too large for DeviceIoControl",
-                )
-            };
-            let in_len = u32::try_from(input.len()).map_err(|_| too_big())?;
-            let mut returned = 0u32;
             if code & 3 == khttp_proto::METHOD_IN_DIRECT {
-                let mut body = direct.to_vec();
-                let body_len = u32::try_from(body.len()).map_err(|_| too_big())?;
-                let ok;
-                // SAFETY: `input` and `body` are live buffers of the stated lengths for the whole
-                // (synchronous) call; no OVERLAPPED is used.
-                unsafe {
-                    ok = DeviceIoControl(
-                        self.handle,
-                        code,
-                        input.as_ptr().cast(),
-                        in_len,
-                        body.as_mut_ptr().cast(),
-                        body_len,
-                        &mut returned,
-                        core::ptr::null_mut(),
-                    );
-                }
-                if ok == 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                // The "output" buffer carries the bodies into the driver; only success comes back.
+                self.ioctl(code, input, &mut direct.to_vec())?;
                 return Ok((0, Vec::new()));
             }
             let mut out = vec![0u8; (output_cap as usize).saturating_add(4)];
-            let out_len = u32::try_from(out.len()).map_err(|_| too_big())?;
-            let ok;
-            // SAFETY: `input` and `out` are live buffers of the stated lengths for the whole
-            // (synchronous) call; no OVERLAPPED is used.
-            unsafe {
-                ok = DeviceIoControl(
-                    self.handle,
-                    code,
-                    input.as_ptr().cast(),
-                    in_len,
-                    out.as_mut_ptr().cast(),
-                    out_len,
-                    &mut returned,
-                    core::ptr::null_mut(),
-                );
-            }
-            if ok == 0 {
-                return Err(io::Error::last_os_error());
-            }
-            out.truncate(returned as usize);
+            let returned = self.ioctl(code, input, &mut out)?;
+            out.truncate(returned);
             let status = out
                 .get(..4)
                 .map_or(u32::MAX, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
