@@ -24,8 +24,13 @@ fn site() -> Site {
             last_modified: Some(1_700_000_000),
             ..EntrySpec::default()
         };
-        let name = if i == 0 { "index.html".to_string() } else { format!("page{i}.html") };
-        s.put(&format!("http://+:8080/{name}"), spec, Instant(0)).expect("put");
+        let name = if i == 0 {
+            "index.html".to_string()
+        } else {
+            format!("page{i}.html")
+        };
+        s.put(&format!("http://+:8080/{name}"), spec, Instant(0))
+            .expect("put");
     }
     s
 }
@@ -44,7 +49,10 @@ fn benches(c: &mut Criterion) {
 
     let site = site();
     let clock = Clock::new(Instant(0), 1_700_000_000);
-    let local = Local { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 8080 };
+    let local = Local {
+        ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 8080,
+    };
     let mut conn = Connection::new(local, &clock, &site);
     g.bench_function("engine-hit", |b| {
         b.iter(|| {

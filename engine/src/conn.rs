@@ -533,9 +533,9 @@ impl Connection {
         self.requests = self.requests.saturating_add(1);
         Stats::bump(&site.stats().requests);
         let nslots = (self.limits.max_headers as usize).min(MAX_HEADERS_CAP);
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+        let mut slots = [const { mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
         let slots = slots.get_mut(..nslots).unwrap_or_default();
-        let head = match parse_head(head_bytes, slots, &self.limits) {
+        let (head, headers) = match parse_head(head_bytes, slots, &self.limits) {
             Ok(h) => h,
             Err(e) => return self.fail(e, clock, site),
         };
@@ -544,7 +544,6 @@ impl Connection {
         {
             return self.fail(RequestError::ContentTooLarge, clock, site);
         }
-        let headers: &[httparse::Header<'_>] = slots.get(..head.fields).unwrap_or_default();
         if head.expect_continue {
             if self.out.put(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).is_err() {
                 self.aborted = true;

@@ -37,6 +37,11 @@ struct Slot {
     conn: Connection,
     /// Set once the write side is shut: drain input until EOF or this instant, then drop.
     linger_until: Option<Instant>,
+    /// Whether the socket may have unread input. Edge-triggered epoll only reports new data, so
+    /// this is set on each readable event and cleared by EAGAIN or by a short read (which means
+    /// the socket was drained, as nginx's `ngx_unix_recv` assumes), saving the read that would
+    /// only return EAGAIN.
+    readable: bool,
 }
 
 /// A worker thread's state.
@@ -205,7 +210,15 @@ impl Worker {
                 match ev.token() {
                     WAKER => {}
                     Token(t) if t < CONN_BASE => self.accept(t.saturating_sub(1)),
-                    Token(t) => self.drive(t.saturating_sub(CONN_BASE)),
+                    Token(t) => {
+                        let index = t.saturating_sub(CONN_BASE);
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if let Some(Some(slot)) = self.slots.get_mut(index) {
+                                slot.readable = true;
+                            }
+                        }
+                        self.drive(index);
+                    }
                 }
             }
             let now = self.clock.now();
@@ -276,6 +289,7 @@ impl Worker {
                 peer,
                 conn,
                 linger_until: None,
+                readable: true,
             };
             if index == self.slots.len() {
                 self.slots.push(Some(slot));
@@ -302,7 +316,7 @@ impl Worker {
         loop {
             let mut progressed = false;
             // Input.
-            while slot.linger_until.is_some() || slot.conn.wants_read() {
+            while slot.readable && (slot.linger_until.is_some() || slot.conn.wants_read()) {
                 match slot.stream.read(buf) {
                     Ok(0) => {
                         if slot.linger_until.is_some() {
@@ -319,8 +333,14 @@ impl Worker {
                                 .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
                             progressed = true;
                         }
+                        if n < buf.len() {
+                            slot.readable = false; // drained: wait for the next edge
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        slot.readable = false;
+                        break;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
                         drop_it = true;
