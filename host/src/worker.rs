@@ -212,10 +212,10 @@ impl Worker {
                     Token(t) if t < CONN_BASE => self.accept(t.saturating_sub(1)),
                     Token(t) => {
                         let index = t.saturating_sub(CONN_BASE);
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            if let Some(Some(slot)) = self.slots.get_mut(index) {
-                                slot.readable = true;
-                            }
+                        if (ev.is_readable() || ev.is_read_closed() || ev.is_error())
+                            && let Some(Some(slot)) = self.slots.get_mut(index)
+                        {
+                            slot.readable = true;
                         }
                         self.drive(index);
                     }
