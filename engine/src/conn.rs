@@ -241,6 +241,12 @@ impl Connection {
         !self.closing && !self.aborted && !self.eof && !self.backlogged()
     }
 
+    /// Committed output bytes not yet sent.
+    #[must_use]
+    pub const fn pending_bytes(&self) -> u64 {
+        self.out.pending_bytes()
+    }
+
     /// Whether there is committed output to send.
     #[must_use]
     pub const fn has_output(&self) -> bool {
@@ -249,10 +255,17 @@ impl Connection {
 
     /// Fills `out` with the byte slices to send next, in order (for `writev`); returns how many.
     pub fn transmit_slices<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        self.transmit_slices_before(out, usize::MAX)
+    }
+
+    /// As [`Connection::transmit_slices`], but stops before a cached body piece of `large` bytes
+    /// or more (unless it comes first), for callers that send large bodies another way
+    /// (khttpd: `sendfile` from a sealed memfd).
+    pub fn transmit_slices_before<'a>(&'a self, out: &mut [&'a [u8]], large: usize) -> usize {
         if self.aborted {
             0
         } else {
-            self.out.slices(out)
+            self.out.slices(out, large)
         }
     }
 

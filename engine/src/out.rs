@@ -179,10 +179,15 @@ impl Output {
     }
 
     /// Fills `out` with the committed bytes to send next, in order; returns how many slices.
-    pub fn slices<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+    /// Stops before a body piece of `large` bytes or more unless it is the first piece, so that
+    /// the caller can send such pieces another way (`usize::MAX`: never stop).
+    pub fn slices<'a>(&'a self, out: &mut [&'a [u8]], large: usize) -> usize {
         let mut n = 0usize;
         let mut head_at = self.head_start;
         for (i, item) in self.items.iter().take(self.committed).enumerate() {
+            if i > 0 && matches!(item, Item::Body { .. }) && item.len() >= large {
+                break;
+            }
             let Some(slot) = out.get_mut(n) else { break };
             let skip = if i == 0 { self.front_sent } else { 0 };
             let slice = match item {
@@ -276,7 +281,7 @@ mod tests {
 
     fn collect(o: &Output) -> Vec<u8> {
         let mut slices = [&[][..]; 16];
-        let n = o.slices(&mut slices);
+        let n = o.slices(&mut slices, usize::MAX);
         slices[..n].concat()
     }
 
@@ -303,5 +308,25 @@ mod tests {
         assert!(!o.advance(5), "more than pending");
         assert!(o.is_empty());
         assert_eq!(o.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn slices_stop_before_large_bodies() {
+        let big = Arc::new(alloc::vec![7u8; 100]);
+        let mut o = Output::default();
+        o.put(&[b"HEAD"]).unwrap();
+        o.body(&big, 0, 100).unwrap();
+        o.commit().unwrap();
+        let mut slices = [&[][..]; 4];
+        assert_eq!(o.slices(&mut slices, 50), 1, "the head alone");
+        assert_eq!(slices[0], b"HEAD");
+        assert!(o.advance(4));
+        let mut slices = [&[][..]; 4];
+        assert_eq!(
+            o.slices(&mut slices, 50),
+            1,
+            "a large body first is still returned"
+        );
+        assert_eq!(slices[0].len(), 100);
     }
 }

@@ -13,6 +13,7 @@
 )]
 mod sys;
 
+mod bodies;
 mod control;
 mod shared;
 mod state;

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) state_dir: PathBuf,
     /// The access log, if any.
     pub(crate) access_log: Option<Mutex<BufWriter<File>>>,
+    /// Sealed memfd copies of large bodies, for `sendfile`.
+    pub(crate) bodies: crate::bodies::BodyFiles,
     start: std::time::Instant,
 }
 
@@ -44,6 +46,7 @@ impl Shared {
             connections: AtomicUsize::new(0),
             state_dir,
             access_log: access_log.map(|f| Mutex::new(BufWriter::new(f))),
+            bodies: crate::bodies::BodyFiles::default(),
             start: std::time::Instant::now(),
         }
     }

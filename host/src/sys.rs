@@ -39,3 +39,58 @@ pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// A sealed, read-only in-memory file holding `data` (`memfd_create` + write + `F_SEAL_*`):
+/// what `sendfile` can send without copying the bytes through user space again.
+///
+/// # Errors
+/// The system call errors.
+pub(crate) fn sealed_memfd(data: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let fd;
+    // SAFETY: the name is a NUL-terminated C string literal; the flags are valid.
+    unsafe {
+        fd = libc::memfd_create(
+            c"khttp-body".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        );
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(owned);
+    file.write_all(data)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    let rc;
+    // SAFETY: a valid memfd created with MFD_ALLOW_SEALING; F_ADD_SEALS takes an int argument.
+    unsafe {
+        rc = libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals);
+    }
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
+/// `sendfile(2)`: up to `len` bytes of `file` from `offset` to `sock`; returns bytes sent.
+///
+/// # Errors
+/// The system call error (`WouldBlock` when the socket buffer is full).
+pub(crate) fn sendfile(
+    sock: &impl AsRawFd,
+    file: &impl AsRawFd,
+    offset: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let n;
+    // SAFETY: both descriptors are open for the call (borrowed); `off` is a valid, writable off_t.
+    unsafe {
+        n = libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &raw mut off, len);
+    }
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}

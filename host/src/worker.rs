@@ -13,13 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use khttp_engine::out::Transmit;
 use khttp_engine::route::Local;
 use khttp_engine::{Clock, Close, Connection, Instant, Site};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::bodies::LARGE;
 use crate::shared::Shared;
+use crate::sys;
 
 const WAKER: Token = Token(0);
 /// Tokens below this are listeners; connections start here.
@@ -307,6 +310,7 @@ impl Worker {
             buf,
             clock,
             site,
+            shared,
             ..
         } = self;
         let Some(Some(slot)) = slots.get_mut(index) else {
@@ -353,12 +357,52 @@ impl Worker {
             }
             // Output.
             while slot.conn.has_output() {
+                // A large body piece at the front goes out with sendfile (see `bodies`).
+                let large = match slot.conn.transmit() {
+                    Some(Transmit::Body { body, start, end })
+                        if end.saturating_sub(start) >= LARGE =>
+                    {
+                        shared
+                            .bodies
+                            .file_for(body)
+                            .map(|fd| (fd, start, end.saturating_sub(start)))
+                    }
+                    _ => None,
+                };
+                if let Some((fd, start, len)) = large {
+                    match sys::sendfile(&slot.stream, &*fd, start as u64, len) {
+                        Ok(0) => {
+                            drop_it = true;
+                            break;
+                        }
+                        Ok(k) => {
+                            slot.conn.handle_sent(k, clock, site);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            drop_it = true;
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 let mut slices: [&[u8]; 64] = [&[]; 64];
-                let n = slot.conn.transmit_slices(&mut slices);
+                let n = slot.conn.transmit_slices_before(&mut slices, LARGE);
                 let iov: [IoSlice<'_>; 64] = std::array::from_fn(|i| {
                     IoSlice::new(slices.get(i).copied().unwrap_or_default())
                 });
-                match slot.stream.write_vectored(iov.get(..n).unwrap_or_default()) {
+                let iov = iov.get(..n).unwrap_or_default();
+                // When a large body follows (to go out with sendfile), MSG_MORE holds these
+                // bytes back so that they share segments with it, as nginx's tcp_nopush does.
+                let queued: usize = slices.iter().take(n).map(|s| s.len()).sum();
+                let sent = if (queued as u64) < slot.conn.pending_bytes() {
+                    SockRef::from(&slot.stream).send_vectored_with_flags(iov, libc::MSG_MORE)
+                } else {
+                    slot.stream.write_vectored(iov)
+                };
+                match sent {
                     Ok(0) => {
                         drop_it = true;
                         break;
@@ -437,6 +481,7 @@ impl Worker {
 
     /// Enforces deadlines and lingering-close limits.
     fn sweep(&mut self) {
+        self.shared.bodies.purge();
         let now = self.clock.now();
         for index in 0..self.slots.len() {
             let Some(Some(slot)) = self.slots.get_mut(index) else {
