@@ -16,11 +16,14 @@ use crate::sys;
 /// Body pieces at least this large go out with `sendfile`.
 pub(crate) const LARGE: usize = 32 * 1024;
 
+/// A body (weakly: it tells whether the body at an address is still the same one) and its file.
+type Sealed = (Weak<Vec<u8>>, Arc<OwnedFd>);
+
 /// Sealed memfds by body, shared by the workers.
 #[derive(Default)]
 pub(crate) struct BodyFiles {
-    /// Keyed by the body's address; the `Weak` tells whether that body is still the same one.
-    files: Mutex<HashMap<usize, (Weak<Vec<u8>>, Arc<OwnedFd>)>>,
+    /// Keyed by the body's address.
+    files: Mutex<HashMap<usize, Sealed>>,
 }
 
 impl BodyFiles {
@@ -29,10 +32,10 @@ impl BodyFiles {
     pub(crate) fn file_for(&self, body: &Arc<Vec<u8>>) -> Option<Arc<OwnedFd>> {
         let key = Arc::as_ptr(body) as usize;
         let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((weak, fd)) = files.get(&key) {
-            if weak.upgrade().is_some_and(|b| Arc::ptr_eq(&b, body)) {
-                return Some(Arc::clone(fd));
-            }
+        if let Some((weak, fd)) = files.get(&key)
+            && weak.upgrade().is_some_and(|b| Arc::ptr_eq(&b, body))
+        {
+            return Some(Arc::clone(fd));
         }
         let fd = Arc::new(sys::sealed_memfd(body).ok()?);
         files.insert(key, (Arc::downgrade(body), Arc::clone(&fd)));
