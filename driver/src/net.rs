@@ -162,21 +162,10 @@ unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
     }
 }
 
-/// The socket addresses to listen on for `site` (the engine's rule: every reserved port, on the
-/// IP-listen addresses or the dual-stack wildcard).
+/// The socket addresses to listen on for `site`: the engine's rule, with one dual-stack IPv6
+/// wildcard (echosrv's choice, DRIVER-NOTES §4.2.5).
 fn wanted(site: &Site) -> Vec<SocketAddr> {
-    let ips: Vec<IpAddr> = if site.iplisten().is_empty() {
-        alloc::vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
-    } else {
-        site.iplisten().to_vec()
-    };
-    let mut out = Vec::new();
-    for port in site.namespace().ports() {
-        for ip in &ips {
-            out.push(SocketAddr::new(*ip, port));
-        }
-    }
-    out
+    site.listen_addrs(&[IpAddr::V6(Ipv6Addr::UNSPECIFIED)])
 }
 
 /// A Windows socket address for `addr`.

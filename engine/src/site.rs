@@ -8,7 +8,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{Cache, Entry, EntrySpec};
@@ -283,6 +283,23 @@ impl Site {
         &self.iplisten
     }
 
+    /// The addresses to listen on: every port a reservation names, on each IP-listen address,
+    /// or on `wildcards` when the list is empty (DESIGN §7, http.sys's IP listen list).
+    /// khttpd passes the IPv4 and IPv6 wildcards; the driver one dual-stack IPv6 wildcard.
+    #[must_use]
+    pub fn listen_addrs(&self, wildcards: &[IpAddr]) -> Vec<SocketAddr> {
+        let ips = if self.iplisten.is_empty() {
+            wildcards
+        } else {
+            &self.iplisten
+        };
+        self.namespace
+            .ports()
+            .into_iter()
+            .flat_map(|port| ips.iter().map(move |ip| SocketAddr::new(*ip, port)))
+            .collect()
+    }
+
     /// The shared counters.
     #[must_use]
     pub fn stats(&self) -> &Stats {
@@ -527,6 +544,32 @@ mod tests {
         l.set("idle-timeout", 5).unwrap();
         assert_eq!(l.idle_timeout, 5);
         assert_eq!(Limits::names().count(), 10);
+    }
+
+    #[test]
+    fn listen_addresses_follow_reservations_and_the_ip_list() {
+        use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let any = [
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ];
+        let mut s = Site::new();
+        assert!(s.listen_addrs(&any).is_empty());
+        s.reserve("http://+:8080/", None).unwrap();
+        s.reserve("http://+:8080/a/", None).unwrap();
+        s.reserve("http://x.example:9090/", None).unwrap();
+        let text = |s: &Site| {
+            s.listen_addrs(&any)
+                .iter()
+                .map(|a| alloc::format!("{a}"))
+                .collect::<alloc::vec::Vec<_>>()
+        };
+        assert_eq!(
+            text(&s),
+            ["0.0.0.0:8080", "[::]:8080", "0.0.0.0:9090", "[::]:9090"]
+        );
+        s.iplisten_add("127.0.0.1").unwrap();
+        assert_eq!(text(&s), ["127.0.0.1:8080", "127.0.0.1:9090"]);
     }
 
     #[test]

@@ -63,22 +63,13 @@ pub(crate) struct Worker {
     logging: bool,
 }
 
-/// The addresses to listen on for `site`: every reserved port on every IP-list address, or on
-/// the IPv4 and IPv6 wildcards when the list is empty.
+/// The addresses to listen on for `site`: the engine's rule, with separate IPv4 and IPv6
+/// wildcards (IPv6 sockets are IPv6-only here).
 pub(crate) fn wanted_addrs(site: &Site) -> Vec<SocketAddr> {
-    let ips: Vec<IpAddr> = if site.iplisten().is_empty() {
-        vec![
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        ]
-    } else {
-        site.iplisten().to_vec()
-    };
-    site.namespace()
-        .ports()
-        .into_iter()
-        .flat_map(|port| ips.iter().map(move |ip| SocketAddr::new(*ip, port)))
-        .collect()
+    site.listen_addrs(&[
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    ])
 }
 
 /// A non-blocking SO_REUSEPORT listener on `addr` (IPv6 sockets are IPv6-only, so the IPv4
