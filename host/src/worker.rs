@@ -360,38 +360,23 @@ impl Worker {
                     }
                     _ => None,
                 };
-                if let Some((fd, start, len)) = large {
-                    match sys::sendfile(&slot.stream, &*fd, start as u64, len) {
-                        Ok(0) => {
-                            drop_it = true;
-                            break;
-                        }
-                        Ok(k) => {
-                            slot.conn.handle_sent(k, clock, site);
-                            progressed = true;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => {
-                            drop_it = true;
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                let mut slices: [&[u8]; 64] = [&[]; 64];
-                let n = slot.conn.transmit_slices_before(&mut slices, LARGE);
-                let iov: [IoSlice<'_>; 64] = std::array::from_fn(|i| {
-                    IoSlice::new(slices.get(i).copied().unwrap_or_default())
-                });
-                let iov = iov.get(..n).unwrap_or_default();
-                // When a large body follows (to go out with sendfile), MSG_MORE holds these
-                // bytes back so that they share segments with it, as nginx's tcp_nopush does.
-                let queued: usize = slices.iter().take(n).map(|s| s.len()).sum();
-                let sent = if (queued as u64) < slot.conn.pending_bytes() {
-                    SockRef::from(&slot.stream).send_vectored_with_flags(iov, libc::MSG_MORE)
+                let sent = if let Some((fd, start, len)) = large {
+                    sys::sendfile(&slot.stream, &*fd, start as u64, len)
                 } else {
-                    slot.stream.write_vectored(iov)
+                    let mut slices: [&[u8]; 64] = [&[]; 64];
+                    let n = slot.conn.transmit_slices_before(&mut slices, LARGE);
+                    let iov: [IoSlice<'_>; 64] = std::array::from_fn(|i| {
+                        IoSlice::new(slices.get(i).copied().unwrap_or_default())
+                    });
+                    let iov = iov.get(..n).unwrap_or_default();
+                    // When a large body follows (to go out with sendfile), MSG_MORE holds these
+                    // bytes back so that they share segments with it, as nginx's tcp_nopush does.
+                    let queued: usize = slices.iter().take(n).map(|s| s.len()).sum();
+                    if (queued as u64) < slot.conn.pending_bytes() {
+                        SockRef::from(&slot.stream).send_vectored_with_flags(iov, libc::MSG_MORE)
+                    } else {
+                        slot.stream.write_vectored(iov)
+                    }
                 };
                 match sent {
                     Ok(0) => {
