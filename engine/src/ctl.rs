@@ -170,11 +170,9 @@ fn apply(
         }
         Request::UrlaclAdd { prefix, acl } => {
             site.reserve(prefix, *acl)?;
-            TableWriter::new(out, 0).finish();
         }
         Request::UrlaclDelete { prefix } => {
             site.unreserve(prefix)?;
-            TableWriter::new(out, 0).finish();
         }
         Request::UrlaclList => {
             let mut t = TableWriter::new(out, 2);
@@ -188,11 +186,9 @@ fn apply(
         }
         Request::IplistenAdd { addr } => {
             site.iplisten_add(addr)?;
-            TableWriter::new(out, 0).finish();
         }
         Request::IplistenDelete { addr } => {
             site.iplisten_delete(addr)?;
-            TableWriter::new(out, 0).finish();
         }
         Request::IplistenList => {
             let mut t = TableWriter::new(out, 1);
@@ -206,7 +202,6 @@ fn apply(
         Request::CachePut(p) => put(site, p, direct, now, out)?,
         Request::CacheDelete { url } => {
             site.delete(url)?;
-            TableWriter::new(out, 0).finish();
         }
         Request::CacheFlush { prefix } => {
             let n = site.flush(*prefix)?;
@@ -257,7 +252,6 @@ fn apply(
         }
         Request::LimitsSet { name, value } => {
             site.set_limit(name, *value)?;
-            TableWriter::new(out, 0).finish();
         }
         _ => return Err(CtlError::NotFound),
     }
@@ -294,11 +288,17 @@ pub fn dispatch(
         }
     };
     let result = match apply(site, &req, direct, now, out) {
-        Ok(()) => Dispatched {
-            status: Status::Ok,
-            changed: command.changes_state(),
-            persist: command.changes_config(),
-        },
+        Ok(()) => {
+            if out.is_empty() {
+                // Commands with nothing to report answer with an empty table.
+                TableWriter::new(out, 0).finish();
+            }
+            Dispatched {
+                status: Status::Ok,
+                changed: command.changes_state(),
+                persist: command.changes_config(),
+            }
+        }
         Err(e) => {
             out.clear();
             error_reply(out, e.message());
