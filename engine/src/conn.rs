@@ -34,6 +34,8 @@ use crate::time::{Clock, Instant};
 pub const DISCARD_LIMIT: u64 = 1 << 20;
 /// Slack for a slow reader before the minimum send rate applies, in milliseconds.
 pub const SEND_GRACE_MS: u64 = 10_000;
+/// How long a gracefully closed connection lingers at least (see [`linger`]), in milliseconds.
+pub const LINGER_MS: u64 = 2_000;
 /// Buffers larger than this are freed when a connection goes idle.
 const KEEP_IDLE: usize = 4096;
 /// Unsent head bytes beyond which no more pipelined requests are processed until output drains.
@@ -68,6 +70,53 @@ pub enum Close {
     Graceful,
     /// Reset the connection now (a client too slow to read, memory exhausted).
     Abortive,
+}
+
+/// Lingering close: what to do with a connection whose write side the host has shut down
+/// after [`Close::Graceful`] (a FIN queued behind the last byte), given the bytes its transport
+/// has not yet delivered (`unsent`, e.g. Linux's `SIOCOUTQ`; `unsent_at_shut` when it shut).
+///
+/// The host keeps the socket open, reading and discarding input, and closes at the peer's FIN or
+/// when this says so:
+/// - `None` for at least [`LINGER_MS`], so that requests the client pipelined behind the last
+///   one are read rather than answered with a TCP reset, which can destroy the tail of the
+///   response before the client has read it (RFC 9112 §9.6);
+/// - then `Some(Graceful)` once everything is delivered;
+/// - while bytes are still undelivered, `None` for as long as the minimum send rate allows
+///   them (the same rule as for output the engine holds; `idle-timeout` when the rate is off),
+///   then `Some(Abortive)`: a reader too slow to finish gets a reset, never a clean close that
+///   would look like a whole response.
+#[must_use]
+pub fn linger(
+    limits: &Limits,
+    shut_at: Instant,
+    unsent_at_shut: u64,
+    now: Instant,
+    unsent: u64,
+) -> Option<Close> {
+    let waited = now.millis_since(shut_at);
+    if waited < LINGER_MS {
+        return None;
+    }
+    if unsent == 0 {
+        return Some(Close::Graceful);
+    }
+    let deadline = send_deadline(limits, shut_at, unsent_at_shut)
+        .unwrap_or_else(|| shut_at.add_secs(u64::from(limits.idle_timeout)));
+    if now < deadline {
+        None
+    } else {
+        Some(Close::Abortive)
+    }
+}
+
+/// The minimum-send-rate rule: `bytes` handed over at `since` must be delivered by the returned
+/// instant ([`SEND_GRACE_MS`] of slack, then `min-send-rate` bytes per second); `None` when the
+/// rule is off.
+fn send_deadline(limits: &Limits, since: Instant, bytes: u64) -> Option<Instant> {
+    let rate = u64::from(limits.min_send_rate);
+    let allowed = bytes.saturating_mul(1000).checked_div(rate)?;
+    Some(since.add_millis(SEND_GRACE_MS.saturating_add(allowed)))
 }
 
 #[derive(Debug)]
@@ -105,6 +154,9 @@ pub struct Connection {
     /// Start of the current run of pending output, and the bytes committed since.
     send_epoch: Option<Instant>,
     send_budget: u64,
+    /// Bytes the transport still held for the client when a timer fell due with no output
+    /// pending here, and when that was first seen (see [`Connection::handle_timeout`]).
+    undelivered: Option<(Instant, u64)>,
     /// The peer has closed its side.
     eof: bool,
     /// Close once committed output is sent.
@@ -165,6 +217,7 @@ impl Connection {
             out: Output::default(),
             send_epoch: None,
             send_budget: 0,
+            undelivered: None,
             eof: false,
             closing: false,
             aborted: false,
@@ -297,21 +350,30 @@ impl Connection {
         let mut deadline: Option<Instant> = None;
         let mut consider = |d: Instant| deadline = Some(deadline.map_or(d, |x| x.min(d)));
         if let Some(epoch) = self.send_epoch
-            && l.min_send_rate > 0
+            && let Some(d) = send_deadline(l, epoch, self.send_budget)
         {
-            let allowed = self
-                .send_budget
-                .saturating_mul(1000)
-                .checked_div(u64::from(l.min_send_rate))
-                .unwrap_or(0);
-            consider(epoch.add_millis(SEND_GRACE_MS.saturating_add(allowed)));
+            consider(d);
         }
+        // While committed output is waiting for the client, only the send rate judges the
+        // connection: the client is busy reading what we sent, and a request or a close behind
+        // that output is not late. (Counting the idle timer here once cut `Connection: close`
+        // downloads that outlasted idle-timeout.) The head and body timers count from the later
+        // of their first byte and the moment the output drained.
+        if self.out.pending_bytes() > 0 {
+            return deadline;
+        }
+        if let Some((since, bytes)) = self.undelivered
+            && let Some(d) = send_deadline(l, since, bytes)
+        {
+            consider(d);
+        }
+        let header = u64::from(l.header_timeout);
         match &self.state {
-            State::Body(ctx) => consider(ctx.started.add_secs(u64::from(l.header_timeout))),
+            State::Body(ctx) => consider(ctx.started.max(self.idle_since).add_secs(header)),
             State::Head => {
                 if let Some(started) = self.head_started {
-                    consider(started.add_secs(u64::from(l.header_timeout)));
-                } else if self.closing || (self.out.is_empty() && self.inbuf.is_empty()) {
+                    consider(started.max(self.idle_since).add_secs(header));
+                } else if self.inbuf.is_empty() {
                     consider(self.idle_since.add_secs(u64::from(l.idle_timeout)));
                 }
             }
@@ -321,8 +383,28 @@ impl Connection {
 
     /// Enforces the deadlines at `clock.now()`: a connection past one is closed, abortively if
     /// output is still pending (a client too slow to read), gracefully otherwise.
-    pub fn handle_timeout(&mut self, clock: &Clock) {
+    ///
+    /// `undelivered` is what the host's transport holds that the client has not received yet
+    /// (Linux: `SIOCOUTQ`), or 0 where the host cannot tell. A client still receiving is not
+    /// idle: while such bytes remain, the idle, head and body timers wait, and the bytes are
+    /// judged by the minimum send rate instead, from the first time they were seen; a client too
+    /// slow for it is reset.
+    pub fn handle_timeout(&mut self, clock: &Clock, undelivered: u64) {
         self.now = clock.now();
+        if self.out.pending_bytes() == 0 {
+            if undelivered == 0 {
+                self.undelivered = None;
+            } else if self.poll_timeout().is_some_and(|d| self.now >= d) {
+                let (since, bytes) = *self.undelivered.get_or_insert((self.now, undelivered));
+                if send_deadline(&self.limits, since, bytes).is_none_or(|d| self.now < d) {
+                    self.idle_since = self.now;
+                    return;
+                }
+                self.aborted = true;
+                self.closing = true;
+                return;
+            }
+        }
         if self.poll_timeout().is_some_and(|d| self.now >= d) {
             if let State::Body(ctx) = mem::replace(&mut self.state, State::Head) {
                 self.out.rollback(ctx.mark);
@@ -370,10 +452,9 @@ impl Connection {
         if self.out.pending_bytes() == 0 {
             self.send_epoch = None;
             self.send_budget = 0;
-            if self.out.is_empty() {
-                self.idle_since = self.now;
-                self.out.shrink(KEEP_IDLE);
-            }
+            // The client has read everything so far: the idle, head and body timers restart.
+            self.idle_since = self.now;
+            self.out.shrink(KEEP_IDLE);
         }
         if !self.inbuf.is_empty() && !self.closing && !self.aborted {
             self.process_inbuf(clock, site);
@@ -515,6 +596,7 @@ impl Connection {
         }
         let added = self.out.pending_bytes().saturating_sub(before);
         if added > 0 {
+            self.undelivered = None;
             if self.send_epoch.is_none() {
                 self.send_epoch = Some(self.now);
             }

@@ -561,3 +561,90 @@ fn next_io_drives_a_connection() {
     gate.request_close();
     assert_eq!(next_io(&h2.conn, &gate), NextIo::Close(Close::Abortive));
 }
+
+/// Issue #8: a `Connection: close` download that outlasts idle-timeout and header-timeout, read
+/// at a rate far above min-send-rate, is neither cut nor reset; it closes gracefully once sent.
+#[test]
+fn a_slow_download_outlasts_the_idle_and_header_timers() {
+    let mut s = site();
+    let body: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
+    common::put(
+        &mut s,
+        "http://+:8080/big",
+        body.clone(),
+        "application/octet-stream",
+    );
+    let mut h = Harness::new(s);
+    h.feed(&get("/big", "Connection: close\r\n"));
+    let mut got = Vec::new();
+    // 40 KB/s: about 210 s, beyond both 120 s timers.
+    while h.conn.has_output() {
+        let mut slices = [&[][..]; 8];
+        let n = h.conn.transmit_slices(&mut slices);
+        let chunk: Vec<u8> = slices[..n].concat();
+        let take = chunk.len().min(40_000);
+        got.extend_from_slice(&chunk[..take]);
+        h.conn.handle_sent(take, &h.clock, &h.site);
+        h.advance_secs(1);
+        if h.conn.has_output() {
+            assert_eq!(h.closed(), None, "closed after {} bytes", got.len());
+        }
+    }
+    assert_eq!(h.closed(), Some(Close::Graceful));
+    let r = one(&got);
+    assert!(r.body == body, "the whole body");
+}
+
+/// Bytes the transport still holds (SIOCOUTQ) keep a keep-alive connection from counting as
+/// idle, for as long as the minimum send rate allows them; then it is reset.
+#[test]
+fn undelivered_bytes_defer_the_idle_timer_within_the_send_rate() {
+    let mut h = Harness::new(site());
+    h.exchange(&get("/index.html", ""));
+    let idle = h.conn.poll_timeout().unwrap();
+    h.clock.update(idle, UNIX_NOW + 120);
+    // Still 4 MB in the kernel: not idle.
+    h.conn.handle_timeout(&h.clock, 4_000_000);
+    assert_eq!(h.closed(), None);
+    // Delivered: idle from the last look, and closed gracefully one idle-timeout later.
+    let next = h.conn.poll_timeout().unwrap();
+    assert_eq!(next, idle.add_secs(120));
+    h.clock.update(next, UNIX_NOW + 240);
+    h.conn.handle_timeout(&h.clock, 0);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+
+    // A client that never reads them: reset once 10 s + 3000 B / 150 B/s = 30 s have passed.
+    let mut h = Harness::new(site());
+    h.exchange(&get("/index.html", ""));
+    let idle = h.conn.poll_timeout().unwrap();
+    h.clock.update(idle, UNIX_NOW + 120);
+    h.conn.handle_timeout(&h.clock, 3000);
+    assert_eq!(h.conn.poll_timeout(), Some(idle.add_secs(30)));
+    h.clock.update(idle.add_secs(30), UNIX_NOW + 150);
+    h.conn.handle_timeout(&h.clock, 3000);
+    assert_eq!(h.closed(), Some(Close::Abortive));
+}
+
+/// Lingering close: at least LINGER_MS; then closed once delivered, or reset once the
+/// undelivered bytes are past the minimum send rate.
+#[test]
+fn lingering_close_policy() {
+    use khttp_engine::conn::{LINGER_MS, linger};
+    let l = khttp_engine::Limits::default();
+    let t0 = Instant(1_000);
+    assert_eq!(linger(&l, t0, 0, t0.add_millis(LINGER_MS - 1), 0), None);
+    assert_eq!(
+        linger(&l, t0, 0, t0.add_millis(LINGER_MS), 0),
+        Some(Close::Graceful)
+    );
+    // 1.5 MB at 150 B/s: 10,000 s, plus 10 s of grace.
+    assert_eq!(linger(&l, t0, 1_500_000, t0.add_secs(10_009), 1), None);
+    assert_eq!(
+        linger(&l, t0, 1_500_000, t0.add_secs(10_010), 1),
+        Some(Close::Abortive)
+    );
+    assert_eq!(
+        linger(&l, t0, 1_500_000, t0.add_secs(5), 0),
+        Some(Close::Graceful)
+    );
+}

@@ -1,7 +1,7 @@
 //! khttpd: the khttp engine on Linux (DESIGN §7).
 //!
 //! `khttpd [--state-dir DIR] [--control PATH] [--iplisten ADDR]... [--workers N]
-//!         [--site DIR [--prefix PREFIX]] [--access-log PATH]`
+//!         [--site DIR [--prefix PREFIX]] [--access-log PATH] [--sendfile on|off]`
 //!
 //! Listens on the ports that reservations name, on the IP-listen addresses (all when the list is
 //! empty); reloads persisted reservations, limits and the IP list; serves the control socket
@@ -60,6 +60,10 @@ struct Args {
     /// Write one line per request here: time, client, method, URL, status, bytes, HIT/MISS, duration.
     #[arg(long)]
     access_log: Option<PathBuf>,
+    /// Send large cached bodies with sendfile(2) from sealed memfds ("on"), or with writev from
+    /// the cache ("off"), like nginx's `sendfile` directive.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    sendfile: String,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -195,7 +199,9 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
     let control = control::bind(&control_path)?;
-    let shared = Arc::new(Shared::new(site, state_dir.clone(), access_log));
+    let mut shared = Shared::new(site, state_dir.clone(), access_log);
+    shared.sendfile = args.sendfile == "on";
+    let shared = Arc::new(shared);
 
     let mut threads = Vec::new();
     for (i, listeners) in per_worker.into_iter().enumerate() {

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) access_log: Option<Mutex<BufWriter<File>>>,
     /// Sealed memfd copies of large bodies, for `sendfile`.
     pub(crate) bodies: crate::bodies::BodyFiles,
+    /// Whether large bodies go out with `sendfile` (`--sendfile`); else everything is `writev`.
+    pub(crate) sendfile: bool,
     start: std::time::Instant,
 }
 
@@ -47,6 +49,7 @@ impl Shared {
             state_dir,
             access_log: access_log.map(|f| Mutex::new(BufWriter::new(f))),
             bodies: crate::bodies::BodyFiles::default(),
+            sendfile: true,
             start: std::time::Instant::now(),
         }
     }

@@ -94,3 +94,22 @@ pub(crate) fn sendfile(
     }
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
+
+/// Bytes the kernel holds for `sock` that the peer has not acknowledged (`SIOCOUTQ`, which
+/// counts a queued FIN too): zero once everything sent has been delivered.
+///
+/// # Errors
+/// The `ioctl` error.
+pub(crate) fn unsent_bytes(sock: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    let rc;
+    // SAFETY: `sock` is an open socket for the call (borrowed); SIOCOUTQ (TIOCOUTQ) writes one
+    // `int` through the pointer, which is valid and writable for the call only.
+    unsafe {
+        rc = libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &raw mut n);
+    }
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use khttp_engine::conn::linger;
 use khttp_engine::out::Transmit;
 use khttp_engine::route::Local;
 use khttp_engine::{Clock, Close, Connection, Instant, Site};
@@ -27,8 +28,6 @@ use crate::sys;
 const WAKER: Token = Token(0);
 /// Tokens below this are listeners; connections start here.
 const CONN_BASE: usize = 1 << 16;
-/// How long a gracefully closed connection is drained before it is dropped (lingering close).
-const LINGER_MS: u64 = 2_000;
 /// Bytes read per `read` call.
 const READ_BUF: usize = 64 * 1024;
 /// Sent to a connection over `max-connections`.
@@ -38,8 +37,9 @@ struct Slot {
     stream: TcpStream,
     peer: SocketAddr,
     conn: Connection,
-    /// Set once the write side is shut: drain input until EOF or this instant, then drop.
-    linger_until: Option<Instant>,
+    /// Set once the write side is shut (lingering close): when, and the bytes the kernel had
+    /// not yet delivered then. Input is drained until EOF or until the engine's `linger` says.
+    linger: Option<(Instant, u64)>,
     /// Whether the socket may have unread input. Edge-triggered epoll only reports new data, so
     /// this is set on each readable event and cleared by EAGAIN or by a short read (which means
     /// the socket was drained, as nginx's `ngx_unix_recv` assumes), saving the read that would
@@ -230,6 +230,9 @@ impl Worker {
                 });
                 self.close_idle();
                 if self.slots.iter().all(Option::is_none) || now >= until {
+                    for index in 0..self.slots.len() {
+                        self.remove(index);
+                    }
                     return;
                 }
             }
@@ -282,7 +285,7 @@ impl Worker {
                 stream,
                 peer,
                 conn,
-                linger_until: None,
+                linger: None,
                 readable: true,
             };
             if index == self.slots.len() {
@@ -311,10 +314,10 @@ impl Worker {
         loop {
             let mut progressed = false;
             // Input.
-            while slot.readable && (slot.linger_until.is_some() || slot.conn.wants_read()) {
+            while slot.readable && (slot.linger.is_some() || slot.conn.wants_read()) {
                 match slot.stream.read(buf) {
                     Ok(0) => {
-                        if slot.linger_until.is_some() {
+                        if slot.linger.is_some() {
                             drop_it = true;
                         } else {
                             slot.conn.handle_eof(clock, site);
@@ -323,7 +326,7 @@ impl Worker {
                         break;
                     }
                     Ok(n) => {
-                        if slot.linger_until.is_none() {
+                        if slot.linger.is_none() {
                             slot.conn
                                 .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
                             progressed = true;
@@ -349,9 +352,10 @@ impl Worker {
             // Output.
             while slot.conn.has_output() {
                 // A large body piece at the front goes out with sendfile (see `bodies`).
+                let threshold = if shared.sendfile { LARGE } else { usize::MAX };
                 let large = match slot.conn.transmit() {
                     Some(Transmit::Body { body, start, end })
-                        if end.saturating_sub(start) >= LARGE =>
+                        if end.saturating_sub(start) >= threshold =>
                     {
                         shared
                             .bodies
@@ -364,7 +368,7 @@ impl Worker {
                     sys::sendfile(&slot.stream, &*fd, start as u64, len)
                 } else {
                     let mut slices: [&[u8]; 64] = [&[]; 64];
-                    let n = slot.conn.transmit_slices_before(&mut slices, LARGE);
+                    let n = slot.conn.transmit_slices_before(&mut slices, threshold);
                     let iov: [IoSlice<'_>; 64] = std::array::from_fn(|i| {
                         IoSlice::new(slices.get(i).copied().unwrap_or_default())
                     });
@@ -404,9 +408,10 @@ impl Worker {
                     drop_it = true;
                     break;
                 }
-                Some(Close::Graceful) if slot.linger_until.is_none() => {
+                Some(Close::Graceful) if slot.linger.is_none() => {
                     let _ = slot.stream.shutdown(Shutdown::Write);
-                    slot.linger_until = Some(clock.now().add_millis(LINGER_MS));
+                    let unsent = sys::unsent_bytes(&slot.stream).unwrap_or(0);
+                    slot.linger = Some((clock.now(), unsent as u64));
                     progressed = true;
                 }
                 _ => {}
@@ -446,8 +451,14 @@ impl Worker {
         }
     }
 
+    /// Drops a connection. One with output the engine still holds (an error, a time-out, a
+    /// shutdown that could not wait) is reset, so that the client sees a broken response rather
+    /// than a clean FIN after a short body.
     fn remove(&mut self, index: usize) {
         if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
+            if slot.conn.has_output() {
+                let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
+            }
             let mut stream = slot.stream;
             let _ = self.poll.registry().deregister(&mut stream);
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -463,12 +474,26 @@ impl Worker {
             let Some(Some(slot)) = self.slots.get_mut(index) else {
                 continue;
             };
-            if slot.linger_until.is_some_and(|t| now >= t) {
-                self.remove(index);
+            if let Some((shut_at, unsent_then)) = slot.linger {
+                let unsent = sys::unsent_bytes(&slot.stream).unwrap_or(0) as u64;
+                let action = linger(self.site.limits(), shut_at, unsent_then, now, unsent);
+                if action == Some(Close::Abortive) {
+                    let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
+                }
+                if action.is_some() {
+                    self.remove(index);
+                }
                 continue;
             }
             if slot.conn.poll_timeout().is_some_and(|d| now >= d) {
-                slot.conn.handle_timeout(&self.clock);
+                // What the kernel still holds for the client: the engine waits for it to be
+                // delivered (at the minimum send rate) before it counts the client as idle.
+                let undelivered = if slot.conn.pending_bytes() == 0 {
+                    sys::unsent_bytes(&slot.stream).unwrap_or(0) as u64
+                } else {
+                    0
+                };
+                slot.conn.handle_timeout(&self.clock, undelivered);
                 self.drive(index);
             }
         }

@@ -102,7 +102,7 @@ impl Harness {
     pub fn advance_secs(&mut self, secs: u64) {
         let now = self.clock.now().add_secs(secs);
         self.clock.update(now, UNIX_NOW + secs);
-        self.conn.handle_timeout(&self.clock);
+        self.conn.handle_timeout(&self.clock, 0);
     }
 
     pub fn closed(&self) -> Option<Close> {

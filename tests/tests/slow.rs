@@ -1,0 +1,338 @@
+//! Slow readers get whole responses (issue #8): small receive windows, application-paced reads
+//! and pauses, with keep-alive and with `Connection: close`, under GET, HEAD and ranges, on both
+//! send paths (sendfile and writev). Every body byte is compared. The timeouts are lowered so
+//! that each download outlasts `idle-timeout` and `header-timeout` several times over: a download
+//! in progress is judged by the minimum send rate alone. A reader too slow for that rule is cut
+//! off with a reset, never with a clean FIN after a short body.
+//!
+//! khttpd only: the tests lower server-wide timeouts, which a shared external server must not see.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use khttp_tests::{Server, external, host, write_file};
+use socket2::{Domain, Socket, Type};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// Deterministic bytes that differ at every offset a short or shifted body would expose.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A khttpd (with `extra` flags) with short timeouts and the three entities; returns the server,
+/// the port and the bodies by size.
+fn setup(name: &str, extra: &[&str]) -> (Server, u16, Vec<(usize, Vec<u8>)>) {
+    let mut s = Server::start(name);
+    if !extra.is_empty() {
+        drop(s.child.take().map(|mut c| {
+            let _ = c.kill();
+            c.wait()
+        }));
+        s.spawn(extra);
+    }
+    let port = s.reserve_port();
+    for (name, v) in [("idle-timeout", "1"), ("header-timeout", "1")] {
+        s.ctl_ok(&["limits", "set", name, v]);
+    }
+    let mut bodies = Vec::new();
+    for (i, size) in [256 * KIB, MIB, 8 * MIB].into_iter().enumerate() {
+        let body = pattern(size, i as u64 + 7);
+        let path = write_file(&s, &format!("e{size}"), &body);
+        s.ctl_ok(&[
+            "cache",
+            "put",
+            &format!("http://+:{port}/e{size}"),
+            path.to_str().unwrap(),
+        ]);
+        bodies.push((size, body));
+    }
+    (s, port, bodies)
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Still open when the reader had what it wanted.
+    Open,
+    /// A clean FIN.
+    Fin,
+    /// A reset.
+    Reset,
+}
+
+/// A client with a small receive window that reads at its own pace.
+struct SlowReader {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Bytes per read and the pause after each.
+    chunk: usize,
+    pace: Duration,
+    /// Pause once for this long when this many bytes have arrived.
+    stall: Option<(usize, Duration)>,
+}
+
+impl SlowReader {
+    fn connect(port: u16, rcvbuf: usize, chunk: usize, pace: Duration) -> Self {
+        let addr: SocketAddr = format!("{}:{port}", host()).parse().unwrap();
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(rcvbuf).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let stream: TcpStream = sock.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+            chunk,
+            pace,
+            stall: None,
+        }
+    }
+
+    fn send(&mut self, req: &str) {
+        self.stream.write_all(req.as_bytes()).unwrap();
+    }
+
+    /// Reads until `want` bytes are buffered or the connection ends.
+    fn read_until(&mut self, want: usize) -> End {
+        let mut chunk = vec![0u8; self.chunk];
+        let mut since_pause = 0usize;
+        while self.buf.len() < want {
+            let room = self.chunk.min(want - self.buf.len()).max(1);
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) => return End::Fin,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    since_pause += n;
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return End::Reset,
+                Err(e) => panic!("read failed after {} bytes: {e}", self.buf.len()),
+            }
+            if let Some((at, pause)) = self.stall
+                && self.buf.len() >= at
+            {
+                self.stall = None;
+                std::thread::sleep(pause);
+            }
+            // The application's pace: one pause per `chunk` bytes, however the reads fall.
+            if since_pause >= self.chunk {
+                since_pause = 0;
+                std::thread::sleep(self.pace);
+            }
+        }
+        End::Open
+    }
+
+    /// Reads one response whose body is `body_len` bytes (0 for HEAD); returns its head and
+    /// body, or how the connection ended first and the bytes that had arrived.
+    fn response(&mut self, body_len: impl Fn(&str) -> usize) -> Result<(String, Vec<u8>), End> {
+        let head_end = loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let end = self.read_until(self.buf.len() + 1);
+            if end != End::Open {
+                return Err(end);
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let len = body_len(&head);
+        let end = self.read_until(head_end + len);
+        if end != End::Open {
+            let got = self.buf.len().saturating_sub(head_end);
+            eprintln!("connection ended ({end:?}) after {got} of {len} body bytes");
+            return Err(end);
+        }
+        let body = self.buf[head_end..head_end + len].to_vec();
+        self.buf.drain(..head_end + len);
+        Ok((head, body))
+    }
+
+    /// After the last response: how the server ends the connection.
+    fn end(&mut self) -> End {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut b = [0u8; 4096];
+        match self.stream.read(&mut b) {
+            Ok(0) => End::Fin,
+            Ok(n) => panic!("{n} unexpected bytes after the response"),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => End::Reset,
+            Err(e) => panic!("no end to the connection: {e}"),
+        }
+    }
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        })
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .expect("Content-Length")
+}
+
+fn status(head: &str) -> u16 {
+    head[9..12].parse().unwrap()
+}
+
+/// A paced reader of about 3 MB/s (64 KiB per 20 ms) with a 4 KiB receive window: the 8 MiB
+/// download takes about three seconds, three times the lowered idle-timeout.
+fn paced(port: u16) -> SlowReader {
+    SlowReader::connect(port, 4096, 64 * KIB, Duration::from_millis(20))
+}
+
+/// Every entity, read slowly: once with keep-alive followed by a second request on the same
+/// connection, once with `Connection: close`.
+fn whole_bodies(name: &str, extra: &[&str]) {
+    if external() {
+        return;
+    }
+    let (_s, port, bodies) = setup(name, extra);
+    std::thread::scope(|scope| {
+        for (size, body) in &bodies {
+            scope.spawn(move || {
+                let req = format!("GET /e{size} HTTP/1.1\r\nHost: h\r\n\r\n");
+                let mut r = paced(port);
+                r.send(&req);
+                let (head, got) = r.response(content_length).expect("a whole response");
+                assert_eq!(status(&head), 200);
+                assert!(got == *body, "keep-alive: {size}-byte body differs");
+                // The connection is still good for another request.
+                r.send(&req);
+                let (_, again) = r.response(content_length).expect("the second response");
+                assert!(again == *body, "second request: {size}-byte body differs");
+
+                let mut r = paced(port);
+                r.send(&format!(
+                    "GET /e{size} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                ));
+                let (_, got) = r.response(content_length).expect("a whole response");
+                assert!(got == *body, "Connection: close: {size}-byte body differs");
+                assert_eq!(r.end(), End::Fin, "a clean close after the whole body");
+            });
+        }
+    });
+}
+
+#[test]
+fn slow_readers_get_whole_bodies_sendfile() {
+    whole_bodies("slow-sendfile", &[]);
+}
+
+#[test]
+fn slow_readers_get_whole_bodies_writev() {
+    whole_bodies("slow-writev", &["--sendfile", "off"]);
+}
+
+/// A reader that stops for three seconds in the middle of the body (three idle-timeouts, far
+/// within the min-send-rate allowance), then under HEAD and ranges, on both paths.
+fn pauses_heads_and_ranges(name: &str, extra: &[&str]) {
+    if external() {
+        return;
+    }
+    let (_s, port, bodies) = setup(name, extra);
+    let (size, body) = &bodies[2];
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut r = paced(port);
+            r.stall = Some((MIB, Duration::from_secs(3)));
+            r.send(&format!(
+                "GET /e{size} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            ));
+            let (_, got) = r.response(content_length).expect("a whole response");
+            assert!(got == *body, "paused reader: body differs");
+            assert_eq!(r.end(), End::Fin);
+        });
+        scope.spawn(|| {
+            let mut r = paced(port);
+            r.send(&format!(
+                "HEAD /e{size} HTTP/1.1\r\nHost: h\r\n\r\nGET /e{size} HTTP/1.1\r\nHost: h\r\nRange: bytes=1000-5000999\r\nConnection: close\r\n\r\n"
+            ));
+            let (head, none) = r.response(|_| 0).expect("the HEAD response");
+            assert_eq!((status(&head), content_length(&head)), (200, *size));
+            assert!(none.is_empty());
+            let (head, got) = r.response(content_length).expect("the 206");
+            assert_eq!(status(&head), 206);
+            assert!(
+                got == body[1000..5_001_000],
+                "range: {} bytes differ from the slice",
+                got.len()
+            );
+            assert_eq!(r.end(), End::Fin);
+        });
+        scope.spawn(|| {
+            // Two ranges: multipart/byteranges, its length from its own Content-Length.
+            let mut r = paced(port);
+            r.send(&format!(
+                "GET /e{size} HTTP/1.1\r\nHost: h\r\nRange: bytes=0-99,-3000000\r\nConnection: close\r\n\r\n"
+            ));
+            let (head, got) = r.response(content_length).expect("the multipart 206");
+            assert_eq!(status(&head), 206);
+            let tail = &body[size - 3_000_000..];
+            assert!(
+                got.windows(100).any(|w| w == &body[..100])
+                    && got.windows(tail.len()).any(|w| w == tail),
+                "both parts are in the multipart body"
+            );
+            assert_eq!(r.end(), End::Fin);
+        });
+    });
+}
+
+#[test]
+fn pauses_heads_and_ranges_sendfile() {
+    pauses_heads_and_ranges("pause-sendfile", &[]);
+}
+
+#[test]
+fn pauses_heads_and_ranges_writev() {
+    pauses_heads_and_ranges("pause-writev", &["--sendfile", "off"]);
+}
+
+/// A reader below the minimum send rate is reset: whether the unread bytes are still in khttpd
+/// (8 MiB) or already in the kernel's socket buffer (256 KiB), the client never sees a clean FIN
+/// after a short body.
+#[test]
+fn a_reader_too_slow_is_reset_not_cut_short() {
+    if external() {
+        return;
+    }
+    let (s, port, bodies) = setup("too-slow", &[]);
+    // The highest rate: nothing is allowed beyond the 10 s of grace.
+    s.ctl_ok(&["limits", "set", "min-send-rate", "1073741824"]);
+    std::thread::scope(|scope| {
+        for (size, body) in [&bodies[0], &bodies[2]] {
+            scope.spawn(move || {
+                let mut r = SlowReader::connect(port, 4096, 4 * KIB, Duration::ZERO);
+                r.stall = Some((1, Duration::from_secs(14)));
+                r.send(&format!(
+                    "GET /e{size} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                ));
+                let started = Instant::now();
+                match r.response(content_length) {
+                    Ok((_, got)) => panic!(
+                        "a reader stalled for 14 s got the whole {}-byte body ({})",
+                        got.len(),
+                        got == *body
+                    ),
+                    Err(end) => assert_eq!(end, End::Reset, "{size}: cut short, not reset"),
+                }
+                assert!(started.elapsed() >= Duration::from_secs(10), "grace kept");
+            });
+        }
+    });
+}
