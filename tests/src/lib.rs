@@ -8,6 +8,8 @@
 
 #![allow(missing_docs, reason = "test support")]
 
+pub mod load;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
