@@ -26,7 +26,7 @@ use crate::http1::request::{
     Framing, Head, MAX_HEADERS_CAP, Method, Version, early_error, find_head_end, parse_head,
 };
 use crate::out::{Mark, Output, Transmit};
-use crate::route::{Local, canonicalize};
+use crate::route::{CanonError, Local, canonicalize};
 use crate::site::{Limits, Site, Stats};
 use crate::time::{Clock, Instant};
 
@@ -171,6 +171,14 @@ pub struct Connection {
     log_line: (Vec<u8>, Vec<u8>, Instant),
 }
 
+/// Replaces `dst` with `src`, allocating fallibly; on failure `dst` is left empty.
+fn copy_into(dst: &mut Vec<u8>, src: &[u8]) -> Result<(), OutOfMemory> {
+    dst.clear();
+    dst.try_reserve(src.len())?;
+    dst.extend_from_slice(src);
+    Ok(())
+}
+
 /// Bytes of empty lines (`CRLF` or `LF`) at the start of `buf`: RFC 9112 §2.2 lets a server
 /// ignore them before a request-line.
 fn leading_empty_lines(buf: &[u8]) -> usize {
@@ -253,24 +261,23 @@ impl Connection {
         let target = parts.next().unwrap_or(b"-");
         let started = self.head_started.unwrap_or(self.now);
         let (m, t, s) = &mut self.log_line;
-        m.clear();
-        m.extend_from_slice(method.get(..32).unwrap_or(method));
-        t.clear();
-        t.extend_from_slice(target.get(..2048).unwrap_or(target));
+        // Without memory for the line, the record says `-` rather than fail the request.
+        let _ = copy_into(m, method.get(..32).unwrap_or(method));
+        let _ = copy_into(t, target.get(..2048).unwrap_or(target));
         *s = started;
     }
 
     fn log_end(&mut self, status: u16, body_bytes: u64, hit: bool) {
         let Some(log) = &mut self.log else { return };
-        let (method, target, started) = &self.log_line;
+        let (method, target, started) = &mut self.log_line;
+        if target.is_empty() {
+            let _ = copy_into(target, b"-");
+        }
+        // A record that cannot be stored is dropped: the log is not worth a refused request.
         if log.try_reserve(1).is_ok() {
             log.push(LogRecord {
-                method: method.clone(),
-                target: if target.is_empty() {
-                    b"-".to_vec()
-                } else {
-                    target.clone()
-                },
+                method: mem::take(method),
+                target: mem::take(target),
                 status,
                 body_bytes,
                 hit,
@@ -740,6 +747,7 @@ fn respond(
     }
     let path = match canonicalize(head.path, scratch) {
         Ok(p) => p,
+        Err(CanonError::OutOfMemory) => return Err(OutOfMemory),
         Err(e) => {
             Stats::bump(&stats.errors);
             return Ok((
