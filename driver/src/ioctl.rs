@@ -145,7 +145,9 @@ pub(crate) extern "C" fn on_device_control(
     };
 
     // One engine call on a private clone; persist, then publish, then follow the listeners.
-    let mut next = (*g.site.snapshot()).clone();
+    let Ok(mut next) = g.site.snapshot().try_clone() else {
+        return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0);
+    };
     let mut out = Vec::new();
     let cap = if direct_in {
         usize::MAX
@@ -168,7 +170,7 @@ pub(crate) extern "C" fn on_device_control(
         if d.persist && !wdk::nt_success(unsafe { registry::save(&parameters, &next) }) {
             status = Status::PersistFailed;
             out.clear();
-            khttp_proto::error_reply(&mut out, "could not save the change in the registry");
+            let _ = khttp_proto::error_reply(&mut out, "could not save the change in the registry");
         } else {
             // SAFETY: PASSIVE_LEVEL on the sequential queue.
             let listen = if d.persist {

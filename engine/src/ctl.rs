@@ -16,6 +16,7 @@ use khttp_proto::{
 
 use crate::cache::EntrySpec;
 use crate::error::CtlError;
+use crate::mem::{self, StackText};
 use crate::site::{Limits, Site};
 use crate::time::Instant;
 
@@ -29,6 +30,10 @@ pub struct Dispatched {
     /// Reservations, the IP listen list or limits changed: persist before publishing.
     pub persist: bool,
 }
+
+/// Reply bytes reserved before a command runs: enough for any error reply, whose messages are
+/// static and short, so that a failure can always be reported.
+const ERROR_REPLY_ROOM: usize = 512;
 
 /// The engine's version, reported by `version`.
 pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -52,6 +57,11 @@ impl From<CtlError> for Status {
             CtlError::OutOfMemory => Self::OutOfMemory,
         }
     }
+}
+
+/// Ends a reply table; the only way it can fail is out of memory.
+fn finish(t: TableWriter<'_>) -> Result<(), CtlError> {
+    t.finish().map_err(|_| CtlError::OutOfMemory)
 }
 
 /// Copies `direct[start..start + len]` into a new, fallibly allocated vector.
@@ -102,8 +112,7 @@ fn put(
     let done = site.put(p.url, spec, now)?;
     let mut t = TableWriter::new(out, 2);
     t.row(&[Value::U64(u64::from(done.replaced)), Value::U64(done.bytes)]);
-    t.finish();
-    Ok(())
+    finish(t)
 }
 
 fn list_entries(
@@ -113,26 +122,25 @@ fn list_entries(
     out: &mut Vec<u8>,
 ) -> Result<(), CtlError> {
     let filter = prefix.map(crate::route::parse_url).transpose()?;
-    let mut rows: Vec<(String, &crate::cache::Entry)> = site
-        .cache()
-        .iter()
-        .filter(|(_, _, e)| !e.is_expired(now))
-        .filter(|(_, _, e)| {
-            filter
-                .as_ref()
-                .is_none_or(|p| crate::site::url_under(&e.url, p))
-        })
-        .map(|(_, _, e)| (e.url.to_text(), &**e))
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut rows: Vec<(String, &crate::cache::Entry)> = Vec::new();
+    rows.try_reserve_exact(site.cache().len())
+        .map_err(|_| CtlError::OutOfMemory)?;
+    for (_, _, e) in site.cache().iter() {
+        let under = filter
+            .as_ref()
+            .is_none_or(|p| crate::site::url_under(&e.url, p));
+        if under && !e.is_expired(now) {
+            mem::push(&mut rows, (e.url.to_text()?, &**e))?;
+        }
+    }
+    // Unstable sorting allocates nothing (URLs are unique, so the order is the same).
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut t = TableWriter::new(out, 8);
     for (url, e) in &rows {
-        let mut codings = String::new();
+        let mut codings = StackText::<16>::new();
         for c in e.codings().skip(1) {
-            if !codings.is_empty() {
-                codings.push(',');
-            }
-            codings.push_str(c.token());
+            let sep = if codings.as_str().is_empty() { "" } else { "," };
+            let _ = write!(codings, "{sep}{}", c.token());
         }
         let ttl_left = e
             .expires
@@ -142,14 +150,13 @@ fn list_entries(
             Value::U64(u64::from(e.status)),
             Value::Str(&e.content_type),
             Value::U64(e.identity_len()),
-            Value::Str(&codings),
+            Value::Str(codings.as_str()),
             Value::U64(e.hit_count()),
             Value::U64(ttl_left),
             Value::U64(e.last_modified.unwrap_or(u64::MAX)),
         ]);
     }
-    t.finish();
-    Ok(())
+    finish(t)
 }
 
 fn apply(
@@ -166,7 +173,7 @@ fn apply(
                 Value::U64(u64::from(khttp_proto::PROTOCOL_VERSION)),
                 Value::Str(ENGINE_VERSION),
             ]);
-            t.finish();
+            finish(t)?;
         }
         Request::UrlaclAdd { prefix, acl } => {
             site.reserve(prefix, *acl)?;
@@ -178,11 +185,11 @@ fn apply(
             let mut t = TableWriter::new(out, 2);
             for r in site.namespace().iter() {
                 t.row(&[
-                    Value::Str(&r.prefix.to_text()),
+                    Value::Str(&r.prefix.to_text()?),
                     Value::Str(r.acl.as_deref().unwrap_or("")),
                 ]);
             }
-            t.finish();
+            finish(t)?;
         }
         Request::IplistenAdd { addr } => {
             site.iplisten_add(addr)?;
@@ -193,11 +200,11 @@ fn apply(
         Request::IplistenList => {
             let mut t = TableWriter::new(out, 1);
             for ip in site.iplisten() {
-                let mut s = String::new();
-                let _ = write!(s, "{ip}");
-                t.row(&[Value::Str(&s)]);
+                let mut text = StackText::<64>::new();
+                let _ = write!(text, "{ip}");
+                t.row(&[Value::Str(text.as_str())]);
             }
-            t.finish();
+            finish(t)?;
         }
         Request::CachePut(p) => put(site, p, direct, now, out)?,
         Request::CacheDelete { url } => {
@@ -207,7 +214,7 @@ fn apply(
             let n = site.flush(*prefix)?;
             let mut t = TableWriter::new(out, 1);
             t.row(&[Value::U64(u64::try_from(n).unwrap_or(u64::MAX))]);
-            t.finish();
+            finish(t)?;
         }
         Request::CacheList { prefix } => list_entries(site, *prefix, now, out)?,
         Request::Stats => {
@@ -234,7 +241,7 @@ fn apply(
             for (name, v) in counters {
                 t.row(&[Value::Str(name), Value::U64(v)]);
             }
-            t.finish();
+            finish(t)?;
         }
         Request::LimitsGet => {
             let mut t = TableWriter::new(out, 4);
@@ -248,7 +255,7 @@ fn apply(
                     Value::U64(max),
                 ]);
             }
-            t.finish();
+            finish(t)?;
         }
         Request::LimitsSet { name, value } => {
             site.set_limit(name, *value)?;
@@ -276,22 +283,31 @@ pub fn dispatch(
         changed: false,
         persist: false,
     };
+    // Room for any error reply up front, so that reporting a failure never needs memory.
+    if out.try_reserve(ERROR_REPLY_ROOM).is_err() {
+        return fail(Status::OutOfMemory);
+    }
+    let refuse = |out: &mut Vec<u8>, status: Status, message: &str| {
+        out.clear();
+        let _ = error_reply(out, message);
+        fail(status)
+    };
     let Some(command) = Command::from_code(code) else {
-        error_reply(out, Status::UnknownCommand.message());
-        return fail(Status::UnknownCommand);
+        return refuse(
+            out,
+            Status::UnknownCommand,
+            Status::UnknownCommand.message(),
+        );
     };
     let req = match decode_request(command, input, direct.len()) {
         Ok(r) => r,
-        Err(e) => {
-            error_reply(out, e.message());
-            return fail(e.status());
-        }
+        Err(e) => return refuse(out, e.status(), e.message()),
     };
     let result = match apply(site, &req, direct, now, out) {
         Ok(()) => {
             if out.is_empty() {
                 // Commands with nothing to report answer with an empty table.
-                TableWriter::new(out, 0).finish();
+                let _ = TableWriter::new(out, 0).finish();
             }
             Dispatched {
                 status: Status::Ok,
@@ -299,11 +315,7 @@ pub fn dispatch(
                 persist: command.changes_config(),
             }
         }
-        Err(e) => {
-            out.clear();
-            error_reply(out, e.message());
-            fail(Status::from(e))
-        }
+        Err(e) => return refuse(out, Status::from(e), e.message()),
     };
     if out.len() > output_cap {
         let needed = u32::try_from(out.len()).unwrap_or(u32::MAX);

@@ -136,7 +136,10 @@ impl fmt::Display for CtlError {
 
 impl From<PrefixError> for CtlError {
     fn from(e: PrefixError) -> Self {
-        Self::InvalidPrefix(e)
+        match e {
+            PrefixError::OutOfMemory => Self::OutOfMemory,
+            e => Self::InvalidPrefix(e),
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(feature = "try-arc", feature(allocator_api))]
 #![cfg_attr(
     not(test),
     warn(
@@ -37,6 +38,7 @@ pub mod conn;
 pub mod ctl;
 pub mod error;
 pub mod http1;
+mod mem;
 pub mod out;
 pub mod persist;
 pub mod pump;

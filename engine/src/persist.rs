@@ -21,7 +21,7 @@ pub fn render(site: &Site) -> String {
     for r in site.namespace().iter() {
         s.push_str(&format!(
             "urlacl\t{}\t{}\n",
-            r.prefix.to_text(),
+            r.prefix,
             r.acl.as_deref().unwrap_or("")
         ));
     }

@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::cache::{Cache, Entry, EntrySpec};
 use crate::error::{CtlError, OutOfMemory};
 use crate::http1::request::MAX_HEADERS_CAP;
+use crate::mem;
 use crate::route::{Namespace, Prefix, Reservation, parse_prefix, parse_url};
 use crate::time::Instant;
 
@@ -259,6 +260,22 @@ impl Site {
         }
     }
 
+    /// The private copy a control command changes (DESIGN §2): the cache's shards and entries
+    /// are shared, copy-on-write; everything is allocated fallibly, so that the driver can
+    /// refuse a command rather than bugcheck when memory runs out.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`].
+    pub fn try_clone(&self) -> Result<Self, OutOfMemory> {
+        Ok(Self {
+            namespace: self.namespace.try_clone()?,
+            cache: self.cache.try_clone()?,
+            limits: self.limits,
+            iplisten: mem::vec_from(&self.iplisten)?,
+            stats: Arc::clone(&self.stats),
+        })
+    }
+
     /// The reservations.
     #[must_use]
     pub const fn namespace(&self) -> &Namespace {
@@ -312,7 +329,8 @@ impl Site {
     /// [`CtlError::InvalidPrefix`], [`CtlError::AlreadyExists`], [`CtlError::OutOfMemory`].
     pub fn reserve(&mut self, prefix: &str, acl: Option<&str>) -> Result<&Reservation, CtlError> {
         let p = parse_prefix(prefix)?;
-        let id = self.namespace.add(p, acl.map(Box::from))?;
+        let acl = acl.map(mem::boxed_str).transpose()?;
+        let id = self.namespace.add(p, acl)?;
         self.namespace.by_id(id).ok_or(CtlError::NotFound)
     }
 
@@ -322,15 +340,22 @@ impl Site {
     /// [`CtlError::InvalidPrefix`], [`CtlError::NotFound`].
     pub fn unreserve(&mut self, prefix: &str) -> Result<(), CtlError> {
         let p = parse_prefix(prefix)?;
-        let gone = self.namespace.remove(&p)?;
-        self.cache.remove_where(|id, _| id == gone.id);
+        let id = self
+            .namespace
+            .iter()
+            .find(|r| r.prefix == p)
+            .ok_or(CtlError::NotFound)?
+            .id;
+        // Entries first: if that runs out of memory, the reservation is still there.
+        self.cache.remove_where(|rid, _| rid == id)?;
+        self.namespace.remove(&p)?;
         Ok(())
     }
 
     fn locate(&self, url: &str) -> Result<(Prefix, u32, Box<[u8]>), CtlError> {
         let u = parse_url(url)?;
         let (r, rel) = self.namespace.covering(&u).ok_or(CtlError::NoReservation)?;
-        let (id, rel) = (r.id, Box::from(rel));
+        let (id, rel) = (r.id, mem::boxed(rel)?);
         Ok((u, id, rel))
     }
 
@@ -360,7 +385,7 @@ impl Site {
         if after > self.limits.cache_max_bytes {
             return Err(CtlError::CacheFull);
         }
-        let replaced = self.cache.insert(id, &rel, Arc::new(entry)).is_some();
+        let replaced = self.cache.insert(id, &rel, mem::arc(entry)?)?.is_some();
         Ok(PutOutcome { replaced, bytes })
     }
 
@@ -371,7 +396,7 @@ impl Site {
     pub fn delete(&mut self, url: &str) -> Result<(), CtlError> {
         let (_, id, rel) = self.locate(url)?;
         self.cache
-            .remove(id, &rel)
+            .remove(id, &rel)?
             .map(|_| ())
             .ok_or(CtlError::NotFound)
     }
@@ -383,15 +408,17 @@ impl Site {
     /// [`CtlError::InvalidPrefix`].
     pub fn flush(&mut self, prefix: Option<&str>) -> Result<usize, CtlError> {
         let Some(prefix) = prefix else {
-            return Ok(self.cache.remove_where(|_, _| true));
+            return Ok(self.cache.remove_where(|_, _| true)?);
         };
         let p = parse_url(prefix)?;
-        Ok(self.cache.remove_where(|_, e| url_under(&e.url, &p)))
+        Ok(self.cache.remove_where(|_, e| url_under(&e.url, &p))?)
     }
 
     /// Removes expired entries; returns how many.
+    ///
+    /// Out of memory (copying shared shards) removes nothing: the next call tries again.
     pub fn purge_expired(&mut self, now: Instant) -> usize {
-        self.cache.purge_expired(now)
+        self.cache.purge_expired(now).unwrap_or(0)
     }
 
     /// Sets a limit (`limits set`).

@@ -237,3 +237,127 @@ fn every_allocation_on_the_request_path_can_fail() {
         assert!(unavailable > 0, "some failures reach the client as 503");
     }
 }
+
+/// Every control command, with the k-th allocation failing for every k (with `try-arc`: on
+/// stable Rust an `Arc` cannot be allocated fallibly, see engine/src/mem.rs): no abort, and the reply
+/// decodes; a command that fails says so and leaves the site as it was.
+#[cfg(feature = "try-arc")]
+#[test]
+fn every_allocation_on_every_control_command_can_fail() {
+    use khttp_engine::ctl::dispatch;
+    use khttp_engine::persist::render;
+    use khttp_proto::{PutEntry, Request, Status, decode_reply, encode_request};
+
+    let mut base = site();
+    base.iplisten_add("127.0.0.1").unwrap();
+    let body = vec![7u8; 3000];
+    let put = |url| {
+        Request::CachePut(PutEntry {
+            url,
+            content_type: "text/plain",
+            status: 0,
+            ttl: Some(60),
+            last_modified: Some(1),
+            headers: vec!["X-A: 1", "X-B: 2"],
+            identity_len: 1000,
+            gzip_len: Some(1000),
+            br_len: Some(1000),
+        })
+    };
+    let requests: Vec<Request<'_>> = vec![
+        Request::Version,
+        Request::UrlaclAdd {
+            prefix: "http://+:8081/app/",
+            acl: Some("user:alice"),
+        },
+        Request::UrlaclDelete {
+            prefix: "http://+:8080/",
+        },
+        Request::UrlaclList,
+        Request::IplistenAdd { addr: "::1" },
+        Request::IplistenDelete { addr: "127.0.0.1" },
+        Request::IplistenList,
+        put("http://+:8080/new.txt"),
+        put("http://+:8080/index.html"),
+        Request::CacheDelete {
+            url: "http://+:8080/index.html",
+        },
+        Request::CacheFlush {
+            prefix: Some("http://+:8080/"),
+        },
+        Request::CacheFlush { prefix: None },
+        Request::CacheList { prefix: None },
+        Request::Stats,
+        Request::LimitsGet,
+        Request::LimitsSet {
+            name: "idle-timeout",
+            value: 30,
+        },
+    ];
+    let mut total = 0;
+    for req in &requests {
+        let mut input = Vec::new();
+        let code = encode_request(req, &mut input);
+        let direct: &[u8] = if matches!(req, Request::CachePut(_)) {
+            &body
+        } else {
+            &[]
+        };
+        let mut k = 0;
+        loop {
+            let mut s = base.clone();
+            let mut out = Vec::new();
+            let (d, reached) = failing(k, || {
+                engine(|| {
+                    dispatch(
+                        &mut s,
+                        code,
+                        &input,
+                        direct,
+                        1 << 20,
+                        khttp_engine::Instant(0),
+                        &mut out,
+                    )
+                })
+            });
+            if !reached {
+                assert_eq!(d.status, Status::Ok, "{req:?} without failures");
+                break;
+            }
+            if d.status == Status::Ok {
+                // The failure hit something optional; the command still did its work.
+                assert!(decode_reply(&out).is_ok(), "{req:?} k={k}");
+            } else {
+                assert_eq!(d.status, Status::OutOfMemory, "{req:?} k={k}");
+                assert!(!d.changed && !d.persist);
+                assert_eq!(
+                    render(&s),
+                    render(&base),
+                    "{req:?} k={k}: a refused command changed the site"
+                );
+                assert_eq!(s.cache().len(), base.cache().len());
+                if !out.is_empty() {
+                    assert!(decode_reply(&out).is_ok(), "{req:?} k={k}");
+                }
+            }
+            k += 1;
+        }
+        total += k;
+    }
+    // The private copy each command changes.
+    let mut k = 0;
+    loop {
+        let (copy, reached) = failing(k, || engine(|| base.try_clone()));
+        if !reached {
+            assert_eq!(render(&copy.unwrap()), render(&base));
+            break;
+        }
+        assert!(copy.is_err(), "k={k}: a failed copy says so");
+        k += 1;
+    }
+    total += k;
+    println!(
+        "control: {} commands and the site copy, {total} allocations, each failed in turn",
+        requests.len()
+    );
+}

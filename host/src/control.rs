@@ -73,12 +73,12 @@ fn session(stream: &mut UnixStream, shared: &Shared, allowed: bool) -> io::Resul
         }
         let Some(f) = RequestFrame::decode(&header) else {
             out.clear();
-            error_reply(&mut out, "malformed control frame");
+            let _ = error_reply(&mut out, "malformed control frame");
             return reply(stream, Status::Malformed, &out);
         };
         if !allowed {
             out.clear();
-            error_reply(
+            let _ = error_reply(
                 &mut out,
                 "permission denied: only root and khttpd's own user may administer it",
             );
@@ -90,13 +90,13 @@ fn session(stream: &mut UnixStream, shared: &Shared, allowed: bool) -> io::Resul
         let max_direct = shared.snapshot().limits().cache_max_entry_bytes;
         if u64::from(f.direct_len) > max_direct {
             out.clear();
-            error_reply(&mut out, "the entry is larger than cache-max-entry-bytes");
+            let _ = error_reply(&mut out, "the entry is larger than cache-max-entry-bytes");
             return reply(stream, Status::EntryTooLarge, &out);
         }
         let mut direct = Vec::new();
         if direct.try_reserve_exact(f.direct_len as usize).is_err() {
             out.clear();
-            error_reply(&mut out, "out of memory");
+            let _ = error_reply(&mut out, "out of memory");
             return reply(stream, Status::OutOfMemory, &out);
         }
         direct.resize(f.direct_len as usize, 0);
@@ -115,7 +115,11 @@ fn apply(
     out: &mut Vec<u8>,
 ) -> Status {
     let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut next = (*shared.snapshot()).clone();
+    let Ok(mut next) = shared.snapshot().try_clone() else {
+        out.clear();
+        let _ = error_reply(out, Status::OutOfMemory.message());
+        return Status::OutOfMemory;
+    };
     let clock = shared.clock();
     let d = dispatch(
         &mut next,
@@ -133,7 +137,7 @@ fn apply(
         && let Err(e) = state::save(&shared.state_dir, &next)
     {
         out.clear();
-        error_reply(
+        let _ = error_reply(
             out,
             &format!(
                 "could not save the change in {}: {e}",
@@ -154,7 +158,9 @@ pub(crate) fn janitor(shared: &Shared) {
         let now = shared.clock().now();
         if snapshot.cache().iter().any(|(_, _, e)| e.is_expired(now)) {
             let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut next = (*shared.snapshot()).clone();
+            let Ok(mut next) = shared.snapshot().try_clone() else {
+                continue; // out of memory: try again on the next round
+            };
             if next.purge_expired(now) > 0 {
                 shared.publish(next);
             }

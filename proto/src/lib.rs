@@ -315,6 +315,8 @@ pub enum ProtoError {
     InvalidValue,
     /// The direct buffer's length does not match the lengths in the request.
     DirectLength,
+    /// Memory for a decoded request or a reply could not be allocated.
+    OutOfMemory,
 }
 
 impl ProtoError {
@@ -331,6 +333,7 @@ impl ProtoError {
             Self::TooLarge => "control message length or count too large",
             Self::InvalidValue => "control message field out of range",
             Self::DirectLength => "cache body length does not match the request",
+            Self::OutOfMemory => "out of memory",
         }
     }
 
@@ -339,6 +342,7 @@ impl ProtoError {
     pub const fn status(self) -> Status {
         match self {
             Self::Version => Status::UnsupportedVersion,
+            Self::OutOfMemory => Status::OutOfMemory,
             _ => Status::Malformed,
         }
     }

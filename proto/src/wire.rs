@@ -379,7 +379,7 @@ pub fn decode_request(
             let mut headers = Vec::new();
             headers
                 .try_reserve(count)
-                .map_err(|_| ProtoError::TooLarge)?;
+                .map_err(|_| ProtoError::OutOfMemory)?;
             for _ in 0..count {
                 headers.push(d.str()?);
             }
@@ -437,27 +437,43 @@ impl Value<'_> {
     }
 }
 
-/// Writes a reply table row by row.
+/// Writes a reply table row by row. It allocates fallibly: when `out` cannot grow, the writer
+/// stops writing and [`TableWriter::finish`] reports it (the control path must not panic on a
+/// failed allocation: in the driver that is a bugcheck).
 #[derive(Debug)]
 pub struct TableWriter<'o> {
     out: &'o mut Vec<u8>,
     at: usize,
     rows: u32,
     cols: u16,
+    failed: bool,
 }
 
 impl<'o> TableWriter<'o> {
     /// Starts a reply with `cols` columns in `out` (appended).
     pub fn new(out: &'o mut Vec<u8>, cols: u16) -> Self {
-        let at = start(out);
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&cols.to_le_bytes());
-        Self {
+        let at = out.len();
+        let mut t = Self {
             out,
             at,
             rows: 0,
             cols,
+            failed: false,
+        };
+        t.put(&PROTOCOL_VERSION.to_le_bytes());
+        t.put(&0u16.to_le_bytes());
+        t.put(&0u32.to_le_bytes());
+        t.put(&0u32.to_le_bytes());
+        t.put(&cols.to_le_bytes());
+        t
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        if self.failed || self.out.try_reserve(bytes.len()).is_err() {
+            self.failed = true;
+            return;
         }
+        self.out.extend_from_slice(bytes);
     }
 
     /// Appends a row; it must have exactly `cols` values (extra ones are dropped, missing ones
@@ -466,12 +482,14 @@ impl<'o> TableWriter<'o> {
         for i in 0..usize::from(self.cols) {
             match values.get(i).copied().unwrap_or(Value::U64(0)) {
                 Value::U64(v) => {
-                    self.out.push(0);
-                    self.out.extend_from_slice(&v.to_le_bytes());
+                    self.put(&[0]);
+                    self.put(&v.to_le_bytes());
                 }
                 Value::Str(s) => {
-                    self.out.push(1);
-                    put_str(self.out, s);
+                    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+                    self.put(&[1]);
+                    self.put(&len.to_le_bytes());
+                    self.put(s.as_bytes());
                 }
             }
         }
@@ -479,20 +497,31 @@ impl<'o> TableWriter<'o> {
     }
 
     /// Patches the row count and size.
-    pub fn finish(self) {
+    ///
+    /// # Errors
+    /// [`ProtoError::OutOfMemory`] when `out` could not grow; what was written is removed.
+    pub fn finish(self) -> Result<(), ProtoError> {
+        if self.failed {
+            self.out.truncate(self.at);
+            return Err(ProtoError::OutOfMemory);
+        }
         let rows_at = self.at.saturating_add(HEADER_LEN);
         if let Some(slot) = self.out.get_mut(rows_at..rows_at.saturating_add(4)) {
             slot.copy_from_slice(&self.rows.to_le_bytes());
         }
         finish(self.out, self.at);
+        Ok(())
     }
 }
 
 /// A one-cell reply carrying an error message.
-pub fn error_reply(out: &mut Vec<u8>, message: &str) {
+///
+/// # Errors
+/// [`ProtoError::OutOfMemory`] when `out` could not grow; `out` is then as it was.
+pub fn error_reply(out: &mut Vec<u8>, message: &str) -> Result<(), ProtoError> {
     let mut t = TableWriter::new(out, 1);
     t.row(&[Value::Str(message)]);
-    t.finish();
+    t.finish()
 }
 
 /// Decodes a reply table into rows of values.
@@ -647,7 +676,7 @@ mod tests {
         let mut t = TableWriter::new(&mut out, 2);
         t.row(&[Value::Str("a"), Value::U64(1)]);
         t.row(&[Value::Str(""), Value::U64(u64::MAX)]);
-        t.finish();
+        t.finish().unwrap();
         let rows = decode_reply(&out).unwrap();
         assert_eq!(
             rows,

@@ -10,6 +10,7 @@ use crate::error::{CtlError, OutOfMemory};
 use crate::http1::fields::Coding;
 use crate::http1::is_tchar;
 use crate::http1::response::put;
+use crate::mem;
 use crate::route::Prefix;
 use crate::time::{HttpDate, Instant};
 
@@ -100,29 +101,47 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn etag_for(body: &[u8], coding: Coding) -> Box<[u8]> {
+fn etag_for(body: &[u8], coding: Coding) -> Result<Box<[u8]>, OutOfMemory> {
     let hash = fnv1a(body)
         ^ u64::try_from(body.len())
             .unwrap_or(u64::MAX)
             .rotate_left(32);
-    let mut tag = Vec::with_capacity(24);
-    tag.push(b'"');
-    for shift in (0..16u32).rev().map(|i| i.saturating_mul(4)) {
+    // `"` + 16 hex digits + an optional `-gz`/`-br` + `"`.
+    let mut tag = [b'"'; 21];
+    for (slot, shift) in tag
+        .iter_mut()
+        .skip(1)
+        .zip((0..16u32).rev().map(|i| i.saturating_mul(4)))
+    {
         let nibble = hash.checked_shr(shift).unwrap_or(0) & 0xF;
-        tag.push(
-            b"0123456789abcdef"
-                .get(usize::try_from(nibble).unwrap_or(0))
-                .copied()
-                .unwrap_or(b'0'),
-        );
+        *slot = b"0123456789abcdef"
+            .get(usize::try_from(nibble).unwrap_or(0))
+            .copied()
+            .unwrap_or(b'0');
     }
-    match coding {
-        Coding::Identity => {}
-        Coding::Gzip => tag.extend_from_slice(b"-gz"),
-        Coding::Br => tag.extend_from_slice(b"-br"),
+    let suffix: &[u8] = match coding {
+        Coding::Identity => b"",
+        Coding::Gzip => b"-gz",
+        Coding::Br => b"-br",
+    };
+    let len = 18usize.saturating_add(suffix.len());
+    if let Some(dst) = tag.get_mut(17..17usize.saturating_add(suffix.len())) {
+        dst.copy_from_slice(suffix);
     }
-    tag.push(b'"');
-    tag.into_boxed_slice()
+    if let Some(last) = tag.get_mut(len.saturating_sub(1)) {
+        *last = b'"';
+    }
+    mem::boxed(tag.get(..len).unwrap_or_default())
+}
+
+/// `v` as a box without a reallocation that could fail without telling: when `v` has spare
+/// capacity, its bytes are copied into an exact, fallibly allocated box instead.
+fn exact(v: Vec<u8>) -> Result<Box<[u8]>, OutOfMemory> {
+    if v.capacity() == v.len() {
+        Ok(v.into_boxed_slice())
+    } else {
+        mem::boxed(&v)
+    }
 }
 
 /// RFC 9110 §5.5: `field-value = *field-content`; visible ASCII, SP, HTAB, obs-text; no CR/LF/NUL.
@@ -196,7 +215,7 @@ impl Entry {
             .try_reserve(bodies.len())
             .map_err(OutOfMemory::from)?;
         for (coding, body) in bodies {
-            let etag = etag_for(&body, coding);
+            let etag = etag_for(&body, coding)?;
             let mut validators = Vec::new();
             put(&mut validators, &[b"ETag: ", &etag, b"\r\n"])?;
             if let Some(lm) = &last_modified_line {
@@ -227,17 +246,17 @@ impl Entry {
             put(&mut other, &[&other_lines])?;
             variants.push(Variant {
                 coding,
-                body: Arc::new(body),
+                body: mem::arc(body)?,
                 etag,
-                validators: validators.into_boxed_slice(),
-                content_type: ct.into_boxed_slice(),
-                other: other.into_boxed_slice(),
+                validators: exact(validators)?,
+                content_type: exact(ct)?,
+                other: exact(other)?,
             });
         }
         Ok(Self {
             url,
             status,
-            content_type: content_type.into(),
+            content_type: mem::boxed_str(content_type)?,
             last_modified: spec.last_modified,
             expires: spec.ttl_secs.map(|ttl| now.add_secs(ttl)),
             variants,

@@ -22,6 +22,8 @@ use hashbrown::{Equivalent, HashMap};
 
 pub use entry::{Entry, EntrySpec, Variant};
 
+use crate::error::OutOfMemory;
+use crate::mem;
 use crate::time::Instant;
 
 /// Number of copy-on-write shards.
@@ -100,6 +102,18 @@ impl Cache {
         }
     }
 
+    /// A copy that shares every shard (copy-on-write), allocated fallibly.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`].
+    pub fn try_clone(&self) -> Result<Self, OutOfMemory> {
+        Ok(Self {
+            shards: mem::vec_from(&self.shards)?,
+            bytes: self.bytes,
+            entries: self.entries,
+        })
+    }
+
     /// Total body bytes of all entries and variants.
     #[must_use]
     pub const fn bytes(&self) -> u64 {
@@ -126,58 +140,101 @@ impl Cache {
             .get(&KeyRef { reservation, rel })
     }
 
-    fn shard_mut(&mut self, i: usize) -> Option<&mut Shard> {
-        self.shards.get_mut(i).map(Arc::make_mut)
+    /// Shard `i`, made private to this cache first if another snapshot shares it. The copy
+    /// is allocated fallibly (`Arc::make_mut` would panic on failure).
+    fn shard_mut(&mut self, i: usize) -> Result<&mut Shard, OutOfMemory> {
+        let slot = self.shards.get_mut(i).ok_or(OutOfMemory)?;
+        if Arc::get_mut(slot).is_none() {
+            let mut copy = Shard::default();
+            copy.try_reserve(slot.len()).map_err(|_| OutOfMemory)?;
+            for (k, e) in slot.iter() {
+                let key = Key {
+                    reservation: k.reservation,
+                    rel: mem::boxed(&k.rel)?,
+                };
+                copy.insert(key, Arc::clone(e));
+            }
+            *slot = mem::arc(copy)?;
+        }
+        Arc::get_mut(slot).ok_or(OutOfMemory)
     }
 
     /// Inserts or replaces; returns the entry replaced. The caller has checked the limits.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`]; the cache is then unchanged (but for a private copy of one shard).
     pub fn insert(
         &mut self,
         reservation: u32,
         rel: &[u8],
         entry: Arc<Entry>,
-    ) -> Option<Arc<Entry>> {
+    ) -> Result<Option<Arc<Entry>>, OutOfMemory> {
         let added = entry.bytes();
+        let key = Key {
+            reservation,
+            rel: mem::boxed(rel)?,
+        };
         let shard = self.shard_mut(shard_of(reservation, rel))?;
-        let old = shard.insert(
-            Key {
-                reservation,
-                rel: rel.into(),
-            },
-            entry,
-        );
+        shard.try_reserve(1).map_err(|_| OutOfMemory)?;
+        let old = shard.insert(key, entry);
         match &old {
             Some(old) => self.bytes = self.bytes.saturating_sub(old.bytes()),
             None => self.entries = self.entries.saturating_add(1),
         }
         self.bytes = self.bytes.saturating_add(added);
-        old
+        Ok(old)
     }
 
     /// Removes the entry at (reservation, rel).
-    pub fn remove(&mut self, reservation: u32, rel: &[u8]) -> Option<Arc<Entry>> {
+    ///
+    /// # Errors
+    /// [`OutOfMemory`] (copying a shared shard); the cache is then unchanged.
+    pub fn remove(
+        &mut self,
+        reservation: u32,
+        rel: &[u8],
+    ) -> Result<Option<Arc<Entry>>, OutOfMemory> {
         let i = shard_of(reservation, rel);
         // Look first, so that a miss does not copy the shard.
-        self.shards.get(i)?.get(&KeyRef { reservation, rel })?;
-        let old = self.shard_mut(i)?.remove(&KeyRef { reservation, rel })?;
+        if self
+            .shards
+            .get(i)
+            .and_then(|s| s.get(&KeyRef { reservation, rel }))
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let Some(old) = self.shard_mut(i)?.remove(&KeyRef { reservation, rel }) else {
+            return Ok(None);
+        };
         self.bytes = self.bytes.saturating_sub(old.bytes());
         self.entries = self.entries.saturating_sub(1);
-        Some(old)
+        Ok(Some(old))
     }
 
     /// Removes every entry for which `drop` is true; returns how many. Shards with nothing to
     /// drop are not copied.
-    pub fn remove_where(&mut self, mut drop: impl FnMut(u32, &Entry) -> bool) -> usize {
-        let mut removed = 0usize;
-        for i in 0..self.shards.len() {
-            let any = self
+    ///
+    /// # Errors
+    /// [`OutOfMemory`] (copying shared shards); nothing is removed then: every shard to change
+    /// is copied before any entry goes.
+    pub fn remove_where(
+        &mut self,
+        mut drop: impl FnMut(u32, &Entry) -> bool,
+    ) -> Result<usize, OutOfMemory> {
+        let mut touched = [false; SHARDS];
+        for (i, t) in touched.iter_mut().enumerate() {
+            *t = self
                 .shards
                 .get(i)
                 .is_some_and(|s| s.iter().any(|(k, e)| drop(k.reservation, e)));
-            if !any {
-                continue;
+            if *t {
+                self.shard_mut(i)?;
             }
-            let Some(shard) = self.shard_mut(i) else {
+        }
+        let mut removed = 0usize;
+        for (i, _) in touched.iter().enumerate().filter(|(_, t)| **t) {
+            let Some(shard) = self.shards.get_mut(i).and_then(Arc::get_mut) else {
                 continue;
             };
             let mut freed = 0u64;
@@ -194,11 +251,14 @@ impl Cache {
             self.entries = self.entries.saturating_sub(count);
             removed = removed.saturating_add(count);
         }
-        removed
+        Ok(removed)
     }
 
     /// Removes entries that have expired at `now`.
-    pub fn purge_expired(&mut self, now: Instant) -> usize {
+    ///
+    /// # Errors
+    /// [`OutOfMemory`]; nothing is removed (try again later).
+    pub fn purge_expired(&mut self, now: Instant) -> Result<usize, OutOfMemory> {
         self.remove_where(|_, e| e.is_expired(now))
     }
 
@@ -230,10 +290,10 @@ mod tests {
     #[test]
     fn insert_replace_remove_and_count() {
         let mut c = Cache::new();
-        assert!(c.insert(1, b"a", entry(b"12345", None)).is_none());
-        assert!(c.insert(1, b"b", entry(b"1", None)).is_none());
+        assert!(c.insert(1, b"a", entry(b"12345", None)).unwrap().is_none());
+        assert!(c.insert(1, b"b", entry(b"1", None)).unwrap().is_none());
         assert_eq!((c.len(), c.bytes()), (2, 6));
-        let old = c.insert(1, b"a", entry(b"12", None)).unwrap();
+        let old = c.insert(1, b"a", entry(b"12", None)).unwrap().unwrap();
         assert_eq!(old.bytes(), 5);
         assert_eq!((c.len(), c.bytes()), (2, 3));
         assert!(c.get(1, b"a").is_some());
@@ -242,17 +302,17 @@ mod tests {
             c.get(1, b"A").is_none(),
             "keys below the reservation are exact"
         );
-        assert!(c.remove(1, b"zz").is_none());
-        assert!(c.remove(1, b"a").is_some());
+        assert!(c.remove(1, b"zz").unwrap().is_none());
+        assert!(c.remove(1, b"a").unwrap().is_some());
         assert_eq!((c.len(), c.bytes()), (1, 1));
     }
 
     #[test]
     fn snapshots_are_independent() {
         let mut c = Cache::new();
-        c.insert(1, b"a", entry(b"old", None));
+        c.insert(1, b"a", entry(b"old", None)).unwrap();
         let snapshot = c.clone();
-        c.insert(1, b"a", entry(b"new!", None));
+        c.insert(1, b"a", entry(b"new!", None)).unwrap();
         assert_eq!(snapshot.get(1, b"a").unwrap().bytes(), 3);
         assert_eq!(c.get(1, b"a").unwrap().bytes(), 4);
     }
@@ -260,10 +320,10 @@ mod tests {
     #[test]
     fn purge_expired() {
         let mut c = Cache::new();
-        c.insert(1, b"a", entry(b"x", Some(10)));
-        c.insert(1, b"b", entry(b"y", None));
-        assert_eq!(c.purge_expired(Instant(9_999)), 0);
-        assert_eq!(c.purge_expired(Instant(10_000)), 1);
+        c.insert(1, b"a", entry(b"x", Some(10))).unwrap();
+        c.insert(1, b"b", entry(b"y", None)).unwrap();
+        assert_eq!(c.purge_expired(Instant(9_999)), Ok(0));
+        assert_eq!(c.purge_expired(Instant(10_000)), Ok(1));
         assert_eq!((c.len(), c.bytes()), (1, 1));
     }
 }

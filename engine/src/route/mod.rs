@@ -88,6 +88,26 @@ impl Namespace {
         }
     }
 
+    /// A copy, allocated fallibly.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`].
+    pub fn try_clone(&self) -> Result<Self, OutOfMemory> {
+        let mut list = Vec::new();
+        list.try_reserve_exact(self.list.len())?;
+        for r in &self.list {
+            list.push(Reservation {
+                id: r.id,
+                prefix: r.prefix.try_clone()?,
+                acl: r.acl.as_deref().map(crate::mem::boxed_str).transpose()?,
+            });
+        }
+        Ok(Self {
+            list,
+            next_id: self.next_id,
+        })
+    }
+
     /// Reserves `prefix`.
     ///
     /// # Errors
@@ -221,13 +241,7 @@ mod tests {
 
     fn routed(ns: &Namespace, host: &str, path: &str) -> Option<alloc::string::String> {
         ns.route(L80, host.as_bytes(), path.as_bytes())
-            .map(|(r, rel)| {
-                alloc::format!(
-                    "{}|{}",
-                    r.prefix.to_text(),
-                    core::str::from_utf8(rel).unwrap()
-                )
-            })
+            .map(|(r, rel)| alloc::format!("{}|{}", r.prefix, core::str::from_utf8(rel).unwrap()))
     }
 
     /// HTTPSYS-REFERENCE §1.3, the longest-match example of urlprefix-strings.md.
@@ -319,7 +333,7 @@ mod tests {
             port: 80,
         };
         let (r, _) = ns.route(other, b"anything", b"/x").unwrap();
-        assert_eq!(r.prefix.to_text(), "http://*:80/");
+        assert_eq!(r.prefix.to_text().unwrap(), "http://*:80/");
     }
 
     #[test]
@@ -380,7 +394,7 @@ mod tests {
         let url = super::parse_url("http://+:80/a/b/c.html").unwrap();
         let (r, rel) = ns.covering(&url).unwrap();
         assert_eq!(
-            (r.prefix.to_text().as_str(), rel),
+            (r.prefix.to_text().unwrap().as_str(), rel),
             ("http://+:80/a/", &b"b/c.html"[..])
         );
         assert!(

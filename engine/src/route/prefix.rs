@@ -17,7 +17,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use core::fmt::Write;
+
 use super::canon::{CanonError, canonicalize};
+use crate::error::OutOfMemory;
+use crate::mem;
 
 /// Which http.sys host category a prefix belongs to (HTTPSYS-REFERENCE §1.3), in routing order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,20 +74,60 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    /// The prefix in its normal written form, e.g. `http://+:8080/vroot/`.
-    #[must_use]
-    pub fn to_text(&self) -> String {
-        let mut s = String::from("http://");
-        match &self.host {
-            HostSpec::Strong => s.push('+'),
-            HostSpec::Weak => s.push('*'),
-            HostSpec::Name(n) => s.push_str(n),
-            HostSpec::Ip(IpAddr::V4(a)) => s.push_str(&alloc::format!("{a}")),
-            HostSpec::Ip(IpAddr::V6(a)) => s.push_str(&alloc::format!("[{a}]")),
+    /// The prefix in its normal written form, e.g. `http://+:8080/vroot/` (as [`Display`]
+    /// writes it), in a string allocated fallibly.
+    ///
+    /// [`Display`]: core::fmt::Display
+    ///
+    /// # Errors
+    /// [`OutOfMemory`].
+    pub fn to_text(&self) -> Result<String, OutOfMemory> {
+        /// Counts what would be written.
+        struct Len(usize);
+        impl Write for Len {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                self.0 = self.0.saturating_add(s.len());
+                Ok(())
+            }
         }
-        s.push_str(&alloc::format!(":{}", self.port));
-        s.push_str(&self.path);
-        s
+        let mut len = Len(0);
+        let _ = write!(len, "{self}");
+        let mut s = String::new();
+        s.try_reserve_exact(len.0)?;
+        // Within the reserved capacity: no allocation.
+        let _ = write!(s, "{self}");
+        Ok(s)
+    }
+}
+
+impl Prefix {
+    /// A copy, allocated fallibly.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`].
+    pub fn try_clone(&self) -> Result<Self, OutOfMemory> {
+        Ok(Self {
+            host: match &self.host {
+                HostSpec::Name(n) => HostSpec::Name(mem::boxed_str(n)?),
+                h => h.clone(),
+            },
+            port: self.port,
+            path: mem::boxed_str(&self.path)?,
+        })
+    }
+}
+
+impl core::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("http://")?;
+        match &self.host {
+            HostSpec::Strong => f.write_str("+")?,
+            HostSpec::Weak => f.write_str("*")?,
+            HostSpec::Name(n) => f.write_str(n)?,
+            HostSpec::Ip(IpAddr::V4(a)) => write!(f, "{a}")?,
+            HostSpec::Ip(IpAddr::V6(a)) => write!(f, "[{a}]")?,
+        }
+        write!(f, ":{}{}", self.port, self.path)
     }
 }
 
@@ -115,6 +159,8 @@ pub enum PrefixError {
     NotCanonical,
     /// Longer than [`MAX_PREFIX_LEN`].
     TooLong,
+    /// No memory to hold the parsed prefix.
+    OutOfMemory,
 }
 
 impl PrefixError {
@@ -138,6 +184,7 @@ impl PrefixError {
                 "the URL path is not canonical (remove '.', '..', '\\' and needless escapes)"
             }
             Self::TooLong => "the URL is too long",
+            Self::OutOfMemory => "out of memory",
         }
     }
 }
@@ -145,6 +192,12 @@ impl PrefixError {
 impl core::fmt::Display for PrefixError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.message())
+    }
+}
+
+impl From<OutOfMemory> for PrefixError {
+    fn from(_: OutOfMemory) -> Self {
+        Self::OutOfMemory
     }
 }
 
@@ -198,7 +251,8 @@ fn parse_host(s: &str) -> Result<HostSpec, PrefixError> {
             if all_numeric || !is_dns_name(s) {
                 return Err(PrefixError::InvalidHost);
             }
-            let lower = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+            let mut lower = mem::string_from(s.strip_suffix('.').unwrap_or(s))?;
+            lower.make_ascii_lowercase();
             Ok(HostSpec::Name(lower.into_boxed_str()))
         }
     }
@@ -242,14 +296,17 @@ fn parse(s: &str, reservation: bool) -> Result<Prefix, PrefixError> {
         return Err(PrefixError::NoTrailingSlash);
     }
     let mut scratch = (Vec::new(), Vec::new());
-    let cooked = canonicalize(path.as_bytes(), &mut scratch).map_err(PrefixError::InvalidPath)?;
+    let cooked = canonicalize(path.as_bytes(), &mut scratch).map_err(|e| match e {
+        CanonError::OutOfMemory => PrefixError::OutOfMemory,
+        e => PrefixError::InvalidPath(e),
+    })?;
     if cooked != path.as_bytes() {
         return Err(PrefixError::NotCanonical);
     }
     Ok(Prefix {
         host,
         port,
-        path: path.into(),
+        path: mem::boxed_str(path)?,
     })
 }
 
@@ -259,27 +316,30 @@ fn parse(s: &str, reservation: bool) -> Result<Prefix, PrefixError> {
 /// [`PrefixError`] naming the fault.
 pub fn parse_prefix(s: &str) -> Result<Prefix, PrefixError> {
     let mut p = parse(s, true)?;
-    p.path = lower_keeping_escapes(&p.path).into_boxed_str();
+    p.path = lower_keeping_escapes(core::mem::take(&mut p.path));
     Ok(p)
 }
 
 /// Lower-cases a canonical path except the hex digits of `%XX` escapes, which stay upper-case
-/// so that the result is still canonical (found by fuzzing: `%C0` had become `%c0`).
-fn lower_keeping_escapes(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
+/// so that the result is still canonical (found by fuzzing: `%C0` had become `%c0`). In place:
+/// it allocates nothing.
+fn lower_keeping_escapes(path: Box<str>) -> Box<str> {
+    let mut bytes = path.into_string().into_bytes();
     let mut hex_left = 0u8;
-    for c in path.chars() {
+    for b in &mut bytes {
         if hex_left > 0 {
             hex_left = hex_left.saturating_sub(1);
-            out.push(c);
         } else {
-            if c == '%' {
+            if *b == b'%' {
                 hex_left = 2;
             }
-            out.push(c.to_ascii_lowercase());
+            b.make_ascii_lowercase();
         }
     }
-    out
+    // Only ASCII letters changed, so the bytes are still UTF-8.
+    String::from_utf8(bytes)
+        .unwrap_or_default()
+        .into_boxed_str()
 }
 
 /// Parses a cache URL (`http://+:8080/a.html`): the same grammar, any final segment, path case
@@ -320,9 +380,12 @@ mod tests {
         // Escapes keep upper-case hex, so the prefix prints back to itself (a fuzzer finding).
         let p = parse_prefix("http://p:9//P:0t%C0psh..0ps:/").unwrap();
         assert_eq!(&*p.path, "//p:0t%C0psh..0ps:/");
-        assert_eq!(parse_prefix(&p.to_text()), Ok(p));
+        assert_eq!(parse_prefix(&p.to_text().unwrap()), Ok(p));
         assert_eq!(
-            parse_prefix("http://[::1]:8080/").unwrap().to_text(),
+            parse_prefix("http://[::1]:8080/")
+                .unwrap()
+                .to_text()
+                .unwrap(),
             "http://[::1]:8080/"
         );
     }
