@@ -21,6 +21,8 @@ wdk-panic = { path = "driver/shadow/wdk-panic" }
 wdk-build = { path = "driver/shadow/wdk-build" }
 TOML
 cd "$work"
+# RUSTC_BOOTSTRAP: the engine's try-arc feature (Arc::try_new), as in the real driver build.
+export RUSTC_BOOTSTRAP=1
 CARGO_TARGET_DIR="$root/target/shadow" cargo clippy --offline -q -p khttp --lib -- -D warnings 2>&1 \
     || CARGO_TARGET_DIR="$root/target/shadow" cargo clippy -q -p khttp --lib -- -D warnings
 echo "driver shadow type-check: ok"
