@@ -56,7 +56,10 @@ pub(crate) unsafe fn prepare(irp: PIRP, routine: CompletionRoutine, context: *mu
     unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
     // IoGetNextIrpStackLocation: Tail.Overlay.CurrentStackLocation - 1 ([U] field path, §4.4).
     // SAFETY: `irp` points to a live IRP we own (caller's contract).
-    let overlay = unsafe { &(*irp).Tail.Overlay };
+    let tail = unsafe { &(*irp).Tail };
+    // SAFETY: `Tail` is a union; for an IRP being sent down the stack its `Overlay` member is
+    // the one in use (the I/O manager keeps the stack-location pointer there).
+    let overlay = unsafe { &tail.Overlay };
     // SAFETY: for a driver-allocated IRP the stack-location member of the union is the active one.
     let current = unsafe {
         overlay
@@ -178,16 +181,17 @@ impl SyncCall {
     /// # Safety
     /// PASSIVE_LEVEL; the call using the armed IRP was made.
     pub(crate) unsafe fn wait(&mut self, irp: PIRP) -> (NTSTATUS, u64) {
+        // A kernel-mode, non-alertable wait with no timeout returns only STATUS_SUCCESS.
         // SAFETY: waiting on our own initialised event with no timeout at PASSIVE_LEVEL.
-        unsafe {
+        let _ = unsafe {
             KeWaitForSingleObject(
                 (&raw mut self.event).cast(),
                 _KWAIT_REASON::Executive,
                 _MODE::KernelMode as i8,
                 0,
                 ptr::null_mut(),
-            );
-        }
+            )
+        };
         // SAFETY: the completion routine ran, so the IRP's status is final.
         unsafe { result(irp) }
     }

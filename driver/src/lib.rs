@@ -25,6 +25,7 @@ extern crate alloc;
 #[cfg(not(test))]
 extern crate wdk_panic;
 
+mod abi;
 mod global;
 mod ioctl;
 mod irp;
@@ -94,8 +95,9 @@ pub(crate) fn sleep_ms(ms: i64) {
     let mut interval = LARGE_INTEGER {
         QuadPart: -ms * 10_000,
     }; // relative, 100 ns units
+    // A non-alertable kernel-mode delay returns STATUS_SUCCESS: nothing to report.
     // SAFETY: PASSIVE_LEVEL (callers); a relative, non-alertable kernel-mode wait.
-    unsafe { KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &raw mut interval) };
+    let _ = unsafe { KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &raw mut interval) };
 }
 
 /// The periodic deadline sweep (DISPATCH_LEVEL): one timer for all connections (§5).

@@ -20,10 +20,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(prefix) = parse_prefix(s) {
             assert!(prefix.path.ends_with('/'));
-            assert_eq!(parse_prefix(&prefix.to_text()), Ok(prefix));
+            assert_eq!(parse_prefix(&prefix.to_text().expect("memory")), Ok(prefix));
         }
         if let Ok(url) = parse_url(s) {
-            assert_eq!(parse_url(&url.to_text()), Ok(url));
+            assert_eq!(parse_url(&url.to_text().expect("memory")), Ok(url));
         }
     }
 });

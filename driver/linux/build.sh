@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Builds khttp.sys on Debian 12 from the real wdk, wdk-sys, wdk-alloc and wdk-panic crates,
+# against a WDK-shaped include tree made of mingw-w64's DDK headers plus khttp's own KMDF header
+# (driver/linux/include), linked by lld-link into a PE32+ native driver. Prints the path of
+# khttp.sys as its last line.
+#
+#   driver/linux/build.sh            # build
+#   driver/linux/build.sh --clippy   # also clippy -D warnings on the driver, real bindings
+#
+# What it proves: the driver compiles and links against bindings generated from real headers by
+# the real crates. What it does not: the WDK build on Windows, signing, or loading on Windows.
+# Installs what it needs with apt. Works in target/linux-driver/ and changes nothing else: the
+# workspace is copied there with wdk-build 0.6.0 patched for a Linux host
+# (wdk-build-0.6.0-linux.patch), which is the only third-party change kept in the repository.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=$root/target/linux-driver
+clippy=0
+[ "${1:-}" = "--clippy" ] && clippy=1
+LLVM=22
+SDK=10.0.22621.0
+MINGW=/usr/x86_64-w64-mingw32
+log() { echo "linux-driver: $*" >&2; }
+
+# 1. Packages: LLVM 22 (the LLVM of Debian's rustc-web 1.96), Debian's Rust with its sources
+#    (build-std), mingw-w64's headers and import libraries.
+pkgs=(clang-$LLVM lld-$LLVM libclang-$LLVM-dev llvm-$LLVM rustc-web cargo-web rust-web-src
+      rust-web-clippy mingw-w64-x86-64-dev mingw-w64-common patch)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. The WDK-shaped tree (WDF-FACTS.md §5.1).
+wdk=$out/wdk
+rm -rf "$wdk"
+inc=$wdk/Include/$SDK
+mkdir -p "$inc/km/ufx/1.1" "$inc/shared" "$wdk/Include/wdf/kmdf/1.33" \
+    "$wdk/Lib/$SDK/km/x64" "$wdk/Lib/wdf/kmdf/x64/1.33"
+ln -s "$MINGW/include" "$inc/km/crt"
+for h in "$MINGW"/include/ddk/*.h; do ln -s "$h" "$inc/km/"; done
+# ntstrsafe.h is the last base header wdk-build includes: ours includes mingw's, then what
+# mingw lacks.
+rm "$inc/km/ntstrsafe.h"
+printf '#include "%s"\n#include "%s"\n' "$MINGW/include/ddk/ntstrsafe.h" \
+    "$here/include/khttp-kcompat.h" > "$inc/km/ntstrsafe.h"
+cp "$here/include/wdf.h" "$wdk/Include/wdf/kmdf/1.33/wdf.h"
+
+# 3. Libraries: mingw's import libraries under the names wdk-build links, import libraries for
+#    what mingw lacks, and the KMDF entry stub (WDF-FACTS.md §4, §5.1).
+lib=$wdk/Lib/$SDK/km/x64
+wdflib=$wdk/Lib/wdf/kmdf/x64/1.33
+cat > "$out/ntoskrnl-extra.def" <<'DEF'
+LIBRARY ntoskrnl.exe
+EXPORTS
+    ExAllocatePool2
+    KeQueryInterruptTimePrecise
+    KeQuerySystemTimePrecise
+    __chkstk
+DEF
+llvm-dlltool-$LLVM -m i386:x86-64 -d "$out/ntoskrnl-extra.def" -l "$out/ntoskrnl-extra.lib"
+llvm-lib-$LLVM /out:"$lib/ntoskrnl.lib" "$MINGW/lib/libntoskrnl.a" "$out/ntoskrnl-extra.lib"
+cp "$MINGW/lib/libhal.a" "$lib/hal.lib"
+cp "$MINGW/lib/libwmilib.a" "$lib/wmilib.lib"
+cp "$MINGW/lib/libnetio.a" "$lib/netio.lib"
+printf 'LIBRARY WdfLdr.sys\nEXPORTS\n    WdfVersionBind\n    WdfVersionUnbind\n' > "$out/WdfLdr.def"
+llvm-dlltool-$LLVM -m i386:x86-64 -d "$out/WdfLdr.def" -l "$wdflib/WdfLdr.lib"
+# Rust code has no /GS cookies: an empty library stands for BufferOverflowFastFailK.lib.
+echo 'static int khttp_unused;' > "$out/empty.c"
+# mingw's headers under clang in MSVC mode (issue #9's facts): __GNUC__, or mingw blanks its
+# __attribute__s; no x86intrin.h (its AMX types defeat bindgen's layout tests).
+gnu_flags="-fgnuc-version=4.2.1 -D__X86INTRIN_H"
+cflags=(--target=x86_64-pc-windows-msvc /c /GS- /Zl /kernel /O2 /clang:-fgnuc-version=4.2.1
+        -D__X86INTRIN_H -D_AMD64_ -DAMD64 -D_WIN64 -Wno-pragma-pack
+        -Wno-incompatible-library-redeclaration -Wno-#warnings
+        -D_KERNEL_MODE -DKMDF_VERSION_MAJOR=1 -DKMDF_VERSION_MINOR=33
+        -I "$inc/km/crt" -I "$inc/km" -I "$wdk/Include/wdf/kmdf/1.33")
+clang-cl-$LLVM "${cflags[@]}" /Fo"$out/empty.obj" -- "$out/empty.c"
+llvm-lib-$LLVM /out:"$lib/BufferOverflowFastFailK.lib" "$out/empty.obj"
+clang-cl-$LLVM "${cflags[@]}" /Fo"$out/fxstub.obj" -- "$here/stub/fxstub.c"
+llvm-lib-$LLVM /out:"$wdflib/WdfDriverEntry.lib" "$out/fxstub.obj"
+
+# 4. A build-only copy of the workspace, with wdk-build patched for a Linux host.
+ws=$out/ws
+rm -rf "$ws"
+mkdir -p "$ws"
+cp -r "$root"/Cargo.toml "$root"/Cargo.lock "$root"/engine "$root"/proto "$root"/driver "$ws/"
+rm -rf "$ws/driver/linux"
+reg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wdk-build-0.6.0 2>/dev/null | head -1)
+if [ -z "$reg" ]; then
+    (cd "$root" && cargo fetch -q)
+    reg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wdk-build-0.6.0 | head -1)
+fi
+rm -rf "$out/wdk-build-0.6.0"
+cp -r "$reg" "$out/wdk-build-0.6.0"
+patch -d "$out/wdk-build-0.6.0" -p1 -s < "$here/wdk-build-0.6.0-linux.patch"
+sed -i 's/^members = .*/members = ["engine", "proto", "driver", "driver\/wsk"]/; s/^default-members = .*/default-members = ["driver"]/' "$ws/Cargo.toml"
+cat >> "$ws/Cargo.toml" <<TOML
+
+[patch.crates-io]
+wdk-build = { path = "$out/wdk-build-0.6.0" }
+
+TOML
+mkdir -p "$ws/.cargo"
+cat > "$ws/.cargo/config.toml" <<TOML
+[target.x86_64-pc-windows-msvc]
+linker = "lld-link-$LLVM"
+rustflags = ["-C", "target-feature=+crt-static"]
+TOML
+
+# 5. Build with Debian's Rust (build-std needs its sources) and LLVM 22.
+# /usr/bin first: Debian's cargo-clippy and clippy-driver, not a rustup proxy.
+export PATH=/usr/bin:/usr/lib/llvm-$LLVM/bin:$PATH
+export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1
+export WDKContentRoot=$wdk Version_Number=$SDK
+export LIBCLANG_PATH=/usr/lib/llvm-$LLVM/lib
+export CC_x86_64_pc_windows_msvc=clang-cl-$LLVM AR_x86_64_pc_windows_msvc=llvm-lib-$LLVM
+# The same for bindgen (with clang 22's own resource directory) and for wdk-sys's wdf.c.
+export BINDGEN_EXTRA_CLANG_ARGS_x86_64_pc_windows_msvc="$gnu_flags -resource-dir $(clang-$LLVM -print-resource-dir)"
+export CFLAGS_x86_64_pc_windows_msvc="/clang:-fgnuc-version=4.2.1 -D__X86INTRIN_H"
+export CARGO_TARGET_DIR=$out/target
+cargo_args=(-Zbuild-std=core,alloc --target x86_64-pc-windows-msvc --release -p khttp)
+(cd "$ws" && /usr/bin/cargo build "${cargo_args[@]}")
+if [ "$clippy" = 1 ]; then
+    (cd "$ws" && /usr/bin/cargo clippy "${cargo_args[@]}" -- -D warnings)
+fi
+dll=$CARGO_TARGET_DIR/x86_64-pc-windows-msvc/release/khttp.dll
+cp "$dll" "$out/khttp.sys"
+echo "$out/khttp.sys"
