@@ -12,10 +12,15 @@ if (Test-Path $cert) {
 }
 $inf = Join-Path $Package 'khttp.inf'
 pnputil.exe /add-driver $inf /install
-if ($LASTEXITCODE -ne 0) { throw "pnputil /add-driver failed ($LASTEXITCODE)" }
+# 0: installed. 3010 (ERROR_SUCCESS_REBOOT_REQUIRED): installed, a reboot completes it.
+# 259 (ERROR_NO_MORE_ITEMS): the package is already in the driver store, nothing newer to do.
+$code = $LASTEXITCODE
+if ($code -notin 0, 259, 3010) { throw "pnputil /add-driver failed ($code)" }
+if ($code -eq 3010) { Write-Warning 'pnputil: a reboot is needed to complete the install' }
 
-sc.exe start khttp
+sc.exe start khttp | Out-Null
 if ($LASTEXITCODE -ne 0 -and $LASTEXITCODE -ne 1056) { throw "sc start khttp failed ($LASTEXITCODE)" }  # 1056: already running
-$state = (sc.exe query khttp | Select-String 'STATE').ToString()
-if ($state -notmatch 'RUNNING') { throw "khttp is not running: $state" }
+# The state from WMI, whose values do not depend on the system language (sc.exe's text does).
+$state = (Get-CimInstance Win32_SystemDriver -Filter "Name='khttp'").State
+if ($state -ne 'Running') { throw "khttp is not running: $state" }
 Write-Host "khttp is running; administer it with khttpctl (endpoint \\.\KHttp)."

@@ -1,22 +1,27 @@
 # Stops khttp.sys and removes its driver package (guest side; run elevated).
 # sc stop must return promptly: a hang means leaked sockets, IRPs or NPIs (DRIVER-NOTES 2.5).
+# Nothing here parses text meant for people: states come from WMI and packages from DISM, whose
+# values are the same in every system language.
 $ErrorActionPreference = 'Stop'
 
-sc.exe stop khttp | Out-Null
-$deadline = (Get-Date).AddSeconds(30)
-while ((sc.exe query khttp | Select-String 'STATE').ToString() -notmatch 'STOPPED') {
-    if ((Get-Date) -gt $deadline) { throw 'khttp did not stop within 30 s (sc stop hung)' }
-    Start-Sleep -Milliseconds 200
-}
+function Get-KhttpDriver { Get-CimInstance Win32_SystemDriver -Filter "Name='khttp'" }
 
-# Find the oemNN.inf that pnputil assigned to khttp.inf and remove it.
-$published = pnputil.exe /enum-drivers | Out-String
-$blocks = $published -split "(\r?\n){2,}"
-foreach ($b in $blocks) {
-    if ($b -match 'Original Name:\s+khttp\.inf' -and $b -match 'Published Name:\s+(oem\d+\.inf)') {
-        pnputil.exe /delete-driver $Matches[1] /uninstall /force
+if (Get-KhttpDriver) {
+    sc.exe stop khttp | Out-Null
+    $deadline = (Get-Date).AddSeconds(30)
+    while ((Get-KhttpDriver).State -ne 'Stopped') {
+        if ((Get-Date) -gt $deadline) { throw 'khttp did not stop within 30 s (sc stop hung)' }
+        Start-Sleep -Milliseconds 200
     }
 }
+
+# Remove the oemNN.inf that the driver store published for khttp.inf.
+Get-WindowsDriver -Online |
+    Where-Object { [IO.Path]::GetFileName($_.OriginalFileName) -ieq 'khttp.inf' } |
+    ForEach-Object {
+        pnputil.exe /delete-driver $_.Driver /uninstall /force | Out-Null
+        if ($LASTEXITCODE -notin 0, 3010) { throw "pnputil /delete-driver $($_.Driver) failed ($LASTEXITCODE)" }
+    }
 # A primitive driver's service may outlive the package (DRIVER-NOTES 9.4): remove it if so.
-if (sc.exe query khttp 2>$null | Select-String 'SERVICE_NAME') { sc.exe delete khttp | Out-Null }
+if (Get-KhttpDriver) { sc.exe delete khttp | Out-Null }
 Write-Host 'khttp removed.'

@@ -121,6 +121,12 @@ pub(crate) extern "C" fn on_device_control(
     let Some(command) = Command::from_code(code) else {
         return complete(request, STATUS_INVALID_DEVICE_REQUEST, 0);
     };
+    // A METHOD_BUFFERED reply needs at least its 4-byte status: refuse before anything is
+    // applied, persisted or reconciled (issue #9, finding 11). Replies that do not fit the rest
+    // come back as BufferTooSmall from `dispatch`, which then changes nothing.
+    if command.method() != METHOD_IN_DIRECT && output_len < 4 {
+        return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
+    }
     let input = if input_len > 0 {
         match retrieve(request, Buffer::Input, input_len) {
             Ok(v) => v,
@@ -188,9 +194,6 @@ pub(crate) extern "C" fn on_device_control(
 
     if direct_in {
         return complete(request, ntstatus_of(status), 0);
-    }
-    if output_len < 4 {
-        return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
     }
     let mut obuf: PVOID = ptr::null_mut();
     let mut olen = 0usize;

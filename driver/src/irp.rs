@@ -157,20 +157,28 @@ unsafe extern "C" fn signal(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID)
 }
 
 impl SyncCall {
-    /// An unsignalled event.
+    /// A call whose event is not initialised yet: [`SyncCall::arm`] initialises it in place.
+    ///
+    /// A `KEVENT`'s wait-list head points at itself, so an event initialised here and then
+    /// returned by value would point into a dead stack slot (issue #9, finding 1).
     pub(crate) fn new() -> Self {
-        // SAFETY: KEVENT is plain data; it is initialised by KeInitializeEvent before any use.
-        let mut event: KEVENT = unsafe { core::mem::zeroed() };
-        // SAFETY: `event` is a live, writable KEVENT.
-        unsafe { KeInitializeEvent(&raw mut event, _EVENT_TYPE::SynchronizationEvent, 0) };
+        // SAFETY: KEVENT is plain data; all zeroes is a valid bit pattern for it, and `arm`
+        // initialises it with KeInitializeEvent before the kernel sees it.
+        let event: KEVENT = unsafe { core::mem::zeroed() };
         Self { event }
     }
 
-    /// Prepares `irp` to signal this call's event.
+    /// Initialises this call's event where it lies, unsignalled, and prepares `irp` to signal
+    /// it.
     ///
     /// # Safety
     /// As [`prepare`]; `self` must not move until [`SyncCall::wait`] returns.
     pub(crate) unsafe fn arm(&mut self, irp: PIRP) {
+        // SAFETY: `self.event` is a live, writable KEVENT at its final address (caller's
+        // contract: no move until `wait` returns); no wait on it is in progress.
+        unsafe {
+            KeInitializeEvent(&raw mut self.event, _EVENT_TYPE::SynchronizationEvent, 0);
+        }
         // SAFETY: forwarded contract; the event outlives the call because `wait` blocks on it.
         unsafe { prepare(irp, signal, (&raw mut self.event).cast()) }
     }

@@ -309,15 +309,28 @@ pub unsafe extern "system" fn driver_entry(
             service_key,
         });
     }
+    // From here on a failure must undo what DriverEntry did: when DriverEntry fails, unload
+    // is not called, and netio would keep pointers into the unloaded image (issue #9,
+    // finding 6). WDF deletes the device, queue and spin lock with the driver object.
     // SAFETY: PASSIVE_LEVEL, once.
     let status = unsafe { net::register() };
     if !nt_success(status) {
+        // SAFETY: nothing reads the global state: the device is not finished initialising,
+        // there is no timer, and WSK is not registered.
+        unsafe { uninstall() };
         return status;
     }
     // SAFETY: PASSIVE_LEVEL; the device is live.
     match unsafe { start_timer(device) } {
         Ok(t) => TIMER.store(t.cast(), Ordering::Release),
-        Err(s) => return s,
+        Err(s) => {
+            // SAFETY: PASSIVE_LEVEL; no listener or connection exists yet, so this only
+            // deregisters from WSK.
+            unsafe { net::shutdown() };
+            // SAFETY: as above, and WSK is deregistered.
+            unsafe { uninstall() };
+            return s;
+        }
     }
     // SAFETY: PASSIVE_LEVEL; a failure here leaves the driver running without listeners, which
     // khttpctl can fix (urlacl delete/add).

@@ -137,29 +137,38 @@ unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
     if !nt_success(status) {
         return status;
     }
-    w.captured = true;
     let mut control = WSK_EVENT_CALLBACK_CONTROL {
         NpiId: &NPI_WSK_INTERFACE_ID,
         EventMask: WSK_EVENT_ACCEPT,
     };
     // SAFETY: the provider dispatch table is valid while the NPI is captured.
     let control_client = unsafe { (*w.provider.Dispatch).WskControlClient };
-    let Some(control_client) = control_client else {
-        return STATUS_INSUFFICIENT_RESOURCES;
+    let status = match control_client {
+        // SAFETY: echosrv's call: static event callbacks, no output, no IRP (DRIVER-NOTES
+        // §4.2.3).
+        Some(control_client) => unsafe {
+            control_client(
+                w.provider.Client,
+                WSK_SET_STATIC_EVENT_CALLBACKS,
+                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
+                (&raw mut control).cast(),
+                0,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        },
+        None => STATUS_INSUFFICIENT_RESOURCES,
     };
-    // SAFETY: echosrv's call: static event callbacks, no output, no IRP (DRIVER-NOTES §4.2.3).
-    unsafe {
-        control_client(
-            w.provider.Client,
-            WSK_SET_STATIC_EVENT_CALLBACKS,
-            size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-            (&raw mut control).cast(),
-            0,
-            ptr::null_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
+    if nt_success(status) {
+        // Captured only once the accept events are on, so that a failure here is tried again
+        // by the next reconcile instead of leaving every listener deaf (issue #9, finding 8).
+        w.captured = true;
+    } else {
+        // SAFETY: captured just above; released once.
+        unsafe { WskReleaseProviderNPI(&raw mut w.registration) };
     }
+    status
 }
 
 /// The socket addresses to listen on for `site`: the engine's rule, with one dual-stack IPv6
