@@ -56,7 +56,9 @@ impl SiteCell {
     pub(crate) fn new(site: Site, device: WDFDEVICE) -> Result<Self, wdk_sys::NTSTATUS> {
         Ok(Self {
             lock: spin_lock(device)?,
-            site: UnsafeCell::new(Arc::new(site)),
+            site: UnsafeCell::new(
+                Arc::try_new(site).map_err(|_| wdk_sys::STATUS_INSUFFICIENT_RESOURCES)?,
+            ),
         })
     }
 
@@ -69,9 +71,9 @@ impl SiteCell {
         s
     }
 
-    /// Swaps in `site`; the old snapshot is dropped outside the lock.
-    pub(crate) fn publish(&self, site: Site) {
-        let mut next = Arc::new(site);
+    /// Swaps in `next`; the old snapshot is dropped outside the lock. The caller allocates the
+    /// `Arc` (fallibly, `Arc::try_new`) before it persists anything (issue #9, finding 12).
+    pub(crate) fn publish(&self, mut next: Arc<Site>) {
         self.lock.acquire();
         // SAFETY: `lock` is held (type invariant).
         core::mem::swap(unsafe { &mut *self.site.get() }, &mut next);

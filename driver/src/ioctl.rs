@@ -170,7 +170,18 @@ pub(crate) extern "C" fn on_device_control(
         &mut out,
     );
     let mut status = d.status;
-    if d.changed {
+    // The snapshot's allocation comes first, so that running out of memory changes nothing.
+    let next = if d.changed {
+        alloc::sync::Arc::try_new(next).ok()
+    } else {
+        None
+    };
+    if d.changed && next.is_none() {
+        status = Status::OutOfMemory;
+        out.clear();
+        let _ = khttp_proto::error_reply(&mut out, Status::OutOfMemory.message());
+    }
+    if let Some(next) = next {
         let parameters = registry::parameters_path(&g.service_key);
         // SAFETY: PASSIVE_LEVEL (queue execution level).
         if d.persist && !wdk::nt_success(unsafe { registry::save(&parameters, &next) }) {

@@ -11,10 +11,15 @@
 //! - [`net`]: WSK listeners and connections → [`khttp_engine::Connection`];
 //! - [`registry`]: persistence; [`irp`]: IRP/MDL/event primitives; [`global`]: shared state.
 //!
-//! **Never compiled by this project's CI**: wdk-build needs Windows and the WDK. Everything it
-//! calls is the API DRIVER-NOTES cites; the [U] items there are the first things to check.
+//! CI compiles and links it on Linux against real bindings (driver/linux/build.sh); it has
+//! never been built with the WDK on Windows, nor loaded anywhere. Everything it calls is the API
+//! DRIVER-NOTES cites; the [U] items there are the first things to check.
+//!
+//! `allocator_api`: `Arc::try_new`, so that no allocation can panic (a bugcheck). The driver is
+//! built with `RUSTC_BOOTSTRAP=1` anyway (build-std on Linux; Makefile.toml on Windows).
 
 #![cfg_attr(not(test), no_std)]
+#![feature(allocator_api)]
 #![allow(
     unsafe_code,
     reason = "the driver glue: every unsafe block carries its SAFETY comment"

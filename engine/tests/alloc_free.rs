@@ -96,6 +96,23 @@ fn a_cache_hit_allocates_nothing() {
         "allocations on the hit path"
     );
 
+    // Accepting a connection allocates nothing either: the driver creates connections inside
+    // WSK's accept callback at DISPATCH_LEVEL, where only its own fallible pool allocations
+    // may happen (issue #9, finding 12).
+    COUNTING.with(|c| c.set(true));
+    let conn = std::hint::black_box(khttp_engine::Connection::new(
+        common::LOCAL,
+        &h.clock,
+        &h.site,
+    ));
+    COUNTING.with(|c| c.set(false));
+    drop(conn);
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        0,
+        "allocations in Connection::new"
+    );
+
     // The counter is live, so the zero above means something.
     COUNTING.with(|c| c.set(true));
     let boxed = std::hint::black_box(Box::new(7u64));
