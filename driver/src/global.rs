@@ -16,6 +16,8 @@ use wdk_sys::{
     WDFDEVICE,
 };
 
+use khttp_engine::slots::SlotTable;
+
 use crate::net::ConnCtx;
 
 /// Connections the driver holds at once; accepts beyond it are refused (`max-connections` also
@@ -90,12 +92,26 @@ pub(crate) struct Global {
     /// Live connection contexts, for the timer sweep and unload. Changed only under
     /// `slots_lock`: a context found there under the lock still holds its slot reference.
     pub(crate) slots: alloc::boxed::Box<[AtomicPtr<ConnCtx>]>,
-    /// Guards insertion into and removal from `slots`.
+    /// Which slots are free and which are live (the engine's [`SlotTable`]).
+    /// INVARIANT: touched only while `slots_lock` is held.
+    pub(crate) slot_table: UnsafeCell<SlotTable>,
+    /// Guards `slots` and `slot_table`.
     pub(crate) slots_lock: SpinLock,
     /// Contexts not yet freed (unload waits for 0).
     pub(crate) live: AtomicUsize,
     /// The registry path of the service key, NUL-terminated UTF-16, for persistence.
     pub(crate) service_key: alloc::vec::Vec<u16>,
+}
+
+impl Global {
+    /// Runs `f` on the slot table under `slots_lock` (<= DISPATCH_LEVEL).
+    pub(crate) fn with_slots<R>(&self, f: impl FnOnce(&mut SlotTable) -> R) -> R {
+        self.slots_lock.acquire();
+        // SAFETY: `slots_lock` is held (invariant of `slot_table`), so this is the only access.
+        let r = f(unsafe { &mut *self.slot_table.get() });
+        self.slots_lock.release();
+        r
+    }
 }
 
 struct GlobalCell(UnsafeCell<Option<Global>>);

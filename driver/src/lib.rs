@@ -302,6 +302,9 @@ pub unsafe extern "system" fn driver_entry(
         return STATUS_INSUFFICIENT_RESOURCES;
     }
     slots.resize_with(MAX_SLOTS, || AtomicPtr::new(core::ptr::null_mut()));
+    let Ok(slot_table) = khttp_engine::slots::SlotTable::try_new(MAX_SLOTS as u32) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
     // SAFETY: no callback can read the global state before this returns: the queue and timer
     // exist but the device is not finished initialising, and WSK is not registered yet.
     unsafe {
@@ -309,6 +312,7 @@ pub unsafe extern "system" fn driver_entry(
             site: site_cell,
             stopping: AtomicBool::new(false),
             slots: slots.into_boxed_slice(),
+            slot_table: core::cell::UnsafeCell::new(slot_table),
             slots_lock,
             live: AtomicUsize::new(0),
             service_key,

@@ -604,33 +604,29 @@ unsafe extern "system" fn on_accept(
     }
     let site = g.site.snapshot();
     let cap = (site.limits().max_connections as usize).min(g.slots.len());
-    if g.live.load(Ordering::Acquire) >= cap {
+    // A free slot from the table's free list, reserved for this accept alone (issue #9,
+    // finding 10: no scan, no race between two accepts).
+    let Some(slot) = g.with_slots(|t| {
+        if t.live_count() >= cap {
+            None
+        } else {
+            t.take()
+        }
+    }) else {
         return STATUS_REQUEST_NOT_ACCEPTED; // WSK closes the socket
-    }
-    let Some(slot) = g
-        .slots
-        .iter()
-        .position(|s| s.load(Ordering::Acquire).is_null())
-    else {
-        return STATUS_REQUEST_NOT_ACCEPTED;
     };
+    let index = slot as usize;
     // SAFETY: <= DISPATCH_LEVEL; `local` is valid during this callback.
-    let ctx = unsafe { ConnCtx::create(accept_socket, local_of(local), slot, &site) };
+    let ctx = unsafe { ConnCtx::create(accept_socket, local_of(local), index, &site) };
     if ctx.is_null() {
+        g.with_slots(|t| t.release(slot));
         return STATUS_REQUEST_NOT_ACCEPTED;
     }
     g.slots_lock.acquire();
-    let claimed = g.slots.get(slot).is_some_and(|s| {
-        s.compare_exchange(ptr::null_mut(), ctx, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    });
-    g.slots_lock.release();
-    if !claimed {
-        // Another accept took the slot first; refuse this one.
-        // SAFETY: we hold the only reference.
-        unsafe { release(ctx) };
-        return STATUS_REQUEST_NOT_ACCEPTED;
+    if let Some(s) = g.slots.get(index) {
+        s.store(ctx, Ordering::Release);
     }
+    g.slots_lock.release();
     // SAFETY: WSK gave us this out-pointer for this callback.
     unsafe { *accept_context = ctx.cast() };
     // SAFETY: as above; pull model, so no connection event dispatch.
@@ -821,11 +817,12 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
     // Closed: leave the slot table (under its lock, so a sweep holding the lock never sees a
     // context without its slot reference), then drop the slot's and the close's references.
     if let Some(g) = global() {
-        g.slots_lock.acquire();
-        if let Some(s) = g.slots.get(c.slot) {
-            s.store(ptr::null_mut(), Ordering::Release);
-        }
-        g.slots_lock.release();
+        g.with_slots(|t| {
+            if let Some(s) = g.slots.get(c.slot) {
+                s.store(ptr::null_mut(), Ordering::Release);
+            }
+            t.release(u32::try_from(c.slot).unwrap_or(u32::MAX))
+        });
     }
     // SAFETY: the close operation's reference.
     unsafe { release(ctx) };
@@ -839,37 +836,56 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
 /// A context is referenced under the slot lock, where it still holds its slot reference, and
 /// acted on after the lock is dropped: closing may complete inline and take the lock itself.
 pub(crate) fn sweep(all: bool) {
+    /// Contexts referenced per pass under the lock.
+    const BATCH: usize = 64;
     let Some(g) = global() else { return };
     let now = clock().now().0;
-    for s in g.slots.iter() {
-        g.slots_lock.acquire();
-        let p = s.load(Ordering::Acquire);
-        if !p.is_null() {
-            // SAFETY: in the table under the lock, the context holds its slot reference.
-            unsafe { (*p).add_ref() };
-        }
-        g.slots_lock.release();
-        if p.is_null() {
-            continue;
-        }
-        // SAFETY: our reference keeps the context live.
-        let c = unsafe { &*p };
-        if all || now >= c.deadline_ms.load(Ordering::Acquire) {
-            if c.gate.try_close() {
-                let abortive = all || c.deadline_abortive.load(Ordering::Acquire);
-                let kind = if abortive {
-                    Close::Abortive
-                } else {
-                    Close::Graceful
-                };
-                // SAFETY: we claimed the close and hold a reference.
-                unsafe { start_close(p, kind) };
-            } else {
-                // A thread is inside a call: it acts on the request at its next step.
-                c.gate.request_close();
+    let mut at = 0usize;
+    loop {
+        // Only live slots are visited (the engine's SlotTable), a batch per lock hold. A
+        // connection that closes meanwhile moves another into its place, so one may be missed
+        // this time; the next sweep sees it.
+        let mut batch = [ptr::null_mut::<ConnCtx>(); BATCH];
+        let n = g.with_slots(|t| {
+            let mut n = 0usize;
+            for (dst, &slot) in batch.iter_mut().zip(t.live().iter().skip(at)) {
+                let p = g
+                    .slots
+                    .get(slot as usize)
+                    .map_or(ptr::null_mut(), |s| s.load(Ordering::Acquire));
+                if !p.is_null() {
+                    // SAFETY: in the table under the lock, the context holds its slot reference.
+                    unsafe { (*p).add_ref() };
+                }
+                *dst = p;
+                n += 1;
             }
+            n
+        });
+        if n == 0 {
+            return;
         }
-        // SAFETY: our reference.
-        unsafe { release(p) };
+        at += n;
+        for &p in batch.iter().take(n).filter(|p| !p.is_null()) {
+            // SAFETY: our reference keeps the context live.
+            let c = unsafe { &*p };
+            if all || now >= c.deadline_ms.load(Ordering::Acquire) {
+                if c.gate.try_close() {
+                    let abortive = all || c.deadline_abortive.load(Ordering::Acquire);
+                    let kind = if abortive {
+                        Close::Abortive
+                    } else {
+                        Close::Graceful
+                    };
+                    // SAFETY: we claimed the close and hold a reference.
+                    unsafe { start_close(p, kind) };
+                } else {
+                    // A thread is inside a call: it acts on the request at its next step.
+                    c.gate.request_close();
+                }
+            }
+            // SAFETY: our reference.
+            unsafe { release(p) };
+        }
     }
 }

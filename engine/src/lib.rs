@@ -44,6 +44,7 @@ pub mod persist;
 pub mod pump;
 pub mod route;
 pub mod site;
+pub mod slots;
 pub mod time;
 
 pub use conn::{Close, Connection};
