@@ -2,7 +2,8 @@
 //! connections beside clients that verify every byte; control-plane churn under load; the cache
 //! memory limit; `kill -9` during control churn, 200 times; the http.sys CVE inputs.
 //!
-//! Each test runs its own khttpd. Timing is never asserted: a test waits for what it checks.
+//! Each test runs its own khttpd, one test at a time (they are heavy, and the machine has two
+//! cores). Timing is never asserted: a test waits for what it checks.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +51,13 @@ fn under_load(
     tally
 }
 
+/// One reliability test at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn server_pid(s: &Server) -> u32 {
     s.child.as_ref().expect("a khttpd of this test").id()
 }
@@ -60,6 +68,7 @@ fn server_pid(s: &Server) -> u32 {
 /// bound is SECURITY.md's).
 #[test]
 fn a_crowd_of_ten_thousand_beside_verified_clients() {
+    let _serial = serial();
     if external() {
         return;
     }
@@ -116,6 +125,15 @@ fn a_crowd_of_ten_thousand_beside_verified_clients() {
     // Healthy afterwards: control and a fresh request work.
     assert!(s.ctl_ok(&["stats"]).contains("requests"));
     drop(crowd);
+    // khttpd lets the crowd go (it sees 10,000 EOFs), then serves as before.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rss_kib_and_fds(pid).is_some_and(|(_, fds)| fds > 100) {
+        assert!(
+            Instant::now() < deadline,
+            "khttpd did not close the crowd's connections"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(get(port, "/small", "").status, 200);
 }
 
@@ -124,6 +142,7 @@ fn a_crowd_of_ten_thousand_beside_verified_clients() {
 /// closes). No response mixes versions or carries a wrong status; every command succeeds.
 #[test]
 fn churn_under_load_never_mixes_bytes() {
+    let _serial = serial();
     if external() {
         return;
     }
@@ -155,6 +174,7 @@ fn churn_under_load_never_mixes_bytes() {
 /// changes nothing; what was there is still served.
 #[test]
 fn the_cache_memory_limit_refuses_puts_beyond_it() {
+    let _serial = serial();
     if external() {
         return;
     }
@@ -183,6 +203,7 @@ fn the_cache_memory_limit_refuses_puts_beyond_it() {
 /// there afterwards.
 #[test]
 fn kill_9_during_control_churn_loses_no_acknowledged_change() {
+    let _serial = serial();
     if external() {
         return;
     }
@@ -299,6 +320,7 @@ fn kill_9_during_control_churn_loses_no_acknowledged_change() {
 /// and the server goes on serving.
 #[test]
 fn http_sys_cve_inputs() {
+    let _serial = serial();
     let s = Server::start("cve");
     let port = s.reserve_port();
     let body = pattern(2000, 30);
