@@ -11,24 +11,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use khttp_tests::load::pattern;
 use khttp_tests::{Server, external, host, write_file};
 use socket2::{Domain, Socket, Type};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
-
-/// Deterministic bytes that differ at every offset a short or shifted body would expose.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// A khttpd (with `extra` flags) with short timeouts and the three entities; returns the server,
 /// the port and the bodies by size.
