@@ -231,7 +231,7 @@ impl Worker {
                 self.close_idle();
                 if self.slots.iter().all(Option::is_none) || now >= until {
                     for index in 0..self.slots.len() {
-                        self.remove(index);
+                        self.remove(index, false);
                     }
                     return;
                 }
@@ -404,8 +404,7 @@ impl Worker {
             }
             match slot.conn.poll_close() {
                 Some(Close::Abortive) => {
-                    let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
-                    drop_it = true;
+                    drop_it = true; // `remove` resets it
                     break;
                 }
                 Some(Close::Graceful) if slot.linger.is_none() => {
@@ -424,7 +423,7 @@ impl Worker {
             self.write_log(index);
         }
         if drop_it {
-            self.remove(index);
+            self.remove(index, false);
         }
     }
 
@@ -451,12 +450,12 @@ impl Worker {
         }
     }
 
-    /// Drops a connection. One with output the engine still holds (an error, a time-out, a
-    /// shutdown that could not wait) is reset, so that the client sees a broken response rather
-    /// than a clean FIN after a short body.
-    fn remove(&mut self, index: usize) {
+    /// Drops a connection, with a reset when `reset` says so, when the engine says so, or when
+    /// the engine still holds output for it (an error, a time-out, a shutdown that could not
+    /// wait): the client sees a broken response rather than a clean FIN after a short body.
+    fn remove(&mut self, index: usize, reset: bool) {
         if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
-            if slot.conn.has_output() {
+            if reset || slot.conn.has_output() || slot.conn.poll_close() == Some(Close::Abortive) {
                 let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
             }
             let mut stream = slot.stream;
@@ -477,11 +476,8 @@ impl Worker {
             if let Some((shut_at, unsent_then)) = slot.linger {
                 let unsent = sys::unsent_bytes(&slot.stream).unwrap_or(0) as u64;
                 let action = linger(self.site.limits(), shut_at, unsent_then, now, unsent);
-                if action == Some(Close::Abortive) {
-                    let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
-                }
-                if action.is_some() {
-                    self.remove(index);
+                if let Some(close) = action {
+                    self.remove(index, close == Close::Abortive);
                 }
                 continue;
             }
@@ -503,7 +499,7 @@ impl Worker {
     fn close_idle(&mut self) {
         for index in 0..self.slots.len() {
             if matches!(self.slots.get(index), Some(Some(s)) if !s.conn.has_output()) {
-                self.remove(index);
+                self.remove(index, false);
             }
         }
     }
