@@ -138,10 +138,19 @@ fn open(buf: &[u8]) -> Result<Dec<'_>, ProtoError> {
 /// Appends little-endian fields; the header's size is patched by [`finish`].
 fn start(out: &mut Vec<u8>) -> usize {
     let at = out.len();
-    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&header(0));
     at
+}
+
+/// A message header: version, a reserved zero, and `size` (patched by [`finish`]).
+fn header(size: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    let (version, rest) = h.split_at_mut(2);
+    version.copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    if let Some(dst) = rest.get_mut(2..6) {
+        dst.copy_from_slice(&size.to_le_bytes());
+    }
+    h
 }
 
 fn finish(out: &mut [u8], at: usize) {
@@ -460,9 +469,7 @@ impl<'o> TableWriter<'o> {
             cols,
             failed: false,
         };
-        t.put(&PROTOCOL_VERSION.to_le_bytes());
-        t.put(&0u16.to_le_bytes());
-        t.put(&0u32.to_le_bytes());
+        t.put(&header(0));
         t.put(&0u32.to_le_bytes());
         t.put(&cols.to_le_bytes());
         t
