@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# TEST HARNESS ONLY. Builds what tests/wine/run.sh runs, into target/wine/bin:
+#   khttp.sys             the driver (driver/linux/build.sh), unchanged;
+#   netio.sys             the WSK provider stand-in (Rust, tests/wine/netio);
+#   WdfLdr.sys            the KMDF loader stand-in (C, tests/wine/wdfldr);
+#   bcryptprimitives.dll  ProcessPrng for Rust's std on Wine 8.0 (C);
+#   khttpctl.exe          the admin CLI, built for x86_64-pc-windows-gnu;
+#   khttp.inf             inf/khttp.inx with stampinf's substitutions made by sed.
+# Installs what it needs (apt, rustup targets).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=$root/target/wine/bin
+log() { echo "wine-build: $*" >&2; }
+mkdir -p "$out"
+
+pkgs=(wine64 wine gcc-mingw-w64-x86-64-win32 clang-22 mingw-w64-x86-64-dev)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1 || true
+
+log "khttp.sys"
+sys=$(bash "$root/driver/linux/build.sh" | tail -n 1)
+cp "$sys" "$out/khttp.sys"
+
+log "netio.sys (Rust)"
+(cd "$here" && cargo build -q --release --target x86_64-pc-windows-gnu)
+cp "$root/target/wine/cargo/x86_64-pc-windows-gnu/release/netio.dll" "$out/netio.sys"
+
+log "WdfLdr.sys, bcryptprimitives.dll (C)"
+MINGW_INC=/usr/share/mingw-w64/include
+clang-22 --target=x86_64-w64-mingw32 -fdeclspec -fms-extensions -O2 -Wall -Wextra -Werror \
+    -Wno-unused-parameter -Wno-\#warnings -isystem "$MINGW_INC/ddk" -isystem "$MINGW_INC" \
+    -I"$root/driver/linux/include" -c -o "$out/wdfldr.o" "$here/wdfldr/wdfldr.c"
+x86_64-w64-mingw32-gcc -shared -o "$out/WdfLdr.sys" "$out/wdfldr.o" \
+    -lhal -lntoskrnl -lkernel32 -lmsvcrt
+x86_64-w64-mingw32-gcc -O2 -Wall -Werror -shared -o "$out/bcryptprimitives.dll" \
+    "$here/bcryptprimitives/bcryptprimitives.c" -ladvapi32
+
+log "khttpctl.exe"
+(cd "$root" && cargo build -q --release -p khttpctl --target x86_64-pc-windows-gnu)
+cp "$root/target/x86_64-pc-windows-gnu/release/khttpctl.exe" "$out/"
+
+# stampinf's job (DRIVER-NOTES §2.3), by sed: the architecture decoration and a DriverVer.
+sed -e 's/\$ARCH\$/amd64/g' -e "s|^DriverVer *=.*|DriverVer   = 01/01/2026,0.1.0.0|" \
+    "$root/inf/khttp.inx" > "$out/khttp.inf"
+echo "$out"

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# TEST HARNESS ONLY. Runs khttp.sys under Wine and the black-box suite against it
+# (tests/wine/README.md). Exits 0 only when everything passed; the last line is
+# "N passed, M failed".
+#
+#   tests/wine/run.sh                 # everything
+#   KHTTP_WINE_SEED=123 tests/wine/run.sh   # a given completion seed (default: random, printed)
+#   KHTTP_WINE_TESTS="--test http" tests/wine/run.sh   # a subset of the suite
+#
+# Steps: build (tests/wine/build.sh) → fresh Wine prefix → install the driver from its INF with
+# setupapi's InstallHinfSection → start it (sc start) → the black-box suite (tests/, external
+# mode) with khttpctl.exe under Wine → stop it (sc stop) → the verifier log must hold no FAIL and
+# the unload check must say clean.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=$root/target/wine
+bin=$work/bin
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "wine-run: PASS $*"; }
+bad() { failed=$((failed + 1)); echo "wine-run: FAIL $*"; }
+say() { echo "wine-run: $*"; }
+finish() {
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
+    exit $?
+}
+
+bash "$here/build.sh" >/dev/null || { bad "build"; finish; }
+ok "build: khttp.sys, netio.sys, WdfLdr.sys, bcryptprimitives.dll, khttpctl.exe, khttp.inf"
+
+# Wine wants an absolute prefix owned by the user running it (WINE-FACTS §8.2).
+export WINEPREFIX=$work/prefix
+export WINEDEBUG=-all,err+ntoskrnl,err+module,warn+debugstr
+# The override must be in the environment of the session's first process (WINE-FACTS §1.6);
+# it is also written to the registry below. mscoree/mshtml: no Mono or Gecko prompts.
+export WINEDLLOVERRIDES="netio.sys=n;mscoree,mshtml="
+harness=$WINEPREFIX/drive_c/khttp-harness
+session_log=$work/session.log
+seed=${KHTTP_WINE_SEED:-$(( (RANDOM << 15) | RANDOM ))}
+
+wine() { command wine "$@"; }
+quiet() { WINEDEBUG=-all command wine "$@"; }
+start_session() {
+    # Debian's wineserver exits (unloading the driver) when the last user process exits unless
+    # it is persistent (WINE-FACTS §8.1). Its stderr, and winedevice's, go to the session log.
+    wineserver -p
+    wine wineboot >>"$session_log" 2>&1
+}
+stop_session() {
+    wineserver -k 2>/dev/null || true
+    wineserver -w 2>/dev/null || true
+}
+
+stop_session
+rm -rf "$WINEPREFIX"
+mkdir -p "$WINEPREFIX" "$work"
+: >"$session_log"
+say "creating the Wine prefix $WINEPREFIX"
+wineserver -p
+wine wineboot -i >>"$session_log" 2>&1
+quiet reg add 'HKCU\Software\Wine\DllOverrides' /v netio.sys /d native /f >/dev/null
+quiet reg add 'HKCU\Software\Wine\Drivers' /v Graphics /d null /f >/dev/null
+
+# The stand-ins go where khttp.sys's imports are searched (WINE-FACTS §2.2); the ProcessPrng
+# stand-in where every Rust program finds it.
+drivers=$WINEPREFIX/drive_c/windows/system32/drivers
+cp "$bin/netio.sys" "$bin/WdfLdr.sys" "$drivers/"
+cp "$bin/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
+mkdir -p "$harness" "$WINEPREFIX/drive_c/khttp-pkg"
+cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttpctl.exe" "$WINEPREFIX/drive_c/khttp-pkg/"
+printf 'seed=%s\ninline=50\n' "$seed" >"$harness/config"
+say "completion seed $seed (KHTTP_WINE_SEED=$seed reproduces the inline/async choices)"
+
+# install.ps1's path, as far as Wine allows (WINE-FACTS §5.4): certutil (a stub in Wine; no
+# signature checks to satisfy) and pnputil (absent) cannot run. setupapi's InstallHinfSection
+# does what pnputil /install does for this primitive driver: CopyFiles, AddService and the
+# service's AddReg (the Parameters key).
+say "installing from khttp.inf: InstallHinfSection DefaultInstall (pnputil and certutil cannot run under Wine)"
+quiet rundll32 setupapi.dll,InstallHinfSection DefaultInstall 128 'C:\khttp-pkg\khttp.inf'
+if quiet reg query 'HKLM\System\CurrentControlSet\Services\khttp\Parameters' >/dev/null 2>&1 &&
+    [ -f "$WINEPREFIX/drive_c/windows/system32/unknown/khttp.sys" ]; then
+    ok "install: service key, Parameters key and the copied khttp.sys (DIRID 13 is system32\\unknown in Wine)"
+else
+    bad "install from the INF"
+    finish
+fi
+# services.exe reads services at start-up: restart the session, as a reboot would.
+stop_session
+start_session
+
+driver_state() { quiet sc query khttp | sed -n 's/.*STATE *: *[0-9]* *\([A-Z_]*\).*/\1/p'; }
+if quiet sc start khttp >/dev/null && [ "$(driver_state)" = RUNNING ]; then
+    ok "sc start khttp: RUNNING"
+else
+    bad "sc start khttp: $(driver_state)"
+    tail -n 30 "$session_log"
+    finish
+fi
+
+export KHTTP_TEST_EXTERNAL=1
+export KHTTP_ENDPOINT='device:\\.\KHttp'
+export KHTTPCTL_BIN=$here/khttpctl.sh
+export KHTTP_WINE_CTL='C:\khttp-pkg\khttpctl.exe'
+export KHTTP_WINE_HARNESS=$harness
+suite_log=$work/suite.log
+say "black-box suite against the driver (log: $suite_log)"
+# shellcheck disable=SC2086 # KHTTP_WINE_TESTS is a list of cargo arguments
+(cd "$root" && cargo test -p khttp-tests ${KHTTP_WINE_TESTS:-} -- --test-threads=2) >"$suite_log" 2>&1
+suite_rc=$?
+while read -r line; do
+    p=$(sed -n 's/.* \([0-9]*\) passed;.*/\1/p' <<<"$line")
+    f=$(sed -n 's/.* \([0-9]*\) failed;.*/\1/p' <<<"$line")
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+done < <(grep '^test result:' "$suite_log")
+grep -E '^test .* (FAILED|ok)$' "$suite_log" | grep FAILED | sed 's/^/wine-run: FAIL suite: /'
+if [ "$suite_rc" -ne 0 ] && ! grep -q FAILED "$suite_log"; then
+    bad "suite did not run (see $suite_log)"
+    tail -n 20 "$suite_log"
+fi
+
+if [ "$(driver_state)" = RUNNING ]; then
+    ok "driver still RUNNING after the suite"
+else
+    bad "driver is $(driver_state) after the suite (winedevice died?)"
+    grep -E "KeBugCheck|unimplemented|panicked" "$session_log" | tail -n 5
+fi
+
+say "stopping the driver"
+quiet sc stop khttp >/dev/null
+for _ in $(seq 1 300); do
+    [ "$(driver_state)" = STOPPED ] && break
+    sleep 0.1
+done
+if [ "$(driver_state)" = STOPPED ]; then
+    ok "sc stop khttp: STOPPED (unload ran)"
+else
+    bad "sc stop khttp: still $(driver_state) after 30 s"
+fi
+if grep -q '^unload: clean' "$harness/verifier.log" 2>/dev/null; then
+    ok "unload: no pool, IRP, MDL, socket, NPI or WDF object left"
+else
+    bad "unload check did not report clean"
+fi
+fails=$(grep -c '^FAIL' "$harness/verifier.log" 2>/dev/null)
+if [ "${fails:-0}" -eq 0 ]; then
+    ok "verifier silent"
+else
+    bad "verifier: $fails FAIL lines; the first ones:"
+    grep '^FAIL' "$harness/verifier.log" | sort | uniq -c | sort -rn | head -n 10
+fi
+cp "$harness/verifier.log" "$work/verifier.log" 2>/dev/null
+stop_session
+finish
