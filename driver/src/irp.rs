@@ -4,17 +4,20 @@
 //! Every function here is a thin wrapper around one documented kernel routine. IRQL is noted on
 //! each; nothing here blocks except [`wait`] (PASSIVE_LEVEL).
 
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use wdk_sys::ntddk::{
-    ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoFreeIrp, IoFreeMdl, IoReuseIrp,
-    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
+    ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem, IoFreeIrp,
+    IoFreeMdl, IoFreeWorkItem, IoReuseIrp, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
+    MmBuildMdlForNonPagedPool,
 };
 use wdk_sys::{
-    _EVENT_TYPE, _KWAIT_REASON, _MODE, IRP, KEVENT, NTSTATUS, PDEVICE_OBJECT, PIRP, PMDL,
-    POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS,
-    STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
+    _EVENT_TYPE, _KWAIT_REASON, _MODE, IRP, KEVENT, NTSTATUS, PDEVICE_OBJECT, PIO_WORKITEM, PIRP,
+    PMDL, POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
+    SL_INVOKE_ON_SUCCESS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
 };
 
 /// The completion routine type of `IO_STACK_LOCATION::CompletionRoutine` ("C" on x64, [U]).
@@ -202,5 +205,92 @@ impl SyncCall {
         };
         // SAFETY: the completion routine ran, so the IRP's status is final.
         unsafe { result(irp) }
+    }
+}
+
+/// A lock for PASSIVE_LEVEL paths that wait (a synchronization event used as a mutex): the
+/// IOCTL queue, the relisten work item and unload all change the listeners under it.
+pub(crate) struct PassiveLock(UnsafeCell<KEVENT>);
+
+// SAFETY: the KEVENT is only touched through the kernel's own synchronised calls.
+unsafe impl Sync for PassiveLock {}
+
+impl PassiveLock {
+    /// An uninitialised lock: [`PassiveLock::init`] before first use.
+    pub(crate) const fn new() -> Self {
+        // SAFETY: KEVENT is plain data and all zeroes is a valid bit pattern; `init` initialises
+        // it before the kernel uses it.
+        Self(UnsafeCell::new(unsafe { core::mem::zeroed() }))
+    }
+
+    /// Initialises the lock, free, in place (a static: it never moves).
+    ///
+    /// # Safety
+    /// PASSIVE_LEVEL, once, before any `acquire`.
+    pub(crate) unsafe fn init(&self) {
+        // SAFETY: a static KEVENT at its final address; nobody waits on it yet (contract).
+        unsafe { KeInitializeEvent(self.0.get(), _EVENT_TYPE::SynchronizationEvent, 1) };
+    }
+
+    /// Waits for the lock and holds it until the guard drops.
+    ///
+    /// # Safety
+    /// PASSIVE_LEVEL; initialised; not already held by this thread.
+    pub(crate) unsafe fn acquire(&self) -> PassiveGuard<'_> {
+        // A kernel-mode, non-alertable wait with no timeout returns only STATUS_SUCCESS.
+        // SAFETY: an initialised event; PASSIVE_LEVEL (contract).
+        let _ = unsafe {
+            KeWaitForSingleObject(
+                self.0.get().cast(),
+                _KWAIT_REASON::Executive,
+                _MODE::KernelMode as i8,
+                0,
+                ptr::null_mut(),
+            )
+        };
+        PassiveGuard(self)
+    }
+}
+
+/// Holds a [`PassiveLock`].
+pub(crate) struct PassiveGuard<'a>(&'a PassiveLock);
+
+impl Drop for PassiveGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: an initialised event we hold; KeSetEvent(.., FALSE) at <= DISPATCH_LEVEL.
+        unsafe { KeSetEvent(self.0.0.get(), 0, 0) };
+    }
+}
+
+/// The driver object, for work items (`IoAllocateWorkItem` takes the driver object or one of
+/// its devices).
+static DRIVER_OBJECT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+
+/// Records the driver object (DriverEntry).
+pub(crate) fn set_driver_object(driver: *mut c_void) {
+    DRIVER_OBJECT.store(driver, Ordering::Release);
+}
+
+/// A work item on the driver object; null on failure.
+///
+/// # Safety
+/// IRQL <= DISPATCH_LEVEL.
+pub(crate) unsafe fn allocate_work_item() -> PIO_WORKITEM {
+    let driver = DRIVER_OBJECT.load(Ordering::Acquire);
+    if driver.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the driver object is live while the driver is loaded; <= DISPATCH_LEVEL.
+    unsafe { IoAllocateWorkItem(driver.cast()) }
+}
+
+/// Frees a work item that is not queued.
+///
+/// # Safety
+/// `item` came from [`allocate_work_item`] (or is null) and is not queued.
+pub(crate) unsafe fn free_work_item(item: PIO_WORKITEM) {
+    if !item.is_null() {
+        // SAFETY: not queued (contract).
+        unsafe { IoFreeWorkItem(item) };
     }
 }

@@ -257,6 +257,7 @@ pub unsafe extern "system" fn driver_entry(
         DriverInitFlags: _WDF_DRIVER_INIT_FLAGS::WdfDriverInitNonPnpDriver as u32,
         ..WDF_DRIVER_CONFIG::default()
     };
+    irp::set_driver_object((&raw mut *driver).cast());
     let mut wdf_driver: WDFDRIVER = WDF_NO_HANDLE.cast();
     let status;
     // SAFETY: the arguments come from the I/O manager; the config outlives the call.

@@ -11,19 +11,20 @@
 //! IRQL: setup and teardown at PASSIVE_LEVEL; accept, completions and driving at <=
 //! DISPATCH_LEVEL, where nothing here waits.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-use khttp_engine::conn::Close;
+use khttp_engine::conn::{Close, linger_deadline};
 use khttp_engine::out::{Body, Transmit};
 use khttp_engine::pump::{Completion, InlineGate, NextIo, next_io};
 use khttp_engine::route::Local;
-use khttp_engine::{Connection, Site};
+use khttp_engine::{Connection, Instant, Site};
 use khttp_wsk::imports::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI,
 };
@@ -36,16 +37,21 @@ use khttp_wsk::{
     WSK_REGISTRATION, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_VERSION_1_0, WskSetOption,
 };
 use wdk::nt_success;
+use wdk_sys::ntddk::{IoGetStackLimits, IoQueueWorkItem};
 use wdk_sys::{
-    NTSTATUS, PDEVICE_OBJECT, PIRP, PMDL, PVOID, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_MORE_PROCESSING_REQUIRED, STATUS_REQUEST_NOT_ACCEPTED, STATUS_SUCCESS,
+    _WORK_QUEUE_TYPE, NTSTATUS, PDEVICE_OBJECT, PIO_WORKITEM, PIRP, PMDL, PVOID,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_MORE_PROCESSING_REQUIRED, STATUS_REQUEST_NOT_ACCEPTED,
+    STATUS_SUCCESS, WORK_QUEUE_TYPE,
 };
 
 use crate::global::{clock, context_freed, global};
 use crate::irp::{
-    SyncCall, TAG_CONNECTION, TAG_RECEIVE, allocate_irp, free_irp, mdl_for, mdl_free, pool_alloc,
-    pool_free, prepare, result,
+    PassiveLock, SyncCall, TAG_CONNECTION, TAG_RECEIVE, allocate_irp, allocate_work_item, free_irp,
+    free_work_item, mdl_for, mdl_free, pool_alloc, pool_free, prepare, result,
 };
+
+/// `DelayedWorkQueue` for `IoQueueWorkItem`.
+const WORK_QUEUE_DELAYED: WORK_QUEUE_TYPE = _WORK_QUEUE_TYPE::DelayedWorkQueue;
 
 /// Receive buffer per connection (non-paged; DRIVER-NOTES §4.5 budget).
 const RX_LEN: usize = 8 * 1024;
@@ -72,18 +78,30 @@ static LISTEN_DISPATCH: Shared<WSK_CLIENT_LISTEN_DISPATCH> = Shared(WSK_CLIENT_L
     WskAbortEvent: ptr::null(),
 });
 
-/// Registration, provider NPI and listeners. Touched only at PASSIVE_LEVEL by DriverEntry, the
-/// sequential IOCTL queue and unload, which never overlap.
+/// One listening socket. Boxed: its address is the socket context that WSK hands back to
+/// [`on_accept`], which marks it dead when WSK reports that it is no longer functional.
+struct Listener {
+    addr: SocketAddr,
+    socket: PWSK_SOCKET,
+    dead: AtomicBool,
+}
+
+/// Registration, provider NPI and listeners. Touched only at PASSIVE_LEVEL, under [`WSK_LOCK`]
+/// (DriverEntry, the IOCTL queue, the relisten work item, unload).
 struct Wsk {
     registration: WSK_REGISTRATION,
     provider: WSK_PROVIDER_NPI,
     registered: bool,
     captured: bool,
-    listeners: Vec<(SocketAddr, PWSK_SOCKET)>,
+    #[allow(
+        clippy::vec_box,
+        reason = "a record's address is its WSK socket context: it must not move as the vector grows"
+    )]
+    listeners: Vec<Box<Listener>>,
 }
 
 struct WskCell(UnsafeCell<Wsk>);
-// SAFETY: only used at PASSIVE_LEVEL by serialised paths (see `Wsk`).
+// SAFETY: only used at PASSIVE_LEVEL under WSK_LOCK (see `Wsk`).
 unsafe impl Sync for WskCell {}
 
 static WSK: WskCell = WskCell(UnsafeCell::new(Wsk {
@@ -101,10 +119,17 @@ static WSK: WskCell = WskCell(UnsafeCell::new(Wsk {
     listeners: Vec::new(),
 }));
 
+/// Serialises every path that changes [`WSK`].
+static WSK_LOCK: PassiveLock = PassiveLock::new();
+
+/// The work item that recreates dead listeners, and whether it is queued or running.
+static RELISTEN: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+static RELISTEN_QUEUED: AtomicBool = AtomicBool::new(false);
+
 /// # Safety
-/// PASSIVE_LEVEL, on one of the serialised paths of [`Wsk`].
+/// PASSIVE_LEVEL, holding [`WSK_LOCK`] (or in DriverEntry before anything else can run).
 unsafe fn wsk() -> &'static mut Wsk {
-    // SAFETY: exclusive by the serialisation described on `Wsk` (caller's contract).
+    // SAFETY: exclusive by the lock (caller's contract).
     unsafe { &mut *WSK.0.get() }
 }
 
@@ -113,10 +138,22 @@ unsafe fn wsk() -> &'static mut Wsk {
 /// # Safety
 /// PASSIVE_LEVEL, once, in DriverEntry.
 pub(crate) unsafe fn register() -> NTSTATUS {
-    // SAFETY: DriverEntry is the only caller (contract).
+    // SAFETY: PASSIVE_LEVEL, once, before any path takes the lock (DriverEntry).
+    unsafe { WSK_LOCK.init() };
+    // SAFETY: PASSIVE_LEVEL.
+    let relisten = unsafe { allocate_work_item() };
+    if relisten.is_null() {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    RELISTEN.store(relisten.cast(), Ordering::Release);
+    // SAFETY: DriverEntry is the only caller (contract); nothing else runs yet.
     let w = unsafe { wsk() };
     // SAFETY: CLIENT_NPI and the registration are statics, valid for the driver's lifetime.
     let status = unsafe { WskRegister(&CLIENT_NPI.0, &raw mut w.registration) };
+    if !nt_success(status) {
+        // SAFETY: allocated above, never queued.
+        unsafe { free_work_item(RELISTEN.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
+    }
     w.registered = nt_success(status);
     status
 }
@@ -197,7 +234,12 @@ fn sockaddr(addr: SocketAddr) -> (SOCKADDR_IN6, SOCKADDR_IN) {
 }
 
 /// Opens, configures and binds a listening socket (binding starts listening), synchronously.
-unsafe fn open_listener(w: &Wsk, addr: SocketAddr) -> Result<PWSK_SOCKET, NTSTATUS> {
+/// `context` is the listener's record, handed back to [`on_accept`].
+unsafe fn open_listener(
+    w: &Wsk,
+    addr: SocketAddr,
+    context: *mut c_void,
+) -> Result<PWSK_SOCKET, NTSTATUS> {
     // SAFETY: PASSIVE_LEVEL (caller); the IRP is freed below on every path.
     let irp = unsafe { allocate_irp() };
     if irp.is_null() {
@@ -221,7 +263,7 @@ unsafe fn open_listener(w: &Wsk, addr: SocketAddr) -> Result<PWSK_SOCKET, NTSTAT
             SOCK_STREAM,
             IPPROTO_TCP,
             WSK_FLAG_LISTEN_SOCKET,
-            ptr::null_mut(),
+            context,
             (&raw const LISTEN_DISPATCH.0).cast(),
             ptr::null_mut(),
             ptr::null_mut(),
@@ -341,7 +383,18 @@ unsafe fn close_listener(socket: PWSK_SOCKET) {
 /// # Safety
 /// PASSIVE_LEVEL, on the sequential IOCTL queue or in DriverEntry.
 pub(crate) unsafe fn reconcile(site: &Site) -> NTSTATUS {
-    // SAFETY: serialised path (contract).
+    // SAFETY: PASSIVE_LEVEL (contract); not held by this thread.
+    let _lock = unsafe { WSK_LOCK.acquire() };
+    // SAFETY: PASSIVE_LEVEL, holding the lock.
+    unsafe { reconcile_locked(site) }
+}
+
+/// [`reconcile`], with dead listeners closed and reopened.
+///
+/// # Safety
+/// PASSIVE_LEVEL, holding [`WSK_LOCK`].
+unsafe fn reconcile_locked(site: &Site) -> NTSTATUS {
+    // SAFETY: the lock is held (contract).
     let w = unsafe { wsk() };
     let want = wanted(site);
     if want.is_empty() && w.listeners.is_empty() {
@@ -352,24 +405,38 @@ pub(crate) unsafe fn reconcile(site: &Site) -> NTSTATUS {
     if !nt_success(status) {
         return status;
     }
-    let mut keep = Vec::new();
-    for (addr, socket) in core::mem::take(&mut w.listeners) {
-        if want.contains(&addr) {
-            keep.push((addr, socket));
-        } else {
-            // SAFETY: a listener with no call in progress on this serialised path.
-            unsafe { close_listener(socket) };
-        }
-    }
-    w.listeners = keep;
     let mut first_error = STATUS_SUCCESS;
-    for addr in want {
-        if w.listeners.iter().any(|(a, _)| *a == addr) {
+    let mut i = 0;
+    while let Some(l) = w.listeners.get(i) {
+        if want.contains(&l.addr) && !l.dead.load(Ordering::Acquire) {
+            i += 1;
             continue;
         }
-        // SAFETY: PASSIVE_LEVEL with the NPI captured.
-        match unsafe { open_listener(w, addr) } {
-            Ok(s) => w.listeners.push((addr, s)),
+        let l = w.listeners.swap_remove(i);
+        // SAFETY: a listener with no call in progress, under the lock.
+        unsafe { close_listener(l.socket) };
+    }
+    for addr in want {
+        if w.listeners.iter().any(|l| l.addr == addr) {
+            continue;
+        }
+        let record = Listener {
+            addr,
+            socket: ptr::null_mut(),
+            dead: AtomicBool::new(false),
+        };
+        let (Ok(mut l), Ok(())) = (Box::try_new(record), w.listeners.try_reserve(1)) else {
+            first_error = STATUS_INSUFFICIENT_RESOURCES;
+            continue;
+        };
+        let context = (&raw mut *l).cast::<c_void>();
+        // SAFETY: PASSIVE_LEVEL with the NPI captured; the record outlives the socket (it is
+        // dropped only after the socket is closed).
+        match unsafe { open_listener(w, addr, context) } {
+            Ok(s) => {
+                l.socket = s;
+                w.listeners.push(l);
+            }
             Err(e) if nt_success(first_error) => first_error = e,
             Err(_) => {}
         }
@@ -377,17 +444,58 @@ pub(crate) unsafe fn reconcile(site: &Site) -> NTSTATUS {
     first_error
 }
 
+/// Queues the relisten work item once (from `on_accept`, <= DISPATCH_LEVEL).
+fn queue_relisten() {
+    let item = RELISTEN.load(Ordering::Acquire);
+    if item.is_null() || RELISTEN_QUEUED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: our work item, not queued (the flag); DelayedWorkQueue at <= DISPATCH_LEVEL.
+    unsafe {
+        IoQueueWorkItem(
+            item.cast(),
+            Some(on_relisten),
+            WORK_QUEUE_DELAYED,
+            ptr::null_mut(),
+        )
+    };
+}
+
+/// The relisten work item (PASSIVE_LEVEL): closes dead listeners and opens them again.
+unsafe extern "C" fn on_relisten(_device: PDEVICE_OBJECT, _context: PVOID) {
+    if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
+        // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
+        let _lock = unsafe { WSK_LOCK.acquire() };
+        let site = g.site.snapshot();
+        // SAFETY: PASSIVE_LEVEL, holding the lock.
+        let status = unsafe { reconcile_locked(&site) };
+        if !nt_success(status) {
+            wdk::println!("khttp: could not reopen a listener: {status:#x}");
+        }
+    }
+    RELISTEN_QUEUED.store(false, Ordering::Release);
+}
+
 /// Closes every listener and connection, waits for the connections to go, releases WSK
 /// (unload, DRIVER-NOTES §2.5 steps 2, 3 and 5).
 ///
 /// # Safety
-/// PASSIVE_LEVEL, in EvtDriverUnload, after `stopping` was set.
+/// PASSIVE_LEVEL, in EvtDriverUnload (or a failing DriverEntry), after `stopping` was set.
 pub(crate) unsafe fn shutdown() {
-    // SAFETY: unload is serialised with every other PASSIVE path (contract).
+    // A queued relisten sees `stopping` and does nothing; wait for it to finish (at most 30 s).
+    for _ in 0..300 {
+        if !RELISTEN_QUEUED.load(Ordering::Acquire) {
+            break;
+        }
+        crate::sleep_ms(100);
+    }
+    // SAFETY: PASSIVE_LEVEL; not held by this thread.
+    let _lock = unsafe { WSK_LOCK.acquire() };
+    // SAFETY: the lock is held.
     let w = unsafe { wsk() };
-    for (_, socket) in core::mem::take(&mut w.listeners) {
-        // SAFETY: no call in progress on a listener outside the IOCTL path, which has stopped.
-        unsafe { close_listener(socket) };
+    for l in core::mem::take(&mut w.listeners) {
+        // SAFETY: no call in progress on a listener outside the locked paths.
+        unsafe { close_listener(l.socket) };
     }
     // Close every connection, then wait for their contexts to be freed (at most 30 s).
     for _ in 0..300 {
@@ -406,6 +514,10 @@ pub(crate) unsafe fn shutdown() {
         // SAFETY: PASSIVE_LEVEL; blocks until every socket is closed and NPI released.
         unsafe { WskDeregister(&raw mut w.registration) };
         w.registered = false;
+    }
+    if !RELISTEN_QUEUED.load(Ordering::Acquire) {
+        // SAFETY: not queued; allocated in `register`.
+        unsafe { free_work_item(RELISTEN.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
     }
 }
 
@@ -443,6 +555,21 @@ fn local_of(sa: *const SOCKADDR) -> Local {
 enum Op {
     Send,
     Receive,
+    /// The graceful disconnect (FIN) after a response that closes the connection.
+    Disconnect,
+    /// A receive while lingering: input is read and discarded until the peer's FIN.
+    Drain,
+}
+
+/// Where a connection is in its life (issue #9, findings 3 and 4).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Requests and responses.
+    Open,
+    /// `WskDisconnect` is pending: the peer has not acknowledged everything yet.
+    Disconnecting,
+    /// Our FIN is acknowledged; input is drained until the peer's FIN or the deadline.
+    Lingering,
 }
 
 /// What only the current driver of a connection touches (see [`ConnCtx`]).
@@ -450,6 +577,12 @@ struct Inner {
     conn: Connection,
     last: Option<Op>,
     failed: bool,
+    phase: Phase,
+    /// Lingering: the peer has shut down its side (or the drain failed): close now.
+    drained: bool,
+    /// Bytes sent on this connection, and when the disconnect started with the count then.
+    sent: u64,
+    shut: Option<(Instant, u64)>,
     tx_mdl: PMDL,
     tx_body: Option<Body>,
     buf: WSK_BUF,
@@ -461,24 +594,32 @@ const CLOSE_CLOSING: u8 = 2;
 
 /// One connection. Lives in non-paged pool; freed when `refs` reaches zero.
 ///
-/// References: one for the slot table, one per operation in flight, one while a thread drives.
+/// References: one for the slot table, one per operation in flight, one while a thread drives,
+/// one while the work item is queued.
 pub(crate) struct ConnCtx {
     socket: PWSK_SOCKET,
     dispatch: *const WSK_PROVIDER_CONNECTION_DISPATCH,
     gate: InlineGate,
+    /// The outside close sequence's own trampoline: `WskCloseSocket` is issued only once the
+    /// `WskDisconnect` call has returned (issue #9, finding 2).
+    close_gate: InlineGate,
     refs: AtomicUsize,
     slot: usize,
-    /// The engine's next deadline (ms), published after each step for the timer.
+    /// The next deadline (ms), published after each step for the timer.
     deadline_ms: AtomicU64,
-    /// Whether output was pending then (a reset, not a FIN, if the deadline passes).
+    /// Whether that deadline closes abortively (output pending, or a close already under way).
     deadline_abortive: AtomicBool,
     close_step: AtomicU8,
     io_irp: PIRP,
     close_irp: PIRP,
+    /// Drives the connection at PASSIVE_LEVEL: the first time after the accept event has
+    /// returned (finding 5), and whenever a completion arrives with little stack left
+    /// (finding 13).
+    work: PIO_WORKITEM,
     rx_buf: *mut u8,
     rx_mdl: PMDL,
     /// INVARIANT: accessed only by the thread that drives the connection (the gate's holder,
-    /// or the accept callback before the first operation), or by `free` once `refs` is zero.
+    /// or the work item before the first operation), or by `release` once `refs` is zero.
     inner: UnsafeCell<Inner>,
 }
 
@@ -493,20 +634,31 @@ impl ConnCtx {
         let io_irp = unsafe { allocate_irp() };
         // SAFETY: as above.
         let close_irp = unsafe { allocate_irp() };
+        // SAFETY: as above.
+        let work = unsafe { allocate_work_item() };
         let rx_mdl = if rx_buf.is_null() {
             ptr::null_mut()
         } else {
             // SAFETY: `rx_buf` is non-paged pool of RX_LEN bytes that outlives the MDL.
             unsafe { mdl_for(rx_buf, RX_LEN) }
         };
+        let parts = Parts {
+            rx_mdl,
+            io_irp,
+            close_irp,
+            work,
+            rx_buf,
+            block: raw.cast(),
+        };
         if raw.is_null()
             || rx_buf.is_null()
             || io_irp.is_null()
             || close_irp.is_null()
+            || work.is_null()
             || rx_mdl.is_null()
         {
             // SAFETY: each is null or ours and unused (the helpers skip nulls).
-            unsafe { free_parts(rx_mdl, io_irp, close_irp, rx_buf, raw.cast()) };
+            unsafe { parts.free() };
             return ptr::null_mut();
         }
         let clock = clock();
@@ -515,6 +667,7 @@ impl ConnCtx {
             // SAFETY: an accepted socket's dispatch is a WSK_PROVIDER_CONNECTION_DISPATCH (§4.2).
             dispatch: unsafe { (*socket).Dispatch.cast() },
             gate: InlineGate::new(),
+            close_gate: InlineGate::new(),
             refs: AtomicUsize::new(1), // the slot's
             slot,
             deadline_ms: AtomicU64::new(u64::MAX),
@@ -522,12 +675,17 @@ impl ConnCtx {
             close_step: AtomicU8::new(CLOSE_NONE),
             io_irp,
             close_irp,
+            work,
             rx_buf,
             rx_mdl,
             inner: UnsafeCell::new(Inner {
                 conn: Connection::new(local, &clock, site),
                 last: None,
                 failed: false,
+                phase: Phase::Open,
+                drained: false,
+                sent: 0,
+                shut: None,
                 tx_mdl: ptr::null_mut(),
                 tx_body: None,
                 buf: WSK_BUF {
@@ -550,21 +708,35 @@ impl ConnCtx {
     }
 }
 
-/// Frees a context's kernel resources; each may be null.
-///
-/// # Safety
-/// None of them is in use; IRQL <= DISPATCH_LEVEL.
-unsafe fn free_parts(rx_mdl: PMDL, io_irp: PIRP, close_irp: PIRP, rx_buf: *mut u8, block: *mut u8) {
-    // SAFETY: unused (contract).
-    unsafe { mdl_free(rx_mdl) };
-    // SAFETY: not in flight (contract).
-    unsafe { free_irp(io_irp) };
-    // SAFETY: not in flight (contract).
-    unsafe { free_irp(close_irp) };
-    // SAFETY: unused pool (contract).
-    unsafe { pool_free(rx_buf) };
-    // SAFETY: unused pool (contract).
-    unsafe { pool_free(block) };
+/// A context's kernel resources, each possibly null.
+struct Parts {
+    rx_mdl: PMDL,
+    io_irp: PIRP,
+    close_irp: PIRP,
+    work: PIO_WORKITEM,
+    rx_buf: *mut u8,
+    block: *mut u8,
+}
+
+impl Parts {
+    /// Frees them.
+    ///
+    /// # Safety
+    /// None of them is in use; IRQL <= DISPATCH_LEVEL.
+    unsafe fn free(self) {
+        // SAFETY: unused (contract).
+        unsafe { mdl_free(self.rx_mdl) };
+        // SAFETY: not in flight (contract).
+        unsafe { free_irp(self.io_irp) };
+        // SAFETY: not in flight (contract).
+        unsafe { free_irp(self.close_irp) };
+        // SAFETY: not queued (contract).
+        unsafe { free_work_item(self.work) };
+        // SAFETY: unused pool (contract).
+        unsafe { pool_free(self.rx_buf) };
+        // SAFETY: unused pool (contract).
+        unsafe { pool_free(self.block) };
+    }
 }
 
 /// Drops a reference; the last one frees the context.
@@ -575,19 +747,28 @@ unsafe fn release(ctx: *mut ConnCtx) {
     }
     // SAFETY: no reference remains: nothing else can touch the context or its IRPs and MDLs.
     let c = unsafe { &mut *ctx };
-    let parts = (c.rx_mdl, c.io_irp, c.close_irp, c.rx_buf);
+    let parts = Parts {
+        rx_mdl: c.rx_mdl,
+        io_irp: c.io_irp,
+        close_irp: c.close_irp,
+        work: c.work,
+        rx_buf: c.rx_buf,
+        block: ctx.cast(),
+    };
     // SAFETY: as above; a send's MDL survives only if the connection closed mid-send.
     unsafe { mdl_free(c.inner.get_mut().tx_mdl) };
     // SAFETY: as above; drops the Connection (its buffers) and the body reference.
     unsafe { ptr::drop_in_place(ctx) };
     // SAFETY: as above; `ctx` itself is freed last.
-    unsafe { free_parts(parts.0, parts.1, parts.2, parts.3, ctx.cast()) };
+    unsafe { parts.free() };
     context_freed();
 }
 
-/// `WskAcceptEvent` (<= DISPATCH_LEVEL): admit the connection and start receiving.
+/// `WskAcceptEvent` (<= DISPATCH_LEVEL): admit the connection; a work item starts driving it
+/// once this callback has returned, so that nothing here can close the socket WSK is in the
+/// middle of offering (issue #9, finding 5).
 unsafe extern "system" fn on_accept(
-    _listener: *mut c_void,
+    listener: *mut c_void,
     _flags: u32,
     local: *mut SOCKADDR,
     _remote: *mut SOCKADDR,
@@ -598,8 +779,22 @@ unsafe extern "system" fn on_accept(
     let Some(g) = global() else {
         return STATUS_REQUEST_NOT_ACCEPTED;
     };
-    // A null socket means the listener died ([U] recreate it from a work item; §4.2.7).
-    if accept_socket.is_null() || g.stopping.load(Ordering::Acquire) {
+    if accept_socket.is_null() {
+        // The listening socket is no longer functional: close and recreate it at PASSIVE_LEVEL
+        // (issue #9, finding 7).
+        if !listener.is_null() {
+            // SAFETY: the socket context of our listeners is their boxed record, which lives
+            // until the listener is closed (after which WSK calls no event on it).
+            unsafe {
+                (*listener.cast::<Listener>())
+                    .dead
+                    .store(true, Ordering::Release)
+            };
+            queue_relisten();
+        }
+        return STATUS_REQUEST_NOT_ACCEPTED;
+    }
+    if g.stopping.load(Ordering::Acquire) {
         return STATUS_REQUEST_NOT_ACCEPTED;
     }
     let site = g.site.snapshot();
@@ -631,18 +826,58 @@ unsafe extern "system" fn on_accept(
     unsafe { *accept_context = ctx.cast() };
     // SAFETY: as above; pull model, so no connection event dispatch.
     unsafe { *accept_dispatch = ptr::null() };
-    // SAFETY: the context is live (slot reference); starting a receive from the accept callback
-    // does not wait ([U] whether WSK wants this after the callback returns, §4.2.7).
-    unsafe { drive(ctx) };
+    // SAFETY: the context is live (slot reference); the work item takes its own.
+    unsafe { queue_drive(ctx) };
     STATUS_SUCCESS
 }
 
-/// Completion routine for a connection's send or receive.
+/// Queues the connection's work item to drive it at PASSIVE_LEVEL. At most one is queued at a
+/// time: only the connection's current driver queues it.
+///
+/// # Safety
+/// The caller holds a reference and is the connection's driver (or the accept event).
+unsafe fn queue_drive(ctx: *mut ConnCtx) {
+    // SAFETY: live (caller's reference).
+    let c = unsafe { &*ctx };
+    c.add_ref(); // the work item's
+    // SAFETY: our work item, not queued (contract); DelayedWorkQueue at <= DISPATCH_LEVEL.
+    unsafe { IoQueueWorkItem(c.work, Some(on_work), WORK_QUEUE_DELAYED, ctx.cast()) };
+}
+
+/// The work item: drive, then drop the work item's reference.
+unsafe extern "C" fn on_work(_device: PDEVICE_OBJECT, context: PVOID) {
+    let ctx = context.cast::<ConnCtx>();
+    // SAFETY: the work item's reference keeps the context live; this thread is the driver.
+    unsafe { drive(ctx) };
+    // SAFETY: the work item's reference.
+    unsafe { release(ctx) };
+}
+
+/// Stack left below which a completion hands the connection to its work item instead of
+/// driving the engine on tcpip's stack (issue #9, finding 13). An x64 kernel stack is 24 KiB
+/// (KERNEL_STACK_SIZE); see the driver README for the measured depth of one engine step.
+const MIN_STACK: usize = 12 * 1024;
+
+/// `IoGetRemainingStackSize` (an inline in wdm.h): the current stack position less the limit.
+fn remaining_stack() -> usize {
+    let mut low: usize = 0;
+    let mut high: usize = 0;
+    // SAFETY: two valid out-pointers; callable at any IRQL.
+    unsafe { IoGetStackLimits(&raw mut low as _, &raw mut high as _) };
+    let here = &raw const low as usize;
+    here.saturating_sub(low)
+}
+
+/// Completion routine for a connection's send, receive, disconnect or drain.
 unsafe extern "C" fn on_io(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) -> NTSTATUS {
     let ctx = context.cast::<ConnCtx>();
     // SAFETY: the in-flight operation holds a reference, so `ctx` is live.
     match unsafe { (*ctx).gate.complete() } {
         Completion::Inline => {} // the issuer is still in the call and processes the result
+        Completion::Async if remaining_stack() < MIN_STACK => {
+            // SAFETY: the issuer has left; this thread is the driver and hands over.
+            unsafe { queue_drive(ctx) };
+        }
         // SAFETY: the issuer has left; this thread drives now; the op's reference keeps it live.
         Completion::Async => unsafe { drive(ctx) },
         // SAFETY: the closer owns the connection; drop the cancelled operation's reference.
@@ -680,73 +915,97 @@ unsafe fn drive(ctx: *mut ConnCtx) {
                     inner.tx_mdl = ptr::null_mut();
                     inner.tx_body = None;
                     if nt_success(status) {
+                        inner.sent = inner.sent.saturating_add(info);
                         inner.conn.handle_sent(n, &clock, &site);
                     } else {
                         inner.failed = true;
                     }
                 }
+                Op::Disconnect if nt_success(status) => inner.phase = Phase::Lingering,
+                Op::Disconnect => inner.failed = true,
+                // Lingering: the data is discarded; EOF or an error ends it.
+                Op::Drain => inner.drained |= !nt_success(status) || n == 0,
             }
             // SAFETY: the finished operation's reference.
             unsafe { release(ctx) };
         }
-        // WSK does not say what the transport still holds for the client: 0.
-        inner.conn.handle_timeout(&clock, 0);
-        let next = if inner.failed {
-            NextIo::Close(Close::Abortive)
-        } else {
-            next_io(&inner.conn, &c.gate)
+        let next = match inner.phase {
+            Phase::Open => {
+                // WSK does not say what the transport still holds for the client: 0.
+                inner.conn.handle_timeout(&clock, 0);
+                if inner.failed {
+                    NextIo::Close(Close::Abortive)
+                } else {
+                    next_io(&inner.conn, &c.gate)
+                }
+            }
+            // Both directions are shut (or the drain failed, or time is up): close.
+            _ if inner.failed || inner.drained || c.gate.close_requested() => {
+                NextIo::Close(Close::Abortive)
+            }
+            _ => NextIo::Receive,
         };
-        c.deadline_ms.store(
-            inner.conn.poll_timeout().map_or(u64::MAX, |i| i.0),
-            Ordering::Release,
-        );
-        c.deadline_abortive
-            .store(inner.conn.has_output(), Ordering::Release);
         let op = match next {
             NextIo::Send => Op::Send,
-            NextIo::Receive => Op::Receive,
-            NextIo::Close(kind) => {
+            NextIo::Receive if inner.phase == Phase::Open => Op::Receive,
+            NextIo::Receive => Op::Drain,
+            // A lingering close, as khttpd's (issue #9, finding 3): FIN, then drain the input
+            // until the peer's FIN, each step under a deadline (finding 4).
+            NextIo::Close(Close::Graceful) if inner.phase == Phase::Open => {
+                inner.phase = Phase::Disconnecting;
+                inner.shut = Some((clock.now(), inner.sent));
+                Op::Disconnect
+            }
+            NextIo::Close(_) => {
                 if c.gate.try_close() {
-                    // SAFETY: we claimed the close; a reference is held.
-                    unsafe { start_close(ctx, kind) };
+                    // SAFETY: we claimed the close; a reference is held; nothing is in flight.
+                    unsafe { start_close(ctx, Close::Abortive) };
                 }
                 break;
             }
-            NextIo::Wait => break,
-        };
-        if op == Op::Send {
-            let Some(t) = inner.conn.transmit() else {
-                continue;
-            };
-            let (va, len, body): (*const u8, usize, Option<Body>) = match t {
-                Transmit::Head(bytes) => (bytes.as_ptr(), bytes.len(), None),
-                Transmit::Body { body, start, end } => (
-                    body.as_ptr().wrapping_add(start),
-                    end.saturating_sub(start),
-                    Some(Arc::clone(body)),
-                ),
-            };
-            // SAFETY: head bytes and cached bodies are wdk-alloc (non-paged) memory that stays put
-            // until the send completes: no input is processed while a send is in flight, and
-            // `tx_body` keeps the body alive.
-            let mdl = unsafe { mdl_for(va, len) };
-            if mdl.is_null() {
-                inner.failed = true;
-                continue;
+            NextIo::Wait => {
+                publish_deadline(c, inner, &site);
+                break;
             }
-            inner.tx_mdl = mdl;
-            inner.tx_body = body;
-            inner.buf = WSK_BUF {
-                Mdl: mdl.cast(),
-                Offset: 0,
-                Length: len,
-            };
-        } else {
-            inner.buf = WSK_BUF {
-                Mdl: c.rx_mdl.cast(),
-                Offset: 0,
-                Length: RX_LEN,
-            };
+        };
+        publish_deadline(c, inner, &site);
+        match op {
+            Op::Send => {
+                let Some(t) = inner.conn.transmit() else {
+                    continue;
+                };
+                let (va, len, body): (*const u8, usize, Option<Body>) = match t {
+                    Transmit::Head(bytes) => (bytes.as_ptr(), bytes.len(), None),
+                    Transmit::Body { body, start, end } => (
+                        body.as_ptr().wrapping_add(start),
+                        end.saturating_sub(start),
+                        Some(Arc::clone(body)),
+                    ),
+                };
+                // SAFETY: head bytes and cached bodies are wdk-alloc (non-paged) memory that
+                // stays put until the send completes: no input is processed while a send is in
+                // flight, and `tx_body` keeps the body alive.
+                let mdl = unsafe { mdl_for(va, len) };
+                if mdl.is_null() {
+                    inner.failed = true;
+                    continue;
+                }
+                inner.tx_mdl = mdl;
+                inner.tx_body = body;
+                inner.buf = WSK_BUF {
+                    Mdl: mdl.cast(),
+                    Offset: 0,
+                    Length: len,
+                };
+            }
+            Op::Receive | Op::Drain => {
+                inner.buf = WSK_BUF {
+                    Mdl: c.rx_mdl.cast(),
+                    Offset: 0,
+                    Length: RX_LEN,
+                };
+            }
+            Op::Disconnect => {}
         }
         if !c.gate.begin() {
             break; // closing: the closer owns the socket now
@@ -757,13 +1016,25 @@ unsafe fn drive(ctx: *mut ConnCtx) {
         unsafe { prepare(c.io_irp, on_io, ctx.cast()) };
         // SAFETY: the connection dispatch table is valid while the accepted socket is open.
         let dispatch = unsafe { &*c.dispatch };
-        let call = match op {
-            Op::Send => dispatch.WskSend,
-            Op::Receive => dispatch.WskReceive,
-        };
-        if let Some(call) = call {
-            // SAFETY: `inner.buf` and its MDL stay valid until completion; the IRP is prepared.
-            unsafe { call(c.socket, &raw mut inner.buf, 0, c.io_irp.cast()) };
+        match op {
+            Op::Send | Op::Receive | Op::Drain => {
+                let call = if op == Op::Send {
+                    dispatch.WskSend
+                } else {
+                    dispatch.WskReceive
+                };
+                if let Some(call) = call {
+                    // SAFETY: `inner.buf` and its MDL stay valid until completion; the IRP is
+                    // prepared.
+                    unsafe { call(c.socket, &raw mut inner.buf, 0, c.io_irp.cast()) };
+                }
+            }
+            Op::Disconnect => {
+                if let Some(disconnect) = dispatch.WskDisconnect {
+                    // SAFETY: graceful, no final data; the IRP is prepared.
+                    unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.io_irp.cast()) };
+                }
+            }
         }
         if !c.gate.issued() {
             break; // pending: the completion routine drives from here
@@ -773,27 +1044,64 @@ unsafe fn drive(ctx: *mut ConnCtx) {
     unsafe { release(ctx) };
 }
 
-/// Starts closing: graceful is `WskDisconnect` then `WskCloseSocket`; abortive closes at once
-/// (closing a connected socket is abortive, §4.2.10). The caller won `try_close`.
+/// Publishes the connection's next deadline for the sweep: the engine's while open; the
+/// lingering-close deadline once the disconnect has started, after which the sweep closes
+/// abortively (cancelling a disconnect the peer never acknowledges, finding 4).
+fn publish_deadline(c: &ConnCtx, inner: &Inner, site: &Site) {
+    let (deadline, abortive) = match (inner.phase, inner.shut) {
+        (Phase::Disconnecting | Phase::Lingering, Some((at, sent))) => (
+            Some(linger_deadline(
+                site.limits(),
+                at,
+                sent,
+                inner.phase == Phase::Lingering,
+            )),
+            true,
+        ),
+        _ => (inner.conn.poll_timeout(), inner.conn.has_output()),
+    };
+    c.deadline_ms
+        .store(deadline.map_or(u64::MAX, |i| i.0), Ordering::Release);
+    c.deadline_abortive.store(abortive, Ordering::Release);
+}
+
+/// Closes a connection whose gate the caller moved to closing. Abortive: `WskCloseSocket` at
+/// once (closing a connected socket is abortive, §4.2.10; it cancels a pending operation).
+/// Graceful (the sweep, for an idle connection): `WskDisconnect`, then `WskCloseSocket` once
+/// the disconnect call has returned, through `close_gate` (issue #9, finding 2).
 unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
     // SAFETY: the caller holds a reference.
     let c = unsafe { &*ctx };
-    c.add_ref(); // the close operation's
-    // SAFETY: the close IRP is only used by the close sequence, which we own.
-    unsafe { prepare(c.close_irp, on_close, ctx.cast()) };
+    c.add_ref(); // the close sequence's
     if kind == Close::Graceful {
-        c.close_step.store(CLOSE_DISCONNECTING, Ordering::Release);
-        // SAFETY: no other call on the socket is in progress (gate is closing).
+        // SAFETY: no other call on the socket is in progress (the gate is closing).
         if let Some(disconnect) = unsafe { (*c.dispatch).WskDisconnect } {
-            // SAFETY: no buffer; the IRP is prepared.
-            unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.close_irp.cast()) };
-            return;
+            c.close_step.store(CLOSE_DISCONNECTING, Ordering::Release);
+            // SAFETY: the close IRP is only used by the close sequence, which we own.
+            unsafe { prepare(c.close_irp, on_close, ctx.cast()) };
+            if c.close_gate.begin() {
+                // SAFETY: no buffer; the IRP is prepared.
+                unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.close_irp.cast()) };
+                if !c.close_gate.issued() {
+                    return; // pending: on_close issues the close
+                }
+            }
         }
     }
+    // SAFETY: the close sequence's reference is held; nothing else is in progress on the socket.
+    unsafe { issue_close(ctx) };
+}
+
+/// `WskCloseSocket` with the close IRP.
+unsafe fn issue_close(ctx: *mut ConnCtx) {
+    // SAFETY: the caller holds the close sequence's reference.
+    let c = unsafe { &*ctx };
     c.close_step.store(CLOSE_CLOSING, Ordering::Release);
-    // SAFETY: as above; WskCloseSocket cancels any pending receive.
+    // SAFETY: the close IRP is idle: the disconnect, if any, has completed.
+    unsafe { prepare(c.close_irp, on_close, ctx.cast()) };
+    // SAFETY: as above; WskCloseSocket cancels any pending operation.
     if let Some(close) = unsafe { (*c.dispatch).Basic.WskCloseSocket } {
-        // SAFETY: the IRP is prepared.
+        // SAFETY: the IRP is prepared; no other call on the socket is in progress.
         unsafe { close(c.socket, c.close_irp.cast()) };
     }
 }
@@ -804,15 +1112,13 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
     // SAFETY: the close operation holds a reference.
     let c = unsafe { &*ctx };
     if c.close_step.load(Ordering::Acquire) == CLOSE_DISCONNECTING {
-        c.close_step.store(CLOSE_CLOSING, Ordering::Release);
-        // SAFETY: the close IRP completed; reuse it for the close (one level of nesting at most).
-        unsafe { prepare(c.close_irp, on_close, ctx.cast()) };
-        // SAFETY: the socket is ours; no other call is in progress.
-        if let Some(close) = unsafe { (*c.dispatch).Basic.WskCloseSocket } {
-            // SAFETY: the IRP is prepared.
-            unsafe { close(c.socket, c.close_irp.cast()) };
-            return STATUS_MORE_PROCESSING_REQUIRED;
+        match c.close_gate.complete() {
+            // The issuer is still inside WskDisconnect: it issues the close when it returns.
+            Completion::Inline => {}
+            // SAFETY: the disconnect call has returned; the close sequence's reference is held.
+            Completion::Async | Completion::Closing => unsafe { issue_close(ctx) },
         }
+        return STATUS_MORE_PROCESSING_REQUIRED;
     }
     // Closed: leave the slot table (under its lock, so a sweep holding the lock never sees a
     // context without its slot reference), then drop the slot's and the close's references.

@@ -110,6 +110,31 @@ pub fn linger(
     }
 }
 
+/// Lingering close for a transport that cannot say what it still holds, but whose graceful
+/// disconnect completes only once the peer has acknowledged everything (WSK's `WskDisconnect`):
+/// the instant at which the host stops waiting and closes the socket, abortively (a reset).
+///
+/// - While the FIN is unacknowledged (`acknowledged` false) the client is still being sent the
+///   response: it gets what the send rate allows for `sent` bytes handed over at `shut_at`
+///   (`idle-timeout` when the rate is off), and at least [`LINGER_MS`].
+/// - Once it is acknowledged, the host reads and discards input until the peer's FIN, for at
+///   most [`LINGER_MS`] after the shutdown, as [`linger`] does.
+#[must_use]
+pub fn linger_deadline(
+    limits: &Limits,
+    shut_at: Instant,
+    sent: u64,
+    acknowledged: bool,
+) -> Instant {
+    let linger = shut_at.add_millis(LINGER_MS);
+    if acknowledged {
+        return linger;
+    }
+    let send = send_deadline(limits, shut_at, sent)
+        .unwrap_or_else(|| shut_at.add_secs(u64::from(limits.idle_timeout)));
+    send.max(linger)
+}
+
 /// The minimum-send-rate rule: `bytes` handed over at `since` must be delivered by the returned
 /// instant ([`SEND_GRACE_MS`] of slack, then `min-send-rate` bytes per second); `None` when the
 /// rule is off.

@@ -665,3 +665,31 @@ fn lingering_close_policy() {
         Some(Close::Graceful)
     );
 }
+
+/// The WSK lingering close: an acknowledged FIN lingers LINGER_MS; an unacknowledged one gets
+/// what the send rate allows for the bytes sent (at least LINGER_MS), or idle-timeout when the
+/// rate is off.
+#[test]
+fn wsk_linger_deadline() {
+    use khttp_engine::conn::{LINGER_MS, linger_deadline};
+    let mut l = khttp_engine::Limits::default();
+    let t0 = Instant(1_000);
+    assert_eq!(linger_deadline(&l, t0, 0, true), t0.add_millis(LINGER_MS));
+    assert_eq!(
+        linger_deadline(&l, t0, 1_500_000, true),
+        t0.add_millis(LINGER_MS)
+    );
+    // 1.5 MB at 150 B/s: 10,000 s, plus 10 s of grace.
+    assert_eq!(
+        linger_deadline(&l, t0, 1_500_000, false),
+        t0.add_secs(10_010)
+    );
+    // Nothing sent: the grace alone, never less than LINGER_MS.
+    assert!(linger_deadline(&l, t0, 0, false) >= t0.add_millis(LINGER_MS));
+    l.min_send_rate = 0;
+    assert_eq!(
+        linger_deadline(&l, t0, 1_500_000, false),
+        t0.add_secs(u64::from(l.idle_timeout))
+            .max(t0.add_millis(LINGER_MS))
+    );
+}

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 
 use khttp_wsk::{
     NTSTATUS, PWSK_SOCKET, SO_EXCLUSIVEADDRUSE, SO_WSK_EVENT_CALLBACK, WSK_BUF,
-    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH, WSK_CLIENT_NPI,
-    WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET,
+    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH, WSK_CLIENT_NPI, WSK_EVENT_ACCEPT,
+    WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET,
     WSK_FLAG_LISTEN_SOCKET, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH,
     WSK_PROVIDER_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
     WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskSetOption,
@@ -290,7 +290,10 @@ fn start_completer() {
 // ---------------------------------------------------------------------------------------------
 
 /// The byte ranges of a `WSK_BUF`, walking the MDL chain; checks the length against the MDLs.
-unsafe fn segments(buf: *const WSK_BUF, call: &'static str) -> Option<(Vec<(usize, usize)>, Vec<usize>)> {
+unsafe fn segments(
+    buf: *const WSK_BUF,
+    call: &'static str,
+) -> Option<(Vec<(usize, usize)>, Vec<usize>)> {
     if buf.is_null() {
         fail(call, "WSK_BUF is NULL");
         return None;
@@ -431,7 +434,10 @@ fn sockets() -> MutexGuard<'static, HashMap<usize, Arc<Sock>>> {
 fn find(socket: PWSK_SOCKET, call: &'static str) -> Option<Arc<Sock>> {
     let s = sockets().get(&(socket as usize)).cloned();
     if s.is_none() {
-        fail(call, &format!("socket {socket:p} is not open (closed or never created)"));
+        fail(
+            call,
+            &format!("socket {socket:p} is not open (closed or never created)"),
+        );
     }
     s
 }
@@ -580,7 +586,13 @@ fn close_host(s: &Sock, reset: bool) {
     unsafe { ws::closesocket(h) };
 }
 
-fn new_sock(kind: Kind, family: u16, host: usize, context: *mut c_void, listen: *const WSK_CLIENT_LISTEN_DISPATCH) -> Arc<Sock> {
+fn new_sock(
+    kind: Kind,
+    family: u16,
+    host: usize,
+    context: *mut c_void,
+    listen: *const WSK_CLIENT_LISTEN_DISPATCH,
+) -> Arc<Sock> {
     let dispatch: *const c_void = match kind {
         Kind::Listen => (&raw const LISTEN_DISPATCH.0).cast(),
         Kind::Connection => (&raw const CONNECTION_DISPATCH.0).cast(),
@@ -1002,7 +1014,9 @@ pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION)
         if Instant::now() >= deadline {
             fail(
                 "WskDeregister",
-                &format!("{open} sockets still open and {captured} NPI captures unreleased after 20 s"),
+                &format!(
+                    "{open} sockets still open and {captured} NPI captures unreleased after 20 s"
+                ),
             );
             break;
         }
@@ -1064,11 +1078,17 @@ unsafe extern "system" fn wsk_control_client(
         return STATUS_INVALID_PARAMETER;
     }
     if input_size != size_of::<WSK_EVENT_CALLBACK_CONTROL>() || input.is_null() {
-        fail(CALL, &format!("input length {input_size} is not a WSK_EVENT_CALLBACK_CONTROL"));
+        fail(
+            CALL,
+            &format!("input length {input_size} is not a WSK_EVENT_CALLBACK_CONTROL"),
+        );
         return STATUS_INVALID_PARAMETER;
     }
     if !sockets().is_empty() {
-        fail(CALL, "static event callbacks set after sockets were created");
+        fail(
+            CALL,
+            "static event callbacks set after sockets were created",
+        );
     }
     // SAFETY: checked size and pointer.
     let control = unsafe { &*input.cast::<WSK_EVENT_CALLBACK_CONTROL>() };
@@ -1101,16 +1121,13 @@ unsafe extern "system" fn wsk_socket(
         _ => return complete(irp, STATUS_NOT_SUPPORTED, 0),
     };
     if kind == Kind::Listen && dispatch.is_null() {
-        fail(CALL, "a listening socket without a WSK_CLIENT_LISTEN_DISPATCH");
+        fail(
+            CALL,
+            "a listening socket without a WSK_CLIENT_LISTEN_DISPATCH",
+        );
     }
     // SAFETY: plain socket creation.
-    let host = unsafe {
-        ws::socket(
-            i32::from(family),
-            i32::from(socket_type),
-            protocol as i32,
-        )
-    };
+    let host = unsafe { ws::socket(i32::from(family), i32::from(socket_type), protocol as i32) };
     if host == ws::INVALID_SOCKET {
         return complete(irp, map_error(last_error()), 0);
     }
@@ -1151,7 +1168,10 @@ unsafe extern "system" fn wsk_control_socket(
         // Enabling takes no IRP (so-wsk-event-callback); listeners only after bind.
         let mut st = lock(&s.state);
         if s.kind == Kind::Listen && !st.listening {
-            fail(CALL, "SO_WSK_EVENT_CALLBACK on a listening socket before WskBind");
+            fail(
+                CALL,
+                "SO_WSK_EVENT_CALLBACK on a listening socket before WskBind",
+            );
         }
         st.events = true;
         drop(st);
@@ -1359,7 +1379,10 @@ unsafe extern "system" fn wsk_disconnect(
     if !buf.is_null() {
         // SAFETY: the client's WSK_BUF.
         if unsafe { (*buf).Length } != 0 {
-            fail(CALL, "final data in WskDisconnect is not supported by the harness");
+            fail(
+                CALL,
+                "final data in WskDisconnect is not supported by the harness",
+            );
         }
     }
     if !take_irp(irp, CALL, &[]) {
@@ -1436,7 +1459,9 @@ unsafe extern "system" fn wsk_close_socket(socket: PWSK_SOCKET, irp: *mut c_void
     }
     // Close waits for an event callback in progress on another thread.
     let t0 = Instant::now();
-    while s.in_event.load(Ordering::Acquire) != 0 && s.in_event.load(Ordering::Acquire) != thread_id() {
+    while s.in_event.load(Ordering::Acquire) != 0
+        && s.in_event.load(Ordering::Acquire) != thread_id()
+    {
         if t0.elapsed() > Duration::from_secs(10) {
             fail(CALL, "an event callback did not return within 10 s");
             break;
