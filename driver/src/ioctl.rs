@@ -17,7 +17,7 @@ use khttp_engine::ctl::dispatch;
 use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
 use wdk_sys::{
     NTSTATUS, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST,
     STATUS_SUCCESS, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
@@ -92,15 +92,10 @@ fn retrieve(request: WDFREQUEST, which: Buffer, min: usize) -> Result<Vec<u8>, N
     unsafe { copy_in(buf, len) }.ok_or(STATUS_INSUFFICIENT_RESOURCES)
 }
 
-/// An NTSTATUS for a refused `cache put` (no reply buffer exists for METHOD_IN_DIRECT).
+/// The NTSTATUS of a `cache put` (METHOD_IN_DIRECT has no reply buffer): the refusal in
+/// khttp-proto's customer range, which khttpctl turns back into its line of English.
 fn ntstatus_of(status: Status) -> NTSTATUS {
-    match status {
-        Status::Ok => STATUS_SUCCESS,
-        Status::OutOfMemory | Status::EntryTooLarge | Status::CacheFull => {
-            STATUS_INSUFFICIENT_RESOURCES
-        }
-        _ => STATUS_INVALID_PARAMETER,
-    }
+    status.direct_ntstatus() as NTSTATUS
 }
 
 /// `EvtIoDeviceControl` (PASSIVE_LEVEL: the queue's execution level).
@@ -139,7 +134,7 @@ pub(crate) extern "C" fn on_device_control(
     let direct = if direct_in && output_len > 0 {
         // Refuse a body over the entry limit before copying it.
         if output_len as u64 > g.site.snapshot().limits().cache_max_entry_bytes {
-            return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0);
+            return complete(request, ntstatus_of(Status::EntryTooLarge), 0);
         }
         // METHOD_IN_DIRECT: WDF maps the locked caller pages (MmGetSystemAddressForMdlSafe).
         match retrieve(request, Buffer::Output, output_len) {
@@ -152,7 +147,12 @@ pub(crate) extern "C" fn on_device_control(
 
     // One engine call on a private clone; persist, then publish, then follow the listeners.
     let Ok(mut next) = g.site.snapshot().try_clone() else {
-        return complete(request, STATUS_INSUFFICIENT_RESOURCES, 0);
+        let status = if direct_in {
+            ntstatus_of(Status::OutOfMemory)
+        } else {
+            STATUS_INSUFFICIENT_RESOURCES
+        };
+        return complete(request, status, 0);
     };
     let mut out = Vec::new();
     let cap = if direct_in {

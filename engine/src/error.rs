@@ -104,26 +104,14 @@ pub enum CtlError {
 }
 
 impl CtlError {
-    /// One line of English for the administrator.
+    /// One line of English for the administrator: the fault for a prefix, otherwise the
+    /// status's message (khttp-proto's `Status::message`, so that a refusal reads the same
+    /// whether it arrives as a reply or, from the driver, as an NTSTATUS).
     #[must_use]
-    pub const fn message(&self) -> &'static str {
+    pub fn message(&self) -> &'static str {
         match self {
             Self::InvalidPrefix(e) => e.message(),
-            Self::AlreadyExists => "the URL prefix is already reserved",
-            Self::NotFound => "no such entry",
-            Self::NoReservation => "no reservation covers this URL",
-            Self::EntryTooLarge => "the entry is larger than cache-max-entry-bytes",
-            Self::CacheFull => "the cache would exceed cache-max-bytes",
-            Self::InvalidHeader => {
-                "invalid header: expected \"Name: value\" naming a field the server does not set itself"
-            }
-            Self::InvalidContentType => "invalid content type",
-            Self::InvalidStatus => "invalid status: expected 200..=599, not 204, 206 or 304",
-            Self::UnknownLimit => "unknown limit name",
-            Self::InvalidLimitValue => "limit value out of range",
-            Self::InvalidAddress => "not an IPv4 or IPv6 address",
-            Self::AddressExists => "the address is already in the IP listen list",
-            Self::OutOfMemory => "out of memory",
+            e => khttp_proto::Status::from(*e).message(),
         }
     }
 }

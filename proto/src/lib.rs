@@ -232,6 +232,9 @@ pub enum Status {
     PersistFailed = 20,
 }
 
+/// The NTSTATUS prefix of a refused METHOD_IN_DIRECT request ([`Status::direct_ntstatus`]).
+pub const DIRECT_REFUSAL: u32 = 0xE0B7_0000;
+
 impl Status {
     /// Every status.
     pub const ALL: [Self; 21] = [
@@ -264,7 +267,29 @@ impl Status {
         Self::ALL.iter().copied().find(|s| *s as u32 == v)
     }
 
-    /// A generic line of English, for when the reply carries no message of its own.
+    /// The NTSTATUS that carries this refusal for a METHOD_IN_DIRECT request (`cache put`),
+    /// which has no reply buffer: a customer-defined error code (severity 3, bit 29 set,
+    /// facility 0x0B7) whose low bits are the status. `STATUS_SUCCESS` for [`Status::Ok`].
+    #[must_use]
+    pub const fn direct_ntstatus(self) -> u32 {
+        match self {
+            Self::Ok => 0,
+            s => DIRECT_REFUSAL | s as u32,
+        }
+    }
+
+    /// The refusal a METHOD_IN_DIRECT request's NTSTATUS carries ([`Status::direct_ntstatus`]).
+    #[must_use]
+    pub fn from_direct_ntstatus(ntstatus: u32) -> Option<Self> {
+        if ntstatus & 0xFFFF_0000 != DIRECT_REFUSAL {
+            return None;
+        }
+        Self::from_u32(ntstatus & 0xFFFF).filter(|s| *s != Self::Ok)
+    }
+
+    /// One line of English for the administrator: the engine's own message for every status
+    /// but [`Status::InvalidPrefix`] (whose replies name the fault), and what khttpctl shows for
+    /// a refused `cache put` to the driver, whose NTSTATUS carries no message.
     #[must_use]
     pub const fn message(self) -> &'static str {
         match self {
@@ -274,18 +299,20 @@ impl Status {
             Self::UnknownCommand => "unknown control command",
             Self::BufferTooSmall => "reply buffer too small",
             Self::InvalidPrefix => "invalid URL prefix",
-            Self::AlreadyExists => "already exists",
-            Self::NotFound => "not found",
+            Self::AlreadyExists => "the URL prefix is already reserved",
+            Self::NotFound => "no such entry",
             Self::NoReservation => "no reservation covers this URL",
-            Self::EntryTooLarge => "entry larger than cache-max-entry-bytes",
-            Self::CacheFull => "cache would exceed cache-max-bytes",
-            Self::InvalidHeader => "invalid header",
+            Self::EntryTooLarge => "the entry is larger than cache-max-entry-bytes",
+            Self::CacheFull => "the cache would exceed cache-max-bytes",
+            Self::InvalidHeader => {
+                "invalid header: expected \"Name: value\" naming a field the server does not set itself"
+            }
             Self::InvalidContentType => "invalid content type",
-            Self::InvalidStatus => "invalid status code",
-            Self::UnknownLimit => "unknown limit",
+            Self::InvalidStatus => "invalid status: expected 200..=599, not 204, 206 or 304",
+            Self::UnknownLimit => "unknown limit name",
             Self::InvalidLimitValue => "limit value out of range",
-            Self::InvalidAddress => "invalid IP address",
-            Self::AddressExists => "address already listed",
+            Self::InvalidAddress => "not an IPv4 or IPv6 address",
+            Self::AddressExists => "the address is already in the IP listen list",
             Self::OutOfMemory => "out of memory",
             Self::AccessDenied => "access denied",
             Self::PersistFailed => "could not save the change",
@@ -382,5 +409,21 @@ mod tests {
             assert_eq!(Status::from_u32(*s as u32), Some(*s));
         }
         assert_eq!(Status::from_u32(999), None);
+    }
+
+    /// A direct request's refusal survives the NTSTATUS, which is an error in the customer range
+    /// and never collides with a system status.
+    #[test]
+    fn direct_refusals_round_trip() {
+        assert_eq!(Status::Ok.direct_ntstatus(), 0);
+        for s in Status::ALL.iter().copied().filter(|s| *s != Status::Ok) {
+            let nt = s.direct_ntstatus();
+            assert_eq!(nt >> 30, 3, "severity error");
+            assert_ne!(nt & 0x2000_0000, 0, "customer bit");
+            assert_eq!(Status::from_direct_ntstatus(nt), Some(s));
+        }
+        assert_eq!(Status::from_direct_ntstatus(0xC000_000D), None); // STATUS_INVALID_PARAMETER
+        assert_eq!(Status::from_direct_ntstatus(DIRECT_REFUSAL), None);
+        assert_eq!(Status::from_direct_ntstatus(DIRECT_REFUSAL | 999), None);
     }
 }

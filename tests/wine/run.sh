@@ -107,7 +107,7 @@ export KHTTP_WINE_HARNESS=$harness
 suite_log=$work/suite.log
 say "black-box suite against the driver (log: $suite_log)"
 # shellcheck disable=SC2086 # KHTTP_WINE_TESTS is a list of cargo arguments
-(cd "$root" && cargo test -p khttp-tests ${KHTTP_WINE_TESTS:-} -- --test-threads=2) >"$suite_log" 2>&1
+(cd "$root" && cargo test --no-fail-fast -p khttp-tests ${KHTTP_WINE_TESTS:-} -- --test-threads=2) >"$suite_log" 2>&1
 suite_rc=$?
 while read -r line; do
     p=$(sed -n 's/.* \([0-9]*\) passed;.*/\1/p' <<<"$line")

@@ -198,7 +198,8 @@ mod device {
     use windows_sys::Win32::Storage::FileSystem::{
         CreateFileW, FILE_ATTRIBUTE_NORMAL, OPEN_EXISTING,
     };
-    use windows_sys::Win32::System::IO::DeviceIoControl;
+    use windows_sys::Wdk::System::IO::NtDeviceIoControlFile;
+    use windows_sys::Win32::System::IO::{DeviceIoControl, IO_STATUS_BLOCK};
 
     // The IOCTL encoding in khttp-proto must agree with the SDK's (checked at compile time).
     const _: () =
@@ -284,6 +285,41 @@ mod device {
         }
     }
 
+    impl DeviceTransport {
+        /// One synchronous `NtDeviceIoControlFile`, for METHOD_IN_DIRECT: returns the request's
+        /// NTSTATUS itself, which `DeviceIoControl` would turn into a Win32 error and lose.
+        fn ioctl_direct(&self, code: u32, input: &[u8], output: &mut [u8]) -> io::Result<u32> {
+            let too_big = || {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "buffer too large for DeviceIoControl",
+                )
+            };
+            let in_len = u32::try_from(input.len()).map_err(|_| too_big())?;
+            let out_len = u32::try_from(output.len()).map_err(|_| too_big())?;
+            // SAFETY: IO_STATUS_BLOCK is plain data; all zeroes is valid.
+            let mut iosb: IO_STATUS_BLOCK = unsafe { core::mem::zeroed() };
+            let status;
+            // SAFETY: a synchronous handle (no FILE_FLAG_OVERLAPPED), so the call returns once
+            // the request completes; `input`, `output` and `iosb` outlive it; no event or APC.
+            unsafe {
+                status = NtDeviceIoControlFile(
+                    self.handle,
+                    core::ptr::null_mut(),
+                    None,
+                    core::ptr::null(),
+                    &mut iosb,
+                    code,
+                    input.as_ptr().cast(),
+                    in_len,
+                    output.as_mut_ptr().cast(),
+                    out_len,
+                );
+            }
+            Ok(status as u32)
+        }
+    }
+
     impl Drop for DeviceTransport {
         fn drop(&mut self) {
             // SAFETY: `handle` is valid (type invariant) and closed only here.
@@ -302,8 +338,21 @@ mod device {
             output_cap: u32,
         ) -> io::Result<(u32, Vec<u8>)> {
             if code & 3 == khttp_proto::METHOD_IN_DIRECT {
-                // The "output" buffer carries the bodies into the driver; only success comes back.
-                self.ioctl(code, input, &mut direct.to_vec())?;
+                // The "output" buffer carries the bodies into the driver; no reply comes back,
+                // only the request's NTSTATUS, which carries a refusal (khttp-proto's
+                // `Status::direct_ntstatus`) that becomes the usual one line of English.
+                let status = self.ioctl_direct(code, input, &mut direct.to_vec())?;
+                if let Some(refused) = khttp_proto::Status::from_direct_ntstatus(status) {
+                    let mut reply = Vec::new();
+                    khttp_proto::error_reply(&mut reply, refused.message())
+                        .map_err(|e| io::Error::other(e.message()))?;
+                    return Ok((refused as u32, reply));
+                }
+                if status != 0 {
+                    return Err(io::Error::other(format!(
+                        "the driver failed the request with NTSTATUS {status:#010x}"
+                    )));
+                }
                 return Ok((0, Vec::new()));
             }
             let mut out = vec![0u8; (output_cap as usize).saturating_add(4)];

@@ -186,6 +186,9 @@ fn put_file(
     let len = |v: &Option<Vec<u8>>| v.as_ref().map(|b| b.len() as u64);
     let mut stored = 0;
     for url in urls {
+        // The server's own URL grammar, checked here so that a bad URL reads the same from both
+        // servers: the driver's refusal of a `cache put` carries a status, not the fault.
+        khttp_engine::route::parse_url(url).map_err(|e| Fail(format!("{url}: {e}")))?;
         let req = Request::CachePut(PutEntry {
             url,
             content_type,
