@@ -124,10 +124,17 @@ export BINDGEN_EXTRA_CLANG_ARGS_x86_64_pc_windows_msvc="$gnu_flags -resource-dir
 export CFLAGS_x86_64_pc_windows_msvc="/clang:-fgnuc-version=4.2.1 -D__X86INTRIN_H"
 export CARGO_TARGET_DIR=$out/target
 cargo_args=(-Zbuild-std=core,alloc --target x86_64-pc-windows-msvc --release -p khttp)
+# KHTTP_DRIVER_FEATURES: extra features, for the Wine harness's injected faults only; such a
+# build is written to khttp-<features>.sys, never to khttp.sys.
+name=khttp.sys
+if [ -n "${KHTTP_DRIVER_FEATURES:-}" ]; then
+    cargo_args+=(--features "$KHTTP_DRIVER_FEATURES")
+    name=khttp-${KHTTP_DRIVER_FEATURES//,/-}.sys
+fi
 (cd "$ws" && /usr/bin/cargo build "${cargo_args[@]}")
 if [ "$clippy" = 1 ]; then
     (cd "$ws" && /usr/bin/cargo clippy "${cargo_args[@]}" -- -D warnings)
 fi
 dll=$CARGO_TARGET_DIR/x86_64-pc-windows-msvc/release/khttp.dll
-cp "$dll" "$out/khttp.sys"
-echo "$out/khttp.sys"
+cp "$dll" "$out/$name"
+echo "$out/$name"

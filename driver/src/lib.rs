@@ -107,7 +107,7 @@ pub(crate) fn sleep_ms(ms: i64) {
 
 /// The periodic deadline sweep (DISPATCH_LEVEL): one timer for all connections (§5).
 extern "C" fn on_timer(_timer: WDFTIMER) {
-    net::sweep(false);
+    net::sweep(net::Sweep::Deadlines);
 }
 
 /// Builds the control device, its queue and the timer (DRIVER-NOTES §2.2 steps 2–7).

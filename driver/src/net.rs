@@ -497,9 +497,18 @@ pub(crate) unsafe fn shutdown() {
         // SAFETY: no call in progress on a listener outside the locked paths.
         unsafe { close_listener(l.socket) };
     }
-    // Close every connection, then wait for their contexts to be freed (at most 30 s).
+    // Drain first, as khttpd does on SIGTERM: idle connections are closed and responses in
+    // flight may finish, for at most five seconds. Then close every connection, and wait for
+    // their contexts to be freed (at most 30 s).
+    for _ in 0..50 {
+        if global().is_none_or(|g| g.live.load(Ordering::Acquire) == 0) {
+            break;
+        }
+        sweep(Sweep::Idle);
+        crate::sleep_ms(100);
+    }
     for _ in 0..300 {
-        sweep(true);
+        sweep(Sweep::All);
         if global().is_none_or(|g| g.live.load(Ordering::Acquire) == 0) {
             break;
         }
@@ -921,7 +930,11 @@ unsafe fn drive(ctx: *mut ConnCtx) {
                         inner.failed = true;
                     }
                 }
-                Op::Disconnect if nt_success(status) => inner.phase = Phase::Lingering,
+                Op::Disconnect if nt_success(status) => {
+                    inner.phase = Phase::Lingering;
+                    // The harness's injected fault: no lingering (tests/wine/README.md).
+                    inner.drained = cfg!(feature = "fault-skip-linger");
+                }
                 Op::Disconnect => inner.failed = true,
                 // Lingering: the data is discarded; EOF or an error ends it.
                 Op::Drain => inner.drained |= !nt_success(status) || n == 0,
@@ -1137,11 +1150,22 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
-/// The deadline sweep (the WDF timer, DISPATCH_LEVEL) and unload's close-all (`all`).
+/// What a sweep closes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sweep {
+    /// Connections past their deadline (the timer).
+    Deadlines,
+    /// Those, and every connection with no response in flight (the drain at unload).
+    Idle,
+    /// Every connection, abortively (the end of unload).
+    All,
+}
+
+/// The deadline sweep (the WDF timer, DISPATCH_LEVEL) and unload's drain and close-all.
 ///
 /// A context is referenced under the slot lock, where it still holds its slot reference, and
 /// acted on after the lock is dropped: closing may complete inline and take the lock itself.
-pub(crate) fn sweep(all: bool) {
+pub(crate) fn sweep(mode: Sweep) {
     /// Contexts referenced per pass under the lock.
     const BATCH: usize = 64;
     let Some(g) = global() else { return };
@@ -1175,9 +1199,16 @@ pub(crate) fn sweep(all: bool) {
         for &p in batch.iter().take(n).filter(|p| !p.is_null()) {
             // SAFETY: our reference keeps the context live.
             let c = unsafe { &*p };
-            if all || now >= c.deadline_ms.load(Ordering::Acquire) {
+            let abortive = mode == Sweep::All || c.deadline_abortive.load(Ordering::Acquire);
+            let idle = mode == Sweep::Idle && !abortive;
+            if idle {
+                // No response in flight: close it if no thread is inside a call, else next time.
                 if c.gate.try_close() {
-                    let abortive = all || c.deadline_abortive.load(Ordering::Acquire);
+                    // SAFETY: we claimed the close and hold a reference.
+                    unsafe { start_close(p, Close::Graceful) };
+                }
+            } else if mode == Sweep::All || now >= c.deadline_ms.load(Ordering::Acquire) {
+                if c.gate.try_close() {
                     let kind = if abortive {
                         Close::Abortive
                     } else {

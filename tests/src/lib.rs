@@ -3,7 +3,13 @@
 //! The target comes from the environment, so the same suite can run against the driver in a VM:
 //! - `KHTTP_TEST_HOST` (default `127.0.0.1`): where HTTP requests go;
 //! - `KHTTP_TEST_EXTERNAL=1`: do not start khttpd; use the server already at
-//!   `KHTTP_ENDPOINT` (tests that restart or kill the server are then skipped);
+//!   `KHTTP_ENDPOINT`. Each test restores the limits it changed and deletes the reservations it
+//!   made when it ends, since the server is shared;
+//! - `KHTTP_TEST_STOP`, `KHTTP_TEST_KILL`, `KHTTP_TEST_START` (external only): shell commands
+//!   that stop the external server gracefully, kill it, and start it again (the Wine runner's
+//!   `sc stop`, killing winedevice, `sc start`). Tests that need them skip without them;
+//! - `KHTTP_TEST_SKIP_LOG` (external only): a file where each test that cannot run against the
+//!   external server writes its name and why, so that the runner counts it as skipped, not passed;
 //! - `KHTTPD_BIN`, `KHTTPCTL_BIN`: the binaries (default: next to this test in `target/`).
 
 #![allow(missing_docs, reason = "test support")]
@@ -73,6 +79,44 @@ pub fn external() -> bool {
     std::env::var("KHTTP_TEST_EXTERNAL").is_ok_and(|v| v == "1")
 }
 
+/// In external mode: records that the calling test does not apply to the external server, and
+/// why (`KHTTP_TEST_SKIP_LOG`), and returns true; otherwise false.
+#[must_use]
+pub fn skip_external(reason: &str) -> bool {
+    if !external() {
+        return false;
+    }
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_owned();
+    if let Some(path) = std::env::var_os("KHTTP_TEST_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{name}: {reason}");
+    }
+    true
+}
+
+/// In external mode, the shell command in `var` (see the module documentation), if any.
+fn external_command(var: &str) -> Option<Command> {
+    let script = std::env::var(var).ok().filter(|s| !s.trim().is_empty())?;
+    let mut c = Command::new("sh");
+    c.args(["-c", &script]);
+    Some(c)
+}
+
+/// Whether the external server can be stopped, killed and started again by this suite.
+#[must_use]
+pub fn external_lifecycle() -> bool {
+    ["KHTTP_TEST_STOP", "KHTTP_TEST_KILL", "KHTTP_TEST_START"]
+        .iter()
+        .all(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+}
+
 #[must_use]
 pub fn host() -> String {
     std::env::var("KHTTP_TEST_HOST").unwrap_or_else(|_| "127.0.0.1".into())
@@ -84,6 +128,22 @@ pub struct Server {
     pub endpoint: String,
     pub child: Option<Child>,
     pub stdout: PathBuf,
+    /// External: the limits when the test began, restored when it ends.
+    limits: Vec<(String, String)>,
+    /// External: the reservations this test made, deleted when it ends.
+    reserved: std::cell::RefCell<Vec<String>>,
+    /// External: a stop under way (`KHTTP_TEST_STOP`), waited for by [`Server::wait`].
+    stopping: Option<Child>,
+}
+
+/// The `limits show` table as (name, value) pairs.
+fn parse_limits(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_owned(), w.next()?.to_owned()))
+        })
+        .collect()
 }
 
 impl Server {
@@ -96,12 +156,17 @@ impl Server {
         if external() {
             let endpoint =
                 std::env::var("KHTTP_ENDPOINT").expect("KHTTP_ENDPOINT for an external target");
-            return Self {
+            let mut s = Self {
                 dir: dir.clone(),
                 endpoint,
                 child: None,
                 stdout: dir.join("stdout"),
+                limits: Vec::new(),
+                reserved: std::cell::RefCell::new(Vec::new()),
+                stopping: None,
             };
+            s.limits = parse_limits(&s.ctl_ok(&["limits", "show"]));
+            return s;
         }
         let endpoint = format!("unix:{}", dir.join("ctl.sock").display());
         let mut s = Self {
@@ -109,13 +174,30 @@ impl Server {
             endpoint,
             child: None,
             stdout: dir.join("stdout"),
+            limits: Vec::new(),
+            reserved: std::cell::RefCell::new(Vec::new()),
+            stopping: None,
         };
         s.spawn(&[]);
         s
     }
 
-    /// (Re)starts the khttpd process on this server's state directory.
+    /// (Re)starts the khttpd process on this server's state directory; external: starts the
+    /// external server again (`KHTTP_TEST_START`) and waits until it answers.
     pub fn spawn(&mut self, extra: &[&str]) {
+        if external() {
+            let mut c = external_command("KHTTP_TEST_START").expect("KHTTP_TEST_START");
+            assert!(
+                c.status().is_ok_and(|s| s.success()),
+                "KHTTP_TEST_START failed"
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !self.ctl(&["version"]).status.success() {
+                assert!(Instant::now() < deadline, "the external server did not start");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return;
+        }
         let out = std::fs::File::create(&self.stdout).expect("stdout file");
         let err = out.try_clone().expect("stderr file");
         let sock = self.dir.join("ctl.sock");
@@ -189,13 +271,33 @@ impl Server {
     #[must_use]
     pub fn reserve_port(&self) -> u16 {
         let port = free_port();
-        self.ctl_ok(&["urlacl", "add", &format!("http://+:{port}/")]);
+        let prefix = format!("http://+:{port}/");
+        self.ctl_ok(&["urlacl", "add", &prefix]);
+        self.reserved.borrow_mut().push(prefix);
         wait_listening(port);
         port
     }
 
-    /// Sends a signal to khttpd.
-    pub fn signal(&self, sig: &str) {
+    /// Sends a signal to khttpd. External: `-TERM` starts `KHTTP_TEST_STOP` (waited for by
+    /// [`Server::wait`]) and `-KILL` runs `KHTTP_TEST_KILL`.
+    pub fn signal(&mut self, sig: &str) {
+        if external() {
+            match sig {
+                "-TERM" => {
+                    let mut c = external_command("KHTTP_TEST_STOP").expect("KHTTP_TEST_STOP");
+                    self.stopping = Some(c.spawn().expect("run KHTTP_TEST_STOP"));
+                }
+                "-KILL" => {
+                    let mut c = external_command("KHTTP_TEST_KILL").expect("KHTTP_TEST_KILL");
+                    assert!(
+                        c.status().is_ok_and(|s| s.success()),
+                        "KHTTP_TEST_KILL failed"
+                    );
+                }
+                other => panic!("signal {other} has no meaning for an external server"),
+            }
+            return;
+        }
         if let Some(c) = &self.child {
             let ok = Command::new("kill")
                 .args([sig, &c.id().to_string()])
@@ -205,8 +307,12 @@ impl Server {
         }
     }
 
-    /// Waits for khttpd to exit; returns its exit code.
+    /// Waits for khttpd to exit; returns its exit code. External: waits for the stop command
+    /// (0 when it reports the server stopped).
     pub fn wait(&mut self) -> Option<i32> {
+        if let Some(mut c) = self.stopping.take() {
+            return c.wait().ok().and_then(|s| s.code());
+        }
         self.child
             .take()
             .and_then(|mut c| c.wait().ok())
@@ -216,6 +322,20 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if external() && !std::thread::panicking() {
+            // Leave the shared server as this test found it.
+            let now = parse_limits(&String::from_utf8_lossy(
+                &self.ctl(&["limits", "show"]).stdout,
+            ));
+            for (name, value) in &self.limits {
+                if !now.iter().any(|(n, v)| n == name && v == value) {
+                    let _ = self.ctl(&["limits", "set", name, value]);
+                }
+            }
+            for prefix in self.reserved.borrow().iter() {
+                let _ = self.ctl(&["urlacl", "delete", prefix]);
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -1,10 +1,10 @@
 //! Restarts, crashes and shutdown: reservations persist; SIGTERM exits 0.
 
-use khttp_tests::{Server, free_port, get, wait_listening, write_file};
+use khttp_tests::{Server, external, free_port, get, skip_external, wait_listening, write_file};
 
 #[test]
 fn restart_keeps_reservations_and_limits() {
-    if khttp_tests::external() {
+    if !lifecycle_available() {
         return;
     }
     let mut s = Server::start("restart");
@@ -13,7 +13,7 @@ fn restart_keeps_reservations_and_limits() {
     s.ctl_ok(&["iplisten", "add", "127.0.0.1"]);
     s.signal("-TERM");
     assert_eq!(s.wait(), Some(0), "SIGTERM exits 0");
-    assert!(s.output().contains("stopped"));
+    assert!(external() || s.output().contains("stopped"));
     s.spawn(&[]);
     wait_listening(port);
     assert!(
@@ -27,11 +27,19 @@ fn restart_keeps_reservations_and_limits() {
     assert!(s.ctl_ok(&["iplisten", "show"]).contains("127.0.0.1"));
     // The cache is volatile: the reservation answers 404 until content is loaded again.
     assert_eq!(get(port, "/a", "").status, 404);
+    s.ctl_ok(&["iplisten", "delete", "127.0.0.1"]);
+}
+
+/// Whether the server can be restarted by this suite; records the skip when it cannot.
+fn lifecycle_available() -> bool {
+    !(external()
+        && !khttp_tests::external_lifecycle()
+        && skip_external("no KHTTP_TEST_STOP/KILL/START to restart the external server"))
 }
 
 #[test]
 fn kill_9_keeps_every_acknowledged_reservation() {
-    if khttp_tests::external() {
+    if !lifecycle_available() {
         return;
     }
     let mut s = Server::start("kill9");
@@ -54,7 +62,7 @@ fn kill_9_keeps_every_acknowledged_reservation() {
 
 #[test]
 fn sigterm_finishes_a_response_in_flight() {
-    if khttp_tests::external() {
+    if !lifecycle_available() {
         return;
     }
     let mut s = Server::start("drain");
@@ -80,11 +88,14 @@ fn sigterm_finishes_a_response_in_flight() {
         rest.len() + 1024
     );
     assert_eq!(s.wait(), Some(0));
+    if external() {
+        s.spawn(&[]); // the suite goes on against the same server
+    }
 }
 
 #[test]
 fn access_log_has_a_line_per_request() {
-    if khttp_tests::external() {
+    if skip_external("the driver writes no access log (issue #13 adds W3C logging)") {
         return;
     }
     let mut s = Server::start("accesslog");

@@ -24,7 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1 || true
 
-log "khttp.sys"
+# KHTTP_DRIVER_FEATURES (run.sh --inject): a driver with an injected fault, in its place.
+log "khttp.sys${KHTTP_DRIVER_FEATURES:+ with $KHTTP_DRIVER_FEATURES}"
 sys=$(bash "$root/driver/linux/build.sh" | tail -n 1)
 cp "$sys" "$out/khttp.sys"
 

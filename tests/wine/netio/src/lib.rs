@@ -56,7 +56,6 @@ use windows_sys::Win32::Networking::WinSock as ws;
 // ---- NTSTATUS values (ntstatus.h, as documented on learn.microsoft.com) ----
 const STATUS_SUCCESS: NTSTATUS = 0;
 const STATUS_PENDING: NTSTATUS = 0x103;
-const STATUS_NOT_IMPLEMENTED: NTSTATUS = 0xC000_0002_u32 as i32;
 const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as i32;
 const STATUS_INVALID_DEVICE_STATE: NTSTATUS = 0xC000_0184_u32 as i32;
 const STATUS_NOT_SUPPORTED: NTSTATUS = 0xC000_00BB_u32 as i32;
@@ -274,7 +273,7 @@ fn start_completer() {
         let (tx, rx) = channel::<Deferred>();
         std::thread::spawn(move || {
             for d in rx {
-                if random() % 4 == 0 {
+                if random().is_multiple_of(4) {
                     std::thread::yield_now();
                 }
                 // SAFETY: queued by `complete` for an IRP we own.
@@ -289,11 +288,11 @@ fn start_completer() {
 // Buffers
 // ---------------------------------------------------------------------------------------------
 
+/// A buffer's byte ranges (address, length) and the MDLs that describe them.
+type Segments = (Vec<(usize, usize)>, Vec<usize>);
+
 /// The byte ranges of a `WSK_BUF`, walking the MDL chain; checks the length against the MDLs.
-unsafe fn segments(
-    buf: *const WSK_BUF,
-    call: &'static str,
-) -> Option<(Vec<(usize, usize)>, Vec<usize>)> {
+unsafe fn segments(buf: *const WSK_BUF, call: &'static str) -> Option<Segments> {
     if buf.is_null() {
         fail(call, "WSK_BUF is NULL");
         return None;
@@ -782,10 +781,10 @@ fn connection_ready(s: &Arc<Sock>) {
                 unsafe { ws::shutdown(host, ws::SD_SEND) };
                 st.fin_sent = true;
             }
-            if !config().stall_disconnect || peer_shut(host) {
-                if let Some(op) = st.disconnect.take() {
-                    done.push((op.irp, STATUS_SUCCESS, 0));
-                }
+            if (!config().stall_disconnect || peer_shut(host))
+                && let Some(op) = st.disconnect.take()
+            {
+                done.push((op.irp, STATUS_SUCCESS, 0));
             }
         }
     }
@@ -804,8 +803,18 @@ fn sockaddr_from_host(storage: &ws::SOCKADDR_STORAGE) -> [u8; 28] {
     out
 }
 
-/// A listener is readable: accept, then offer the connection to the client (accept event).
+/// A listener is readable: accept what is waiting (up to a batch), offering each connection
+/// to the client (accept event).
 fn accept_ready(l: &Arc<Sock>) {
+    for _ in 0..64 {
+        if !accept_one(l) {
+            break;
+        }
+    }
+}
+
+/// Accepts one connection and offers it; false when none is waiting.
+fn accept_one(l: &Arc<Sock>) -> bool {
     let host = l.host.load(Ordering::Acquire);
     // SAFETY: zeroed storage is a valid SOCKADDR_STORAGE.
     let mut remote: ws::SOCKADDR_STORAGE = unsafe { std::mem::zeroed() };
@@ -813,7 +822,7 @@ fn accept_ready(l: &Arc<Sock>) {
     // SAFETY: a live non-blocking listener and a storage of `len` bytes.
     let c = unsafe { ws::accept(host, (&raw mut remote).cast(), &mut len) };
     if c == ws::INVALID_SOCKET {
-        return;
+        return false;
     }
     // SAFETY: as above.
     let mut local: ws::SOCKADDR_STORAGE = unsafe { std::mem::zeroed() };
@@ -847,7 +856,7 @@ fn accept_ready(l: &Arc<Sock>) {
     l.in_event.store(0, Ordering::Release);
     if status == STATUS_SUCCESS {
         conn.context.store(ctx, Ordering::Release);
-        return;
+        return true;
     }
     // Not accepted: the provider closes the socket. The client must not have left anything
     // pending on it.
@@ -862,6 +871,7 @@ fn accept_ready(l: &Arc<Sock>) {
     drop(st);
     close_host(&conn, true);
     sockets().remove(&(Arc::as_ptr(&conn) as usize));
+    true
 }
 
 /// The `kill-listener` fault: when `C:\khttp-harness\kill-listener` names a port, the listeners
@@ -1257,7 +1267,8 @@ unsafe extern "system" fn wsk_bind(
     let mut r = unsafe { ws::bind(host, address.cast(), len as i32) };
     if r == 0 && s.kind == Kind::Listen {
         // SAFETY: a bound socket.
-        r = unsafe { ws::listen(host, ws::SOMAXCONN as i32) };
+        // A deep backlog, as Windows gives WSK listeners (Wine turns SOMAXCONN into 5).
+        r = unsafe { ws::listen(host, 4096) };
     }
     if r != 0 {
         return complete(irp, map_error(last_error()), 0);
