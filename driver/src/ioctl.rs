@@ -17,8 +17,8 @@ use khttp_engine::ctl::dispatch;
 use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
 use wdk_sys::{
     NTSTATUS, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST,
-    STATUS_SUCCESS, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS, WDFQUEUE,
+    WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
 use crate::global::{clock, global};

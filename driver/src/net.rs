@@ -33,8 +33,9 @@ use khttp_wsk::{
     SO_EXCLUSIVEADDRUSE, SOCK_STREAM, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6, SOL_SOCKET, WSK_BUF,
     WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
     WSK_CLIENT_NPI, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_LISTEN_SOCKET,
-    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_NPI,
-    WSK_REGISTRATION, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_VERSION_1_0, WskSetOption,
+    WSK_FLAG_NODELAY, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+    WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_VERSION_1_0,
+    WskSetOption,
 };
 use wdk::nt_success;
 use wdk_sys::ntddk::{IoGetStackLimits, IoQueueWorkItem};
@@ -1031,15 +1032,18 @@ unsafe fn drive(ctx: *mut ConnCtx) {
         let dispatch = unsafe { &*c.dispatch };
         match op {
             Op::Send | Op::Receive | Op::Drain => {
-                let call = if op == Op::Send {
-                    dispatch.WskSend
+                // Sends go out at once (no Nagle): a head and its body are separate sends, and
+                // Nagle would hold the body until the head is acknowledged, a delayed ACK
+                // later (seen under the Wine harness: 44 ms per response).
+                let (call, flags) = if op == Op::Send {
+                    (dispatch.WskSend, WSK_FLAG_NODELAY)
                 } else {
-                    dispatch.WskReceive
+                    (dispatch.WskReceive, 0)
                 };
                 if let Some(call) = call {
                     // SAFETY: `inner.buf` and its MDL stay valid until completion; the IRP is
                     // prepared.
-                    unsafe { call(c.socket, &raw mut inner.buf, 0, c.io_irp.cast()) };
+                    unsafe { call(c.socket, &raw mut inner.buf, flags, c.io_irp.cast()) };
                 }
             }
             Op::Disconnect => {

@@ -193,7 +193,10 @@ impl Server {
             );
             let deadline = Instant::now() + Duration::from_secs(20);
             while !self.ctl(&["version"]).status.success() {
-                assert!(Instant::now() < deadline, "the external server did not start");
+                assert!(
+                    Instant::now() < deadline,
+                    "the external server did not start"
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
             return;

@@ -268,7 +268,10 @@ fn stats_and_limits() {
     let _ = get(port, "/a.txt", "");
     let _ = get(port, "/missing", "");
     assert_eq!(
-        (counter("cache-hits") - hits, counter("cache-misses") - misses),
+        (
+            counter("cache-hits") - hits,
+            counter("cache-misses") - misses
+        ),
         (1, 1)
     );
     let json = s.ctl_ok(&["stats", "--json"]);

@@ -79,7 +79,7 @@ fn a_disconnect_that_never_completes_does_not_hang_unload() {
     assert!(
         log.lines()
             .filter(|l| l.starts_with("unload: "))
-            .last()
+            .next_back()
             .is_some_and(|l| l.starts_with("unload: clean")),
         "{log}"
     );
@@ -108,7 +108,10 @@ fn a_listener_that_dies_is_recreated() {
     std::fs::write(harness().join("kill-listener"), port.to_string()).expect("fault file");
     let deadline = Instant::now() + Duration::from_secs(10);
     while verifier_log().matches("listener on port").count() == kills {
-        assert!(Instant::now() < deadline, "the harness did not kill the listener");
+        assert!(
+            Instant::now() < deadline,
+            "the harness did not kill the listener"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The driver reopens it from its work item; wait for it, then it serves.

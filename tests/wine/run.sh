@@ -8,6 +8,8 @@
 #   KHTTP_WINE_TESTS="--test http" tests/wine/run.sh   # a subset of the suite
 #   tests/wine/run.sh --inject skip-linger   # a driver with a known defect: passes only when
 #                                            # the run catches it (some test fails)
+#   tests/wine/run.sh --bench                # wrk against the driver instead of the suite
+#                                            # (1 KiB, c=64; a figure for Wine, not Windows)
 #
 # Steps: build (tests/wine/build.sh) → fresh Wine prefix → install the driver from its INF with
 # setupapi's InstallHinfSection → start it (sc start) → the black-box suite (tests/, external
@@ -21,6 +23,8 @@ bin=$work/bin
 passed=0
 failed=0
 inject=""
+bench=0
+[ "${1:-}" = "--bench" ] && bench=1
 if [ "${1:-}" = "--inject" ]; then
     inject=${2:?"--inject FAULT (skip-linger)"}
     export KHTTP_DRIVER_FEATURES=fault-$inject
@@ -170,6 +174,24 @@ export KHTTP_TEST_CROWD=${KHTTP_TEST_CROWD:-1000}
 skips=$work/skipped.txt
 : >"$skips"
 export KHTTP_TEST_SKIP_LOG=$skips
+if [ "$bench" = 1 ]; then
+    # wrk 1 KiB, 64 connections, 2 threads, 10 s, three times (bench/RESULTS.md).
+    command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    head -c 1024 /dev/urandom >"$work/1k.bin"
+    ctl() { KHTTP_WINE_CTL='C:\khttp-pkg\khttpctl.exe' "$here/khttpctl.sh" --endpoint 'device:\\.\KHttp' "$@"; }
+    ctl urlacl add "http://+:$port/" >/dev/null
+    ctl cache put "http://+:$port/1k.bin" "$work/1k.bin" >/dev/null
+    for i in 1 2 3; do
+        say "wrk run $i: 1 KiB, c=64, 10 s"
+        wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$port/1k.bin" | grep -E "Requests/sec|Transfer/sec|50%|99%|requests in|Socket errors|Non-2xx"
+    done
+    ok "wrk against the driver"
+    quiet sc stop khttp >/dev/null
+    stop_session
+    finish
+fi
+
 export KHTTP_TEST_EXTERNAL=1
 export KHTTP_ENDPOINT='device:\\.\KHttp'
 export KHTTPCTL_BIN=$here/khttpctl.sh

@@ -192,13 +192,13 @@ mod device {
 
     use std::io;
 
+    use windows_sys::Wdk::System::IO::NtDeviceIoControlFile;
     use windows_sys::Win32::Foundation::{
         CloseHandle, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
     };
     use windows_sys::Win32::Storage::FileSystem::{
         CreateFileW, FILE_ATTRIBUTE_NORMAL, OPEN_EXISTING,
     };
-    use windows_sys::Wdk::System::IO::NtDeviceIoControlFile;
     use windows_sys::Win32::System::IO::{DeviceIoControl, IO_STATUS_BLOCK};
 
     // The IOCTL encoding in khttp-proto must agree with the SDK's (checked at compile time).

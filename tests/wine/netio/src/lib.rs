@@ -47,9 +47,9 @@ use khttp_wsk::{
     NTSTATUS, PWSK_SOCKET, SO_EXCLUSIVEADDRUSE, SO_WSK_EVENT_CALLBACK, WSK_BUF,
     WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH, WSK_CLIENT_NPI, WSK_EVENT_ACCEPT,
     WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET,
-    WSK_FLAG_LISTEN_SOCKET, WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH,
-    WSK_PROVIDER_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
-    WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskSetOption,
+    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_PROVIDER_BASIC_DISPATCH,
+    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
+    WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskSetOption,
 };
 use windows_sys::Win32::Networking::WinSock as ws;
 
@@ -381,6 +381,8 @@ struct State {
     events: bool,
     fin_sent: bool,
     peer_fin: bool,
+    /// TCP_NODELAY as last set from a send's WSK_FLAG_NODELAY.
+    nodelay: bool,
     aborted: bool,
     closed: bool,
 }
@@ -1284,6 +1286,7 @@ unsafe extern "system" fn wsk_bind(
 unsafe fn transfer(
     socket: PWSK_SOCKET,
     buf: *mut WSK_BUF,
+    flags: u32,
     irp: *mut c_void,
     call: &'static str,
     is_send: bool,
@@ -1326,6 +1329,23 @@ unsafe fn transfer(
         fail(call, "after a graceful WskDisconnect");
         return complete(irp, STATUS_INVALID_DEVICE_STATE, 0);
     }
+    // WSK_FLAG_NODELAY: this send is not held back by Nagle. Sends without it get the
+    // transport's default (Nagle on), as on Windows.
+    let nodelay = flags & WSK_FLAG_NODELAY != 0;
+    if is_send && nodelay != st.nodelay {
+        let v: u32 = u32::from(nodelay);
+        // SAFETY: a live socket and a 4-byte option value.
+        unsafe {
+            ws::setsockopt(
+                host,
+                ws::IPPROTO_TCP,
+                ws::TCP_NODELAY,
+                (&raw const v).cast(),
+                4,
+            );
+        }
+        st.nodelay = nodelay;
+    }
     let queue_empty = if is_send {
         st.send.is_empty()
     } else {
@@ -1359,21 +1379,21 @@ unsafe fn transfer(
 unsafe extern "system" fn wsk_receive(
     socket: PWSK_SOCKET,
     buf: *mut WSK_BUF,
-    _flags: u32,
+    flags: u32,
     irp: *mut c_void,
 ) -> NTSTATUS {
     // SAFETY: forwarded from the client.
-    unsafe { transfer(socket, buf, irp, "WskReceive", false) }
+    unsafe { transfer(socket, buf, flags, irp, "WskReceive", false) }
 }
 
 unsafe extern "system" fn wsk_send(
     socket: PWSK_SOCKET,
     buf: *mut WSK_BUF,
-    _flags: u32,
+    flags: u32,
     irp: *mut c_void,
 ) -> NTSTATUS {
     // SAFETY: forwarded from the client.
-    unsafe { transfer(socket, buf, irp, "WskSend", true) }
+    unsafe { transfer(socket, buf, flags, irp, "WskSend", true) }
 }
 
 unsafe extern "system" fn wsk_disconnect(
