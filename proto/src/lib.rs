@@ -424,6 +424,9 @@ mod tests {
         }
         assert_eq!(Status::from_direct_ntstatus(0xC000_000D), None); // STATUS_INVALID_PARAMETER
         assert_eq!(Status::from_direct_ntstatus(super::DIRECT_REFUSAL), None);
-        assert_eq!(Status::from_direct_ntstatus(super::DIRECT_REFUSAL | 999), None);
+        assert_eq!(
+            Status::from_direct_ntstatus(super::DIRECT_REFUSAL | 999),
+            None
+        );
     }
 }
