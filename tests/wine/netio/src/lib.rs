@@ -87,6 +87,12 @@ const MDL_START_VA: usize = 0x20;
 const MDL_BYTE_COUNT: usize = 0x28;
 const MDL_BYTE_OFFSET: usize = 0x2C;
 
+#[link(name = "kernel32")]
+unsafe extern "system" {
+    /// `GetCurrentThreadStackLimits` (processthreadsapi.h).
+    fn GetCurrentThreadStackLimits(low: *mut usize, high: *mut usize);
+}
+
 #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
 unsafe extern "system" {
     /// `IofCompleteRequest` (wdm.h; x64 has a single calling convention).
@@ -236,7 +242,75 @@ unsafe fn complete_now(irp: *mut c_void, status: NTSTATUS, information: usize) {
         loc.write(loc.read() - 1);
         let sl = base.add(IRP_CURRENT_STACK_LOCATION).cast::<*mut u8>();
         sl.write_unaligned(sl.read_unaligned().wrapping_sub(IO_STACK_LOCATION_SIZE));
-        IofCompleteRequest(irp, 0);
+    }
+    measured(|| {
+        // SAFETY: as above; the IRP's completion now belongs to the I/O manager.
+        unsafe { IofCompleteRequest(irp, 0) }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stack depth (issue #9, finding 13): how much stack a completion routine uses
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes painted below a completion's frame, and the pattern.
+const PAINT_BYTES: usize = 64 * 1024;
+const PAINT: u64 = 0x5A5A_C0DE_F00D_5A5A;
+/// Bytes below the measuring frame left alone (the painter's and scanner's own frames).
+const MARGIN: usize = 4096;
+
+/// The deepest stack a completion used (bytes below `complete_now`'s frame), and the deepest
+/// point at which the driver, inside a completion, called back into the provider.
+static DEEPEST_COMPLETION: AtomicUsize = AtomicUsize::new(0);
+static DEEPEST_REENTRY: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The stack address of the completion in progress on this thread (0: none).
+    static COMPLETION_TOP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn stack_here() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&raw const marker) as usize
+}
+
+/// Runs a completion with the stack below it painted, then records how deep it went. Painting
+/// goes from high addresses to low, a page at a time, so that a growing stack's guard page is
+/// met in order; it is skipped when the thread has less than twice the painted room left.
+fn measured(complete: impl FnOnce()) {
+    let top = stack_here();
+    let mut low = 0usize;
+    let mut high = 0usize;
+    // SAFETY: two out-parameters for the calling thread's stack limits.
+    unsafe { GetCurrentThreadStackLimits(&mut low, &mut high) };
+    let outer = COMPLETION_TOP.with(|t| t.replace(top));
+    let room = top.saturating_sub(low) > 2 * PAINT_BYTES;
+    if room && outer == 0 {
+        let mut a = top - MARGIN;
+        while a >= top - PAINT_BYTES {
+            // SAFETY: this thread's own, unused stack below the current frame (checked against
+            // its limits above), written downwards so that guard pages commit in order.
+            unsafe { std::ptr::write_volatile(a as *mut u64, PAINT) };
+            a -= 8;
+        }
+    }
+    complete();
+    if room && outer == 0 {
+        let mut a = top - PAINT_BYTES;
+        // SAFETY: the same region, read back upwards; it was written above.
+        while a < top - MARGIN && unsafe { std::ptr::read_volatile(a as *const u64) } == PAINT {
+            a += 8;
+        }
+        DEEPEST_COMPLETION.fetch_max(top - a, Ordering::Relaxed);
+    }
+    COMPLETION_TOP.with(|t| t.set(outer));
+}
+
+/// At a provider entry: if the driver calls back from inside a completion, how deep it is.
+fn note_reentry() {
+    let top = COMPLETION_TOP.with(std::cell::Cell::get);
+    if top != 0 {
+        DEEPEST_REENTRY.fetch_max(top.saturating_sub(stack_here()), Ordering::Relaxed);
     }
 }
 
@@ -1037,6 +1111,24 @@ pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION)
     // SAFETY: as above.
     unsafe { (*registration).ReservedRegistrationState = 0 };
     CLIENTS.fetch_sub(1, Ordering::AcqRel);
+    log(&format!(
+        "stack: the deepest completion used {} bytes (the driver and engine, and this \
+         provider's nested Winsock calls); the driver called back into WSK at most {} bytes \
+         deep",
+        DEEPEST_COMPLETION.load(Ordering::Relaxed),
+        DEEPEST_REENTRY.load(Ordering::Relaxed)
+    ));
+    // The driver keeps 12 KiB (its MIN_STACK) for a step run on a completion's stack: the
+    // whole completion, nested calls included, must fit in it.
+    let deepest = DEEPEST_COMPLETION.load(Ordering::Relaxed);
+    if deepest > 12 * 1024 {
+        fail(
+            "IofCompleteRequest",
+            &format!(
+                "a completion used {deepest} bytes of stack, more than the 12 KiB the driver keeps"
+            ),
+        );
+    }
     log("netio: WskDeregister");
 }
 
@@ -1291,6 +1383,7 @@ unsafe fn transfer(
     call: &'static str,
     is_send: bool,
 ) -> NTSTATUS {
+    note_reentry();
     let Some(s) = find(socket, call) else {
         return STATUS_INVALID_PARAMETER;
     };
@@ -1402,6 +1495,7 @@ unsafe extern "system" fn wsk_disconnect(
     flags: u32,
     irp: *mut c_void,
 ) -> NTSTATUS {
+    note_reentry();
     const CALL: &str = "WskDisconnect";
     let Some(s) = find(socket, CALL) else {
         return STATUS_INVALID_PARAMETER;
@@ -1467,6 +1561,7 @@ unsafe extern "system" fn wsk_disconnect(
 }
 
 unsafe extern "system" fn wsk_close_socket(socket: PWSK_SOCKET, irp: *mut c_void) -> NTSTATUS {
+    note_reentry();
     const CALL: &str = "WskCloseSocket";
     let Some(s) = find(socket, CALL) else {
         return STATUS_INVALID_PARAMETER;
