@@ -15,6 +15,11 @@ fn main() -> Result<(), wdk_build::ConfigError> {
 mod wsk_bindings {
     use wdk_build::{ApiSubset, BuilderExt, Config};
 
+    /// Headers whose items wdk-sys already binds (from its base header: ntifs.h, ntddk.h, wdm.h
+    /// and what they include). A header missed here only yields a local copy that shadows
+    /// wdk-sys's item through the glob import; it cannot leave a name undefined.
+    const KERNEL_HEADERS: &str = r".*[/\\](wdm|ntddk|ntifs|ntdef|ntstatus|ntstrsafe|guiddef|basetsd|bugcodes|ntiologc|ntimage|ketypes|winnt|specstrings|sal|driverspecs|kernelspecs|excpt|vadefs|crtdefs|stddef|stdarg|_mingw\w*|wdf|khttp-kcompat)\.h";
+
     /// Generates the WSK items only; kernel types come from wdk-sys (`use wdk_sys::*`), so an
     /// `IRP` here is wdk-sys's `IRP`. `INET_PORT_RESERVATION_INSTANCE` is opaque: bindgen cannot
     /// lay it out in C mode (PR #450's failure).
@@ -27,9 +32,14 @@ mod wsk_bindings {
         let bindings = bindgen::Builder::wdk_default(&config)
             .expect("wdk-build's bindgen defaults")
             .header_contents("khttp-wsk-check.h", &header)
-            .allowlist_recursively(false)
-            .allowlist_type("_?WSK_.*|P?WSK_.*|_?SOCKADDR(_IN6?)?|GUID|_GUID")
+            // Everything the WSK items refer to is generated (issue #9, finding 9: with
+            // recursion off, the output named PFN_WSK_*, SOCKADDR_IN6_LH, NPIID... without
+            // defining them), except what the kernel headers define: wdk-sys has those, and
+            // the glob import below supplies them. bindgen anchors these regexes.
+            .allowlist_recursively(true)
+            .allowlist_type("_?WSK_.*|P?WSK_.*|PFN_WSK_.*|_?SOCKADDR(_IN6?)?|P?SOCKADDR(_IN6?)?")
             .allowlist_var("WSK_.*|NPI_WSK_INTERFACE_ID")
+            .blocklist_file(KERNEL_HEADERS)
             .opaque_type("_?INET_PORT_RESERVATION_INSTANCE")
             .raw_line("use wdk_sys::*;")
             .generate()

@@ -49,6 +49,9 @@ rm "$inc/km/ntstrsafe.h"
 printf '#include "%s"\n#include "%s"\n' "$MINGW/include/ddk/ntstrsafe.h" \
     "$here/include/khttp-kcompat.h" > "$inc/km/ntstrsafe.h"
 cp "$here/include/wdf.h" "$wdk/Include/wdf/kmdf/1.33/wdf.h"
+# Our wsk.h, where the WDK keeps its own: only the wsk-layout-check build reads it (issue #9,
+# finding 9; the comparison that counts is the Windows CI job's, against the real one).
+cp "$here/include/wsk.h" "$inc/km/wsk.h"
 
 # 3. Libraries: mingw's import libraries under the names wdk-build links, import libraries for
 #    what mingw lacks, and the KMDF entry stub (WDF-FACTS.md §4, §5.1).
