@@ -129,16 +129,19 @@ hooks=$work/hooks
 mkdir -p "$hooks"
 cat >"$hooks/state.sh" <<HOOK
 #!/bin/sh
-WINEDEBUG=-all wine sc query khttp | sed -n 's/.*STATE *: *[0-9]* *\([A-Z_]*\).*/\1/p'
+# The driver's service state; with an argument, wait up to 30 s for that state.
+state() { WINEDEBUG=-all wine sc query khttp | sed -n 's/.*STATE *: *[0-9]* *\\([A-Z_]*\\).*/\\1/p'; }
+[ -z "\$1" ] && { state; exit 0; }
+for i in \$(seq 1 300); do
+    [ "\$(state)" = "\$1" ] && exit 0
+    sleep 0.1
+done
+exit 1
 HOOK
 cat >"$hooks/stop.sh" <<HOOK
 #!/bin/sh
 WINEDEBUG=-all wine sc stop khttp >/dev/null 2>&1
-for i in \$(seq 1 300); do
-    [ "\$(sh $hooks/state.sh)" = STOPPED ] && exit 0
-    sleep 0.1
-done
-exit 1
+exec sh $hooks/state.sh STOPPED
 HOOK
 # A killed winedevice leaves services.exe unable to start the driver again (error 6), so a
 # crash is the whole session killed (SIGKILL to every Wine process, as a power cut would), and a
@@ -160,11 +163,7 @@ HOOK
 cat >"$hooks/start.sh" <<HOOK
 #!/bin/sh
 WINEDEBUG=-all wine sc start khttp >/dev/null 2>&1
-for i in \$(seq 1 300); do
-    [ "\$(sh $hooks/state.sh)" = RUNNING ] && exit 0
-    sleep 0.1
-done
-exit 1
+exec sh $hooks/state.sh RUNNING
 HOOK
 export KHTTP_TEST_STOP="sh $hooks/stop.sh" KHTTP_TEST_KILL="sh $hooks/kill.sh"
 export KHTTP_TEST_START="sh $hooks/start.sh"

@@ -251,17 +251,24 @@ mod device {
         }
     }
 
+    /// The two buffer lengths as the `ULONG`s the I/O calls take.
+    fn lengths(input: &[u8], output: &[u8]) -> io::Result<(u32, u32)> {
+        let too_big = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer too large for DeviceIoControl",
+            )
+        };
+        Ok((
+            u32::try_from(input.len()).map_err(|_| too_big())?,
+            u32::try_from(output.len()).map_err(|_| too_big())?,
+        ))
+    }
+
     impl DeviceTransport {
         /// One synchronous `DeviceIoControl`; returns the bytes the driver wrote.
         fn ioctl(&self, code: u32, input: &[u8], output: &mut [u8]) -> io::Result<usize> {
-            let too_big = || {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "buffer too large for DeviceIoControl",
-                )
-            };
-            let in_len = u32::try_from(input.len()).map_err(|_| too_big())?;
-            let out_len = u32::try_from(output.len()).map_err(|_| too_big())?;
+            let (in_len, out_len) = lengths(input, output)?;
             let mut returned = 0u32;
             let ok;
             // SAFETY: `input` and `output` are live buffers of the stated lengths for the whole
@@ -289,14 +296,7 @@ mod device {
         /// One synchronous `NtDeviceIoControlFile`, for METHOD_IN_DIRECT: returns the request's
         /// NTSTATUS itself, which `DeviceIoControl` would turn into a Win32 error and lose.
         fn ioctl_direct(&self, code: u32, input: &[u8], output: &mut [u8]) -> io::Result<u32> {
-            let too_big = || {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "buffer too large for DeviceIoControl",
-                )
-            };
-            let in_len = u32::try_from(input.len()).map_err(|_| too_big())?;
-            let out_len = u32::try_from(output.len()).map_err(|_| too_big())?;
+            let (in_len, out_len) = lengths(input, output)?;
             // SAFETY: IO_STATUS_BLOCK is plain data; all zeroes is valid.
             let mut iosb: IO_STATUS_BLOCK = unsafe { core::mem::zeroed() };
             let status;
