@@ -220,6 +220,17 @@ if [ "$suite_rc" -ne 0 ] && ! grep -q FAILED "$suite_log"; then
     tail -n 20 "$suite_log"
 fi
 
+# The driver listens on [::] dual-stack; the suite reached it over IPv4. The HTTP tests again,
+# over IPv6 loopback.
+if [ -z "$inject" ] && [ -z "${KHTTP_WINE_TESTS:-}" ]; then
+    if (cd "$root" && KHTTP_TEST_HOST=::1 cargo test -p khttp-tests --test http -- --test-threads=1) \
+        >"$work/suite-ipv6.log" 2>&1; then
+        ok "the HTTP tests over IPv6 (::1): $(grep -o '[0-9]* passed' "$work/suite-ipv6.log" | tail -1)"
+    else
+        bad "the HTTP tests over IPv6 (::1) (see $work/suite-ipv6.log)"
+    fi
+fi
+
 if [ "$(driver_state)" = RUNNING ]; then
     ok "driver RUNNING after the suite"
 else

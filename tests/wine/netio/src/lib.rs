@@ -1046,7 +1046,7 @@ static CONNECTION_DISPATCH: Table<WSK_PROVIDER_CONNECTION_DISPATCH> =
         WskSend: Some(wsk_send),
         WskReceive: Some(wsk_receive),
         WskDisconnect: Some(wsk_disconnect),
-        WskRelease: None,
+        WskRelease: Some(wsk_release),
         WskConnectEx: ptr::null(),
         WskSendEx: ptr::null(),
         WskReceiveEx: ptr::null(),
@@ -1558,6 +1558,19 @@ unsafe extern "system" fn wsk_disconnect(
     drop(st);
     wake();
     STATUS_PENDING
+}
+
+/// `WskRelease`: returns data indications given by a receive event. This provider gives none
+/// (no receive events), so any call is a client error.
+unsafe extern "system" fn wsk_release(
+    socket: PWSK_SOCKET,
+    _indications: *mut khttp_wsk::WSK_DATA_INDICATION,
+) -> NTSTATUS {
+    fail(
+        "WskRelease",
+        &format!("socket {socket:p}: no data indication was ever given to release"),
+    );
+    STATUS_INVALID_PARAMETER
 }
 
 unsafe extern "system" fn wsk_close_socket(socket: PWSK_SOCKET, irp: *mut c_void) -> NTSTATUS {
