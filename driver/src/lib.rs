@@ -11,9 +11,10 @@
 //! - [`net`]: WSK listeners and connections → [`khttp_engine::Connection`];
 //! - [`registry`]: persistence; [`irp`]: IRP/MDL/event primitives; [`global`]: shared state.
 //!
-//! CI compiles and links it on Linux against real bindings (driver/linux/build.sh); it has
-//! never been built with the WDK on Windows, nor loaded anywhere. Everything it calls is the API
-//! DRIVER-NOTES cites; the [U] items there are the first things to check.
+//! CI compiles and links it on Linux against real bindings (driver/linux/build.sh) and runs it
+//! under Wine with test stand-ins for WSK and KMDF (tests/wine); it has never been built with
+//! the WDK on Windows, nor loaded by Windows. Everything it calls is the API DRIVER-NOTES cites;
+//! the [U] items there are the first things to check.
 //!
 //! `allocator_api`: `Arc::try_new`, so that no allocation can panic (a bugcheck). The driver is
 //! built with `RUSTC_BOOTSTRAP=1` anyway (build-std on Linux; Makefile.toml on Windows).
