@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use clap::Parser;
 use khttp_engine::Site;
 use khttp_engine::cache::EntrySpec;
-use khttpctl::files;
+use khttp_local::files;
 
 use crate::shared::Shared;
 use crate::worker::{Worker, bind_listener, wanted_addrs};
@@ -122,7 +122,7 @@ fn run(args: Args) -> Result<(), String> {
     let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
     let control_path = args
         .control
-        .unwrap_or_else(khttpctl::endpoint::default_server_socket);
+        .unwrap_or_else(khttp_local::socket::default_server_socket);
     let mut site = Site::new();
     state::load(&state_dir, &mut site)?;
     let mut persist = false;

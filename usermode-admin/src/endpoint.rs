@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::{Request, Status, Value, decode_reply, encode_request};
 
-/// The system-wide control socket (DESIGN §7).
-pub const SYSTEM_SOCKET: &str = "/run/khttp/control.sock";
+#[cfg(unix)]
+pub use khttp_local::socket::{SYSTEM_SOCKET, current_uid, default_server_socket, user_socket};
 /// The driver's device (DESIGN §7).
 pub const DEVICE: &str = r"\\.\KHttp";
 
@@ -51,38 +51,6 @@ impl std::str::FromStr for Endpoint {
         } else {
             Err(format!("endpoint {s:?} must start with unix: or device:"))
         }
-    }
-}
-
-/// The effective user id, without unsafe code: the owner of `/proc/self`.
-#[cfg(unix)]
-#[must_use]
-pub fn current_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-}
-
-/// The per-user control socket an unprivileged khttpd uses.
-#[cfg(unix)]
-#[must_use]
-pub fn user_socket() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("khttp/control.sock"),
-        None => PathBuf::from(format!(
-            "/tmp/khttp-{}/control.sock",
-            current_uid().unwrap_or(0)
-        )),
-    }
-}
-
-/// The control socket khttpd creates when `--control` is not given.
-#[cfg(unix)]
-#[must_use]
-pub fn default_server_socket() -> PathBuf {
-    if current_uid() == Some(0) {
-        PathBuf::from(SYSTEM_SOCKET)
-    } else {
-        user_socket()
     }
 }
 

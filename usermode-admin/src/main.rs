@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use khttp_local::compress::{self, Coding};
+use khttp_local::files;
 use khttp_proto::{PutEntry, Request};
-use khttpctl::compress::{self, Coding};
 use khttpctl::endpoint::{Cell, Client, Endpoint, default_endpoint};
-use khttpctl::files;
 use serde_json::{Value as Json, json};
 
 /// Administer khttp: URL reservations, the IP listen list, the response cache, limits.

@@ -1,0 +1,11 @@
+//! What khttpd and khttpctl share on one machine, so that the server does not depend on the
+//! admin CLI's crate:
+//!
+//! - [`files`]: a directory tree as cache URLs, content types and modification times
+//!   (`khttpd --site`, `khttpctl cache load`);
+//! - [`compress`]: gzip and brotli variants built at load time;
+//! - [`socket`]: where khttpd's control socket is by default, which is where khttpctl looks.
+
+pub mod compress;
+pub mod files;
+pub mod socket;
