@@ -260,7 +260,6 @@ fn apply(
         Request::LimitsSet { name, value } => {
             site.set_limit(name, *value)?;
         }
-        _ => return Err(CtlError::NotFound),
     }
     Ok(())
 }

@@ -64,9 +64,9 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// Control commands. The discriminant is the IOCTL function number (0x800 and up, never reused).
+/// Not `#[non_exhaustive]`, like [`Request`]: a missed command is a compile error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
-#[non_exhaustive]
 pub enum Command {
     /// Protocol and engine version.
     Version = 0x800,

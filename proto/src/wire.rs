@@ -203,9 +203,9 @@ impl PutEntry<'_> {
     }
 }
 
-/// A decoded control request.
+/// A decoded control request. Not `#[non_exhaustive]`: inside the workspace a command that a
+/// dispatcher does not handle must be a compile error, not a wildcard at run time.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Request<'a> {
     /// `version`
     Version,
