@@ -11,18 +11,104 @@
 //! result is the request's NTSTATUS.
 
 use alloc::vec::Vec;
+use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use khttp_engine::ctl::dispatch;
 use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
+use wdk_sys::ntddk::IoQueueWorkItem;
 use wdk_sys::{
-    NTSTATUS, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS, WDFQUEUE,
-    WDFREQUEST, call_unsafe_wdf_function_binding,
+    _WORK_QUEUE_TYPE, NTSTATUS, PDEVICE_OBJECT, PVOID, STATUS_BUFFER_TOO_SMALL,
+    STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_SUCCESS, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
 use crate::global::{clock, global};
+use crate::irp::{PassiveLock, allocate_work_item, free_work_item};
 use crate::{net, registry};
+
+/// Serialises the site's writers: the IOCTL queue and the expiry purge (PASSIVE_LEVEL both).
+static WRITER: PassiveLock = PassiveLock::new();
+/// The purge work item, and whether it is queued or running.
+static PURGE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+static PURGE_QUEUED: AtomicBool = AtomicBool::new(false);
+
+/// Sets up the writer lock and the purge work item (DriverEntry, PASSIVE_LEVEL).
+///
+/// # Safety
+/// PASSIVE_LEVEL, once, before any IOCTL or timer callback.
+pub(crate) unsafe fn init() -> NTSTATUS {
+    // SAFETY: once, before any acquire (contract).
+    unsafe { WRITER.init() };
+    // SAFETY: PASSIVE_LEVEL.
+    let item = unsafe { allocate_work_item() };
+    if item.is_null() {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    PURGE.store(item.cast(), Ordering::Release);
+    STATUS_SUCCESS
+}
+
+/// The timer's expiry check (DISPATCH_LEVEL): when an entry's TTL has passed, the purge work
+/// item drops expired entries at PASSIVE_LEVEL, as khttpd's janitor does (DESIGN §4).
+pub(crate) fn expire_tick() {
+    let Some(g) = global() else { return };
+    let due = g
+        .site
+        .snapshot()
+        .next_expiry()
+        .is_some_and(|at| at <= clock().now());
+    if !due || g.stopping.load(Ordering::Acquire) {
+        return;
+    }
+    let item = PURGE.load(Ordering::Acquire);
+    if item.is_null() || PURGE_QUEUED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: our work item, not queued (the flag); DelayedWorkQueue at <= DISPATCH_LEVEL.
+    unsafe {
+        IoQueueWorkItem(
+            item.cast(),
+            Some(on_purge),
+            _WORK_QUEUE_TYPE::DelayedWorkQueue,
+            ptr::null_mut(),
+        );
+    }
+}
+
+/// The purge work item (PASSIVE_LEVEL): a clone without the expired entries, published under
+/// the writer lock. The cache is not persisted, so nothing is saved.
+unsafe extern "C" fn on_purge(_device: PDEVICE_OBJECT, _context: PVOID) {
+    if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
+        // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
+        let _writer = unsafe { WRITER.acquire() };
+        if let Ok(mut next) = g.site.snapshot().try_clone()
+            && next.purge_expired(clock().now()) > 0
+            && let Ok(next) = alloc::sync::Arc::try_new(next)
+        {
+            g.site.publish(next);
+        }
+    }
+    PURGE_QUEUED.store(false, Ordering::Release);
+}
+
+/// Waits for a queued purge to finish and frees its work item (unload, after `stopping`).
+///
+/// # Safety
+/// PASSIVE_LEVEL, in unload (or a failing DriverEntry).
+pub(crate) unsafe fn shutdown() {
+    for _ in 0..300 {
+        if !PURGE_QUEUED.load(Ordering::Acquire) {
+            break;
+        }
+        crate::sleep_ms(100);
+    }
+    if !PURGE_QUEUED.load(Ordering::Acquire) {
+        // SAFETY: not queued; allocated in `init`.
+        unsafe { free_work_item(PURGE.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
+    }
+}
 
 /// Completes `request` with `status` and `information` bytes: the one completion per request.
 fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize) {
@@ -109,7 +195,7 @@ pub(crate) extern "C" fn on_device_control(
     let Some(g) = global() else {
         return complete(request, STATUS_DEVICE_NOT_READY, 0);
     };
-    if g.stopping.load(core::sync::atomic::Ordering::Acquire) {
+    if g.stopping.load(Ordering::Acquire) {
         return complete(request, STATUS_DEVICE_NOT_READY, 0);
     }
     // Compare the full 32-bit code (DRIVER-NOTES §3.1).
@@ -146,6 +232,9 @@ pub(crate) extern "C" fn on_device_control(
     };
 
     // One engine call on a private clone; persist, then publish, then follow the listeners.
+    // The writer lock keeps the expiry purge from publishing a clone taken before this one.
+    // SAFETY: PASSIVE_LEVEL (the queue's execution level); not held by this thread.
+    let writer = unsafe { WRITER.acquire() };
     let Ok(mut next) = g.site.snapshot().try_clone() else {
         let status = if direct_in {
             ntstatus_of(Status::OutOfMemory)
@@ -203,6 +292,7 @@ pub(crate) extern "C" fn on_device_control(
         }
     }
 
+    drop(writer);
     if direct_in {
         return complete(request, ntstatus_of(status), 0);
     }

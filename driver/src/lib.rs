@@ -106,9 +106,14 @@ pub(crate) fn sleep_ms(ms: i64) {
     let _ = unsafe { KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &raw mut interval) };
 }
 
-/// The periodic deadline sweep (DISPATCH_LEVEL): one timer for all connections (§5).
+/// The periodic deadline sweep (DISPATCH_LEVEL): one timer for all connections (§5); every
+/// other tick, the expiry check (a scan of the cache, as khttpd's janitor every 2 s).
 extern "C" fn on_timer(_timer: WDFTIMER) {
+    static TICK: AtomicUsize = AtomicUsize::new(0);
     net::sweep(net::Sweep::Deadlines);
+    if TICK.fetch_add(1, Ordering::Relaxed) % 2 == 1 {
+        ioctl::expire_tick();
+    }
 }
 
 /// Builds the control device, its queue and the timer (DRIVER-NOTES §2.2 steps 2–7).
@@ -292,6 +297,11 @@ pub unsafe extern "system" fn driver_entry(
         Ok(d) => d,
         Err(s) => return s,
     };
+    // SAFETY: PASSIVE_LEVEL, once, before the device takes requests and the timer runs.
+    let status = unsafe { ioctl::init() };
+    if !nt_success(status) {
+        return status;
+    }
     let mut site = Site::new();
     // SAFETY: PASSIVE_LEVEL.
     unsafe { registry::load_into(&registry::parameters_path(&service_key), &mut site) };
@@ -326,6 +336,8 @@ pub unsafe extern "system" fn driver_entry(
     // SAFETY: PASSIVE_LEVEL, once.
     let status = unsafe { net::register() };
     if !nt_success(status) {
+        // SAFETY: nothing queued the purge item (no timer yet); PASSIVE_LEVEL.
+        unsafe { ioctl::shutdown() };
         // SAFETY: nothing reads the global state: the device is not finished initialising,
         // there is no timer, and WSK is not registered.
         unsafe { uninstall() };
@@ -338,6 +350,8 @@ pub unsafe extern "system" fn driver_entry(
             // SAFETY: PASSIVE_LEVEL; no listener or connection exists yet, so this only
             // deregisters from WSK.
             unsafe { net::shutdown() };
+            // SAFETY: no timer ran, so the purge item is not queued; PASSIVE_LEVEL.
+            unsafe { ioctl::shutdown() };
             // SAFETY: as above, and WSK is deregistered.
             unsafe { uninstall() };
             return s;
@@ -372,6 +386,8 @@ extern "C" fn on_unload(_driver: WDFDRIVER) {
     // 2, 3, 5. Close listeners and connections, wait for them, release and deregister WSK.
     // SAFETY: PASSIVE_LEVEL in unload, after `stopping` was set.
     unsafe { net::shutdown() };
+    // SAFETY: as above; the timer is stopped, so no new purge is queued.
+    unsafe { ioctl::shutdown() };
     // 6. Free the site (cache bodies, reservations) and the connection table.
     // SAFETY: every callback that reads the global state has stopped: the queue rejects new
     // requests, the timer is stopped, WSK is deregistered.

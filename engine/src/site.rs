@@ -414,6 +414,14 @@ impl Site {
         Ok(self.cache.remove_where(|_, e| url_under(&e.url, &p))?)
     }
 
+    /// When the next cache entry expires (`None`: no entry has a TTL). Both hosts' timers ask
+    /// this, then [`Site::purge_expired`] when it has passed (DESIGN §4: expired entries are
+    /// reclaimed). A scan of the entries.
+    #[must_use]
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.cache.iter().filter_map(|(_, _, e)| e.expires).min()
+    }
+
     /// Removes expired entries; returns how many.
     ///
     /// Out of memory (copying shared shards) removes nothing: the next call tries again.
@@ -492,6 +500,27 @@ mod tests {
             body: body.to_vec(),
             ..Default::default()
         }
+    }
+
+    /// The next expiry is the earliest TTL; purging at it reclaims that entry alone.
+    #[test]
+    fn next_expiry_and_purge() {
+        let mut s = Site::new();
+        s.reserve("http://+:80/", None).unwrap();
+        s.put("http://+:80/forever", spec(b"f"), Instant(0))
+            .unwrap();
+        assert_eq!(s.next_expiry(), None);
+        let ttl = |secs| EntrySpec {
+            ttl_secs: Some(secs),
+            ..spec(b"t")
+        };
+        s.put("http://+:80/a", ttl(5), Instant(1_000)).unwrap();
+        s.put("http://+:80/b", ttl(2), Instant(1_000)).unwrap();
+        assert_eq!(s.next_expiry(), Some(Instant(3_000)));
+        assert_eq!(s.purge_expired(Instant(2_999)), 0);
+        assert_eq!(s.purge_expired(Instant(3_000)), 1);
+        assert_eq!(s.next_expiry(), Some(Instant(6_000)));
+        assert_eq!(s.cache().len(), 2);
     }
 
     #[test]

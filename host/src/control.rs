@@ -156,7 +156,7 @@ pub(crate) fn janitor(shared: &Shared) {
         std::thread::sleep(Duration::from_secs(2));
         let snapshot = shared.snapshot();
         let now = shared.clock().now();
-        if snapshot.cache().iter().any(|(_, _, e)| e.is_expired(now)) {
+        if snapshot.next_expiry().is_some_and(|at| at <= now) {
             let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let Ok(mut next) = shared.snapshot().try_clone() else {
                 continue; // out of memory: try again on the next round

@@ -388,3 +388,39 @@ fn other_users_are_refused() {
         "nothing was changed"
     );
 }
+
+/// Expired entries are reclaimed by the server's own timer (DESIGN §4): they stop counting
+/// against the cache's entries and bytes without any request touching them. Counters as
+/// deltas, since an external server is shared.
+#[test]
+fn expired_entries_are_reclaimed() {
+    let s = Server::start("expire");
+    let port = s.reserve_port();
+    let counter = |name: &str| -> u64 {
+        s.ctl_ok(&["stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let (entries, bytes) = (counter("cache-entries"), counter("cache-bytes"));
+    let f = write_file(&s, "short.txt", &[b'e'; 5000]);
+    s.ctl_ok(&[
+        "cache",
+        "put",
+        &format!("http://+:{port}/short.txt"),
+        f.to_str().unwrap(),
+        "--ttl",
+        "1",
+    ]);
+    assert_eq!(counter("cache-entries"), entries + 1);
+    assert_eq!(counter("cache-bytes"), bytes + 5000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while counter("cache-entries") != entries || counter("cache-bytes") != bytes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired entry still counts after 15 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(get(port, "/short.txt", "").status, 404);
+}
