@@ -24,7 +24,7 @@ use khttp_engine::conn::{Close, linger_deadline};
 use khttp_engine::out::{Body, Transmit};
 use khttp_engine::pump::{Completion, InlineGate, NextIo, next_io};
 use khttp_engine::route::Local;
-use khttp_engine::{Connection, Instant, Site};
+use khttp_engine::{Clock, Connection, Instant, Site};
 use khttp_wsk::imports::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI,
 };
@@ -910,157 +910,197 @@ unsafe fn drive(ctx: *mut ConnCtx) {
         let site = g.site.snapshot();
         let clock = clock();
         if let Some(op) = inner.last.take() {
-            // SAFETY: the operation completed, so the IRP's status is final.
-            let (status, info) = unsafe { result(c.io_irp) };
-            let n = usize::try_from(info).unwrap_or(0);
-            match op {
-                Op::Receive if !nt_success(status) => inner.failed = true,
-                Op::Receive if n == 0 => inner.conn.handle_eof(&clock, &site),
-                Op::Receive => {
-                    // SAFETY: the receive wrote `n <= RX_LEN` bytes into our buffer.
-                    let data = unsafe { core::slice::from_raw_parts(c.rx_buf, n.min(RX_LEN)) };
-                    inner.conn.handle_input(data, &clock, &site);
-                }
-                Op::Send => {
-                    // SAFETY: the send completed; the MDL is ours again.
-                    unsafe { mdl_free(inner.tx_mdl) };
-                    inner.tx_mdl = ptr::null_mut();
-                    inner.tx_body = None;
-                    if nt_success(status) {
-                        inner.sent = inner.sent.saturating_add(info);
-                        inner.conn.handle_sent(n, &clock, &site);
-                    } else {
-                        inner.failed = true;
-                    }
-                }
-                Op::Disconnect if nt_success(status) => {
-                    inner.phase = Phase::Lingering;
-                    // The harness's injected fault: no lingering (tests/wine/README.md).
-                    inner.drained = cfg!(feature = "fault-skip-linger");
-                }
-                Op::Disconnect => inner.failed = true,
-                // Lingering: the data is discarded; EOF or an error ends it.
-                Op::Drain => inner.drained |= !nt_success(status) || n == 0,
-            }
+            // SAFETY: `op` completed on the connection's IRP; this thread drives.
+            unsafe { finished(c, inner, op, &clock, &site) };
             // SAFETY: the finished operation's reference.
             unsafe { release(ctx) };
         }
-        let next = match inner.phase {
-            Phase::Open => {
-                // WSK does not say what the transport still holds for the client: 0.
-                inner.conn.handle_timeout(&clock, 0);
-                if inner.failed {
-                    NextIo::Close(Close::Abortive)
-                } else {
-                    next_io(&inner.conn, &c.gate)
-                }
-            }
-            // Both directions are shut (or the drain failed, or time is up): close.
-            _ if inner.failed || inner.drained || c.gate.close_requested() => {
-                NextIo::Close(Close::Abortive)
-            }
-            _ => NextIo::Receive,
-        };
-        let op = match next {
-            NextIo::Send => Op::Send,
-            NextIo::Receive if inner.phase == Phase::Open => Op::Receive,
-            NextIo::Receive => Op::Drain,
-            // A lingering close, as khttpd's (issue #9, finding 3): FIN, then drain the input
-            // until the peer's FIN, each step under a deadline (finding 4).
-            NextIo::Close(Close::Graceful) if inner.phase == Phase::Open => {
-                inner.phase = Phase::Disconnecting;
-                inner.shut = Some((clock.now(), inner.sent));
-                Op::Disconnect
-            }
-            NextIo::Close(_) => {
+        let op = match next_step(c, inner, &clock) {
+            Ok(op) => op,
+            Err(NextIo::Close(_)) => {
                 if c.gate.try_close() {
                     // SAFETY: we claimed the close; a reference is held; nothing is in flight.
                     unsafe { start_close(ctx, Close::Abortive) };
                 }
                 break;
             }
-            NextIo::Wait => {
+            Err(_) => {
                 publish_deadline(c, inner, &site);
                 break;
             }
         };
         publish_deadline(c, inner, &site);
-        match op {
-            Op::Send => {
-                let Some(t) = inner.conn.transmit() else {
-                    continue;
-                };
-                let (va, len, body): (*const u8, usize, Option<Body>) = match t {
-                    Transmit::Head(bytes) => (bytes.as_ptr(), bytes.len(), None),
-                    Transmit::Body { body, start, end } => (
-                        body.as_ptr().wrapping_add(start),
-                        end.saturating_sub(start),
-                        Some(Arc::clone(body)),
-                    ),
-                };
-                // SAFETY: head bytes and cached bodies are wdk-alloc (non-paged) memory that
-                // stays put until the send completes: no input is processed while a send is in
-                // flight, and `tx_body` keeps the body alive.
-                let mdl = unsafe { mdl_for(va, len) };
-                if mdl.is_null() {
-                    inner.failed = true;
-                    continue;
-                }
-                inner.tx_mdl = mdl;
-                inner.tx_body = body;
-                inner.buf = WSK_BUF {
-                    Mdl: mdl.cast(),
-                    Offset: 0,
-                    Length: len,
-                };
-            }
-            Op::Receive | Op::Drain => {
-                inner.buf = WSK_BUF {
-                    Mdl: c.rx_mdl.cast(),
-                    Offset: 0,
-                    Length: RX_LEN,
-                };
-            }
-            Op::Disconnect => {}
+        // SAFETY: this thread drives; nothing is in flight.
+        if !unsafe { describe(c, inner, op) } {
+            continue; // nothing to send after all, or no MDL: decide again
         }
         if !c.gate.begin() {
             break; // closing: the closer owns the socket now
         }
         inner.last = Some(op);
         c.add_ref(); // the operation's
-        // SAFETY: the IRP is idle (one operation at a time) and `ctx` outlives it (reference).
-        unsafe { prepare(c.io_irp, on_io, ctx.cast()) };
-        // SAFETY: the connection dispatch table is valid while the accepted socket is open.
-        let dispatch = unsafe { &*c.dispatch };
-        match op {
-            Op::Send | Op::Receive | Op::Drain => {
-                // Sends go out at once (no Nagle): a head and its body are separate sends, and
-                // Nagle would hold the body until the head is acknowledged, a delayed ACK
-                // later (seen under the Wine harness: 44 ms per response).
-                let (call, flags) = if op == Op::Send {
-                    (dispatch.WskSend, WSK_FLAG_NODELAY)
-                } else {
-                    (dispatch.WskReceive, 0)
-                };
-                if let Some(call) = call {
-                    // SAFETY: `inner.buf` and its MDL stay valid until completion; the IRP is
-                    // prepared.
-                    unsafe { call(c.socket, &raw mut inner.buf, flags, c.io_irp.cast()) };
-                }
-            }
-            Op::Disconnect => {
-                if let Some(disconnect) = dispatch.WskDisconnect {
-                    // SAFETY: graceful, no final data; the IRP is prepared.
-                    unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.io_irp.cast()) };
-                }
-            }
-        }
+        // SAFETY: the IRP is idle, the buffer described, and the operation's reference held.
+        unsafe { issue(ctx, c, inner, op) };
         if !c.gate.issued() {
             break; // pending: the completion routine drives from here
         }
     }
     // SAFETY: this call's own reference.
     unsafe { release(ctx) };
+}
+
+/// Feeds a completed operation's result to the engine or to the close sequence.
+///
+/// # Safety
+/// `op` was issued on `c.io_irp` and has completed; the caller is the connection's driver.
+unsafe fn finished(c: &ConnCtx, inner: &mut Inner, op: Op, clock: &Clock, site: &Site) {
+    // SAFETY: the operation completed, so the IRP's status is final.
+    let (status, info) = unsafe { result(c.io_irp) };
+    let n = usize::try_from(info).unwrap_or(0);
+    match op {
+        Op::Receive if !nt_success(status) => inner.failed = true,
+        Op::Receive if n == 0 => inner.conn.handle_eof(clock, site),
+        Op::Receive => {
+            // SAFETY: the receive wrote `n <= RX_LEN` bytes into our buffer.
+            let data = unsafe { core::slice::from_raw_parts(c.rx_buf, n.min(RX_LEN)) };
+            inner.conn.handle_input(data, clock, site);
+        }
+        Op::Send => {
+            // SAFETY: the send completed; the MDL is ours again.
+            unsafe { mdl_free(inner.tx_mdl) };
+            inner.tx_mdl = ptr::null_mut();
+            inner.tx_body = None;
+            if nt_success(status) {
+                inner.sent = inner.sent.saturating_add(info);
+                inner.conn.handle_sent(n, clock, site);
+            } else {
+                inner.failed = true;
+            }
+        }
+        Op::Disconnect if nt_success(status) => {
+            inner.phase = Phase::Lingering;
+            // The harness's injected fault: no lingering (tests/wine/README.md).
+            inner.drained = cfg!(feature = "fault-skip-linger");
+        }
+        Op::Disconnect => inner.failed = true,
+        // Lingering: the data is discarded; EOF or an error ends it.
+        Op::Drain => inner.drained |= !nt_success(status) || n == 0,
+    }
+}
+
+/// The next operation for the connection's phase, or why there is none (`Close`, `Wait`).
+fn next_step(c: &ConnCtx, inner: &mut Inner, clock: &Clock) -> Result<Op, NextIo> {
+    let next = match inner.phase {
+        Phase::Open => {
+            // WSK does not say what the transport still holds for the client: 0.
+            inner.conn.handle_timeout(clock, 0);
+            if inner.failed {
+                NextIo::Close(Close::Abortive)
+            } else {
+                next_io(&inner.conn, &c.gate)
+            }
+        }
+        // Both directions are shut (or the drain failed, or time is up): close.
+        _ if inner.failed || inner.drained || c.gate.close_requested() => {
+            NextIo::Close(Close::Abortive)
+        }
+        _ => NextIo::Receive,
+    };
+    match next {
+        NextIo::Send => Ok(Op::Send),
+        NextIo::Receive if inner.phase == Phase::Open => Ok(Op::Receive),
+        NextIo::Receive => Ok(Op::Drain),
+        // A lingering close, as khttpd's (issue #9, finding 3): FIN, then drain the input until
+        // the peer's FIN, each step under a deadline (finding 4).
+        NextIo::Close(Close::Graceful) if inner.phase == Phase::Open => {
+            inner.phase = Phase::Disconnecting;
+            inner.shut = Some((clock.now(), inner.sent));
+            Ok(Op::Disconnect)
+        }
+        other => Err(other),
+    }
+}
+
+/// Points `inner.buf` at what `op` sends or receives into. False when there is nothing to send
+/// after all, or no MDL could be allocated (then the connection has failed).
+///
+/// # Safety
+/// The caller is the connection's driver and nothing is in flight.
+unsafe fn describe(c: &ConnCtx, inner: &mut Inner, op: Op) -> bool {
+    match op {
+        Op::Send => {
+            let Some(t) = inner.conn.transmit() else {
+                return false;
+            };
+            let (va, len, body): (*const u8, usize, Option<Body>) = match t {
+                Transmit::Head(bytes) => (bytes.as_ptr(), bytes.len(), None),
+                Transmit::Body { body, start, end } => (
+                    body.as_ptr().wrapping_add(start),
+                    end.saturating_sub(start),
+                    Some(Arc::clone(body)),
+                ),
+            };
+            // SAFETY: head bytes and cached bodies are wdk-alloc (non-paged) memory that stays
+            // put until the send completes: no input is processed while a send is in flight,
+            // and `tx_body` keeps the body alive.
+            let mdl = unsafe { mdl_for(va, len) };
+            if mdl.is_null() {
+                inner.failed = true;
+                return false;
+            }
+            inner.tx_mdl = mdl;
+            inner.tx_body = body;
+            inner.buf = WSK_BUF {
+                Mdl: mdl.cast(),
+                Offset: 0,
+                Length: len,
+            };
+        }
+        Op::Receive | Op::Drain => {
+            inner.buf = WSK_BUF {
+                Mdl: c.rx_mdl.cast(),
+                Offset: 0,
+                Length: RX_LEN,
+            };
+        }
+        Op::Disconnect => {}
+    }
+    true
+}
+
+/// Starts `op` on the connection's IRP.
+///
+/// # Safety
+/// The gate was begun for `op`, `inner.buf` describes its buffer, the operation's reference is
+/// held, and the IRP is idle.
+unsafe fn issue(ctx: *mut ConnCtx, c: &ConnCtx, inner: &mut Inner, op: Op) {
+    // SAFETY: the IRP is idle (one operation at a time) and `ctx` outlives it (reference).
+    unsafe { prepare(c.io_irp, on_io, ctx.cast()) };
+    // SAFETY: the connection dispatch table is valid while the accepted socket is open.
+    let dispatch = unsafe { &*c.dispatch };
+    match op {
+        Op::Send | Op::Receive | Op::Drain => {
+            // Sends go out at once (no Nagle): a head and its body are separate sends, and
+            // Nagle would hold the body until the head is acknowledged, a delayed ACK later
+            // (seen under the Wine harness: 44 ms per response).
+            let (call, flags) = if op == Op::Send {
+                (dispatch.WskSend, WSK_FLAG_NODELAY)
+            } else {
+                (dispatch.WskReceive, 0)
+            };
+            if let Some(call) = call {
+                // SAFETY: `inner.buf` and its MDL stay valid until completion; the IRP is
+                // prepared.
+                unsafe { call(c.socket, &raw mut inner.buf, flags, c.io_irp.cast()) };
+            }
+        }
+        Op::Disconnect => {
+            if let Some(disconnect) = dispatch.WskDisconnect {
+                // SAFETY: graceful, no final data; the IRP is prepared.
+                unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.io_irp.cast()) };
+            }
+        }
+    }
 }
 
 /// Publishes the connection's next deadline for the sweep: the engine's while open; the
