@@ -24,7 +24,7 @@ use wdk_sys::{
     STATUS_SUCCESS, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
-use crate::global::{clock, global};
+use crate::global::{Global, clock, global};
 use crate::irp::{PassiveLock, allocate_work_item, free_work_item};
 use crate::{net, registry};
 
@@ -208,34 +208,17 @@ pub(crate) extern "C" fn on_device_control(
     if command.method() != METHOD_IN_DIRECT && output_len < 4 {
         return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
     }
-    let input = if input_len > 0 {
-        match retrieve(request, Buffer::Input, input_len) {
-            Ok(v) => v,
-            Err(status) => return complete(request, status, 0),
-        }
-    } else {
-        Vec::new()
-    };
     let direct_in = command.method() == METHOD_IN_DIRECT;
-    let direct = if direct_in && output_len > 0 {
-        // Refuse a body over the entry limit before copying it.
-        if output_len as u64 > g.site.snapshot().limits().cache_max_entry_bytes {
-            return complete(request, ntstatus_of(Status::EntryTooLarge), 0);
-        }
-        // METHOD_IN_DIRECT: WDF maps the locked caller pages (MmGetSystemAddressForMdlSafe).
-        match retrieve(request, Buffer::Output, output_len) {
-            Ok(v) => v,
-            Err(status) => return complete(request, status, 0),
-        }
-    } else {
-        Vec::new()
+    let (input, direct) = match buffers(g, request, direct_in, input_len, output_len) {
+        Ok(b) => b,
+        Err(status) => return complete(request, status, 0),
     };
-
-    // One engine call on a private clone; persist, then publish, then follow the listeners.
-    // The writer lock keeps the expiry purge from publishing a clone taken before this one.
-    // SAFETY: PASSIVE_LEVEL (the queue's execution level); not held by this thread.
-    let writer = unsafe { WRITER.acquire() };
-    let Ok(mut next) = g.site.snapshot().try_clone() else {
+    let cap = if direct_in {
+        usize::MAX
+    } else {
+        output_len.saturating_sub(4)
+    };
+    let Some((status, out)) = commit(g, code, &input, &direct, cap) else {
         let status = if direct_in {
             ntstatus_of(Status::OutOfMemory)
         } else {
@@ -243,21 +226,54 @@ pub(crate) extern "C" fn on_device_control(
         };
         return complete(request, status, 0);
     };
-    let mut out = Vec::new();
-    let cap = if direct_in {
-        usize::MAX
+    if direct_in {
+        return complete(request, ntstatus_of(status), 0);
+    }
+    reply(request, status, &out);
+}
+
+/// The request's input, copied into driver memory, and for METHOD_IN_DIRECT the bodies it
+/// carries in its "output" buffer (refused over the entry limit before they are copied).
+fn buffers(
+    g: &Global,
+    request: WDFREQUEST,
+    direct_in: bool,
+    input_len: usize,
+    output_len: usize,
+) -> Result<(Vec<u8>, Vec<u8>), NTSTATUS> {
+    let input = if input_len > 0 {
+        retrieve(request, Buffer::Input, input_len)?
     } else {
-        output_len.saturating_sub(4)
+        Vec::new()
     };
-    let d = dispatch(
-        &mut next,
-        code,
-        &input,
-        &direct,
-        cap,
-        clock().now(),
-        &mut out,
-    );
+    let direct = if direct_in && output_len > 0 {
+        if output_len as u64 > g.site.snapshot().limits().cache_max_entry_bytes {
+            return Err(ntstatus_of(Status::EntryTooLarge));
+        }
+        // METHOD_IN_DIRECT: WDF maps the locked caller pages (MmGetSystemAddressForMdlSafe).
+        retrieve(request, Buffer::Output, output_len)?
+    } else {
+        Vec::new()
+    };
+    Ok((input, direct))
+}
+
+/// One engine call on a private clone of the site; persist, then publish, then follow the
+/// listeners, all under the writer lock (the expiry purge must not publish a clone taken
+/// before this one). Returns the status and reply, or `None` when the clone itself could not be
+/// allocated (nothing changed).
+fn commit(
+    g: &Global,
+    code: u32,
+    input: &[u8],
+    direct: &[u8],
+    cap: usize,
+) -> Option<(Status, Vec<u8>)> {
+    // SAFETY: PASSIVE_LEVEL (the queue's execution level); not held by this thread.
+    let _writer = unsafe { WRITER.acquire() };
+    let mut next = g.site.snapshot().try_clone().ok()?;
+    let mut out = Vec::new();
+    let d = dispatch(&mut next, code, input, direct, cap, clock().now(), &mut out);
     let mut status = d.status;
     // The snapshot's allocation comes first, so that running out of memory changes nothing.
     let next = if d.changed {
@@ -278,7 +294,6 @@ pub(crate) extern "C" fn on_device_control(
             out.clear();
             let _ = khttp_proto::error_reply(&mut out, "could not save the change in the registry");
         } else {
-            // SAFETY: PASSIVE_LEVEL on the sequential queue.
             let listen = if d.persist {
                 // SAFETY: PASSIVE_LEVEL on the sequential queue, as reconcile requires.
                 unsafe { net::reconcile(&next) }
@@ -291,11 +306,11 @@ pub(crate) extern "C" fn on_device_control(
             }
         }
     }
+    Some((status, out))
+}
 
-    drop(writer);
-    if direct_in {
-        return complete(request, ntstatus_of(status), 0);
-    }
+/// Completes a METHOD_BUFFERED request with `status: u32` followed by the reply.
+fn reply(request: WDFREQUEST, status: Status, out: &[u8]) {
     let mut obuf: PVOID = ptr::null_mut();
     let mut olen = 0usize;
     let rs;
