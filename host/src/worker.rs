@@ -312,96 +312,17 @@ impl Worker {
         };
         let mut drop_it = false;
         loop {
-            let mut progressed = false;
-            // Input.
-            while slot.readable && (slot.linger.is_some() || slot.conn.wants_read()) {
-                match slot.stream.read(buf) {
-                    Ok(0) => {
-                        if slot.linger.is_some() {
-                            drop_it = true;
-                        } else {
-                            slot.conn.handle_eof(clock, site);
-                            progressed = true;
-                        }
-                        break;
-                    }
-                    Ok(n) => {
-                        if slot.linger.is_none() {
-                            slot.conn
-                                .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
-                            progressed = true;
-                        }
-                        if n < buf.len() {
-                            slot.readable = false; // drained: wait for the next edge
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        slot.readable = false;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        drop_it = true;
-                        break;
-                    }
-                }
-            }
-            if drop_it {
+            let input = read_input(slot, buf, clock, site);
+            if input.drop {
+                drop_it = true;
                 break;
             }
-            // Output.
-            while slot.conn.has_output() {
-                // A large body piece at the front goes out with sendfile (see `bodies`).
-                let threshold = if shared.sendfile { LARGE } else { usize::MAX };
-                let large = match slot.conn.transmit() {
-                    Some(Transmit::Body { body, start, end })
-                        if end.saturating_sub(start) >= threshold =>
-                    {
-                        shared
-                            .bodies
-                            .file_for(body)
-                            .map(|fd| (fd, start, end.saturating_sub(start)))
-                    }
-                    _ => None,
-                };
-                let sent = if let Some((fd, start, len)) = large {
-                    sys::sendfile(&slot.stream, &*fd, start as u64, len)
-                } else {
-                    let mut slices: [&[u8]; 64] = [&[]; 64];
-                    let n = slot.conn.transmit_slices_before(&mut slices, threshold);
-                    let iov: [IoSlice<'_>; 64] = std::array::from_fn(|i| {
-                        IoSlice::new(slices.get(i).copied().unwrap_or_default())
-                    });
-                    let iov = iov.get(..n).unwrap_or_default();
-                    // When a large body follows (to go out with sendfile), MSG_MORE holds these
-                    // bytes back so that they share segments with it, as nginx's tcp_nopush does.
-                    let queued: usize = slices.iter().take(n).map(|s| s.len()).sum();
-                    if (queued as u64) < slot.conn.pending_bytes() {
-                        SockRef::from(&slot.stream).send_vectored_with_flags(iov, libc::MSG_MORE)
-                    } else {
-                        slot.stream.write_vectored(iov)
-                    }
-                };
-                match sent {
-                    Ok(0) => {
-                        drop_it = true;
-                        break;
-                    }
-                    Ok(k) => {
-                        slot.conn.handle_sent(k, clock, site);
-                        progressed = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        drop_it = true;
-                        break;
-                    }
-                }
-            }
-            if drop_it {
+            let output = write_output(slot, shared, clock, site);
+            if output.drop {
+                drop_it = true;
                 break;
             }
+            let mut progressed = input.progressed || output.progressed;
             match slot.conn.poll_close() {
                 Some(Close::Abortive) => {
                     drop_it = true; // `remove` resets it
@@ -503,4 +424,104 @@ impl Worker {
             }
         }
     }
+}
+
+/// What one pass over a connection's input or output did.
+#[derive(Default)]
+struct Pass {
+    /// The engine was given input, EOF or a send result.
+    progressed: bool,
+    /// The connection must go (EOF while lingering, or a socket error).
+    drop: bool,
+}
+
+/// Reads while the socket is readable and the engine wants input (or the close lingers, when
+/// input is discarded).
+fn read_input(slot: &mut Slot, buf: &mut [u8], clock: &Clock, site: &Site) -> Pass {
+    let mut pass = Pass::default();
+    while slot.readable && (slot.linger.is_some() || slot.conn.wants_read()) {
+        match slot.stream.read(buf) {
+            Ok(0) => {
+                if slot.linger.is_some() {
+                    pass.drop = true;
+                } else {
+                    slot.conn.handle_eof(clock, site);
+                    pass.progressed = true;
+                }
+                break;
+            }
+            Ok(n) => {
+                if slot.linger.is_none() {
+                    slot.conn
+                        .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
+                    pass.progressed = true;
+                }
+                if n < buf.len() {
+                    slot.readable = false; // drained: wait for the next edge
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                slot.readable = false;
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                pass.drop = true;
+                break;
+            }
+        }
+    }
+    pass
+}
+
+/// Writes the engine's output until the socket would block.
+fn write_output(slot: &mut Slot, shared: &Shared, clock: &Clock, site: &Site) -> Pass {
+    let mut pass = Pass::default();
+    while slot.conn.has_output() {
+        // A large body piece at the front goes out with sendfile (see `bodies`).
+        let threshold = if shared.sendfile { LARGE } else { usize::MAX };
+        let large = match slot.conn.transmit() {
+            Some(Transmit::Body { body, start, end }) if end.saturating_sub(start) >= threshold => {
+                shared
+                    .bodies
+                    .file_for(body)
+                    .map(|fd| (fd, start, end.saturating_sub(start)))
+            }
+            _ => None,
+        };
+        let sent = if let Some((fd, start, len)) = large {
+            sys::sendfile(&slot.stream, &*fd, start as u64, len)
+        } else {
+            let mut slices: [&[u8]; 64] = [&[]; 64];
+            let n = slot.conn.transmit_slices_before(&mut slices, threshold);
+            let iov: [IoSlice<'_>; 64] =
+                std::array::from_fn(|i| IoSlice::new(slices.get(i).copied().unwrap_or_default()));
+            let iov = iov.get(..n).unwrap_or_default();
+            // When a large body follows (to go out with sendfile), MSG_MORE holds these bytes
+            // back so that they share segments with it, as nginx's tcp_nopush does.
+            let queued: usize = slices.iter().take(n).map(|s| s.len()).sum();
+            if (queued as u64) < slot.conn.pending_bytes() {
+                SockRef::from(&slot.stream).send_vectored_with_flags(iov, libc::MSG_MORE)
+            } else {
+                slot.stream.write_vectored(iov)
+            }
+        };
+        match sent {
+            Ok(0) => {
+                pass.drop = true;
+                break;
+            }
+            Ok(k) => {
+                slot.conn.handle_sent(k, clock, site);
+                pass.progressed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                pass.drop = true;
+                break;
+            }
+        }
+    }
+    pass
 }
