@@ -11,28 +11,25 @@
 //! result is the request's NTSTATUS.
 
 use alloc::vec::Vec;
-use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::Ordering;
 
 use khttp_engine::ctl::dispatch;
 use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
-use wdk_sys::ntddk::IoQueueWorkItem;
 use wdk_sys::{
-    _WORK_QUEUE_TYPE, NTSTATUS, PDEVICE_OBJECT, PVOID, STATUS_BUFFER_TOO_SMALL,
-    STATUS_DEVICE_NOT_READY, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST,
-    STATUS_SUCCESS, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+    NTSTATUS, PDEVICE_OBJECT, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS, WDFQUEUE,
+    WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
 use crate::global::{Global, clock, global};
-use crate::irp::{PassiveLock, allocate_work_item, free_work_item};
+use crate::irp::{PassiveLock, SingleWork};
 use crate::{net, registry};
 
 /// Serialises the site's writers: the IOCTL queue and the expiry purge (PASSIVE_LEVEL both).
 static WRITER: PassiveLock = PassiveLock::new();
-/// The purge work item, and whether it is queued or running.
-static PURGE: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-static PURGE_QUEUED: AtomicBool = AtomicBool::new(false);
+/// The purge work item.
+static PURGE: SingleWork = SingleWork::new();
 
 /// Sets up the writer lock and the purge work item (DriverEntry, PASSIVE_LEVEL).
 ///
@@ -41,12 +38,9 @@ static PURGE_QUEUED: AtomicBool = AtomicBool::new(false);
 pub(crate) unsafe fn init() -> NTSTATUS {
     // SAFETY: once, before any acquire (contract).
     unsafe { WRITER.init() };
-    // SAFETY: PASSIVE_LEVEL.
-    let item = unsafe { allocate_work_item() };
-    if item.is_null() {
+    if !PURGE.allocate() {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    PURGE.store(item.cast(), Ordering::Release);
     STATUS_SUCCESS
 }
 
@@ -62,19 +56,7 @@ pub(crate) fn expire_tick() {
     if !due || g.stopping.load(Ordering::Acquire) {
         return;
     }
-    let item = PURGE.load(Ordering::Acquire);
-    if item.is_null() || PURGE_QUEUED.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    // SAFETY: our work item, not queued (the flag); DelayedWorkQueue at <= DISPATCH_LEVEL.
-    unsafe {
-        IoQueueWorkItem(
-            item.cast(),
-            Some(on_purge),
-            _WORK_QUEUE_TYPE::DelayedWorkQueue,
-            ptr::null_mut(),
-        );
-    }
+    PURGE.queue(on_purge);
 }
 
 /// The purge work item (PASSIVE_LEVEL): a clone without the expired entries, published under
@@ -90,7 +72,7 @@ unsafe extern "C" fn on_purge(_device: PDEVICE_OBJECT, _context: PVOID) {
             g.site.publish(next);
         }
     }
-    PURGE_QUEUED.store(false, Ordering::Release);
+    PURGE.done();
 }
 
 /// Waits for a queued purge to finish and frees its work item (unload, after `stopping`).
@@ -98,16 +80,8 @@ unsafe extern "C" fn on_purge(_device: PDEVICE_OBJECT, _context: PVOID) {
 /// # Safety
 /// PASSIVE_LEVEL, in unload (or a failing DriverEntry).
 pub(crate) unsafe fn shutdown() {
-    for _ in 0..300 {
-        if !PURGE_QUEUED.load(Ordering::Acquire) {
-            break;
-        }
-        crate::sleep_ms(100);
-    }
-    if !PURGE_QUEUED.load(Ordering::Acquire) {
-        // SAFETY: not queued; allocated in `init`.
-        unsafe { free_work_item(PURGE.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
-    }
+    // SAFETY: PASSIVE_LEVEL in unload; the timer that queues it has stopped (contract).
+    unsafe { PURGE.shutdown() };
 }
 
 /// Completes `request` with `status` and `information` bytes: the one completion per request.

@@ -7,16 +7,16 @@
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem, IoFreeIrp,
-    IoFreeMdl, IoFreeWorkItem, IoReuseIrp, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
-    MmBuildMdlForNonPagedPool,
+    IoFreeMdl, IoFreeWorkItem, IoQueueWorkItem, IoReuseIrp, KeInitializeEvent, KeSetEvent,
+    KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
 };
 use wdk_sys::{
-    _EVENT_TYPE, _KWAIT_REASON, _MODE, IRP, KEVENT, NTSTATUS, PDEVICE_OBJECT, PIO_WORKITEM, PIRP,
-    PMDL, POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
+    _EVENT_TYPE, _KWAIT_REASON, _MODE, _WORK_QUEUE_TYPE, IRP, KEVENT, NTSTATUS, PDEVICE_OBJECT,
+    PIO_WORKITEM, PIRP, PMDL, POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
     SL_INVOKE_ON_SUCCESS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
 };
 
@@ -292,5 +292,69 @@ pub(crate) unsafe fn free_work_item(item: PIO_WORKITEM) {
     if !item.is_null() {
         // SAFETY: not queued (contract).
         unsafe { IoFreeWorkItem(item) };
+    }
+}
+
+/// A driver-wide work item queued at most once at a time: `queued` is set while it waits or
+/// runs, and the routine clears it when done.
+pub(crate) struct SingleWork {
+    item: AtomicPtr<c_void>,
+    queued: AtomicBool,
+}
+
+impl SingleWork {
+    pub(crate) const fn new() -> Self {
+        Self {
+            item: AtomicPtr::new(ptr::null_mut()),
+            queued: AtomicBool::new(false),
+        }
+    }
+
+    /// Allocates the work item (PASSIVE_LEVEL, once); false on failure.
+    pub(crate) fn allocate(&self) -> bool {
+        // SAFETY: PASSIVE_LEVEL (caller), within the <= DISPATCH_LEVEL that the call allows.
+        let item = unsafe { allocate_work_item() };
+        self.item.store(item.cast(), Ordering::Release);
+        !item.is_null()
+    }
+
+    /// Queues `routine` on the DelayedWorkQueue unless it is already queued (<= DISPATCH_LEVEL).
+    pub(crate) fn queue(&self, routine: unsafe extern "C" fn(PDEVICE_OBJECT, PVOID)) {
+        let item = self.item.load(Ordering::Acquire);
+        if item.is_null() || self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: our work item, not queued (the flag); DelayedWorkQueue at <= DISPATCH_LEVEL.
+        unsafe {
+            IoQueueWorkItem(
+                item.cast(),
+                Some(routine),
+                _WORK_QUEUE_TYPE::DelayedWorkQueue,
+                ptr::null_mut(),
+            );
+        }
+    }
+
+    /// Called by the routine when it is done.
+    pub(crate) fn done(&self) {
+        self.queued.store(false, Ordering::Release);
+    }
+
+    /// Waits (at most 30 s) for a queued run to finish, then frees the item (unload, after the
+    /// queuers have stopped).
+    ///
+    /// # Safety
+    /// PASSIVE_LEVEL; nothing queues it any more.
+    pub(crate) unsafe fn shutdown(&self) {
+        for _ in 0..300 {
+            if !self.queued.load(Ordering::Acquire) {
+                break;
+            }
+            crate::sleep_ms(100);
+        }
+        if !self.queued.load(Ordering::Acquire) {
+            // SAFETY: not queued; allocated by `allocate` (or null).
+            unsafe { free_work_item(self.item.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
+        }
     }
 }

@@ -18,7 +18,7 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use khttp_engine::conn::{Close, linger_deadline};
 use khttp_engine::out::{Body, Transmit};
@@ -47,8 +47,9 @@ use wdk_sys::{
 
 use crate::global::{clock, context_freed, global};
 use crate::irp::{
-    PassiveLock, SyncCall, TAG_CONNECTION, TAG_RECEIVE, allocate_irp, allocate_work_item, free_irp,
-    free_work_item, mdl_for, mdl_free, pool_alloc, pool_free, prepare, result,
+    PassiveLock, SingleWork, SyncCall, TAG_CONNECTION, TAG_RECEIVE, allocate_irp,
+    allocate_work_item, free_irp, free_work_item, mdl_for, mdl_free, pool_alloc, pool_free,
+    prepare, result,
 };
 
 /// `DelayedWorkQueue` for `IoQueueWorkItem`.
@@ -123,9 +124,8 @@ static WSK: WskCell = WskCell(UnsafeCell::new(Wsk {
 /// Serialises every path that changes [`WSK`].
 static WSK_LOCK: PassiveLock = PassiveLock::new();
 
-/// The work item that recreates dead listeners, and whether it is queued or running.
-static RELISTEN: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
-static RELISTEN_QUEUED: AtomicBool = AtomicBool::new(false);
+/// The work item that recreates dead listeners.
+static RELISTEN: SingleWork = SingleWork::new();
 
 /// # Safety
 /// PASSIVE_LEVEL, holding [`WSK_LOCK`] (or in DriverEntry before anything else can run).
@@ -141,19 +141,16 @@ unsafe fn wsk() -> &'static mut Wsk {
 pub(crate) unsafe fn register() -> NTSTATUS {
     // SAFETY: PASSIVE_LEVEL, once, before any path takes the lock (DriverEntry).
     unsafe { WSK_LOCK.init() };
-    // SAFETY: PASSIVE_LEVEL.
-    let relisten = unsafe { allocate_work_item() };
-    if relisten.is_null() {
+    if !RELISTEN.allocate() {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    RELISTEN.store(relisten.cast(), Ordering::Release);
     // SAFETY: DriverEntry is the only caller (contract); nothing else runs yet.
     let w = unsafe { wsk() };
     // SAFETY: CLIENT_NPI and the registration are statics, valid for the driver's lifetime.
     let status = unsafe { WskRegister(&CLIENT_NPI.0, &raw mut w.registration) };
     if !nt_success(status) {
-        // SAFETY: allocated above, never queued.
-        unsafe { free_work_item(RELISTEN.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
+        // SAFETY: PASSIVE_LEVEL; allocated above, never queued.
+        unsafe { RELISTEN.shutdown() };
     }
     w.registered = nt_success(status);
     status
@@ -447,19 +444,7 @@ unsafe fn reconcile_locked(site: &Site) -> NTSTATUS {
 
 /// Queues the relisten work item once (from `on_accept`, <= DISPATCH_LEVEL).
 fn queue_relisten() {
-    let item = RELISTEN.load(Ordering::Acquire);
-    if item.is_null() || RELISTEN_QUEUED.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    // SAFETY: our work item, not queued (the flag); DelayedWorkQueue at <= DISPATCH_LEVEL.
-    unsafe {
-        IoQueueWorkItem(
-            item.cast(),
-            Some(on_relisten),
-            WORK_QUEUE_DELAYED,
-            ptr::null_mut(),
-        )
-    };
+    RELISTEN.queue(on_relisten);
 }
 
 /// The relisten work item (PASSIVE_LEVEL): closes dead listeners and opens them again.
@@ -474,7 +459,7 @@ unsafe extern "C" fn on_relisten(_device: PDEVICE_OBJECT, _context: PVOID) {
             wdk::println!("khttp: could not reopen a listener: {status:#x}");
         }
     }
-    RELISTEN_QUEUED.store(false, Ordering::Release);
+    RELISTEN.done();
 }
 
 /// Closes every listener and connection, waits for the connections to go, releases WSK
@@ -483,13 +468,10 @@ unsafe extern "C" fn on_relisten(_device: PDEVICE_OBJECT, _context: PVOID) {
 /// # Safety
 /// PASSIVE_LEVEL, in EvtDriverUnload (or a failing DriverEntry), after `stopping` was set.
 pub(crate) unsafe fn shutdown() {
-    // A queued relisten sees `stopping` and does nothing; wait for it to finish (at most 30 s).
-    for _ in 0..300 {
-        if !RELISTEN_QUEUED.load(Ordering::Acquire) {
-            break;
-        }
-        crate::sleep_ms(100);
-    }
+    // A queued relisten sees `stopping` and does nothing: wait for it, then free the item, before
+    // taking the lock it takes. A later NULL accept event finds no item and queues nothing.
+    // SAFETY: PASSIVE_LEVEL in unload; not holding WSK_LOCK.
+    unsafe { RELISTEN.shutdown() };
     // SAFETY: PASSIVE_LEVEL; not held by this thread.
     let _lock = unsafe { WSK_LOCK.acquire() };
     // SAFETY: the lock is held.
@@ -524,10 +506,6 @@ pub(crate) unsafe fn shutdown() {
         // SAFETY: PASSIVE_LEVEL; blocks until every socket is closed and NPI released.
         unsafe { WskDeregister(&raw mut w.registration) };
         w.registered = false;
-    }
-    if !RELISTEN_QUEUED.load(Ordering::Acquire) {
-        // SAFETY: not queued; allocated in `register`.
-        unsafe { free_work_item(RELISTEN.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
     }
 }
 

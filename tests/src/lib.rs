@@ -245,6 +245,15 @@ impl Server {
             .expect("run khttpctl")
     }
 
+    /// One counter from `khttpctl stats` (`u64::MAX` if absent).
+    #[must_use]
+    pub fn stat(&self, name: &str) -> u64 {
+        self.ctl_ok(&["stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    }
+
     /// Runs khttpctl and insists that it succeeds; returns its stdout.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
         let out = self.ctl(args);

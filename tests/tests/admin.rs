@@ -250,12 +250,7 @@ fn cache_load_a_directory() {
 fn stats_and_limits() {
     let s = Server::start("stats");
     // Counters as deltas: a shared server has served other tests (one at a time).
-    let counter = |name: &str| -> u64 {
-        s.ctl_ok(&["stats"])
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(u64::MAX)
-    };
+    let counter = |name: &str| s.stat(name);
     let (hits, misses) = (counter("cache-hits"), counter("cache-misses"));
     let port = s.reserve_port();
     let f = write_file(&s, "a.txt", b"a");
@@ -396,12 +391,7 @@ fn other_users_are_refused() {
 fn expired_entries_are_reclaimed() {
     let s = Server::start("expire");
     let port = s.reserve_port();
-    let counter = |name: &str| -> u64 {
-        s.ctl_ok(&["stats"])
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(u64::MAX)
-    };
+    let counter = |name: &str| s.stat(name);
     let (entries, bytes) = (counter("cache-entries"), counter("cache-bytes"));
     let f = write_file(&s, "short.txt", &[b'e'; 5000]);
     s.ctl_ok(&[
