@@ -696,7 +696,6 @@ fn new_sock(
 
 static WAKE: AtomicUsize = AtomicUsize::new(ws::INVALID_SOCKET);
 static WAKE_PORT: AtomicU32 = AtomicU32::new(0);
-static STOP: AtomicBool = AtomicBool::new(false);
 
 fn wake() {
     let s = WAKE.load(Ordering::Acquire);
@@ -757,7 +756,7 @@ fn start_reactor() {
 
 fn reactor() {
     let mut last_fault_check = Instant::now();
-    while !STOP.load(Ordering::Acquire) {
+    loop {
         let socks: Vec<Arc<Sock>> = sockets().values().cloned().collect();
         let mut fds = vec![ws::WSAPOLLFD {
             fd: WAKE.load(Ordering::Acquire),
@@ -1052,8 +1051,7 @@ static CONNECTION_DISPATCH: Table<WSK_PROVIDER_CONNECTION_DISPATCH> =
         WskReceiveEx: ptr::null(),
     });
 
-/// Registered clients, captured NPIs, and whether accept events are on for every listener.
-static CLIENTS: AtomicU32 = AtomicU32::new(0);
+/// Captured NPIs, and whether accept events are on for every listener.
 static CAPTURED: AtomicU32 = AtomicU32::new(0);
 static STATIC_ACCEPT_EVENTS: AtomicBool = AtomicBool::new(false);
 
@@ -1074,7 +1072,6 @@ pub unsafe extern "system" fn WskRegister(
         return STATUS_UNSUCCESSFUL;
     }
     start_reactor();
-    CLIENTS.fetch_add(1, Ordering::AcqRel);
     // SAFETY: the client's registration block, ours to use until WskDeregister.
     unsafe { (*registration).ReservedRegistrationState = 1 };
     log("netio: WskRegister");
@@ -1110,7 +1107,6 @@ pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION)
     }
     // SAFETY: as above.
     unsafe { (*registration).ReservedRegistrationState = 0 };
-    CLIENTS.fetch_sub(1, Ordering::AcqRel);
     log(&format!(
         "stack: the deepest completion used {} bytes (the driver and engine, and this \
          provider's nested Winsock calls); the driver called back into WSK at most {} bytes \
