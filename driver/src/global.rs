@@ -16,13 +16,14 @@ use wdk_sys::{
     WDFDEVICE,
 };
 
+use khttp_engine::limits::{DRIVER_MAX_CONNECTIONS, OVERLOAD_CONNECTIONS};
 use khttp_engine::slots::SlotTable;
 
 use crate::net::ConnCtx;
 
-/// Connections the driver holds at once; accepts beyond it are refused (`max-connections` also
-/// applies, whichever is lower).
-pub(crate) const MAX_SLOTS: usize = 16_384;
+/// Connection contexts the driver holds at once: those it serves (`max-connections`, at most
+/// [`DRIVER_MAX_CONNECTIONS`]) and those it answers 503.
+pub(crate) const MAX_SLOTS: usize = DRIVER_MAX_CONNECTIONS + OVERLOAD_CONNECTIONS;
 
 /// `WDF_OBJECT_ATTRIBUTES_INIT` (DRIVER-NOTES §1.6): size, inherit execution level and scope.
 pub(crate) fn object_attributes() -> WDF_OBJECT_ATTRIBUTES {
@@ -97,6 +98,9 @@ pub(crate) struct Global {
     pub(crate) slot_table: UnsafeCell<SlotTable>,
     /// Guards `slots` and `slot_table`.
     pub(crate) slots_lock: SpinLock,
+    /// Live contexts that are answered 503 (over `max-connections`); changed only under
+    /// `slots_lock`.
+    pub(crate) overloaded: AtomicUsize,
     /// Contexts not yet freed (unload waits for 0).
     pub(crate) live: AtomicUsize,
     /// The registry path of the service key, NUL-terminated UTF-16, for persistence.
@@ -111,6 +115,14 @@ impl Global {
         let r = f(unsafe { &mut *self.slot_table.get() });
         self.slots_lock.release();
         r
+    }
+
+    /// Gives `slot` back to `table` (under `slots_lock`, from [`Global::with_slots`]).
+    pub(crate) fn leave(&self, table: &mut SlotTable, slot: u32, overload: bool) {
+        if overload {
+            self.overloaded.fetch_sub(1, Ordering::AcqRel);
+        }
+        table.release(slot);
     }
 }
 

@@ -326,6 +326,7 @@ pub unsafe extern "system" fn driver_entry(
             slots: slots.into_boxed_slice(),
             slot_table: core::cell::UnsafeCell::new(slot_table),
             slots_lock,
+            overloaded: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             service_key,
         });

@@ -20,11 +20,12 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-use khttp_engine::conn::{Close, linger_deadline};
+use khttp_engine::conn::{Admission, Close, admit};
+use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
 use khttp_engine::out::{Body, Transmit};
 use khttp_engine::pump::{Completion, InlineGate, NextIo, next_io};
 use khttp_engine::route::Local;
-use khttp_engine::{Clock, Connection, Instant, Site};
+use khttp_engine::{Clock, Connection, Site};
 use khttp_wsk::imports::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI,
 };
@@ -543,21 +544,9 @@ fn local_of(sa: *const SOCKADDR) -> Local {
 enum Op {
     Send,
     Receive,
-    /// The graceful disconnect (FIN) after a response that closes the connection.
+    /// The graceful disconnect (FIN) that starts the engine's lingering close; it completes
+    /// once the peer has acknowledged everything.
     Disconnect,
-    /// A receive while lingering: input is read and discarded until the peer's FIN.
-    Drain,
-}
-
-/// Where a connection is in its life (issue #9, findings 3 and 4).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Requests and responses.
-    Open,
-    /// `WskDisconnect` is pending: the peer has not acknowledged everything yet.
-    Disconnecting,
-    /// Our FIN is acknowledged; input is drained until the peer's FIN or the deadline.
-    Lingering,
 }
 
 /// What only the current driver of a connection touches (see [`ConnCtx`]).
@@ -565,12 +554,9 @@ struct Inner {
     conn: Connection,
     last: Option<Op>,
     failed: bool,
-    phase: Phase,
-    /// Lingering: the peer has shut down its side (or the drain failed): close now.
-    drained: bool,
-    /// Bytes sent on this connection, and when the disconnect started with the count then.
+    /// Bytes sent on this connection: all of them may be unacknowledged when the disconnect
+    /// starts (WSK does not say what the transport still holds).
     sent: u64,
-    shut: Option<(Instant, u64)>,
     tx_mdl: PMDL,
     tx_body: Option<Body>,
     buf: WSK_BUF,
@@ -593,10 +579,12 @@ pub(crate) struct ConnCtx {
     close_gate: InlineGate,
     refs: AtomicUsize,
     slot: usize,
-    /// The next deadline (ms), published after each step for the timer.
+    /// The engine's next deadline (ms), published after each step for the timer.
     deadline_ms: AtomicU64,
-    /// Whether that deadline closes abortively (output pending, or a close already under way).
-    deadline_abortive: AtomicBool,
+    /// How the connection closes at that deadline ([`close_code`]).
+    deadline_close: AtomicU8,
+    /// Answered 503 (over `max-connections`): counted in `Global::overloaded`.
+    overload: bool,
     close_step: AtomicU8,
     io_irp: PIRP,
     close_irp: PIRP,
@@ -613,7 +601,13 @@ pub(crate) struct ConnCtx {
 
 impl ConnCtx {
     /// Allocates a context for an accepted socket; null on any allocation failure.
-    unsafe fn create(socket: PWSK_SOCKET, local: Local, slot: usize, site: &Site) -> *mut Self {
+    unsafe fn create(
+        socket: PWSK_SOCKET,
+        local: Local,
+        slot: usize,
+        site: &Site,
+        overload: bool,
+    ) -> *mut Self {
         // SAFETY: <= DISPATCH_LEVEL (accept callback).
         let raw = unsafe { pool_alloc(size_of::<Self>(), TAG_CONNECTION) }.cast::<Self>();
         // SAFETY: as above.
@@ -659,7 +653,8 @@ impl ConnCtx {
             refs: AtomicUsize::new(1), // the slot's
             slot,
             deadline_ms: AtomicU64::new(u64::MAX),
-            deadline_abortive: AtomicBool::new(false),
+            deadline_close: AtomicU8::new(close_code(None)),
+            overload,
             close_step: AtomicU8::new(CLOSE_NONE),
             io_irp,
             close_irp,
@@ -667,13 +662,14 @@ impl ConnCtx {
             rx_buf,
             rx_mdl,
             inner: UnsafeCell::new(Inner {
-                conn: Connection::new(local, &clock, site),
+                conn: if overload {
+                    Connection::unavailable(local, &clock, site)
+                } else {
+                    Connection::new(local, &clock, site)
+                },
                 last: None,
                 failed: false,
-                phase: Phase::Open,
-                drained: false,
                 sent: 0,
-                shut: None,
                 tx_mdl: ptr::null_mut(),
                 tx_body: None,
                 buf: WSK_BUF {
@@ -786,23 +782,29 @@ unsafe extern "system" fn on_accept(
         return STATUS_REQUEST_NOT_ACCEPTED;
     }
     let site = g.site.snapshot();
-    let cap = (site.limits().max_connections as usize).min(g.slots.len());
-    // A free slot from the table's free list, reserved for this accept alone (issue #9,
-    // finding 10: no scan, no race between two accepts).
-    let Some(slot) = g.with_slots(|t| {
-        if t.live_count() >= cap {
-            None
-        } else {
-            t.take()
+    // Admission (the engine's rule), and a free slot from the table's free list reserved for
+    // this accept alone (issue #9, finding 10: no scan, no race between two accepts).
+    let Some((slot, overload)) = g.with_slots(|t| {
+        let overloaded = g.overloaded.load(Ordering::Acquire);
+        let open = t.live_count().saturating_sub(overloaded);
+        let overload = match admit(site.limits(), DRIVER_MAX_CONNECTIONS, open, overloaded) {
+            Admission::Serve => false,
+            Admission::Unavailable => true,
+            Admission::Refuse => return None,
+        };
+        let slot = t.take()?;
+        if overload {
+            g.overloaded.fetch_add(1, Ordering::AcqRel);
         }
+        Some((slot, overload))
     }) else {
         return STATUS_REQUEST_NOT_ACCEPTED; // WSK closes the socket
     };
     let index = slot as usize;
     // SAFETY: <= DISPATCH_LEVEL; `local` is valid during this callback.
-    let ctx = unsafe { ConnCtx::create(accept_socket, local_of(local), index, &site) };
+    let ctx = unsafe { ConnCtx::create(accept_socket, local_of(local), index, &site, overload) };
     if ctx.is_null() {
-        g.with_slots(|t| t.release(slot));
+        g.with_slots(|t| g.leave(t, slot, overload));
         return STATUS_REQUEST_NOT_ACCEPTED;
     }
     g.slots_lock.acquire();
@@ -903,11 +905,11 @@ unsafe fn drive(ctx: *mut ConnCtx) {
                 break;
             }
             Err(_) => {
-                publish_deadline(c, inner, &site);
+                publish_deadline(c, inner);
                 break;
             }
         };
-        publish_deadline(c, inner, &site);
+        publish_deadline(c, inner);
         // SAFETY: this thread drives; nothing is in flight.
         if !unsafe { describe(c, inner, op) } {
             continue; // nothing to send after all, or no MDL: decide again
@@ -955,44 +957,33 @@ unsafe fn finished(c: &ConnCtx, inner: &mut Inner, op: Op, clock: &Clock, site: 
                 inner.failed = true;
             }
         }
+        // Everything, the FIN included, is acknowledged: the engine lingers from here.
         Op::Disconnect if nt_success(status) => {
-            inner.phase = Phase::Lingering;
+            inner.conn.handle_delivered(clock);
             // The harness's injected fault: no lingering (tests/wine/README.md).
-            inner.drained = cfg!(feature = "fault-skip-linger");
+            if cfg!(feature = "fault-skip-linger") {
+                inner.conn.handle_eof(clock, site);
+            }
         }
         Op::Disconnect => inner.failed = true,
-        // Lingering: the data is discarded; EOF or an error ends it.
-        Op::Drain => inner.drained |= !nt_success(status) || n == 0,
     }
 }
 
-/// The next operation for the connection's phase, or why there is none (`Close`, `Wait`).
+/// The next operation, as the engine decides it ([`next_io`]), or why there is none (`Close`,
+/// `Wait`). [`Close::Graceful`] starts the lingering close with a `WskDisconnect`; the others
+/// close the socket.
 fn next_step(c: &ConnCtx, inner: &mut Inner, clock: &Clock) -> Result<Op, NextIo> {
-    let next = match inner.phase {
-        Phase::Open => {
-            // WSK does not say what the transport still holds for the client: 0.
-            inner.conn.handle_timeout(clock, 0);
-            if inner.failed {
-                NextIo::Close(Close::Abortive)
-            } else {
-                next_io(&inner.conn, &c.gate)
-            }
-        }
-        // Both directions are shut (or the drain failed, or time is up): close.
-        _ if inner.failed || inner.drained || c.gate.close_requested() => {
-            NextIo::Close(Close::Abortive)
-        }
-        _ => NextIo::Receive,
-    };
-    match next {
+    if inner.failed {
+        return Err(NextIo::Close(Close::Abortive));
+    }
+    // WSK does not say what the transport still holds for the client: 0.
+    let _ = inner.conn.handle_timeout(clock, 0);
+    match next_io(&inner.conn, &c.gate) {
         NextIo::Send => Ok(Op::Send),
-        NextIo::Receive if inner.phase == Phase::Open => Ok(Op::Receive),
-        NextIo::Receive => Ok(Op::Drain),
-        // A lingering close, as khttpd's (issue #9, finding 3): FIN, then drain the input until
-        // the peer's FIN, each step under a deadline (finding 4).
-        NextIo::Close(Close::Graceful) if inner.phase == Phase::Open => {
-            inner.phase = Phase::Disconnecting;
-            inner.shut = Some((clock.now(), inner.sent));
+        NextIo::Receive => Ok(Op::Receive),
+        NextIo::Close(Close::Graceful) => {
+            // Every byte sent may still be unacknowledged (issue #9, findings 3 and 4).
+            inner.conn.handle_shutdown(clock, inner.sent);
             Ok(Op::Disconnect)
         }
         other => Err(other),
@@ -1034,7 +1025,7 @@ unsafe fn describe(c: &ConnCtx, inner: &mut Inner, op: Op) -> bool {
                 Length: len,
             };
         }
-        Op::Receive | Op::Drain => {
+        Op::Receive => {
             inner.buf = WSK_BUF {
                 Mdl: c.rx_mdl.cast(),
                 Offset: 0,
@@ -1057,7 +1048,7 @@ unsafe fn issue(ctx: *mut ConnCtx, c: &ConnCtx, inner: &mut Inner, op: Op) {
     // SAFETY: the connection dispatch table is valid while the accepted socket is open.
     let dispatch = unsafe { &*c.dispatch };
     match op {
-        Op::Send | Op::Receive | Op::Drain => {
+        Op::Send | Op::Receive => {
             // Sends go out at once (no Nagle): a head and its body are separate sends, and
             // Nagle would hold the body until the head is acknowledged, a delayed ACK later
             // (seen under the Wine harness: 44 ms per response).
@@ -1081,29 +1072,29 @@ unsafe fn issue(ctx: *mut ConnCtx, c: &ConnCtx, inner: &mut Inner, op: Op) {
     }
 }
 
-/// Publishes the connection's next deadline for the sweep: the engine's while open; the
-/// lingering-close deadline once the disconnect has started, after which the sweep closes
-/// abortively (cancelling a disconnect the peer never acknowledges, finding 4).
-fn publish_deadline(c: &ConnCtx, inner: &Inner, site: &Site) {
-    let (deadline, abortive) = match (inner.phase, inner.shut) {
-        (Phase::Disconnecting | Phase::Lingering, Some((at, sent))) => (
-            Some(linger_deadline(
-                site.limits(),
-                at,
-                sent,
-                inner.phase == Phase::Lingering,
-            )),
-            true,
-        ),
-        _ => (inner.conn.poll_timeout(), inner.conn.has_output()),
-    };
+/// Publishes the engine's next deadline, and how it closes the connection, for the sweep
+/// (which cannot touch the engine: another thread may be driving it).
+fn publish_deadline(c: &ConnCtx, inner: &Inner) {
+    let deadline = inner.conn.poll_deadline();
     c.deadline_ms
-        .store(deadline.map_or(u64::MAX, |i| i.0), Ordering::Release);
-    c.deadline_abortive.store(abortive, Ordering::Release);
+        .store(deadline.map_or(u64::MAX, |d| d.at.0), Ordering::Release);
+    c.deadline_close
+        .store(close_code(deadline.map(|d| d.close)), Ordering::Release);
 }
 
-/// Closes a connection whose gate the caller moved to closing. Abortive: `WskCloseSocket` at
-/// once (closing a connected socket is abortive, §4.2.10; it cancels a pending operation).
+/// [`Close`] as a byte for an atomic (`None`: no deadline).
+const fn close_code(close: Option<Close>) -> u8 {
+    match close {
+        None => 0,
+        Some(Close::Graceful) => 1,
+        Some(Close::Finished) => 2,
+        Some(Close::Abortive) => 3,
+    }
+}
+
+/// Closes a connection whose gate the caller moved to closing. Abortive, or a lingering close
+/// that is over (`Finished`): `WskCloseSocket` at once (closing a connected socket is
+/// abortive, §4.2.10; it cancels a pending operation).
 /// Graceful (the sweep, for an idle connection): `WskDisconnect`, then `WskCloseSocket` once
 /// the disconnect call has returned, through `close_gate` (issue #9, finding 2).
 unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
@@ -1164,7 +1155,7 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
             if let Some(s) = g.slots.get(c.slot) {
                 s.store(ptr::null_mut(), Ordering::Release);
             }
-            t.release(u32::try_from(c.slot).unwrap_or(u32::MAX))
+            g.leave(t, u32::try_from(c.slot).unwrap_or(u32::MAX), c.overload);
         });
     }
     // SAFETY: the close operation's reference.
@@ -1223,24 +1214,22 @@ pub(crate) fn sweep(mode: Sweep) {
         for &p in batch.iter().take(n).filter(|p| !p.is_null()) {
             // SAFETY: our reference keeps the context live.
             let c = unsafe { &*p };
-            let abortive = mode == Sweep::All || c.deadline_abortive.load(Ordering::Acquire);
-            let idle = mode == Sweep::Idle && !abortive;
-            if idle {
-                // No response in flight: close it if no thread is inside a call, else next time.
+            let kind = match (mode, c.deadline_close.load(Ordering::Acquire)) {
+                (Sweep::All, _) | (_, 3) => Some(Close::Abortive),
+                (_, 1) => Some(Close::Graceful),
+                (_, 2) => Some(Close::Finished),
+                _ => None, // its driver is acting on it now
+            };
+            let due = mode == Sweep::All || now >= c.deadline_ms.load(Ordering::Acquire);
+            // Unload's drain also closes connections with no response in flight.
+            let idle = mode == Sweep::Idle && kind.is_some_and(|k| k != Close::Abortive);
+            if let Some(kind) = kind
+                && (due || idle)
+            {
                 if c.gate.try_close() {
-                    // SAFETY: we claimed the close and hold a reference.
-                    unsafe { start_close(p, Close::Graceful) };
-                }
-            } else if mode == Sweep::All || now >= c.deadline_ms.load(Ordering::Acquire) {
-                if c.gate.try_close() {
-                    let kind = if abortive {
-                        Close::Abortive
-                    } else {
-                        Close::Graceful
-                    };
                     // SAFETY: we claimed the close and hold a reference.
                     unsafe { start_close(p, kind) };
-                } else {
+                } else if due {
                     // A thread is inside a call: it acts on the request at its next step.
                     c.gate.request_close();
                 }

@@ -1,50 +1,39 @@
 //! The connection state machine (DESIGN §2): bytes in, responses out, deadlines — no I/O.
 //!
 //! Call order, for each TCP connection:
-//! 1. [`Connection::new`] when it is accepted, with the local address it arrived on;
+//! 1. [`Connection::new`] when it is accepted, with the local address it arrived on
+//!    ([`Connection::unavailable`] beyond `max-connections`);
 //! 2. [`Connection::handle_input`] with every byte received (any split, down to one byte),
 //!    while [`Connection::wants_read`] is true; [`Connection::handle_eof`] when the peer closes;
 //! 3. send [`Connection::transmit_slices`] (or [`Connection::transmit`] piece by piece) and report
 //!    what was written with [`Connection::handle_sent`];
-//! 4. arm a timer for [`Connection::poll_timeout`] and call [`Connection::handle_timeout`];
-//! 5. close the socket when [`Connection::poll_close`] says so (graceful: after a FIN; abortive:
-//!    with a reset).
+//! 4. arm a timer for [`Connection::poll_deadline`] and call [`Connection::handle_timeout`];
+//! 5. act on [`Connection::poll_close`]: [`Close::Graceful`] shut down the write side and call
+//!    [`Connection::handle_shutdown`] (the lingering close: keep reading, the engine discards);
+//!    [`Close::Finished`] close the socket; [`Close::Abortive`] reset it.
 //!
 //! Responses are produced in request order, so pipelining needs nothing special. A response is
 //! written as soon as its head is parsed; if the request has a body, the response is held until the
 //! body has been read and discarded, so that a malformed body still gets its 400 instead.
 //! Errors (4xx/5xx from parsing) close the connection after the response, as http.sys does
-//! (HTTPSYS-REFERENCE §3.3).
+//! (HTTPSYS-REFERENCE §3.3). What each request is answered with is [`crate::respond`]'s.
 
 use alloc::vec::Vec;
 use core::mem;
 
-use crate::cache::serve::{self, Served, simple};
 use crate::error::{OutOfMemory, RequestError};
 use crate::http1::body::BodyReader;
-use crate::http1::request::{
-    Framing, Head, MAX_HEADERS_CAP, Method, Version, early_error, find_head_end, parse_head,
+use crate::http1::request::{Framing, Method, early_error, find_head_end, parse_head};
+use crate::http1::response::{Persist, Served};
+use crate::limits::{
+    BACKLOG_HEAD_BYTES, BACKLOG_ITEMS, DISCARD_LIMIT, KEEP_IDLE, Limits, MAX_HEADERS_CAP,
+    OVERLOAD_CONNECTIONS, SEND_GRACE_MS,
 };
 use crate::out::{Mark, Output, Transmit};
-use crate::route::{CanonError, Local, canonicalize};
-use crate::site::{Limits, Site, Stats};
+use crate::respond::{Answer, decide, persist};
+use crate::route::Local;
+use crate::site::{Site, Stats};
 use crate::time::{Clock, Instant};
-
-/// Request bodies larger than this are not drained: 413 and close.
-pub const DISCARD_LIMIT: u64 = 1 << 20;
-/// Slack for a slow reader before the minimum send rate applies, in milliseconds.
-pub const SEND_GRACE_MS: u64 = 10_000;
-/// How long a gracefully closed connection lingers at least (see [`linger`]), in milliseconds.
-pub const LINGER_MS: u64 = 2_000;
-/// Buffers larger than this are freed when a connection goes idle.
-const KEEP_IDLE: usize = 4096;
-/// Unsent head bytes beyond which no more pipelined requests are processed until output drains.
-const BACKLOG_HEAD_BYTES: usize = 64 * 1024;
-/// Pending output pieces beyond which processing pauses likewise.
-const BACKLOG_ITEMS: usize = 256;
-
-const CLOSE: &[u8] = b"Connection: close\r\n";
-const KEEP_ALIVE: &[u8] = b"Connection: keep-alive\r\n";
 
 /// One access-log record, produced when logging is on ([`Connection::set_logging`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,76 +52,90 @@ pub struct LogRecord {
     pub millis: u64,
 }
 
-/// How to close.
+/// What the host does with the socket ([`Connection::poll_close`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Close {
-    /// Everything was sent: shut down the write side, then close.
+    /// Everything is sent: shut down the write side (a FIN behind the last byte), then call
+    /// [`Connection::handle_shutdown`] and keep reading until [`Close::Finished`].
     Graceful,
-    /// Reset the connection now (a client too slow to read, memory exhausted).
+    /// The lingering close is over (the peer's FIN, or its time): close the socket.
+    Finished,
+    /// Reset the connection now (a client too slow to read, memory exhausted): the client sees
+    /// a broken response rather than a clean end after a short one.
     Abortive,
 }
 
-/// Lingering close: what to do with a connection whose write side the host has shut down
-/// after [`Close::Graceful`] (a FIN queued behind the last byte), given the bytes its transport
-/// has not yet delivered (`unsent`, e.g. Linux's `SIOCOUTQ`; `unsent_at_shut` when it shut).
-///
-/// The host keeps the socket open, reading and discarding input, and closes at the peer's FIN or
-/// when this says so:
-/// - `None` for at least [`LINGER_MS`], so that requests the client pipelined behind the last
-///   one are read rather than answered with a TCP reset, which can destroy the tail of the
-///   response before the client has read it (RFC 9112 §9.6);
-/// - then `Some(Graceful)` once everything is delivered;
-/// - while bytes are still undelivered, `None` for as long as the minimum send rate allows
-///   them (the same rule as for output the engine holds; `idle-timeout` when the rate is off),
-///   then `Some(Abortive)`: a reader too slow to finish gets a reset, never a clean close that
-///   would look like a whole response.
-#[must_use]
-pub fn linger(
-    limits: &Limits,
-    shut_at: Instant,
-    unsent_at_shut: u64,
-    now: Instant,
-    unsent: u64,
-) -> Option<Close> {
-    let waited = now.millis_since(shut_at);
-    if waited < LINGER_MS {
-        return None;
-    }
-    if unsent == 0 {
-        return Some(Close::Graceful);
-    }
-    let deadline = send_deadline(limits, shut_at, unsent_at_shut)
-        .unwrap_or_else(|| shut_at.add_secs(u64::from(limits.idle_timeout)));
-    if now < deadline {
-        None
-    } else {
-        Some(Close::Abortive)
-    }
+/// Where a connection is in its life ([`Connection::phase`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests, with nothing of the next one read (`idle-timeout`).
+    Idle,
+    /// Reading a request head (`header-timeout`).
+    Head,
+    /// Reading and discarding a request body (`header-timeout`).
+    Body,
+    /// No more requests will be read: the last responses are sent (`min-send-rate`), then
+    /// [`Close::Graceful`].
+    Sending,
+    /// The write side is shut; input is read and discarded until the peer's FIN or the
+    /// lingering deadline.
+    Lingering,
+    /// Over: [`Connection::poll_close`] says how to close.
+    Closed,
 }
 
-/// Lingering close for a transport that cannot say what it still holds, but whose graceful
-/// disconnect completes only once the peer has acknowledged everything (WSK's `WskDisconnect`):
-/// the instant at which the host stops waiting and closes the socket, abortively (a reset).
-///
-/// - While the FIN is unacknowledged (`acknowledged` false) the client is still being sent the
-///   response: it gets what the send rate allows for `sent` bytes handed over at `shut_at`
-///   (`idle-timeout` when the rate is off), and at least [`LINGER_MS`].
-/// - Once it is acknowledged, the host reads and discards input until the peer's FIN, for at
-///   most [`LINGER_MS`] after the shutdown, as [`linger`] does.
+/// The timers of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    /// `idle-timeout`: no request began on a kept-alive connection.
+    Idle,
+    /// `header-timeout`: a request head did not arrive whole.
+    Header,
+    /// `header-timeout`: a request body did not arrive whole.
+    Body,
+    /// `min-send-rate`: the client read the output too slowly.
+    SendRate,
+    /// `linger-timeout`: the lingering close ran its course (or, with bytes still undelivered,
+    /// the send rate's allowance for them did).
+    Linger,
+}
+
+/// A deadline: when, which timer, and how the connection closes if it passes
+/// ([`Connection::poll_deadline`], [`Connection::handle_timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    /// When it falls due.
+    pub at: Instant,
+    /// Which timer it is.
+    pub timer: Timer,
+    /// What happens then: [`Close::Abortive`] while output is undelivered, else a graceful
+    /// close ([`Close::Finished`] once lingering).
+    pub close: Close,
+}
+
+/// What becomes of a newly accepted connection ([`admit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Served: [`Connection::new`].
+    Serve,
+    /// Over `max-connections`: answered 503 and closed, [`Connection::unavailable`].
+    Unavailable,
+    /// Over that too ([`OVERLOAD_CONNECTIONS`] are being answered already): closed at once.
+    Refuse,
+}
+
+/// Admission control: `open` connections are being served and `overloaded` answered 503;
+/// `capacity` is the host's own bound (the driver's table), if lower than `max-connections`.
 #[must_use]
-pub fn linger_deadline(
-    limits: &Limits,
-    shut_at: Instant,
-    sent: u64,
-    acknowledged: bool,
-) -> Instant {
-    let linger = shut_at.add_millis(LINGER_MS);
-    if acknowledged {
-        return linger;
+pub fn admit(limits: &Limits, capacity: usize, open: usize, overloaded: usize) -> Admission {
+    let max = (limits.max_connections as usize).min(capacity);
+    if open < max {
+        Admission::Serve
+    } else if overloaded < OVERLOAD_CONNECTIONS {
+        Admission::Unavailable
+    } else {
+        Admission::Refuse
     }
-    let send = send_deadline(limits, shut_at, sent)
-        .unwrap_or_else(|| shut_at.add_secs(u64::from(limits.idle_timeout)));
-    send.max(linger)
 }
 
 /// The minimum-send-rate rule: `bytes` handed over at `since` must be delivered by the returned
@@ -142,6 +145,17 @@ fn send_deadline(limits: &Limits, since: Instant, bytes: u64) -> Option<Instant>
     let rate = u64::from(limits.min_send_rate);
     let allowed = bytes.saturating_mul(1000).checked_div(rate)?;
     Some(since.add_millis(SEND_GRACE_MS.saturating_add(allowed)))
+}
+
+/// A lingering close in progress (see [`Connection::handle_shutdown`]).
+#[derive(Clone, Copy, Debug)]
+struct Linger {
+    /// When the write side was shut.
+    since: Instant,
+    /// Bytes the client might not have received then.
+    in_flight: u64,
+    /// The transport has said that everything, the FIN included, was delivered.
+    delivered: bool,
 }
 
 #[derive(Debug)]
@@ -156,10 +170,16 @@ struct BodyCtx {
 
 #[derive(Debug)]
 enum State {
-    /// Waiting for (more of) a request head.
+    /// Waiting for (more of) a request head; idle when none of it has arrived.
     Head,
     /// Reading and discarding a request body.
     Body(BodyCtx),
+    /// No more requests: sending what is committed, then [`Close::Graceful`].
+    Sending,
+    /// The write side is shut; input is discarded.
+    Lingering(Linger),
+    /// Over.
+    Closed(Close),
 }
 
 /// One HTTP/1.1 connection. See the module documentation for the call order.
@@ -182,11 +202,8 @@ pub struct Connection {
     /// Bytes the transport still held for the client when a timer fell due with no output
     /// pending here, and when that was first seen (see [`Connection::handle_timeout`]).
     undelivered: Option<(Instant, u64)>,
-    /// The peer has closed its side.
+    /// The peer has closed its side: answer what is complete, then close.
     eof: bool,
-    /// Close once committed output is sent.
-    closing: bool,
-    aborted: bool,
     /// Buffers for path canonicalisation.
     scratch: (Vec<u8>, Vec<u8>),
     requests: u64,
@@ -252,13 +269,27 @@ impl Connection {
             send_budget: 0,
             undelivered: None,
             eof: false,
-            closing: false,
-            aborted: false,
             scratch: (Vec::new(), Vec::new()),
             requests: 0,
             log: None,
             log_line: (Vec::new(), Vec::new(), clock.now()),
         }
+    }
+
+    /// A connection beyond `max-connections`: it is answered 503 and closed (lingering, like
+    /// any other), without reading a request.
+    #[must_use]
+    pub fn unavailable(local: Local, clock: &Clock, site: &Site) -> Self {
+        let mut conn = Self::new(local, clock, site);
+        Stats::bump(&site.stats().errors);
+        match Answer::Unavailable.write(&mut conn.out, clock.date(), Persist::Close, false) {
+            Ok(_) => {
+                conn.commit();
+                conn.stop_reading();
+            }
+            Err(OutOfMemory) => conn.abort(),
+        }
+        conn
     }
 
     /// Turns access-log records on or off. Off (the default) keeps the hit path allocation-free.
@@ -319,11 +350,45 @@ impl Connection {
         self.requests
     }
 
+    /// Where the connection is in its life.
+    #[must_use]
+    pub const fn phase(&self) -> Phase {
+        match &self.state {
+            State::Head if self.head_started.is_some() || !self.inbuf.is_empty() => Phase::Head,
+            State::Head => Phase::Idle,
+            State::Body(_) => Phase::Body,
+            State::Sending => Phase::Sending,
+            State::Lingering(_) => Phase::Lingering,
+            State::Closed(_) => Phase::Closed,
+        }
+    }
+
+    /// Whether requests are still being read.
+    const fn reading(&self) -> bool {
+        matches!(self.state, State::Head | State::Body(_))
+    }
+
+    /// No more requests: send what is committed, then close.
+    fn stop_reading(&mut self) {
+        if self.reading() {
+            self.state = State::Sending;
+        }
+    }
+
+    fn abort(&mut self) {
+        self.state = State::Closed(Close::Abortive);
+    }
+
     /// Whether the caller should read more input now. False while output is backlogged (flow
-    /// control for pipelining) and once the connection is closing.
+    /// control for pipelining) and once no more requests will be read; true again while the
+    /// close lingers (the input is discarded).
     #[must_use]
     pub fn wants_read(&self) -> bool {
-        !self.closing && !self.aborted && !self.eof && !self.backlogged()
+        match self.state {
+            State::Head | State::Body(_) => !self.eof && !self.backlogged(),
+            State::Lingering(_) => true,
+            State::Sending | State::Closed(_) => false,
+        }
     }
 
     /// Committed output bytes not yet sent.
@@ -338,6 +403,10 @@ impl Connection {
         self.out.pending_items() > 0
     }
 
+    const fn aborted(&self) -> bool {
+        matches!(self.state, State::Closed(Close::Abortive))
+    }
+
     /// Fills `out` with the byte slices to send next, in order (for `writev`); returns how many.
     pub fn transmit_slices<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
         self.transmit_slices_before(out, usize::MAX)
@@ -347,7 +416,7 @@ impl Connection {
     /// or more (unless it comes first), for callers that send large bodies another way
     /// (khttpd: `sendfile` from a sealed memfd).
     pub fn transmit_slices_before<'a>(&'a self, out: &mut [&'a [u8]], large: usize) -> usize {
-        if self.aborted {
+        if self.aborted() {
             0
         } else {
             self.out.slices(out, large)
@@ -357,34 +426,51 @@ impl Connection {
     /// The next piece to send, for callers that send one buffer at a time.
     #[must_use]
     pub fn transmit(&self) -> Option<Transmit<'_>> {
-        if self.aborted { None } else { self.out.front() }
+        if self.aborted() {
+            None
+        } else {
+            self.out.front()
+        }
     }
 
-    /// What to do with the socket, if anything.
+    /// What to do with the socket, if anything (see [`Close`]).
     #[must_use]
     pub fn poll_close(&self) -> Option<Close> {
-        if self.aborted {
-            Some(Close::Abortive)
-        } else if self.closing && self.out.pending_items() == 0 {
-            Some(Close::Graceful)
-        } else {
-            None
+        match self.state {
+            State::Closed(close) => Some(close),
+            State::Sending if self.out.pending_items() == 0 => Some(Close::Graceful),
+            _ => None,
         }
     }
 
     /// The next instant at which [`Connection::handle_timeout`] must be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.aborted || self.poll_close().is_some() {
+        self.poll_deadline().map(|d| d.at)
+    }
+
+    /// The next deadline: when, which timer, and how the connection closes if it passes. A host
+    /// that cannot call [`Connection::handle_timeout`] when it falls due (the driver's timer
+    /// runs where the connection cannot be touched) closes the socket as it says.
+    #[must_use]
+    pub fn poll_deadline(&self) -> Option<Deadline> {
+        if self.poll_close().is_some() {
             return None;
         }
         let l = &self.limits;
-        let mut deadline: Option<Instant> = None;
-        let mut consider = |d: Instant| deadline = Some(deadline.map_or(d, |x| x.min(d)));
+        if let State::Lingering(linger) = &self.state {
+            return Some(linger_deadline(l, linger));
+        }
+        let mut deadline: Option<Deadline> = None;
+        let mut consider = |at: Instant, timer: Timer, close: Close| {
+            if deadline.is_none_or(|d| at < d.at) {
+                deadline = Some(Deadline { at, timer, close });
+            }
+        };
         if let Some(epoch) = self.send_epoch
             && let Some(d) = send_deadline(l, epoch, self.send_budget)
         {
-            consider(d);
+            consider(d, Timer::SendRate, Close::Abortive);
         }
         // While committed output is waiting for the client, only the send rate judges the
         // connection: the client is busy reading what we sent, and a request or a close behind
@@ -397,68 +483,128 @@ impl Connection {
         if let Some((since, bytes)) = self.undelivered
             && let Some(d) = send_deadline(l, since, bytes)
         {
-            consider(d);
+            consider(d, Timer::SendRate, Close::Abortive);
         }
         let header = u64::from(l.header_timeout);
         match &self.state {
-            State::Body(ctx) => consider(ctx.started.max(self.idle_since).add_secs(header)),
+            State::Body(ctx) => consider(
+                ctx.started.max(self.idle_since).add_secs(header),
+                Timer::Body,
+                Close::Graceful,
+            ),
             State::Head => {
                 if let Some(started) = self.head_started {
-                    consider(started.max(self.idle_since).add_secs(header));
+                    consider(
+                        started.max(self.idle_since).add_secs(header),
+                        Timer::Header,
+                        Close::Graceful,
+                    );
                 } else if self.inbuf.is_empty() {
-                    consider(self.idle_since.add_secs(u64::from(l.idle_timeout)));
+                    consider(
+                        self.idle_since.add_secs(u64::from(l.idle_timeout)),
+                        Timer::Idle,
+                        Close::Graceful,
+                    );
                 }
             }
+            State::Sending | State::Lingering(_) | State::Closed(_) => {}
         }
         deadline
     }
 
-    /// Enforces the deadlines at `clock.now()`: a connection past one is closed, abortively if
-    /// output is still pending (a client too slow to read), gracefully otherwise.
+    /// Enforces the deadlines at `clock.now()`; returns the one that fell due, if any. A
+    /// connection past one closes as the deadline says: abortively while output is undelivered
+    /// (a client too slow to read), gracefully otherwise.
     ///
     /// `undelivered` is what the host's transport holds that the client has not received yet
     /// (Linux: `SIOCOUTQ`), or 0 where the host cannot tell. A client still receiving is not
     /// idle: while such bytes remain, the idle, head and body timers wait, and the bytes are
     /// judged by the minimum send rate instead, from the first time they were seen; a client too
     /// slow for it is reset.
-    pub fn handle_timeout(&mut self, clock: &Clock, undelivered: u64) {
+    pub fn handle_timeout(&mut self, clock: &Clock, undelivered: u64) -> Option<Deadline> {
         self.now = clock.now();
-        if self.out.pending_bytes() == 0 {
-            if undelivered == 0 {
-                self.undelivered = None;
-            } else if self.poll_timeout().is_some_and(|d| self.now >= d) {
-                let (since, bytes) = *self.undelivered.get_or_insert((self.now, undelivered));
-                if send_deadline(&self.limits, since, bytes).is_none_or(|d| self.now < d) {
-                    self.idle_since = self.now;
-                    return;
+        if undelivered == 0 {
+            self.undelivered = None;
+        }
+        let due = self.poll_deadline().filter(|d| self.now >= d.at)?;
+        if self.reading() && self.out.pending_bytes() == 0 && undelivered > 0 {
+            let (since, bytes) = *self.undelivered.get_or_insert((self.now, undelivered));
+            match send_deadline(&self.limits, since, bytes) {
+                Some(at) if self.now >= at => {
+                    self.abort();
+                    return Some(Deadline {
+                        at,
+                        timer: Timer::SendRate,
+                        close: Close::Abortive,
+                    });
                 }
-                self.aborted = true;
-                self.closing = true;
-                return;
+                _ => {
+                    // Still being delivered: not idle.
+                    self.idle_since = self.now;
+                    return None;
+                }
             }
         }
-        if self.poll_timeout().is_some_and(|d| self.now >= d) {
-            if let State::Body(ctx) = mem::replace(&mut self.state, State::Head) {
-                self.out.rollback(ctx.mark);
+        self.undelivered = None;
+        match due.close {
+            Close::Graceful => {
+                if let State::Body(ctx) = &self.state {
+                    let mark = ctx.mark;
+                    self.out.rollback(mark);
+                }
+                self.stop_reading();
             }
-            if self.out.pending_items() > 0 {
-                self.aborted = true;
-            }
-            self.closing = true;
+            close => self.state = State::Closed(close),
+        }
+        Some(due)
+    }
+
+    /// The host has shut down the write side after [`Close::Graceful`]; `in_flight` is what the
+    /// client might not have received yet (Linux: `SIOCOUTQ`; a transport that cannot tell gives
+    /// every byte it sent).
+    ///
+    /// The lingering close (RFC 9112 §9.6): the host keeps reading, and this discards the input,
+    /// so that requests the client pipelined behind the last one are read rather than answered
+    /// with a TCP reset, which can destroy the tail of the response before the client has read
+    /// it. It ends at the peer's FIN, or by [`Connection::poll_deadline`]:
+    /// - once everything is delivered ([`Connection::handle_delivered`], or `in_flight` 0):
+    ///   `linger-timeout` after the shutdown, [`Close::Finished`];
+    /// - until then: what the minimum send rate allows for `in_flight` bytes (`idle-timeout`
+    ///   when the rate is off), and at least `linger-timeout`; then [`Close::Abortive`]: a reader
+    ///   too slow to finish gets a reset, never a clean close that would look like a whole
+    ///   response.
+    pub fn handle_shutdown(&mut self, clock: &Clock, in_flight: u64) {
+        self.now = clock.now();
+        if self.poll_close() == Some(Close::Graceful) {
+            self.state = State::Lingering(Linger {
+                since: self.now,
+                in_flight,
+                delivered: in_flight == 0,
+            });
         }
     }
 
-    /// Feeds received bytes. Every byte is taken: processed, or kept until more arrive.
+    /// While the close lingers: the transport says the client has received everything (Linux:
+    /// `SIOCOUTQ` is 0; WSK: the graceful disconnect completed).
+    pub fn handle_delivered(&mut self, clock: &Clock) {
+        self.now = clock.now();
+        if let State::Lingering(linger) = &mut self.state {
+            linger.delivered = true;
+        }
+    }
+
+    /// Feeds received bytes. Every byte is taken: processed, kept until more arrive, or (once no
+    /// more requests are read) discarded.
     pub fn handle_input(&mut self, data: &[u8], clock: &Clock, site: &Site) {
         self.now = clock.now();
         self.limits = *site.limits();
-        if self.closing || self.aborted || self.eof {
-            return; // Lingering close: input after the last response is discarded.
+        if !self.reading() || self.eof {
+            return;
         }
         if self.inbuf.is_empty() {
             let used = self.process(data, clock, site);
             let rest = data.get(used..).unwrap_or_default();
-            if !rest.is_empty() && !self.closing && !self.aborted {
+            if !rest.is_empty() && self.reading() {
                 self.stash(rest);
             }
         } else {
@@ -468,9 +614,14 @@ impl Connection {
         self.settle();
     }
 
-    /// The peer closed its sending side: answer what is complete, then close.
+    /// The peer closed its sending side: answer what is complete, then close. While the close
+    /// lingers, this ends it.
     pub fn handle_eof(&mut self, clock: &Clock, site: &Site) {
         self.now = clock.now();
+        if let State::Lingering(_) = self.state {
+            self.state = State::Closed(Close::Finished);
+            return;
+        }
         self.eof = true;
         self.process_inbuf(clock, site);
         self.settle();
@@ -488,7 +639,7 @@ impl Connection {
             self.idle_since = self.now;
             self.out.shrink(KEEP_IDLE);
         }
-        if !self.inbuf.is_empty() && !self.closing && !self.aborted {
+        if !self.inbuf.is_empty() && self.reading() {
             self.process_inbuf(clock, site);
         }
         self.settle();
@@ -500,11 +651,11 @@ impl Connection {
 
     /// After EOF, once no more requests can be answered, close.
     fn settle(&mut self) {
-        if self.eof && !self.backlogged() && !self.closing {
-            if let State::Body(ctx) = mem::replace(&mut self.state, State::Head) {
+        if self.eof && !self.backlogged() && self.reading() {
+            if let State::Body(ctx) = mem::replace(&mut self.state, State::Sending) {
                 self.out.rollback(ctx.mark);
             }
-            self.closing = true;
+            self.stop_reading();
         }
         if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_IDLE {
             self.inbuf = Vec::new();
@@ -523,7 +674,7 @@ impl Connection {
             .is_some_and(|n| n <= cap);
         if !fits || self.inbuf.try_reserve(data.len()).is_err() {
             // Only a caller that ignores `wants_read` can get here.
-            self.aborted = true;
+            self.abort();
             return;
         }
         self.inbuf.extend_from_slice(data);
@@ -532,10 +683,10 @@ impl Connection {
     fn process_inbuf(&mut self, clock: &Clock, site: &Site) {
         let mut buf = mem::take(&mut self.inbuf);
         let used = self.process(&buf, clock, site);
-        if self.closing || self.aborted {
-            buf.clear();
-        } else {
+        if self.reading() {
             buf.drain(..used.min(buf.len()));
+        } else {
+            buf.clear();
         }
         self.inbuf = buf;
     }
@@ -543,87 +694,95 @@ impl Connection {
     /// Processes requests from `buf`; returns the bytes consumed.
     fn process(&mut self, buf: &[u8], clock: &Clock, site: &Site) -> usize {
         let mut pos = 0usize;
-        while !self.closing && !self.aborted && !self.backlogged() {
+        while self.reading() && !self.backlogged() {
             let rest = buf.get(pos..).unwrap_or_default();
-            if let State::Body(ctx) = &mut self.state {
-                if rest.is_empty() {
-                    break;
-                }
-                match ctx.reader.feed(rest) {
-                    Ok(p) => {
-                        pos = pos.saturating_add(p.consumed);
-                        if ctx.reader.discarded() > DISCARD_LIMIT {
-                            let mark = ctx.mark;
-                            self.state = State::Head;
-                            self.out.rollback(mark);
-                            self.fail(RequestError::ContentTooLarge, clock, site);
-                        } else if p.done {
-                            let keep_alive = ctx.keep_alive;
-                            self.state = State::Head;
-                            self.commit();
-                            if !keep_alive {
-                                self.closing = true;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let mark = ctx.mark;
-                        self.state = State::Head;
-                        self.out.rollback(mark);
-                        self.fail(e, clock, site);
-                    }
-                }
-                continue;
-            }
-            let skip = leading_empty_lines(rest);
-            if skip > 0 {
-                pos = pos.saturating_add(skip);
-                continue;
-            }
             if rest.is_empty() {
                 break;
             }
-            if self.head_started.is_none() {
-                self.head_started = Some(self.now);
-            }
-            let max = self.limits.max_request_bytes as usize;
-            match find_head_end(rest, self.scan_from) {
-                None => {
-                    if let Some(e) = early_error(rest) {
-                        self.log_begin(rest);
-                        self.fail(e, clock, site);
-                        break;
-                    }
-                    if rest.len() > max {
-                        self.log_begin(rest);
-                        self.fail(head_too_large(rest, &self.limits), clock, site);
-                        break;
-                    }
-                    self.scan_from = rest.len().saturating_sub(3);
-                    break;
+            let used = if let State::Body(_) = self.state {
+                self.body_input(rest, clock, site)
+            } else {
+                match self.head_input(rest, clock, site) {
+                    Some(used) => used,
+                    None => break,
                 }
-                Some(end) => {
-                    self.scan_from = 0;
-                    self.head_started = None;
-                    if end > max {
-                        self.log_begin(rest);
-                        self.fail(head_too_large(rest, &self.limits), clock, site);
-                        break;
-                    }
-                    pos = pos.saturating_add(end);
-                    self.log_begin(rest);
-                    self.on_head(rest.get(..end).unwrap_or_default(), clock, site);
-                }
-            }
+            };
+            pos = pos.saturating_add(used);
         }
         pos.min(buf.len())
+    }
+
+    /// Feeds request-body bytes; returns how many were consumed.
+    fn body_input(&mut self, rest: &[u8], clock: &Clock, site: &Site) -> usize {
+        let State::Body(ctx) = &mut self.state else {
+            return 0;
+        };
+        match ctx.reader.feed(rest) {
+            Ok(p) => {
+                if ctx.reader.discarded() > DISCARD_LIMIT {
+                    let mark = ctx.mark;
+                    self.state = State::Head;
+                    self.out.rollback(mark);
+                    self.fail(RequestError::ContentTooLarge, clock, site);
+                } else if p.done {
+                    let keep_alive = ctx.keep_alive;
+                    self.state = State::Head;
+                    self.commit();
+                    if !keep_alive {
+                        self.stop_reading();
+                    }
+                }
+                p.consumed
+            }
+            Err(e) => {
+                let mark = ctx.mark;
+                self.state = State::Head;
+                self.out.rollback(mark);
+                self.fail(e, clock, site);
+                0
+            }
+        }
+    }
+
+    /// Looks for a whole request head at the start of `rest` and answers it; returns the bytes
+    /// consumed, or `None` when more input is needed or the connection stops reading.
+    fn head_input(&mut self, rest: &[u8], clock: &Clock, site: &Site) -> Option<usize> {
+        let skip = leading_empty_lines(rest);
+        if skip > 0 {
+            return Some(skip);
+        }
+        if self.head_started.is_none() {
+            self.head_started = Some(self.now);
+        }
+        let max = self.limits.max_request_bytes as usize;
+        let Some(end) = find_head_end(rest, self.scan_from) else {
+            if let Some(e) = early_error(rest) {
+                self.log_begin(rest);
+                self.fail(e, clock, site);
+            } else if rest.len() > max {
+                self.log_begin(rest);
+                self.fail(head_too_large(rest, &self.limits), clock, site);
+            } else {
+                self.scan_from = rest.len().saturating_sub(3);
+            }
+            return None;
+        };
+        self.scan_from = 0;
+        self.head_started = None;
+        self.log_begin(rest);
+        if end > max {
+            self.fail(head_too_large(rest, &self.limits), clock, site);
+            return None;
+        }
+        self.on_head(rest.get(..end).unwrap_or_default(), clock, site);
+        Some(end)
     }
 
     /// Commits output and starts the send-rate clock.
     fn commit(&mut self) {
         let before = self.out.pending_bytes();
         if self.out.commit().is_err() {
-            self.aborted = true;
+            self.abort();
             return;
         }
         let added = self.out.pending_bytes().saturating_sub(before);
@@ -639,21 +798,14 @@ impl Connection {
     /// Answers a refused request and closes after it.
     fn fail(&mut self, e: RequestError, clock: &Clock, site: &Site) {
         Stats::bump(&site.stats().errors);
-        let Ok(served) = simple(
-            &mut self.out,
-            e.status(),
-            clock.date(),
-            b"",
-            e.reason(),
-            CLOSE,
-            false,
-        ) else {
-            self.aborted = true;
-            return;
-        };
-        self.log_end(served.status, served.body_bytes, false);
-        self.commit();
-        self.closing = true;
+        match Answer::refused(e).write(&mut self.out, clock.date(), Persist::Close, false) {
+            Ok(served) => {
+                self.log_end(served.status, served.body_bytes, false);
+                self.commit();
+                self.stop_reading();
+            }
+            Err(OutOfMemory) => self.abort(),
+        }
     }
 
     fn on_head(&mut self, head_bytes: &[u8], clock: &Clock, site: &Site) {
@@ -672,29 +824,33 @@ impl Connection {
             return self.fail(RequestError::ContentTooLarge, clock, site);
         }
         if head.expect_continue {
-            if self.out.put(&[b"HTTP/1.1 100 Continue\r\n\r\n"]).is_err() {
-                self.aborted = true;
-                return;
+            let persist = persist(&head);
+            if Answer::Continue
+                .write(&mut self.out, clock.date(), persist, false)
+                .is_err()
+            {
+                return self.abort();
             }
             self.commit();
         }
         let Ok(mark) = self.out.mark() else {
-            self.aborted = true;
-            return;
+            return self.abort();
         };
-        let outcome = respond(
-            &mut self.out,
-            &mut self.scratch,
-            self.local,
-            &head,
-            headers,
-            clock,
-            site,
+        let answered = decide(self.local, &head, headers, clock, site, &mut self.scratch).and_then(
+            |(answer, close)| {
+                let persist = if close {
+                    Persist::Close
+                } else {
+                    persist(&head)
+                };
+                let head_only = head.method == Method::Head;
+                let served = answer.write(&mut self.out, clock.date(), persist, head_only)?;
+                Ok((served, close))
+            },
         );
-        let close = match outcome {
+        let close = match answered {
             Ok((served, close)) => {
-                Stats::add(&site.stats().body_bytes, served.body_bytes);
-                self.log_end(served.status, served.body_bytes, served.hit);
+                self.served(served, site);
                 close
             }
             Err(OutOfMemory) => {
@@ -727,103 +883,38 @@ impl Connection {
             _ => {
                 self.commit();
                 if close {
-                    self.closing = true;
+                    self.stop_reading();
                 }
             }
         }
     }
+
+    /// Counts and logs an answered request.
+    fn served(&mut self, served: Served, site: &Site) {
+        let stats = site.stats();
+        Stats::add(&stats.body_bytes, served.body_bytes);
+        if served.hit && served.status == 304 {
+            Stats::bump(&stats.not_modified);
+        }
+        self.log_end(served.status, served.body_bytes, served.hit);
+    }
 }
 
-/// Routes and answers one request. Returns what was sent and whether to close afterwards.
-fn respond(
-    out: &mut Output,
-    scratch: &mut (Vec<u8>, Vec<u8>),
-    local: Local,
-    head: &Head<'_>,
-    headers: &[httparse::Header<'_>],
-    clock: &Clock,
-    site: &Site,
-) -> Result<(Served, bool), OutOfMemory> {
-    let date = clock.date();
-    let stats = site.stats();
-    let head_only = head.method == Method::Head;
-    let keep = match (head.keep_alive, head.version) {
-        (false, _) => CLOSE,
-        (true, Version::Http10) => KEEP_ALIVE,
-        (true, Version::Http11) => b"",
-    };
-    if head.asterisk {
-        // OPTIONS * (RFC 9110 §9.3.7): what the server as a whole supports.
-        out.put(&[
-            b"HTTP/1.1 200 OK\r\nDate: ",
-            date.as_bytes(),
-            b"\r\nServer: khttp\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n",
-            keep,
-            b"\r\n",
-        ])?;
-        return Ok((
-            Served {
-                status: 200,
-                body_bytes: 0,
-                hit: false,
-            },
-            !head.keep_alive,
-        ));
+/// The deadline of a lingering close (see [`Connection::handle_shutdown`]).
+fn linger_deadline(limits: &Limits, linger: &Linger) -> Deadline {
+    let end = linger.since.add_secs(u64::from(limits.linger_timeout));
+    if linger.delivered {
+        return Deadline {
+            at: end,
+            timer: Timer::Linger,
+            close: Close::Finished,
+        };
     }
-    let path = match canonicalize(head.path, scratch) {
-        Ok(p) => p,
-        Err(CanonError::OutOfMemory) => return Err(OutOfMemory),
-        Err(e) => {
-            Stats::bump(&stats.errors);
-            return Ok((
-                simple(out, 400, date, b"", e.message(), CLOSE, head_only)?,
-                true,
-            ));
-        }
-    };
-    let Some((reservation, rel)) = site.namespace().route(local, head.host, path) else {
-        // http.sys answers 400 when no prefix matches (HTTPSYS-REFERENCE §1.3, step 5).
-        Stats::bump(&stats.errors);
-        let served = simple(
-            out,
-            400,
-            date,
-            b"",
-            "no reservation matches this URL",
-            CLOSE,
-            head_only,
-        )?;
-        return Ok((served, true));
-    };
-    let entry = site
-        .cache()
-        .get(reservation.id, rel)
-        .filter(|e| !e.is_expired(clock.now()));
-    let served = match (entry, head.method) {
-        (None, _) => {
-            Stats::bump(&stats.misses);
-            simple(out, 404, date, b"", "Not Found", keep, head_only)?
-        }
-        (Some(_), Method::Options | Method::Other) => {
-            Stats::bump(&stats.errors);
-            simple(
-                out,
-                405,
-                date,
-                b"Allow: GET, HEAD\r\n",
-                "Method Not Allowed",
-                keep,
-                false,
-            )?
-        }
-        (Some(entry), Method::Get | Method::Head) => {
-            Stats::bump(&stats.hits);
-            let served = serve::serve(entry, head.method, headers, date, keep, out)?;
-            if served.status == 304 {
-                Stats::bump(&stats.not_modified);
-            }
-            served
-        }
-    };
-    Ok((served, !head.keep_alive))
+    let send = send_deadline(limits, linger.since, linger.in_flight)
+        .unwrap_or_else(|| linger.since.add_secs(u64::from(limits.idle_timeout)));
+    Deadline {
+        at: send.max(end),
+        timer: Timer::Linger,
+        close: Close::Abortive,
+    }
 }

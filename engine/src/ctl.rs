@@ -16,8 +16,9 @@ use khttp_proto::{
 
 use crate::cache::EntrySpec;
 use crate::error::CtlError;
+use crate::limits::Limits;
 use crate::mem::{self, StackText};
-use crate::site::{Limits, Site};
+use crate::site::Site;
 use crate::time::Instant;
 
 /// What a dispatch did.

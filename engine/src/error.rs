@@ -9,8 +9,6 @@
 
 use core::fmt;
 
-use crate::route::PrefixError;
-
 /// A request the engine refuses. The response is sent and the connection closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -148,6 +146,119 @@ impl From<OutOfMemory> for CtlError {
 }
 
 impl From<OutOfMemory> for RequestError {
+    fn from(_: OutOfMemory) -> Self {
+        Self::OutOfMemory
+    }
+}
+
+/// Why a path cannot be canonicalised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanonError {
+    /// The path does not start with `/`.
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// An escape that decodes to a control character (or NUL).
+    RestrictedChar,
+    /// A raw byte that is not allowed in a path (control character, space, `#`, `?`).
+    BadChar,
+    /// `..` segments would climb above the root.
+    AboveRoot,
+    /// A segment longer than [`crate::route::MAX_SEGMENT_LEN`].
+    SegmentTooLong,
+    /// More than [`crate::route::MAX_SEGMENTS`] segments.
+    TooManySegments,
+    /// No memory for the cooked copy.
+    OutOfMemory,
+}
+
+impl CanonError {
+    /// One line naming the fault.
+    #[must_use]
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::NotAbsolute => "the URL path must start with '/'",
+            Self::BadEscape => "the URL has a malformed percent-escape",
+            Self::RestrictedChar => "the URL has an escaped control character",
+            Self::BadChar => "the URL has a character that is not allowed",
+            Self::AboveRoot => "the URL climbs above the root",
+            Self::SegmentTooLong => "a URL path segment is too long",
+            Self::TooManySegments => "the URL has too many path segments",
+            Self::OutOfMemory => "out of memory",
+        }
+    }
+}
+
+impl From<OutOfMemory> for CanonError {
+    fn from(_: OutOfMemory) -> Self {
+        Self::OutOfMemory
+    }
+}
+
+/// Why a prefix or URL was refused. Each names the fault in one line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefixError {
+    /// Not `http://` (the scheme is lowercase only).
+    Scheme,
+    /// `https://`: refused until khttp has TLS.
+    HttpsUnsupported,
+    /// Nothing between `//` and `:`.
+    MissingHost,
+    /// A host that is not `+`, `*`, a DNS name or an IP literal.
+    InvalidHost,
+    /// No `:port` after the host.
+    MissingPort,
+    /// A port that is not 1..=65535 in decimal without a leading zero.
+    InvalidPort,
+    /// No path after the port.
+    MissingPath,
+    /// A reservation whose path does not end with `/`.
+    NoTrailingSlash,
+    /// A query string or fragment in a prefix or cache URL.
+    QueryNotAllowed,
+    /// A path that is not in canonical form or cannot be canonicalised.
+    InvalidPath(CanonError),
+    /// A path that is not already canonical (it would be written differently after cooking).
+    NotCanonical,
+    /// Longer than [`crate::route::MAX_PREFIX_LEN`].
+    TooLong,
+    /// No memory to hold the parsed prefix.
+    OutOfMemory,
+}
+
+impl PrefixError {
+    /// One line of English naming the fault.
+    #[must_use]
+    pub const fn message(&self) -> &'static str {
+        match self {
+            Self::Scheme => "the URL must start with \"http://\" (lowercase)",
+            Self::HttpsUnsupported => "https is not supported yet: khttp has no TLS",
+            Self::MissingHost => "the URL has no host: use +, *, a host name or an IP address",
+            Self::InvalidHost => {
+                "the host must be +, *, a host name, an IPv4 address or a bracketed IPv6 address"
+            }
+            Self::MissingPort => "the URL has no port: write http://host:port/path/",
+            Self::InvalidPort => "the port must be a number from 1 to 65535 without a leading zero",
+            Self::MissingPath => "the URL has no path: it must continue with '/' after the port",
+            Self::NoTrailingSlash => "a URL prefix must end with '/'",
+            Self::QueryNotAllowed => "a URL prefix cannot contain '?' or '#'",
+            Self::InvalidPath(e) => e.message(),
+            Self::NotCanonical => {
+                "the URL path is not canonical (remove '.', '..', '\\' and needless escapes)"
+            }
+            Self::TooLong => "the URL is too long",
+            Self::OutOfMemory => "out of memory",
+        }
+    }
+}
+
+impl fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl From<OutOfMemory> for PrefixError {
     fn from(_: OutOfMemory) -> Self {
         Self::OutOfMemory
     }

@@ -86,6 +86,22 @@ pub(crate) fn push<T>(v: &mut Vec<T>, x: T) -> Result<(), OutOfMemory> {
     Ok(())
 }
 
+/// Appends all `parts` to `buf`, or nothing if memory cannot be had.
+///
+/// # Errors
+/// [`OutOfMemory`] when the buffer cannot grow; `buf` is unchanged.
+pub(crate) fn put(buf: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), OutOfMemory> {
+    let total = parts
+        .iter()
+        .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
+        .ok_or(OutOfMemory)?;
+    buf.try_reserve(total)?;
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+    Ok(())
+}
+
 /// A `core::fmt::Write` sink into a fixed buffer, for formatting numbers and addresses without
 /// allocating.
 pub(crate) struct StackText<const N: usize> {

@@ -10,7 +10,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::error::OutOfMemory;
-use crate::http1::response::put;
+use crate::mem::put;
 
 /// A shared cached body.
 pub type Body = Arc<Vec<u8>>;

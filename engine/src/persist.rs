@@ -12,7 +12,8 @@ use alloc::format;
 use alloc::string::String;
 
 use crate::error::CtlError;
-use crate::site::{Limits, Site};
+use crate::limits::Limits;
+use crate::site::Site;
 
 /// The text of `site`'s persisted configuration. Limits at their defaults are left out.
 #[must_use]

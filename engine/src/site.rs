@@ -13,181 +13,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{Cache, Entry, EntrySpec};
 use crate::error::{CtlError, OutOfMemory};
-use crate::http1::request::MAX_HEADERS_CAP;
+use crate::limits::Limits;
 use crate::mem;
 use crate::route::{Namespace, Prefix, Reservation, parse_prefix, parse_url};
 use crate::time::Instant;
-
-/// Limits and timeouts (DESIGN §5). Names are the CLI's (`khttpctl limits set NAME VALUE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Request line plus headers, bytes; over it: 431 (414 if the request line is the culprit).
-    pub max_request_bytes: u32,
-    /// One header field, bytes; over it: 431.
-    pub max_field_length: u32,
-    /// The request-target, bytes; over it: 414.
-    pub max_url_length: u32,
-    /// Header fields; over it: 431.
-    pub max_headers: u32,
-    /// Seconds for a whole request head (or body) to arrive; then close.
-    pub header_timeout: u32,
-    /// Seconds a keep-alive connection may sit idle; then close.
-    pub idle_timeout: u32,
-    /// Bytes per second a client must read at; 0 disables.
-    pub min_send_rate: u32,
-    /// Connections at once; beyond it new ones get 503 and a close.
-    pub max_connections: u32,
-    /// Total cache body bytes.
-    pub cache_max_bytes: u64,
-    /// One entry's body bytes (all variants).
-    pub cache_max_entry_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_request_bytes: 16_384,
-            max_field_length: 16_384,
-            max_url_length: 16_384,
-            max_headers: 100,
-            header_timeout: 120,
-            idle_timeout: 120,
-            min_send_rate: 150,
-            max_connections: 100_000,
-            cache_max_bytes: 1 << 30,
-            cache_max_entry_bytes: 256 << 20,
-        }
-    }
-}
-
-/// A limit's name, its allowed range, and its place in [`Limits`].
-struct LimitDef {
-    name: &'static str,
-    min: u64,
-    max: u64,
-    get: fn(&Limits) -> u64,
-    set: fn(&mut Limits, u64),
-}
-
-/// Every limit, in display order. Ranges follow http.sys's where it has one (KB 820129).
-const LIMITS: [LimitDef; 10] = [
-    LimitDef {
-        name: "max-request-bytes",
-        min: 256,
-        max: 16_777_216,
-        get: |l| u64::from(l.max_request_bytes),
-        set: |l, v| l.max_request_bytes = narrow(v),
-    },
-    LimitDef {
-        name: "max-field-length",
-        min: 64,
-        max: 65_534,
-        get: |l| u64::from(l.max_field_length),
-        set: |l, v| l.max_field_length = narrow(v),
-    },
-    LimitDef {
-        name: "max-url-length",
-        min: 64,
-        max: 16_777_216,
-        get: |l| u64::from(l.max_url_length),
-        set: |l, v| l.max_url_length = narrow(v),
-    },
-    LimitDef {
-        name: "max-headers",
-        min: 1,
-        max: MAX_HEADERS_CAP as u64,
-        get: |l| u64::from(l.max_headers),
-        set: |l, v| l.max_headers = narrow(v),
-    },
-    LimitDef {
-        name: "header-timeout",
-        min: 1,
-        max: 86_400,
-        get: |l| u64::from(l.header_timeout),
-        set: |l, v| l.header_timeout = narrow(v),
-    },
-    LimitDef {
-        name: "idle-timeout",
-        min: 1,
-        max: 86_400,
-        get: |l| u64::from(l.idle_timeout),
-        set: |l, v| l.idle_timeout = narrow(v),
-    },
-    LimitDef {
-        name: "min-send-rate",
-        min: 0,
-        max: 1 << 30,
-        get: |l| u64::from(l.min_send_rate),
-        set: |l, v| l.min_send_rate = narrow(v),
-    },
-    LimitDef {
-        name: "max-connections",
-        min: 1,
-        max: 10_000_000,
-        get: |l| u64::from(l.max_connections),
-        set: |l, v| l.max_connections = narrow(v),
-    },
-    LimitDef {
-        name: "cache-max-bytes",
-        min: 0,
-        max: 1 << 44,
-        get: |l| l.cache_max_bytes,
-        set: |l, v| l.cache_max_bytes = v,
-    },
-    LimitDef {
-        name: "cache-max-entry-bytes",
-        min: 0,
-        max: 1 << 40,
-        get: |l| l.cache_max_entry_bytes,
-        set: |l, v| l.cache_max_entry_bytes = v,
-    },
-];
-
-/// Callers have range-checked `v` against a maximum that fits in u32.
-fn narrow(v: u64) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-impl Limits {
-    /// Every limit name, in display order.
-    pub fn names() -> impl Iterator<Item = &'static str> {
-        LIMITS.iter().map(|d| d.name)
-    }
-
-    /// The value of the limit called `name`.
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<u64> {
-        LIMITS
-            .iter()
-            .find(|d| d.name == name)
-            .map(|d| (d.get)(self))
-    }
-
-    /// Sets the limit called `name`.
-    ///
-    /// # Errors
-    /// [`CtlError::UnknownLimit`], [`CtlError::InvalidLimitValue`] (out of range).
-    pub fn set(&mut self, name: &str, value: u64) -> Result<(), CtlError> {
-        let def = LIMITS
-            .iter()
-            .find(|d| d.name == name)
-            .ok_or(CtlError::UnknownLimit)?;
-        if !(def.min..=def.max).contains(&value) {
-            return Err(CtlError::InvalidLimitValue);
-        }
-        (def.set)(self, value);
-        Ok(())
-    }
-
-    /// The allowed range of the limit called `name`.
-    #[must_use]
-    pub fn range(name: &str) -> Option<(u64, u64)> {
-        LIMITS
-            .iter()
-            .find(|d| d.name == name)
-            .map(|d| (d.min, d.max))
-    }
-}
 
 /// Counters shared by every snapshot of a site.
 #[derive(Debug, Default)]
@@ -489,7 +318,7 @@ pub(crate) fn url_under(url: &Prefix, p: &Prefix) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Limits, Site};
+    use super::Site;
     use crate::cache::EntrySpec;
     use crate::error::CtlError;
     use crate::route::PrefixError;
@@ -588,18 +417,6 @@ mod tests {
         s.put("http://+:80/a", spec(b"123"), Instant(0)).unwrap();
         s.put("http://+:80/b", spec(b"123"), Instant(0)).unwrap();
         assert_eq!(s.cache().bytes(), 6);
-    }
-
-    #[test]
-    fn limits_by_name() {
-        let mut l = Limits::default();
-        assert_eq!(l.get("max-headers"), Some(100));
-        assert_eq!(l.set("max-headers", 0), Err(CtlError::InvalidLimitValue));
-        assert_eq!(l.set("max-headers", 129), Err(CtlError::InvalidLimitValue));
-        assert_eq!(l.set("nope", 1), Err(CtlError::UnknownLimit));
-        l.set("idle-timeout", 5).unwrap();
-        assert_eq!(l.idle_timeout, 5);
-        assert_eq!(Limits::names().count(), 10);
     }
 
     #[test]

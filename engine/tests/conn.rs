@@ -2,9 +2,10 @@
 
 mod common;
 
-use common::{BODY, Harness, UNIX_NOW, get, one, parse_responses, site};
+use common::{BODY, Harness, LOCAL, UNIX_NOW, get, one, parse_responses, site};
 use khttp_engine::cache::EntrySpec;
-use khttp_engine::{Close, Instant};
+use khttp_engine::conn::{Phase, Timer};
+use khttp_engine::{Clock, Close, Connection, Instant};
 
 #[test]
 fn get_hit_has_the_expected_head_and_body() {
@@ -642,54 +643,184 @@ fn undelivered_bytes_defer_the_idle_timer_within_the_send_rate() {
     assert_eq!(h.closed(), Some(Close::Abortive));
 }
 
-/// Lingering close: at least LINGER_MS; then closed once delivered, or reset once the
-/// undelivered bytes are past the minimum send rate.
+/// A connection that closes after its response, shut down by the host: the lingering close.
+fn lingering(in_flight: u64) -> Harness {
+    let mut h = Harness::new(site());
+    h.exchange(&get("/index.html", "Connection: close\r\n"));
+    assert_eq!(h.closed(), Some(Close::Graceful));
+    assert_eq!(h.conn.phase(), Phase::Sending);
+    h.conn.handle_shutdown(&h.clock, in_flight);
+    assert_eq!(h.conn.phase(), Phase::Lingering);
+    assert_eq!(h.closed(), None, "lingering: the socket stays open");
+    assert!(
+        h.conn.wants_read(),
+        "lingering: input is read (and discarded)"
+    );
+    h
+}
+
+/// Lingering close: at least linger-timeout; then closed once delivered, or reset once the
+/// undelivered bytes are past the minimum send rate; the peer's FIN ends it at once.
 #[test]
 fn lingering_close_policy() {
-    use khttp_engine::conn::{LINGER_MS, linger};
-    let l = khttp_engine::Limits::default();
-    let t0 = Instant(1_000);
-    assert_eq!(linger(&l, t0, 0, t0.add_millis(LINGER_MS - 1), 0), None);
+    let linger = u64::from(khttp_engine::Limits::default().linger_timeout);
+    // Everything delivered at the shutdown: closed linger-timeout later.
+    let mut h = lingering(0);
+    let t0 = h.clock.now();
+    let d = h.conn.poll_deadline().unwrap();
     assert_eq!(
-        linger(&l, t0, 0, t0.add_millis(LINGER_MS), 0),
-        Some(Close::Graceful)
+        (d.at, d.timer, d.close),
+        (t0.add_secs(linger), Timer::Linger, Close::Finished)
     );
-    // 1.5 MB at 150 B/s: 10,000 s, plus 10 s of grace.
-    assert_eq!(linger(&l, t0, 1_500_000, t0.add_secs(10_009), 1), None);
+    h.feed(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        h.conn.transmit().is_none(),
+        "input after the last response is discarded"
+    );
+    h.clock.update(t0.add_secs(linger), UNIX_NOW + linger);
+    assert_eq!(h.conn.handle_timeout(&h.clock, 0), Some(d));
+    assert_eq!(h.closed(), Some(Close::Finished));
+
+    // 1.5 MB in flight at 150 B/s: 10,000 s, plus 10 s of grace; then a reset.
+    let mut h = lingering(1_500_000);
+    let t0 = h.clock.now();
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.at, d.close), (t0.add_secs(10_010), Close::Abortive));
+    h.clock.update(t0.add_secs(10_009), UNIX_NOW + 10_009);
+    assert_eq!(h.conn.handle_timeout(&h.clock, 0), None);
+    assert_eq!(h.closed(), None);
+    h.clock.update(t0.add_secs(10_010), UNIX_NOW + 10_010);
     assert_eq!(
-        linger(&l, t0, 1_500_000, t0.add_secs(10_010), 1),
+        h.conn.handle_timeout(&h.clock, 0).map(|d| d.close),
         Some(Close::Abortive)
     );
+    assert_eq!(h.closed(), Some(Close::Abortive));
+
+    // Delivered later (SIOCOUTQ at 0, or WSK's disconnect completing): linger-timeout from the
+    // shutdown, never less.
+    let mut h = lingering(1_500_000);
+    let t0 = h.clock.now();
+    h.clock.update(t0.add_secs(5), UNIX_NOW + 5);
+    h.conn.handle_delivered(&h.clock);
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.at, d.close), (t0.add_secs(linger), Close::Finished));
+    h.conn.handle_timeout(&h.clock, 0);
     assert_eq!(
-        linger(&l, t0, 1_500_000, t0.add_secs(5), 0),
-        Some(Close::Graceful)
+        h.closed(),
+        Some(Close::Finished),
+        "past the deadline: closed"
+    );
+
+    // The peer's FIN ends it.
+    let mut h = lingering(1_500_000);
+    h.conn.handle_eof(&h.clock, &h.site);
+    assert_eq!(h.closed(), Some(Close::Finished));
+    assert_eq!(h.conn.phase(), Phase::Closed);
+}
+
+/// With the send rate off, undelivered bytes get idle-timeout, and never less than
+/// linger-timeout.
+#[test]
+fn lingering_without_a_send_rate() {
+    let mut site = site();
+    site.set_limit("min-send-rate", 0).unwrap();
+    site.set_limit("idle-timeout", 1).unwrap();
+    site.set_limit("linger-timeout", 3).unwrap();
+    let mut h = Harness::new(site);
+    h.exchange(&get("/index.html", "Connection: close\r\n"));
+    h.conn.handle_shutdown(&h.clock, 1_500_000);
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!(
+        (d.at, d.close),
+        (h.clock.now().add_secs(3), Close::Abortive)
+    );
+    h.site.set_limit("idle-timeout", 60).unwrap();
+    let mut h = Harness::new(h.site);
+    h.exchange(&get("/index.html", "Connection: close\r\n"));
+    h.conn.handle_shutdown(&h.clock, 1_500_000);
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!(
+        (d.at, d.close),
+        (h.clock.now().add_secs(60), Close::Abortive)
     );
 }
 
-/// The WSK lingering close: an acknowledged FIN lingers LINGER_MS; an unacknowledged one gets
-/// what the send rate allows for the bytes sent (at least LINGER_MS), or idle-timeout when the
-/// rate is off.
+/// `handle_timeout` names the timer that fell due and how the connection closes.
 #[test]
-fn wsk_linger_deadline() {
-    use khttp_engine::conn::{LINGER_MS, linger_deadline};
-    let mut l = khttp_engine::Limits::default();
-    let t0 = Instant(1_000);
-    assert_eq!(linger_deadline(&l, t0, 0, true), t0.add_millis(LINGER_MS));
-    assert_eq!(
-        linger_deadline(&l, t0, 1_500_000, true),
-        t0.add_millis(LINGER_MS)
+fn timeouts_name_their_timer() {
+    // Idle keep-alive: graceful.
+    let mut h = Harness::new(site());
+    h.exchange(&get("/index.html", ""));
+    assert_eq!(h.conn.phase(), Phase::Idle);
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.timer, d.close), (Timer::Idle, Close::Graceful));
+    h.clock.update(d.at, UNIX_NOW + 120);
+    assert_eq!(h.conn.handle_timeout(&h.clock, 0), Some(d));
+    assert_eq!(h.conn.phase(), Phase::Sending);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+
+    // Half a head: the header timer.
+    let mut h = Harness::new(site());
+    h.feed(b"GET / HTTP/1.1\r\n");
+    assert_eq!(h.conn.phase(), Phase::Head);
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.timer, d.close), (Timer::Header, Close::Graceful));
+
+    // Half a body: the body timer.
+    let mut h = Harness::new(site());
+    h.feed(b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+    assert_eq!(h.conn.phase(), Phase::Body);
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.timer, d.close), (Timer::Body, Close::Graceful));
+
+    // Output the client does not read: the send rate, abortive.
+    let mut h = Harness::new(site());
+    h.feed(&get("/index.html", ""));
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.timer, d.close), (Timer::SendRate, Close::Abortive));
+    h.clock.update(d.at, UNIX_NOW + 20);
+    assert_eq!(h.conn.handle_timeout(&h.clock, 0), Some(d));
+    assert_eq!(h.closed(), Some(Close::Abortive));
+    assert!(
+        h.conn.transmit().is_none(),
+        "nothing more is sent after a reset"
     );
-    // 1.5 MB at 150 B/s: 10,000 s, plus 10 s of grace.
+}
+
+/// Beyond max-connections: a 503 that closes, then the lingering close; beyond the overload
+/// allowance, refused.
+#[test]
+fn connections_over_the_limit_get_503() {
+    use khttp_engine::conn::{Admission, admit};
+    use khttp_engine::limits::OVERLOAD_CONNECTIONS;
+    let l = khttp_engine::Limits {
+        max_connections: 2,
+        ..Default::default()
+    };
+    assert_eq!(admit(&l, usize::MAX, 1, 0), Admission::Serve);
+    assert_eq!(admit(&l, usize::MAX, 2, 0), Admission::Unavailable);
     assert_eq!(
-        linger_deadline(&l, t0, 1_500_000, false),
-        t0.add_secs(10_010)
+        admit(&l, 1, 1, 0),
+        Admission::Unavailable,
+        "the host's own bound"
     );
-    // Nothing sent: the grace alone, never less than LINGER_MS.
-    assert!(linger_deadline(&l, t0, 0, false) >= t0.add_millis(LINGER_MS));
-    l.min_send_rate = 0;
     assert_eq!(
-        linger_deadline(&l, t0, 1_500_000, false),
-        t0.add_secs(u64::from(l.idle_timeout))
-            .max(t0.add_millis(LINGER_MS))
+        admit(&l, usize::MAX, 2, OVERLOAD_CONNECTIONS),
+        Admission::Refuse
     );
+
+    let site = site();
+    let clock = Clock::new(Instant(0), UNIX_NOW);
+    let mut conn = Connection::unavailable(LOCAL, &clock, &site);
+    assert!(!conn.wants_read(), "no request is read");
+    let mut slices: [&[u8]; 8] = [&[]; 8];
+    let n = conn.transmit_slices(&mut slices);
+    let bytes: Vec<u8> = slices[..n].concat();
+    let r = one(&bytes);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("server"), Some("khttp"));
+    assert!(r.header("date").is_some());
+    conn.handle_sent(bytes.len(), &clock, &site);
+    assert_eq!(conn.poll_close(), Some(Close::Graceful));
 }

@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) wakers: Mutex<Vec<Arc<mio::Waker>>>,
     /// Open HTTP connections, for `max-connections`.
     pub(crate) connections: AtomicUsize,
+    /// Connections being answered 503 because of `max-connections`.
+    pub(crate) overloaded: AtomicUsize,
     /// Where reservations, the IP list and limits persist.
     pub(crate) state_dir: PathBuf,
     /// The access log, if any.
@@ -46,12 +48,23 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            overloaded: AtomicUsize::new(0),
             state_dir,
             access_log: access_log.map(|f| Mutex::new(BufWriter::new(f))),
             bodies: crate::bodies::BodyFiles::default(),
             sendfile: true,
             start: std::time::Instant::now(),
         }
+    }
+
+    /// Counts a connection out (`overload`: one that was answered 503).
+    pub(crate) fn leave(&self, overload: bool) {
+        let counter = if overload {
+            &self.overloaded
+        } else {
+            &self.connections
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The current snapshot.

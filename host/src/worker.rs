@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use khttp_engine::conn::linger;
+use khttp_engine::conn::{Admission, Phase, admit};
 use khttp_engine::out::Transmit;
 use khttp_engine::route::Local;
 use khttp_engine::{Clock, Close, Connection, Instant, Site};
@@ -30,16 +30,14 @@ const WAKER: Token = Token(0);
 const CONN_BASE: usize = 1 << 16;
 /// Bytes read per `read` call.
 const READ_BUF: usize = 64 * 1024;
-/// Sent to a connection over `max-connections`.
-const OVERLOAD: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 26\r\nConnection: close\r\n\r\ntoo many open connections\n";
 
 struct Slot {
     stream: TcpStream,
     peer: SocketAddr,
     conn: Connection,
-    /// Set once the write side is shut (lingering close): when, and the bytes the kernel had
-    /// not yet delivered then. Input is drained until EOF or until the engine's `linger` says.
-    linger: Option<(Instant, u64)>,
+    /// Answered 503 (over `max-connections`): counted in `Shared::overloaded`, not in
+    /// `Shared::connections`.
+    overload: bool,
     /// Whether the socket may have unread input. Edge-triggered epoll only reports new data, so
     /// this is set on each readable event and cleared by EAGAIN or by a short read (which means
     /// the socket was drained, as nginx's `ngx_unix_recv` assumes), saving the read that would
@@ -239,6 +237,27 @@ impl Worker {
         }
     }
 
+    /// Admission control (the engine's [`admit`]): counts the connection in and returns whether
+    /// it is answered 503 (`Some(true)`), or `None` when it is refused.
+    fn admit(&self) -> Option<bool> {
+        let shared = &self.shared;
+        // Counted in first, so that two workers cannot both take the last place.
+        let open = shared.connections.fetch_add(1, Ordering::AcqRel);
+        let overloaded = shared.overloaded.load(Ordering::Acquire);
+        let admission = admit(self.site.limits(), usize::MAX, open, overloaded);
+        if admission != Admission::Serve {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+        }
+        match admission {
+            Admission::Serve => Some(false),
+            Admission::Unavailable => {
+                shared.overloaded.fetch_add(1, Ordering::AcqRel);
+                Some(true)
+            }
+            Admission::Refuse => None,
+        }
+    }
+
     fn accept(&mut self, index: usize) {
         loop {
             let Some((_, listener)) = self.listeners.get(index) else {
@@ -250,13 +269,10 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return, // EMFILE and friends: try again on the next event
             };
-            let max = self.site.limits().max_connections as usize;
-            if self.shared.connections.fetch_add(1, Ordering::AcqRel) >= max {
-                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-                let _ = stream.write(OVERLOAD);
+            let Some(overload) = self.admit() else {
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
-            }
+            };
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().map_or(
                 Local {
@@ -268,7 +284,11 @@ impl Worker {
                     port: a.port(),
                 },
             );
-            let mut conn = Connection::new(local, &self.clock, &self.site);
+            let mut conn = if overload {
+                Connection::unavailable(local, &self.clock, &self.site)
+            } else {
+                Connection::new(local, &self.clock, &self.site)
+            };
             conn.set_logging(self.logging);
             let index = self.free.pop().unwrap_or(self.slots.len());
             let token = Token(CONN_BASE.saturating_add(index));
@@ -278,14 +298,14 @@ impl Worker {
                 .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                 .is_err()
             {
-                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                self.shared.leave(overload);
                 continue;
             }
             let slot = Slot {
                 stream,
                 peer,
                 conn,
-                linger: None,
+                overload,
                 readable: true,
             };
             if index == self.slots.len() {
@@ -324,17 +344,18 @@ impl Worker {
             }
             let mut progressed = input.progressed || output.progressed;
             match slot.conn.poll_close() {
-                Some(Close::Abortive) => {
-                    drop_it = true; // `remove` resets it
+                Some(Close::Abortive | Close::Finished) => {
+                    drop_it = true; // `remove` resets it if abortive
                     break;
                 }
-                Some(Close::Graceful) if slot.linger.is_none() => {
+                Some(Close::Graceful) => {
+                    // The lingering close: FIN now, input drained until the engine says.
                     let _ = slot.stream.shutdown(Shutdown::Write);
                     let unsent = sys::unsent_bytes(&slot.stream).unwrap_or(0);
-                    slot.linger = Some((clock.now(), unsent as u64));
+                    slot.conn.handle_shutdown(clock, unsent as u64);
                     progressed = true;
                 }
-                _ => {}
+                None => {}
             }
             if !progressed {
                 break;
@@ -381,7 +402,7 @@ impl Worker {
             }
             let mut stream = slot.stream;
             let _ = self.poll.registry().deregister(&mut stream);
-            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            self.shared.leave(slot.overload);
             self.free.push(index);
         }
     }
@@ -394,13 +415,10 @@ impl Worker {
             let Some(Some(slot)) = self.slots.get_mut(index) else {
                 continue;
             };
-            if let Some((shut_at, unsent_then)) = slot.linger {
-                let unsent = sys::unsent_bytes(&slot.stream).unwrap_or(0) as u64;
-                let action = linger(self.site.limits(), shut_at, unsent_then, now, unsent);
-                if let Some(close) = action {
-                    self.remove(index, close == Close::Abortive);
-                }
-                continue;
+            if slot.conn.phase() == Phase::Lingering
+                && sys::unsent_bytes(&slot.stream).is_ok_and(|n| n == 0)
+            {
+                slot.conn.handle_delivered(&self.clock);
             }
             if slot.conn.poll_timeout().is_some_and(|d| now >= d) {
                 // What the kernel still holds for the client: the engine waits for it to be
@@ -431,31 +449,25 @@ impl Worker {
 struct Pass {
     /// The engine was given input, EOF or a send result.
     progressed: bool,
-    /// The connection must go (EOF while lingering, or a socket error).
+    /// The connection must go (a socket error).
     drop: bool,
 }
 
-/// Reads while the socket is readable and the engine wants input (or the close lingers, when
-/// input is discarded).
+/// Reads while the socket is readable and the engine wants input (while the close lingers, the
+/// engine discards it).
 fn read_input(slot: &mut Slot, buf: &mut [u8], clock: &Clock, site: &Site) -> Pass {
     let mut pass = Pass::default();
-    while slot.readable && (slot.linger.is_some() || slot.conn.wants_read()) {
+    while slot.readable && slot.conn.wants_read() {
         match slot.stream.read(buf) {
             Ok(0) => {
-                if slot.linger.is_some() {
-                    pass.drop = true;
-                } else {
-                    slot.conn.handle_eof(clock, site);
-                    pass.progressed = true;
-                }
+                slot.conn.handle_eof(clock, site);
+                pass.progressed = true;
                 break;
             }
             Ok(n) => {
-                if slot.linger.is_none() {
-                    slot.conn
-                        .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
-                    pass.progressed = true;
-                }
+                slot.conn
+                    .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
+                pass.progressed = true;
                 if n < buf.len() {
                     slot.readable = false; // drained: wait for the next edge
                 }

@@ -327,3 +327,42 @@ fn large_bodies_are_exact() {
         "HEAD sent body bytes, or the tail differs"
     );
 }
+
+/// Beyond `max-connections`, a new connection is answered 503 and closed (a request it sends
+/// meanwhile is read and discarded, not answered with a reset that could destroy the 503);
+/// once a place is free, connections are served again.
+#[test]
+fn connections_over_max_connections_get_503() {
+    let (s, port) = setup("overload");
+    s.ctl_ok(&["limits", "set", "max-connections", "2"]);
+    let request = format!("GET /index.html HTTP/1.1\r\nHost: h:{port}\r\n\r\n");
+    // Two served connections. Under a shared server (the driver), connections of earlier tests
+    // may still be lingering: they count until they close, within seconds.
+    let served = |tries: u32| -> Conn {
+        for _ in 0..tries {
+            let mut c = Conn::open(port);
+            c.send(request.as_bytes());
+            let r = c.read(false).expect("a response");
+            if r.status == 200 {
+                return c;
+            }
+            assert_eq!(r.status, 503, "served or refused: {r:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("no connection was served");
+    };
+    let first = served(40);
+    let _second = served(40);
+    let mut third = Conn::open(port);
+    third.send(request.as_bytes());
+    let r = third.read(false).expect("a 503");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("server"), Some("khttp"));
+    assert_eq!(r.body, b"too many open connections\n");
+    assert!(third.closed(), "closed after the 503");
+    drop(first);
+    let mut again = served(40);
+    again.send(request.as_bytes());
+    assert_eq!(again.read(false).expect("kept alive").status, 200);
+}

@@ -9,8 +9,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{CtlError, OutOfMemory};
 use crate::http1::fields::Coding;
 use crate::http1::is_tchar;
-use crate::http1::response::put;
 use crate::mem;
+use crate::mem::put;
 use crate::route::Prefix;
 use crate::time::{HttpDate, Instant};
 

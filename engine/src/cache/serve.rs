@@ -17,7 +17,7 @@ use crate::http1::fields::{
     parse_range,
 };
 use crate::http1::request::Method;
-use crate::http1::response::{Decimal, SERVER, put_status_line, status_line};
+use crate::http1::response::{Decimal, Persist, ResponseHead, Served, page};
 use crate::out::Output;
 use crate::time::{HttpDate, parse_http_date};
 
@@ -36,75 +36,6 @@ pub fn values<'h, 'b: 'h>(
 
 fn single<'b>(headers: &[httparse::Header<'b>], name: &'static str) -> Option<&'b [u8]> {
     values(headers, name).next()
-}
-
-/// What was sent, for statistics and logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Served {
-    /// Status code.
-    pub status: u16,
-    /// Body bytes queued.
-    pub body_bytes: u64,
-    /// Whether a cache entry answered.
-    pub hit: bool,
-}
-
-fn date_line(date: &HttpDate) -> [&[u8]; 3] {
-    [b"Date: ", date.as_bytes(), b"\r\n"]
-}
-
-/// Writes a complete response with a short text body (errors, 404, 405, 412).
-///
-/// # Errors
-/// [`OutOfMemory`].
-pub fn simple(
-    out: &mut Output,
-    status: u16,
-    date: &HttpDate,
-    extra: &[u8],
-    text: &str,
-    conn_line: &[u8],
-    head_only: bool,
-) -> Result<Served, OutOfMemory> {
-    let body_len = text.len().saturating_add(1);
-    let len = Decimal::new(u64::try_from(body_len).unwrap_or(u64::MAX));
-    put_status_line_into(out, status)?;
-    let [d0, d1, d2] = date_line(date);
-    out.put(&[
-        d0,
-        d1,
-        d2,
-        SERVER,
-        extra,
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
-        len.as_bytes(),
-        b"\r\n",
-        conn_line,
-        b"\r\n",
-    ])?;
-    if !head_only {
-        out.put(&[text.as_bytes(), b"\n"])?;
-    }
-    Ok(Served {
-        status,
-        body_bytes: if head_only {
-            0
-        } else {
-            u64::try_from(body_len).unwrap_or(0)
-        },
-        hit: false,
-    })
-}
-
-fn put_status_line_into(out: &mut Output, status: u16) -> Result<(), OutOfMemory> {
-    let known = status_line(status);
-    if known.is_empty() {
-        let mut tmp = alloc::vec::Vec::new();
-        put_status_line(&mut tmp, status)?;
-        out.put(&[&tmp])
-    } else {
-        out.put(&[known])
-    }
 }
 
 /// Outcome of the preconditions.
@@ -179,88 +110,52 @@ pub fn serve(
     method: Method,
     headers: &[httparse::Header<'_>],
     date: &HttpDate,
-    conn_line: &[u8],
+    persist: Persist,
     out: &mut Output,
 ) -> Result<Served, OutOfMemory> {
-    let available: [Coding; 3] = [Coding::Identity, Coding::Gzip, Coding::Br];
-    let held: &[Coding] = if entry.variants.len() > 1 {
-        &available
-    } else {
-        &[]
-    };
-    let coding = if held.is_empty() {
-        Coding::Identity
-    } else {
-        let have = |c: &Coding| entry.codings().any(|x| x == *c);
-        let mut list = [Coding::Identity; 3];
-        let mut n = 0usize;
-        for c in available.iter().filter(|c| have(c)) {
-            if let Some(slot) = list.get_mut(n) {
-                *slot = *c;
-                n = n.saturating_add(1);
-            }
-        }
-        negotiate(
-            values(headers, "accept-encoding"),
-            list.get(..n).unwrap_or_default(),
-        )
-    };
-    let Some(v) = entry.variant(coding) else {
-        return simple(
-            out,
-            500,
-            date,
-            b"",
-            "empty cache entry",
-            conn_line,
-            method == Method::Head,
-        );
+    let head_only = method == Method::Head;
+    let Some(v) = entry.variant(choose_coding(entry, headers)) else {
+        return page(out, 500, date, b"", "empty cache entry", persist, head_only);
     };
     entry.hit();
-    let head_only = method == Method::Head;
     let len = u64::try_from(v.body.len()).unwrap_or(u64::MAX);
-    let [d0, d1, d2] = date_line(date);
-
-    if entry.status != 200 {
-        put_status_line_into(out, entry.status)?;
-        let cl = Decimal::new(len);
-        out.put(&[
-            d0,
-            d1,
-            d2,
-            SERVER,
-            &v.validators,
-            &v.content_type,
-            &v.other,
-            b"Content-Length: ",
-            cl.as_bytes(),
-            b"\r\n",
-            conn_line,
-            b"\r\n",
-        ])?;
+    let base = ResponseHead {
+        status: 200,
+        date,
+        fields: &[],
+        length: None,
+        persist,
+    };
+    let whole = |out: &mut Output, status| -> Result<Served, OutOfMemory> {
+        let fields: [&[u8]; 3] = [&v.validators, &v.content_type, &v.other];
+        ResponseHead {
+            status,
+            fields: &fields,
+            length: Some(len),
+            ..base
+        }
+        .write(out)?;
         if !head_only {
             out.body(&v.body, 0, v.body.len())?;
         }
-        return Ok(Served {
-            status: entry.status,
+        Ok(Served {
+            status,
             body_bytes: if head_only { 0 } else { len },
             hit: true,
-        });
+        })
+    };
+    if entry.status != 200 {
+        return whole(out, entry.status);
     }
-
     match evaluate(entry, v, method, headers) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
-            out.put(&[
-                status_line(304),
-                d0,
-                d1,
-                d2,
-                SERVER,
-                &v.validators,
-                conn_line,
-                b"\r\n",
-            ])?;
+            ResponseHead {
+                status: 304,
+                fields: &[&v.validators],
+                ..base
+            }
+            .write(out)?;
             return Ok(Served {
                 status: 304,
                 body_bytes: 0,
@@ -268,18 +163,17 @@ pub fn serve(
             });
         }
         Precondition::Failed => {
-            return simple(
+            return page(
                 out,
                 412,
                 date,
                 b"",
                 "Precondition Failed",
-                conn_line,
+                persist,
                 head_only,
             );
         }
     }
-
     let range = match single(headers, "range") {
         Some(value) if method == Method::Get && if_range_allows(entry, v, headers) => {
             parse_range(value, len)
@@ -288,62 +182,31 @@ pub fn serve(
     };
     let total = Decimal::new(len);
     match range {
-        RangeRequest::Ignore => {
-            out.put(&[
-                status_line(200),
-                d0,
-                d1,
-                d2,
-                SERVER,
-                &v.validators,
-                &v.content_type,
-                &v.other,
-                b"Content-Length: ",
-                total.as_bytes(),
-                b"\r\n",
-                conn_line,
-                b"\r\n",
-            ])?;
-            if !head_only {
-                out.body(&v.body, 0, v.body.len())?;
-            }
-            Ok(Served {
-                status: 200,
-                body_bytes: if head_only { 0 } else { len },
-                hit: true,
-            })
-        }
+        RangeRequest::Ignore => whole(out, 200),
         RangeRequest::Unsatisfiable => {
-            out.put(&[
-                status_line(416),
-                d0,
-                d1,
-                d2,
-                SERVER,
+            let fields: [&[u8]; 4] = [
                 &v.validators,
                 b"Content-Range: bytes */",
                 total.as_bytes(),
-                b"\r\nContent-Length: 0\r\n",
-                conn_line,
                 b"\r\n",
-            ])?;
+            ];
+            ResponseHead {
+                status: 416,
+                fields: &fields,
+                length: Some(0),
+                ..base
+            }
+            .write(out)?;
             Ok(Served {
                 status: 416,
                 body_bytes: 0,
                 hit: true,
             })
         }
-        RangeRequest::Ranges { ranges, count } => {
-            let ranges = ranges.get(..count).unwrap_or_default();
-            if let [r] = ranges {
+        RangeRequest::Ranges { ranges, count } => match ranges.get(..count).unwrap_or_default() {
+            [r] => {
                 let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
-                let n = Decimal::new(r.len());
-                out.put(&[
-                    status_line(206),
-                    d0,
-                    d1,
-                    d2,
-                    SERVER,
+                let fields: [&[u8]; 10] = [
                     &v.validators,
                     &v.content_type,
                     &v.other,
@@ -353,35 +216,69 @@ pub fn serve(
                     last.as_bytes(),
                     b"/",
                     total.as_bytes(),
-                    b"\r\nContent-Length: ",
-                    n.as_bytes(),
                     b"\r\n",
-                    conn_line,
-                    b"\r\n",
-                ])?;
+                ];
+                ResponseHead {
+                    status: 206,
+                    fields: &fields,
+                    length: Some(r.len()),
+                    ..base
+                }
+                .write(out)?;
                 out.body(
                     &v.body,
                     to_usize(r.first),
                     to_usize(r.last).saturating_add(1),
                 )?;
-                return Ok(Served {
+                Ok(Served {
                     status: 206,
                     body_bytes: r.len(),
                     hit: true,
-                });
+                })
             }
-            multipart(v, ranges, &total, [d0, d1, d2], conn_line, out)
-        }
+            ranges => multipart(
+                v,
+                ranges,
+                &total,
+                ResponseHead {
+                    status: 206,
+                    ..base
+                },
+                out,
+            ),
+        },
     }
 }
 
-/// `multipart/byteranges` (RFC 9110 §14.6) for two or more ranges.
+/// The content coding to send: negotiated among those the entry holds (RFC 9110 §12.5.3), or
+/// identity when it holds only one.
+fn choose_coding(entry: &Entry, headers: &[httparse::Header<'_>]) -> Coding {
+    if entry.variants.len() <= 1 {
+        return Coding::Identity;
+    }
+    let mut list = [Coding::Identity; 3];
+    let mut n = 0usize;
+    for c in [Coding::Identity, Coding::Gzip, Coding::Br] {
+        if entry.codings().any(|x| x == c)
+            && let Some(slot) = list.get_mut(n)
+        {
+            *slot = c;
+            n = n.saturating_add(1);
+        }
+    }
+    negotiate(
+        values(headers, "accept-encoding"),
+        list.get(..n).unwrap_or_default(),
+    )
+}
+
+/// `multipart/byteranges` (RFC 9110 §14.6) for two or more ranges; `head` gives the status,
+/// date and connection line.
 fn multipart(
     v: &Variant,
     ranges: &[ByteRange],
     total: &Decimal,
-    date: [&[u8]; 3],
-    conn_line: &[u8],
+    head: ResponseHead<'_>,
     out: &mut Output,
 ) -> Result<Served, OutOfMemory> {
     // The boundary comes from the entity-tag, which is a hash of the body: it cannot collide with
@@ -416,25 +313,18 @@ fn multipart(
         .iter()
         .map(part_len)
         .fold(closing, u64::saturating_add);
-    let cl = Decimal::new(body_len);
-    let [d0, d1, d2] = date;
-    out.put(&[
-        status_line(206),
-        d0,
-        d1,
-        d2,
-        SERVER,
-        &v.validators,
-        b"Content-Type: multipart/byteranges; boundary=",
-        boundary,
-        b"\r\n",
-        &v.other,
-        b"Content-Length: ",
-        cl.as_bytes(),
-        b"\r\n",
-        conn_line,
-        b"\r\n",
-    ])?;
+    ResponseHead {
+        fields: &[
+            &v.validators,
+            b"Content-Type: multipart/byteranges; boundary=",
+            boundary,
+            b"\r\n",
+            &v.other,
+        ],
+        length: Some(body_len),
+        ..head
+    }
+    .write(out)?;
     for r in ranges {
         let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
         out.put(&[

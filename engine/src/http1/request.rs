@@ -13,7 +13,7 @@ use core::mem::MaybeUninit;
 
 use super::is_tchar;
 use crate::error::RequestError;
-use crate::site::Limits;
+use crate::limits::Limits;
 
 /// The request methods the engine tells apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,9 +210,6 @@ fn check_transfer_codings(values: &[&[u8]]) -> Result<(), RequestError> {
     }
     Ok(())
 }
-
-/// The largest header slot array the engine puts on the stack; `max-headers` is capped to it.
-pub const MAX_HEADERS_CAP: usize = 128;
 
 fn version_like(line: &[u8]) -> bool {
     // "... HTTP/d.d" at the end of the request line: a real version we do not support.
@@ -456,7 +453,7 @@ pub fn parse_head<'h, 'b>(
 #[cfg(test)]
 mod tests {
     use super::{Framing, Method, RequestError, Version, find_head_end, parse_head};
-    use crate::site::Limits;
+    use crate::limits::Limits;
 
     fn parse(s: &str) -> Result<(Method, Version, Framing, bool), RequestError> {
         let buf = s.as_bytes();

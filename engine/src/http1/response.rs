@@ -1,27 +1,126 @@
-//! Response heads (RFC 9112 §4, RFC 9110 §15), written into a caller-owned buffer with fallible
-//! growth. Bodies are never copied here; the connection queues references to cached bodies.
+//! The one writer of response heads (RFC 9112 §4, RFC 9110 §15): every response khttp sends,
+//! from a cache hit to a 503, has its status line, `Date`, `Server`, `Content-Length` and
+//! `Connection` fields written by [`ResponseHead::write`]. Bodies are never copied here; the
+//! connection queues references to cached bodies.
 
 use alloc::vec::Vec;
 
 use crate::error::OutOfMemory;
+use crate::mem::put;
+use crate::out::Output;
+use crate::time::HttpDate;
 
-/// The `Server` field every response carries.
-pub const SERVER: &[u8] = b"Server: khttp\r\n";
+/// The `Server` field every final response carries.
+const SERVER: &[u8] = b"Server: khttp\r\n";
 
-/// Appends all `parts` to `buf`, or nothing if memory cannot be had.
+/// What a response says about the connection after it (RFC 9112 §9.3, §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1 keeps the connection by default: no `Connection` field.
+    Default,
+    /// An HTTP/1.0 client asked to keep it: `Connection: keep-alive`.
+    KeepAlive,
+    /// The connection closes after this response: `Connection: close`.
+    Close,
+}
+
+impl Persist {
+    const fn line(self) -> &'static [u8] {
+        match self {
+            Self::Default => b"",
+            Self::KeepAlive => b"Connection: keep-alive\r\n",
+            Self::Close => b"Connection: close\r\n",
+        }
+    }
+}
+
+/// What was sent, for statistics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// Status code.
+    pub status: u16,
+    /// Body bytes queued.
+    pub body_bytes: u64,
+    /// Whether a cache entry answered.
+    pub hit: bool,
+}
+
+/// A response head: the status line, `Date` and `Server`, then `fields`, then `Content-Length`
+/// and `Connection`, then the empty line. An interim (1xx) head is its status line alone.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseHead<'a> {
+    /// Status code, 100..=999.
+    pub status: u16,
+    /// The `Date` value.
+    pub date: &'a HttpDate,
+    /// Further fields, as pieces that together form whole lines, each ending in CRLF.
+    pub fields: &'a [&'a [u8]],
+    /// `Content-Length`, if the response has one (not 304: RFC 9110 §8.6 lets it be left out).
+    pub length: Option<u64>,
+    /// The `Connection` field.
+    pub persist: Persist,
+}
+
+impl ResponseHead<'_> {
+    /// Appends the head to `out`.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`]; the caller rolls back to its mark.
+    pub fn write(&self, out: &mut Output) -> Result<(), OutOfMemory> {
+        let known = status_line(self.status);
+        if known.is_empty() {
+            let mut line = Vec::new();
+            put_status_line(&mut line, self.status)?;
+            out.put(&[&line])?;
+        } else {
+            out.put(&[known])?;
+        }
+        if self.status < 200 {
+            out.put(self.fields)?;
+            return out.put(&[b"\r\n"]);
+        }
+        out.put(&[b"Date: ", self.date.as_bytes(), b"\r\n", SERVER])?;
+        out.put(self.fields)?;
+        let length = self.length.map(Decimal::new);
+        let (cl, n, crlf): (&[u8], &[u8], &[u8]) = match &length {
+            Some(n) => (b"Content-Length: ", n.as_bytes(), b"\r\n"),
+            None => (b"", b"", b""),
+        };
+        out.put(&[cl, n, crlf, self.persist.line(), b"\r\n"])
+    }
+}
+
+/// Writes a complete response whose body is one line of text (error pages, 404, 405, 412, 503),
+/// with `extra` fields (whole lines) after `Server`.
 ///
 /// # Errors
-/// [`OutOfMemory`] when the buffer cannot grow; `buf` is unchanged.
-pub fn put(buf: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), OutOfMemory> {
-    let total = parts
-        .iter()
-        .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
-        .ok_or(OutOfMemory)?;
-    buf.try_reserve(total)?;
-    for p in parts {
-        buf.extend_from_slice(p);
+/// [`OutOfMemory`].
+pub fn page(
+    out: &mut Output,
+    status: u16,
+    date: &HttpDate,
+    extra: &[u8],
+    text: &str,
+    persist: Persist,
+    head_only: bool,
+) -> Result<Served, OutOfMemory> {
+    let body_len = u64::try_from(text.len().saturating_add(1)).unwrap_or(u64::MAX);
+    ResponseHead {
+        status,
+        date,
+        fields: &[extra, b"Content-Type: text/plain; charset=utf-8\r\n"],
+        length: Some(body_len),
+        persist,
     }
-    Ok(())
+    .write(out)?;
+    if !head_only {
+        out.put(&[text.as_bytes(), b"\n"])?;
+    }
+    Ok(Served {
+        status,
+        body_bytes: if head_only { 0 } else { body_len },
+        hit: false,
+    })
 }
 
 /// Decimal digits of `n`, in a stack buffer.

@@ -12,56 +12,12 @@
 
 use alloc::vec::Vec;
 
-use crate::error::OutOfMemory;
+use crate::error::CanonError;
 
 /// http.sys `UrlSegmentMaxLength` default.
 pub const MAX_SEGMENT_LEN: usize = 260;
 /// http.sys `UrlSegmentMaxCount` default.
 pub const MAX_SEGMENTS: usize = 255;
-
-/// Why a path cannot be canonicalised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CanonError {
-    /// The path does not start with `/`.
-    NotAbsolute,
-    /// A `%` not followed by two hex digits.
-    BadEscape,
-    /// An escape that decodes to a control character (or NUL).
-    RestrictedChar,
-    /// A raw byte that is not allowed in a path (control character, space, `#`, `?`).
-    BadChar,
-    /// `..` segments would climb above the root.
-    AboveRoot,
-    /// A segment longer than [`MAX_SEGMENT_LEN`].
-    SegmentTooLong,
-    /// More than [`MAX_SEGMENTS`] segments.
-    TooManySegments,
-    /// No memory for the cooked copy.
-    OutOfMemory,
-}
-
-impl CanonError {
-    /// One line naming the fault.
-    #[must_use]
-    pub const fn message(self) -> &'static str {
-        match self {
-            Self::NotAbsolute => "the URL path must start with '/'",
-            Self::BadEscape => "the URL has a malformed percent-escape",
-            Self::RestrictedChar => "the URL has an escaped control character",
-            Self::BadChar => "the URL has a character that is not allowed",
-            Self::AboveRoot => "the URL climbs above the root",
-            Self::SegmentTooLong => "a URL path segment is too long",
-            Self::TooManySegments => "the URL has too many path segments",
-            Self::OutOfMemory => "out of memory",
-        }
-    }
-}
-
-impl From<OutOfMemory> for CanonError {
-    fn from(_: OutOfMemory) -> Self {
-        Self::OutOfMemory
-    }
-}
 
 /// RFC 3986 §2.3: `unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"`.
 const fn is_unreserved(b: u8) -> bool {

@@ -21,8 +21,10 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
-pub use canon::{CanonError, MAX_SEGMENT_LEN, MAX_SEGMENTS, canonicalize};
-pub use prefix::{Bucket, HostSpec, MAX_PREFIX_LEN, Prefix, PrefixError, parse_prefix, parse_url};
+pub use canon::{MAX_SEGMENT_LEN, MAX_SEGMENTS, canonicalize};
+pub use prefix::{Bucket, HostSpec, MAX_PREFIX_LEN, Prefix, parse_prefix, parse_url};
+
+pub use crate::error::{CanonError, PrefixError};
 
 use crate::error::{CtlError, OutOfMemory};
 

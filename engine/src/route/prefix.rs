@@ -19,8 +19,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use core::fmt::Write;
 
-use super::canon::{CanonError, canonicalize};
-use crate::error::OutOfMemory;
+use super::canon::canonicalize;
+use crate::error::{CanonError, OutOfMemory, PrefixError};
 use crate::mem;
 
 /// Which http.sys host category a prefix belongs to (HTTPSYS-REFERENCE §1.3), in routing order.
@@ -128,76 +128,6 @@ impl core::fmt::Display for Prefix {
             HostSpec::Ip(IpAddr::V6(a)) => write!(f, "[{a}]")?,
         }
         write!(f, ":{}{}", self.port, self.path)
-    }
-}
-
-/// Why a prefix or URL was refused. Each names the fault in one line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PrefixError {
-    /// Not `http://` (the scheme is lowercase only).
-    Scheme,
-    /// `https://`: refused until khttp has TLS.
-    HttpsUnsupported,
-    /// Nothing between `//` and `:`.
-    MissingHost,
-    /// A host that is not `+`, `*`, a DNS name or an IP literal.
-    InvalidHost,
-    /// No `:port` after the host.
-    MissingPort,
-    /// A port that is not 1..=65535 in decimal without a leading zero.
-    InvalidPort,
-    /// No path after the port.
-    MissingPath,
-    /// A reservation whose path does not end with `/`.
-    NoTrailingSlash,
-    /// A query string or fragment in a prefix or cache URL.
-    QueryNotAllowed,
-    /// A path that is not in canonical form or cannot be canonicalised.
-    InvalidPath(CanonError),
-    /// A path that is not already canonical (it would be written differently after cooking).
-    NotCanonical,
-    /// Longer than [`MAX_PREFIX_LEN`].
-    TooLong,
-    /// No memory to hold the parsed prefix.
-    OutOfMemory,
-}
-
-impl PrefixError {
-    /// One line of English naming the fault.
-    #[must_use]
-    pub const fn message(&self) -> &'static str {
-        match self {
-            Self::Scheme => "the URL must start with \"http://\" (lowercase)",
-            Self::HttpsUnsupported => "https is not supported yet: khttp has no TLS",
-            Self::MissingHost => "the URL has no host: use +, *, a host name or an IP address",
-            Self::InvalidHost => {
-                "the host must be +, *, a host name, an IPv4 address or a bracketed IPv6 address"
-            }
-            Self::MissingPort => "the URL has no port: write http://host:port/path/",
-            Self::InvalidPort => "the port must be a number from 1 to 65535 without a leading zero",
-            Self::MissingPath => "the URL has no path: it must continue with '/' after the port",
-            Self::NoTrailingSlash => "a URL prefix must end with '/'",
-            Self::QueryNotAllowed => "a URL prefix cannot contain '?' or '#'",
-            Self::InvalidPath(e) => e.message(),
-            Self::NotCanonical => {
-                "the URL path is not canonical (remove '.', '..', '\\' and needless escapes)"
-            }
-            Self::TooLong => "the URL is too long",
-            Self::OutOfMemory => "out of memory",
-        }
-    }
-}
-
-impl core::fmt::Display for PrefixError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.message())
-    }
-}
-
-impl From<OutOfMemory> for PrefixError {
-    fn from(_: OutOfMemory) -> Self {
-        Self::OutOfMemory
     }
 }
 
@@ -356,7 +286,7 @@ mod tests {
     use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use super::{HostSpec, PrefixError, parse_prefix, parse_url};
-    use crate::route::canon::CanonError;
+    use crate::error::CanonError;
 
     #[test]
     fn valid_prefixes() {
