@@ -14,7 +14,12 @@ use alloc::vec::Vec;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use khttp_engine::ctl::dispatch;
+use alloc::borrow::Cow;
+use alloc::sync::Arc;
+
+use khttp_engine::Site;
+use khttp_engine::ctl::{Publish, commit, purge};
+use khttp_proto::reply::encode_device_reply;
 use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
 use wdk_sys::{
     NTSTATUS, PDEVICE_OBJECT, PVOID, STATUS_BUFFER_TOO_SMALL, STATUS_DEVICE_NOT_READY,
@@ -65,12 +70,7 @@ unsafe extern "C" fn on_purge(_device: PDEVICE_OBJECT, _context: PVOID) {
     if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
         // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
         let _writer = unsafe { WRITER.acquire() };
-        if let Ok(mut next) = g.site.snapshot().try_clone()
-            && next.purge_expired(clock().now()) > 0
-            && let Ok(next) = alloc::sync::Arc::try_new(next)
-        {
-            g.site.publish(next);
-        }
+        purge(&g.site.snapshot(), &mut Host(g), clock().now());
     }
     PURGE.done();
 }
@@ -192,14 +192,7 @@ pub(crate) extern "C" fn on_device_control(
     } else {
         output_len.saturating_sub(4)
     };
-    let Some((status, out)) = commit(g, code, &input, &direct, cap) else {
-        let status = if direct_in {
-            ntstatus_of(Status::OutOfMemory)
-        } else {
-            STATUS_INSUFFICIENT_RESOURCES
-        };
-        return complete(request, status, 0);
-    };
+    let (status, out) = commit_locked(g, code, &input, &direct, cap);
     if direct_in {
         return complete(request, ntstatus_of(status), 0);
     }
@@ -232,55 +225,57 @@ fn buffers(
     Ok((input, direct))
 }
 
-/// One engine call on a private clone of the site; persist, then publish, then follow the
-/// listeners, all under the writer lock (the expiry purge must not publish a clone taken
-/// before this one). Returns the status and reply, or `None` when the clone itself could not be
-/// allocated (nothing changed).
-fn commit(
+/// The driver's half of a control write: the registry and the site cell.
+struct Host<'a>(&'a Global);
+
+impl Publish for Host<'_> {
+    fn persist(&mut self, site: &Site) -> Result<(), Cow<'static, str>> {
+        let parameters = registry::parameters_path(&self.0.service_key);
+        // SAFETY: PASSIVE_LEVEL (the sequential queue or the purge work item).
+        if wdk::nt_success(unsafe { registry::save(&parameters, site) }) {
+            Ok(())
+        } else {
+            Err(Cow::Borrowed("could not save the change in the registry"))
+        }
+    }
+
+    fn publish(&mut self, site: Arc<Site>, config: bool) {
+        let listen = if config {
+            // SAFETY: PASSIVE_LEVEL, as above.
+            unsafe { net::reconcile(&site) }
+        } else {
+            STATUS_SUCCESS
+        };
+        self.0.site.publish(site);
+        if !wdk::nt_success(listen) {
+            wdk::println!("khttp: listener update failed: {listen:#x}");
+        }
+    }
+}
+
+/// One control request: the engine's write ([`commit`]) under the writer lock.
+fn commit_locked(
     g: &Global,
     code: u32,
     input: &[u8],
     direct: &[u8],
     cap: usize,
-) -> Option<(Status, Vec<u8>)> {
-    // SAFETY: PASSIVE_LEVEL (the queue's execution level); not held by this thread.
+) -> (Status, Vec<u8>) {
+    // SAFETY: PASSIVE_LEVEL (sequential queue); not held by this thread.
     let _writer = unsafe { WRITER.acquire() };
-    let mut next = g.site.snapshot().try_clone().ok()?;
     let mut out = Vec::new();
-    let d = dispatch(&mut next, code, input, direct, cap, clock().now(), &mut out);
-    let mut status = d.status;
-    // The snapshot's allocation comes first, so that running out of memory changes nothing.
-    let next = if d.changed {
-        alloc::sync::Arc::try_new(next).ok()
-    } else {
-        None
-    };
-    if d.changed && next.is_none() {
-        status = Status::OutOfMemory;
-        out.clear();
-        let _ = khttp_proto::error_reply(&mut out, Status::OutOfMemory.message());
-    }
-    if let Some(next) = next {
-        let parameters = registry::parameters_path(&g.service_key);
-        // SAFETY: PASSIVE_LEVEL (queue execution level).
-        if d.persist && !wdk::nt_success(unsafe { registry::save(&parameters, &next) }) {
-            status = Status::PersistFailed;
-            out.clear();
-            let _ = khttp_proto::error_reply(&mut out, "could not save the change in the registry");
-        } else {
-            let listen = if d.persist {
-                // SAFETY: PASSIVE_LEVEL on the sequential queue, as reconcile requires.
-                unsafe { net::reconcile(&next) }
-            } else {
-                STATUS_SUCCESS
-            };
-            g.site.publish(next);
-            if !wdk::nt_success(listen) {
-                wdk::println!("khttp: listener update failed: {listen:#x}");
-            }
-        }
-    }
-    Some((status, out))
+    let current = g.site.snapshot();
+    let status = commit(
+        &current,
+        &mut Host(g),
+        code,
+        input,
+        direct,
+        cap,
+        clock().now(),
+        &mut out,
+    );
+    (status, out)
 }
 
 /// Completes a METHOD_BUFFERED request with `status: u32` followed by the reply.
@@ -301,15 +296,14 @@ fn reply(request: WDFREQUEST, status: Status, out: &[u8]) {
     if !wdk::nt_success(rs) {
         return complete(request, rs, 0);
     }
-    let total = 4usize.saturating_add(out.len());
-    if total > olen {
+    if obuf.is_null() {
         return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
     }
-    let status_bytes = (status as u32).to_le_bytes();
-    let dst = obuf.cast::<u8>();
-    // SAFETY: `obuf` is writable for `olen >= total >= 4` bytes; the source is our own array.
-    unsafe { ptr::copy_nonoverlapping(status_bytes.as_ptr(), dst, 4) };
-    // SAFETY: as above: bytes 4..total of the system buffer, from our own reply buffer.
-    unsafe { ptr::copy_nonoverlapping(out.as_ptr(), dst.wrapping_add(4), out.len()) };
-    complete(request, STATUS_SUCCESS, total);
+    // SAFETY: WdfRequestRetrieveOutputBuffer succeeded: `obuf` is the request's system buffer,
+    // writable for `olen` bytes and used by nothing else until the request completes.
+    let dst = unsafe { core::slice::from_raw_parts_mut(obuf.cast::<u8>(), olen) };
+    match encode_device_reply(status, out, dst) {
+        Some(total) => complete(request, STATUS_SUCCESS, total),
+        None => complete(request, STATUS_BUFFER_TOO_SMALL, 0),
+    }
 }

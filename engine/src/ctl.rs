@@ -1,18 +1,24 @@
-//! The control dispatcher (DESIGN §2, §6): decoded command → site change → encoded reply.
+//! The control plane (DESIGN §2, §6): decoded command → site change → encoded reply, and the
+//! write that makes a change visible.
 //!
-//! This is the single function behind both control transports: khttpd's Unix-socket handler and
-//! the driver's `EvtIoDeviceControl`. The transport authenticates the caller (SO_PEERCRED, the
-//! device SDDL) and owns concurrency: it passes a private clone of the current [`Site`] and
-//! publishes it if [`Dispatched::changed`] says so, persisting configuration first when
-//! [`Dispatched::persist`] is set.
+//! [`commit`] is the one function behind both control transports, khttpd's Unix-socket handler
+//! and the driver's `EvtIoDeviceControl`: it clones the current [`Site`], applies the command to
+//! the clone ([`dispatch`]), persists configuration when it changed, and publishes the clone.
+//! The transport authenticates the caller (SO_PEERCRED, the device SDDL), serialises writers,
+//! and supplies persistence and publication ([`Publish`]). [`purge`] is the timers' write: it
+//! drops expired cache entries, so that both hosts reclaim their memory (DESIGN §4).
 
+use alloc::borrow::Cow;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use khttp_proto::{
-    Command, PutEntry, Request, Status, TableWriter, Value, decode_request, error_reply,
+use khttp_proto::reply::{
+    AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, PutRow, ReservationRow, VersionRow,
+    empty_reply, too_small_reply,
 };
+use khttp_proto::{Command, PutEntry, Request, Status, decode_request, error_reply, write_rows};
 
 use crate::cache::EntrySpec;
 use crate::error::CtlError;
@@ -30,6 +36,79 @@ pub struct Dispatched {
     pub changed: bool,
     /// Reservations, the IP listen list or limits changed: persist before publishing.
     pub persist: bool,
+}
+
+/// The host's half of a write: where configuration persists and how a snapshot is published.
+pub trait Publish {
+    /// Saves `site`'s persisted configuration (reservations, IP listen list, limits),
+    /// atomically: after a failure the saved state is the old one.
+    ///
+    /// # Errors
+    /// One line of English naming what could not be saved.
+    fn persist(&mut self, site: &Site) -> Result<(), Cow<'static, str>>;
+
+    /// Makes `site` the snapshot readers see; `config` says that reservations, the IP listen
+    /// list or limits changed (listeners may have to follow).
+    fn publish(&mut self, site: Arc<Site>, config: bool);
+}
+
+/// One control write: applies the request (`code`, `input`, `direct`) to a clone of `current`,
+/// persists configuration if it changed, then publishes the clone. The reply goes to `out`
+/// (see [`dispatch`]); a change that cannot be persisted is not published
+/// ([`Status::PersistFailed`]). The caller serialises writers: `current` must be the latest
+/// snapshot.
+pub fn commit(
+    current: &Site,
+    host: &mut impl Publish,
+    code: u32,
+    input: &[u8],
+    direct: &[u8],
+    output_cap: usize,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> Status {
+    let refuse = |out: &mut Vec<u8>, status: Status, message: &str| {
+        out.clear();
+        let _ = error_reply(out, message);
+        status
+    };
+    let Ok(mut next) = current.try_clone() else {
+        return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
+    };
+    let d = dispatch(&mut next, code, input, direct, output_cap, now, out);
+    if !d.changed {
+        return d.status;
+    }
+    // Allocated before anything is persisted, so that a persisted change is always published.
+    let Ok(next) = mem::arc(next) else {
+        return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
+    };
+    if d.persist
+        && let Err(message) = host.persist(&next)
+    {
+        return refuse(out, Status::PersistFailed, &message);
+    }
+    host.publish(next, d.persist);
+    d.status
+}
+
+/// The timers' write: if an entry of `current` has expired by `now`, publishes a copy without
+/// the expired entries. Returns how many were dropped. The caller serialises writers.
+pub fn purge(current: &Site, host: &mut impl Publish, now: Instant) -> usize {
+    if current.next_expiry().is_none_or(|at| at > now) {
+        return 0;
+    }
+    // Out of memory: nothing is dropped now; the next tick tries again.
+    let Ok(mut next) = current.try_clone() else {
+        return 0;
+    };
+    let dropped = next.purge_expired(now);
+    if dropped > 0
+        && let Ok(next) = mem::arc(next)
+    {
+        host.publish(next, false);
+    }
+    dropped
 }
 
 /// Reply bytes reserved before a command runs: enough for any error reply, whose messages are
@@ -60,9 +139,12 @@ impl From<CtlError> for Status {
     }
 }
 
-/// Ends a reply table; the only way it can fail is out of memory.
-fn finish(t: TableWriter<'_>) -> Result<(), CtlError> {
-    t.finish().map_err(|_| CtlError::OutOfMemory)
+/// Writes a reply of `rows`; the only way it can fail is out of memory.
+fn reply<'r, R: khttp_proto::Row<'r> + 'r>(
+    out: &mut Vec<u8>,
+    rows: impl IntoIterator<Item = R>,
+) -> Result<(), CtlError> {
+    write_rows(out, rows).map_err(|_| CtlError::OutOfMemory)
 }
 
 /// Copies `direct[start..start + len]` into a new, fallibly allocated vector.
@@ -111,9 +193,13 @@ fn put(
         br,
     };
     let done = site.put(p.url, spec, now)?;
-    let mut t = TableWriter::new(out, 2);
-    t.row(&[Value::U64(u64::from(done.replaced)), Value::U64(done.bytes)]);
-    finish(t)
+    reply(
+        out,
+        [PutRow {
+            replaced: done.replaced,
+            bytes: done.bytes,
+        }],
+    )
 }
 
 fn list_entries(
@@ -136,28 +222,33 @@ fn list_entries(
     }
     // Unstable sorting allocates nothing (URLs are unique, so the order is the same).
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut t = TableWriter::new(out, 8);
-    for (url, e) in &rows {
-        let mut codings = StackText::<16>::new();
+    let mut codings: Vec<StackText<16>> = Vec::new();
+    codings
+        .try_reserve_exact(rows.len())
+        .map_err(|_| CtlError::OutOfMemory)?;
+    for (_, e) in &rows {
+        let mut text = StackText::<16>::new();
         for c in e.codings().skip(1) {
-            let sep = if codings.as_str().is_empty() { "" } else { "," };
-            let _ = write!(codings, "{sep}{}", c.token());
+            let sep = if text.as_str().is_empty() { "" } else { "," };
+            let _ = write!(text, "{sep}{}", c.token());
         }
-        let ttl_left = e
-            .expires
-            .map_or(u64::MAX, |x| x.millis_since(now).div_ceil(1000));
-        t.row(&[
-            Value::Str(url),
-            Value::U64(u64::from(e.status)),
-            Value::Str(&e.content_type),
-            Value::U64(e.identity_len()),
-            Value::Str(codings.as_str()),
-            Value::U64(e.hit_count()),
-            Value::U64(ttl_left),
-            Value::U64(e.last_modified.unwrap_or(u64::MAX)),
-        ]);
+        codings.push(text);
     }
-    finish(t)
+    reply(
+        out,
+        rows.iter()
+            .zip(&codings)
+            .map(|((url, e), codings)| EntryRow {
+                url,
+                status: e.status,
+                content_type: &e.content_type,
+                bytes: e.identity_len(),
+                codings: codings.as_str(),
+                hits: e.hit_count(),
+                ttl_left: e.expires.map(|x| x.millis_since(now).div_ceil(1000)),
+                last_modified: e.last_modified,
+            }),
+    )
 }
 
 fn apply(
@@ -168,101 +259,101 @@ fn apply(
     out: &mut Vec<u8>,
 ) -> Result<(), CtlError> {
     match req {
-        Request::Version => {
-            let mut t = TableWriter::new(out, 2);
-            t.row(&[
-                Value::U64(u64::from(khttp_proto::PROTOCOL_VERSION)),
-                Value::Str(ENGINE_VERSION),
-            ]);
-            finish(t)?;
-        }
-        Request::UrlaclAdd { prefix, acl } => {
-            site.reserve(prefix, *acl)?;
-        }
-        Request::UrlaclDelete { prefix } => {
-            site.unreserve(prefix)?;
-        }
-        Request::UrlaclList => {
-            let mut t = TableWriter::new(out, 2);
-            for r in site.namespace().iter() {
-                t.row(&[
-                    Value::Str(&r.prefix.to_text()?),
-                    Value::Str(r.acl.as_deref().unwrap_or("")),
-                ]);
-            }
-            finish(t)?;
-        }
-        Request::IplistenAdd { addr } => {
-            site.iplisten_add(addr)?;
-        }
-        Request::IplistenDelete { addr } => {
-            site.iplisten_delete(addr)?;
-        }
-        Request::IplistenList => {
-            let mut t = TableWriter::new(out, 1);
-            for ip in site.iplisten() {
-                let mut text = StackText::<64>::new();
-                let _ = write!(text, "{ip}");
-                t.row(&[Value::Str(text.as_str())]);
-            }
-            finish(t)?;
-        }
-        Request::CachePut(p) => put(site, p, direct, now, out)?,
-        Request::CacheDelete { url } => {
-            site.delete(url)?;
-        }
+        Request::Version => reply(
+            out,
+            [VersionRow {
+                protocol: khttp_proto::PROTOCOL_VERSION,
+                engine: ENGINE_VERSION,
+            }],
+        ),
+        Request::UrlaclAdd { prefix, acl } => site.reserve(prefix, *acl).map(drop),
+        Request::UrlaclDelete { prefix } => site.unreserve(prefix),
+        Request::UrlaclList => list_reservations(site, out),
+        Request::IplistenAdd { addr } => site.iplisten_add(addr).map(drop),
+        Request::IplistenDelete { addr } => site.iplisten_delete(addr),
+        Request::IplistenList => list_addresses(site, out),
+        Request::CachePut(p) => put(site, p, direct, now, out),
+        Request::CacheDelete { url } => site.delete(url),
         Request::CacheFlush { prefix } => {
             let n = site.flush(*prefix)?;
-            let mut t = TableWriter::new(out, 1);
-            t.row(&[Value::U64(u64::try_from(n).unwrap_or(u64::MAX))]);
-            finish(t)?;
+            reply(
+                out,
+                [FlushRow {
+                    removed: u64::try_from(n).unwrap_or(u64::MAX),
+                }],
+            )
         }
-        Request::CacheList { prefix } => list_entries(site, *prefix, now, out)?,
-        Request::Stats => {
-            let [requests, hits, misses, not_modified, errors, body_bytes] =
-                site.stats().snapshot();
-            let counters: [(&str, u64); 9] = [
-                ("requests", requests),
-                ("cache-hits", hits),
-                ("cache-misses", misses),
-                ("not-modified", not_modified),
-                ("errors", errors),
-                ("body-bytes", body_bytes),
-                (
-                    "cache-entries",
-                    u64::try_from(site.cache().len()).unwrap_or(u64::MAX),
-                ),
-                ("cache-bytes", site.cache().bytes()),
-                (
-                    "reservations",
-                    u64::try_from(site.namespace().len()).unwrap_or(u64::MAX),
-                ),
-            ];
-            let mut t = TableWriter::new(out, 2);
-            for (name, v) in counters {
-                t.row(&[Value::Str(name), Value::U64(v)]);
-            }
-            finish(t)?;
-        }
-        Request::LimitsGet => {
-            let mut t = TableWriter::new(out, 4);
-            for name in Limits::names() {
-                let v = site.limits().get(name).unwrap_or(0);
+        Request::CacheList { prefix } => list_entries(site, *prefix, now, out),
+        Request::Stats => stats(site, out),
+        Request::LimitsGet => reply(
+            out,
+            Limits::names().map(|name| {
                 let (min, max) = Limits::range(name).unwrap_or((0, 0));
-                t.row(&[
-                    Value::Str(name),
-                    Value::U64(v),
-                    Value::U64(min),
-                    Value::U64(max),
-                ]);
-            }
-            finish(t)?;
-        }
-        Request::LimitsSet { name, value } => {
-            site.set_limit(name, *value)?;
-        }
+                LimitRow {
+                    name,
+                    value: site.limits().get(name).unwrap_or(0),
+                    min,
+                    max,
+                }
+            }),
+        ),
+        Request::LimitsSet { name, value } => site.set_limit(name, *value),
     }
-    Ok(())
+}
+
+fn list_reservations(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
+    let mut prefixes: Vec<String> = Vec::new();
+    prefixes
+        .try_reserve_exact(site.namespace().len())
+        .map_err(|_| CtlError::OutOfMemory)?;
+    for r in site.namespace().iter() {
+        prefixes.push(r.prefix.to_text()?);
+    }
+    reply(
+        out,
+        site.namespace()
+            .iter()
+            .zip(&prefixes)
+            .map(|(r, prefix)| ReservationRow {
+                prefix,
+                acl: r.acl.as_deref(),
+            }),
+    )
+}
+
+fn list_addresses(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
+    let mut texts: Vec<StackText<64>> = Vec::new();
+    texts
+        .try_reserve_exact(site.iplisten().len())
+        .map_err(|_| CtlError::OutOfMemory)?;
+    for ip in site.iplisten() {
+        let mut text = StackText::<64>::new();
+        let _ = write!(text, "{ip}");
+        texts.push(text);
+    }
+    reply(out, texts.iter().map(|t| AddressRow { addr: t.as_str() }))
+}
+
+fn stats(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
+    let [requests, hits, misses, not_modified, errors, body_bytes] = site.stats().snapshot();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let counters: [(&str, u64); 9] = [
+        ("requests", requests),
+        ("cache-hits", hits),
+        ("cache-misses", misses),
+        ("not-modified", not_modified),
+        ("errors", errors),
+        ("body-bytes", body_bytes),
+        ("cache-entries", count(site.cache().len())),
+        ("cache-bytes", site.cache().bytes()),
+        ("reservations", count(site.namespace().len())),
+    ];
+    reply(
+        out,
+        counters
+            .into_iter()
+            .map(|(name, value)| CounterRow { name, value }),
+    )
 }
 
 /// Decodes and applies one control request to `site` (the caller's private clone), writing the
@@ -307,7 +398,7 @@ pub fn dispatch(
         Ok(()) => {
             if out.is_empty() {
                 // Commands with nothing to report answer with an empty table.
-                let _ = TableWriter::new(out, 0).finish();
+                let _ = empty_reply(out);
             }
             Dispatched {
                 status: Status::Ok,
@@ -318,11 +409,9 @@ pub fn dispatch(
         Err(e) => return refuse(out, Status::from(e), e.message()),
     };
     if out.len() > output_cap {
-        let needed = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        let header = too_small_reply(out.len());
         out.clear();
-        out.extend_from_slice(&khttp_proto::PROTOCOL_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&needed.to_le_bytes());
+        out.extend_from_slice(&header);
         return fail(Status::BufferTooSmall);
     }
     result

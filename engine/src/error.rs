@@ -11,7 +11,6 @@ use core::fmt;
 
 /// A request the engine refuses. The response is sent and the connection closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum RequestError {
     /// 400: malformed syntax or a framing ambiguity; the text names what.
     BadRequest(&'static str),
@@ -69,7 +68,6 @@ impl fmt::Display for RequestError {
 
 /// A control command that cannot be applied. Nothing was changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum CtlError {
     /// The URL prefix or URL is malformed; the inner error names the fault.
     InvalidPrefix(PrefixError),

@@ -14,6 +14,7 @@
 use arbitrary::Arbitrary;
 use khttp_engine::cache::EntrySpec;
 use khttp_engine::route::Local;
+use khttp_engine::conn::Phase;
 use khttp_engine::{Clock, Close, Connection, Instant, Site};
 use libfuzzer_sys::fuzz_target;
 
@@ -107,6 +108,8 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
         // transport reported undelivered bytes during it.
         let mut busy: Option<(Instant, usize, bool)> = None;
         let mut judged = false;
+        // The output length at the shutdown, once the close lingers.
+        let mut shut: Option<usize> = None;
         for op in x.ops.iter().take(4096) {
             match *op {
                 Op::Input(n) if conn.wants_read() => {
@@ -152,9 +155,17 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
                 }
             }
             if conn.poll_close() == Some(Close::Graceful) {
-                // A FIN now: everything queued so far must be whole.
+                // A FIN now: everything queued so far must be whole. Then the lingering close:
+                // input is read and discarded, and nothing more is ever sent.
                 send(&mut conn, &mut out, &clock, site, usize::MAX);
                 check_responses(&out, true);
+                conn.handle_shutdown(&clock, 0);
+                assert_eq!(conn.phase(), Phase::Lingering);
+                shut = Some(out.len());
+            }
+            if let Some(len) = shut {
+                assert!(!conn.has_output(), "output after the shutdown");
+                assert_eq!(out.len(), len);
             }
         }
         if at < x.data.len() {
@@ -205,9 +216,10 @@ fuzz_target!(|x: Input| {
     let site = SITE.get_or_init(site);
     let (out, closed) = run(site, &x, false);
     assert!(closed.is_some(), "connection still open after EOF");
-    check_responses(&out, closed == Some(Close::Graceful));
+    let graceful = matches!(closed, Some(Close::Graceful | Close::Finished));
+    check_responses(&out, graceful);
     let timeless = !x.ops.iter().any(|op| matches!(op, Op::Tick(t) if *t > 0) || matches!(op, Op::Eof));
-    if timeless && closed == Some(Close::Graceful) {
+    if timeless && graceful {
         let (whole, _) = run(site, &x, true);
         assert_eq!(whole, out, "splitting changed the output");
     }

@@ -10,7 +10,10 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use khttp_engine::ctl::dispatch;
+use std::borrow::Cow;
+
+use khttp_engine::Site;
+use khttp_engine::ctl::{Publish, commit, purge};
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::{Status, error_reply};
 
@@ -106,7 +109,23 @@ fn session(stream: &mut UnixStream, shared: &Shared, allowed: bool) -> io::Resul
     }
 }
 
-/// Dispatches one request against a private clone of the site; persists and publishes changes.
+/// khttpd's half of a control write: the state directory and the shared snapshot.
+struct Host<'a>(&'a Shared);
+
+impl Publish for Host<'_> {
+    fn persist(&mut self, site: &Site) -> Result<(), Cow<'static, str>> {
+        let dir = &self.0.state_dir;
+        state::save(dir, site)
+            .map_err(|e| format!("could not save the change in {}: {e}", dir.display()).into())
+    }
+
+    fn publish(&mut self, site: Arc<Site>, _config: bool) {
+        // Workers follow the site's listen addresses at their next wake-up.
+        self.0.publish(site);
+    }
+}
+
+/// One control request: the engine's write, under the writer lock.
 fn apply(
     shared: &Shared,
     f: &RequestFrame,
@@ -115,55 +134,29 @@ fn apply(
     out: &mut Vec<u8>,
 ) -> Status {
     let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-    let Ok(mut next) = shared.snapshot().try_clone() else {
-        out.clear();
-        let _ = error_reply(out, Status::OutOfMemory.message());
-        return Status::OutOfMemory;
-    };
-    let clock = shared.clock();
-    let d = dispatch(
-        &mut next,
+    let now = shared.clock().now();
+    let cap = f.output_cap as usize;
+    let current = shared.snapshot();
+    commit(
+        &current,
+        &mut Host(shared),
         f.code,
         input,
         direct,
-        f.output_cap as usize,
-        clock.now(),
+        cap,
+        now,
         out,
-    );
-    if !d.changed {
-        return d.status;
-    }
-    if d.persist
-        && let Err(e) = state::save(&shared.state_dir, &next)
-    {
-        out.clear();
-        let _ = error_reply(
-            out,
-            &format!(
-                "could not save the change in {}: {e}",
-                shared.state_dir.display()
-            ),
-        );
-        return Status::PersistFailed;
-    }
-    shared.publish(next);
-    d.status
+    )
 }
 
 /// Every few seconds, drops expired cache entries.
 pub(crate) fn janitor(shared: &Shared) {
     while !shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
         std::thread::sleep(Duration::from_secs(2));
-        let snapshot = shared.snapshot();
         let now = shared.clock().now();
-        if snapshot.next_expiry().is_some_and(|at| at <= now) {
+        if shared.snapshot().next_expiry().is_some_and(|at| at <= now) {
             let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let Ok(mut next) = shared.snapshot().try_clone() else {
-                continue; // out of memory: try again on the next round
-            };
-            if next.purge_expired(now) > 0 {
-                shared.publish(next);
-            }
+            purge(&shared.snapshot(), &mut Host(shared), now);
         }
     }
 }

@@ -78,8 +78,8 @@ impl Shared {
     }
 
     /// Makes `site` current and wakes the workers. The caller holds `writer`.
-    pub(crate) fn publish(&self, site: Site) {
-        *self.site.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(site);
+    pub(crate) fn publish(&self, site: Arc<Site>) {
+        *self.site.write().unwrap_or_else(PoisonError::into_inner) = site;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.wake_all();
     }

@@ -30,11 +30,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod frame;
+pub mod reply;
 mod wire;
 
+pub use reply::{Row, error_reply, read_rows, write_rows};
 pub use wire::{
     HEADER_LEN, Header, MAX_COLS, MAX_HEADERS, MAX_ROWS, MAX_STR, PutEntry, Request, TableWriter,
-    Value, decode_reply, decode_request, encode_request, error_reply,
+    Value, decode_reply, decode_request, encode_request,
 };
 
 /// khttp's device type: above 0x8000, the range left to vendors (DRIVER-NOTES §3.1).
@@ -63,6 +65,20 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 /// The wire protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds
+/// every variant by construction (a variant added to the enum is added to `ALL`).
+macro_rules! with_all {
+    ($(#[$m:meta])* $vis:vis enum $name:ident { $($(#[$vm:meta])* $v:ident = $n:expr,)* }) => {
+        $(#[$m])* $vis enum $name { $($(#[$vm])* $v = $n,)* }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [Self; [$(stringify!($v)),*].len()] = [$(Self::$v),*];
+        }
+    };
+}
+
+with_all! {
 /// Control commands. The discriminant is the IOCTL function number (0x800 and up, never reused).
 /// Not `#[non_exhaustive]`, like [`Request`]: a missed command is a compile error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,26 +113,9 @@ pub enum Command {
     /// Set one limit.
     LimitsSet = 0x80D,
 }
+}
 
 impl Command {
-    /// Every command.
-    pub const ALL: [Self; 14] = [
-        Self::Version,
-        Self::UrlaclAdd,
-        Self::UrlaclDelete,
-        Self::UrlaclList,
-        Self::IplistenAdd,
-        Self::IplistenDelete,
-        Self::IplistenList,
-        Self::CachePut,
-        Self::CacheDelete,
-        Self::CacheFlush,
-        Self::CacheList,
-        Self::Stats,
-        Self::LimitsGet,
-        Self::LimitsSet,
-    ];
-
     /// The IOCTL function number.
     #[must_use]
     pub const fn function(self) -> u32 {
@@ -183,10 +182,10 @@ impl Command {
     }
 }
 
+with_all! {
 /// Reply status. Values are stable: never renumbered, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
-#[non_exhaustive]
 pub enum Status {
     /// Success.
     Ok = 0,
@@ -231,36 +230,12 @@ pub enum Status {
     /// The server could not persist the change; nothing was changed.
     PersistFailed = 20,
 }
+}
 
 /// The NTSTATUS prefix of a refused METHOD_IN_DIRECT request ([`Status::direct_ntstatus`]).
 pub const DIRECT_REFUSAL: u32 = 0xE0B7_0000;
 
 impl Status {
-    /// Every status.
-    pub const ALL: [Self; 21] = [
-        Self::Ok,
-        Self::Malformed,
-        Self::UnsupportedVersion,
-        Self::UnknownCommand,
-        Self::BufferTooSmall,
-        Self::InvalidPrefix,
-        Self::AlreadyExists,
-        Self::NotFound,
-        Self::NoReservation,
-        Self::EntryTooLarge,
-        Self::CacheFull,
-        Self::InvalidHeader,
-        Self::InvalidContentType,
-        Self::InvalidStatus,
-        Self::UnknownLimit,
-        Self::InvalidLimitValue,
-        Self::InvalidAddress,
-        Self::AddressExists,
-        Self::OutOfMemory,
-        Self::AccessDenied,
-        Self::PersistFailed,
-    ];
-
     /// The status with this value.
     #[must_use]
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -322,7 +297,6 @@ impl Status {
 
 /// Why bytes could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ProtoError {
     /// Shorter than a field or length says.
     Truncated,

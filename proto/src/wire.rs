@@ -521,16 +521,6 @@ impl<'o> TableWriter<'o> {
     }
 }
 
-/// A one-cell reply carrying an error message.
-///
-/// # Errors
-/// [`ProtoError::OutOfMemory`] when `out` could not grow; `out` is then as it was.
-pub fn error_reply(out: &mut Vec<u8>, message: &str) -> Result<(), ProtoError> {
-    let mut t = TableWriter::new(out, 1);
-    t.row(&[Value::Str(message)]);
-    t.finish()
-}
-
 /// Decodes a reply table into rows of values.
 ///
 /// # Errors

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 
 #[cfg(unix)]
 use khttp_proto::frame::{self, RequestFrame};
-use khttp_proto::{Request, Status, Value, decode_reply, encode_request};
+use khttp_proto::reply::ErrorRow;
+use khttp_proto::{Request, Row, Status, encode_request, read_rows};
 
 #[cfg(unix)]
 pub use khttp_local::socket::{SYSTEM_SOCKET, current_uid, default_server_socket, user_socket};
@@ -325,11 +326,11 @@ mod device {
             }
             let mut out = vec![0u8; (output_cap as usize).saturating_add(4)];
             let returned = self.ioctl(code, input, &mut out)?;
-            out.truncate(returned);
-            let status = out
-                .get(..4)
-                .map_or(u32::MAX, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
-            Ok((status, out.split_off(4.min(out.len()))))
+            let (status, reply) = out
+                .get(..returned)
+                .and_then(khttp_proto::reply::decode_device_reply)
+                .ok_or_else(|| io::Error::other("the driver's reply is shorter than its status"))?;
+            Ok((status, reply.to_vec()))
         }
     }
 }
@@ -364,46 +365,30 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// An owned reply cell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cell {
-    /// A number.
-    Num(u64),
-    /// A string.
-    Text(String),
-}
+/// A successful reply: its bytes, read as the command's typed rows ([`Reply::rows`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reply(Vec<u8>);
 
-impl Cell {
-    /// The number (0 for text).
-    #[must_use]
-    pub fn num(&self) -> u64 {
-        match self {
-            Self::Num(n) => *n,
-            Self::Text(_) => 0,
-        }
+impl Reply {
+    /// The reply's rows, as the command's row type (`khttp_proto::reply`).
+    ///
+    /// # Errors
+    /// [`CallError::Protocol`] when the reply is not a table of `R`.
+    pub fn rows<'a, R: Row<'a>>(&'a self) -> Result<Vec<R>, CallError> {
+        read_rows(&self.0).map_err(|e| CallError::Protocol(e.to_string()))
     }
 
-    /// The text (empty for numbers).
-    #[must_use]
-    pub fn text(&self) -> &str {
-        match self {
-            Self::Text(s) => s,
-            Self::Num(_) => "",
+    /// The one row a command answers with (`version`, `cache put`, `cache flush`).
+    ///
+    /// # Errors
+    /// [`CallError::Protocol`] when there is not exactly one `R`.
+    pub fn row<'a, R: Row<'a>>(&'a self) -> Result<R, CallError> {
+        let mut rows = self.rows::<R>()?;
+        match (rows.pop(), rows.is_empty()) {
+            (Some(r), true) => Ok(r),
+            _ => Err(CallError::Protocol("expected a one-row reply".into())),
         }
     }
-}
-
-fn own(rows: Vec<Vec<Value<'_>>>) -> Vec<Vec<Cell>> {
-    rows.into_iter()
-        .map(|r| {
-            r.into_iter()
-                .map(|v| match v {
-                    Value::U64(n) => Cell::Num(n),
-                    Value::Str(s) => Cell::Text(s.to_string()),
-                })
-                .collect()
-        })
-        .collect()
 }
 
 /// A connected control client.
@@ -453,11 +438,11 @@ impl Client {
         })
     }
 
-    /// Sends `req` (with `direct` bodies for `cache put`) and returns the reply rows.
+    /// Sends `req` (with `direct` bodies for `cache put`) and returns the reply.
     ///
     /// # Errors
-    /// [`CallError`].
-    pub fn call(&mut self, req: &Request<'_>, direct: &[u8]) -> Result<Vec<Vec<Cell>>, CallError> {
+    /// [`CallError`]: unreachable, refused (with the server's one line), or a broken reply.
+    pub fn call(&mut self, req: &Request<'_>, direct: &[u8]) -> Result<Reply, CallError> {
         let mut input = Vec::new();
         let code = encode_request(req, &mut input);
         let mut cap: u32 = 64 * 1024;
@@ -475,18 +460,14 @@ impl Client {
                 cap = needed.max(cap.saturating_mul(2));
                 continue;
             }
-            if out.is_empty() && status == Status::Ok {
-                return Ok(Vec::new());
+            if status == Status::Ok {
+                return Ok(Reply(out));
             }
-            let rows = own(decode_reply(&out).map_err(|e| CallError::Protocol(e.to_string()))?);
-            if status != Status::Ok {
-                let msg = rows
-                    .first()
-                    .and_then(|r| r.first())
-                    .map_or_else(|| status.message().to_string(), |c| c.text().to_string());
-                return Err(CallError::Refused(status, msg));
-            }
-            return Ok(rows);
+            let message = read_rows::<ErrorRow<'_>>(&out)
+                .ok()
+                .and_then(|rows| rows.first().map(|r| r.message.to_string()))
+                .unwrap_or_else(|| status.message().to_string());
+            return Err(CallError::Refused(status, message));
         }
         Err(CallError::Protocol("the reply kept growing".into()))
     }

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use khttp_local::compress::{self, Coding};
 use khttp_local::files;
+use khttp_proto::reply::{
+    AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, ReservationRow, VersionRow,
+};
 use khttp_proto::{PutEntry, Request};
-use khttpctl::endpoint::{Cell, Client, Endpoint, default_endpoint};
+use khttpctl::endpoint::{Client, Endpoint, Reply, default_endpoint};
 use serde_json::{Value as Json, json};
 
 /// Administer khttp: URL reservations, the IP listen list, the response cache, limits.
@@ -157,18 +160,29 @@ fn codings(names: &[String]) -> Result<Vec<Coding>, Fail> {
         .collect()
 }
 
+/// A file's bytes and what is known of it.
+struct LocalFile<'a> {
+    data: &'a [u8],
+    content_type: &'a str,
+    mtime: Option<u64>,
+}
+
+/// How files are put: status, extra fields, time to live, codings.
+struct PutOptions<'a> {
+    status: u16,
+    headers: &'a [String],
+    ttl: Option<u64>,
+    codings: &'a [Coding],
+}
+
 /// Puts one file's bytes at each of `urls`; returns the bytes stored.
 fn put_file(
     client: &mut Client,
     urls: &[String],
-    data: &[u8],
-    content_type: &str,
-    mtime: Option<u64>,
-    status: u16,
-    headers: &[String],
-    ttl: Option<u64>,
-    codings: &[Coding],
+    file: &LocalFile<'_>,
+    put: &PutOptions<'_>,
 ) -> Result<u64, Fail> {
+    let (data, codings) = (file.data, put.codings);
     let gzip = codings
         .contains(&Coding::Gzip)
         .then(|| compress::compress(data, Coding::Gzip))
@@ -191,11 +205,11 @@ fn put_file(
         khttp_engine::route::parse_url(url).map_err(|e| Fail(format!("{url}: {e}")))?;
         let req = Request::CachePut(PutEntry {
             url,
-            content_type,
-            status,
-            ttl,
-            last_modified: mtime,
-            headers: headers.iter().map(String::as_str).collect(),
+            content_type: file.content_type,
+            status: put.status,
+            ttl: put.ttl,
+            last_modified: file.mtime,
+            headers: put.headers.iter().map(String::as_str).collect(),
             identity_len: data.len() as u64,
             gzip_len: len(&gzip),
             br_len: len(&br),
@@ -236,267 +250,312 @@ fn print_json(v: &Json) {
     out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn opt_num(c: &Cell) -> Json {
-    if c.num() == u64::MAX {
-        Json::Null
-    } else {
-        json!(c.num())
-    }
-}
-
 fn run(cli: Cli) -> Result<(), Fail> {
     let endpoint = cli.endpoint.unwrap_or_else(default_endpoint);
     let mut client = Client::connect(&endpoint)?;
-    let mut call = |req: &Request<'_>| client.call(req, &[]).map_err(Fail::from);
     match cli.command {
         Command::Version => {
-            let rows = call(&Request::Version)?;
-            let row = rows
-                .first()
-                .ok_or_else(|| Fail("empty version reply".into()))?;
+            let reply = client.call(&Request::Version, &[])?;
+            let v: VersionRow<'_> = reply.row()?;
             out!("khttpctl {}", env!("CARGO_PKG_VERSION"));
-            out!(
-                "server {} (control protocol {})",
-                row[1].text(),
-                row[0].num()
-            );
+            out!("server {} (control protocol {})", v.engine, v.protocol);
+            Ok(())
         }
-        Command::Urlacl(Urlacl::Add { prefix, user, sddl }) => {
+        Command::Urlacl(c) => urlacl(&mut client, c),
+        Command::Iplisten(c) => iplisten(&mut client, c),
+        Command::Cache(c) => cache(&mut client, c),
+        Command::Stats(j) => stats(&mut client, j.json),
+        Command::Limits(c) => limits(&mut client, c),
+    }
+}
+
+/// A change whose refusal names what it was about: `SUBJECT: why`.
+fn change(client: &mut Client, subject: &str, req: &Request<'_>) -> Result<Reply, Fail> {
+    client
+        .call(req, &[])
+        .map_err(|e| Fail(format!("{subject}: {e}")))
+}
+
+fn urlacl(client: &mut Client, c: Urlacl) -> Result<(), Fail> {
+    match c {
+        Urlacl::Add { prefix, user, sddl } => {
             let acl = user
                 .map(|u| format!("user:{u}"))
                 .or(sddl.map(|s| format!("sddl:{s}")));
-            call(&Request::UrlaclAdd {
-                prefix: &prefix,
-                acl: acl.as_deref(),
-            })
-            .map_err(|e| Fail(format!("{prefix}: {}", e.0)))?;
+            let acl = acl.as_deref();
+            change(
+                client,
+                &prefix,
+                &Request::UrlaclAdd {
+                    prefix: &prefix,
+                    acl,
+                },
+            )?;
             out!("URL reservation added: {prefix}");
         }
-        Command::Urlacl(Urlacl::Delete { prefix }) => {
-            call(&Request::UrlaclDelete { prefix: &prefix })
-                .map_err(|e| Fail(format!("{prefix}: {}", e.0)))?;
+        Urlacl::Delete { prefix } => {
+            change(client, &prefix, &Request::UrlaclDelete { prefix: &prefix })?;
             out!("URL reservation deleted: {prefix}");
         }
-        Command::Urlacl(Urlacl::Show(j)) => {
-            let rows = call(&Request::UrlaclList)?;
+        Urlacl::Show(j) => {
+            let reply = client.call(&Request::UrlaclList, &[])?;
+            let rows: Vec<ReservationRow<'_>> = reply.rows()?;
             if j.json {
-                let list: Vec<Json> = rows
+                let list = rows
                     .iter()
-                    .map(|r| json!({"prefix": r[0].text(), "acl": Some(r[1].text()).filter(|s| !s.is_empty())}))
+                    .map(|r| json!({"prefix": r.prefix, "acl": r.acl}))
                     .collect();
                 print_json(&Json::Array(list));
             } else if rows.is_empty() {
                 out!("No URL reservations.");
-            } else {
-                for r in &rows {
-                    out!("    Reserved URL : {}", r[0].text());
-                    match r[1].text().split_once(':') {
-                        Some(("user", u)) => out!("        User: {u}"),
-                        Some(("sddl", s)) => out!("        SDDL: {s}"),
-                        _ => {}
-                    }
+            }
+            for r in rows.iter().filter(|_| !j.json) {
+                out!("    Reserved URL : {}", r.prefix);
+                match r.acl.and_then(|a| a.split_once(':')) {
+                    Some(("user", u)) => out!("        User: {u}"),
+                    Some(("sddl", s)) => out!("        SDDL: {s}"),
+                    _ => {}
                 }
             }
         }
-        Command::Iplisten(Iplisten::Add { addr }) => {
-            call(&Request::IplistenAdd { addr: &addr })
-                .map_err(|e| Fail(format!("{addr}: {}", e.0)))?;
+    }
+    Ok(())
+}
+
+fn iplisten(client: &mut Client, c: Iplisten) -> Result<(), Fail> {
+    match c {
+        Iplisten::Add { addr } => {
+            change(client, &addr, &Request::IplistenAdd { addr: &addr })?;
             out!("IP address added to the listen list: {addr}");
         }
-        Command::Iplisten(Iplisten::Delete { addr }) => {
-            call(&Request::IplistenDelete { addr: &addr })
-                .map_err(|e| Fail(format!("{addr}: {}", e.0)))?;
+        Iplisten::Delete { addr } => {
+            change(client, &addr, &Request::IplistenDelete { addr: &addr })?;
             out!("IP address deleted from the listen list: {addr}");
         }
-        Command::Iplisten(Iplisten::Show(j)) => {
-            let rows = call(&Request::IplistenList)?;
+        Iplisten::Show(j) => {
+            let reply = client.call(&Request::IplistenList, &[])?;
+            let rows: Vec<AddressRow<'_>> = reply.rows()?;
             if j.json {
-                print_json(&Json::Array(
-                    rows.iter().map(|r| json!(r[0].text())).collect(),
-                ));
+                print_json(&Json::Array(rows.iter().map(|r| json!(r.addr)).collect()));
             } else if rows.is_empty() {
                 out!("IP listen list is empty: listening on all addresses.");
             } else {
                 out!("IP addresses present in the IP listen list:");
                 for r in &rows {
-                    out!("    {}", r[0].text());
+                    out!("    {}", r.addr);
                 }
             }
         }
-        Command::Cache(Cache::Put {
+    }
+    Ok(())
+}
+
+fn cache(client: &mut Client, c: Cache) -> Result<(), Fail> {
+    match c {
+        Cache::Put {
             url,
             file,
             content_type,
             status,
             headers,
             opts,
-        }) => {
+        } => {
             let codings = codings(&opts.compress)?;
             let (data, mtime) = read_file(&file)?;
             let ct = content_type.unwrap_or_else(|| files::content_type_for(&file));
-            put_file(
-                &mut client,
-                std::slice::from_ref(&url),
-                &data,
-                &ct,
+            let file = LocalFile {
+                data: &data,
+                content_type: &ct,
                 mtime,
-                status.unwrap_or(0),
-                &headers,
-                opts.ttl,
-                &codings,
-            )?;
+            };
+            let put = PutOptions {
+                status: status.unwrap_or(0),
+                headers: &headers,
+                ttl: opts.ttl,
+                codings: &codings,
+            };
+            put_file(client, std::slice::from_ref(&url), &file, &put)?;
             out!("Cached {url} ({} bytes, {ct})", data.len());
+            Ok(())
         }
-        Command::Cache(Cache::Load { dir, prefix, opts }) => {
-            let codings = codings(&opts.compress)?;
-            if !dir.is_dir() {
-                return Err(Fail(format!("{} is not a directory", dir.display())));
-            }
-            let list = files::walk(&dir, &prefix)
-                .map_err(|e| Fail(format!("cannot read {}: {e}", dir.display())))?;
-            let total: u64 = list.iter().map(|f| f.len).sum();
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(total),
-                indicatif::ProgressDrawTarget::stderr(),
-            );
-            if !std::io::stderr().is_terminal() {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-            }
-            let (mut entries, mut stored) = (0usize, 0u64);
-            for (i, f) in list.iter().enumerate() {
-                let (data, mtime) = read_file(&f.path)?;
-                stored += put_file(
-                    &mut client,
-                    &f.urls,
-                    &data,
-                    &f.content_type,
-                    mtime.or(f.mtime),
-                    0,
-                    &[],
-                    opts.ttl,
-                    &codings,
-                )
-                .map_err(|e| {
-                    Fail(format!(
-                        "{} (loaded {i} of {} files before it)",
-                        e.0,
-                        list.len()
-                    ))
-                })?;
-                entries += f.urls.len();
-                bar.inc(f.len);
-            }
-            bar.finish_and_clear();
-            out!(
-                "Loaded {} files as {entries} entries ({stored} bytes stored) at {prefix}",
-                list.len()
-            );
-        }
-        Command::Cache(Cache::Delete { url }) => {
-            call(&Request::CacheDelete { url: &url })
-                .map_err(|e| Fail(format!("{url}: {}", e.0)))?;
+        Cache::Load { dir, prefix, opts } => load(client, &dir, &prefix, &opts),
+        Cache::Delete { url } => {
+            change(client, &url, &Request::CacheDelete { url: &url })?;
             out!("Deleted {url}");
+            Ok(())
         }
-        Command::Cache(Cache::Flush { prefix }) => {
-            let rows = call(&Request::CacheFlush {
-                prefix: prefix.as_deref(),
-            })?;
-            let n = rows.first().and_then(|r| r.first()).map_or(0, Cell::num);
+        Cache::Flush { prefix } => {
+            let reply = client.call(
+                &Request::CacheFlush {
+                    prefix: prefix.as_deref(),
+                },
+                &[],
+            )?;
+            let flushed: FlushRow = reply.row()?;
             out!(
-                "Flushed {n} entries{}",
+                "Flushed {} entries{}",
+                flushed.removed,
                 prefix.map(|p| format!(" under {p}")).unwrap_or_default()
             );
+            Ok(())
         }
-        Command::Cache(Cache::Show {
+        Cache::Show {
             prefix,
             json: as_json,
-        }) => {
-            let rows = call(&Request::CacheList {
-                prefix: prefix.as_deref(),
-            })?;
-            if as_json {
-                let list: Vec<Json> = rows
-                    .iter()
-                    .map(|r| {
-                        let enc: Vec<&str> =
-                            r[4].text().split(',').filter(|s| !s.is_empty()).collect();
-                        json!({
-                            "url": r[0].text(), "status": r[1].num(), "content_type": r[2].text(),
-                            "bytes": r[3].num(), "encodings": enc, "hits": r[5].num(),
-                            "ttl_remaining": opt_num(&r[6]), "last_modified": opt_num(&r[7]),
-                        })
-                    })
-                    .collect();
-                print_json(&Json::Array(list));
-            } else if rows.is_empty() {
-                out!("There were no cache entries corresponding to the provided URL.");
-            } else {
-                out!("Snapshot of khttp response cache:");
-                for r in &rows {
-                    out!("URL: {}", r[0].text());
-                    out!("    Status code: {}", r[1].num());
-                    out!("    Content type: {}", r[2].text());
-                    out!("    Content length: {}", r[3].num());
-                    out!(
-                        "    Encodings: {}",
-                        if r[4].text().is_empty() {
-                            "identity"
-                        } else {
-                            r[4].text()
-                        }
-                    );
-                    out!("    Hit count: {}", r[5].num());
-                    if r[6].num() != u64::MAX {
-                        out!("    Time to live: {} s", r[6].num());
-                    }
-                }
-            }
+        } => {
+            let reply = client.call(
+                &Request::CacheList {
+                    prefix: prefix.as_deref(),
+                },
+                &[],
+            )?;
+            show_entries(&reply.rows()?, as_json);
+            Ok(())
         }
-        Command::Stats(j) => {
-            let rows = call(&Request::Stats)?;
+    }
+}
+
+/// `cache load DIR PREFIX`: every file under DIR, with a progress bar on a terminal.
+fn load(client: &mut Client, dir: &Path, prefix: &str, opts: &LoadOpts) -> Result<(), Fail> {
+    let codings = codings(&opts.compress)?;
+    if !dir.is_dir() {
+        return Err(Fail(format!("{} is not a directory", dir.display())));
+    }
+    let list = files::walk(dir, prefix)
+        .map_err(|e| Fail(format!("cannot read {}: {e}", dir.display())))?;
+    let total: u64 = list.iter().map(|f| f.len).sum();
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let put = PutOptions {
+        status: 0,
+        headers: &[],
+        ttl: opts.ttl,
+        codings: &codings,
+    };
+    let (mut entries, mut stored) = (0usize, 0u64);
+    for (i, f) in list.iter().enumerate() {
+        let (data, mtime) = read_file(&f.path)?;
+        let file = LocalFile {
+            data: &data,
+            content_type: &f.content_type,
+            mtime: mtime.or(f.mtime),
+        };
+        stored += put_file(client, &f.urls, &file, &put).map_err(|e| {
+            Fail(format!(
+                "{} (loaded {i} of {} files before it)",
+                e.0,
+                list.len()
+            ))
+        })?;
+        entries += f.urls.len();
+        bar.inc(f.len);
+    }
+    bar.finish_and_clear();
+    out!(
+        "Loaded {} files as {entries} entries ({stored} bytes stored) at {prefix}",
+        list.len()
+    );
+    Ok(())
+}
+
+fn show_entries(rows: &[EntryRow<'_>], as_json: bool) {
+    if as_json {
+        let list = rows
+            .iter()
+            .map(|r| {
+                let enc: Vec<&str> = r.codings.split(',').filter(|s| !s.is_empty()).collect();
+                json!({
+                    "url": r.url, "status": r.status, "content_type": r.content_type,
+                    "bytes": r.bytes, "encodings": enc, "hits": r.hits,
+                    "ttl_remaining": r.ttl_left, "last_modified": r.last_modified,
+                })
+            })
+            .collect();
+        print_json(&Json::Array(list));
+        return;
+    }
+    if rows.is_empty() {
+        out!("There were no cache entries corresponding to the provided URL.");
+        return;
+    }
+    out!("Snapshot of khttp response cache:");
+    for r in rows {
+        out!("URL: {}", r.url);
+        out!("    Status code: {}", r.status);
+        out!("    Content type: {}", r.content_type);
+        out!("    Content length: {}", r.bytes);
+        let codings = if r.codings.is_empty() {
+            "identity"
+        } else {
+            r.codings
+        };
+        out!("    Encodings: {codings}");
+        out!("    Hit count: {}", r.hits);
+        if let Some(ttl) = r.ttl_left {
+            out!("    Time to live: {ttl} s");
+        }
+    }
+}
+
+fn stats(client: &mut Client, as_json: bool) -> Result<(), Fail> {
+    let reply = client.call(&Request::Stats, &[])?;
+    let rows: Vec<CounterRow<'_>> = reply.rows()?;
+    if as_json {
+        print_json(&Json::Object(
+            rows.iter()
+                .map(|r| (r.name.to_string(), json!(r.value)))
+                .collect(),
+        ));
+    } else {
+        for r in &rows {
+            out!("{:<16} {}", r.name, r.value);
+        }
+    }
+    Ok(())
+}
+
+fn limits(client: &mut Client, c: Limits) -> Result<(), Fail> {
+    match c {
+        Limits::Show(j) => {
+            let reply = client.call(&Request::LimitsGet, &[])?;
+            let rows: Vec<LimitRow<'_>> = reply.rows()?;
             if j.json {
                 print_json(&Json::Object(
                     rows.iter()
-                        .map(|r| (r[0].text().to_string(), json!(r[1].num())))
-                        .collect(),
-                ));
-            } else {
-                for r in &rows {
-                    out!("{:<16} {}", r[0].text(), r[1].num());
-                }
-            }
-        }
-        Command::Limits(Limits::Show(j)) => {
-            let rows = call(&Request::LimitsGet)?;
-            if j.json {
-                print_json(&Json::Object(
-                    rows.iter()
-                        .map(|r| (r[0].text().to_string(), json!(r[1].num())))
+                        .map(|r| (r.name.to_string(), json!(r.value)))
                         .collect(),
                 ));
             } else {
                 for r in &rows {
                     out!(
                         "{:<22} {:<12} (range {}..={})",
-                        r[0].text(),
-                        r[1].num(),
-                        r[2].num(),
-                        r[3].num()
+                        r.name,
+                        r.value,
+                        r.min,
+                        r.max
                     );
                 }
             }
         }
-        Command::Limits(Limits::Set { name, value }) => {
+        Limits::Set { name, value } => {
             let v: u64 = value.parse().map_err(|_| {
                 Fail(format!(
                     "{name}: the value {value:?} must be a whole number"
                 ))
             })?;
-            call(&Request::LimitsSet {
-                name: &name,
-                value: v,
-            })
-            .map_err(|e| Fail(format!("{name}: {}", e.0)))?;
+            change(
+                client,
+                &name,
+                &Request::LimitsSet {
+                    name: &name,
+                    value: v,
+                },
+            )?;
             out!("{name} = {v}");
         }
     }

@@ -119,9 +119,15 @@ impl Namespace {
         if self.list.iter().any(|r| r.prefix == prefix) {
             return Err(CtlError::AlreadyExists);
         }
-        let id = self.next_id;
-        self.next_id = self.next_id.checked_add(1).ok_or(CtlError::OutOfMemory)?;
         self.list.try_reserve(1).map_err(OutOfMemory::from)?;
+        // Ids are never 0 and never shared by two live reservations. After 2^32 reservations
+        // they wrap, skipping those in use: a deleted reservation's entries are gone with it,
+        // so its id is free.
+        let mut id = self.next_id;
+        while id == 0 || self.list.iter().any(|r| r.id == id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_id = id.wrapping_add(1);
         self.list.push(Reservation { id, prefix, acl });
         Ok(id)
     }
@@ -227,6 +233,22 @@ mod tests {
 
     use super::{Local, Namespace, parse_prefix};
     use crate::error::CtlError;
+
+    /// Ids wrap after 2^32 reservations without colliding with one in use, and are never 0.
+    #[test]
+    fn reservation_ids_wrap_around_those_in_use() {
+        let mut n = ns(&["http://+:80/a/"]);
+        let a = n.iter().next().unwrap().id;
+        n.next_id = u32::MAX;
+        let b = n
+            .add(parse_prefix("http://+:80/b/").unwrap(), None)
+            .unwrap();
+        assert_eq!(b, u32::MAX);
+        let c = n
+            .add(parse_prefix("http://+:80/c/").unwrap(), None)
+            .unwrap();
+        assert_eq!((a, c), (1, 2), "0 and 1 (in use) are skipped");
+    }
 
     fn ns(prefixes: &[&str]) -> Namespace {
         let mut ns = Namespace::new();

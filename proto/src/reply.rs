@@ -1,0 +1,468 @@
+//! Typed replies: each command's reply rows as a struct, encoded and decoded here and nowhere
+//! else, so that no caller reads a reply by column index.
+//!
+//! | command | rows |
+//! |---|---|
+//! | `Version` | one [`VersionRow`] |
+//! | `UrlaclList` | [`ReservationRow`] per reservation |
+//! | `IplistenList` | [`AddressRow`] per address |
+//! | `CachePut` | one [`PutRow`] |
+//! | `CacheFlush` | one [`FlushRow`] |
+//! | `CacheList` | [`EntryRow`] per entry |
+//! | `Stats` | [`CounterRow`] per counter |
+//! | `LimitsGet` | [`LimitRow`] per limit |
+//! | the others | none |
+//! | any refusal | one [`ErrorRow`] |
+//!
+//! On the wire a reply is a table (`rows:u32 cols:u16 value*`, see the crate documentation);
+//! [`read_rows`] refuses a table whose column count is not the row type's.
+
+use alloc::vec::Vec;
+
+use crate::wire::{TableWriter, Value, decode_reply};
+use crate::{HEADER_LEN, PROTOCOL_VERSION, ProtoError, Status};
+
+/// One reply row type.
+pub trait Row<'a>: Sized {
+    /// Its columns.
+    const COLS: u16;
+    /// Writes the row.
+    fn write(&self, t: &mut TableWriter<'_>);
+    /// Reads a row of exactly [`Row::COLS`] values.
+    ///
+    /// # Errors
+    /// [`ProtoError::InvalidValue`] when a value has the wrong kind or is out of range.
+    fn read(cells: &[Value<'a>]) -> Result<Self, ProtoError>;
+}
+
+fn num(cells: &[Value<'_>], i: usize) -> Result<u64, ProtoError> {
+    cells
+        .get(i)
+        .and_then(Value::as_u64)
+        .ok_or(ProtoError::InvalidValue)
+}
+
+fn text<'a>(cells: &[Value<'a>], i: usize) -> Result<&'a str, ProtoError> {
+    match cells.get(i) {
+        Some(Value::Str(s)) => Ok(s),
+        _ => Err(ProtoError::InvalidValue),
+    }
+}
+
+/// `u64::MAX` on the wire means "none".
+fn opt(v: u64) -> Option<u64> {
+    Some(v).filter(|v| *v != u64::MAX)
+}
+
+/// `version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionRow<'a> {
+    /// The protocol version the server speaks.
+    pub protocol: u16,
+    /// The engine's version.
+    pub engine: &'a str,
+}
+
+impl<'a> Row<'a> for VersionRow<'a> {
+    const COLS: u16 = 2;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::U64(u64::from(self.protocol)),
+            Value::Str(self.engine),
+        ]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            protocol: u16::try_from(num(c, 0)?).map_err(|_| ProtoError::InvalidValue)?,
+            engine: text(c, 1)?,
+        })
+    }
+}
+
+/// One reservation (`urlacl show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReservationRow<'a> {
+    /// The prefix, as the server writes it.
+    pub prefix: &'a str,
+    /// Its ACL (`user:NAME` or SDDL), if any.
+    pub acl: Option<&'a str>,
+}
+
+impl<'a> Row<'a> for ReservationRow<'a> {
+    const COLS: u16 = 2;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::Str(self.prefix), Value::Str(self.acl.unwrap_or(""))]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            prefix: text(c, 0)?,
+            acl: Some(text(c, 1)?).filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// One address of the IP listen list (`iplisten show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressRow<'a> {
+    /// The address, as text.
+    pub addr: &'a str,
+}
+
+impl<'a> Row<'a> for AddressRow<'a> {
+    const COLS: u16 = 1;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::Str(self.addr)]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self { addr: text(c, 0)? })
+    }
+}
+
+/// What a `cache put` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutRow {
+    /// An entry was replaced.
+    pub replaced: bool,
+    /// Body bytes stored (all variants).
+    pub bytes: u64,
+}
+
+impl Row<'_> for PutRow {
+    const COLS: u16 = 2;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::U64(u64::from(self.replaced)), Value::U64(self.bytes)]);
+    }
+    fn read(c: &[Value<'_>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            replaced: num(c, 0)? != 0,
+            bytes: num(c, 1)?,
+        })
+    }
+}
+
+/// What a `cache flush` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushRow {
+    /// Entries removed.
+    pub removed: u64,
+}
+
+impl Row<'_> for FlushRow {
+    const COLS: u16 = 1;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::U64(self.removed)]);
+    }
+    fn read(c: &[Value<'_>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            removed: num(c, 0)?,
+        })
+    }
+}
+
+/// One cache entry (`cache show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRow<'a> {
+    /// Its URL.
+    pub url: &'a str,
+    /// Its status code.
+    pub status: u16,
+    /// Its content type.
+    pub content_type: &'a str,
+    /// Bytes of the identity body.
+    pub bytes: u64,
+    /// The other codings held, comma-separated (`gzip,br`), or empty.
+    pub codings: &'a str,
+    /// Hits so far.
+    pub hits: u64,
+    /// Seconds left to live, if it expires.
+    pub ttl_left: Option<u64>,
+    /// Last-Modified, seconds since the Unix epoch, if known.
+    pub last_modified: Option<u64>,
+}
+
+impl<'a> Row<'a> for EntryRow<'a> {
+    const COLS: u16 = 8;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::Str(self.url),
+            Value::U64(u64::from(self.status)),
+            Value::Str(self.content_type),
+            Value::U64(self.bytes),
+            Value::Str(self.codings),
+            Value::U64(self.hits),
+            Value::U64(self.ttl_left.unwrap_or(u64::MAX)),
+            Value::U64(self.last_modified.unwrap_or(u64::MAX)),
+        ]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            url: text(c, 0)?,
+            status: u16::try_from(num(c, 1)?).map_err(|_| ProtoError::InvalidValue)?,
+            content_type: text(c, 2)?,
+            bytes: num(c, 3)?,
+            codings: text(c, 4)?,
+            hits: num(c, 5)?,
+            ttl_left: opt(num(c, 6)?),
+            last_modified: opt(num(c, 7)?),
+        })
+    }
+}
+
+/// One counter (`stats`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterRow<'a> {
+    /// Its name (`requests`, `cache-hits`, …).
+    pub name: &'a str,
+    /// Its value.
+    pub value: u64,
+}
+
+impl<'a> Row<'a> for CounterRow<'a> {
+    const COLS: u16 = 2;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::Str(self.name), Value::U64(self.value)]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            name: text(c, 0)?,
+            value: num(c, 1)?,
+        })
+    }
+}
+
+/// One limit (`limits show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitRow<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its value.
+    pub value: u64,
+    /// The smallest value allowed.
+    pub min: u64,
+    /// The largest value allowed.
+    pub max: u64,
+}
+
+impl<'a> Row<'a> for LimitRow<'a> {
+    const COLS: u16 = 4;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::Str(self.name),
+            Value::U64(self.value),
+            Value::U64(self.min),
+            Value::U64(self.max),
+        ]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            name: text(c, 0)?,
+            value: num(c, 1)?,
+            min: num(c, 2)?,
+            max: num(c, 3)?,
+        })
+    }
+}
+
+/// A refusal: one line of English naming the fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorRow<'a> {
+    /// The message.
+    pub message: &'a str,
+}
+
+impl<'a> Row<'a> for ErrorRow<'a> {
+    const COLS: u16 = 1;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::Str(self.message)]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            message: text(c, 0)?,
+        })
+    }
+}
+
+/// Appends a reply of `rows` to `out`.
+///
+/// # Errors
+/// [`ProtoError::OutOfMemory`] when `out` could not grow; `out` is then as it was.
+pub fn write_rows<'r, R: Row<'r> + 'r>(
+    out: &mut Vec<u8>,
+    rows: impl IntoIterator<Item = R>,
+) -> Result<(), ProtoError> {
+    let mut t = TableWriter::new(out, R::COLS);
+    for r in rows {
+        r.write(&mut t);
+    }
+    t.finish()
+}
+
+/// Reads a reply of `R` rows. An empty reply (no table at all) is no rows.
+///
+/// # Errors
+/// [`ProtoError`] naming the first fault; [`ProtoError::InvalidValue`] when the table has
+/// rows of another width.
+pub fn read_rows<'a, R: Row<'a>>(buf: &'a [u8]) -> Result<Vec<R>, ProtoError> {
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = decode_reply(buf)?;
+    let mut rows = Vec::new();
+    rows.try_reserve_exact(table.len())
+        .map_err(|_| ProtoError::OutOfMemory)?;
+    for cells in &table {
+        if cells.len() != usize::from(R::COLS) {
+            return Err(ProtoError::InvalidValue);
+        }
+        rows.push(R::read(cells)?);
+    }
+    Ok(rows)
+}
+
+/// The reply of a command with nothing to report: a table of no rows and no columns.
+///
+/// # Errors
+/// [`ProtoError::OutOfMemory`] when `out` could not grow; `out` is then as it was.
+pub fn empty_reply(out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    TableWriter::new(out, 0).finish()
+}
+
+/// A one-row refusal carrying `message`.
+///
+/// # Errors
+/// [`ProtoError::OutOfMemory`] when `out` could not grow; `out` is then as it was.
+pub fn error_reply(out: &mut Vec<u8>, message: &str) -> Result<(), ProtoError> {
+    write_rows(out, [ErrorRow { message }])
+}
+
+/// The reply to a call whose reply does not fit the caller's buffer
+/// ([`Status::BufferTooSmall`]): a bare header whose `size` is the room needed.
+#[must_use]
+pub fn too_small_reply(needed: usize) -> [u8; HEADER_LEN] {
+    let needed = u32::try_from(needed).unwrap_or(u32::MAX);
+    let mut h = [0u8; HEADER_LEN];
+    for (dst, src) in h.iter_mut().zip(
+        PROTOCOL_VERSION
+            .to_le_bytes()
+            .into_iter()
+            .chain([0, 0])
+            .chain(needed.to_le_bytes()),
+    ) {
+        *dst = src;
+    }
+    h
+}
+
+/// The device's output buffer (`DeviceIoControl`, METHOD_BUFFERED): the reply status as a
+/// little-endian `u32`, then the reply. Writes into `dst` and returns the bytes written, or
+/// `None` when `dst` is too small.
+#[must_use]
+pub fn encode_device_reply(status: Status, reply: &[u8], dst: &mut [u8]) -> Option<usize> {
+    let total = reply.len().checked_add(4)?;
+    let (head, rest) = dst.get_mut(..total)?.split_at_mut(4);
+    head.copy_from_slice(&(status as u32).to_le_bytes());
+    rest.copy_from_slice(reply);
+    Some(total)
+}
+
+/// Splits a device output buffer into the status (as sent: it may be one this side does not
+/// know) and the reply; `None` when it is shorter than the status.
+#[must_use]
+pub fn decode_device_reply(buf: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = buf.split_at_checked(4)?;
+    let status = u32::from_le_bytes(head.try_into().ok()?);
+    Some((status, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::{
+        CounterRow, EntryRow, ErrorRow, FlushRow, PutRow, Row, VersionRow, decode_device_reply,
+        encode_device_reply, read_rows, too_small_reply, write_rows,
+    };
+    use crate::{Header, ProtoError, Status};
+
+    fn round_trip<'a, R: Row<'a> + Clone + PartialEq + core::fmt::Debug + 'a>(
+        buf: &'a mut Vec<u8>,
+        rows: &[R],
+    ) {
+        write_rows(buf, rows.iter().cloned()).unwrap();
+        let back: Vec<R> = read_rows(buf).unwrap();
+        assert_eq!(back, rows);
+    }
+
+    #[test]
+    fn rows_round_trip() {
+        round_trip(
+            &mut Vec::new(),
+            &[VersionRow {
+                protocol: 1,
+                engine: "0.1.0",
+            }],
+        );
+        round_trip(
+            &mut Vec::new(),
+            &[
+                EntryRow {
+                    url: "http://+:80/a",
+                    status: 200,
+                    content_type: "text/html",
+                    bytes: 5,
+                    codings: "gzip",
+                    hits: 3,
+                    ttl_left: None,
+                    last_modified: Some(7),
+                },
+                EntryRow {
+                    url: "http://+:80/b",
+                    status: 404,
+                    content_type: "",
+                    bytes: 0,
+                    codings: "",
+                    hits: 0,
+                    ttl_left: Some(60),
+                    last_modified: None,
+                },
+            ],
+        );
+        round_trip(
+            &mut Vec::new(),
+            &[PutRow {
+                replaced: true,
+                bytes: 9,
+            }],
+        );
+    }
+
+    #[test]
+    fn a_table_of_another_width_is_refused() {
+        let mut buf = Vec::new();
+        write_rows(&mut buf, [FlushRow { removed: 1 }]).unwrap();
+        assert_eq!(
+            read_rows::<CounterRow<'_>>(&buf),
+            Err(ProtoError::InvalidValue)
+        );
+        // Right width, wrong kinds.
+        let mut buf = Vec::new();
+        write_rows(&mut buf, [ErrorRow { message: "x" }]).unwrap();
+        assert_eq!(read_rows::<FlushRow>(&buf), Err(ProtoError::InvalidValue));
+        assert_eq!(read_rows::<FlushRow>(&[]), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn device_framing_and_too_small() {
+        let mut dst = [0u8; 16];
+        let n = encode_device_reply(Status::NotFound, b"abc", &mut dst).unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(
+            decode_device_reply(&dst[..n]),
+            Some((Status::NotFound as u32, &b"abc"[..]))
+        );
+        assert_eq!(encode_device_reply(Status::Ok, &[0; 13], &mut dst), None);
+        assert_eq!(decode_device_reply(&[1, 2]), None);
+        let h = Header::peek(&too_small_reply(1234)).unwrap();
+        assert_eq!((h.version, h.size), (crate::PROTOCOL_VERSION, 1234));
+    }
+}
