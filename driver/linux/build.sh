@@ -91,7 +91,7 @@ llvm-lib-$LLVM /out:"$wdflib/WdfDriverEntry.lib" "$out/fxstub.obj"
 ws=$out/ws
 rm -rf "$ws"
 mkdir -p "$ws"
-cp -r "$root"/Cargo.toml "$root"/Cargo.lock "$root"/engine "$root"/proto "$root"/driver "$ws/"
+cp -r "$root"/Cargo.toml "$root"/Cargo.lock "$root"/clippy.toml "$root"/engine "$root"/proto "$root"/driver "$ws/"
 rm -rf "$ws/driver/linux"
 reg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wdk-build-0.6.0 2>/dev/null | head -1)
 if [ -z "$reg" ]; then

@@ -20,7 +20,7 @@ mod state;
 mod worker;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,7 +80,7 @@ fn default_state_dir() -> PathBuf {
 /// Loads `dir` into `site` under `prefix`; returns (files, bytes).
 fn load_site(
     site: &mut Site,
-    dir: &std::path::Path,
+    dir: &Path,
     prefix: &str,
     now: khttp_engine::Instant,
 ) -> Result<(usize, u64), String> {
@@ -118,13 +118,11 @@ fn browsable(prefix: &str) -> String {
     format!("http://{name}:{port}{path}")
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
-    let control_path = args
-        .control
-        .unwrap_or_else(khttp_local::socket::default_server_socket);
+/// The site khttpd starts with: the persisted state, then `--iplisten` and `--site`; saved
+/// again if they changed it. Also returns the line announcing `--site`.
+fn prepare_site(args: &Args, state_dir: &Path) -> Result<(Site, Option<String>), String> {
     let mut site = Site::new();
-    state::load(&state_dir, &mut site)?;
+    state::load(state_dir, &mut site)?;
     let mut persist = false;
     for addr in &args.iplisten {
         match site.iplisten_add(addr) {
@@ -149,26 +147,23 @@ fn run(args: Args) -> Result<(), String> {
         ));
     }
     if persist {
-        state::save(&state_dir, &site)
+        state::save(state_dir, &site)
             .map_err(|e| format!("cannot save state in {}: {e}", state_dir.display()))?;
     }
-    let access_log = match &args.access_log {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("cannot open the access log {}: {e}", p.display()))?,
-        ),
-        None => None,
-    };
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
-        .max(1);
+    Ok((site, site_line))
+}
 
-    // Bind everything before starting, so that a port in use is a clear error now.
-    let addrs = wanted_addrs(&site);
+/// Listeners per worker, and the addresses bound.
+type Bound = (
+    Vec<Vec<(SocketAddr, mio::net::TcpListener)>>,
+    Vec<SocketAddr>,
+);
+
+/// Binds every address the site names, once per worker (SO_REUSEPORT), before anything starts,
+/// so that a port in use is a clear error now. An IPv6 wildcard on a host without IPv6 is
+/// skipped.
+fn bind_all(site: &Site, workers: usize) -> Result<Bound, String> {
+    let addrs = wanted_addrs(site);
     let mut per_worker: Vec<Vec<(SocketAddr, mio::net::TcpListener)>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -178,7 +173,6 @@ fn run(args: Args) -> Result<(), String> {
             match bind_listener(*addr) {
                 Ok(l) => listeners.push((*addr, l)),
                 Err(e) => {
-                    // An IPv6 wildcard on a host without IPv6 is not fatal.
                     if addr.is_ipv6()
                         && addr.ip().is_unspecified()
                         && addrs.iter().any(|a| a.port() == addr.port() && a.is_ipv4())
@@ -198,6 +192,32 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    Ok((per_worker, bound))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let control_path = args
+        .control
+        .clone()
+        .unwrap_or_else(khttp_local::socket::default_server_socket);
+    let (site, site_line) = prepare_site(&args, &state_dir)?;
+    let access_log = match &args.access_log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| format!("cannot open the access log {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        .max(1);
+
+    let (per_worker, bound) = bind_all(&site, workers)?;
     let control = control::bind(&control_path)?;
     let mut shared = Shared::new(site, state_dir.clone(), access_log);
     shared.sendfile = args.sendfile == "on";

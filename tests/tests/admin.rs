@@ -1,5 +1,10 @@
 //! Every khttpctl command against a running khttpd, and each of its failures.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "test code: one scenario reads best whole"
+)]
+
 use khttp_tests::{Server, get, wait_listening, write_file};
 
 #[test]

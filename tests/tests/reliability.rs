@@ -5,6 +5,11 @@
 //! Each test runs its own khttpd, one test at a time (they are heavy, and the machine has two
 //! cores). Timing is never asserted: a test waits for what it checks.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "test code: one scenario reads best whole"
+)]
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

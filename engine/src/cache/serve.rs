@@ -180,10 +180,24 @@ pub fn serve(
         }
         _ => RangeRequest::Ignore,
     };
-    let total = Decimal::new(len);
     match range {
         RangeRequest::Ignore => whole(out, 200),
-        RangeRequest::Unsatisfiable => {
+        range => partial(v, range, base, out),
+    }
+}
+
+/// A 206 or 416 for a `Range` the preconditions let through (RFC 9110 §14.2, §15.3.7).
+fn partial(
+    v: &Variant,
+    range: RangeRequest,
+    base: ResponseHead<'_>,
+    out: &mut Output,
+) -> Result<Served, OutOfMemory> {
+    let len = u64::try_from(v.body.len()).unwrap_or(u64::MAX);
+    let total = Decimal::new(len);
+    let (ranges, count) = match range {
+        RangeRequest::Ranges { ranges, count } => (ranges, count),
+        RangeRequest::Ignore | RangeRequest::Unsatisfiable => {
             let fields: [&[u8]; 4] = [
                 &v.validators,
                 b"Content-Range: bytes */",
@@ -197,57 +211,50 @@ pub fn serve(
                 ..base
             }
             .write(out)?;
-            Ok(Served {
+            return Ok(Served {
                 status: 416,
                 body_bytes: 0,
                 hit: true,
-            })
+            });
         }
-        RangeRequest::Ranges { ranges, count } => match ranges.get(..count).unwrap_or_default() {
-            [r] => {
-                let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
-                let fields: [&[u8]; 10] = [
-                    &v.validators,
-                    &v.content_type,
-                    &v.other,
-                    b"Content-Range: bytes ",
-                    first.as_bytes(),
-                    b"-",
-                    last.as_bytes(),
-                    b"/",
-                    total.as_bytes(),
-                    b"\r\n",
-                ];
-                ResponseHead {
-                    status: 206,
-                    fields: &fields,
-                    length: Some(r.len()),
-                    ..base
-                }
-                .write(out)?;
-                out.body(
-                    &v.body,
-                    to_usize(r.first),
-                    to_usize(r.last).saturating_add(1),
-                )?;
-                Ok(Served {
-                    status: 206,
-                    body_bytes: r.len(),
-                    hit: true,
-                })
-            }
-            ranges => multipart(
-                v,
-                ranges,
-                &total,
-                ResponseHead {
-                    status: 206,
-                    ..base
-                },
-                out,
-            ),
-        },
+    };
+    let head = ResponseHead {
+        status: 206,
+        ..base
+    };
+    let ranges = ranges.get(..count).unwrap_or_default();
+    let [r] = ranges else {
+        return multipart(v, ranges, &total, head, out);
+    };
+    let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
+    let fields: [&[u8]; 10] = [
+        &v.validators,
+        &v.content_type,
+        &v.other,
+        b"Content-Range: bytes ",
+        first.as_bytes(),
+        b"-",
+        last.as_bytes(),
+        b"/",
+        total.as_bytes(),
+        b"\r\n",
+    ];
+    ResponseHead {
+        fields: &fields,
+        length: Some(r.len()),
+        ..head
     }
+    .write(out)?;
+    out.body(
+        &v.body,
+        to_usize(r.first),
+        to_usize(r.last).saturating_add(1),
+    )?;
+    Ok(Served {
+        status: 206,
+        body_bytes: r.len(),
+        hit: true,
+    })
 }
 
 /// The content coding to send: negotiated among those the entry holds (RFC 9110 §12.5.3), or

@@ -169,83 +169,8 @@ impl BodyReader {
             }
             let Some(&b) = rest.first() else { break };
             i = i.saturating_add(1);
-            *st = match *st {
-                Chunked::Size { size, any } => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        let digit = u64::from(super::hex_digit(b));
-                        let size = size
-                            .checked_mul(16)
-                            .and_then(|s| s.checked_add(digit))
-                            .ok_or(RequestError::BadRequest("chunk size overflows"))?;
-                        Chunked::Size { size, any: true }
-                    }
-                    b';' | b' ' | b'\t' if any => Chunked::Ext { size, len: 1 },
-                    b'\r' if any => Chunked::SizeLf { size },
-                    _ => return Err(BAD),
-                },
-                Chunked::Ext { size, len } => match b {
-                    b'\r' => Chunked::SizeLf { size },
-                    b'\n' => return Err(RequestError::BadRequest("lone LF in a chunk line")),
-                    _ if len >= MAX_CHUNK_EXT => {
-                        return Err(RequestError::BadRequest("chunk extension too long"));
-                    }
-                    b'\t' | b' '..=b'~' | 0x80..=0xFF => Chunked::Ext {
-                        size,
-                        len: len.saturating_add(1),
-                    },
-                    _ => return Err(BAD),
-                },
-                Chunked::SizeLf { size } => match b {
-                    b'\n' if size == 0 => Chunked::TrailerStart,
-                    b'\n' => Chunked::Data { left: size },
-                    _ => return Err(RequestError::BadRequest("bare CR in a chunk line")),
-                },
-                Chunked::Data { .. } => return Err(BAD),
-                Chunked::DataCr => match b {
-                    b'\r' => Chunked::DataLf,
-                    b'\n' => return Err(RequestError::BadRequest("lone LF after chunk data")),
-                    _ => return Err(BAD),
-                },
-                Chunked::DataLf => match b {
-                    b'\n' => Chunked::Size {
-                        size: 0,
-                        any: false,
-                    },
-                    _ => return Err(BAD),
-                },
-                Chunked::TrailerStart => match b {
-                    b'\r' => Chunked::FinalLf,
-                    b'\n' => {
-                        return Err(RequestError::BadRequest("lone LF in the trailer section"));
-                    }
-                    _ => {
-                        self.trailer_fields_left = self
-                            .trailer_fields_left
-                            .checked_sub(1)
-                            .ok_or(RequestError::HeadersTooLarge("too many trailer fields"))?;
-                        Self::trailer_byte(
-                            Chunked::Trailer {
-                                len: 0,
-                                colon: false,
-                                name: [0; 18],
-                                name_len: 0,
-                            },
-                            b,
-                            self.max_field,
-                        )?
-                    }
-                },
-                st @ Chunked::Trailer { .. } => Self::trailer_byte(st, b, self.max_field)?,
-                Chunked::TrailerLf => match b {
-                    b'\n' => Chunked::TrailerStart,
-                    _ => return Err(RequestError::BadRequest("bare CR in the trailer section")),
-                },
-                Chunked::FinalLf => match b {
-                    b'\n' => Chunked::Done,
-                    _ => return Err(RequestError::BadRequest("bare CR in the trailer section")),
-                },
-                Chunked::Done => Chunked::Done,
-            };
+            let current = *st;
+            self.state = State::Chunked(self.step(current, b)?);
             if matches!(
                 self.state,
                 State::Chunked(Chunked::Trailer { .. } | Chunked::TrailerLf | Chunked::FinalLf)
@@ -261,6 +186,88 @@ impl BodyReader {
         Ok(Progress {
             consumed: i.min(input.len()),
             done: self.state == State::Chunked(Chunked::Done),
+        })
+    }
+
+    /// One byte of the chunked framing outside chunk data: the next state.
+    fn step(&mut self, st: Chunked, b: u8) -> Result<Chunked, RequestError> {
+        const BAD: RequestError = RequestError::BadRequest("malformed chunked body");
+        Ok(match st {
+            Chunked::Size { size, any } => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    let digit = u64::from(super::hex_digit(b));
+                    let size = size
+                        .checked_mul(16)
+                        .and_then(|s| s.checked_add(digit))
+                        .ok_or(RequestError::BadRequest("chunk size overflows"))?;
+                    Chunked::Size { size, any: true }
+                }
+                b';' | b' ' | b'\t' if any => Chunked::Ext { size, len: 1 },
+                b'\r' if any => Chunked::SizeLf { size },
+                _ => return Err(BAD),
+            },
+            Chunked::Ext { size, len } => match b {
+                b'\r' => Chunked::SizeLf { size },
+                b'\n' => return Err(RequestError::BadRequest("lone LF in a chunk line")),
+                _ if len >= MAX_CHUNK_EXT => {
+                    return Err(RequestError::BadRequest("chunk extension too long"));
+                }
+                b'\t' | b' '..=b'~' | 0x80..=0xFF => Chunked::Ext {
+                    size,
+                    len: len.saturating_add(1),
+                },
+                _ => return Err(BAD),
+            },
+            Chunked::SizeLf { size } => match b {
+                b'\n' if size == 0 => Chunked::TrailerStart,
+                b'\n' => Chunked::Data { left: size },
+                _ => return Err(RequestError::BadRequest("bare CR in a chunk line")),
+            },
+            Chunked::Data { .. } => return Err(BAD),
+            Chunked::DataCr => match b {
+                b'\r' => Chunked::DataLf,
+                b'\n' => return Err(RequestError::BadRequest("lone LF after chunk data")),
+                _ => return Err(BAD),
+            },
+            Chunked::DataLf => match b {
+                b'\n' => Chunked::Size {
+                    size: 0,
+                    any: false,
+                },
+                _ => return Err(BAD),
+            },
+            Chunked::TrailerStart => match b {
+                b'\r' => Chunked::FinalLf,
+                b'\n' => {
+                    return Err(RequestError::BadRequest("lone LF in the trailer section"));
+                }
+                _ => {
+                    self.trailer_fields_left = self
+                        .trailer_fields_left
+                        .checked_sub(1)
+                        .ok_or(RequestError::HeadersTooLarge("too many trailer fields"))?;
+                    Self::trailer_byte(
+                        Chunked::Trailer {
+                            len: 0,
+                            colon: false,
+                            name: [0; 18],
+                            name_len: 0,
+                        },
+                        b,
+                        self.max_field,
+                    )?
+                }
+            },
+            st @ Chunked::Trailer { .. } => Self::trailer_byte(st, b, self.max_field)?,
+            Chunked::TrailerLf => match b {
+                b'\n' => Chunked::TrailerStart,
+                _ => return Err(RequestError::BadRequest("bare CR in the trailer section")),
+            },
+            Chunked::FinalLf => match b {
+                b'\n' => Chunked::Done,
+                _ => return Err(RequestError::BadRequest("bare CR in the trailer section")),
+            },
+            Chunked::Done => Chunked::Done,
         })
     }
 

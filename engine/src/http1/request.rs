@@ -299,90 +299,8 @@ pub fn parse_head<'h, 'b>(
         return Err(RequestError::UriTooLong);
     }
 
-    // Header fields: the ones this server acts on.
-    let mut host_field: Option<&'b [u8]> = None;
-    let mut host_count = 0u32;
-    let mut content_length: Option<u64> = None;
-    let mut cl_count = 0u32;
-    let mut te_values: [&[u8]; 8] = [&[]; 8];
-    let mut te_count = 0usize;
-    let mut conn_close = false;
-    let mut conn_keep_alive = false;
-    let mut expect_continue = false;
-    for h in req.headers.iter() {
-        let field_len = h.name.len().saturating_add(h.value.len()).saturating_add(2);
-        if field_len > limits.max_field_length as usize {
-            return Err(RequestError::HeadersTooLarge("a header field is too long"));
-        }
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"host") {
-            host_count = host_count.saturating_add(1);
-            host_field = Some(h.value.trim_ascii());
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            cl_count = cl_count.saturating_add(1);
-            content_length = Some(
-                parse_content_length(h.value.trim_ascii())
-                    .ok_or(RequestError::BadRequest("malformed Content-Length"))?,
-            );
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let slot = te_values.get_mut(te_count).ok_or(RequestError::BadRequest(
-                "too many Transfer-Encoding fields",
-            ))?;
-            *slot = h.value;
-            te_count = te_count.saturating_add(1);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in list_elements(h.value) {
-                conn_close |= token.eq_ignore_ascii_case(b"close");
-                conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
-            } else {
-                return Err(RequestError::ExpectationFailed);
-            }
-        }
-    }
-
-    // Request-target (RFC 9112 §3.2).
-    let (path_and_query, target_host, asterisk) = if target.first() == Some(&b'/') {
-        (target, None, false)
-    } else if target == b"*" {
-        if method != Method::Options {
-            return Err(RequestError::BadRequest(
-                "asterisk-form is only for OPTIONS",
-            ));
-        }
-        (&b""[..], None, true)
-    } else if target.len() > 7
-        && target
-            .get(..7)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"http://"))
-    {
-        // absolute-form: the authority overrides Host (§3.2.2).
-        let rest = target.get(7..).unwrap_or_default();
-        let end = rest
-            .iter()
-            .position(|&b| b == b'/' || b == b'?')
-            .unwrap_or(rest.len());
-        let authority = rest.get(..end).unwrap_or_default();
-        if authority.is_empty() || authority.contains(&b'@') || !valid_host(authority) {
-            return Err(RequestError::BadRequest("invalid host in the request URL"));
-        }
-        let pq = rest.get(end..).unwrap_or_default();
-        (
-            if pq.first() == Some(&b'/') {
-                pq
-            } else {
-                &b"/"[..]
-            },
-            Some(authority),
-            false,
-        )
-    } else {
-        // authority-form (CONNECT) and anything else.
-        return Err(RequestError::BadRequest("unsupported request-target form"));
-    };
+    let fields = Fields::scan(req.headers, limits)?;
+    let (path_and_query, target_host, asterisk) = split_target(target, method)?;
     let path = path_and_query
         .split(|&b| b == b'?')
         .next()
@@ -394,46 +312,23 @@ pub fn parse_head<'h, 'b>(
     }
 
     // Host (RFC 9112 §3.2): exactly one in HTTP/1.1; never more than one; always valid.
-    if host_count > 1 {
+    if fields.host_count > 1 {
         return Err(RequestError::BadRequest("more than one Host header"));
     }
-    if version == Version::Http11 && host_count == 0 {
+    if version == Version::Http11 && fields.host_count == 0 {
         return Err(RequestError::BadRequest("HTTP/1.1 request without Host"));
     }
-    if let Some(h) = host_field
+    if let Some(h) = fields.host
         && !h.is_empty()
         && !valid_host(h)
     {
         return Err(RequestError::BadRequest("invalid Host header"));
     }
-    let host = target_host.or(host_field).unwrap_or_default();
-
-    // Framing (RFC 9112 §6.1, §6.3): refuse every ambiguous shape.
-    let framing = if te_count > 0 {
-        if cl_count > 0 {
-            return Err(RequestError::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
-        if version == Version::Http10 {
-            return Err(RequestError::BadRequest(
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
-        }
-        check_transfer_codings(te_values.get(..te_count).unwrap_or_default())?;
-        Framing::Chunked
-    } else if cl_count > 1 {
-        return Err(RequestError::BadRequest("more than one Content-Length"));
-    } else {
-        match content_length {
-            None | Some(0) => Framing::None,
-            Some(n) => Framing::Length(n),
-        }
-    };
-
+    let host = target_host.or(fields.host).unwrap_or_default();
+    let framing = fields.framing(version)?;
     let keep_alive = match version {
-        Version::Http11 => !conn_close,
-        Version::Http10 => conn_keep_alive && !conn_close,
+        Version::Http11 => !fields.conn_close,
+        Version::Http10 => fields.conn_keep_alive && !fields.conn_close,
     };
     let head = Head {
         method,
@@ -444,10 +339,135 @@ pub fn parse_head<'h, 'b>(
         framing,
         keep_alive,
         // §10.1.1: a 100-continue from an HTTP/1.0 client is ignored.
-        expect_continue: expect_continue && version == Version::Http11 && framing != Framing::None,
+        expect_continue: fields.expect_continue
+            && version == Version::Http11
+            && framing != Framing::None,
         len,
     };
     Ok((head, req.headers))
+}
+
+/// The header fields this server acts on, as found in one head.
+#[derive(Default)]
+struct Fields<'b> {
+    host: Option<&'b [u8]>,
+    host_count: u32,
+    content_length: Option<u64>,
+    cl_count: u32,
+    te_values: [&'b [u8]; 8],
+    te_count: usize,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl<'b> Fields<'b> {
+    fn scan(headers: &[httparse::Header<'b>], limits: &Limits) -> Result<Self, RequestError> {
+        let mut f = Self::default();
+        for h in headers {
+            let field_len = h.name.len().saturating_add(h.value.len()).saturating_add(2);
+            if field_len > limits.max_field_length as usize {
+                return Err(RequestError::HeadersTooLarge("a header field is too long"));
+            }
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"host") {
+                f.host_count = f.host_count.saturating_add(1);
+                f.host = Some(h.value.trim_ascii());
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                f.cl_count = f.cl_count.saturating_add(1);
+                f.content_length = Some(
+                    parse_content_length(h.value.trim_ascii())
+                        .ok_or(RequestError::BadRequest("malformed Content-Length"))?,
+                );
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                let slot = f
+                    .te_values
+                    .get_mut(f.te_count)
+                    .ok_or(RequestError::BadRequest(
+                        "too many Transfer-Encoding fields",
+                    ))?;
+                *slot = h.value;
+                f.te_count = f.te_count.saturating_add(1);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in list_elements(h.value) {
+                    f.conn_close |= token.eq_ignore_ascii_case(b"close");
+                    f.conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    f.expect_continue = true;
+                } else {
+                    return Err(RequestError::ExpectationFailed);
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// The body's framing (RFC 9112 §6.1, §6.3), refusing every ambiguous shape.
+    fn framing(&self, version: Version) -> Result<Framing, RequestError> {
+        if self.te_count > 0 {
+            if self.cl_count > 0 {
+                return Err(RequestError::BadRequest(
+                    "both Content-Length and Transfer-Encoding",
+                ));
+            }
+            if version == Version::Http10 {
+                return Err(RequestError::BadRequest(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ));
+            }
+            check_transfer_codings(self.te_values.get(..self.te_count).unwrap_or_default())?;
+            return Ok(Framing::Chunked);
+        }
+        if self.cl_count > 1 {
+            return Err(RequestError::BadRequest("more than one Content-Length"));
+        }
+        Ok(match self.content_length {
+            None | Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+        })
+    }
+}
+
+/// A request-target taken apart: the path and query, the authority of an absolute-form target,
+/// and whether it is `*`.
+type Target<'b> = (&'b [u8], Option<&'b [u8]>, bool);
+
+/// The request-target's forms (RFC 9112 §3.2): the path and query, the authority of an
+/// absolute-form target (which overrides Host, §3.2.2), and whether it is `*`.
+fn split_target(target: &[u8], method: Method) -> Result<Target<'_>, RequestError> {
+    if target.first() == Some(&b'/') {
+        return Ok((target, None, false));
+    }
+    if target == b"*" {
+        if method != Method::Options {
+            return Err(RequestError::BadRequest(
+                "asterisk-form is only for OPTIONS",
+            ));
+        }
+        return Ok((&b""[..], None, true));
+    }
+    let absolute = target.len() > 7
+        && target
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"http://"));
+    if !absolute {
+        // authority-form (CONNECT) and anything else.
+        return Err(RequestError::BadRequest("unsupported request-target form"));
+    }
+    let rest = target.get(7..).unwrap_or_default();
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let authority = rest.get(..end).unwrap_or_default();
+    if authority.is_empty() || authority.contains(&b'@') || !valid_host(authority) {
+        return Err(RequestError::BadRequest("invalid host in the request URL"));
+    }
+    let pq = rest.get(end..).unwrap_or_default();
+    let pq = if pq.first() == Some(&b'/') { pq } else { b"/" };
+    Ok((pq, Some(authority), false))
 }
 
 #[cfg(test)]

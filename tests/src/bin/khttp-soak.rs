@@ -6,6 +6,11 @@
 //! `khttp-soak --port PORT --endpoint unix:PATH --pid PID [--seconds N] [--dir DIR]
 //!             [--fetchers N] [--crowd N] [--slow N]`
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "test code: one scenario reads best whole"
+)]
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitCode};
