@@ -16,8 +16,8 @@ use wdk_sys::{
     WDFDEVICE,
 };
 
+use khttp_engine::SlotTable;
 use khttp_engine::limits::{DRIVER_MAX_CONNECTIONS, OVERLOAD_CONNECTIONS};
-use khttp_engine::slots::SlotTable;
 
 use crate::net::ConnCtx;
 

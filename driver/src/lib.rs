@@ -314,7 +314,7 @@ pub unsafe extern "system" fn driver_entry(
         return STATUS_INSUFFICIENT_RESOURCES;
     }
     slots.resize_with(MAX_SLOTS, || AtomicPtr::new(core::ptr::null_mut()));
-    let Ok(slot_table) = khttp_engine::slots::SlotTable::try_new(MAX_SLOTS as u32) else {
+    let Ok(slot_table) = khttp_engine::SlotTable::try_new(MAX_SLOTS as u32) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
     // SAFETY: no callback can read the global state before this returns: the queue and timer

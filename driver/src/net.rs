@@ -20,12 +20,12 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-use khttp_engine::conn::{Admission, Close, admit};
+use khttp_engine::Local;
 use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
-use khttp_engine::out::{Body, Transmit};
-use khttp_engine::pump::{Completion, InlineGate, NextIo, next_io};
-use khttp_engine::route::Local;
+use khttp_engine::{Admission, Close, admit};
+use khttp_engine::{Body, Transmit};
 use khttp_engine::{Clock, Connection, Site};
+use khttp_engine::{Completion, InlineGate, NextIo, next_io};
 use khttp_wsk::imports::{
     WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI,
 };

@@ -162,9 +162,9 @@ pub enum CanonError {
     BadChar,
     /// `..` segments would climb above the root.
     AboveRoot,
-    /// A segment longer than [`crate::route::MAX_SEGMENT_LEN`].
+    /// A segment longer than `MAX_SEGMENT_LEN` (260).
     SegmentTooLong,
-    /// More than [`crate::route::MAX_SEGMENTS`] segments.
+    /// More than `MAX_SEGMENTS` (255) segments.
     TooManySegments,
     /// No memory for the cooked copy.
     OutOfMemory,
@@ -218,7 +218,7 @@ pub enum PrefixError {
     InvalidPath(CanonError),
     /// A path that is not already canonical (it would be written differently after cooking).
     NotCanonical,
-    /// Longer than [`crate::route::MAX_PREFIX_LEN`].
+    /// Longer than `MAX_PREFIX_LEN` (16,384 bytes).
     TooLong,
     /// No memory to hold the parsed prefix.
     OutOfMemory,

@@ -2,17 +2,21 @@
 //! the response cache and the connection state machine.
 //!
 //! It is *sans-IO*: no sockets, IRPs, threads, clocks, locks or entropy. The Windows driver and
-//! the Linux host (`khttpd`) feed it bytes and a caller-supplied [`time::Clock`], and send what it
+//! the Linux host (`khttpd`) feed it bytes and a caller-supplied [`Clock`], and send what it
 //! gives back. It is `no_std` + `alloc`, has no unsafe code, and is written not to panic on any
 //! input: a panic in the driver is a bugcheck. Every size that input decides is checked, and every
 //! allocation that input sizes is fallible (out of memory gives 503 or a close).
 //!
 //! Entry points:
-//! - [`conn::Connection`]: one per TCP connection;
-//! - [`site::Site`]: reservations, cache, limits, statistics — an immutable snapshot for readers,
-//!   cloned and swapped by writers;
-//! - [`route`], [`cache`], [`http1`]: the rules, each next to the RFC or http.sys text it
-//!   implements.
+//! - [`Connection`]: one per TCP connection, with [`admit`] for admission control;
+//! - [`Site`]: reservations, cache, limits, statistics — an immutable snapshot for readers,
+//!   cloned and swapped by writers through [`ctl::commit`];
+//! - [`InlineGate`] and [`next_io`]: driving a connection over a completion-based transport
+//!   (WSK);
+//! - [`persist`]: the configuration as text; [`limits`]: every limit.
+//!
+//! The modules behind these (the HTTP/1.1 grammar, routing, the cache, responses) are private,
+//! each next to the RFC or http.sys text it implements.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -33,24 +37,38 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-pub mod cache;
-pub mod conn;
+mod cache;
+mod conn;
 pub mod ctl;
-pub mod error;
-pub mod http1;
+mod error;
+mod http1;
 pub mod limits;
 mod mem;
-pub mod out;
+mod out;
 pub mod persist;
-pub mod pump;
-pub mod respond;
-pub mod route;
-pub mod site;
-pub mod slots;
-pub mod time;
+mod pump;
+mod respond;
+mod route;
+mod site;
+mod slots;
+mod time;
 
-pub use conn::{Close, Connection};
-pub use error::{CtlError, RequestError};
+// The API: what the hosts (khttpd, the driver) and khttpctl use. Everything else is private, so
+// that the compiler reports what nothing uses.
+pub use cache::entry::EntrySpec;
+pub use conn::{Admission, Close, Connection, Deadline, LogRecord, Phase, Timer, admit};
+pub use error::{CanonError, CtlError, OutOfMemory, PrefixError, RequestError};
 pub use limits::Limits;
-pub use site::Site;
-pub use time::{Clock, Instant};
+pub use out::{Body, Transmit};
+pub use pump::{Completion, InlineGate, NextIo, next_io};
+pub use route::{Local, canonicalize, parse_prefix, parse_url};
+pub use site::{Site, Stats};
+pub use slots::SlotTable;
+pub use time::{Clock, HttpDate, Instant};
+
+/// For the engine's own integration tests, benches and fuzz targets: the HTTP field grammar
+/// they drive directly. Not an API: it changes with the engine.
+#[doc(hidden)]
+pub mod hooks {
+    pub use crate::http1::fields::{Coding, RangeRequest, negotiate, parse_range};
+}

@@ -38,7 +38,7 @@ impl Item {
 
 /// A point to roll back to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mark {
+pub(crate) struct Mark {
     items: usize,
     head: usize,
 }
@@ -61,7 +61,7 @@ pub enum Transmit<'a> {
 
 /// The output queue.
 #[derive(Debug, Default)]
-pub struct Output {
+pub(crate) struct Output {
     head: Vec<u8>,
     /// Offset in `head` of the first unsent head item.
     head_start: usize,
@@ -81,7 +81,7 @@ impl Output {
     ///
     /// # Errors
     /// [`OutOfMemory`]; nothing is appended.
-    pub fn put(&mut self, parts: &[&[u8]]) -> Result<(), OutOfMemory> {
+    pub(crate) fn put(&mut self, parts: &[&[u8]]) -> Result<(), OutOfMemory> {
         let before = self.head.len();
         put(&mut self.head, parts)?;
         self.open = self
@@ -103,7 +103,12 @@ impl Output {
     ///
     /// # Errors
     /// [`OutOfMemory`].
-    pub fn body(&mut self, body: &Body, start: usize, end: usize) -> Result<(), OutOfMemory> {
+    pub(crate) fn body(
+        &mut self,
+        body: &Body,
+        start: usize,
+        end: usize,
+    ) -> Result<(), OutOfMemory> {
         self.close_head()?;
         if end > start && end <= body.len() {
             self.items.try_reserve(1)?;
@@ -120,7 +125,7 @@ impl Output {
     ///
     /// # Errors
     /// [`OutOfMemory`].
-    pub fn mark(&mut self) -> Result<Mark, OutOfMemory> {
+    pub(crate) fn mark(&mut self) -> Result<Mark, OutOfMemory> {
         self.close_head()?;
         Ok(Mark {
             items: self.items.len(),
@@ -129,7 +134,7 @@ impl Output {
     }
 
     /// Drops everything written after `mark`.
-    pub fn rollback(&mut self, mark: Mark) {
+    pub(crate) fn rollback(&mut self, mark: Mark) {
         self.items.truncate(mark.items.max(self.committed));
         self.head.truncate(mark.head);
         self.open = 0;
@@ -139,7 +144,7 @@ impl Output {
     ///
     /// # Errors
     /// [`OutOfMemory`].
-    pub fn commit(&mut self) -> Result<(), OutOfMemory> {
+    pub(crate) fn commit(&mut self) -> Result<(), OutOfMemory> {
         self.close_head()?;
         let newly = self
             .items
@@ -156,32 +161,32 @@ impl Output {
 
     /// Bytes committed and not yet sent.
     #[must_use]
-    pub const fn pending_bytes(&self) -> u64 {
+    pub(crate) const fn pending_bytes(&self) -> u64 {
         self.committed_bytes
     }
 
     /// Head bytes queued and not yet sent (bodies are references and do not count).
     #[must_use]
-    pub const fn head_backlog(&self) -> usize {
+    pub(crate) const fn head_backlog(&self) -> usize {
         self.head.len().saturating_sub(self.head_start)
     }
 
     /// Committed items not yet fully sent.
     #[must_use]
-    pub const fn pending_items(&self) -> usize {
+    pub(crate) const fn pending_items(&self) -> usize {
         self.committed
     }
 
     /// Whether nothing (committed or held) is queued.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty() && self.open == 0
     }
 
     /// Fills `out` with the committed bytes to send next, in order; returns how many slices.
     /// Stops before a body piece of `large` bytes or more unless it is the first piece, so that
     /// the caller can send such pieces another way (`usize::MAX`: never stop).
-    pub fn slices<'a>(&'a self, out: &mut [&'a [u8]], large: usize) -> usize {
+    pub(crate) fn slices<'a>(&'a self, out: &mut [&'a [u8]], large: usize) -> usize {
         let mut n = 0usize;
         let mut head_at = self.head_start;
         for (i, item) in self.items.iter().take(self.committed).enumerate() {
@@ -212,7 +217,7 @@ impl Output {
 
     /// The next committed piece to send.
     #[must_use]
-    pub fn front(&self) -> Option<Transmit<'_>> {
+    pub(crate) fn front(&self) -> Option<Transmit<'_>> {
         if self.committed == 0 {
             return None;
         }
@@ -235,7 +240,7 @@ impl Output {
 
     /// Records that `n` committed bytes were sent. Returns false if `n` exceeds what was pending
     /// (a caller bug; the excess is ignored).
-    pub fn advance(&mut self, mut n: usize) -> bool {
+    pub(crate) fn advance(&mut self, mut n: usize) -> bool {
         self.committed_bytes = self
             .committed_bytes
             .saturating_sub(u64::try_from(n).unwrap_or(u64::MAX));
@@ -264,7 +269,7 @@ impl Output {
     }
 
     /// Frees buffers grown past `keep` bytes, when empty (idle connections stay small).
-    pub fn shrink(&mut self, keep: usize) {
+    pub(crate) fn shrink(&mut self, keep: usize) {
         if self.is_empty() && self.head.capacity() > keep {
             self.head = Vec::new();
             self.items = VecDeque::new();

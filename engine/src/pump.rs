@@ -126,12 +126,14 @@ impl InlineGate {
     }
 
     /// Whether the connection is being closed.
+    #[cfg(test)]
     #[must_use]
     pub fn closing(&self) -> bool {
         self.state.load(Ordering::Acquire) == CLOSING
     }
 
     /// Whether an operation is in flight.
+    #[cfg(test)]
     #[must_use]
     pub fn busy(&self) -> bool {
         self.state.load(Ordering::Acquire) != IDLE

@@ -20,7 +20,7 @@ use crate::time::{Clock, HttpDate};
 
 /// How one request is answered.
 #[derive(Clone, Copy, Debug)]
-pub enum Answer<'a> {
+pub(crate) enum Answer<'a> {
     /// A cache entry answers a GET or HEAD (with its preconditions, ranges and codings).
     Cached {
         /// The entry.
@@ -52,7 +52,7 @@ const ALLOW: &[u8] = b"Allow: GET, HEAD\r\n";
 impl Answer<'_> {
     /// The page for a request refused while it was read or parsed.
     #[must_use]
-    pub const fn refused(e: RequestError) -> Self {
+    pub(crate) const fn refused(e: RequestError) -> Self {
         Self::Page {
             status: e.status(),
             text: e.reason(),
@@ -64,7 +64,7 @@ impl Answer<'_> {
     ///
     /// # Errors
     /// [`OutOfMemory`]; the caller rolls back to its mark.
-    pub fn write(
+    pub(crate) fn write(
         &self,
         out: &mut Output,
         date: &HttpDate,
@@ -130,7 +130,7 @@ impl Answer<'_> {
 
 /// The `Connection` field for a response to `head`.
 #[must_use]
-pub const fn persist(head: &Head<'_>) -> Persist {
+pub(crate) const fn persist(head: &Head<'_>) -> Persist {
     match (head.keep_alive, head.version) {
         (false, _) => Persist::Close,
         (true, Version::Http10) => Persist::KeepAlive,
@@ -144,7 +144,7 @@ pub const fn persist(head: &Head<'_>) -> Persist {
 ///
 /// # Errors
 /// [`OutOfMemory`] while canonicalising the path.
-pub fn decide<'a>(
+pub(crate) fn decide<'a>(
     local: Local,
     head: &'a Head<'a>,
     headers: &'a [httparse::Header<'a>],

@@ -321,7 +321,7 @@ mod tests {
     use super::Site;
     use crate::cache::EntrySpec;
     use crate::error::CtlError;
-    use crate::route::PrefixError;
+    use crate::error::PrefixError;
     use crate::time::Instant;
 
     fn spec(body: &[u8]) -> EntrySpec<'static> {

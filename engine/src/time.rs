@@ -29,7 +29,7 @@ impl Instant {
 }
 
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub const HTTP_DATE_LEN: usize = 29;
+pub(crate) const HTTP_DATE_LEN: usize = 29;
 
 /// The last second the engine formats (9999-12-31T23:59:59Z); later times are clamped to it.
 const MAX_UNIX_SECS: u64 = 253_402_300_799;
@@ -227,7 +227,7 @@ fn to_unix(year: u32, month: u32, day: u32, (h, m, s): (u32, u32, u32)) -> Optio
 /// IMF-fixdate, the obsolete RFC 850 form, and asctime. Returns seconds since the Unix epoch, or
 /// `None` for anything else (the caller then ignores the field, as §13.1.3 and §13.1.4 require).
 #[must_use]
-pub fn parse_http_date(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_http_date(s: &[u8]) -> Option<u64> {
     let s = s.trim_ascii();
     let mut parts = s.split(|&b| b == b' ').filter(|p| !p.is_empty());
     let first = parts.next()?;

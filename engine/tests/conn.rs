@@ -3,9 +3,9 @@
 mod common;
 
 use common::{BODY, Harness, LOCAL, UNIX_NOW, get, one, parse_responses, site};
-use khttp_engine::cache::EntrySpec;
-use khttp_engine::conn::{Phase, Timer};
+use khttp_engine::EntrySpec;
 use khttp_engine::{Clock, Close, Connection, Instant};
+use khttp_engine::{Phase, Timer};
 
 #[test]
 fn get_hit_has_the_expected_head_and_body() {
@@ -567,7 +567,7 @@ fn statistics() {
 
 #[test]
 fn next_io_drives_a_connection() {
-    use khttp_engine::pump::{InlineGate, NextIo, next_io};
+    use khttp_engine::{InlineGate, NextIo, next_io};
     let mut h = Harness::new(site());
     let gate = InlineGate::new();
     assert_eq!(next_io(&h.conn, &gate), NextIo::Receive);
@@ -791,8 +791,8 @@ fn timeouts_name_their_timer() {
 /// allowance, refused.
 #[test]
 fn connections_over_the_limit_get_503() {
-    use khttp_engine::conn::{Admission, admit};
     use khttp_engine::limits::OVERLOAD_CONNECTIONS;
+    use khttp_engine::{Admission, admit};
     let l = khttp_engine::Limits {
         max_connections: 2,
         ..Default::default()

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Harness, parse_responses, site};
-use khttp_engine::http1::fields::{Coding, RangeRequest, negotiate, parse_range};
-use khttp_engine::route::canonicalize;
+use khttp_engine::canonicalize;
+use khttp_engine::hooks::{Coding, RangeRequest, negotiate, parse_range};
 use proptest::prelude::*;
 
 /// Valid requests of every kind the engine answers without closing.

@@ -12,9 +12,9 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use khttp_engine::cache::EntrySpec;
-use khttp_engine::route::Local;
-use khttp_engine::conn::Phase;
+use khttp_engine::EntrySpec;
+use khttp_engine::Local;
+use khttp_engine::Phase;
 use khttp_engine::{Clock, Close, Connection, Instant, Site};
 use libfuzzer_sys::fuzz_target;
 

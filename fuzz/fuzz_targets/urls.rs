@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use khttp_engine::route::{canonicalize, parse_prefix, parse_url};
+use khttp_engine::{canonicalize, parse_prefix, parse_url};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::Parser;
+use khttp_engine::EntrySpec;
 use khttp_engine::Site;
-use khttp_engine::cache::EntrySpec;
 use khttp_local::files;
 
 use crate::shared::Shared;

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use khttp_engine::conn::{Admission, Phase, admit};
-use khttp_engine::out::Transmit;
-use khttp_engine::route::Local;
+use khttp_engine::Local;
+use khttp_engine::Transmit;
+use khttp_engine::{Admission, Phase, admit};
 use khttp_engine::{Clock, Close, Connection, Instant, Site};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};

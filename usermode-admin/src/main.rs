@@ -202,7 +202,7 @@ fn put_file(
     for url in urls {
         // The server's own URL grammar, checked here so that a bad URL reads the same from both
         // servers: the driver's refusal of a `cache put` carries a status, not the fault.
-        khttp_engine::route::parse_url(url).map_err(|e| Fail(format!("{url}: {e}")))?;
+        khttp_engine::parse_url(url).map_err(|e| Fail(format!("{url}: {e}")))?;
         let req = Request::CachePut(PutEntry {
             url,
             content_type: file.content_type,

@@ -46,7 +46,7 @@ pub struct GUID {
     pub Data4: [u8; 8],
 }
 
-/// `NPI_WSK_INTERFACE_ID` = {2227E803-8D8B-11D4-ABAD-009027719E09} (DRIVER-NOTES §4.1, [U]).
+/// `NPI_WSK_INTERFACE_ID` = {2227E803-8D8B-11D4-ABAD-009027719E09} (DRIVER-NOTES §4.1, \[U\]).
 pub const NPI_WSK_INTERFACE_ID: GUID = GUID {
     Data1: 0x2227_E803,
     Data2: 0x8D8B,
@@ -111,7 +111,7 @@ pub const WSK_EVENT_SEND_BACKLOG: u32 = 0x0000_0010;
 pub const WSK_EVENT_DISABLE: u32 = 0x8000_0000;
 
 // Options and addresses (Windows values).
-/// `WSK_SO_BASE` ([U], inferred).
+/// `WSK_SO_BASE` (\[U\], inferred).
 pub const WSK_SO_BASE: u32 = 0x4000;
 /// `SO_WSK_EVENT_CALLBACK`.
 pub const SO_WSK_EVENT_CALLBACK: u32 = WSK_SO_BASE + 2;

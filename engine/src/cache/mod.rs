@@ -10,8 +10,8 @@
 //! it is compared exactly (a decision: HTTPSYS-REFERENCE §9.4 leaves it open; exact matching is
 //! what a Linux file tree expects).
 
-pub mod entry;
-pub mod serve;
+pub(crate) mod entry;
+pub(crate) mod serve;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -20,14 +20,14 @@ use core::hash::{Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
 
-pub use entry::{Entry, EntrySpec, Variant};
+pub(crate) use entry::{Entry, EntrySpec};
 
 use crate::error::OutOfMemory;
 use crate::mem;
 use crate::time::Instant;
 
 /// Number of copy-on-write shards.
-pub const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 
 /// An owned cache key.
 #[derive(Clone, Debug, PartialEq, Eq)]

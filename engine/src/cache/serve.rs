@@ -24,7 +24,7 @@ use crate::time::{HttpDate, parse_http_date};
 use super::entry::{Entry, Variant};
 
 /// The values of every field named `name` (ASCII case-insensitive), in order.
-pub fn values<'h, 'b: 'h>(
+pub(crate) fn values<'h, 'b: 'h>(
     headers: &'h [httparse::Header<'b>],
     name: &'static str,
 ) -> impl Iterator<Item = &'b [u8]> + Clone + 'h {
@@ -105,7 +105,7 @@ fn to_usize(n: u64) -> usize {
 ///
 /// # Errors
 /// [`OutOfMemory`]; the caller rolls back what was written.
-pub fn serve(
+pub(crate) fn serve(
     entry: &Entry,
     method: Method,
     headers: &[httparse::Header<'_>],

@@ -19,7 +19,7 @@
 use crate::error::RequestError;
 
 /// Longest chunk extension accepted on one chunk line.
-pub const MAX_CHUNK_EXT: usize = 1024;
+pub(crate) const MAX_CHUNK_EXT: usize = 1024;
 
 /// Where the chunked decoder is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ enum Chunked {
 
 /// Reads a request body and throws it away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BodyReader {
+pub(crate) struct BodyReader {
     state: State,
     /// Trailer bytes and fields still allowed (they count against the head limits).
     trailer_bytes_left: usize,
@@ -74,7 +74,7 @@ enum State {
 
 /// What happened to a piece of input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Bytes of the input that belong to the body.
     pub consumed: usize,
     /// Whether the body is complete.
@@ -88,7 +88,7 @@ const FORBIDDEN_TRAILERS: [&[u8]; 4] =
 impl BodyReader {
     /// A reader for `Content-Length: n`.
     #[must_use]
-    pub const fn with_length(n: u64) -> Self {
+    pub(crate) const fn with_length(n: u64) -> Self {
         Self {
             state: State::Length(n),
             trailer_bytes_left: 0,
@@ -101,7 +101,11 @@ impl BodyReader {
     /// A reader for a chunked body whose trailers may use `head_bytes_left` bytes and
     /// `fields_left` fields, each at most `max_field` bytes.
     #[must_use]
-    pub const fn chunked(head_bytes_left: usize, fields_left: usize, max_field: usize) -> Self {
+    pub(crate) const fn chunked(
+        head_bytes_left: usize,
+        fields_left: usize,
+        max_field: usize,
+    ) -> Self {
         Self {
             state: State::Chunked(Chunked::Size {
                 size: 0,
@@ -116,7 +120,7 @@ impl BodyReader {
 
     /// Body bytes (chunk data, or content) consumed so far.
     #[must_use]
-    pub const fn discarded(&self) -> u64 {
+    pub(crate) const fn discarded(&self) -> u64 {
         self.discarded
     }
 
@@ -124,7 +128,7 @@ impl BodyReader {
     ///
     /// # Errors
     /// 400 for a malformed chunked body, 431 for trailers over the head limits.
-    pub fn feed(&mut self, input: &[u8]) -> Result<Progress, RequestError> {
+    pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Progress, RequestError> {
         match &mut self.state {
             State::Length(left) => {
                 let take = usize::try_from(*left)

@@ -30,7 +30,7 @@ fn etags(value: &[u8]) -> impl Iterator<Item = Option<(bool, &[u8])>> {
 /// `If-None-Match` (§13.1.2): true when any element weakly matches `etag` (a strong tag
 /// `"…"`), or is `*`. Malformed elements never match.
 #[must_use]
-pub fn none_match_hits<'a>(values: impl Iterator<Item = &'a [u8]>, etag: &[u8]) -> bool {
+pub(crate) fn none_match_hits<'a>(values: impl Iterator<Item = &'a [u8]>, etag: &[u8]) -> bool {
     values
         .into_iter()
         .any(|v| v.trim_ascii() == b"*" || etags(v).any(|t| t.is_some_and(|(_, tag)| tag == etag)))
@@ -38,7 +38,7 @@ pub fn none_match_hits<'a>(values: impl Iterator<Item = &'a [u8]>, etag: &[u8]) 
 
 /// `If-Match` (§13.1.1): true when any element strongly matches `etag`, or is `*`.
 #[must_use]
-pub fn match_hits<'a>(values: impl Iterator<Item = &'a [u8]>, etag: &[u8]) -> bool {
+pub(crate) fn match_hits<'a>(values: impl Iterator<Item = &'a [u8]>, etag: &[u8]) -> bool {
     values.into_iter().any(|v| {
         v.trim_ascii() == b"*"
             || etags(v).any(|t| t.is_some_and(|(weak, tag)| !weak && tag == etag))
@@ -47,7 +47,7 @@ pub fn match_hits<'a>(values: impl Iterator<Item = &'a [u8]>, etag: &[u8]) -> bo
 
 /// `If-Range` holding an entity-tag: a strong comparison (§13.1.5).
 #[must_use]
-pub fn if_range_etag_matches(value: &[u8], etag: &[u8]) -> bool {
+pub(crate) fn if_range_etag_matches(value: &[u8], etag: &[u8]) -> bool {
     parse_etag(value.trim_ascii()).is_some_and(|(weak, tag)| !weak && tag == etag)
 }
 
@@ -207,7 +207,7 @@ impl ByteRange {
 }
 
 /// The most ranges served as multipart/byteranges; more is answered with the whole 200.
-pub const MAX_RANGES: usize = 16;
+pub(crate) const MAX_RANGES: usize = 16;
 
 /// What a `Range` field asks for, against a representation of `len` bytes.
 #[expect(

@@ -17,7 +17,7 @@ use crate::limits::Limits;
 
 /// The request methods the engine tells apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     /// `GET`
     Get,
     /// `HEAD`
@@ -30,7 +30,7 @@ pub enum Method {
 
 /// HTTP/1.0 or HTTP/1.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     /// HTTP/1.0
     Http10,
     /// HTTP/1.1
@@ -39,7 +39,7 @@ pub enum Version {
 
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body.
     None,
     /// `Content-Length: n` with n > 0.
@@ -50,7 +50,7 @@ pub enum Framing {
 
 /// A parsed, validated request head. Borrows the input.
 #[derive(Debug)]
-pub struct Head<'b> {
+pub(crate) struct Head<'b> {
     /// The method.
     pub method: Method,
     /// The version.
@@ -74,7 +74,7 @@ pub struct Head<'b> {
 /// Finds the end of a head (the empty line) in `buf`, starting the search at `from`. Returns the
 /// offset just past it. Only CRLF CRLF, LF LF, CRLF LF and LF CRLF count.
 #[must_use]
-pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     let tail = buf.get(from..)?;
     let mut i = 0usize;
     while let Some(pos) = tail.get(i..)?.iter().position(|&b| b == b'\n') {
@@ -93,7 +93,7 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Iterates the elements of a comma-separated list field (RFC 9110 §5.6.1), trimmed, skipping
 /// empty elements (`a, , b` and a trailing comma are legal and mean nothing).
-pub fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -244,12 +244,12 @@ fn map_error(e: httparse::Error, buf: &[u8]) -> RequestError {
 
 /// How much of an incomplete head [`early_error`] looks at per call, so that a head arriving a
 /// byte at a time costs linear time overall.
-pub const EARLY_CHECK_BYTES: usize = 1024;
+pub(crate) const EARLY_CHECK_BYTES: usize = 1024;
 
 /// Checks the start of an incomplete head, so that garbage is refused at once instead of after
 /// the header timeout. `None` means "no error yet".
 #[must_use]
-pub fn early_error(buf: &[u8]) -> Option<RequestError> {
+pub(crate) fn early_error(buf: &[u8]) -> Option<RequestError> {
     let prefix = buf.get(..EARLY_CHECK_BYTES).unwrap_or(buf);
     let mut no_slots: [httparse::Header<'_>; 0] = [];
     match httparse::Request::new(&mut no_slots).parse(prefix) {
@@ -266,7 +266,7 @@ pub fn early_error(buf: &[u8]) -> Option<RequestError> {
 ///
 /// # Errors
 /// The [`RequestError`] to answer with; the connection then closes.
-pub fn parse_head<'h, 'b>(
+pub(crate) fn parse_head<'h, 'b>(
     buf: &'b [u8],
     slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
     limits: &Limits,

@@ -15,7 +15,7 @@ const SERVER: &[u8] = b"Server: khttp\r\n";
 
 /// What a response says about the connection after it (RFC 9112 §9.3, §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Persist {
+pub(crate) enum Persist {
     /// HTTP/1.1 keeps the connection by default: no `Connection` field.
     Default,
     /// An HTTP/1.0 client asked to keep it: `Connection: keep-alive`.
@@ -36,7 +36,7 @@ impl Persist {
 
 /// What was sent, for statistics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Served {
+pub(crate) struct Served {
     /// Status code.
     pub status: u16,
     /// Body bytes queued.
@@ -48,7 +48,7 @@ pub struct Served {
 /// A response head: the status line, `Date` and `Server`, then `fields`, then `Content-Length`
 /// and `Connection`, then the empty line. An interim (1xx) head is its status line alone.
 #[derive(Clone, Copy, Debug)]
-pub struct ResponseHead<'a> {
+pub(crate) struct ResponseHead<'a> {
     /// Status code, 100..=999.
     pub status: u16,
     /// The `Date` value.
@@ -66,7 +66,7 @@ impl ResponseHead<'_> {
     ///
     /// # Errors
     /// [`OutOfMemory`]; the caller rolls back to its mark.
-    pub fn write(&self, out: &mut Output) -> Result<(), OutOfMemory> {
+    pub(crate) fn write(&self, out: &mut Output) -> Result<(), OutOfMemory> {
         let known = status_line(self.status);
         if known.is_empty() {
             let mut line = Vec::new();
@@ -95,7 +95,7 @@ impl ResponseHead<'_> {
 ///
 /// # Errors
 /// [`OutOfMemory`].
-pub fn page(
+pub(crate) fn page(
     out: &mut Output,
     status: u16,
     date: &HttpDate,
@@ -125,7 +125,7 @@ pub fn page(
 
 /// Decimal digits of `n`, in a stack buffer.
 #[derive(Clone, Copy)]
-pub struct Decimal {
+pub(crate) struct Decimal {
     buf: [u8; 20],
     start: usize,
 }
@@ -133,7 +133,7 @@ pub struct Decimal {
 impl Decimal {
     /// Formats `n`.
     #[must_use]
-    pub fn new(mut n: u64) -> Self {
+    pub(crate) fn new(mut n: u64) -> Self {
         let mut buf = [b'0'; 20];
         let mut start = buf.len();
         loop {
@@ -152,7 +152,7 @@ impl Decimal {
 
     /// The digits.
     #[must_use]
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.buf.get(self.start..).unwrap_or_default()
     }
 }
@@ -160,7 +160,7 @@ impl Decimal {
 /// The status line for `status`, e.g. `HTTP/1.1 404 Not Found\r\n`. Responses always carry
 /// HTTP/1.1, the highest minor version this server speaks (RFC 9110 §6.2).
 #[must_use]
-pub fn status_line(status: u16) -> &'static [u8] {
+pub(crate) fn status_line(status: u16) -> &'static [u8] {
     match status {
         100 => b"HTTP/1.1 100 Continue\r\n",
         200 => b"HTTP/1.1 200 OK\r\n",
@@ -203,7 +203,7 @@ pub fn status_line(status: u16) -> &'static [u8] {
 ///
 /// # Errors
 /// [`OutOfMemory`].
-pub fn put_status_line(buf: &mut Vec<u8>, status: u16) -> Result<(), OutOfMemory> {
+pub(crate) fn put_status_line(buf: &mut Vec<u8>, status: u16) -> Result<(), OutOfMemory> {
     let known = status_line(status);
     if known.is_empty() {
         put(

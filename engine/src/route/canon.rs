@@ -15,9 +15,9 @@ use alloc::vec::Vec;
 use crate::error::CanonError;
 
 /// http.sys `UrlSegmentMaxLength` default.
-pub const MAX_SEGMENT_LEN: usize = 260;
+pub(crate) const MAX_SEGMENT_LEN: usize = 260;
 /// http.sys `UrlSegmentMaxCount` default.
-pub const MAX_SEGMENTS: usize = 255;
+pub(crate) const MAX_SEGMENTS: usize = 255;
 
 /// RFC 3986 §2.3: `unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"`.
 const fn is_unreserved(b: u8) -> bool {

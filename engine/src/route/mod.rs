@@ -21,10 +21,11 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
-pub use canon::{MAX_SEGMENT_LEN, MAX_SEGMENTS, canonicalize};
-pub use prefix::{Bucket, HostSpec, MAX_PREFIX_LEN, Prefix, parse_prefix, parse_url};
+pub use canon::canonicalize;
+pub(crate) use prefix::{Bucket, HostSpec, Prefix};
+pub use prefix::{parse_prefix, parse_url};
 
-pub use crate::error::{CanonError, PrefixError};
+pub(crate) use crate::error::CanonError;
 
 use crate::error::{CtlError, OutOfMemory};
 

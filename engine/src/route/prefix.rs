@@ -132,7 +132,7 @@ impl core::fmt::Display for Prefix {
 }
 
 /// The longest prefix or cache URL accepted (the default `max-url-length`).
-pub const MAX_PREFIX_LEN: usize = 16_384;
+pub(crate) const MAX_PREFIX_LEN: usize = 16_384;
 
 /// RFC 1123 host name: labels of letters, digits and hyphens, 1..=63 each, 253 in all.
 fn is_dns_name(s: &str) -> bool {

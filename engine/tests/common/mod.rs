@@ -8,8 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use khttp_engine::cache::EntrySpec;
-use khttp_engine::route::Local;
+use khttp_engine::EntrySpec;
+use khttp_engine::Local;
 use khttp_engine::{Clock, Close, Connection, Instant, Site};
 
 /// 1994-11-06T08:49:37Z, the RFC's example date.
