@@ -1,12 +1,18 @@
-//! Driver-wide state: the site snapshot, the clock, the connection table, the stop flag.
+//! Driver-wide state: the site snapshot, the clock, the stop flag; and [`SpinGuard`]. The
+//! connection table is the network module's (`net::conn`).
 //!
 //! Readers at <= DISPATCH_LEVEL take the spin lock only to clone the `Arc<Site>` (DRIVER-NOTES §5);
 //! the one writer (the sequential, passive-level IOCTL queue) builds the next site outside the
 //! lock and swaps it in under it.
 
+#![allow(
+    unsafe_code,
+    reason = "a spin-locked site snapshot and the global state: UnsafeCell behind locks, and the clock"
+)]
+
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::AtomicBool;
 
 use khttp_engine::{Clock, Instant, Site};
 use wdk::wdf::SpinLock;
@@ -15,15 +21,6 @@ use wdk_sys::{
     _WDF_EXECUTION_LEVEL, _WDF_SYNCHRONIZATION_SCOPE, LARGE_INTEGER, WDF_OBJECT_ATTRIBUTES,
     WDFDEVICE,
 };
-
-use khttp_engine::SlotTable;
-use khttp_engine::limits::{DRIVER_MAX_CONNECTIONS, OVERLOAD_CONNECTIONS};
-
-use crate::net::ConnCtx;
-
-/// Connection contexts the driver holds at once: those it serves (`max-connections`, at most
-/// [`DRIVER_MAX_CONNECTIONS`]) and those it answers 503.
-pub(crate) const MAX_SLOTS: usize = DRIVER_MAX_CONNECTIONS + OVERLOAD_CONNECTIONS;
 
 /// `WDF_OBJECT_ATTRIBUTES_INIT` (DRIVER-NOTES §1.6): size, inherit execution level and scope.
 pub(crate) fn object_attributes() -> WDF_OBJECT_ATTRIBUTES {
@@ -40,6 +37,23 @@ pub(crate) fn spin_lock(device: WDFDEVICE) -> Result<SpinLock, wdk_sys::NTSTATUS
     let mut attrs = object_attributes();
     attrs.ParentObject = device.cast();
     SpinLock::create(&mut attrs)
+}
+
+/// A held WDF spin lock, released when it drops (<= DISPATCH_LEVEL).
+pub(crate) struct SpinGuard<'a>(&'a SpinLock);
+
+impl<'a> SpinGuard<'a> {
+    /// Acquires `lock`.
+    pub(crate) fn new(lock: &'a SpinLock) -> Self {
+        lock.acquire();
+        Self(lock)
+    }
+}
+
+impl Drop for SpinGuard<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 /// The site snapshot behind a spin lock.
@@ -67,20 +81,19 @@ impl SiteCell {
 
     /// The current snapshot (<= DISPATCH_LEVEL).
     pub(crate) fn snapshot(&self) -> Arc<Site> {
-        self.lock.acquire();
+        let _guard = SpinGuard::new(&self.lock);
         // SAFETY: `lock` is held (type invariant).
-        let s = Arc::clone(unsafe { &*self.site.get() });
-        self.lock.release();
-        s
+        Arc::clone(unsafe { &*self.site.get() })
     }
 
     /// Swaps in `next`; the old snapshot is dropped outside the lock. The caller allocates the
     /// `Arc` (fallibly, `Arc::try_new`) before it persists anything (issue #9, finding 12).
     pub(crate) fn publish(&self, mut next: Arc<Site>) {
-        self.lock.acquire();
-        // SAFETY: `lock` is held (type invariant).
-        core::mem::swap(unsafe { &mut *self.site.get() }, &mut next);
-        self.lock.release();
+        {
+            let _guard = SpinGuard::new(&self.lock);
+            // SAFETY: `lock` is held (type invariant).
+            core::mem::swap(unsafe { &mut *self.site.get() }, &mut next);
+        }
         drop(next);
     }
 }
@@ -90,40 +103,8 @@ pub(crate) struct Global {
     pub(crate) site: SiteCell,
     /// Set at the start of unload: refuse new IOCTLs and connections.
     pub(crate) stopping: AtomicBool,
-    /// Live connection contexts, for the timer sweep and unload. Changed only under
-    /// `slots_lock`: a context found there under the lock still holds its slot reference.
-    pub(crate) slots: alloc::boxed::Box<[AtomicPtr<ConnCtx>]>,
-    /// Which slots are free and which are live (the engine's [`SlotTable`]).
-    /// INVARIANT: touched only while `slots_lock` is held.
-    pub(crate) slot_table: UnsafeCell<SlotTable>,
-    /// Guards `slots` and `slot_table`.
-    pub(crate) slots_lock: SpinLock,
-    /// Live contexts that are answered 503 (over `max-connections`); changed only under
-    /// `slots_lock`.
-    pub(crate) overloaded: AtomicUsize,
-    /// Contexts not yet freed (unload waits for 0).
-    pub(crate) live: AtomicUsize,
     /// The registry path of the service key, NUL-terminated UTF-16, for persistence.
     pub(crate) service_key: alloc::vec::Vec<u16>,
-}
-
-impl Global {
-    /// Runs `f` on the slot table under `slots_lock` (<= DISPATCH_LEVEL).
-    pub(crate) fn with_slots<R>(&self, f: impl FnOnce(&mut SlotTable) -> R) -> R {
-        self.slots_lock.acquire();
-        // SAFETY: `slots_lock` is held (invariant of `slot_table`), so this is the only access.
-        let r = f(unsafe { &mut *self.slot_table.get() });
-        self.slots_lock.release();
-        r
-    }
-
-    /// Gives `slot` back to `table` (under `slots_lock`, from [`Global::with_slots`]).
-    pub(crate) fn leave(&self, table: &mut SlotTable, slot: u32, overload: bool) {
-        if overload {
-            self.overloaded.fetch_sub(1, Ordering::AcqRel);
-        }
-        table.release(slot);
-    }
 }
 
 struct GlobalCell(UnsafeCell<Option<Global>>);
@@ -171,11 +152,4 @@ pub(crate) fn clock() -> Clock {
     let unix = u64::try_from(since_1601).unwrap_or(0) / 10_000_000;
     let unix = unix.saturating_sub(11_644_473_600);
     Clock::new(Instant(ticks_100ns / 10_000), unix)
-}
-
-/// Counts a freed context; the last one lets unload finish.
-pub(crate) fn context_freed() {
-    if let Some(g) = global() {
-        g.live.fetch_sub(1, Ordering::AcqRel);
-    }
 }

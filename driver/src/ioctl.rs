@@ -10,6 +10,11 @@
 //! they are copied once into driver memory (never read twice from the user-mapped view) and the
 //! result is the request's NTSTATUS.
 
+#![allow(
+    unsafe_code,
+    reason = "WDF request buffers and completion through the C ABI"
+)]
+
 use alloc::vec::Vec;
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -66,6 +71,9 @@ pub(crate) fn expire_tick() {
 
 /// The purge work item (PASSIVE_LEVEL): a clone without the expired entries, published under
 /// the writer lock. The cache is not persisted, so nothing is saved.
+///
+/// # Safety
+/// Called by the I/O manager for the work item [`PURGE`] queued, at PASSIVE_LEVEL.
 unsafe extern "C" fn on_purge(_device: PDEVICE_OBJECT, _context: PVOID) {
     if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
         // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.

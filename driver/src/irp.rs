@@ -4,6 +4,11 @@
 //! Every function here is a thin wrapper around one documented kernel routine. IRQL is noted on
 //! each; nothing here blocks except [`wait`] (PASSIVE_LEVEL).
 
+#![allow(
+    unsafe_code,
+    reason = "the kernel primitives: IRPs, MDLs, events, pool, work items"
+)]
+
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
@@ -11,13 +16,13 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem, IoFreeIrp,
-    IoFreeMdl, IoFreeWorkItem, IoQueueWorkItem, IoReuseIrp, KeInitializeEvent, KeSetEvent,
-    KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
+    IoFreeMdl, IoFreeWorkItem, IoQueueWorkItem, IoReuseIrp, KeDelayExecutionThread,
+    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
 };
 use wdk_sys::{
-    _EVENT_TYPE, _KWAIT_REASON, _MODE, _WORK_QUEUE_TYPE, IRP, KEVENT, NTSTATUS, PDEVICE_OBJECT,
-    PIO_WORKITEM, PIRP, PMDL, POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL, SL_INVOKE_ON_ERROR,
-    SL_INVOKE_ON_SUCCESS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
+    _EVENT_TYPE, _KWAIT_REASON, _MODE, _WORK_QUEUE_TYPE, IRP, KEVENT, LARGE_INTEGER, NTSTATUS,
+    PDEVICE_OBJECT, PIO_WORKITEM, PIRP, PMDL, POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL,
+    SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
 };
 
 /// The completion routine type of `IO_STACK_LOCATION::CompletionRoutine` ("C" on x64, [U]).
@@ -150,6 +155,10 @@ pub(crate) struct SyncCall {
 }
 
 /// Completion routine for [`SyncCall`]: signals the event, keeps the IRP.
+///
+/// # Safety
+/// Called by the I/O manager for an IRP prepared by [`SyncCall`], whose context is the live
+/// `SyncCall` the issuer waits on.
 unsafe extern "C" fn signal(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) -> NTSTATUS {
     // SAFETY: `context` is the `KEVENT` of a `SyncCall` whose owner is blocked in `wait` until
     // this runs, so it is live; KeSetEvent(.., FALSE) is allowed at <= DISPATCH_LEVEL.
@@ -350,11 +359,21 @@ impl SingleWork {
             if !self.queued.load(Ordering::Acquire) {
                 break;
             }
-            crate::sleep_ms(100);
+            sleep_ms(100);
         }
         if !self.queued.load(Ordering::Acquire) {
             // SAFETY: not queued; allocated by `allocate` (or null).
             unsafe { free_work_item(self.item.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
         }
     }
+}
+
+/// Sleeps `ms` milliseconds (PASSIVE_LEVEL).
+pub(crate) fn sleep_ms(ms: i64) {
+    let mut interval = LARGE_INTEGER {
+        QuadPart: -ms * 10_000,
+    }; // relative, 100 ns units
+    // A non-alertable kernel-mode delay returns STATUS_SUCCESS: nothing to report.
+    // SAFETY: PASSIVE_LEVEL (callers); a relative, non-alertable kernel-mode wait.
+    let _ = unsafe { KeDelayExecutionThread(_MODE::KernelMode as i8, 0, &raw mut interval) };
 }

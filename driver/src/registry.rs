@@ -4,6 +4,11 @@
 //!
 //! PASSIVE_LEVEL only (Zw*/Rtl registry routines).
 
+#![allow(
+    unsafe_code,
+    reason = "the registry through ZwCreateKey/ZwSetValueKey and friends"
+)]
+
 use alloc::vec::Vec;
 use core::ptr;
 

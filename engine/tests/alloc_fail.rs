@@ -9,7 +9,10 @@
     unsafe_code,
     reason = "a GlobalAlloc wrapper is unsafe by definition; test-only"
 )]
-#![allow(clippy::too_many_lines, reason = "test code: one scenario reads best whole")]
+#![allow(
+    clippy::too_many_lines,
+    reason = "test code: one scenario reads best whole"
+)]
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! Winsock Kernel: registration, one listening socket per address and port that the site names,
-//! and connections driven by the engine (DRIVER-NOTES §4.2–4.6).
+//! Connections: one context per accepted socket, driven by the engine (DRIVER-NOTES §4.4–4.6),
+//! and the table of live contexts that the timer sweep, admission control and unload use.
 //!
 //! Connections use the pull model: exactly one `WskReceive` or `WskSend` in flight, with a
 //! driver-owned IRP whose completion routine returns `STATUS_MORE_PROCESSING_REQUIRED`. What to
@@ -8,49 +8,43 @@
 //! claims the gate with [`InlineGate::try_close`], so a socket is never closed while a thread is
 //! inside a call on it.
 //!
-//! IRQL: setup and teardown at PASSIVE_LEVEL; accept, completions and driving at <=
-//! DISPATCH_LEVEL, where nothing here waits.
+//! A context is reference-counted: one reference for the table, one per operation in flight,
+//! one while a thread drives, one while the work item is queued. A reference held by this
+//! code is a [`ConnRef`], released when it drops; one handed to WSK or to the work item travels
+//! as a raw pointer ([`ConnRef::into_raw`]) and is taken back by the callback
+//! ([`ConnRef::from_raw`]).
+
+#![allow(
+    unsafe_code,
+    reason = "WSK calls, IRPs, MDLs and a pool-allocated, reference-counted context"
+)]
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::ffi::c_void;
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-use khttp_engine::Local;
 use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
-use khttp_engine::{Admission, Close, admit};
-use khttp_engine::{Body, Transmit};
-use khttp_engine::{Clock, Connection, Site};
-use khttp_engine::{Completion, InlineGate, NextIo, next_io};
-use khttp_wsk::imports::{
-    WskCaptureProviderNPI, WskDeregister, WskRegister, WskReleaseProviderNPI,
+use khttp_engine::{
+    Admission, Body, Clock, Close, Completion, Connection, InlineGate, Local, NextIo, Site,
+    SlotTable, Transmit, admit, next_io,
 };
-use khttp_wsk::{
-    AF_INET, AF_INET6, IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, NPI_WSK_INTERFACE_ID, PWSK_SOCKET,
-    SO_EXCLUSIVEADDRUSE, SOCK_STREAM, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6, SOL_SOCKET, WSK_BUF,
-    WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
-    WSK_CLIENT_NPI, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_LISTEN_SOCKET,
-    WSK_FLAG_NODELAY, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
-    WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_VERSION_1_0,
-    WskSetOption,
-};
+use khttp_wsk::{PWSK_SOCKET, WSK_BUF, WSK_FLAG_NODELAY, WSK_PROVIDER_CONNECTION_DISPATCH};
 use wdk::nt_success;
+use wdk::wdf::SpinLock;
 use wdk_sys::ntddk::{IoGetStackLimits, IoQueueWorkItem};
 use wdk_sys::{
     _WORK_QUEUE_TYPE, NTSTATUS, PDEVICE_OBJECT, PIO_WORKITEM, PIRP, PMDL, PVOID,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_MORE_PROCESSING_REQUIRED, STATUS_REQUEST_NOT_ACCEPTED,
-    STATUS_SUCCESS, WORK_QUEUE_TYPE,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_MORE_PROCESSING_REQUIRED, STATUS_SUCCESS, WDFDEVICE,
+    WORK_QUEUE_TYPE,
 };
 
-use crate::global::{clock, context_freed, global};
+use crate::global::{SpinGuard, clock, global, spin_lock};
 use crate::irp::{
-    PassiveLock, SingleWork, SyncCall, TAG_CONNECTION, TAG_RECEIVE, allocate_irp,
-    allocate_work_item, free_irp, free_work_item, mdl_for, mdl_free, pool_alloc, pool_free,
-    prepare, result,
+    TAG_CONNECTION, TAG_RECEIVE, allocate_irp, allocate_work_item, free_irp, free_work_item,
+    mdl_for, mdl_free, pool_alloc, pool_free, prepare, result,
 };
 
 /// `DelayedWorkQueue` for `IoQueueWorkItem`.
@@ -58,485 +52,155 @@ const WORK_QUEUE_DELAYED: WORK_QUEUE_TYPE = _WORK_QUEUE_TYPE::DelayedWorkQueue;
 
 /// Receive buffer per connection (non-paged; DRIVER-NOTES §4.5 budget).
 const RX_LEN: usize = 8 * 1024;
-/// How long `WskCaptureProviderNPI` may wait, in ms.
-const CAPTURE_WAIT_MS: u32 = 5_000;
 
-/// A static that holds raw pointers but is never written after initialisation.
-struct Shared<T>(T);
-// SAFETY: the wrapped tables are immutable after initialisation and only read by WSK.
-unsafe impl<T> Sync for Shared<T> {}
+/// Connection contexts the driver holds at once: those it serves (`max-connections`, at most
+/// [`DRIVER_MAX_CONNECTIONS`]) and those it answers 503.
+const MAX_SLOTS: usize = DRIVER_MAX_CONNECTIONS + khttp_engine::limits::OVERLOAD_CONNECTIONS;
 
-static CLIENT_DISPATCH: Shared<WSK_CLIENT_DISPATCH> = Shared(WSK_CLIENT_DISPATCH {
-    Version: WSK_VERSION_1_0,
-    Reserved: 0,
-    WskClientEvent: None,
-});
-static CLIENT_NPI: Shared<WSK_CLIENT_NPI> = Shared(WSK_CLIENT_NPI {
-    ClientContext: ptr::null_mut(),
-    Dispatch: &CLIENT_DISPATCH.0,
-});
-static LISTEN_DISPATCH: Shared<WSK_CLIENT_LISTEN_DISPATCH> = Shared(WSK_CLIENT_LISTEN_DISPATCH {
-    WskAcceptEvent: Some(on_accept),
-    WskInspectEvent: ptr::null(),
-    WskAbortEvent: ptr::null(),
-});
-
-/// One listening socket. Boxed: its address is the socket context that WSK hands back to
-/// [`on_accept`], which marks it dead when WSK reports that it is no longer functional.
-struct Listener {
-    addr: SocketAddr,
-    socket: PWSK_SOCKET,
-    dead: AtomicBool,
+/// The live contexts, for the timer sweep and unload, and the counts admission control needs.
+struct Table {
+    /// Each slot's context. Changed only under `lock`: a context found here under the lock
+    /// still holds its slot reference.
+    slots: Box<[AtomicPtr<ConnCtx>]>,
+    /// Which slots are free and which are live (the engine's [`SlotTable`]).
+    /// INVARIANT: touched only while `lock` is held.
+    free: UnsafeCell<SlotTable>,
+    lock: SpinLock,
+    /// Live contexts answered 503 (over `max-connections`); changed only under `lock`.
+    overloaded: AtomicUsize,
+    /// Contexts not yet freed (unload waits for 0).
+    live: AtomicUsize,
 }
 
-/// Registration, provider NPI and listeners. Touched only at PASSIVE_LEVEL, under [`WSK_LOCK`]
-/// (DriverEntry, the IOCTL queue, the relisten work item, unload).
-struct Wsk {
-    registration: WSK_REGISTRATION,
-    provider: WSK_PROVIDER_NPI,
-    registered: bool,
-    captured: bool,
-    #[allow(
-        clippy::vec_box,
-        reason = "a record's address is its WSK socket context: it must not move as the vector grows"
-    )]
-    listeners: Vec<Box<Listener>>,
+impl Table {
+    /// Runs `f` on the slot table under the lock (<= DISPATCH_LEVEL).
+    fn with<R>(&self, f: impl FnOnce(&mut SlotTable) -> R) -> R {
+        let _guard = SpinGuard::new(&self.lock);
+        // SAFETY: the lock is held (invariant of `free`), so this is the only access.
+        f(unsafe { &mut *self.free.get() })
+    }
+
+    /// Gives `slot` back (under the lock, from [`Table::with`]).
+    fn leave(&self, free: &mut SlotTable, slot: usize, overload: bool) {
+        if let Some(s) = self.slots.get(slot) {
+            s.store(ptr::null_mut(), Ordering::Release);
+        }
+        if overload {
+            self.overloaded.fetch_sub(1, Ordering::AcqRel);
+        }
+        free.release(u32::try_from(slot).unwrap_or(u32::MAX));
+    }
 }
 
-struct WskCell(UnsafeCell<Wsk>);
-// SAFETY: only used at PASSIVE_LEVEL under WSK_LOCK (see `Wsk`).
-unsafe impl Sync for WskCell {}
+struct TableCell(UnsafeCell<Option<Table>>);
+// SAFETY: written once in DriverEntry before WSK can call back, and cleared in unload after WSK
+// is deregistered; in between it is only read, and `Table` synchronises its own contents.
+unsafe impl Sync for TableCell {}
 
-static WSK: WskCell = WskCell(UnsafeCell::new(Wsk {
-    registration: WSK_REGISTRATION {
-        ReservedRegistrationState: 0,
-        ReservedRegistrationContext: ptr::null_mut(),
-        ReservedRegistrationLock: 0,
-    },
-    provider: WSK_PROVIDER_NPI {
-        Client: ptr::null_mut(),
-        Dispatch: ptr::null(),
-    },
-    registered: false,
-    captured: false,
-    listeners: Vec::new(),
-}));
+static TABLE: TableCell = TableCell(UnsafeCell::new(None));
 
-/// Serialises every path that changes [`WSK`].
-static WSK_LOCK: PassiveLock = PassiveLock::new();
-
-/// The work item that recreates dead listeners.
-static RELISTEN: SingleWork = SingleWork::new();
-
-/// # Safety
-/// PASSIVE_LEVEL, holding [`WSK_LOCK`] (or in DriverEntry before anything else can run).
-unsafe fn wsk() -> &'static mut Wsk {
-    // SAFETY: exclusive by the lock (caller's contract).
-    unsafe { &mut *WSK.0.get() }
+fn table() -> Option<&'static Table> {
+    // SAFETY: see `TableCell`: between install and uninstall the value is only read.
+    unsafe { (*TABLE.0.get()).as_ref() }
 }
 
-/// `WskRegister` (DriverEntry, PASSIVE_LEVEL).
+/// Allocates the connection table, its spin lock parented to `device`.
 ///
 /// # Safety
-/// PASSIVE_LEVEL, once, in DriverEntry.
-pub(crate) unsafe fn register() -> NTSTATUS {
-    // SAFETY: PASSIVE_LEVEL, once, before any path takes the lock (DriverEntry).
-    unsafe { WSK_LOCK.init() };
-    if !RELISTEN.allocate() {
+/// DriverEntry, PASSIVE_LEVEL, before WSK is registered; once.
+pub(crate) unsafe fn install_table(device: WDFDEVICE) -> NTSTATUS {
+    let Ok(lock) = spin_lock(device) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let mut slots = Vec::new();
+    if slots.try_reserve_exact(MAX_SLOTS).is_err() {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    // SAFETY: DriverEntry is the only caller (contract); nothing else runs yet.
-    let w = unsafe { wsk() };
-    // SAFETY: CLIENT_NPI and the registration are statics, valid for the driver's lifetime.
-    let status = unsafe { WskRegister(&CLIENT_NPI.0, &raw mut w.registration) };
-    if !nt_success(status) {
-        // SAFETY: PASSIVE_LEVEL; allocated above, never queued.
-        unsafe { RELISTEN.shutdown() };
-    }
-    w.registered = nt_success(status);
-    status
+    slots.resize_with(MAX_SLOTS, || AtomicPtr::new(ptr::null_mut()));
+    let Ok(free) = SlotTable::try_new(u32::try_from(MAX_SLOTS).unwrap_or(u32::MAX)) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let t = Table {
+        slots: slots.into_boxed_slice(),
+        free: UnsafeCell::new(free),
+        lock,
+        overloaded: AtomicUsize::new(0),
+        live: AtomicUsize::new(0),
+    };
+    // SAFETY: no reader exists yet (contract).
+    unsafe { *TABLE.0.get() = Some(t) };
+    STATUS_SUCCESS
 }
 
-/// Captures the provider NPI and enables accept events, once (PASSIVE_LEVEL).
-unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
-    if w.captured {
-        return STATUS_SUCCESS;
-    }
-    // SAFETY: registered in DriverEntry; PASSIVE_LEVEL with a finite wait.
-    let status = unsafe {
-        WskCaptureProviderNPI(
-            &raw mut w.registration,
-            CAPTURE_WAIT_MS,
-            &raw mut w.provider,
-        )
-    };
-    if !nt_success(status) {
-        return status;
-    }
-    let mut control = WSK_EVENT_CALLBACK_CONTROL {
-        NpiId: &NPI_WSK_INTERFACE_ID,
-        EventMask: WSK_EVENT_ACCEPT,
-    };
-    // SAFETY: the provider dispatch table is valid while the NPI is captured.
-    let control_client = unsafe { (*w.provider.Dispatch).WskControlClient };
-    let status = match control_client {
-        // SAFETY: echosrv's call: static event callbacks, no output, no IRP (DRIVER-NOTES
-        // §4.2.3).
-        Some(control_client) => unsafe {
-            control_client(
-                w.provider.Client,
-                WSK_SET_STATIC_EVENT_CALLBACKS,
-                size_of::<WSK_EVENT_CALLBACK_CONTROL>(),
-                (&raw mut control).cast(),
-                0,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                ptr::null_mut(),
-            )
-        },
-        None => STATUS_INSUFFICIENT_RESOURCES,
-    };
-    if nt_success(status) {
-        // Captured only once the accept events are on, so that a failure here is tried again
-        // by the next reconcile instead of leaving every listener deaf (issue #9, finding 8).
-        w.captured = true;
-    } else {
-        // SAFETY: captured just above; released once.
-        unsafe { WskReleaseProviderNPI(&raw mut w.registration) };
-    }
-    status
-}
-
-/// The socket addresses to listen on for `site`: the engine's rule, with one dual-stack IPv6
-/// wildcard (echosrv's choice, DRIVER-NOTES §4.2.5).
-fn wanted(site: &Site) -> Vec<SocketAddr> {
-    site.listen_addrs(&[IpAddr::V6(Ipv6Addr::UNSPECIFIED)])
-}
-
-/// A Windows socket address for `addr`.
-fn sockaddr(addr: SocketAddr) -> (SOCKADDR_IN6, SOCKADDR_IN) {
-    let mut v6 = SOCKADDR_IN6 {
-        sin6_family: AF_INET6,
-        sin6_port: addr.port().to_be(),
-        ..SOCKADDR_IN6::default()
-    };
-    let mut v4 = SOCKADDR_IN {
-        sin_family: AF_INET,
-        sin_port: addr.port().to_be(),
-        ..SOCKADDR_IN::default()
-    };
-    match addr.ip() {
-        IpAddr::V6(ip) => v6.sin6_addr = ip.octets(),
-        IpAddr::V4(ip) => v4.sin_addr = ip.octets(),
-    }
-    (v6, v4)
-}
-
-/// Opens, configures and binds a listening socket (binding starts listening), synchronously.
-/// `context` is the listener's record, handed back to [`on_accept`].
-unsafe fn open_listener(
-    w: &Wsk,
-    addr: SocketAddr,
-    context: *mut c_void,
-) -> Result<PWSK_SOCKET, NTSTATUS> {
-    // SAFETY: PASSIVE_LEVEL (caller); the IRP is freed below on every path.
-    let irp = unsafe { allocate_irp() };
-    if irp.is_null() {
-        return Err(STATUS_INSUFFICIENT_RESOURCES);
-    }
-    let mut call = SyncCall::new();
-    let family = if addr.is_ipv6() { AF_INET6 } else { AF_INET };
-    // SAFETY: the provider NPI is captured (caller), so its dispatch table is valid.
-    let Some(wsk_socket) = (unsafe { (*w.provider.Dispatch).WskSocket }) else {
-        // SAFETY: not in flight.
-        unsafe { free_irp(irp) };
-        return Err(STATUS_INSUFFICIENT_RESOURCES);
-    };
-    // SAFETY: the IRP is ours and idle.
-    unsafe { call.arm(irp) };
-    // SAFETY: DRIVER-NOTES §4.2.4: a listening TCP socket with our static listen dispatch.
-    unsafe {
-        wsk_socket(
-            w.provider.Client,
-            family,
-            SOCK_STREAM,
-            IPPROTO_TCP,
-            WSK_FLAG_LISTEN_SOCKET,
-            context,
-            (&raw const LISTEN_DISPATCH.0).cast(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            irp.cast(),
-        );
-    }
-    // SAFETY: PASSIVE_LEVEL; the call was made.
-    let (status, info) = unsafe { call.wait(irp) };
-    if !nt_success(status) {
-        // SAFETY: completed, not in flight.
-        unsafe { free_irp(irp) };
-        return Err(status);
-    }
-    let socket = info as usize as PWSK_SOCKET; // Information carries the PWSK_SOCKET (§4.2.4)
-    // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (§4.2).
-    let dispatch = unsafe { (*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
-    let mut one: u32 = 1;
-    let mut zero: u32 = 0;
-    let mut options: Vec<(u32, u32, *mut u32)> =
-        alloc::vec![(SO_EXCLUSIVEADDRUSE, SOL_SOCKET, &raw mut one)];
-    if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
-        options.push((IPV6_V6ONLY, IPPROTO_IPV6, &raw mut zero)); // dual stack, as echosrv
-    }
-    let mut status = STATUS_SUCCESS;
-    for (code, level, value) in options {
-        // SAFETY: the socket is live; its basic dispatch carries WskControlSocket.
-        let Some(control) = (unsafe { (*dispatch).Basic.WskControlSocket }) else {
-            break;
-        };
-        // SAFETY: the IRP is idle again after the previous wait.
-        unsafe { call.arm(irp) };
-        // SAFETY: a set-option call with a 4-byte input that outlives the synchronous wait.
-        unsafe {
-            control(
-                socket,
-                WskSetOption,
-                code,
-                level,
-                4,
-                value.cast(),
-                0,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                irp.cast(),
-            );
-        }
-        // SAFETY: PASSIVE_LEVEL; the call was made.
-        status = unsafe { call.wait(irp) }.0;
-        if !nt_success(status) {
-            break;
-        }
-    }
-    if nt_success(status) {
-        let (mut v6, mut v4) = sockaddr(addr);
-        let sa: *mut SOCKADDR = if addr.is_ipv6() {
-            (&raw mut v6).cast()
-        } else {
-            (&raw mut v4).cast()
-        };
-        // SAFETY: listen dispatch is valid for this socket.
-        if let Some(bind) = unsafe { (*dispatch).WskBind } {
-            // SAFETY: the IRP is idle; `sa` outlives the synchronous wait.
-            unsafe { call.arm(irp) };
-            // SAFETY: WskBind on a listening socket starts listening (§4.2.6).
-            unsafe { bind(socket, sa, 0, irp.cast()) };
-            // SAFETY: PASSIVE_LEVEL; the call was made.
-            status = unsafe { call.wait(irp) }.0;
-        }
-    }
-    // SAFETY: completed, not in flight.
-    unsafe { free_irp(irp) };
-    if nt_success(status) {
-        Ok(socket)
-    } else {
-        // SAFETY: the listener is ours and no call on it is in progress.
-        unsafe { close_listener(socket) };
-        Err(status)
-    }
-}
-
-/// `WskCloseSocket`, waiting for it (PASSIVE_LEVEL).
-unsafe fn close_sync(socket: PWSK_SOCKET, close: Option<khttp_wsk::PFN_WSK_CLOSE_SOCKET>) {
-    let Some(close) = close else { return };
-    // SAFETY: PASSIVE_LEVEL (caller).
-    let irp = unsafe { allocate_irp() };
-    if irp.is_null() {
-        return;
-    }
-    let mut call = SyncCall::new();
-    // SAFETY: the IRP is ours and idle.
-    unsafe { call.arm(irp) };
-    // SAFETY: no other call on `socket` is in progress (caller's contract).
-    unsafe { close(socket, irp.cast()) };
-    // SAFETY: PASSIVE_LEVEL; the call was made.
-    unsafe { call.wait(irp) };
-    // SAFETY: completed.
-    unsafe { free_irp(irp) };
-}
-
-/// Closes a listening socket, waiting for it (PASSIVE_LEVEL).
+/// Frees the connection table.
 ///
 /// # Safety
-/// `socket` is a live listening socket of ours and no other call on it is in progress.
-unsafe fn close_listener(socket: PWSK_SOCKET) {
-    // SAFETY: a live socket (contract); its dispatch pointer is valid while it is open.
-    let dispatch = unsafe { (*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
-    // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (§4.2).
-    let close = unsafe { (*dispatch).Basic.WskCloseSocket };
-    // SAFETY: forwarded contract.
-    unsafe { close_sync(socket, close) };
+/// No WSK callback, work item or completion can run any more (unload after `shutdown`, or a
+/// DriverEntry failing before WSK was registered).
+pub(crate) unsafe fn uninstall_table() {
+    // SAFETY: no reader remains (contract).
+    unsafe { *TABLE.0.get() = None };
 }
 
-/// Opens and closes listening sockets to match `site` (IOCTL path, PASSIVE_LEVEL). Returns the
-/// first failure, after trying every address.
-///
-/// # Safety
-/// PASSIVE_LEVEL, on the sequential IOCTL queue or in DriverEntry.
-pub(crate) unsafe fn reconcile(site: &Site) -> NTSTATUS {
-    // SAFETY: PASSIVE_LEVEL (contract); not held by this thread.
-    let _lock = unsafe { WSK_LOCK.acquire() };
-    // SAFETY: PASSIVE_LEVEL, holding the lock.
-    unsafe { reconcile_locked(site) }
+/// Contexts not yet freed.
+pub(crate) fn live() -> usize {
+    table().map_or(0, |t| t.live.load(Ordering::Acquire))
 }
 
-/// [`reconcile`], with dead listeners closed and reopened.
-///
-/// # Safety
-/// PASSIVE_LEVEL, holding [`WSK_LOCK`].
-unsafe fn reconcile_locked(site: &Site) -> NTSTATUS {
-    // SAFETY: the lock is held (contract).
-    let w = unsafe { wsk() };
-    let want = wanted(site);
-    if want.is_empty() && w.listeners.is_empty() {
-        return STATUS_SUCCESS;
-    }
-    // SAFETY: PASSIVE_LEVEL.
-    let status = unsafe { capture(w) };
-    if !nt_success(status) {
-        return status;
-    }
-    let mut first_error = STATUS_SUCCESS;
-    let mut i = 0;
-    while let Some(l) = w.listeners.get(i) {
-        if want.contains(&l.addr) && !l.dead.load(Ordering::Acquire) {
-            i += 1;
-            continue;
-        }
-        let l = w.listeners.swap_remove(i);
-        // SAFETY: a listener with no call in progress, under the lock.
-        unsafe { close_listener(l.socket) };
-    }
-    for addr in want {
-        if w.listeners.iter().any(|l| l.addr == addr) {
-            continue;
-        }
-        let record = Listener {
-            addr,
-            socket: ptr::null_mut(),
-            dead: AtomicBool::new(false),
-        };
-        let (Ok(mut l), Ok(())) = (Box::try_new(record), w.listeners.try_reserve(1)) else {
-            first_error = STATUS_INSUFFICIENT_RESOURCES;
-            continue;
-        };
-        let context = (&raw mut *l).cast::<c_void>();
-        // SAFETY: PASSIVE_LEVEL with the NPI captured; the record outlives the socket (it is
-        // dropped only after the socket is closed).
-        match unsafe { open_listener(w, addr, context) } {
-            Ok(s) => {
-                l.socket = s;
-                w.listeners.push(l);
-            }
-            Err(e) if nt_success(first_error) => first_error = e,
-            Err(_) => {}
-        }
-    }
-    first_error
-}
+/// One reference to a connection context, released when it drops.
+struct ConnRef(NonNull<ConnCtx>);
 
-/// Queues the relisten work item once (from `on_accept`, <= DISPATCH_LEVEL).
-fn queue_relisten() {
-    RELISTEN.queue(on_relisten);
-}
+impl ConnRef {
+    /// Takes a new reference to `ctx`.
+    ///
+    /// # Safety
+    /// `ctx` is a live context: the caller holds a reference to it, or holds the table's lock
+    /// and found it in the table (where it holds its slot reference).
+    unsafe fn new(ctx: *mut ConnCtx) -> Option<Self> {
+        let p = NonNull::new(ctx)?;
+        // SAFETY: live (contract).
+        unsafe { p.as_ref() }.refs.fetch_add(1, Ordering::AcqRel);
+        Some(Self(p))
+    }
 
-/// The relisten work item (PASSIVE_LEVEL): closes dead listeners and opens them again.
-unsafe extern "C" fn on_relisten(_device: PDEVICE_OBJECT, _context: PVOID) {
-    if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
-        // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
-        let _lock = unsafe { WSK_LOCK.acquire() };
-        let site = g.site.snapshot();
-        // SAFETY: PASSIVE_LEVEL, holding the lock.
-        let status = unsafe { reconcile_locked(&site) };
-        if !nt_success(status) {
-            wdk::println!("khttp: could not reopen a listener: {status:#x}");
-        }
+    /// Adopts a reference the caller owns (one handed over by [`ConnRef::into_raw`]).
+    ///
+    /// # Safety
+    /// `ctx` is a live context, and the caller owns one of its references, which this now owns.
+    unsafe fn from_raw(ctx: *mut ConnCtx) -> Option<Self> {
+        NonNull::new(ctx).map(Self)
     }
-    RELISTEN.done();
-}
 
-/// Closes every listener and connection, waits for the connections to go, releases WSK
-/// (unload, DRIVER-NOTES §2.5 steps 2, 3 and 5).
-///
-/// # Safety
-/// PASSIVE_LEVEL, in EvtDriverUnload (or a failing DriverEntry), after `stopping` was set.
-pub(crate) unsafe fn shutdown() {
-    // A queued relisten sees `stopping` and does nothing: wait for it, then free the item, before
-    // taking the lock it takes. A later NULL accept event finds no item and queues nothing.
-    // SAFETY: PASSIVE_LEVEL in unload; not holding WSK_LOCK.
-    unsafe { RELISTEN.shutdown() };
-    // SAFETY: PASSIVE_LEVEL; not held by this thread.
-    let _lock = unsafe { WSK_LOCK.acquire() };
-    // SAFETY: the lock is held.
-    let w = unsafe { wsk() };
-    for l in core::mem::take(&mut w.listeners) {
-        // SAFETY: no call in progress on a listener outside the locked paths.
-        unsafe { close_listener(l.socket) };
+    /// Takes one more reference.
+    fn share(&self) -> Self {
+        self.refs.fetch_add(1, Ordering::AcqRel);
+        Self(self.0)
     }
-    // Drain first, as khttpd does on SIGTERM: idle connections are closed and responses in
-    // flight may finish, for at most five seconds. Then close every connection, and wait for
-    // their contexts to be freed (at most 30 s).
-    for _ in 0..50 {
-        if global().is_none_or(|g| g.live.load(Ordering::Acquire) == 0) {
-            break;
-        }
-        sweep(Sweep::Idle);
-        crate::sleep_ms(100);
+
+    /// Hands the reference over as a raw pointer (to WSK or the work item), not releasing it.
+    fn into_raw(self) -> *mut ConnCtx {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        p
     }
-    for _ in 0..300 {
-        sweep(Sweep::All);
-        if global().is_none_or(|g| g.live.load(Ordering::Acquire) == 0) {
-            break;
-        }
-        crate::sleep_ms(100);
-    }
-    if w.captured {
-        // SAFETY: captured once; released once.
-        unsafe { WskReleaseProviderNPI(&raw mut w.registration) };
-        w.captured = false;
-    }
-    if w.registered {
-        // SAFETY: PASSIVE_LEVEL; blocks until every socket is closed and NPI released.
-        unsafe { WskDeregister(&raw mut w.registration) };
-        w.registered = false;
+
+    fn as_ptr(&self) -> *mut ConnCtx {
+        self.0.as_ptr()
     }
 }
 
-/// The engine's view of a Windows socket address.
-fn local_of(sa: *const SOCKADDR) -> Local {
-    let unspecified = Local {
-        ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        port: 0,
-    };
-    if sa.is_null() {
-        return unspecified;
+impl core::ops::Deref for ConnRef {
+    type Target = ConnCtx;
+    fn deref(&self) -> &ConnCtx {
+        // SAFETY: the reference this value owns keeps the context live.
+        unsafe { self.0.as_ref() }
     }
-    // SAFETY: WSK passes a valid SOCKADDR of the listener's family for the callback's duration.
-    let family = unsafe { (*sa).sa_family };
-    if family == AF_INET6 {
-        // SAFETY: the family says it is a SOCKADDR_IN6.
-        let a = unsafe { &*sa.cast::<SOCKADDR_IN6>() };
-        Local {
-            ip: IpAddr::V6(Ipv6Addr::from(a.sin6_addr)),
-            port: u16::from_be(a.sin6_port),
-        }
-    } else if family == AF_INET {
-        // SAFETY: the family says it is a SOCKADDR_IN.
-        let a = unsafe { &*sa.cast::<SOCKADDR_IN>() };
-        Local {
-            ip: IpAddr::V4(Ipv4Addr::from(a.sin_addr)),
-            port: u16::from_be(a.sin_port),
-        }
-    } else {
-        unspecified
+}
+
+impl Drop for ConnRef {
+    fn drop(&mut self) {
+        // SAFETY: this value owns one reference, given up here once.
+        unsafe { release(self.0.as_ptr()) };
     }
 }
 
@@ -600,7 +264,12 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    /// Allocates a context for an accepted socket; null on any allocation failure.
+    /// Allocates a context for an accepted socket, with one reference (the slot's); null on
+    /// any allocation failure.
+    ///
+    /// # Safety
+    /// `socket` is an accepted WSK socket whose dispatch is a connection dispatch; <=
+    /// DISPATCH_LEVEL.
     unsafe fn create(
         socket: PWSK_SOCKET,
         local: Local,
@@ -681,14 +350,10 @@ impl ConnCtx {
         };
         // SAFETY: `raw` is a fresh, suitably sized and aligned (pool: 16 bytes) allocation.
         unsafe { raw.write(ctx) };
-        if let Some(g) = global() {
-            g.live.fetch_add(1, Ordering::AcqRel);
+        if let Some(t) = table() {
+            t.live.fetch_add(1, Ordering::AcqRel);
         }
         raw
-    }
-
-    fn add_ref(&self) {
-        self.refs.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -724,6 +389,9 @@ impl Parts {
 }
 
 /// Drops a reference; the last one frees the context.
+///
+/// # Safety
+/// The caller owns one reference to the live context `ctx`, and gives it up.
 unsafe fn release(ctx: *mut ConnCtx) {
     // SAFETY: the caller holds a reference, so `ctx` is live.
     if unsafe { (*ctx).refs.fetch_sub(1, Ordering::AcqRel) } != 1 {
@@ -745,80 +413,55 @@ unsafe fn release(ctx: *mut ConnCtx) {
     unsafe { ptr::drop_in_place(ctx) };
     // SAFETY: as above; `ctx` itself is freed last.
     unsafe { parts.free() };
-    context_freed();
+    if let Some(t) = table() {
+        t.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
-/// `WskAcceptEvent` (<= DISPATCH_LEVEL): admit the connection; a work item starts driving it
-/// once this callback has returned, so that nothing here can close the socket WSK is in the
-/// middle of offering (issue #9, finding 5).
-unsafe extern "system" fn on_accept(
-    listener: *mut c_void,
-    _flags: u32,
-    local: *mut SOCKADDR,
-    _remote: *mut SOCKADDR,
-    accept_socket: PWSK_SOCKET,
-    accept_context: *mut *mut c_void,
-    accept_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
-) -> NTSTATUS {
-    let Some(g) = global() else {
-        return STATUS_REQUEST_NOT_ACCEPTED;
-    };
-    if accept_socket.is_null() {
-        // The listening socket is no longer functional: close and recreate it at PASSIVE_LEVEL
-        // (issue #9, finding 7).
-        if !listener.is_null() {
-            // SAFETY: the socket context of our listeners is their boxed record, which lives
-            // until the listener is closed (after which WSK calls no event on it).
-            unsafe {
-                (*listener.cast::<Listener>())
-                    .dead
-                    .store(true, Ordering::Release)
-            };
-            queue_relisten();
-        }
-        return STATUS_REQUEST_NOT_ACCEPTED;
-    }
-    if g.stopping.load(Ordering::Acquire) {
-        return STATUS_REQUEST_NOT_ACCEPTED;
-    }
-    let site = g.site.snapshot();
-    // Admission (the engine's rule), and a free slot from the table's free list reserved for
-    // this accept alone (issue #9, finding 10: no scan, no race between two accepts).
-    let Some((slot, overload)) = g.with_slots(|t| {
-        let overloaded = g.overloaded.load(Ordering::Acquire);
-        let open = t.live_count().saturating_sub(overloaded);
+/// Admits a socket that `WskAcceptEvent` offers (<= DISPATCH_LEVEL): admission control (the
+/// engine's [`admit`]: served, answered 503, or refused), a slot from the table's free list
+/// reserved for this accept alone (issue #9, finding 10: no scan, no race between two
+/// accepts), and a context. A work item starts driving it once the accept event has returned,
+/// so that nothing here can close the socket WSK is in the middle of offering (finding 5).
+/// Returns the socket context for WSK, or `None`: refused (WSK closes the socket).
+///
+/// # Safety
+/// `socket` is the socket the current accept event offers; <= DISPATCH_LEVEL.
+pub(super) unsafe fn accept(
+    socket: PWSK_SOCKET,
+    local: Local,
+    site: &Site,
+) -> Option<*mut ConnCtx> {
+    let t = table()?;
+    let (slot, overload) = t.with(|free| {
+        let overloaded = t.overloaded.load(Ordering::Acquire);
+        let open = free.live_count().saturating_sub(overloaded);
         let overload = match admit(site.limits(), DRIVER_MAX_CONNECTIONS, open, overloaded) {
             Admission::Serve => false,
             Admission::Unavailable => true,
             Admission::Refuse => return None,
         };
-        let slot = t.take()?;
+        let slot = free.take()?;
         if overload {
-            g.overloaded.fetch_add(1, Ordering::AcqRel);
+            t.overloaded.fetch_add(1, Ordering::AcqRel);
         }
-        Some((slot, overload))
-    }) else {
-        return STATUS_REQUEST_NOT_ACCEPTED; // WSK closes the socket
-    };
-    let index = slot as usize;
-    // SAFETY: <= DISPATCH_LEVEL; `local` is valid during this callback.
-    let ctx = unsafe { ConnCtx::create(accept_socket, local_of(local), index, &site, overload) };
+        Some((slot as usize, overload))
+    })?;
+    // SAFETY: <= DISPATCH_LEVEL; the offered socket (contract).
+    let ctx = unsafe { ConnCtx::create(socket, local, slot, site, overload) };
     if ctx.is_null() {
-        g.with_slots(|t| g.leave(t, slot, overload));
-        return STATUS_REQUEST_NOT_ACCEPTED;
+        t.with(|free| t.leave(free, slot, overload));
+        return None;
     }
-    g.slots_lock.acquire();
-    if let Some(s) = g.slots.get(index) {
-        s.store(ctx, Ordering::Release);
-    }
-    g.slots_lock.release();
-    // SAFETY: WSK gave us this out-pointer for this callback.
-    unsafe { *accept_context = ctx.cast() };
-    // SAFETY: as above; pull model, so no connection event dispatch.
-    unsafe { *accept_dispatch = ptr::null() };
+    // The context's first reference is the slot's.
+    t.with(|_| {
+        if let Some(s) = t.slots.get(slot) {
+            s.store(ctx, Ordering::Release);
+        }
+    });
     // SAFETY: the context is live (slot reference); the work item takes its own.
     unsafe { queue_drive(ctx) };
-    STATUS_SUCCESS
+    Some(ctx)
 }
 
 /// Queues the connection's work item to drive it at PASSIVE_LEVEL. At most one is queued at a
@@ -828,19 +471,34 @@ unsafe extern "system" fn on_accept(
 /// The caller holds a reference and is the connection's driver (or the accept event).
 unsafe fn queue_drive(ctx: *mut ConnCtx) {
     // SAFETY: live (caller's reference).
-    let c = unsafe { &*ctx };
-    c.add_ref(); // the work item's
-    // SAFETY: our work item, not queued (contract); DelayedWorkQueue at <= DISPATCH_LEVEL.
-    unsafe { IoQueueWorkItem(c.work, Some(on_work), WORK_QUEUE_DELAYED, ctx.cast()) };
+    let Some(work_ref) = (unsafe { ConnRef::new(ctx) }) else {
+        return;
+    };
+    let work = work_ref.work;
+    // SAFETY: our work item, not queued (contract); DelayedWorkQueue at <= DISPATCH_LEVEL. The
+    // work item's reference travels as its context.
+    unsafe {
+        IoQueueWorkItem(
+            work,
+            Some(on_work),
+            WORK_QUEUE_DELAYED,
+            work_ref.into_raw().cast(),
+        )
+    };
 }
 
 /// The work item: drive, then drop the work item's reference.
+///
+/// # Safety
+/// Called by the I/O manager with the context [`queue_drive`] gave, which carries the work
+/// item's reference.
 unsafe extern "C" fn on_work(_device: PDEVICE_OBJECT, context: PVOID) {
-    let ctx = context.cast::<ConnCtx>();
+    // SAFETY: the work item's reference (contract), released when `work_ref` drops.
+    let Some(work_ref) = (unsafe { ConnRef::from_raw(context.cast()) }) else {
+        return;
+    };
     // SAFETY: the work item's reference keeps the context live; this thread is the driver.
-    unsafe { drive(ctx) };
-    // SAFETY: the work item's reference.
-    unsafe { release(ctx) };
+    unsafe { drive(work_ref.as_ptr()) };
 }
 
 /// Stack left below which a completion hands the connection to its work item instead of
@@ -860,7 +518,11 @@ fn remaining_stack() -> usize {
     here.saturating_sub(low)
 }
 
-/// Completion routine for a connection's send, receive, disconnect or drain.
+/// Completion routine for a connection's send, receive or disconnect.
+///
+/// # Safety
+/// Called by the I/O manager for the connection's own IRP, whose context carries the
+/// operation's reference.
 unsafe extern "C" fn on_io(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) -> NTSTATUS {
     let ctx = context.cast::<ConnCtx>();
     // SAFETY: the in-flight operation holds a reference, so `ctx` is live.
@@ -873,17 +535,24 @@ unsafe extern "C" fn on_io(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) 
         // SAFETY: the issuer has left; this thread drives now; the op's reference keeps it live.
         Completion::Async => unsafe { drive(ctx) },
         // SAFETY: the closer owns the connection; drop the cancelled operation's reference.
-        Completion::Closing => unsafe { release(ctx) },
+        Completion::Closing => drop(unsafe { ConnRef::from_raw(ctx) }),
     }
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
 /// Processes the operation that just completed, then starts operations until one is pending,
 /// the connection waits, or it closes. Never recurses: inline completions loop here.
+///
+/// # Safety
+/// The caller holds a reference to the live context `ctx` and is its only driver: the work
+/// item, or the completion of its one operation.
 unsafe fn drive(ctx: *mut ConnCtx) {
-    // SAFETY: callers hold a reference; take one more for the duration of this call.
-    let c = unsafe { &*ctx };
-    c.add_ref();
+    // SAFETY: live (contract): this call's own reference, for its whole duration (the caller's
+    // may be the finished operation's, released below).
+    let Some(me) = (unsafe { ConnRef::new(ctx) }) else {
+        return;
+    };
+    let c: &ConnCtx = &me;
     // SAFETY: this thread is the connection's only driver (INVARIANT on `inner`).
     let inner = unsafe { &mut *c.inner.get() };
     while let Some(g) = global() {
@@ -892,8 +561,8 @@ unsafe fn drive(ctx: *mut ConnCtx) {
         if let Some(op) = inner.last.take() {
             // SAFETY: `op` completed on the connection's IRP; this thread drives.
             unsafe { finished(c, inner, op, &clock, &site) };
-            // SAFETY: the finished operation's reference.
-            unsafe { release(ctx) };
+            // SAFETY: the finished operation's reference, given up here.
+            drop(unsafe { ConnRef::from_raw(ctx) });
         }
         let op = match next_step(c, inner, &clock) {
             Ok(op) => op,
@@ -918,15 +587,14 @@ unsafe fn drive(ctx: *mut ConnCtx) {
             break; // closing: the closer owns the socket now
         }
         inner.last = Some(op);
-        c.add_ref(); // the operation's
+        // The operation's reference travels as the IRP's context.
+        let op_ref = me.share().into_raw();
         // SAFETY: the IRP is idle, the buffer described, and the operation's reference held.
-        unsafe { issue(ctx, c, inner, op) };
+        unsafe { issue(op_ref, c, inner, op) };
         if !c.gate.issued() {
             break; // pending: the completion routine drives from here
         }
     }
-    // SAFETY: this call's own reference.
-    unsafe { release(ctx) };
 }
 
 /// Feeds a completed operation's result to the engine or to the close sequence.
@@ -1097,10 +765,19 @@ const fn close_code(close: Option<Close>) -> u8 {
 /// abortive, §4.2.10; it cancels a pending operation).
 /// Graceful (the sweep, for an idle connection): `WskDisconnect`, then `WskCloseSocket` once
 /// the disconnect call has returned, through `close_gate` (issue #9, finding 2).
+///
+/// # Safety
+/// The caller holds a reference to the live context `ctx` and claimed its gate for closing
+/// ([`InlineGate::try_close`]), so no other call on the socket is in progress.
 unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
-    // SAFETY: the caller holds a reference.
+    // SAFETY: live (contract). The close sequence's reference travels as the close IRP's
+    // context until `on_close` gives it up.
+    let Some(close_ref) = (unsafe { ConnRef::new(ctx) }) else {
+        return;
+    };
+    let ctx = close_ref.into_raw();
+    // SAFETY: the close sequence's reference keeps it live.
     let c = unsafe { &*ctx };
-    c.add_ref(); // the close sequence's
     if kind == Close::Graceful {
         // SAFETY: no other call on the socket is in progress (the gate is closing).
         if let Some(disconnect) = unsafe { (*c.dispatch).WskDisconnect } {
@@ -1121,6 +798,10 @@ unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
 }
 
 /// `WskCloseSocket` with the close IRP.
+///
+/// # Safety
+/// The close sequence's reference to `ctx` is held (by its IRP's context), and no other call on
+/// the socket is in progress.
 unsafe fn issue_close(ctx: *mut ConnCtx) {
     // SAFETY: the caller holds the close sequence's reference.
     let c = unsafe { &*ctx };
@@ -1135,6 +816,10 @@ unsafe fn issue_close(ctx: *mut ConnCtx) {
 }
 
 /// Completion routine of the close sequence.
+///
+/// # Safety
+/// Called by the I/O manager for the connection's close IRP, whose context carries the close
+/// sequence's reference.
 unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) -> NTSTATUS {
     let ctx = context.cast::<ConnCtx>();
     // SAFETY: the close operation holds a reference.
@@ -1150,18 +835,13 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
     }
     // Closed: leave the slot table (under its lock, so a sweep holding the lock never sees a
     // context without its slot reference), then drop the slot's and the close's references.
-    if let Some(g) = global() {
-        g.with_slots(|t| {
-            if let Some(s) = g.slots.get(c.slot) {
-                s.store(ptr::null_mut(), Ordering::Release);
-            }
-            g.leave(t, u32::try_from(c.slot).unwrap_or(u32::MAX), c.overload);
-        });
+    if let Some(t) = table() {
+        t.with(|free| t.leave(free, c.slot, c.overload));
     }
-    // SAFETY: the close operation's reference.
-    unsafe { release(ctx) };
-    // SAFETY: the slot's reference, released last.
-    unsafe { release(ctx) };
+    // SAFETY: the close operation's reference (contract), this routine's to release.
+    drop(unsafe { ConnRef::from_raw(ctx) });
+    // SAFETY: the slot's reference, which the table gave up above; released last.
+    drop(unsafe { ConnRef::from_raw(ctx) });
     STATUS_MORE_PROCESSING_REQUIRED
 }
 
@@ -1183,26 +863,23 @@ pub(crate) enum Sweep {
 pub(crate) fn sweep(mode: Sweep) {
     /// Contexts referenced per pass under the lock.
     const BATCH: usize = 64;
-    let Some(g) = global() else { return };
+    let Some(t) = table() else { return };
     let now = clock().now().0;
     let mut at = 0usize;
     loop {
         // Only live slots are visited (the engine's SlotTable), a batch per lock hold. A
         // connection that closes meanwhile moves another into its place, so one may be missed
         // this time; the next sweep sees it.
-        let mut batch = [ptr::null_mut::<ConnCtx>(); BATCH];
-        let n = g.with_slots(|t| {
+        let mut batch: [Option<ConnRef>; BATCH] = [const { None }; BATCH];
+        let n = t.with(|free| {
             let mut n = 0usize;
-            for (dst, &slot) in batch.iter_mut().zip(t.live().iter().skip(at)) {
-                let p = g
+            for (dst, &slot) in batch.iter_mut().zip(free.live().iter().skip(at)) {
+                let p = t
                     .slots
                     .get(slot as usize)
                     .map_or(ptr::null_mut(), |s| s.load(Ordering::Acquire));
-                if !p.is_null() {
-                    // SAFETY: in the table under the lock, the context holds its slot reference.
-                    unsafe { (*p).add_ref() };
-                }
-                *dst = p;
+                // SAFETY: in the table under the lock, the context holds its slot reference.
+                *dst = unsafe { ConnRef::new(p) };
                 n += 1;
             }
             n
@@ -1211,9 +888,7 @@ pub(crate) fn sweep(mode: Sweep) {
             return;
         }
         at += n;
-        for &p in batch.iter().take(n).filter(|p| !p.is_null()) {
-            // SAFETY: our reference keeps the context live.
-            let c = unsafe { &*p };
+        for c in batch.iter().take(n).flatten() {
             let kind = match (mode, c.deadline_close.load(Ordering::Acquire)) {
                 (Sweep::All, _) | (_, 3) => Some(Close::Abortive),
                 (_, 1) => Some(Close::Graceful),
@@ -1227,15 +902,15 @@ pub(crate) fn sweep(mode: Sweep) {
                 && (due || idle)
             {
                 if c.gate.try_close() {
-                    // SAFETY: we claimed the close and hold a reference.
-                    unsafe { start_close(p, kind) };
+                    // SAFETY: we claimed the close and hold a reference (`c`).
+                    unsafe { start_close(c.as_ptr(), kind) };
                 } else if due {
                     // A thread is inside a call: it acts on the request at its next step.
                     c.gate.request_close();
                 }
             }
-            // SAFETY: our reference.
-            unsafe { release(p) };
         }
+        // The batch's references drop here, outside the lock.
+        drop(batch);
     }
 }
