@@ -26,8 +26,8 @@ use crate::http1::body::BodyReader;
 use crate::http1::request::{Framing, Method, early_error, find_head_end, parse_head};
 use crate::http1::response::{Persist, Served};
 use crate::limits::{
-    BACKLOG_HEAD_BYTES, BACKLOG_ITEMS, DISCARD_LIMIT, KEEP_IDLE, Limits, MAX_HEADERS_CAP,
-    OVERLOAD_CONNECTIONS, SEND_GRACE_MS,
+    BACKLOG_HEAD_BYTES, BACKLOG_ITEMS, DISCARD_LIMIT, INPUT_SLACK, KEEP_IDLE, Limits,
+    MAX_HEADERS_CAP, OVERLOAD_CONNECTIONS, SEND_GRACE_MS,
 };
 use crate::out::{Mark, Output, Transmit};
 use crate::respond::{Answer, decide, persist};
@@ -666,7 +666,7 @@ impl Connection {
     }
 
     fn stash(&mut self, data: &[u8]) {
-        let cap = (self.limits.max_request_bytes as usize).saturating_add(64 * 1024);
+        let cap = (self.limits.max_request_bytes as usize).saturating_add(INPUT_SLACK);
         let fits = self
             .inbuf
             .len()

@@ -21,6 +21,25 @@ pub const BACKLOG_HEAD_BYTES: usize = 64 * 1024;
 /// Pending output pieces beyond which processing pauses likewise.
 pub const BACKLOG_ITEMS: usize = 256;
 
+/// Request bytes buffered beyond `max-request-bytes` (pipelined requests behind a head) before
+/// input stops being read.
+pub const INPUT_SLACK: usize = 64 * 1024;
+
+/// The longest prefix or cache URL accepted (the default `max-url-length`).
+pub const MAX_PREFIX_LEN: usize = 16_384;
+
+/// http.sys `UrlSegmentMaxLength` default.
+pub const MAX_SEGMENT_LEN: usize = 260;
+
+/// http.sys `UrlSegmentMaxCount` default.
+pub const MAX_SEGMENTS: usize = 255;
+
+/// Longest chunk extension accepted on one chunk line.
+pub const MAX_CHUNK_EXT: usize = 1024;
+
+/// The most ranges served as multipart/byteranges; more is answered with the whole 200.
+pub const MAX_RANGES: usize = 16;
+
 /// Connections the driver holds at once (its connection table, allocated at load), whatever
 /// `max-connections` says.
 pub const DRIVER_MAX_CONNECTIONS: usize = 16_384;

@@ -129,9 +129,58 @@ proptest! {
         }
     }
 
+    /// `Accept-Encoding` lists built from the grammar of RFC 9110 §12.5.3 (codings in any case,
+    /// `*`, unknown codings, q-values, whitespace, spread over several fields) are answered as a
+    /// direct model of the section says: each coding's weight is its own (the highest if listed
+    /// twice), else `*`'s, else 0 (identity: acceptable unless excluded); the highest positive
+    /// weight among what the entry holds wins, ties going to the smaller encoding; identity when
+    /// nothing is acceptable.
     #[test]
-    fn negotiation_is_total(value in proptest::collection::vec(any::<u8>(), 0..80)) {
-        let c = negotiate([value.as_slice()].into_iter(), &[Coding::Gzip]);
-        prop_assert!(matches!(c, Coding::Identity | Coding::Gzip));
+    fn negotiation_follows_the_rfc(
+        elements in proptest::collection::vec((0usize..8, 0usize..7, any::<bool>()), 0..7),
+        split in 0usize..8,
+        available in proptest::sample::subsequence(vec![Coding::Gzip, Coding::Br], 0..=2),
+    ) {
+        const NAMES: [&str; 8] = ["gzip", "x-gzip", "br", "identity", "*", "compress", "GZip", "BR"];
+        const QS: [(&str, u16); 7] =
+            [("", 1000), (";q=0", 0), (";q=0.5", 500), (";q=1", 1000), (";q=0.001", 1), (" ; Q=1.000", 1000), (";q=0.999", 999)];
+        let texts: Vec<String> = elements
+            .iter()
+            .map(|&(n, q, pad)| format!("{}{}{}", NAMES[n], QS[q].0, if pad { " " } else { "" }))
+            .collect();
+        let cut = split.min(texts.len());
+        let (a, b) = (texts[..cut].join(", "), texts[cut..].join(" ,"));
+        let fields: Vec<&[u8]> = if split % 2 == 0 { vec![a.as_bytes(), b.as_bytes()] } else { vec![format!("{a},{b}").leak().as_bytes()] };
+        let got = negotiate(fields.iter().copied(), &available);
+
+        let (mut star, mut own) = (None::<u16>, [None::<u16>; 3]);
+        for &(n, q, _) in &elements {
+            let w = QS[q].1;
+            let slot = match NAMES[n].to_ascii_lowercase().as_str() {
+                "*" => &mut star,
+                "identity" => &mut own[0],
+                "gzip" | "x-gzip" => &mut own[1],
+                "br" => &mut own[2],
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(w, |old| old.max(w)));
+        }
+        let weight = |i: usize, default: u16| own[i].or(star).unwrap_or(default);
+        let mut want = (Coding::Identity, weight(0, 1));
+        for (c, i) in [(Coding::Gzip, 1), (Coding::Br, 2)] {
+            let w = weight(i, 0);
+            if available.contains(&c) && w > 0 && w >= want.1 {
+                want = (c, w);
+            }
+        }
+        prop_assert_eq!(got, want.0, "{:?} with {:?}", fields, available);
+    }
+
+    /// Whatever the bytes, the coding chosen is one the entry holds, or identity.
+    #[test]
+    fn negotiation_picks_only_what_is_held(value in proptest::collection::vec(any::<u8>(), 0..80), br in any::<bool>()) {
+        let available: &[Coding] = if br { &[Coding::Br] } else { &[Coding::Gzip] };
+        let c = negotiate([value.as_slice()].into_iter(), available);
+        prop_assert!(c == Coding::Identity || available.contains(&c));
     }
 }

@@ -17,9 +17,7 @@
 //! and trailer fields count against the head limits and may not carry framing fields.
 
 use crate::error::RequestError;
-
-/// Longest chunk extension accepted on one chunk line.
-pub(crate) const MAX_CHUNK_EXT: usize = 1024;
+use crate::limits::MAX_CHUNK_EXT;
 
 /// Where the chunked decoder is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

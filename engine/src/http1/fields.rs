@@ -7,6 +7,7 @@
 //! All range arithmetic is checked (MS15-034).
 
 use super::request::list_elements;
+use crate::limits::MAX_RANGES;
 
 /// An entity-tag: `[W/] DQUOTE *etagc DQUOTE`, returned as (weak, opaque-tag with quotes).
 fn parse_etag(s: &[u8]) -> Option<(bool, &[u8])> {
@@ -205,9 +206,6 @@ impl ByteRange {
         false
     }
 }
-
-/// The most ranges served as multipart/byteranges; more is answered with the whole 200.
-pub(crate) const MAX_RANGES: usize = 16;
 
 /// What a `Range` field asks for, against a representation of `len` bytes.
 #[expect(

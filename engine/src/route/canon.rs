@@ -13,11 +13,7 @@
 use alloc::vec::Vec;
 
 use crate::error::CanonError;
-
-/// http.sys `UrlSegmentMaxLength` default.
-pub(crate) const MAX_SEGMENT_LEN: usize = 260;
-/// http.sys `UrlSegmentMaxCount` default.
-pub(crate) const MAX_SEGMENTS: usize = 255;
+use crate::limits::{MAX_SEGMENT_LEN, MAX_SEGMENTS};
 
 /// RFC 3986 §2.3: `unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"`.
 const fn is_unreserved(b: u8) -> bool {

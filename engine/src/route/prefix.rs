@@ -21,6 +21,7 @@ use core::fmt::Write;
 
 use super::canon::canonicalize;
 use crate::error::{CanonError, OutOfMemory, PrefixError};
+use crate::limits::MAX_PREFIX_LEN;
 use crate::mem;
 
 /// Which http.sys host category a prefix belongs to (HTTPSYS-REFERENCE §1.3), in routing order.
@@ -130,9 +131,6 @@ impl core::fmt::Display for Prefix {
         write!(f, ":{}{}", self.port, self.path)
     }
 }
-
-/// The longest prefix or cache URL accepted (the default `max-url-length`).
-pub(crate) const MAX_PREFIX_LEN: usize = 16_384;
 
 /// RFC 1123 host name: labels of letters, digits and hyphens, 1..=63 each, 253 in all.
 fn is_dns_name(s: &str) -> bool {
