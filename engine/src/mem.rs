@@ -91,13 +91,27 @@ pub(crate) fn push<T>(v: &mut Vec<T>, x: T) -> Result<(), OutOfMemory> {
 /// # Errors
 /// [`OutOfMemory`] when the buffer cannot grow; `buf` is unchanged.
 pub(crate) fn put(buf: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), OutOfMemory> {
-    let total = parts
-        .iter()
-        .try_fold(0usize, |acc, p| acc.checked_add(p.len()))
-        .ok_or(OutOfMemory)?;
+    put_groups(buf, &[parts])
+}
+
+/// Appends every part of every group to `buf`, reserving once, or nothing if memory cannot be
+/// had.
+///
+/// # Errors
+/// [`OutOfMemory`] when the buffer cannot grow; `buf` is unchanged.
+pub(crate) fn put_groups(buf: &mut Vec<u8>, groups: &[&[&[u8]]]) -> Result<(), OutOfMemory> {
+    // Plain loops: this is on the hit path, where iterator adaptors cost instructions.
+    let mut total = 0usize;
+    for group in groups {
+        for part in *group {
+            total = total.checked_add(part.len()).ok_or(OutOfMemory)?;
+        }
+    }
     buf.try_reserve(total)?;
-    for p in parts {
-        buf.extend_from_slice(p);
+    for group in groups {
+        for part in *group {
+            buf.extend_from_slice(part);
+        }
     }
     Ok(())
 }

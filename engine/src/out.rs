@@ -10,7 +10,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::error::OutOfMemory;
-use crate::mem::put;
+use crate::mem::put_groups;
 
 /// A shared cached body.
 pub type Body = Arc<Vec<u8>>;
@@ -82,8 +82,16 @@ impl Output {
     /// # Errors
     /// [`OutOfMemory`]; nothing is appended.
     pub(crate) fn put(&mut self, parts: &[&[u8]]) -> Result<(), OutOfMemory> {
+        self.put_groups(&[parts])
+    }
+
+    /// Appends head bytes given as groups of pieces, reserving once.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`]; nothing is appended.
+    pub(crate) fn put_groups(&mut self, groups: &[&[&[u8]]]) -> Result<(), OutOfMemory> {
         let before = self.head.len();
-        put(&mut self.head, parts)?;
+        put_groups(&mut self.head, groups)?;
         self.open = self
             .open
             .saturating_add(self.head.len().saturating_sub(before));

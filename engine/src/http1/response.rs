@@ -68,25 +68,26 @@ impl ResponseHead<'_> {
     /// [`OutOfMemory`]; the caller rolls back to its mark.
     pub(crate) fn write(&self, out: &mut Output) -> Result<(), OutOfMemory> {
         let known = status_line(self.status);
-        if known.is_empty() {
-            let mut line = Vec::new();
-            put_status_line(&mut line, self.status)?;
-            out.put(&[&line])?;
+        let mut unknown = Vec::new();
+        let line: &[u8] = if known.is_empty() {
+            put_status_line(&mut unknown, self.status)?;
+            &unknown
         } else {
-            out.put(&[known])?;
-        }
+            known
+        };
         if self.status < 200 {
+            out.put(&[line])?;
             out.put(self.fields)?;
             return out.put(&[b"\r\n"]);
         }
-        out.put(&[b"Date: ", self.date.as_bytes(), b"\r\n", SERVER])?;
-        out.put(self.fields)?;
         let length = self.length.map(Decimal::new);
         let (cl, n, crlf): (&[u8], &[u8], &[u8]) = match &length {
             Some(n) => (b"Content-Length: ", n.as_bytes(), b"\r\n"),
             None => (b"", b"", b""),
         };
-        out.put(&[cl, n, crlf, self.persist.line(), b"\r\n"])
+        let head: [&[u8]; 5] = [line, b"Date: ", self.date.as_bytes(), b"\r\n", SERVER];
+        let tail: [&[u8]; 5] = [cl, n, crlf, self.persist.line(), b"\r\n"];
+        out.put_groups(&[&head, self.fields, &tail])
     }
 }
 
