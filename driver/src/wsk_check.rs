@@ -12,6 +12,7 @@
     reason = "generated bindings"
 )]
 
+#[allow(unsafe_code, reason = "bindgen's generated code for wsk.h")]
 mod real {
     include!(concat!(env!("OUT_DIR"), "/wsk_bindings.rs"));
 }
