@@ -23,7 +23,7 @@ use alloc::borrow::Cow;
 use alloc::sync::Arc;
 
 use khttp_engine::Site;
-use khttp_engine::ctl::{Publish, commit, purge};
+use khttp_engine::ctl::{Call, Publish, commit, purge};
 use khttp_proto::reply::encode_device_reply;
 use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
 use wdk_sys::{
@@ -200,7 +200,13 @@ pub(crate) extern "C" fn on_device_control(
     } else {
         output_len.saturating_sub(4)
     };
-    let (status, out) = commit_locked(g, code, &input, &direct, cap);
+    let call = Call {
+        code,
+        input: &input,
+        direct: &direct,
+        output_cap: cap,
+    };
+    let (status, out) = commit_locked(g, &call);
     if direct_in {
         return complete(request, ntstatus_of(status), 0);
     }
@@ -262,24 +268,14 @@ impl Publish for Host<'_> {
 }
 
 /// One control request: the engine's write ([`commit`]) under the writer lock.
-fn commit_locked(
-    g: &Global,
-    code: u32,
-    input: &[u8],
-    direct: &[u8],
-    cap: usize,
-) -> (Status, Vec<u8>) {
+fn commit_locked(g: &Global, call: &Call<'_>) -> (Status, Vec<u8>) {
     // SAFETY: PASSIVE_LEVEL (sequential queue); not held by this thread.
     let _writer = unsafe { WRITER.acquire() };
     let mut out = Vec::new();
-    let current = g.site.snapshot();
     let status = commit(
-        &current,
+        &g.site.snapshot(),
         &mut Host(g),
-        code,
-        input,
-        direct,
-        cap,
+        call,
         clock().now(),
         &mut out,
     );

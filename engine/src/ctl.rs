@@ -52,7 +52,21 @@ pub trait Publish {
     fn publish(&mut self, site: Arc<Site>, config: bool);
 }
 
-/// One control write: applies the request (`code`, `input`, `direct`) to a clone of `current`,
+/// One control call as it arrived: the control code, the input buffer, the direct buffer
+/// (`cache put`'s bodies; empty otherwise), and the most reply bytes the caller accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The control code (an IOCTL code).
+    pub code: u32,
+    /// The request buffer.
+    pub input: &'a [u8],
+    /// The direct buffer.
+    pub direct: &'a [u8],
+    /// The reply's room: a larger reply becomes [`Status::BufferTooSmall`].
+    pub output_cap: usize,
+}
+
+/// One control write: applies the request (`call`) to a clone of `current`,
 /// persists configuration if it changed, then publishes the clone. The reply goes to `out`
 /// (see [`dispatch`]); a change that cannot be persisted is not published
 /// ([`Status::PersistFailed`]). The caller serialises writers: `current` must be the latest
@@ -60,10 +74,7 @@ pub trait Publish {
 pub fn commit(
     current: &Site,
     host: &mut impl Publish,
-    code: u32,
-    input: &[u8],
-    direct: &[u8],
-    output_cap: usize,
+    call: &Call<'_>,
     now: Instant,
     out: &mut Vec<u8>,
 ) -> Status {
@@ -75,7 +86,7 @@ pub fn commit(
     let Ok(mut next) = current.try_clone() else {
         return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
     };
-    let d = dispatch(&mut next, code, input, direct, output_cap, now, out);
+    let d = dispatch(&mut next, call, now, out);
     if !d.changed {
         return d.status;
     }
@@ -357,17 +368,15 @@ fn stats(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
 }
 
 /// Decodes and applies one control request to `site` (the caller's private clone), writing the
-/// reply into `out` (cleared first). `output_cap` is the most reply bytes the caller accepts;
-/// a larger reply becomes [`Status::BufferTooSmall`] with a header-only reply giving the size.
-pub fn dispatch(
-    site: &mut Site,
-    code: u32,
-    input: &[u8],
-    direct: &[u8],
-    output_cap: usize,
-    now: Instant,
-    out: &mut Vec<u8>,
-) -> Dispatched {
+/// reply into `out` (cleared first). A reply larger than `call.output_cap` becomes
+/// [`Status::BufferTooSmall`] with a header-only reply giving the size.
+pub fn dispatch(site: &mut Site, call: &Call<'_>, now: Instant, out: &mut Vec<u8>) -> Dispatched {
+    let Call {
+        code,
+        input,
+        direct,
+        output_cap,
+    } = *call;
     out.clear();
     let fail = |status: Status| Dispatched {
         status,
@@ -423,7 +432,7 @@ mod tests {
 
     use khttp_proto::{PutEntry, Request, Status, Value, decode_reply, encode_request};
 
-    use super::dispatch;
+    use super::{Call, dispatch};
     use crate::site::Site;
     use crate::time::Instant;
 
@@ -431,7 +440,13 @@ mod tests {
         let mut input = Vec::new();
         let code = encode_request(req, &mut input);
         let mut out = Vec::new();
-        let d = dispatch(site, code, &input, direct, 1 << 20, Instant(0), &mut out);
+        let call = Call {
+            code,
+            input: &input,
+            direct,
+            output_cap: 1 << 20,
+        };
+        let d = dispatch(site, &call, Instant(0), &mut out);
         let rows = decode_reply(&out)
             .unwrap()
             .into_iter()
@@ -526,21 +541,24 @@ mod tests {
     fn unknown_codes_and_small_buffers() {
         let mut s = Site::new();
         let mut out = Vec::new();
-        let d = dispatch(&mut s, 0xDEAD_BEEF, &[], &[], 100, Instant(0), &mut out);
+        let call = |code, input, output_cap| Call {
+            code,
+            input,
+            direct: &[],
+            output_cap,
+        };
+        let d = dispatch(&mut s, &call(0xDEAD_BEEF, &[], 100), Instant(0), &mut out);
         assert_eq!(d.status, Status::UnknownCommand);
         let mut input = Vec::new();
         let code = encode_request(&Request::LimitsGet, &mut input);
-        let d = dispatch(&mut s, code, &input, &[], 16, Instant(0), &mut out);
+        let d = dispatch(&mut s, &call(code, &input, 16), Instant(0), &mut out);
         assert_eq!(d.status, Status::BufferTooSmall);
         assert_eq!(out.len(), 8);
         let needed = u32::from_le_bytes(out[4..8].try_into().unwrap());
         assert!(needed > 16);
         let d = dispatch(
             &mut s,
-            code,
-            &input,
-            &[],
-            needed as usize,
+            &call(code, &input, needed as usize),
             Instant(0),
             &mut out,
         );

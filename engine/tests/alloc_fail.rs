@@ -248,7 +248,7 @@ fn every_allocation_on_the_request_path_can_fail() {
 #[cfg(feature = "try-arc")]
 #[test]
 fn every_allocation_on_every_control_command_can_fail() {
-    use khttp_engine::ctl::dispatch;
+    use khttp_engine::ctl::{Call, dispatch};
     use khttp_engine::persist::render;
     use khttp_proto::{PutEntry, Request, Status, decode_reply, encode_request};
 
@@ -313,15 +313,13 @@ fn every_allocation_on_every_control_command_can_fail() {
             let mut out = Vec::new();
             let (d, reached) = failing(k, || {
                 engine(|| {
-                    dispatch(
-                        &mut s,
+                    let call = Call {
                         code,
-                        &input,
+                        input: &input,
                         direct,
-                        1 << 20,
-                        khttp_engine::Instant(0),
-                        &mut out,
-                    )
+                        output_cap: 1 << 20,
+                    };
+                    dispatch(&mut s, &call, khttp_engine::Instant(0), &mut out)
                 })
             });
             if !reached {

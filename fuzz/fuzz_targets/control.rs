@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use khttp_engine::ctl::dispatch;
+use khttp_engine::ctl::{Call, dispatch};
 use khttp_engine::persist::render;
 use khttp_engine::{Instant, Site};
 use khttp_proto::{Command, Status, decode_reply};
@@ -31,7 +31,8 @@ fuzz_target!(|x: Input| {
     let before = render(&site);
     let entries = site.cache().len();
     let mut out = Vec::new();
-    let d = dispatch(&mut site, code, &x.input, &x.direct, usize::from(x.cap), Instant(0), &mut out);
+    let call = Call { code, input: &x.input, direct: &x.direct, output_cap: usize::from(x.cap) };
+    let d = dispatch(&mut site, &call, Instant(0), &mut out);
     if d.status == Status::BufferTooSmall {
         assert_eq!(out.len(), 8);
     } else {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::borrow::Cow;
 
 use khttp_engine::Site;
-use khttp_engine::ctl::{Publish, commit, purge};
+use khttp_engine::ctl::{Call, Publish, commit, purge};
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::{Status, error_reply};
 
@@ -135,18 +135,13 @@ fn apply(
 ) -> Status {
     let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
     let now = shared.clock().now();
-    let cap = f.output_cap as usize;
-    let current = shared.snapshot();
-    commit(
-        &current,
-        &mut Host(shared),
-        f.code,
+    let call = Call {
+        code: f.code,
         input,
         direct,
-        cap,
-        now,
-        out,
-    )
+        output_cap: f.output_cap as usize,
+    };
+    commit(&shared.snapshot(), &mut Host(shared), &call, now, out)
 }
 
 /// Every few seconds, drops expired cache entries.

@@ -250,6 +250,13 @@ fn print_json(v: &Json) {
     out!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Prints `{"name": value, ...}`: `stats --json`, `limits show --json`.
+fn print_json_map<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) {
+    print_json(&Json::Object(
+        pairs.map(|(k, v)| (k.to_string(), json!(v))).collect(),
+    ));
+}
+
 fn run(cli: Cli) -> Result<(), Fail> {
     let endpoint = cli.endpoint.unwrap_or_else(default_endpoint);
     let mut client = Client::connect(&endpoint)?;
@@ -506,11 +513,7 @@ fn stats(client: &mut Client, as_json: bool) -> Result<(), Fail> {
     let reply = client.call(&Request::Stats, &[])?;
     let rows: Vec<CounterRow<'_>> = reply.rows()?;
     if as_json {
-        print_json(&Json::Object(
-            rows.iter()
-                .map(|r| (r.name.to_string(), json!(r.value)))
-                .collect(),
-        ));
+        print_json_map(rows.iter().map(|r| (r.name, r.value)));
     } else {
         for r in &rows {
             out!("{:<16} {}", r.name, r.value);
@@ -525,11 +528,7 @@ fn limits(client: &mut Client, c: Limits) -> Result<(), Fail> {
             let reply = client.call(&Request::LimitsGet, &[])?;
             let rows: Vec<LimitRow<'_>> = reply.rows()?;
             if j.json {
-                print_json(&Json::Object(
-                    rows.iter()
-                        .map(|r| (r.name.to_string(), json!(r.value)))
-                        .collect(),
-                ));
+                print_json_map(rows.iter().map(|r| (r.name, r.value)));
             } else {
                 for r in &rows {
                     out!(

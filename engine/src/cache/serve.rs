@@ -227,16 +227,17 @@ fn partial(
         return multipart(v, ranges, &total, head, out);
     };
     let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
+    let [r0, r1, r2, r3, r4, r5] = content_range(&first, &last, &total);
     let fields: [&[u8]; 10] = [
         &v.validators,
         &v.content_type,
         &v.other,
-        b"Content-Range: bytes ",
-        first.as_bytes(),
-        b"-",
-        last.as_bytes(),
-        b"/",
-        total.as_bytes(),
+        r0,
+        r1,
+        r2,
+        r3,
+        r4,
+        r5,
         b"\r\n",
     ];
     ResponseHead {
@@ -255,6 +256,18 @@ fn partial(
         body_bytes: r.len(),
         hit: true,
     })
+}
+
+/// `Content-Range: bytes FIRST-LAST/TOTAL` without its line end (RFC 9110 §14.4).
+fn content_range<'a>(first: &'a Decimal, last: &'a Decimal, total: &'a Decimal) -> [&'a [u8]; 6] {
+    [
+        b"Content-Range: bytes ",
+        first.as_bytes(),
+        b"-",
+        last.as_bytes(),
+        b"/",
+        total.as_bytes(),
+    ]
 }
 
 /// The content coding to send: negotiated among those the entry holds (RFC 9110 §12.5.3), or
@@ -334,19 +347,9 @@ fn multipart(
     .write(out)?;
     for r in ranges {
         let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
-        out.put(&[
-            b"\r\n--",
-            boundary,
-            b"\r\n",
-            &v.content_type,
-            b"Content-Range: bytes ",
-            first.as_bytes(),
-            b"-",
-            last.as_bytes(),
-            b"/",
-            total.as_bytes(),
-            b"\r\n\r\n",
-        ])?;
+        let range = content_range(&first, &last, total);
+        let part: [&[u8]; 4] = [b"\r\n--", boundary, b"\r\n", &v.content_type];
+        out.put_groups(&[&part, &range, &[b"\r\n\r\n"]])?;
         out.body(
             &v.body,
             to_usize(r.first),
