@@ -376,6 +376,34 @@ mod tests {
         assert_eq!(Command::CachePut.code(), 0x8337_A01D);
     }
 
+    /// `Command::ALL` holds every command: the match below is exhaustive, so a new command is a
+    /// compile error here until it is numbered, and then this fails unless `ALL` has it.
+    #[test]
+    fn command_all_is_complete() {
+        let index = |c: Command| match c {
+            Command::Version => 0,
+            Command::UrlaclAdd => 1,
+            Command::UrlaclDelete => 2,
+            Command::UrlaclList => 3,
+            Command::IplistenAdd => 4,
+            Command::IplistenDelete => 5,
+            Command::IplistenList => 6,
+            Command::CachePut => 7,
+            Command::CacheDelete => 8,
+            Command::CacheFlush => 9,
+            Command::CacheList => 10,
+            Command::Stats => 11,
+            Command::LimitsGet => 12,
+            Command::LimitsSet => 13,
+        };
+        let mut seen = [false; 14];
+        for c in Command::ALL {
+            seen[index(c)] = true;
+        }
+        assert_eq!(Command::ALL.len(), seen.len());
+        assert!(seen.iter().all(|s| *s), "missing from ALL: {seen:?}");
+    }
+
     #[test]
     fn statuses_round_trip() {
         for (i, s) in Status::ALL.iter().enumerate() {

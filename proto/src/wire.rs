@@ -435,15 +435,6 @@ impl Value<'_> {
             Self::Str(_) => None,
         }
     }
-
-    /// The string, if this is one.
-    #[must_use]
-    pub const fn as_str(&self) -> Option<&str> {
-        match self {
-            Self::Str(s) => Some(s),
-            Self::U64(_) => None,
-        }
-    }
 }
 
 /// Writes a reply table row by row. It allocates fallibly: when `out` cannot grow, the writer
