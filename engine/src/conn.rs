@@ -23,14 +23,15 @@ use core::mem;
 
 use crate::error::{OutOfMemory, RequestError};
 use crate::http1::body::BodyReader;
-use crate::http1::request::{Framing, Method, early_error, find_head_end, parse_head};
+use crate::http1::body::Kept;
+use crate::http1::request::{Framing, Head, Method, early_error, find_head_end, parse_head};
 use crate::http1::response::{Persist, Served};
 use crate::limits::{
     BACKLOG_HEAD_BYTES, BACKLOG_ITEMS, DISCARD_LIMIT, INPUT_SLACK, KEEP_IDLE, Limits,
     MAX_HEADERS_CAP, OVERLOAD_CONNECTIONS, SEND_GRACE_MS,
 };
 use crate::out::{Mark, Output, Transmit};
-use crate::respond::{Answer, decide, persist};
+use crate::respond::{Answer, AppResponse, decide, persist};
 use crate::route::Local;
 use crate::site::{Site, Stats};
 use crate::time::{Clock, Instant};
@@ -72,8 +73,11 @@ pub enum Phase {
     Idle,
     /// Reading a request head (`header-timeout`).
     Head,
-    /// Reading and discarding a request body (`header-timeout`).
+    /// Reading a request body (`header-timeout`).
     Body,
+    /// Waiting for an application's answer (`app-response-timeout`); requests pipelined behind
+    /// it wait.
+    Waiting,
     /// No more requests will be read: the last responses are sent (`min-send-rate`), then
     /// [`Close::Graceful`].
     Sending,
@@ -98,6 +102,9 @@ pub enum Timer {
     /// `linger-timeout`: the lingering close ran its course (or, with bytes still undelivered,
     /// the send rate's allowance for them did).
     Linger,
+    /// `app-response-timeout`: the application did not answer a request handed to it; the
+    /// client gets 503 and the connection goes on.
+    App,
 }
 
 /// A deadline: when, which timer, and how the connection closes if it passes
@@ -109,8 +116,9 @@ pub struct Deadline {
     /// Which timer it is.
     pub timer: Timer,
     /// What happens then: [`Close::Abortive`] while output is undelivered, else a graceful
-    /// close ([`Close::Finished`] once lingering).
-    pub close: Close,
+    /// close ([`Close::Finished`] once lingering); `None` when the engine answers instead of
+    /// closing ([`Timer::App`]: the host must call [`Connection::handle_timeout`]).
+    pub close: Option<Close>,
 }
 
 /// What becomes of a newly accepted connection ([`admit`]).
@@ -147,6 +155,51 @@ fn send_deadline(limits: &Limits, since: Instant, bytes: u64) -> Option<Instant>
     Some(since.add_millis(SEND_GRACE_MS.saturating_add(allowed)))
 }
 
+/// The id a host gives a request it queued for an application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
+
+/// A request ready to be handed to an application ([`Connection::poll_delivery`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    /// The request queue it goes to.
+    pub queue: u32,
+    /// The request head as received (request line and fields).
+    pub head: &'a [u8],
+    /// The request body, decoded (at most `max-queued-body-bytes`).
+    pub body: &'a [u8],
+    /// The address the connection arrived on.
+    pub local: Local,
+}
+
+/// Why a host could not queue a request ([`Connection::handle_refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The queue holds `queue-length` requests already.
+    QueueFull,
+    /// No application is attached any more.
+    NoApplication,
+    /// The host could not allocate memory for it.
+    OutOfMemory,
+}
+
+/// A request handed, or about to be handed, to an application.
+#[derive(Debug)]
+struct Deferred {
+    queue: u32,
+    head: Vec<u8>,
+    body: Vec<u8>,
+    /// Set while the body is still being read.
+    reader: Option<BodyReader>,
+    /// The host's id once queued.
+    id: Option<RequestId>,
+    /// When the head arrived (while the body is read), then when it was queued.
+    since: Instant,
+    keep_alive: bool,
+    head_only: bool,
+    persist: Persist,
+}
+
 /// A lingering close in progress (see [`Connection::handle_shutdown`]).
 #[derive(Clone, Copy, Debug)]
 struct Linger {
@@ -174,6 +227,9 @@ enum State {
     Head,
     /// Reading and discarding a request body.
     Body(BodyCtx),
+    /// A request handed to an application (issue #12): its body being read, then waiting for
+    /// the answer. Requests pipelined behind it wait in `inbuf`.
+    Deferred(Deferred),
     /// No more requests: sending what is committed, then [`Close::Graceful`].
     Sending,
     /// The write side is shut; input is discarded.
@@ -204,6 +260,8 @@ pub struct Connection {
     undelivered: Option<(Instant, u64)>,
     /// The peer has closed its side: answer what is complete, then close.
     eof: bool,
+    /// A queued request the engine stopped waiting for ([`Connection::take_cancelled`]).
+    cancelled: Option<RequestId>,
     /// Buffers for path canonicalisation.
     scratch: (Vec<u8>, Vec<u8>),
     requests: u64,
@@ -269,6 +327,7 @@ impl Connection {
             send_budget: 0,
             undelivered: None,
             eof: false,
+            cancelled: None,
             scratch: (Vec::new(), Vec::new()),
             requests: 0,
             log: None,
@@ -357,6 +416,8 @@ impl Connection {
             State::Head if self.head_started.is_some() || !self.inbuf.is_empty() => Phase::Head,
             State::Head => Phase::Idle,
             State::Body(_) => Phase::Body,
+            State::Deferred(d) if d.reader.is_some() => Phase::Body,
+            State::Deferred(_) => Phase::Waiting,
             State::Sending => Phase::Sending,
             State::Lingering(_) => Phase::Lingering,
             State::Closed(_) => Phase::Closed,
@@ -366,6 +427,14 @@ impl Connection {
     /// Whether requests are still being read.
     const fn reading(&self) -> bool {
         matches!(self.state, State::Head | State::Body(_))
+    }
+
+    /// Whether input is still taken: requests are read, or wait behind a deferred one.
+    const fn takes_input(&self) -> bool {
+        matches!(
+            self.state,
+            State::Head | State::Body(_) | State::Deferred(_)
+        )
     }
 
     /// No more requests: send what is committed, then close.
@@ -386,6 +455,7 @@ impl Connection {
     pub fn wants_read(&self) -> bool {
         match self.state {
             State::Head | State::Body(_) => !self.eof && !self.backlogged(),
+            State::Deferred(ref d) => d.reader.is_some() && !self.eof && !self.backlogged(),
             State::Lingering(_) => true,
             State::Sending | State::Closed(_) => false,
         }
@@ -462,7 +532,7 @@ impl Connection {
             return Some(linger_deadline(l, linger));
         }
         let mut deadline: Option<Deadline> = None;
-        let mut consider = |at: Instant, timer: Timer, close: Close| {
+        let mut consider = |at: Instant, timer: Timer, close: Option<Close>| {
             if deadline.is_none_or(|d| at < d.at) {
                 deadline = Some(Deadline { at, timer, close });
             }
@@ -470,7 +540,7 @@ impl Connection {
         if let Some(epoch) = self.send_epoch
             && let Some(d) = send_deadline(l, epoch, self.send_budget)
         {
-            consider(d, Timer::SendRate, Close::Abortive);
+            consider(d, Timer::SendRate, Some(Close::Abortive));
         }
         // While committed output is waiting for the client, only the send rate judges the
         // connection: the client is busy reading what we sent, and a request or a close behind
@@ -483,30 +553,45 @@ impl Connection {
         if let Some((since, bytes)) = self.undelivered
             && let Some(d) = send_deadline(l, since, bytes)
         {
-            consider(d, Timer::SendRate, Close::Abortive);
+            consider(d, Timer::SendRate, Some(Close::Abortive));
         }
         let header = u64::from(l.header_timeout);
         match &self.state {
             State::Body(ctx) => consider(
                 ctx.started.max(self.idle_since).add_secs(header),
                 Timer::Body,
-                Close::Graceful,
+                Some(Close::Graceful),
             ),
             State::Head => {
                 if let Some(started) = self.head_started {
                     consider(
                         started.max(self.idle_since).add_secs(header),
                         Timer::Header,
-                        Close::Graceful,
+                        Some(Close::Graceful),
                     );
                 } else if self.inbuf.is_empty() {
                     consider(
                         self.idle_since.add_secs(u64::from(l.idle_timeout)),
                         Timer::Idle,
-                        Close::Graceful,
+                        Some(Close::Graceful),
                     );
                 }
             }
+            State::Deferred(d) => match d.id {
+                // The body is still arriving: the body timer.
+                None if d.reader.is_some() => consider(
+                    d.since.max(self.idle_since).add_secs(header),
+                    Timer::Body,
+                    Some(Close::Graceful),
+                ),
+                // Waiting for the host to take it: no timer.
+                None => {}
+                Some(_) => consider(
+                    d.since.add_secs(u64::from(l.app_response_timeout)),
+                    Timer::App,
+                    None,
+                ),
+            },
             State::Sending | State::Lingering(_) | State::Closed(_) => {}
         }
         deadline
@@ -535,7 +620,7 @@ impl Connection {
                     return Some(Deadline {
                         at,
                         timer: Timer::SendRate,
-                        close: Close::Abortive,
+                        close: Some(Close::Abortive),
                     });
                 }
                 _ => {
@@ -547,14 +632,18 @@ impl Connection {
         }
         self.undelivered = None;
         match due.close {
-            Close::Graceful => {
+            Some(Close::Graceful) => {
                 if let State::Body(ctx) = &self.state {
                     let mark = ctx.mark;
                     self.out.rollback(mark);
                 }
+                if let State::Deferred(_) = self.state {
+                    self.state = State::Head;
+                }
                 self.stop_reading();
             }
-            close => self.state = State::Closed(close),
+            Some(close) => self.state = State::Closed(close),
+            None => self.app_timed_out(clock),
         }
         Some(due)
     }
@@ -598,13 +687,13 @@ impl Connection {
     pub fn handle_input(&mut self, data: &[u8], clock: &Clock, site: &Site) {
         self.now = clock.now();
         self.limits = *site.limits();
-        if !self.reading() || self.eof {
+        if !self.takes_input() || self.eof {
             return;
         }
         if self.inbuf.is_empty() {
             let used = self.process(data, clock, site);
             let rest = data.get(used..).unwrap_or_default();
-            if !rest.is_empty() && self.reading() {
+            if !rest.is_empty() && self.takes_input() {
                 self.stash(rest);
             }
         } else {
@@ -683,7 +772,7 @@ impl Connection {
     fn process_inbuf(&mut self, clock: &Clock, site: &Site) {
         let mut buf = mem::take(&mut self.inbuf);
         let used = self.process(&buf, clock, site);
-        if self.reading() {
+        if self.takes_input() {
             buf.drain(..used.min(buf.len()));
         } else {
             buf.clear();
@@ -694,22 +783,57 @@ impl Connection {
     /// Processes requests from `buf`; returns the bytes consumed.
     fn process(&mut self, buf: &[u8], clock: &Clock, site: &Site) -> usize {
         let mut pos = 0usize;
-        while self.reading() && !self.backlogged() {
+        while !self.backlogged() {
             let rest = buf.get(pos..).unwrap_or_default();
             if rest.is_empty() {
                 break;
             }
-            let used = if let State::Body(_) = self.state {
-                self.body_input(rest, clock, site)
-            } else {
-                match self.head_input(rest, clock, site) {
+            let used = match &self.state {
+                State::Body(_) => self.body_input(rest, clock, site),
+                State::Deferred(d) if d.reader.is_some() => {
+                    self.deferred_body_input(rest, clock, site)
+                }
+                State::Head => match self.head_input(rest, clock, site) {
                     Some(used) => used,
                     None => break,
-                }
+                },
+                // Waiting for an application, or no more requests.
+                _ => break,
             };
             pos = pos.saturating_add(used);
         }
         pos.min(buf.len())
+    }
+
+    /// Feeds the body of a request for an application; returns how many bytes were consumed.
+    fn deferred_body_input(&mut self, rest: &[u8], clock: &Clock, site: &Site) -> usize {
+        let max = usize::try_from(self.limits.max_queued_body_bytes).unwrap_or(usize::MAX);
+        let now = self.now;
+        let State::Deferred(Deferred {
+            reader: Some(reader),
+            body,
+            ..
+        }) = &mut self.state
+        else {
+            return 0;
+        };
+        let mut keep = Kept { buf: body, max };
+        match reader.feed_into(rest, Some(&mut keep)) {
+            Ok(p) => {
+                if p.done
+                    && let State::Deferred(d) = &mut self.state
+                {
+                    d.reader = None;
+                    d.since = now;
+                }
+                p.consumed
+            }
+            Err(e) => {
+                self.state = State::Head;
+                self.fail(e, clock, site);
+                0
+            }
+        }
     }
 
     /// Feeds request-body bytes; returns how many were consumed.
@@ -836,41 +960,31 @@ impl Connection {
         let Ok(mark) = self.out.mark() else {
             return self.abort();
         };
-        let answered = decide(self.local, &head, headers, clock, site, &mut self.scratch).and_then(
-            |(answer, close)| {
-                let persist = if close {
-                    Persist::Close
-                } else {
-                    persist(&head)
-                };
-                let head_only = head.method == Method::Head;
-                let served = answer.write(&mut self.out, clock.date(), persist, head_only)?;
-                Ok((served, close))
-            },
-        );
-        let close = match answered {
-            Ok((served, close)) => {
-                self.served(served, site);
-                close
-            }
+        let (answer, close) =
+            match decide(self.local, &head, headers, clock, site, &mut self.scratch) {
+                Ok(decided) => decided,
+                Err(OutOfMemory) => {
+                    self.out.rollback(mark);
+                    return self.fail(RequestError::OutOfMemory, clock, site);
+                }
+            };
+        let persist = if close {
+            Persist::Close
+        } else {
+            persist(&head)
+        };
+        let reader = self.body_reader(&head, headers.len(), nslots);
+        if let Answer::Deferred { queue } = answer {
+            return self.defer(queue, head_bytes, &head, reader, persist, clock, site);
+        }
+        let head_only = head.method == Method::Head;
+        match answer.write(&mut self.out, clock.date(), persist, head_only) {
+            Ok(served) => self.served(served, site),
             Err(OutOfMemory) => {
                 self.out.rollback(mark);
                 return self.fail(RequestError::OutOfMemory, clock, site);
             }
-        };
-        let reader = match head.framing {
-            Framing::None => None,
-            Framing::Length(n) => Some(BodyReader::with_length(n)),
-            Framing::Chunked => {
-                let head_left = (self.limits.max_request_bytes as usize).saturating_sub(head.len);
-                let fields_left = nslots.saturating_sub(headers.len());
-                Some(BodyReader::chunked(
-                    head_left,
-                    fields_left,
-                    self.limits.max_field_length as usize,
-                ))
-            }
-        };
+        }
         match reader {
             Some(reader) if !close => {
                 self.state = State::Body(BodyCtx {
@@ -887,6 +1001,185 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The reader for the body `head` announces, if any.
+    fn body_reader(&self, head: &Head<'_>, fields: usize, nslots: usize) -> Option<BodyReader> {
+        match head.framing {
+            Framing::None => None,
+            Framing::Length(n) => Some(BodyReader::with_length(n)),
+            Framing::Chunked => {
+                let head_left = (self.limits.max_request_bytes as usize).saturating_sub(head.len);
+                Some(BodyReader::chunked(
+                    head_left,
+                    nslots.saturating_sub(fields),
+                    self.limits.max_field_length as usize,
+                ))
+            }
+        }
+    }
+
+    /// Starts handing a request to the application attached to `queue`: its body is read
+    /// (up to `max-queued-body-bytes`), then [`Connection::poll_delivery`] offers it.
+    fn defer(
+        &mut self,
+        queue: u32,
+        head_bytes: &[u8],
+        head: &Head<'_>,
+        reader: Option<BodyReader>,
+        persist: Persist,
+        clock: &Clock,
+        site: &Site,
+    ) {
+        if let Framing::Length(n) = head.framing
+            && n > self.limits.max_queued_body_bytes
+        {
+            return self.fail(RequestError::ContentTooLarge, clock, site);
+        }
+        let mut copy = Vec::new();
+        if copy_into(&mut copy, head_bytes).is_err() {
+            return self.fail(RequestError::OutOfMemory, clock, site);
+        }
+        self.state = State::Deferred(Deferred {
+            queue,
+            head: copy,
+            body: Vec::new(),
+            reader,
+            id: None,
+            since: self.now,
+            keep_alive: persist != Persist::Close,
+            head_only: head.method == Method::Head,
+            persist,
+        });
+    }
+
+    /// The request ready to be handed to an application, if one is: the host queues it and
+    /// reports with [`Connection::handle_queued`] or [`Connection::handle_refused`].
+    #[must_use]
+    pub fn poll_delivery(&self) -> Option<Delivery<'_>> {
+        match &self.state {
+            State::Deferred(d) if d.reader.is_none() && d.id.is_none() => Some(Delivery {
+                queue: d.queue,
+                head: &d.head,
+                body: &d.body,
+                local: self.local,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The host queued the request [`Connection::poll_delivery`] offered, as `id`; the
+    /// application has `app-response-timeout` to answer.
+    pub fn handle_queued(&mut self, id: RequestId, clock: &Clock) {
+        self.now = clock.now();
+        if let State::Deferred(d) = &mut self.state
+            && d.reader.is_none()
+            && d.id.is_none()
+        {
+            d.id = Some(id);
+            d.since = self.now;
+            // The head and body are the application's now.
+            d.head = Vec::new();
+            d.body = Vec::new();
+        }
+    }
+
+    /// The host could not queue the request [`Connection::poll_delivery`] offered: 503.
+    pub fn handle_refused(&mut self, refusal: Refusal, clock: &Clock, site: &Site) {
+        self.now = clock.now();
+        let text = match refusal {
+            Refusal::QueueFull => "the request queue is full",
+            Refusal::NoApplication => "no application is attached to this URL",
+            Refusal::OutOfMemory => "out of memory",
+        };
+        if self.poll_delivery().is_some() {
+            self.answer_deferred(&Answer::Busy { text }, clock.date(), site);
+            self.resume(clock, site);
+        }
+    }
+
+    /// The request the connection waits for, if it has been queued: a host cancels it when
+    /// the connection goes.
+    #[must_use]
+    pub const fn waiting_for(&self) -> Option<RequestId> {
+        match &self.state {
+            State::Deferred(d) => d.id,
+            _ => None,
+        }
+    }
+
+    /// A request the engine stopped waiting for ([`Timer::App`]): the host drops it from its
+    /// queue, and an answer that comes later is refused.
+    pub const fn take_cancelled(&mut self) -> Option<RequestId> {
+        self.cancelled.take()
+    }
+
+    /// The application's answer to request `id`. Returns false when the connection no longer
+    /// waits for it (answered 503 after `app-response-timeout`, or closed).
+    pub fn handle_response(
+        &mut self,
+        id: RequestId,
+        response: &AppResponse,
+        clock: &Clock,
+        site: &Site,
+    ) -> bool {
+        self.now = clock.now();
+        self.limits = *site.limits();
+        if self.waiting_for() != Some(id) {
+            return false;
+        }
+        self.answer_deferred(&Answer::App(response), clock.date(), site);
+        self.resume(clock, site);
+        true
+    }
+
+    /// `app-response-timeout` passed: 503, and the request is cancelled.
+    fn app_timed_out(&mut self, clock: &Clock) {
+        if let Some(id) = self.waiting_for() {
+            self.cancelled = Some(id);
+            let busy = Answer::Busy {
+                text: "the application did not answer in time",
+            };
+            let (persist, head_only, keep_alive) = match &self.state {
+                State::Deferred(d) => (d.persist, d.head_only, d.keep_alive),
+                _ => (Persist::Close, false, false),
+            };
+            let written = busy.write(&mut self.out, clock.date(), persist, head_only);
+            self.finish_deferred(written.ok(), keep_alive);
+        }
+    }
+
+    /// Writes the answer to the deferred request.
+    fn answer_deferred(&mut self, answer: &Answer<'_>, date: &crate::time::HttpDate, site: &Site) {
+        let State::Deferred(d) = &self.state else {
+            return;
+        };
+        let (persist, head_only, keep_alive) = (d.persist, d.head_only, d.keep_alive);
+        let written = answer.write(&mut self.out, date, persist, head_only);
+        if let Ok(served) = written {
+            self.served(served, site);
+        }
+        self.finish_deferred(written.ok(), keep_alive);
+    }
+
+    /// After the deferred answer: commit it and go on reading (or close).
+    fn finish_deferred(&mut self, served: Option<Served>, keep_alive: bool) {
+        self.state = State::Head;
+        if served.is_none() {
+            return self.abort();
+        }
+        self.commit();
+        if !keep_alive {
+            self.stop_reading();
+        }
+    }
+
+    /// Processes requests pipelined behind a deferred one, then settles.
+    fn resume(&mut self, clock: &Clock, site: &Site) {
+        if !self.inbuf.is_empty() && self.reading() {
+            self.process_inbuf(clock, site);
+        }
+        self.settle();
     }
 
     /// Counts and logs an answered request.
@@ -907,7 +1200,7 @@ fn linger_deadline(limits: &Limits, linger: &Linger) -> Deadline {
         return Deadline {
             at: end,
             timer: Timer::Linger,
-            close: Close::Finished,
+            close: Some(Close::Finished),
         };
     }
     let send = send_deadline(limits, linger.since, linger.in_flight)
@@ -915,6 +1208,6 @@ fn linger_deadline(limits: &Limits, linger: &Linger) -> Deadline {
     Deadline {
         at: send.max(end),
         timer: Timer::Linger,
-        close: Close::Abortive,
+        close: Some(Close::Abortive),
     }
 }

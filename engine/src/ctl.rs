@@ -145,6 +145,7 @@ impl From<CtlError> for Status {
             CtlError::InvalidLimitValue => Self::InvalidLimitValue,
             CtlError::InvalidAddress => Self::InvalidAddress,
             CtlError::AddressExists => Self::AddressExists,
+            CtlError::InvalidQueueName => Self::InvalidQueueName,
             CtlError::OutOfMemory => Self::OutOfMemory,
         }
     }

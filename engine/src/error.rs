@@ -95,6 +95,8 @@ pub enum CtlError {
     InvalidAddress,
     /// `iplisten add` of an address already in the list.
     AddressExists,
+    /// A request queue name that is empty, too long or holds a control character.
+    InvalidQueueName,
     /// Memory for the change could not be allocated.
     OutOfMemory,
 }

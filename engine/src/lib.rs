@@ -47,6 +47,7 @@ mod mem;
 mod out;
 pub mod persist;
 mod pump;
+mod queues;
 mod respond;
 mod route;
 mod site;
@@ -56,11 +57,16 @@ mod time;
 // The API: what the hosts (khttpd, the driver) and khttpctl use. Everything else is private, so
 // that the compiler reports what nothing uses.
 pub use cache::entry::EntrySpec;
-pub use conn::{Admission, Close, Connection, Deadline, LogRecord, Phase, Timer, admit};
+pub use conn::{
+    Admission, Close, Connection, Deadline, Delivery, LogRecord, Phase, Refusal, RequestId, Timer,
+    admit,
+};
 pub use error::{CanonError, CtlError, OutOfMemory, PrefixError, RequestError};
 pub use limits::Limits;
 pub use out::{Body, Transmit};
 pub use pump::{Completion, InlineGate, NextIo, next_io};
+pub use queues::{Queue, Queues};
+pub use respond::AppResponse;
 pub use route::{Local, canonicalize, parse_prefix, parse_url};
 pub use site::{Site, Stats};
 pub use slots::SlotTable;

@@ -40,6 +40,9 @@ pub const MAX_CHUNK_EXT: usize = 1024;
 /// The most ranges served as multipart/byteranges; more is answered with the whole 200.
 pub const MAX_RANGES: usize = 16;
 
+/// The longest request queue name accepted.
+pub const MAX_QUEUE_NAME: usize = 256;
+
 /// Connections the driver holds at once (its connection table, allocated at load), whatever
 /// `max-connections` says.
 pub const DRIVER_MAX_CONNECTIONS: usize = 16_384;
@@ -74,6 +77,12 @@ pub struct Limits {
     pub cache_max_bytes: u64,
     /// One entry's body bytes (all variants).
     pub cache_max_entry_bytes: u64,
+    /// Requests waiting in one request queue; beyond it: 503 with `Retry-After`.
+    pub queue_length: u32,
+    /// Seconds an application may take to answer a request handed to it; then 503.
+    pub app_response_timeout: u32,
+    /// Request body bytes read and handed to an application with its request; beyond: 413.
+    pub max_queued_body_bytes: u64,
 }
 
 impl Default for Limits {
@@ -90,6 +99,11 @@ impl Default for Limits {
             linger_timeout: 2,
             cache_max_bytes: 1 << 30,
             cache_max_entry_bytes: 256 << 20,
+            // http.sys's default queue length.
+            queue_length: 1000,
+            // nginx's `proxy_read_timeout`: what a proxy in front of an application waits.
+            app_response_timeout: 60,
+            max_queued_body_bytes: 1 << 20,
         }
     }
 }
@@ -104,7 +118,7 @@ struct LimitDef {
 }
 
 /// Every limit, in display order. Ranges follow http.sys's where it has one (KB 820129).
-const LIMITS: [LimitDef; 11] = [
+const LIMITS: [LimitDef; 14] = [
     LimitDef {
         name: "max-request-bytes",
         min: 256,
@@ -182,6 +196,27 @@ const LIMITS: [LimitDef; 11] = [
         get: |l| l.cache_max_entry_bytes,
         set: |l, v| l.cache_max_entry_bytes = v,
     },
+    LimitDef {
+        name: "queue-length",
+        min: 1,
+        max: 65_535,
+        get: |l| u64::from(l.queue_length),
+        set: |l, v| l.queue_length = narrow(v),
+    },
+    LimitDef {
+        name: "app-response-timeout",
+        min: 1,
+        max: 86_400,
+        get: |l| u64::from(l.app_response_timeout),
+        set: |l, v| l.app_response_timeout = narrow(v),
+    },
+    LimitDef {
+        name: "max-queued-body-bytes",
+        min: 0,
+        max: 1 << 30,
+        get: |l| l.max_queued_body_bytes,
+        set: |l, v| l.max_queued_body_bytes = v,
+    },
 ];
 
 /// Callers have range-checked `v` against a maximum that fits in u32.
@@ -244,6 +279,6 @@ mod tests {
         assert_eq!(l.set("nope", 1), Err(CtlError::UnknownLimit));
         l.set("idle-timeout", 5).unwrap();
         assert_eq!(l.idle_timeout, 5);
-        assert_eq!(Limits::names().count(), 11);
+        assert_eq!(Limits::names().count(), 14);
     }
 }

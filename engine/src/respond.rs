@@ -8,12 +8,13 @@
 
 use alloc::vec::Vec;
 
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, content_type_or_default, header_lines};
 use crate::cache::serve::serve;
-use crate::error::{OutOfMemory, RequestError};
+use crate::error::{CtlError, OutOfMemory, RequestError};
 use crate::http1::request::{Head, Method, Version};
 use crate::http1::response::{Persist, ResponseHead, Served, page};
-use crate::out::Output;
+use crate::mem::put;
+use crate::out::{Body, Output};
 use crate::route::{CanonError, Local, canonicalize};
 use crate::site::{Site, Stats};
 use crate::time::{Clock, HttpDate};
@@ -45,9 +46,77 @@ pub(crate) enum Answer<'a> {
     Continue,
     /// 503 to a connection beyond `max-connections`, which closes after it.
     Unavailable,
+    /// Handed to the application attached to request queue `queue`; answered later, with
+    /// [`Answer::App`] (issue #12).
+    Deferred {
+        /// The queue's id.
+        queue: u32,
+    },
+    /// An application's answer.
+    App(&'a AppResponse),
+    /// 503 with `Retry-After`: the request queue is full, or the application took too long.
+    Busy {
+        /// The one line of text in the body.
+        text: &'static str,
+    },
+}
+
+/// An application's answer to a request handed to it (issue #12): status, checked fields and
+/// body. The server adds `Date`, `Server`, `Content-Length` and `Connection`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppResponse {
+    status: u16,
+    /// `Content-Type` and the application's other fields, as field lines.
+    fields: Vec<u8>,
+    body: Body,
+}
+
+impl AppResponse {
+    /// A response with `status` (200..=599), `content_type` (empty: `application/octet-stream`),
+    /// extra `Name: value` fields (those the server sets itself are refused, as for
+    /// `cache put --header`) and `body`.
+    ///
+    /// # Errors
+    /// [`CtlError::InvalidStatus`], [`CtlError::InvalidContentType`],
+    /// [`CtlError::InvalidHeader`], [`CtlError::OutOfMemory`].
+    pub fn new(
+        status: u16,
+        content_type: &str,
+        headers: &[&str],
+        body: Body,
+    ) -> Result<Self, CtlError> {
+        if !(200..=599).contains(&status) {
+            return Err(CtlError::InvalidStatus);
+        }
+        let content_type = content_type_or_default(content_type)?;
+        let mut fields = Vec::new();
+        put(
+            &mut fields,
+            &[b"Content-Type: ", content_type.as_bytes(), b"\r\n"],
+        )?;
+        put(&mut fields, &[&header_lines(headers)?])?;
+        Ok(Self {
+            status,
+            fields,
+            body,
+        })
+    }
+
+    /// Its status.
+    #[must_use]
+    pub const fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Whether the status forbids a body (RFC 9110 §15.3.5, §15.4.5).
+    const fn bodiless(&self) -> bool {
+        matches!(self.status, 204 | 304)
+    }
 }
 
 const ALLOW: &[u8] = b"Allow: GET, HEAD\r\n";
+/// How long a client should wait before it retries a request a busy queue refused.
+const RETRY_AFTER: &[u8] = b"Retry-After: 1\r\n";
 
 impl Answer<'_> {
     /// The page for a request refused while it was read or parsed.
@@ -124,6 +193,33 @@ impl Answer<'_> {
                 Persist::Close,
                 head_only,
             ),
+            // Nothing yet: the application answers later.
+            Self::Deferred { .. } => Ok(Served {
+                status: 0,
+                body_bytes: 0,
+                hit: false,
+            }),
+            Self::App(r) => {
+                let len = u64::try_from(r.body.len()).unwrap_or(u64::MAX);
+                ResponseHead {
+                    status: r.status,
+                    date,
+                    fields: &[&r.fields],
+                    length: (!r.bodiless()).then_some(len),
+                    persist,
+                }
+                .write(out)?;
+                let send = !head_only && !r.bodiless();
+                if send {
+                    out.body(&r.body, 0, r.body.len())?;
+                }
+                Ok(Served {
+                    status: r.status,
+                    body_bytes: if send { len } else { 0 },
+                    hit: false,
+                })
+            }
+            Self::Busy { text } => page(out, 503, date, RETRY_AFTER, text, persist, head_only),
         }
     }
 }
@@ -180,6 +276,23 @@ pub(crate) fn decide<'a>(
         .cache()
         .get(reservation.id, rel)
         .filter(|e| !e.is_expired(clock.now()));
+    let cached = entry.is_some() && matches!(head.method, Method::Get | Method::Head);
+    // A cached entry answers before any queue (http.sys: the kernel cache first); every other
+    // request under a queue's prefix goes to its application, or gets 503 with none attached.
+    if let Some(queue) = site.queues().for_reservation(reservation.id)
+        && !cached
+    {
+        Stats::bump(&stats.misses);
+        if queue.attached == 0 {
+            return Ok((
+                Answer::Busy {
+                    text: "no application is attached to this URL",
+                },
+                !head.keep_alive,
+            ));
+        }
+        return Ok((Answer::Deferred { queue: queue.id }, !head.keep_alive));
+    }
     let answer = match (entry, head.method) {
         (None, _) => {
             Stats::bump(&stats.misses);

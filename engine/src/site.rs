@@ -15,6 +15,7 @@ use crate::cache::{Cache, Entry, EntrySpec};
 use crate::error::{CtlError, OutOfMemory};
 use crate::limits::Limits;
 use crate::mem;
+use crate::queues::Queues;
 use crate::route::{Namespace, Prefix, Reservation, parse_prefix, parse_url};
 use crate::time::Instant;
 
@@ -73,6 +74,7 @@ pub struct PutOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct Site {
     namespace: Namespace,
+    queues: Queues,
     cache: Cache,
     limits: Limits,
     iplisten: Vec<IpAddr>,
@@ -98,6 +100,7 @@ impl Site {
     pub fn try_clone(&self) -> Result<Self, OutOfMemory> {
         Ok(Self {
             namespace: self.namespace.try_clone()?,
+            queues: self.queues.try_clone()?,
             cache: self.cache.try_clone()?,
             limits: self.limits,
             iplisten: mem::vec_from(&self.iplisten)?,
@@ -109,6 +112,45 @@ impl Site {
     #[must_use]
     pub const fn namespace(&self) -> &Namespace {
         &self.namespace
+    }
+
+    /// The request queues.
+    #[must_use]
+    pub const fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// Attaches an application handle to the queue `name` for the reserved `prefixes` (each
+    /// exactly as reserved), creating the queue if needed; returns its id (issue #12).
+    ///
+    /// # Errors
+    /// [`CtlError::InvalidPrefix`], [`CtlError::NotFound`] (a prefix not reserved),
+    /// [`CtlError::InvalidQueueName`], [`CtlError::AlreadyExists`] (a prefix another queue
+    /// has), [`CtlError::OutOfMemory`].
+    pub fn attach_queue(&mut self, name: &str, prefixes: &[&str]) -> Result<u32, CtlError> {
+        let mut ids = Vec::new();
+        ids.try_reserve_exact(prefixes.len())
+            .map_err(OutOfMemory::from)?;
+        for p in prefixes {
+            let p = parse_prefix(p)?;
+            let id = self
+                .namespace
+                .iter()
+                .find(|r| r.prefix == p)
+                .ok_or(CtlError::NotFound)?
+                .id;
+            ids.push(id);
+        }
+        self.queues.attach(name, &ids)
+    }
+
+    /// Detaches one application handle from queue `id`; its misses get 503 until one attaches
+    /// again.
+    ///
+    /// # Errors
+    /// [`CtlError::NotFound`].
+    pub fn detach_queue(&mut self, id: u32) -> Result<(), CtlError> {
+        self.queues.detach(id)
     }
 
     /// The cache.
@@ -178,6 +220,7 @@ impl Site {
         // Entries first: if that runs out of memory, the reservation is still there.
         self.cache.remove_where(|rid, _| rid == id)?;
         self.namespace.remove(&p)?;
+        self.queues.forget(id);
         Ok(())
     }
 

@@ -670,7 +670,7 @@ fn lingering_close_policy() {
     let d = h.conn.poll_deadline().unwrap();
     assert_eq!(
         (d.at, d.timer, d.close),
-        (t0.add_secs(linger), Timer::Linger, Close::Finished)
+        (t0.add_secs(linger), Timer::Linger, Some(Close::Finished))
     );
     h.feed(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(
@@ -685,13 +685,16 @@ fn lingering_close_policy() {
     let mut h = lingering(1_500_000);
     let t0 = h.clock.now();
     let d = h.conn.poll_deadline().unwrap();
-    assert_eq!((d.at, d.close), (t0.add_secs(10_010), Close::Abortive));
+    assert_eq!(
+        (d.at, d.close),
+        (t0.add_secs(10_010), Some(Close::Abortive))
+    );
     h.clock.update(t0.add_secs(10_009), UNIX_NOW + 10_009);
     assert_eq!(h.conn.handle_timeout(&h.clock, 0), None);
     assert_eq!(h.closed(), None);
     h.clock.update(t0.add_secs(10_010), UNIX_NOW + 10_010);
     assert_eq!(
-        h.conn.handle_timeout(&h.clock, 0).map(|d| d.close),
+        h.conn.handle_timeout(&h.clock, 0).and_then(|d| d.close),
         Some(Close::Abortive)
     );
     assert_eq!(h.closed(), Some(Close::Abortive));
@@ -703,7 +706,10 @@ fn lingering_close_policy() {
     h.clock.update(t0.add_secs(5), UNIX_NOW + 5);
     h.conn.handle_delivered(&h.clock);
     let d = h.conn.poll_deadline().unwrap();
-    assert_eq!((d.at, d.close), (t0.add_secs(linger), Close::Finished));
+    assert_eq!(
+        (d.at, d.close),
+        (t0.add_secs(linger), Some(Close::Finished))
+    );
     h.conn.handle_timeout(&h.clock, 0);
     assert_eq!(
         h.closed(),
@@ -732,7 +738,7 @@ fn lingering_without_a_send_rate() {
     let d = h.conn.poll_deadline().unwrap();
     assert_eq!(
         (d.at, d.close),
-        (h.clock.now().add_secs(3), Close::Abortive)
+        (h.clock.now().add_secs(3), Some(Close::Abortive))
     );
     h.site.set_limit("idle-timeout", 60).unwrap();
     let mut h = Harness::new(h.site);
@@ -741,7 +747,7 @@ fn lingering_without_a_send_rate() {
     let d = h.conn.poll_deadline().unwrap();
     assert_eq!(
         (d.at, d.close),
-        (h.clock.now().add_secs(60), Close::Abortive)
+        (h.clock.now().add_secs(60), Some(Close::Abortive))
     );
 }
 
@@ -753,7 +759,7 @@ fn timeouts_name_their_timer() {
     h.exchange(&get("/index.html", ""));
     assert_eq!(h.conn.phase(), Phase::Idle);
     let d = h.conn.poll_deadline().unwrap();
-    assert_eq!((d.timer, d.close), (Timer::Idle, Close::Graceful));
+    assert_eq!((d.timer, d.close), (Timer::Idle, Some(Close::Graceful)));
     h.clock.update(d.at, UNIX_NOW + 120);
     assert_eq!(h.conn.handle_timeout(&h.clock, 0), Some(d));
     assert_eq!(h.conn.phase(), Phase::Sending);
@@ -764,20 +770,20 @@ fn timeouts_name_their_timer() {
     h.feed(b"GET / HTTP/1.1\r\n");
     assert_eq!(h.conn.phase(), Phase::Head);
     let d = h.conn.poll_deadline().unwrap();
-    assert_eq!((d.timer, d.close), (Timer::Header, Close::Graceful));
+    assert_eq!((d.timer, d.close), (Timer::Header, Some(Close::Graceful)));
 
     // Half a body: the body timer.
     let mut h = Harness::new(site());
     h.feed(b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
     assert_eq!(h.conn.phase(), Phase::Body);
     let d = h.conn.poll_deadline().unwrap();
-    assert_eq!((d.timer, d.close), (Timer::Body, Close::Graceful));
+    assert_eq!((d.timer, d.close), (Timer::Body, Some(Close::Graceful)));
 
     // Output the client does not read: the send rate, abortive.
     let mut h = Harness::new(site());
     h.feed(&get("/index.html", ""));
     let d = h.conn.poll_deadline().unwrap();
-    assert_eq!((d.timer, d.close), (Timer::SendRate, Close::Abortive));
+    assert_eq!((d.timer, d.close), (Timer::SendRate, Some(Close::Abortive)));
     h.clock.update(d.at, UNIX_NOW + 20);
     assert_eq!(h.conn.handle_timeout(&h.clock, 0), Some(d));
     assert_eq!(h.closed(), Some(Close::Abortive));

@@ -229,6 +229,8 @@ pub enum Status {
     AccessDenied = 19,
     /// The server could not persist the change; nothing was changed.
     PersistFailed = 20,
+    /// A request queue name that is empty, too long or holds a control character.
+    InvalidQueueName = 21,
 }
 }
 
@@ -291,6 +293,9 @@ impl Status {
             Self::OutOfMemory => "out of memory",
             Self::AccessDenied => "access denied",
             Self::PersistFailed => "could not save the change",
+            Self::InvalidQueueName => {
+                "invalid queue name: 1 to 256 characters, no control characters"
+            }
         }
     }
 }

@@ -746,8 +746,10 @@ fn publish_deadline(c: &ConnCtx, inner: &Inner) {
     let deadline = inner.conn.poll_deadline();
     c.deadline_ms
         .store(deadline.map_or(u64::MAX, |d| d.at.0), Ordering::Release);
-    c.deadline_close
-        .store(close_code(deadline.map(|d| d.close)), Ordering::Release);
+    c.deadline_close.store(
+        close_code(deadline.and_then(|d| d.close)),
+        Ordering::Release,
+    );
 }
 
 /// [`Close`] as a byte for an atomic (`None`: no deadline).

@@ -165,6 +165,39 @@ fn parse_header_line(line: &str) -> Result<(&str, &str), CtlError> {
     Ok((name, value))
 }
 
+/// Checks `Name: value` lines (as `--header` takes them) and formats them as field lines; the
+/// fields the server sets itself are refused.
+///
+/// # Errors
+/// [`CtlError::InvalidHeader`], [`CtlError::OutOfMemory`].
+pub(crate) fn header_lines(lines: &[&str]) -> Result<Vec<u8>, CtlError> {
+    let mut out = Vec::new();
+    for line in lines {
+        let (name, value) = parse_header_line(line)?;
+        put(
+            &mut out,
+            &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"],
+        )?;
+    }
+    Ok(out)
+}
+
+/// A content type as the server sends it: checked, or `application/octet-stream` for none.
+///
+/// # Errors
+/// [`CtlError::InvalidContentType`].
+pub(crate) fn content_type_or_default(content_type: &str) -> Result<&str, CtlError> {
+    let ct = if content_type.is_empty() {
+        "application/octet-stream"
+    } else {
+        content_type
+    };
+    if !valid_value(ct) || ct.trim().is_empty() {
+        return Err(CtlError::InvalidContentType);
+    }
+    Ok(ct)
+}
+
 impl Entry {
     /// Builds an entry for `url` from `spec` at `now` (for the TTL).
     ///

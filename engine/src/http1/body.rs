@@ -79,6 +79,31 @@ pub(crate) struct Progress {
     pub done: bool,
 }
 
+/// Where a body that is kept goes (a request handed to an application), and how much of it may.
+#[derive(Debug)]
+pub(crate) struct Kept<'a> {
+    /// The body so far.
+    pub(crate) buf: &'a mut alloc::vec::Vec<u8>,
+    /// Bytes allowed in all.
+    pub(crate) max: usize,
+}
+
+impl Kept<'_> {
+    fn push(&mut self, data: &[u8]) -> Result<(), RequestError> {
+        let total = self
+            .buf
+            .len()
+            .checked_add(data.len())
+            .filter(|n| *n <= self.max)
+            .ok_or(RequestError::ContentTooLarge)?;
+        self.buf
+            .try_reserve(total.saturating_sub(self.buf.len()))
+            .map_err(|_| RequestError::OutOfMemory)?;
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+}
+
 /// Fields that must not appear in a trailer section (RFC 9110 §6.5.1: framing, routing).
 const FORBIDDEN_TRAILERS: [&[u8]; 4] =
     [b"content-length", b"transfer-encoding", b"host", b"trailer"];
@@ -122,16 +147,32 @@ impl BodyReader {
         self.discarded
     }
 
-    /// Consumes as much of `input` as belongs to the body.
+    /// Consumes as much of `input` as belongs to the body, discarding it.
     ///
     /// # Errors
     /// 400 for a malformed chunked body, 431 for trailers over the head limits.
     pub(crate) fn feed(&mut self, input: &[u8]) -> Result<Progress, RequestError> {
+        self.feed_into(input, None)
+    }
+
+    /// As [`BodyReader::feed`], appending the body's bytes (chunk data, or content) to `keep`
+    /// when given, up to its limit.
+    ///
+    /// # Errors
+    /// As [`BodyReader::feed`]; 413 past `keep`'s limit; 503 when `keep` cannot grow.
+    pub(crate) fn feed_into(
+        &mut self,
+        input: &[u8],
+        mut keep: Option<&mut Kept<'_>>,
+    ) -> Result<Progress, RequestError> {
         match &mut self.state {
             State::Length(left) => {
                 let take = usize::try_from(*left)
                     .unwrap_or(usize::MAX)
                     .min(input.len());
+                if let Some(k) = keep.as_deref_mut() {
+                    k.push(input.get(..take).unwrap_or_default())?;
+                }
                 let take64 = u64::try_from(take).unwrap_or(u64::MAX);
                 *left = left.saturating_sub(take64);
                 self.discarded = self.discarded.saturating_add(take64);
@@ -140,11 +181,15 @@ impl BodyReader {
                     done: *left == 0,
                 })
             }
-            State::Chunked(_) => self.feed_chunked(input),
+            State::Chunked(_) => self.feed_chunked(input, keep),
         }
     }
 
-    fn feed_chunked(&mut self, input: &[u8]) -> Result<Progress, RequestError> {
+    fn feed_chunked(
+        &mut self,
+        input: &[u8],
+        mut keep: Option<&mut Kept<'_>>,
+    ) -> Result<Progress, RequestError> {
         const BAD: RequestError = RequestError::BadRequest("malformed chunked body");
         let mut i = 0usize;
         while let Some(rest) = input.get(i..) {
@@ -160,6 +205,9 @@ impl BodyReader {
                     break;
                 }
                 let take = usize::try_from(*left).unwrap_or(usize::MAX).min(rest.len());
+                if let Some(k) = keep.as_deref_mut() {
+                    k.push(rest.get(..take).unwrap_or_default())?;
+                }
                 let take64 = u64::try_from(take).unwrap_or(u64::MAX);
                 *left = left.saturating_sub(take64);
                 if *left == 0 {

@@ -1,0 +1,232 @@
+//! Requests handed to applications (issue #12), in the engine: which requests are deferred,
+//! what a host is offered, the answers, and every way a deferred request ends.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{BODY, Harness, get, one, parse_responses, site};
+use khttp_engine::{AppResponse, Close, Phase, Refusal, RequestId, Site, Timer};
+
+/// The example site with a queue for `http://+:8080/`, attached (or not).
+fn queued_site(attached: bool) -> Site {
+    let mut s = site();
+    let id = s.attach_queue("app", &["http://+:8080/"]).unwrap();
+    if !attached {
+        s.detach_queue(id).unwrap();
+    }
+    s
+}
+
+fn reply(status: u16, body: &[u8]) -> AppResponse {
+    AppResponse::new(
+        status,
+        "text/plain",
+        &["X-App: yes"],
+        Arc::new(body.to_vec()),
+    )
+    .unwrap()
+}
+
+/// Takes the offered request, queues it as `id`, and returns its head and body.
+fn take(h: &mut Harness, id: u64) -> (String, Vec<u8>) {
+    let d = h
+        .conn
+        .poll_delivery()
+        .expect("a request for the application");
+    let got = (
+        String::from_utf8_lossy(d.head).into_owned(),
+        d.body.to_vec(),
+    );
+    h.conn.handle_queued(RequestId(id), &h.clock);
+    assert!(h.conn.poll_delivery().is_none(), "offered once");
+    got
+}
+
+#[test]
+fn a_miss_goes_to_the_application_and_its_answer_to_the_client() {
+    let mut h = Harness::new(queued_site(true));
+    // Cached entries answer first, without the application.
+    let r = one(&h.exchange(&get("/index.html", "")));
+    assert_eq!((r.status, r.body.as_slice()), (200, BODY));
+    assert!(h.conn.poll_delivery().is_none());
+
+    // A miss is offered, with a request pipelined behind it that waits.
+    h.feed(&get("/dynamic?x=1", "Accept: */*\r\n"));
+    h.feed(&get("/index.html", ""));
+    let (head, body) = take(&mut h, 7);
+    assert!(head.starts_with("GET /dynamic?x=1 HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains("Accept: */*"));
+    assert!(body.is_empty());
+    assert_eq!(h.conn.phase(), Phase::Waiting);
+    assert_eq!(h.conn.waiting_for(), Some(RequestId(7)));
+    assert!(!h.conn.wants_read(), "pipelined requests wait");
+    assert!(h.flush().is_empty(), "nothing before the answer");
+
+    // The answer, then the pipelined request, in order.
+    assert!(
+        !h.conn
+            .handle_response(RequestId(8), &reply(200, b"x"), &h.clock, &h.site)
+    );
+    assert!(
+        h.conn
+            .handle_response(RequestId(7), &reply(201, b"made\n"), &h.clock, &h.site)
+    );
+    let rs = parse_responses(&h.flush(), &[]);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].status, 201);
+    assert_eq!(rs[0].header("x-app"), Some("yes"));
+    assert_eq!(rs[0].header("content-type"), Some("text/plain"));
+    assert_eq!(rs[0].header("server"), Some("khttp"));
+    assert_eq!(rs[0].body, b"made\n");
+    assert_eq!((rs[1].status, rs[1].body.as_slice()), (200, BODY));
+    assert!(
+        !h.conn
+            .handle_response(RequestId(7), &reply(200, b"x"), &h.clock, &h.site)
+    );
+}
+
+#[test]
+fn other_methods_on_a_cached_url_go_to_the_application() {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    let (head, body) = take(&mut h, 1);
+    assert!(head.starts_with("POST /index.html"));
+    assert_eq!(body, b"hello");
+}
+
+#[test]
+fn bodies_are_decoded_and_bounded() {
+    let mut h = Harness::new(queued_site(true));
+    // Chunked, split anywhere: the application gets the decoded bytes.
+    let req = b"PUT /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;e=1\r\nde\r\n0\r\n\r\n";
+    for b in req.chunks(3) {
+        h.feed(b);
+    }
+    assert_eq!(take(&mut h, 1).1, b"abcde");
+
+    // Over max-queued-body-bytes: 413 and a close, announced or chunked.
+    let mut s = queued_site(true);
+    s.set_limit("max-queued-body-bytes", 4).unwrap();
+    let mut h = Harness::new(s.clone());
+    let r = one(&h.exchange(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+    assert_eq!(r.status, 413);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+    let mut h = Harness::new(s);
+    let r = one(&h.exchange(
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ));
+    assert_eq!(r.status, 413);
+    assert!(h.conn.poll_delivery().is_none());
+}
+
+#[test]
+fn no_application_or_a_full_queue_is_503() {
+    // A queue with no process: 503 at once, as http.sys answers.
+    let mut h = Harness::new(queued_site(false));
+    let r = one(&h.exchange(&get("/dynamic", "")));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(String::from_utf8_lossy(&r.body).contains("no application"));
+    // The connection goes on.
+    let r = one(&h.exchange(&get("/index.html", "")));
+    assert_eq!(r.status, 200);
+
+    // The host's queue is full: 503 with Retry-After, and the next request is served.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/dynamic", ""));
+    h.feed(&get("/index.html", ""));
+    assert!(h.conn.poll_delivery().is_some());
+    h.conn.handle_refused(Refusal::QueueFull, &h.clock, &h.site);
+    let rs = parse_responses(&h.flush(), &[]);
+    assert_eq!(
+        (rs[0].status, rs[0].header("retry-after")),
+        (503, Some("1"))
+    );
+    assert_eq!(rs[1].status, 200);
+}
+
+#[test]
+fn an_application_that_does_not_answer_in_time_gives_503() {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/slow", ""));
+    take(&mut h, 42);
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.timer, d.close), (Timer::App, None));
+    assert_eq!(d.at, h.clock.now().add_secs(60));
+    h.advance_secs(59);
+    assert_eq!(h.conn.waiting_for(), Some(RequestId(42)));
+    h.advance_secs(60);
+    let r = one(&h.flush());
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("in time"));
+    assert_eq!(h.conn.take_cancelled(), Some(RequestId(42)));
+    assert_eq!(h.conn.take_cancelled(), None);
+    // A late answer is refused, and the connection serves the next request.
+    assert!(
+        !h.conn
+            .handle_response(RequestId(42), &reply(200, b"late"), &h.clock, &h.site)
+    );
+    assert_eq!(one(&h.exchange(&get("/index.html", ""))).status, 200);
+}
+
+#[test]
+fn head_connection_close_and_a_half_closed_client() {
+    // HEAD: the application's length, no body.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(b"HEAD /d HTTP/1.1\r\nHost: x\r\n\r\n");
+    take(&mut h, 1);
+    assert!(
+        h.conn
+            .handle_response(RequestId(1), &reply(200, b"12345"), &h.clock, &h.site)
+    );
+    let out = h.flush();
+    let r = &parse_responses(&out, &[true])[0];
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert!(out.ends_with(b"\r\n\r\n"));
+
+    // A client that sent its request and shut its side still gets the answer, then a close.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/d", ""));
+    take(&mut h, 2);
+    h.conn.handle_eof(&h.clock, &h.site);
+    assert_eq!(h.closed(), None, "still waiting for the application");
+    assert!(
+        h.conn
+            .handle_response(RequestId(2), &reply(200, b"ok"), &h.clock, &h.site)
+    );
+    assert_eq!(one(&h.flush()).body, b"ok");
+    assert_eq!(h.closed(), Some(Close::Graceful));
+
+    // `Connection: close` from the client: closed after the answer.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/d", "Connection: close\r\n"));
+    take(&mut h, 3);
+    assert!(
+        h.conn
+            .handle_response(RequestId(3), &reply(204, b""), &h.clock, &h.site)
+    );
+    let r = one(&h.flush());
+    assert_eq!((r.status, r.header("content-length")), (204, None));
+    assert_eq!(h.closed(), Some(Close::Graceful));
+}
+
+#[test]
+fn application_responses_are_checked() {
+    let body = Arc::new(Vec::new());
+    assert!(AppResponse::new(200, "", &[], Arc::clone(&body)).is_ok());
+    for bad in [
+        "Content-Length: 5",
+        "Connection: close",
+        "X-Bad\r\nInjected: 1",
+        "NoColon",
+    ] {
+        assert!(
+            AppResponse::new(200, "text/plain", &[bad], Arc::clone(&body)).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(AppResponse::new(99, "", &[], Arc::clone(&body)).is_err());
+    assert!(AppResponse::new(600, "", &[], Arc::clone(&body)).is_err());
+    assert!(AppResponse::new(200, "text/html\r\nX: y", &[], body).is_err());
+}
