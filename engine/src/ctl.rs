@@ -15,8 +15,8 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use khttp_proto::reply::{
-    AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, PutRow, ReservationRow, VersionRow,
-    empty_reply, too_small_reply,
+    AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, PutRow, QueueRow, ReservationRow,
+    VersionRow, empty_reply, too_small_reply,
 };
 use khttp_proto::{Command, PutEntry, Request, Status, decode_request, error_reply, write_rows};
 
@@ -146,6 +146,8 @@ impl From<CtlError> for Status {
             CtlError::InvalidAddress => Self::InvalidAddress,
             CtlError::AddressExists => Self::AddressExists,
             CtlError::InvalidQueueName => Self::InvalidQueueName,
+            CtlError::WrongEndpoint => Self::WrongEndpoint,
+            CtlError::NotGranted => Self::NotGranted,
             CtlError::OutOfMemory => Self::OutOfMemory,
         }
     }
@@ -310,7 +312,87 @@ fn apply(
             }),
         ),
         Request::LimitsSet { name, value } => site.set_limit(name, *value),
+        Request::QueueList => list_queues(site, out),
+        // The application endpoint's: the host serves them (`attach`, and its own queues).
+        Request::QueueAttach { .. }
+        | Request::QueueReceive { .. }
+        | Request::QueueRespond(_)
+        | Request::QueueCancel { .. }
+        | Request::QueueDetach { .. } => Err(CtlError::WrongEndpoint),
     }
+}
+
+fn list_queues(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
+    let mut prefixes: Vec<String> = Vec::new();
+    prefixes
+        .try_reserve_exact(site.queues().iter().count())
+        .map_err(|_| CtlError::OutOfMemory)?;
+    for q in site.queues().iter() {
+        let mut text = String::new();
+        for id in &q.reservations {
+            if let Some(r) = site.namespace().by_id(*id) {
+                if !text.is_empty() {
+                    mem::push_str(&mut text, " ")?;
+                }
+                mem::push_str(&mut text, &r.prefix.to_text()?)?;
+            }
+        }
+        prefixes.push(text);
+    }
+    reply(
+        out,
+        site.queues()
+            .iter()
+            .zip(&prefixes)
+            .map(|(q, prefixes)| QueueRow {
+                id: q.id,
+                name: &q.name,
+                prefixes,
+                attached: q.attached,
+            }),
+    )
+}
+
+/// Who is attaching an application ([`attach`]): the transport says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// An administrator (root or khttpd's own user; SYSTEM or Administrators): any prefix.
+    Administrator,
+    /// Another user, by name: only prefixes reserved `--user NAME` for it.
+    User(&'a str),
+}
+
+/// The application endpoint's attach (issue #12): `caller` may attach to `name` for
+/// `prefixes` only if each prefix's reservation grants it (`urlacl add PREFIX --user NAME`; an
+/// SDDL grants no Unix user). Applies it to `site` (the caller's private clone, then
+/// [`commit`]ted like a control write) and returns the queue's id.
+///
+/// # Errors
+/// [`CtlError::NotGranted`], and those of [`Site::attach_queue`].
+pub fn attach(
+    site: &mut Site,
+    caller: Caller<'_>,
+    name: &str,
+    prefixes: &[&str],
+) -> Result<u32, CtlError> {
+    if let Caller::User(user) = caller {
+        for p in prefixes {
+            let prefix = crate::route::parse_prefix(p)?;
+            let granted = site
+                .namespace()
+                .iter()
+                .find(|r| r.prefix == prefix)
+                .ok_or(CtlError::NotFound)?
+                .acl
+                .as_deref()
+                .and_then(|acl| acl.strip_prefix("user:"))
+                .is_some_and(|u| u == user);
+            if !granted {
+                return Err(CtlError::NotGranted);
+            }
+        }
+    }
+    site.attach_queue(name, prefixes)
 }
 
 fn list_reservations(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
@@ -456,6 +538,7 @@ mod tests {
                     .map(|v| match v {
                         Value::U64(n) => alloc::format!("{n}"),
                         Value::Str(s) => s.into(),
+                        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
                     })
                     .collect()
             })
@@ -536,6 +619,46 @@ mod tests {
         let (st, rows) = call(&mut s, &Request::Stats, &[]);
         assert_eq!(st, Status::Ok);
         assert!(rows.iter().any(|r| r[0] == "cache-entries" && r[1] == "1"));
+    }
+
+    #[test]
+    fn queues_attach_by_grant_and_list() {
+        use super::{Caller, attach};
+        use crate::error::CtlError;
+        let mut s = Site::new();
+        s.reserve("http://+:8080/app/", Some("user:alice")).unwrap();
+        s.reserve("http://+:8080/admin/", None).unwrap();
+        let alice = Caller::User("alice");
+        assert_eq!(
+            attach(&mut s, Caller::User("bob"), "q", &["http://+:8080/app/"]),
+            Err(CtlError::NotGranted)
+        );
+        assert_eq!(
+            attach(&mut s, alice, "q", &["http://+:8080/admin/"]),
+            Err(CtlError::NotGranted),
+            "no grant: administrators only"
+        );
+        assert_eq!(
+            attach(&mut s, alice, "q", &["http://+:8080/nope/"]),
+            Err(CtlError::NotFound)
+        );
+        let id = attach(&mut s, alice, "q", &["http://+:8080/app/"]).unwrap();
+        let admin = attach(
+            &mut s,
+            Caller::Administrator,
+            "q",
+            &["http://+:8080/admin/"],
+        );
+        assert_eq!(admin, Ok(id));
+        let (st, rows) = call(&mut s, &Request::QueueList, &[]);
+        assert_eq!(st, Status::Ok);
+        assert_eq!(
+            rows,
+            [["1", "q", "http://+:8080/app/ http://+:8080/admin/", "2"]]
+        );
+        // Application commands are refused on the control endpoint.
+        let (st, _) = call(&mut s, &Request::QueueReceive { queue: id }, &[]);
+        assert_eq!(st, Status::WrongEndpoint);
     }
 
     #[test]

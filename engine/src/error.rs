@@ -97,6 +97,10 @@ pub enum CtlError {
     AddressExists,
     /// A request queue name that is empty, too long or holds a control character.
     InvalidQueueName,
+    /// An application's command on the control endpoint (or the reverse).
+    WrongEndpoint,
+    /// The caller's user is not granted the reservation.
+    NotGranted,
     /// Memory for the change could not be allocated.
     OutOfMemory,
 }

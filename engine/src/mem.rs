@@ -76,6 +76,16 @@ pub(crate) fn string_from(src: &str) -> Result<String, OutOfMemory> {
     Ok(s)
 }
 
+/// `s.push_str(t)`, fallibly.
+///
+/// # Errors
+/// [`OutOfMemory`]; `s` is unchanged.
+pub(crate) fn push_str(s: &mut String, t: &str) -> Result<(), OutOfMemory> {
+    s.try_reserve(t.len())?;
+    s.push_str(t);
+    Ok(())
+}
+
 /// `v.push(x)`, fallibly.
 ///
 /// # Errors

@@ -35,8 +35,8 @@ mod wire;
 
 pub use reply::{Row, error_reply, read_rows, write_rows};
 pub use wire::{
-    HEADER_LEN, Header, MAX_COLS, MAX_HEADERS, MAX_ROWS, MAX_STR, PutEntry, Request, TableWriter,
-    Value, decode_reply, decode_request, encode_request,
+    HEADER_LEN, Header, MAX_BYTES, MAX_COLS, MAX_HEADERS, MAX_QUEUE_PREFIXES, MAX_ROWS, MAX_STR,
+    PutEntry, Request, Respond, TableWriter, Value, decode_reply, decode_request, encode_request,
 };
 
 /// khttp's device type: above 0x8000, the range left to vendors (DRIVER-NOTES §3.1).
@@ -112,6 +112,18 @@ pub enum Command {
     LimitsGet = 0x80C,
     /// Set one limit.
     LimitsSet = 0x80D,
+    /// An application creates or attaches to a request queue for prefixes (issue #12).
+    QueueAttach = 0x810,
+    /// An application waits for the next request of a queue it attached to.
+    QueueReceive = 0x811,
+    /// An application answers a request (the body in the direct buffer).
+    QueueRespond = 0x812,
+    /// An application gives a request up: the client gets 503.
+    QueueCancel = 0x813,
+    /// An application detaches from a queue.
+    QueueDetach = 0x814,
+    /// List request queues (`khttpctl queue show`).
+    QueueList = 0x815,
 }
 }
 
@@ -127,9 +139,24 @@ impl Command {
     #[must_use]
     pub const fn method(self) -> u32 {
         match self {
-            Self::CachePut => METHOD_IN_DIRECT,
+            Self::CachePut | Self::QueueRespond => METHOD_IN_DIRECT,
+            Self::QueueReceive => METHOD_OUT_DIRECT,
             _ => METHOD_BUFFERED,
         }
+    }
+
+    /// Whether the command is an application's (the application endpoint), not an
+    /// administrator's (the control endpoint).
+    #[must_use]
+    pub const fn for_applications(self) -> bool {
+        matches!(
+            self,
+            Self::QueueAttach
+                | Self::QueueReceive
+                | Self::QueueRespond
+                | Self::QueueCancel
+                | Self::QueueDetach
+        )
     }
 
     /// The access a caller's handle must have: write for changes, read for queries.
@@ -153,6 +180,8 @@ impl Command {
                 | Self::CacheList
                 | Self::Stats
                 | Self::LimitsGet
+                | Self::QueueList
+                | Self::QueueReceive
         )
     }
 
@@ -231,6 +260,11 @@ pub enum Status {
     PersistFailed = 20,
     /// A request queue name that is empty, too long or holds a control character.
     InvalidQueueName = 21,
+    /// The command belongs to the other endpoint (application commands on the control
+    /// endpoint, or administration on the application endpoint).
+    WrongEndpoint = 22,
+    /// The caller's user is not granted the reservation (`urlacl add … --user`).
+    NotGranted = 23,
 }
 }
 
@@ -293,6 +327,10 @@ impl Status {
             Self::OutOfMemory => "out of memory",
             Self::AccessDenied => "access denied",
             Self::PersistFailed => "could not save the change",
+            Self::WrongEndpoint => "this command belongs to the other endpoint",
+            Self::NotGranted => {
+                "the reservation does not grant this user (khttpctl urlacl add PREFIX --user NAME)"
+            }
             Self::InvalidQueueName => {
                 "invalid queue name: 1 to 256 characters, no control characters"
             }
@@ -400,8 +438,14 @@ mod tests {
             Command::Stats => 11,
             Command::LimitsGet => 12,
             Command::LimitsSet => 13,
+            Command::QueueAttach => 14,
+            Command::QueueReceive => 15,
+            Command::QueueRespond => 16,
+            Command::QueueCancel => 17,
+            Command::QueueDetach => 18,
+            Command::QueueList => 19,
         };
-        let mut seen = [false; 14];
+        let mut seen = [false; 20];
         for c in Command::ALL {
             seen[index(c)] = true;
         }

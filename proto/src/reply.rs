@@ -263,6 +263,117 @@ impl<'a> Row<'a> for LimitRow<'a> {
     }
 }
 
+/// What a queue attach gave (`QueueAttach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachRow {
+    /// The queue's id, for receive and detach.
+    pub queue: u32,
+}
+
+impl Row<'_> for AttachRow {
+    const COLS: u16 = 1;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::U64(u64::from(self.queue))]);
+    }
+    fn read(c: &[Value<'_>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            queue: u32::try_from(num(c, 0)?).map_err(|_| ProtoError::InvalidValue)?,
+        })
+    }
+}
+
+/// A request handed to an application (`QueueReceive`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestRow<'a> {
+    /// Its id, for the answer.
+    pub id: u64,
+    /// The request head as the client sent it (request line and fields).
+    pub head: &'a [u8],
+    /// The request body, decoded.
+    pub body: &'a [u8],
+}
+
+impl<'a> Row<'a> for RequestRow<'a> {
+    const COLS: u16 = 3;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::U64(self.id),
+            Value::Bytes(self.head),
+            Value::Bytes(self.body),
+        ]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        let bytes = |i: usize| match c.get(i) {
+            Some(Value::Bytes(b)) => Ok(*b),
+            _ => Err(ProtoError::InvalidValue),
+        };
+        Ok(Self {
+            id: num(c, 0)?,
+            head: bytes(1)?,
+            body: bytes(2)?,
+        })
+    }
+}
+
+/// What became of an answer (`QueueRespond`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespondRow {
+    /// The client was still waiting and got it.
+    pub delivered: bool,
+    /// The response was stored in the cache for later hits.
+    pub cached: bool,
+}
+
+impl Row<'_> for RespondRow {
+    const COLS: u16 = 2;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::U64(u64::from(self.delivered)),
+            Value::U64(u64::from(self.cached)),
+        ]);
+    }
+    fn read(c: &[Value<'_>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            delivered: num(c, 0)? != 0,
+            cached: num(c, 1)? != 0,
+        })
+    }
+}
+
+/// One request queue (`queue show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueRow<'a> {
+    /// Its id.
+    pub id: u32,
+    /// Its name.
+    pub name: &'a str,
+    /// The prefixes it receives, space-separated.
+    pub prefixes: &'a str,
+    /// Application handles attached.
+    pub attached: u32,
+}
+
+impl<'a> Row<'a> for QueueRow<'a> {
+    const COLS: u16 = 4;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::U64(u64::from(self.id)),
+            Value::Str(self.name),
+            Value::Str(self.prefixes),
+            Value::U64(u64::from(self.attached)),
+        ]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        let small = |i| u32::try_from(num(c, i)?).map_err(|_| ProtoError::InvalidValue);
+        Ok(Self {
+            id: small(0)?,
+            name: text(c, 1)?,
+            prefixes: text(c, 2)?,
+            attached: small(3)?,
+        })
+    }
+}
+
 /// A refusal: one line of English naming the fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorRow<'a> {

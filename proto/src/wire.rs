@@ -17,8 +17,15 @@
 //!   CacheDelete:     url:str
 //!   CacheFlush, CacheList: prefix:str                    ; "" = everything
 //!   LimitsSet:       name:str value:u64
+//!   QueueAttach:     name:str prefix_count:u32 prefix:str*count
+//!   QueueReceive, QueueDetach: queue:u32
+//!   QueueRespond:    id:u64 status:u16 reserved:u16(=0) content_type:str
+//!                    header_count:u32 header:str*count ttl:u64 body_len:u64
+//!                    ; ttl u64::MAX = do not cache; the direct buffer is the body, exactly
+//!   QueueCancel:     id:u64
+//!   QueueList:       (empty)
 //! reply body = rows:u32 cols:u16 value*(rows*cols)
-//! value   = 0:u8 u64 | 1:u8 str
+//! value   = 0:u8 u64 | 1:u8 str | 2:u8 bytes               ; bytes = len:u32 octets
 //! ```
 
 use alloc::vec::Vec;
@@ -27,8 +34,12 @@ use crate::{Command, PROTOCOL_VERSION, ProtoError};
 
 /// Longest string field.
 pub const MAX_STR: usize = 65_536;
-/// Most `--header` lines in one put.
+/// Most `--header` lines in one put or response.
 pub const MAX_HEADERS: usize = 64;
+/// Most prefixes one queue attach names.
+pub const MAX_QUEUE_PREFIXES: usize = 64;
+/// Longest byte-string value in a reply (a request head and body handed to an application).
+pub const MAX_BYTES: usize = 64 << 20;
 /// Most rows in a reply.
 pub const MAX_ROWS: usize = 1 << 22;
 /// Most columns in a reply.
@@ -107,6 +118,28 @@ impl<'a> Dec<'a> {
         core::str::from_utf8(self.take(len)?).map_err(|_| ProtoError::NotUtf8)
     }
 
+    /// `count:u32 str*count`, at most `max` strings.
+    fn strs(&mut self, max: usize) -> Result<Vec<&'a str>, ProtoError> {
+        let count = usize::try_from(self.u32()?).map_err(|_| ProtoError::TooLarge)?;
+        if count > max {
+            return Err(ProtoError::TooLarge);
+        }
+        let mut v = Vec::new();
+        v.try_reserve(count).map_err(|_| ProtoError::OutOfMemory)?;
+        for _ in 0..count {
+            v.push(self.str()?);
+        }
+        Ok(v)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], ProtoError> {
+        let len = usize::try_from(self.u32()?).map_err(|_| ProtoError::TooLarge)?;
+        if len > MAX_BYTES {
+            return Err(ProtoError::TooLarge);
+        }
+        self.take(len)
+    }
+
     fn opt_u64(&mut self) -> Result<Option<u64>, ProtoError> {
         Ok(Some(self.u64()?).filter(|v| *v != u64::MAX))
     }
@@ -166,6 +199,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+fn put_count(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
 fn put_opt(out: &mut Vec<u8>, v: Option<u64>) {
     out.extend_from_slice(&v.unwrap_or(u64::MAX).to_le_bytes());
 }
@@ -201,6 +238,24 @@ impl PutEntry<'_> {
             .checked_add(self.gzip_len.unwrap_or(0))?
             .checked_add(self.br_len.unwrap_or(0))
     }
+}
+
+/// An application's answer (`QueueRespond`); the body rides in the direct buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Respond<'a> {
+    /// The request it answers.
+    pub id: u64,
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`; empty for `application/octet-stream`.
+    pub content_type: &'a str,
+    /// Extra `Name: value` lines.
+    pub headers: Vec<&'a str>,
+    /// Seconds the server may keep the response in its cache for later hits; `None`: not at
+    /// all. The server caches only what its rules allow.
+    pub ttl: Option<u64>,
+    /// Bytes of the body in the direct buffer.
+    pub body_len: u64,
 }
 
 /// A decoded control request. Not `#[non_exhaustive]`: inside the workspace a command that a
@@ -263,6 +318,32 @@ pub enum Request<'a> {
         /// The new value.
         value: u64,
     },
+    /// An application attaches to the queue `name` for `prefixes` (each as reserved).
+    QueueAttach {
+        /// The queue's name.
+        name: &'a str,
+        /// The reserved prefixes.
+        prefixes: Vec<&'a str>,
+    },
+    /// An application waits for the next request of `queue`.
+    QueueReceive {
+        /// The queue's id, from the attach.
+        queue: u32,
+    },
+    /// An application answers.
+    QueueRespond(Respond<'a>),
+    /// An application gives request `id` up.
+    QueueCancel {
+        /// The request.
+        id: u64,
+    },
+    /// An application detaches from `queue`.
+    QueueDetach {
+        /// The queue's id.
+        queue: u32,
+    },
+    /// `queue show`
+    QueueList,
 }
 
 impl Request<'_> {
@@ -284,6 +365,12 @@ impl Request<'_> {
             Self::Stats => Command::Stats,
             Self::LimitsGet => Command::LimitsGet,
             Self::LimitsSet { .. } => Command::LimitsSet,
+            Self::QueueAttach { .. } => Command::QueueAttach,
+            Self::QueueReceive { .. } => Command::QueueReceive,
+            Self::QueueRespond(_) => Command::QueueRespond,
+            Self::QueueCancel { .. } => Command::QueueCancel,
+            Self::QueueDetach { .. } => Command::QueueDetach,
+            Self::QueueList => Command::QueueList,
         }
     }
 }
@@ -297,7 +384,31 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
         | Request::UrlaclList
         | Request::IplistenList
         | Request::Stats
-        | Request::LimitsGet => {}
+        | Request::LimitsGet
+        | Request::QueueList => {}
+        Request::QueueAttach { name, prefixes } => {
+            put_str(out, name);
+            put_count(out, prefixes.len());
+            for p in prefixes {
+                put_str(out, p);
+            }
+        }
+        Request::QueueReceive { queue } | Request::QueueDetach { queue } => {
+            out.extend_from_slice(&queue.to_le_bytes());
+        }
+        Request::QueueCancel { id } => out.extend_from_slice(&id.to_le_bytes()),
+        Request::QueueRespond(r) => {
+            out.extend_from_slice(&r.id.to_le_bytes());
+            out.extend_from_slice(&r.status.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            put_str(out, r.content_type);
+            put_count(out, r.headers.len());
+            for h in &r.headers {
+                put_str(out, h);
+            }
+            put_opt(out, r.ttl);
+            out.extend_from_slice(&r.body_len.to_le_bytes());
+        }
         Request::UrlaclAdd { prefix, acl } => {
             put_str(out, prefix);
             put_str(out, acl.unwrap_or(""));
@@ -372,6 +483,33 @@ pub fn decode_request(
             name: d.str()?,
             value: d.u64()?,
         },
+        Command::QueueList => Request::QueueList,
+        Command::QueueAttach => Request::QueueAttach {
+            name: d.str()?,
+            prefixes: d.strs(MAX_QUEUE_PREFIXES)?,
+        },
+        Command::QueueReceive => Request::QueueReceive { queue: d.u32()? },
+        Command::QueueDetach => Request::QueueDetach { queue: d.u32()? },
+        Command::QueueCancel => Request::QueueCancel { id: d.u64()? },
+        Command::QueueRespond => {
+            let id = d.u64()?;
+            let status = d.u16()?;
+            if d.u16()? != 0 {
+                return Err(ProtoError::ReservedNotZero);
+            }
+            let r = Respond {
+                id,
+                status,
+                content_type: d.str()?,
+                headers: d.strs(MAX_HEADERS)?,
+                ttl: d.opt_u64()?,
+                body_len: d.u64()?,
+            };
+            if u64::try_from(direct_len).ok() != Some(r.body_len) {
+                return Err(ProtoError::DirectLength);
+            }
+            Request::QueueRespond(r)
+        }
         Command::CachePut => {
             let url = d.str()?;
             let content_type = d.str()?;
@@ -381,17 +519,7 @@ pub fn decode_request(
             }
             let ttl = d.opt_u64()?;
             let last_modified = d.opt_u64()?;
-            let count = usize::try_from(d.u32()?).map_err(|_| ProtoError::TooLarge)?;
-            if count > MAX_HEADERS {
-                return Err(ProtoError::TooLarge);
-            }
-            let mut headers = Vec::new();
-            headers
-                .try_reserve(count)
-                .map_err(|_| ProtoError::OutOfMemory)?;
-            for _ in 0..count {
-                headers.push(d.str()?);
-            }
+            let headers = d.strs(MAX_HEADERS)?;
             let put = PutEntry {
                 url,
                 content_type,
@@ -411,7 +539,7 @@ pub fn decode_request(
         }
     };
     d.end()?;
-    if command != Command::CachePut && direct_len != 0 {
+    if command.method() != crate::METHOD_IN_DIRECT && direct_len != 0 {
         return Err(ProtoError::DirectLength);
     }
     Ok(req)
@@ -424,6 +552,8 @@ pub enum Value<'a> {
     U64(u64),
     /// A string.
     Str(&'a str),
+    /// Bytes (a request head and body handed to an application).
+    Bytes(&'a [u8]),
 }
 
 impl Value<'_> {
@@ -432,7 +562,7 @@ impl Value<'_> {
     pub const fn as_u64(&self) -> Option<u64> {
         match self {
             Self::U64(v) => Some(*v),
-            Self::Str(_) => None,
+            Self::Str(_) | Self::Bytes(_) => None,
         }
     }
 }
@@ -489,6 +619,12 @@ impl<'o> TableWriter<'o> {
                     self.put(&len.to_le_bytes());
                     self.put(s.as_bytes());
                 }
+                Value::Bytes(b) => {
+                    let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+                    self.put(&[2]);
+                    self.put(&len.to_le_bytes());
+                    self.put(b);
+                }
             }
         }
         self.rows = self.rows.saturating_add(1);
@@ -535,6 +671,7 @@ pub fn decode_reply(buf: &[u8]) -> Result<Vec<Vec<Value<'_>>>, ProtoError> {
             row.push(match d.u8()? {
                 0 => Value::U64(d.u64()?),
                 1 => Value::Str(d.str()?),
+                2 => Value::Bytes(d.bytes()?),
                 _ => return Err(ProtoError::InvalidValue),
             });
         }
@@ -604,6 +741,40 @@ mod tests {
             br_len: None,
         };
         round_trip(&Request::CachePut(put), 14);
+        round_trip(
+            &Request::QueueAttach {
+                name: "app",
+                prefixes: vec!["http://+:80/a/", "http://+:80/b/"],
+            },
+            0,
+        );
+        round_trip(&Request::QueueReceive { queue: 3 }, 0);
+        round_trip(&Request::QueueDetach { queue: 3 }, 0);
+        round_trip(&Request::QueueCancel { id: u64::MAX - 1 }, 0);
+        round_trip(&Request::QueueList, 0);
+        round_trip(
+            &Request::QueueRespond(super::Respond {
+                id: 9,
+                status: 201,
+                content_type: "text/plain",
+                headers: vec!["X-A: 1"],
+                ttl: Some(30),
+                body_len: 5,
+            }),
+            5,
+        );
+    }
+
+    #[test]
+    fn bytes_values_round_trip() {
+        let mut out = Vec::new();
+        let mut t = TableWriter::new(&mut out, 2);
+        t.row(&[Value::U64(1), Value::Bytes(&[0xFF, 0, b'\n'])]);
+        t.finish().unwrap();
+        assert_eq!(
+            decode_reply(&out).unwrap(),
+            vec![vec![Value::U64(1), Value::Bytes(&[0xFF, 0, b'\n'])]]
+        );
     }
 
     #[test]

@@ -283,6 +283,17 @@ fn stats_and_limits() {
             && limits.contains(r#""idle-timeout": 120"#),
         "{limits}"
     );
+    for new in [
+        r#""linger-timeout": 2"#,
+        r#""queue-length": 1000"#,
+        r#""app-response-timeout": 60"#,
+        r#""max-queued-body-bytes": 1048576"#,
+    ] {
+        assert!(limits.contains(new), "{new} in {limits}");
+    }
+    // No application has attached a queue: none listed, in either form.
+    assert!(s.ctl_ok(&["queue", "show"]).contains("No request queues."));
+    assert_eq!(s.ctl_ok(&["queue", "show", "--json"]).trim(), "[]");
     s.ctl_ok(&["limits", "set", "max-headers", "5"]);
     assert!(s.ctl_ok(&["limits", "show"]).contains("max-headers"));
     assert!(

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use khttp_local::compress::{self, Coding};
 use khttp_local::files;
 use khttp_proto::reply::{
-    AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, ReservationRow, VersionRow,
+    AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, QueueRow, ReservationRow, VersionRow,
 };
 use khttp_proto::{PutEntry, Request};
 use khttpctl::endpoint::{Client, Endpoint, Reply, default_endpoint};
@@ -42,6 +42,9 @@ enum Command {
     /// Limits and timeouts.
     #[command(subcommand)]
     Limits(Limits),
+    /// Request queues: applications that answer the requests the cache cannot.
+    #[command(subcommand)]
+    Queue(Queue),
     /// Protocol and server version.
     Version,
 }
@@ -127,6 +130,12 @@ enum Cache {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum Queue {
+    /// List queues: their prefixes and the applications attached.
+    Show(JsonFlag),
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,7 +282,33 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Command::Cache(c) => cache(&mut client, c),
         Command::Stats(j) => stats(&mut client, j.json),
         Command::Limits(c) => limits(&mut client, c),
+        Command::Queue(Queue::Show(j)) => queues(&mut client, j.json),
     }
+}
+
+fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
+    let reply = client.call(&Request::QueueList, &[])?;
+    let rows: Vec<QueueRow<'_>> = reply.rows()?;
+    if as_json {
+        let list = rows
+            .iter()
+            .map(|q| {
+                let prefixes: Vec<&str> = q.prefixes.split(' ').filter(|p| !p.is_empty()).collect();
+                json!({"id": q.id, "name": q.name, "prefixes": prefixes, "attached": q.attached})
+            })
+            .collect();
+        print_json(&Json::Array(list));
+    } else if rows.is_empty() {
+        out!("No request queues.");
+    }
+    for q in rows.iter().filter(|_| !as_json) {
+        out!("Request queue {} (id {})", q.name, q.id);
+        for p in q.prefixes.split(' ').filter(|p| !p.is_empty()) {
+            out!("    URL: {p}");
+        }
+        out!("    Applications attached: {}", q.attached);
+    }
+    Ok(())
 }
 
 /// A change whose refusal names what it was about: `SUBJECT: why`.
