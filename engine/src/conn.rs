@@ -704,11 +704,21 @@ impl Connection {
     }
 
     /// The peer closed its sending side: answer what is complete, then close. While the close
-    /// lingers, this ends it.
+    /// lingers, this ends it. While a request waits for an application, the client has gone
+    /// (nginx's "client closed request"): the request is cancelled
+    /// ([`Connection::take_cancelled`]) and the connection closes.
     pub fn handle_eof(&mut self, clock: &Clock, site: &Site) {
         self.now = clock.now();
         if let State::Lingering(_) = self.state {
             self.state = State::Closed(Close::Finished);
+            return;
+        }
+        if let State::Deferred(d) = &self.state
+            && (d.id.is_some() || d.reader.is_some())
+        {
+            self.cancelled = d.id;
+            self.eof = true;
+            self.state = State::Sending;
             return;
         }
         self.eof = true;
@@ -1129,6 +1139,21 @@ impl Connection {
             return false;
         }
         self.answer_deferred(&Answer::App(response), clock.date(), site);
+        self.resume(clock, site);
+        true
+    }
+
+    /// The application that had request `id` went away (or gave it up) before answering: 503.
+    /// Returns false when the connection no longer waits for it.
+    pub fn handle_abandoned(&mut self, id: RequestId, clock: &Clock, site: &Site) -> bool {
+        self.now = clock.now();
+        if self.waiting_for() != Some(id) {
+            return false;
+        }
+        let busy = Answer::Busy {
+            text: "the application went away before it answered",
+        };
+        self.answer_deferred(&busy, clock.date(), site);
         self.resume(clock, site);
         true
     }

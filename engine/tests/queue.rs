@@ -171,7 +171,19 @@ fn an_application_that_does_not_answer_in_time_gives_503() {
 }
 
 #[test]
-fn head_connection_close_and_a_half_closed_client() {
+fn an_application_that_goes_away_gives_503() {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/d", ""));
+    take(&mut h, 5);
+    assert!(!h.conn.handle_abandoned(RequestId(6), &h.clock, &h.site));
+    assert!(h.conn.handle_abandoned(RequestId(5), &h.clock, &h.site));
+    let r = one(&h.flush());
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
+    assert_eq!(h.conn.phase(), Phase::Idle);
+}
+
+#[test]
+fn head_connection_close_and_a_client_that_goes() {
     // HEAD: the application's length, no body.
     let mut h = Harness::new(queued_site(true));
     h.feed(b"HEAD /d HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -185,18 +197,19 @@ fn head_connection_close_and_a_half_closed_client() {
     assert_eq!(r.header("content-length"), Some("5"));
     assert!(out.ends_with(b"\r\n\r\n"));
 
-    // A client that sent its request and shut its side still gets the answer, then a close.
+    // A client that closes its side while the application works has gone (nginx's 499): the
+    // request is cancelled, the connection closes, and a late answer is refused.
     let mut h = Harness::new(queued_site(true));
     h.feed(&get("/d", ""));
     take(&mut h, 2);
     h.conn.handle_eof(&h.clock, &h.site);
-    assert_eq!(h.closed(), None, "still waiting for the application");
+    assert_eq!(h.conn.take_cancelled(), Some(RequestId(2)));
+    assert_eq!(h.closed(), Some(Close::Graceful));
     assert!(
-        h.conn
+        !h.conn
             .handle_response(RequestId(2), &reply(200, b"ok"), &h.clock, &h.site)
     );
-    assert_eq!(one(&h.flush()).body, b"ok");
-    assert_eq!(h.closed(), Some(Close::Graceful));
+    assert!(h.flush().is_empty());
 
     // `Connection: close` from the client: closed after the answer.
     let mut h = Harness::new(queued_site(true));

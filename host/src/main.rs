@@ -13,6 +13,7 @@
 )]
 mod sys;
 
+mod apps;
 mod bodies;
 mod control;
 mod shared;
@@ -57,6 +58,11 @@ struct Args {
     /// The URL prefix for --site.
     #[arg(long, default_value = "http://+:8080/", requires = "site")]
     prefix: String,
+    /// The application endpoint, which any local user may open: applications attach to
+    /// request queues here (`khttp-app`, `khttp-proxy`) [default: app.sock beside the control
+    /// socket].
+    #[arg(long)]
+    app_socket: Option<PathBuf>,
     /// Write one line per request here: time, client, method, URL, status, bytes, HIT/MISS, duration.
     #[arg(long)]
     access_log: Option<PathBuf>,
@@ -219,6 +225,11 @@ fn run(args: Args) -> Result<(), String> {
 
     let (per_worker, bound) = bind_all(&site, workers)?;
     let control = control::bind(&control_path)?;
+    let app_path = args
+        .app_socket
+        .clone()
+        .unwrap_or_else(|| control_path.with_file_name("app.sock"));
+    let app_listener = apps::bind(&app_path)?;
     let mut shared = Shared::new(site, state_dir.clone(), access_log);
     shared.sendfile = args.sendfile == "on";
     let shared = Arc::new(shared);
@@ -242,6 +253,11 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let s = Arc::clone(&shared);
         std::thread::Builder::new()
+            .name("khttpd-apps".into())
+            .spawn(move || apps::serve(&app_listener, &s))
+            .map_err(|e| e.to_string())?;
+        let s = Arc::clone(&shared);
+        std::thread::Builder::new()
             .name("khttpd-janitor".into())
             .spawn(move || control::janitor(&s))
             .map_err(|e| e.to_string())?;
@@ -260,6 +276,7 @@ fn run(args: Args) -> Result<(), String> {
             "khttpd: no URL reservations yet: nothing to listen on (add one with khttpctl urlacl add)"
         );
     }
+    println!("khttpd: application socket {}", app_path.display());
     println!(
         "khttpd: control socket {} (khttpctl --endpoint unix:{})",
         control_path.display(),
@@ -280,10 +297,12 @@ fn run(args: Args) -> Result<(), String> {
     shared.wake_all();
     // Unblock the control thread's accept.
     let _ = std::os::unix::net::UnixStream::connect(&control_path);
+    let _ = std::os::unix::net::UnixStream::connect(&app_path);
     for t in threads {
         let _ = t.join();
     }
     let _ = std::fs::remove_file(&control_path);
+    let _ = std::fs::remove_file(&app_path);
     println!("khttpd: stopped");
     Ok(())
 }

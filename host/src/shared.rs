@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
     /// Connections being answered 503 because of `max-connections`.
     pub(crate) overloaded: AtomicUsize,
+    /// Requests handed to applications (the application endpoint).
+    pub(crate) apps: crate::apps::Apps,
     /// Where reservations, the IP list and limits persist.
     pub(crate) state_dir: PathBuf,
     /// The access log, if any.
@@ -49,6 +51,7 @@ impl Shared {
             wakers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             overloaded: AtomicUsize::new(0),
+            apps: crate::apps::Apps::default(),
             state_dir,
             access_log: access_log.map(|f| Mutex::new(BufWriter::new(f))),
             bodies: crate::bodies::BodyFiles::default(),
@@ -82,6 +85,18 @@ impl Shared {
         *self.site.write().unwrap_or_else(PoisonError::into_inner) = site;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.wake_all();
+    }
+
+    /// Wakes worker `index`.
+    pub(crate) fn wake(&self, index: usize) {
+        if let Some(w) = self
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+        {
+            let _ = w.wake();
+        }
     }
 
     /// Wakes every worker.

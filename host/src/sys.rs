@@ -113,3 +113,53 @@ pub(crate) fn unsent_bytes(sock: &impl AsRawFd) -> io::Result<usize> {
     }
     Ok(usize::try_from(n).unwrap_or(0))
 }
+
+/// The login name of `uid`, from the password database (`getpwuid_r`); `None` when it has
+/// none.
+#[must_use]
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `passwd` is plain data; all-zero is a valid value for getpwuid_r to overwrite.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc;
+    // SAFETY: 1. `pwd`, `buf` and `result` are valid for writes, and `buf.len()` is its exact
+    // size; 2. getpwuid_r stores pointers into `buf` only, which outlives their use below.
+    unsafe {
+        rc = libc::getpwuid_r(
+            uid,
+            &raw mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &raw mut result,
+        );
+    }
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success `pw_name` is a NUL-terminated string inside `buf`, alive here.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    name.to_str().ok().map(str::to_owned)
+}
+
+/// Whether the peer of a connected socket has closed its end (`recv` with `MSG_PEEK` and
+/// `MSG_DONTWAIT` reads 0 bytes, or fails other than "would block").
+#[must_use]
+pub(crate) fn peer_closed(sock: &impl AsRawFd) -> bool {
+    let mut b = [0u8; 1];
+    let n;
+    // SAFETY: `sock` is open for the call (borrowed); `b` is a writable one-byte buffer; the
+    // flags neither block nor consume data.
+    unsafe {
+        n = libc::recv(
+            sock.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        );
+    }
+    if n == 0 {
+        return true;
+    }
+    n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+}

@@ -21,6 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::apps::Outcome;
 use crate::bodies::LARGE;
 use crate::shared::Shared;
 use crate::sys;
@@ -58,6 +59,8 @@ pub(crate) struct Worker {
     buf: Vec<u8>,
     /// Whether this worker reports bind errors (worker 0 does, so they print once).
     reports: bool,
+    /// This worker's place among the wakers, for answers from applications.
+    index: usize,
     logging: bool,
 }
 
@@ -100,11 +103,14 @@ impl Worker {
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        shared
-            .wakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(waker);
+        let index = {
+            let mut wakers = shared
+                .wakers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            wakers.push(waker);
+            wakers.len().saturating_sub(1)
+        };
         let site = shared.snapshot();
         let generation = shared.generation();
         let clock = shared.clock();
@@ -120,6 +126,7 @@ impl Worker {
             free: Vec::new(),
             buf: vec![0; READ_BUF],
             reports,
+            index,
             logging,
         };
         for (addr, mut l) in listeners {
@@ -200,7 +207,7 @@ impl Worker {
             self.refresh();
             for ev in &events {
                 match ev.token() {
-                    WAKER => {}
+                    WAKER => self.answers(),
                     Token(t) if t < CONN_BASE => self.accept(t.saturating_sub(1)),
                     Token(t) => {
                         let index = t.saturating_sub(CONN_BASE);
@@ -325,6 +332,7 @@ impl Worker {
             clock,
             site,
             shared,
+            index: worker,
             ..
         } = self;
         let Some(Some(slot)) = slots.get_mut(index) else {
@@ -332,7 +340,17 @@ impl Worker {
         };
         let mut drop_it = false;
         loop {
-            let input = read_input(slot, buf, clock, site);
+            let mut input = read_input(slot, buf, clock, site);
+            // A client that goes while an application works on its request: the engine cancels
+            // it (nginx's "client closed request").
+            if slot.readable && slot.conn.waiting_for().is_some() && sys::peer_closed(&slot.stream)
+            {
+                slot.conn.handle_eof(clock, site);
+                input.progressed = true;
+            }
+            if let Some(id) = slot.conn.take_cancelled() {
+                shared.apps.cancel(id);
+            }
             if input.drop {
                 drop_it = true;
                 break;
@@ -343,6 +361,17 @@ impl Worker {
                 break;
             }
             let mut progressed = input.progressed || output.progressed;
+            if let Some(d) = slot.conn.poll_delivery() {
+                // A request for an application: queue it, or 503.
+                let queued = shared
+                    .apps
+                    .enqueue(*worker, index, &d, site.limits().queue_length);
+                match queued {
+                    Ok(id) => slot.conn.handle_queued(id, clock),
+                    Err(refusal) => slot.conn.handle_refused(refusal, clock, site),
+                }
+                progressed = true;
+            }
             match slot.conn.poll_close() {
                 Some(Close::Abortive | Close::Finished) => {
                     drop_it = true; // `remove` resets it if abortive
@@ -397,6 +426,9 @@ impl Worker {
     /// wait): the client sees a broken response rather than a clean FIN after a short body.
     fn remove(&mut self, index: usize, reset: bool) {
         if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
+            if let Some(id) = slot.conn.waiting_for() {
+                self.shared.apps.cancel(id);
+            }
             if reset || slot.conn.has_output() || slot.conn.poll_close() == Some(Close::Abortive) {
                 let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
             }
@@ -429,6 +461,26 @@ impl Worker {
                     0
                 };
                 slot.conn.handle_timeout(&self.clock, undelivered);
+                if let Some(id) = slot.conn.take_cancelled() {
+                    self.shared.apps.cancel(id);
+                }
+                self.drive(index);
+            }
+        }
+    }
+
+    /// Hands applications' answers to the connections that wait for them.
+    fn answers(&mut self) {
+        for (index, id, outcome) in self.shared.apps.take_outcomes(self.index) {
+            let Some(Some(slot)) = self.slots.get_mut(index) else {
+                continue;
+            };
+            let (clock, site) = (&self.clock, &self.site);
+            let taken = match &outcome {
+                Outcome::Response(r) => slot.conn.handle_response(id, r, clock, site),
+                Outcome::Abandoned => slot.conn.handle_abandoned(id, clock, site),
+            };
+            if taken {
                 self.drive(index);
             }
         }

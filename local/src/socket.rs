@@ -1,10 +1,15 @@
 //! Where khttpd's control socket is when `--control` is not given, which is also where
 //! khttpctl looks first (DESIGN §7): `/run/khttp/control.sock` for root, otherwise a per-user
-//! socket, `$XDG_RUNTIME_DIR/khttp/control.sock` or `/tmp/khttp-UID/control.sock`.
+//! socket, `$XDG_RUNTIME_DIR/khttp/control.sock` or `/tmp/khttp-UID/control.sock`. The
+//! application socket is `app.sock` beside it. [`call`] makes one call over either.
 
 #![cfg(unix)]
 
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+
+use khttp_proto::frame::{self, RequestFrame};
 
 /// The system-wide control socket (DESIGN §7).
 pub const SYSTEM_SOCKET: &str = "/run/khttp/control.sock";
@@ -36,4 +41,60 @@ pub fn default_server_socket() -> PathBuf {
     } else {
         user_socket()
     }
+}
+
+/// The application socket khttpd creates when `--app-socket` is not given: `app.sock` beside
+/// the control socket.
+#[must_use]
+pub fn default_app_socket() -> PathBuf {
+    default_server_socket().with_file_name("app.sock")
+}
+
+/// One call over a khttpd socket (`khttp_proto::frame`): the control code, the input and
+/// direct buffers, and the most reply bytes accepted; returns the status and the reply.
+///
+/// # Errors
+/// The socket's errors; `InvalidInput` for buffers the frame cannot describe; `InvalidData`
+/// for a reply larger than asked for.
+pub fn call(
+    stream: &mut UnixStream,
+    code: u32,
+    input: &[u8],
+    direct: &[u8],
+    output_cap: u32,
+) -> io::Result<(u32, Vec<u8>)> {
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "request too large for the control protocol",
+        )
+    };
+    let header = RequestFrame {
+        code,
+        input_len: u32::try_from(input.len()).map_err(|_| too_big())?,
+        direct_len: u32::try_from(direct.len()).map_err(|_| too_big())?,
+        output_cap,
+    };
+    let sent = stream
+        .write_all(&header.encode())
+        .and_then(|()| stream.write_all(input))
+        .and_then(|()| stream.write_all(direct));
+    let mut reply = [0u8; frame::REPLY_LEN];
+    // khttpd may refuse a request before reading all of it (a body over the entry limit) and
+    // close; its reply is then already waiting, so read it before reporting the write error.
+    if let Err(write_error) = sent {
+        stream.read_exact(&mut reply).map_err(|_| write_error)?;
+    } else {
+        stream.read_exact(&mut reply)?;
+    }
+    let (status, len) = frame::decode_reply(&reply);
+    if len > output_cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "reply larger than asked for",
+        ));
+    }
+    let mut out = vec![0u8; len as usize];
+    stream.read_exact(&mut out)?;
+    Ok((status, out))
 }

@@ -65,6 +65,24 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+static BUILD_EXAMPLES: Once = Once::new();
+
+/// Path of an example of `khttp-app` (`hello-app`), building the examples once.
+#[must_use]
+pub fn example(name: &str) -> PathBuf {
+    BUILD_EXAMPLES.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "khttp-app", "--examples"]);
+        if bin_dir().ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo build");
+        assert!(status.success(), "building the khttp-app examples failed");
+    });
+    bin_dir().join("examples").join(name)
+}
+
 /// A free TCP port on loopback.
 #[must_use]
 pub fn free_port() -> u16 {
@@ -225,6 +243,12 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// khttpd's application socket (`app.sock` beside the control socket).
+    #[must_use]
+    pub fn app_socket(&self) -> PathBuf {
+        self.dir.join("app.sock")
     }
 
     /// What khttpd printed so far.

@@ -6,12 +6,8 @@
 //! khttpd creates: `$XDG_RUNTIME_DIR/khttp/control.sock`, or `/tmp/khttp-UID/control.sock`.
 
 use std::io;
-#[cfg(unix)]
-use std::io::{Read, Write};
 use std::path::PathBuf;
 
-#[cfg(unix)]
-use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::reply::ErrorRow;
 use khttp_proto::{Request, Row, Status, encode_request, read_rows};
 
@@ -109,43 +105,7 @@ impl Transport for UnixTransport {
         direct: &[u8],
         output_cap: u32,
     ) -> io::Result<(u32, Vec<u8>)> {
-        let too_big = || {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "request too large for the control protocol",
-            )
-        };
-        let header = RequestFrame {
-            code,
-            input_len: u32::try_from(input.len()).map_err(|_| too_big())?,
-            direct_len: u32::try_from(direct.len()).map_err(|_| too_big())?,
-            output_cap,
-        };
-        let sent = self
-            .stream
-            .write_all(&header.encode())
-            .and_then(|()| self.stream.write_all(input))
-            .and_then(|()| self.stream.write_all(direct));
-        let mut reply = [0u8; frame::REPLY_LEN];
-        // khttpd may refuse a request before reading all of it (a body over the entry limit) and
-        // close; its reply is then already waiting, so read it before reporting the write error.
-        if let Err(write_error) = sent {
-            self.stream
-                .read_exact(&mut reply)
-                .map_err(|_| write_error)?;
-        } else {
-            self.stream.read_exact(&mut reply)?;
-        }
-        let (status, len) = frame::decode_reply(&reply);
-        if len > output_cap {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reply larger than asked for",
-            ));
-        }
-        let mut out = vec![0u8; len as usize];
-        self.stream.read_exact(&mut out)?;
-        Ok((status, out))
+        khttp_local::socket::call(&mut self.stream, code, input, direct, output_cap)
     }
 }
 

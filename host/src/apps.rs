@@ -1,0 +1,474 @@
+//! The application endpoint (issue #12): a Unix socket any local user may open, speaking the
+//! same frames as the control socket, over which applications attach to request queues,
+//! receive the requests the cache cannot answer, and answer them.
+//!
+//! Who may attach where is the engine's rule (`ctl::attach`): root and khttpd's own user
+//! anywhere, another user only under a reservation granted to it by name
+//! (`khttpctl urlacl add PREFIX --user NAME`), which `SO_PEERCRED` and the password database
+//! identify. A refusal is one line to the application and one to khttpd's log.
+//!
+//! The requests themselves live here, between the workers (whose connections offer them and
+//! take the answers) and the application sessions (one thread per application connection). A
+//! request is *waiting* until a session receives it, then *taken* until it is answered; a
+//! session that ends abandons what it took (503 to those clients), and when it was the queue's
+//! last application, what is still waiting too.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use khttp_engine::ctl::{Caller, attach};
+use khttp_engine::{AppResponse, CtlError, Delivery, Refusal, RequestId};
+use khttp_proto::frame::{self, RequestFrame};
+use khttp_proto::reply::{AttachRow, RequestRow, RespondRow};
+use khttp_proto::{Command, Request, Status, decode_request, error_reply, write_rows};
+
+use crate::shared::Shared;
+use crate::sys;
+
+/// What a worker's connection gets back for a request it handed over.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The application's answer.
+    Response(AppResponse),
+    /// The application went away (or gave the request up) without answering.
+    Abandoned,
+}
+
+/// A request waiting for a session to receive it.
+#[derive(Debug)]
+struct Queued {
+    id: u64,
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// Where a request came from, and who has it.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    worker: usize,
+    slot: usize,
+    queue: u32,
+    /// The session that received it, once one has.
+    session: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    waiting: HashMap<u32, VecDeque<Queued>>,
+    owners: HashMap<u64, Owner>,
+}
+
+/// The requests between workers and applications.
+#[derive(Debug, Default)]
+pub(crate) struct Apps {
+    state: Mutex<State>,
+    arrived: Condvar,
+    /// Per worker: answers for its connections, taken when its waker fires.
+    inboxes: Mutex<Vec<Vec<(usize, RequestId, Outcome)>>>,
+    next_session: AtomicU64,
+}
+
+impl Apps {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the request a worker's connection (`slot`) offers; refused past `queue-length`.
+    pub(crate) fn enqueue(
+        &self,
+        worker: usize,
+        slot: usize,
+        d: &Delivery<'_>,
+        queue_length: u32,
+    ) -> Result<RequestId, Refusal> {
+        let mut st = self.state();
+        let waiting = st.waiting.entry(d.queue).or_default();
+        if waiting.len() >= queue_length as usize {
+            return Err(Refusal::QueueFull);
+        }
+        let id = st.next_id.wrapping_add(1);
+        st.next_id = id;
+        let q = Queued {
+            id,
+            head: d.head.to_vec(),
+            body: d.body.to_vec(),
+        };
+        st.waiting.entry(d.queue).or_default().push_back(q);
+        let owner = Owner {
+            worker,
+            slot,
+            queue: d.queue,
+            session: None,
+        };
+        st.owners.insert(id, owner);
+        drop(st);
+        self.arrived.notify_all();
+        Ok(RequestId(id))
+    }
+
+    /// Forgets request `id` (its connection went, or stopped waiting).
+    pub(crate) fn cancel(&self, id: RequestId) {
+        let mut st = self.state();
+        if let Some(o) = st.owners.remove(&id.0)
+            && let Some(w) = st.waiting.get_mut(&o.queue)
+        {
+            w.retain(|q| q.id != id.0);
+        }
+    }
+
+    /// The answers for worker `worker`'s connections: (slot, request, outcome).
+    pub(crate) fn take_outcomes(&self, worker: usize) -> Vec<(usize, RequestId, Outcome)> {
+        let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        inboxes
+            .get_mut(worker)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// An application's answer (or cancel) for request `id`, accepted only from the session
+    /// that received it; false if nobody waits for it.
+    fn answer(&self, shared: &Shared, session: u64, id: u64, outcome: Outcome) -> bool {
+        let mine = self
+            .state()
+            .owners
+            .get(&id)
+            .is_some_and(|o| o.session == Some(session));
+        mine && self.settle(shared, id, outcome)
+    }
+
+    /// Routes an outcome to the worker that owns request `id`; false if nobody waits for it.
+    fn settle(&self, shared: &Shared, id: u64, outcome: Outcome) -> bool {
+        let Some(o) = self.state().owners.remove(&id) else {
+            return false;
+        };
+        {
+            let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
+            if inboxes.len() <= o.worker {
+                inboxes.resize_with(o.worker.saturating_add(1), Vec::new);
+            }
+            if let Some(inbox) = inboxes.get_mut(o.worker) {
+                inbox.push((o.slot, RequestId(id), outcome));
+            }
+        }
+        shared.wake(o.worker);
+        true
+    }
+
+    /// Waits (at most `wait`) for a request of `queue` and hands it to `session`.
+    fn receive(&self, queue: u32, session: u64, wait: Duration) -> Option<Queued> {
+        let mut st = self.state();
+        if st.waiting.get(&queue).is_none_or(VecDeque::is_empty) {
+            st = self
+                .arrived
+                .wait_timeout(st, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let q = st.waiting.get_mut(&queue)?.pop_front()?;
+        if let Some(o) = st.owners.get_mut(&q.id) {
+            o.session = Some(session);
+        }
+        Some(q)
+    }
+
+    /// Puts back a request a session received but could not deliver (it died meanwhile).
+    fn requeue(&self, queue: u32, q: Queued) {
+        let mut st = self.state();
+        if let Some(o) = st.owners.get_mut(&q.id) {
+            o.session = None;
+            st.waiting.entry(queue).or_default().push_front(q);
+        }
+    }
+
+    /// A session ended: what it took is abandoned; so is what waits in `orphaned` queues (no
+    /// application is attached to them any more).
+    fn session_ended(&self, shared: &Shared, session: u64, orphaned: &[u32]) {
+        let ids: Vec<u64> = {
+            let mut st = self.state();
+            for q in orphaned {
+                st.waiting.remove(q);
+            }
+            st.owners
+                .iter()
+                .filter(|(_, o)| o.session == Some(session) || orphaned.contains(&o.queue))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in ids {
+            self.settle(shared, id, Outcome::Abandoned);
+        }
+    }
+}
+
+/// Binds the application socket at `path`, open to every local user (mode 0666): who may do
+/// what is checked per command.
+///
+/// # Errors
+/// One line of English.
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, String> {
+    if path.exists() && UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let l = UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    Ok(l)
+}
+
+/// Serves application connections, a thread each, until shutdown.
+pub(crate) fn serve(listener: &UnixListener, shared: &Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let shared = Arc::clone(shared);
+        let _ = std::thread::Builder::new()
+            .name("khttpd-app".into())
+            .spawn(move || Session::new(stream, shared).run());
+    }
+}
+
+/// One application connection.
+struct Session {
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    id: u64,
+    /// Who the peer is, for attach.
+    caller: Result<(u32, Option<String>), io::Error>,
+    /// The queues it attached to (once per attach).
+    attached: Vec<u32>,
+}
+
+impl Session {
+    fn new(stream: UnixStream, shared: Arc<Shared>) -> Self {
+        let id = shared.apps.next_session.fetch_add(1, Ordering::AcqRel);
+        let caller = sys::peer_uid(&stream).map(|uid| (uid, sys::user_name(uid)));
+        Self {
+            stream,
+            shared,
+            id,
+            caller,
+            attached: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let _ = self.serve();
+        self.end();
+    }
+
+    /// Detaches everything this session attached, then abandons its requests.
+    fn end(&mut self) {
+        let mut orphaned = Vec::new();
+        if !self.attached.is_empty() {
+            let shared = &self.shared;
+            let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Ok(mut next) = shared.snapshot().try_clone() {
+                for q in &self.attached {
+                    let _ = next.detach_queue(*q);
+                }
+                orphaned = self
+                    .attached
+                    .iter()
+                    .copied()
+                    .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached == 0))
+                    .collect();
+                shared.publish(Arc::new(next));
+            }
+        }
+        self.shared
+            .apps
+            .session_ended(&self.shared, self.id, &orphaned);
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
+        let mut out = Vec::new();
+        loop {
+            let mut header = [0u8; frame::REQUEST_LEN];
+            match self.stream.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            out.clear();
+            let Some(f) = RequestFrame::decode(&header) else {
+                let _ = error_reply(&mut out, "malformed frame");
+                return self.reply(Status::Malformed, &out);
+            };
+            if u64::from(f.direct_len) > self.shared.snapshot().limits().cache_max_entry_bytes {
+                let _ = error_reply(&mut out, Status::EntryTooLarge.message());
+                return self.reply(Status::EntryTooLarge, &out);
+            }
+            let mut input = vec![0u8; f.input_len as usize];
+            self.stream.read_exact(&mut input)?;
+            let mut direct = vec![0u8; f.direct_len as usize];
+            self.stream.read_exact(&mut direct)?;
+            let status = self.command(&f, &input, direct, &mut out);
+            if status == Status::Ok && out.is_empty() {
+                // The peer went while a receive waited.
+                return Ok(());
+            }
+            self.reply(status, &out)?;
+        }
+    }
+
+    fn reply(&mut self, status: Status, out: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        self.stream
+            .write_all(&frame::encode_reply(status as u32, len))?;
+        self.stream.write_all(out)
+    }
+
+    /// One command; the reply goes to `out`.
+    fn command(
+        &mut self,
+        f: &RequestFrame,
+        input: &[u8],
+        direct: Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Status {
+        let refuse = |out: &mut Vec<u8>, status: Status, message: &str| {
+            out.clear();
+            let _ = error_reply(out, message);
+            status
+        };
+        let Some(command) = Command::from_code(f.code) else {
+            return refuse(
+                out,
+                Status::UnknownCommand,
+                Status::UnknownCommand.message(),
+            );
+        };
+        if !command.for_applications() {
+            return refuse(out, Status::WrongEndpoint, Status::WrongEndpoint.message());
+        }
+        let req = match decode_request(command, input, direct.len()) {
+            Ok(r) => r,
+            Err(e) => return refuse(out, e.status(), e.message()),
+        };
+        let result = match req {
+            Request::QueueAttach { name, prefixes } => self.attach(name, &prefixes, out),
+            Request::QueueReceive { queue } => self.receive(queue, out),
+            Request::QueueRespond(r) => {
+                let body = Arc::new(direct);
+                match AppResponse::new(r.status, r.content_type, &r.headers, body) {
+                    Ok(resp) => {
+                        let outcome = Outcome::Response(resp);
+                        let apps = &self.shared.apps;
+                        let delivered = apps.answer(&self.shared, self.id, r.id, outcome);
+                        let row = RespondRow {
+                            delivered,
+                            cached: false,
+                        };
+                        write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Request::QueueCancel { id } => {
+                let apps = &self.shared.apps;
+                apps.answer(&self.shared, self.id, id, Outcome::Abandoned);
+                Ok(())
+            }
+            Request::QueueDetach { queue } => self.detach(queue),
+            _ => Err(CtlError::WrongEndpoint),
+        };
+        match result {
+            Ok(()) => {
+                if out.is_empty() {
+                    let _ = khttp_proto::reply::empty_reply(out);
+                }
+                Status::Ok
+            }
+            Err(e) => refuse(out, Status::from(e), e.message()),
+        }
+    }
+
+    fn attach(&mut self, name: &str, prefixes: &[&str], out: &mut Vec<u8>) -> Result<(), CtlError> {
+        let (uid, user) = self.caller.as_ref().map_err(|_| CtlError::NotGranted)?;
+        let caller = if *uid == 0 || *uid == sys::euid() {
+            Caller::Administrator
+        } else {
+            Caller::User(user.as_deref().ok_or(CtlError::NotGranted)?)
+        };
+        let shared = &self.shared;
+        let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = shared.snapshot().try_clone()?;
+        let queue = match attach(&mut next, caller, name, prefixes) {
+            Ok(q) => q,
+            Err(e) => {
+                eprintln!(
+                    "khttpd: refused an application attach (uid {uid}) to {name} for {}: {}",
+                    prefixes.join(" "),
+                    e.message()
+                );
+                return Err(e);
+            }
+        };
+        shared.publish(Arc::new(next));
+        self.attached.push(queue);
+        write_rows(out, [AttachRow { queue }]).map_err(|_| CtlError::OutOfMemory)
+    }
+
+    fn detach(&mut self, queue: u32) -> Result<(), CtlError> {
+        let i = self
+            .attached
+            .iter()
+            .position(|q| *q == queue)
+            .ok_or(CtlError::NotFound)?;
+        self.attached.remove(i);
+        let shared = &self.shared;
+        let orphaned = {
+            let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut next = shared.snapshot().try_clone()?;
+            next.detach_queue(queue)?;
+            let orphaned = next.queues().get(queue).is_some_and(|q| q.attached == 0);
+            shared.publish(Arc::new(next));
+            orphaned
+        };
+        if orphaned {
+            shared.apps.session_ended(shared, u64::MAX, &[queue]);
+        }
+        Ok(())
+    }
+
+    /// Waits for a request of `queue`; an empty `out` means the peer went meanwhile.
+    fn receive(&mut self, queue: u32, out: &mut Vec<u8>) -> Result<(), CtlError> {
+        if !self.attached.contains(&queue) {
+            return Err(CtlError::NotFound);
+        }
+        loop {
+            if self.shared.shutdown.load(Ordering::Acquire) || self.peer_gone() {
+                return Ok(());
+            }
+            let apps = &self.shared.apps;
+            let Some(q) = apps.receive(queue, self.id, Duration::from_millis(250)) else {
+                continue;
+            };
+            let row = RequestRow {
+                id: q.id,
+                head: &q.head,
+                body: &q.body,
+            };
+            if write_rows(out, [row]).is_err() || self.peer_gone() {
+                out.clear();
+                apps.requeue(queue, q);
+                return Ok(());
+            }
+            return Ok(());
+        }
+    }
+
+    /// Whether the application closed its end (checked while a receive waits).
+    fn peer_gone(&self) -> bool {
+        sys::peer_closed(&self.stream)
+    }
+}

@@ -1,0 +1,267 @@
+//! Request queues (issue #12) through khttpd's application endpoint, over real sockets: a miss
+//! reaching an application (a process: `hello-app`; or a thread of this test, where it must
+//! misbehave on cue), the ACL, an application killed, a full queue, a time-out, body limits,
+//! pipelining behind a deferred answer, and a client that goes first.
+//!
+//! The driver has no application endpoint yet: under the Wine harness these tests are skipped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use khttp_app::{Error, Queue, Response};
+use khttp_tests::{Conn, Server, example, get, skip_external};
+
+const SKIP: &str = "the driver has no application endpoint yet (issue #12, driver part)";
+
+/// A server with `/app/` reserved (the prefix returned) and an entry at `/cached.txt`.
+fn setup(name: &str) -> (Server, u16, String) {
+    let s = Server::start(name);
+    let port = s.reserve_port();
+    let app = format!("http://+:{port}/app/");
+    s.ctl_ok(&["urlacl", "add", &app]);
+    let file = khttp_tests::write_file(&s, "cached.txt", b"from the cache\n");
+    let url = format!("http://+:{port}/cached.txt");
+    s.ctl_ok(&["cache", "put", &url, file.to_str().unwrap()]);
+    (s, port, app)
+}
+
+/// `hello-app` attached to `prefix`, running as this user.
+fn hello(s: &Server, prefix: &str, extra: &[&str]) -> Child {
+    let mut child = Command::new(example("hello-app"))
+        .arg(prefix)
+        .args(extra)
+        .env(
+            "KHTTP_APP_ENDPOINT",
+            format!("unix:{}", s.app_socket().display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hello-app");
+    let mut line = String::new();
+    let out = child.stdout.as_mut().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    assert!(line.contains("attached"), "hello-app: {line:?}");
+    child
+}
+
+fn attach(s: &Server, prefix: &str) -> Queue {
+    Queue::attach_at(&s.app_socket(), "test", &[prefix]).expect("attach")
+}
+
+#[test]
+fn a_miss_reaches_the_application_and_a_cached_hit_does_not() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-miss");
+    // Before any application: the reservation answers 404, as before.
+    assert_eq!(get(port, "/app/x", "").status, 404);
+    let mut child = hello(&s, &app, &[]);
+    for n in 1..=3 {
+        let r = get(port, &format!("/app/page?n={n}"), "");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-answer"), Some(n.to_string().as_str()));
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(body.contains(&format!("GET /app/page?n={n}")), "{body}");
+    }
+    // The cache still answers what it holds, without the application.
+    assert_eq!(get(port, "/cached.txt", "").body, b"from the cache\n");
+    let shown = s.ctl_ok(&["queue", "show"]);
+    assert!(
+        shown.contains(&app) && shown.contains("attached: 1"),
+        "{shown}"
+    );
+    let json = s.ctl_ok(&["queue", "show", "--json"]);
+    assert!(json.contains(r#""attached": 1"#), "{json}");
+
+    // Killed: its queue stays, with no process, and a miss gets 503 at once.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(port, "/app/x", "");
+        if r.status == 503 {
+            assert_eq!(r.header("retry-after"), Some("1"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the kill",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.ctl_ok(&["queue", "show"]).contains("attached: 0"));
+    // And it can attach again.
+    let mut child = hello(&s, &app, &[]);
+    assert_eq!(get(port, "/app/again", "").status, 200);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn pending_requests_get_503_when_the_application_goes() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-gone");
+    let mut q = attach(&s, &app);
+    let client = std::thread::spawn(move || get(port, "/app/pending", ""));
+    let req = q.receive().expect("the request");
+    assert_eq!(req.url, "/app/pending");
+    // The application goes without answering.
+    drop(q);
+    drop(req);
+    let r = client.join().unwrap();
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("went away"));
+}
+
+#[test]
+fn a_full_queue_and_a_slow_application_get_503() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-full");
+    s.ctl_ok(&["limits", "set", "queue-length", "1"]);
+    s.ctl_ok(&["limits", "set", "app-response-timeout", "1"]);
+    // Attached, but not receiving: the first request waits, the second finds the queue full.
+    let q = attach(&s, &app);
+    let first = std::thread::spawn(move || get(port, "/app/first", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    let second = get(port, "/app/second", "");
+    assert_eq!(second.status, 503);
+    assert_eq!(second.header("retry-after"), Some("1"));
+    assert!(String::from_utf8_lossy(&second.body).contains("full"));
+    // The first is not answered within app-response-timeout: 503.
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 503);
+    assert!(String::from_utf8_lossy(&first.body).contains("in time"));
+    drop(q.try_clone());
+}
+
+#[test]
+fn bodies_pipelining_and_a_client_that_leaves() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-body");
+    s.ctl_ok(&["limits", "set", "max-queued-body-bytes", "10"]);
+    let mut q = attach(&s, &app);
+    let answer = std::thread::spawn(move || {
+        // The POST, then the pipelined GET; then one whose client has gone.
+        let post = q.receive().unwrap();
+        assert_eq!(
+            (post.method.as_str(), post.body.as_slice()),
+            ("POST", &b"0123456789"[..])
+        );
+        assert!(
+            post.respond(&mut q, Response::new(201).body("made"))
+                .unwrap()
+        );
+        let gone = q.receive().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        gone.respond(&mut q, Response::new(200).body("late"))
+            .unwrap()
+    });
+    // Over the limit: 413 without reaching the application.
+    let (r, _) = khttp_tests::raw(
+        port,
+        b"POST /app/big HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n01234567890",
+    );
+    assert_eq!(r.status, 413);
+    // A request for the application with a cached one pipelined behind it: in order.
+    let mut c = Conn::open(port);
+    c.send(b"POST /app/p HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789GET /cached.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+    let first = c.read(false).unwrap();
+    assert_eq!((first.status, first.body.as_slice()), (201, &b"made"[..]));
+    assert_eq!(c.read(false).unwrap().body, b"from the cache\n");
+    // A client that leaves before the answer: the application learns it was not delivered.
+    let mut c = Conn::open(port);
+    c.send(b"GET /app/leaving HTTP/1.1\r\nHost: h\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    assert!(!answer.join().unwrap(), "delivered to a client that left");
+}
+
+#[test]
+fn the_acl_decides_who_may_attach() {
+    if skip_external(SKIP) {
+        return;
+    }
+    // Another user is needed: as root, run the application as `nobody`.
+    if khttp_local_uid() != 0 {
+        eprintln!("skipped: needs root to run an application as another user");
+        return;
+    }
+    let (s, port, app) = setup("apps-acl");
+    // The socket's directory must be reachable by `nobody`.
+    let _ = Command::new("chmod").arg("755").arg(&s.dir).status();
+    let as_nobody = |prefix: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(example("hello-app"))
+            .arg(prefix)
+            .env(
+                "KHTTP_APP_ENDPOINT",
+                format!("unix:{}", s.app_socket().display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("setpriv")
+    };
+    // Not granted: refused, in one line, and logged.
+    let out = as_nobody(&app).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not grant"), "{err}");
+    assert!(
+        s.output().contains("refused an application attach"),
+        "{}",
+        s.output()
+    );
+    // Granted by name: attaches and serves.
+    let granted = format!("http://+:{port}/nobody/");
+    s.ctl_ok(&["urlacl", "add", &granted, "--user", "nobody"]);
+    let mut child = as_nobody(&granted);
+    let mut line = String::new();
+    let out = child.stdout.as_mut().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    assert!(line.contains("attached"), "{line}");
+    assert_eq!(get(port, "/nobody/x", "").status, 200);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn refusals_are_one_line() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, _port, app) = setup("apps-refusals");
+    let err = Queue::attach_at(&s.app_socket(), "q", &["http://+:1/unreserved/"]).unwrap_err();
+    assert!(matches!(err, Error::Refused(..)), "{err}");
+    assert!(err.to_string().contains("no such"), "{err}");
+    let err = Queue::attach_at(&s.app_socket(), "", &[&app]).unwrap_err();
+    assert!(err.to_string().contains("queue name"), "{err}");
+    // Administration is refused on the application endpoint.
+    let out = Command::new(khttp_tests::bin("khttpctl"))
+        .arg("--endpoint")
+        .arg(format!("unix:{}", s.app_socket().display()))
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("other endpoint") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+fn khttp_local_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
