@@ -6,14 +6,16 @@
 //! `max-connections`. [`Answer::write`] turns any of them into bytes. Statistics are counted
 //! where the answer is decided, so that every host counts the same way.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::cache::entry::{Entry, content_type_or_default, header_lines};
 use crate::cache::serve::serve;
 use crate::error::{CtlError, OutOfMemory, RequestError};
-use crate::http1::request::{Head, Method, Version};
+use crate::http1::request::{Head, Method, Version, parse_head};
 use crate::http1::response::{Persist, ResponseHead, Served, page};
-use crate::mem::put;
+use crate::limits::MAX_HEADERS_CAP;
+use crate::mem::{self, put};
 use crate::out::{Body, Output};
 use crate::route::{CanonError, Local, canonicalize};
 use crate::site::{Site, Stats};
@@ -320,4 +322,47 @@ pub(crate) fn decide<'a>(
         }
     };
     Ok((answer, !head.keep_alive))
+}
+
+/// Where an application's answer to the request `head` (as received, on `local`) would be
+/// cached: its URL as `cache put` takes it, when the request allows caching at all (issue #12,
+/// http.sys's kernel-cache rules): a GET, without a query string, `Authorization` or `Cookie`.
+#[must_use]
+pub fn app_cache_url(site: &Site, local: Local, head: &[u8]) -> Option<String> {
+    let limits = site.limits();
+    let nslots = (limits.max_headers as usize).min(MAX_HEADERS_CAP);
+    let mut slots = [const { core::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+    let slots = slots.get_mut(..nslots)?;
+    let (parsed, headers) = parse_head(head, slots, limits).ok()?;
+    let private = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("authorization") || h.name.eq_ignore_ascii_case("cookie")
+    });
+    let target = head.split(|&b| b == b' ').nth(1)?;
+    if parsed.method != Method::Get || private || target.contains(&b'?') {
+        return None;
+    }
+    let mut scratch = (Vec::new(), Vec::new());
+    let path = canonicalize(parsed.path, &mut scratch).ok()?;
+    let (reservation, rel) = site.namespace().route(local, parsed.host, path)?;
+    let mut url = reservation.prefix.to_text().ok()?;
+    mem::push_str(&mut url, core::str::from_utf8(rel).ok()?).ok()?;
+    Some(url)
+}
+
+/// Whether an application's response may be kept in the cache (issue #12): status 200, no
+/// `Set-Cookie`, no `Cache-Control: no-store` or `private`, and a body within
+/// `cache-max-entry-bytes`.
+#[must_use]
+pub fn app_response_cacheable(status: u16, headers: &[&str], body_len: u64, site: &Site) -> bool {
+    let refuses = |line: &&str| {
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let name = name.trim();
+        name.eq_ignore_ascii_case("set-cookie")
+            || (name.eq_ignore_ascii_case("cache-control")
+                && value.split(',').any(|d| {
+                    let d = d.trim();
+                    d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
+                }))
+    };
+    status == 200 && !headers.iter().any(refuses) && body_len <= site.limits().cache_max_entry_bytes
 }

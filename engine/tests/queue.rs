@@ -243,3 +243,47 @@ fn application_responses_are_checked() {
     assert!(AppResponse::new(600, "", &[], Arc::clone(&body)).is_err());
     assert!(AppResponse::new(200, "text/html\r\nX: y", &[], body).is_err());
 }
+
+/// The kernel-cache rules for applications' answers (issue #12).
+#[test]
+fn what_may_be_cached() {
+    use khttp_engine::{app_cache_url, app_response_cacheable};
+    let s = queued_site(true);
+    let url = |head: &str| app_cache_url(&s, common::LOCAL, head.as_bytes());
+    assert_eq!(
+        url("GET /a/b.html HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+        Some("http://+:8080/a/b.html")
+    );
+    assert_eq!(
+        url("GET /a/%7euser HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+        Some("http://+:8080/a/~user"),
+        "stored under the canonical path"
+    );
+    assert_eq!(url("GET /a?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+    assert_eq!(url("HEAD /a HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+    assert_eq!(url("POST /a HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+    assert_eq!(
+        url("GET /a HTTP/1.1\r\nHost: x\r\nCookie: c=1\r\n\r\n"),
+        None
+    );
+    assert_eq!(
+        url("GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Basic eA==\r\n\r\n"),
+        None
+    );
+    assert!(app_response_cacheable(200, &["X-A: 1"], 10, &s));
+    assert!(!app_response_cacheable(201, &[], 10, &s));
+    assert!(!app_response_cacheable(200, &["Set-Cookie: a=b"], 10, &s));
+    assert!(!app_response_cacheable(
+        200,
+        &["Cache-Control: max-age=5, private"],
+        10,
+        &s
+    ));
+    assert!(!app_response_cacheable(
+        200,
+        &["cache-control: no-store"],
+        10,
+        &s
+    ));
+    assert!(!app_response_cacheable(200, &[], u64::MAX, &s));
+}

@@ -23,10 +23,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use khttp_engine::ctl::{Caller, attach};
-use khttp_engine::{AppResponse, CtlError, Delivery, Refusal, RequestId};
+use khttp_engine::{
+    AppResponse, CtlError, Delivery, EntrySpec, Refusal, RequestId, Site, app_cache_url,
+    app_response_cacheable,
+};
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::reply::{AttachRow, RequestRow, RespondRow};
-use khttp_proto::{Command, Request, Status, decode_request, error_reply, write_rows};
+use khttp_proto::{Command, Request, Respond, Status, decode_request, error_reply, write_rows};
 
 use crate::shared::Shared;
 use crate::sys;
@@ -49,13 +52,15 @@ struct Queued {
 }
 
 /// Where a request came from, and who has it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Owner {
     worker: usize,
     slot: usize,
     queue: u32,
     /// The session that received it, once one has.
     session: Option<u64>,
+    /// Where its answer may be cached (the engine's `app_cache_url`), if anywhere.
+    cache_url: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -86,8 +91,10 @@ impl Apps {
         worker: usize,
         slot: usize,
         d: &Delivery<'_>,
-        queue_length: u32,
+        site: &Site,
     ) -> Result<RequestId, Refusal> {
+        let queue_length = site.limits().queue_length;
+        let cache_url = app_cache_url(site, d.local, d.head).map(Arc::from);
         let mut st = self.state();
         let waiting = st.waiting.entry(d.queue).or_default();
         if waiting.len() >= queue_length as usize {
@@ -106,6 +113,7 @@ impl Apps {
             slot,
             queue: d.queue,
             session: None,
+            cache_url,
         };
         st.owners.insert(id, owner);
         drop(st);
@@ -130,6 +138,13 @@ impl Apps {
             .get_mut(worker)
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// Where request `id`'s answer may be cached, if `session` received it.
+    fn cache_url(&self, session: u64, id: u64) -> Option<Arc<str>> {
+        let st = self.state();
+        let o = st.owners.get(&id).filter(|o| o.session == Some(session))?;
+        o.cache_url.clone()
     }
 
     /// An application's answer (or cancel) for request `id`, accepted only from the session
@@ -357,22 +372,7 @@ impl Session {
         let result = match req {
             Request::QueueAttach { name, prefixes } => self.attach(name, &prefixes, out),
             Request::QueueReceive { queue } => self.receive(queue, out),
-            Request::QueueRespond(r) => {
-                let body = Arc::new(direct);
-                match AppResponse::new(r.status, r.content_type, &r.headers, body) {
-                    Ok(resp) => {
-                        let outcome = Outcome::Response(resp);
-                        let apps = &self.shared.apps;
-                        let delivered = apps.answer(&self.shared, self.id, r.id, outcome);
-                        let row = RespondRow {
-                            delivered,
-                            cached: false,
-                        };
-                        write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            Request::QueueRespond(r) => self.respond(&r, direct, out),
             Request::QueueCancel { id } => {
                 let apps = &self.shared.apps;
                 apps.answer(&self.shared, self.id, id, Outcome::Abandoned);
@@ -390,6 +390,48 @@ impl Session {
             }
             Err(e) => refuse(out, Status::from(e), e.message()),
         }
+    }
+
+    /// An answer: cached first when the application allows it and the rules do (so that the
+    /// next request for the URL is a hit), then handed to the waiting connection.
+    fn respond(&self, r: &Respond<'_>, body: Vec<u8>, out: &mut Vec<u8>) -> Result<(), CtlError> {
+        let len = body.len() as u64;
+        let body = Arc::new(body);
+        let resp = AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body))?;
+        let apps = &self.shared.apps;
+        let cached = match (r.ttl, apps.cache_url(self.id, r.id)) {
+            (Some(ttl), Some(url))
+                if app_response_cacheable(r.status, &r.headers, len, &self.shared.snapshot()) =>
+            {
+                self.store(&url, r, &body, ttl)
+            }
+            _ => false,
+        };
+        let delivered = apps.answer(&self.shared, self.id, r.id, Outcome::Response(resp));
+        write_rows(out, [RespondRow { delivered, cached }]).map_err(|_| CtlError::OutOfMemory)
+    }
+
+    /// Puts an application's answer into the cache at `url` for `ttl` seconds.
+    fn store(&self, url: &str, r: &Respond<'_>, body: &[u8], ttl: u64) -> bool {
+        let shared = &self.shared;
+        let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Ok(mut next) = shared.snapshot().try_clone() else {
+            return false;
+        };
+        let spec = EntrySpec {
+            status: r.status,
+            content_type: r.content_type,
+            body: body.to_vec(),
+            ttl_secs: Some(ttl),
+            headers: &r.headers,
+            ..EntrySpec::default()
+        };
+        let now = shared.clock().now();
+        if next.put(url, spec, now).is_err() {
+            return false;
+        }
+        shared.publish(Arc::new(next));
+        true
     }
 
     fn attach(&mut self, name: &str, prefixes: &[&str], out: &mut Vec<u8>) -> Result<(), CtlError> {

@@ -363,9 +363,7 @@ impl Worker {
             let mut progressed = input.progressed || output.progressed;
             if let Some(d) = slot.conn.poll_delivery() {
                 // A request for an application: queue it, or 503.
-                let queued = shared
-                    .apps
-                    .enqueue(*worker, index, &d, site.limits().queue_length);
+                let queued = shared.apps.enqueue(*worker, index, &d, site);
                 match queued {
                     Ok(id) => slot.conn.handle_queued(id, clock),
                     Err(refusal) => slot.conn.handle_refused(refusal, clock, site),

@@ -265,3 +265,40 @@ fn khttp_local_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }
+
+/// A reply the application lets khttp keep is served from the cache afterwards: the
+/// application is not asked again (its answer counter does not move), unless the rules forbid
+/// caching (a query string, a cookie, another method).
+#[test]
+fn cacheable_replies_are_served_from_the_cache_afterwards() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-cache");
+    let mut child = hello(&s, &app, &["--cache", "60"]);
+    let answer = |path: &str, extra: &str| {
+        let r = get(port, path, extra);
+        assert_eq!(r.status, 200, "{path}");
+        r.header("x-answer").unwrap_or_default().to_owned()
+    };
+    assert_eq!(answer("/app/page", ""), "1");
+    let hits = s.stat("cache-hits");
+    for _ in 0..3 {
+        assert_eq!(answer("/app/page", ""), "1", "served from the cache");
+    }
+    assert_eq!(s.stat("cache-hits") - hits, 3);
+    let shown = s.ctl_ok(&["cache", "show"]);
+    assert!(
+        shown.contains(&format!("http://+:{port}/app/page")),
+        "{shown}"
+    );
+    // Not cacheable: the application answers each time.
+    assert_eq!(answer("/app/q?x=1", ""), "2");
+    assert_eq!(answer("/app/q?x=1", ""), "3");
+    assert_eq!(answer("/app/private", "Cookie: a=b\r\n"), "4");
+    assert_eq!(answer("/app/private", "Cookie: a=b\r\n"), "5");
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Cached entries outlive the application.
+    assert_eq!(get(port, "/app/page", "").header("x-answer"), Some("1"));
+}
