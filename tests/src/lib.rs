@@ -54,6 +54,10 @@ pub fn bin(name: &str) -> PathBuf {
             "khttp-host",
             "-p",
             "khttpctl",
+            "-p",
+            "khttp-proxy",
+            "-p",
+            "hello-app",
             "--bins",
         ]);
         if release {
@@ -63,24 +67,6 @@ pub fn bin(name: &str) -> PathBuf {
         assert!(status.success(), "building khttpd and khttpctl failed");
     });
     path
-}
-
-static BUILD_EXAMPLES: Once = Once::new();
-
-/// Path of an example of `khttp-app` (`hello-app`), building the examples once.
-#[must_use]
-pub fn example(name: &str) -> PathBuf {
-    BUILD_EXAMPLES.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "khttp-app", "--examples"]);
-        if bin_dir().ends_with("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cargo build");
-        assert!(status.success(), "building the khttp-app examples failed");
-    });
-    bin_dir().join("examples").join(name)
 }
 
 /// A free TCP port on loopback.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use khttp_app::{Error, Queue, Response};
-use khttp_tests::{Conn, Server, example, get, skip_external};
+use khttp_tests::{Conn, Server, bin, get, skip_external};
 
 const SKIP: &str = "the driver has no application endpoint yet (issue #12, driver part)";
 
@@ -27,7 +27,7 @@ fn setup(name: &str) -> (Server, u16, String) {
 
 /// `hello-app` attached to `prefix`, running as this user.
 fn hello(s: &Server, prefix: &str, extra: &[&str]) -> Child {
-    let mut child = Command::new(example("hello-app"))
+    let mut child = Command::new(bin("hello-app"))
         .arg(prefix)
         .args(extra)
         .env(
@@ -201,7 +201,7 @@ fn the_acl_decides_who_may_attach() {
     let as_nobody = |prefix: &str| {
         Command::new("setpriv")
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-            .arg(example("hello-app"))
+            .arg(bin("hello-app"))
             .arg(prefix)
             .env(
                 "KHTTP_APP_ENDPOINT",
@@ -247,7 +247,7 @@ fn refusals_are_one_line() {
     let err = Queue::attach_at(&s.app_socket(), "", &[&app]).unwrap_err();
     assert!(err.to_string().contains("queue name"), "{err}");
     // Administration is refused on the application endpoint.
-    let out = Command::new(khttp_tests::bin("khttpctl"))
+    let out = Command::new(bin("khttpctl"))
         .arg("--endpoint")
         .arg(format!("unix:{}", s.app_socket().display()))
         .arg("stats")

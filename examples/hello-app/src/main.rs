@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! khttpctl urlacl add http://+:8080/app/
-//! cargo run -p khttp-app --example hello-app -- http://+:8080/app/
+//! cargo run -p hello-app -- http://+:8080/app/
 //! curl http://localhost:8080/app/anything
 //! ```
 //!

@@ -1,0 +1,243 @@
+//! khttp-proxy: khttp in front of any web application, TUX's arrangement. It attaches to a
+//! reserved prefix as an application (`khttp-app`) and forwards every request khttp's cache
+//! cannot answer to an upstream HTTP server, with keep-alive to it; the upstream's
+//! `Cache-Control` decides whether and how long khttp may keep the answer, so that later
+//! requests for it never leave the kernel (or khttpd) at all.
+//!
+//! ```sh
+//! khttp-proxy --prefix http://+:8080/ --upstream http://127.0.0.1:9000
+//! ```
+//!
+//! Upstream failures are 502, upstream time-outs 504. The HTTP client is `ureq`, a well-kept
+//! blocking client: khttp-app's API is blocking, one request per thread at a time.
+//! Bodies are forwarded whole (at most khttp's `max-queued-body-bytes` in, and
+//! `--max-body-bytes` out); streaming is left for later.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use khttp_app::{Queue, Request, Response};
+use ureq::Agent;
+use ureq::http;
+
+/// Forward the requests khttp cannot answer from its cache to an upstream HTTP server.
+#[derive(Parser, Debug)]
+#[command(name = "khttp-proxy", version, about)]
+struct Args {
+    /// The reserved URL prefix to serve, e.g. http://+:8080/
+    #[arg(long)]
+    prefix: String,
+    /// The upstream server, e.g. http://127.0.0.1:9000 (the request's path is kept).
+    #[arg(long)]
+    upstream: String,
+    /// khttpd's application socket, unix:PATH [default: $KHTTP_APP_ENDPOINT, else app.sock
+    /// beside the control socket].
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Requests handled at once (one attached handle each).
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    /// Seconds to wait for the upstream's response before answering 504.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// The largest upstream body forwarded; a larger one is a 502.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_body_bytes: u64,
+    /// The request queue's name.
+    #[arg(long, default_value = "khttp-proxy")]
+    queue: String,
+}
+
+/// Fields that belong to one connection (RFC 9110 §7.6.1), or that khttp sets itself.
+const NOT_FORWARDED: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    "date",
+    "server",
+];
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("khttp-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let endpoint = match &args.endpoint {
+        Some(e) => PathBuf::from(
+            e.strip_prefix("unix:")
+                .ok_or_else(|| format!("--endpoint {e:?} must be unix:PATH"))?,
+        ),
+        None => khttp_app::default_endpoint(),
+    };
+    let upstream = args.upstream.trim_end_matches('/').to_owned();
+    if !upstream.starts_with("http://") {
+        return Err(format!("--upstream {upstream:?} must start with http://"));
+    }
+    let agent: Agent = Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(args.timeout)))
+        .max_idle_connections_per_host(args.threads.max(1))
+        .build()
+        .into();
+    let first = Queue::attach_at(&endpoint, &args.queue, &[&args.prefix])
+        .map_err(|e| format!("{}: {e}", args.prefix))?;
+    println!(
+        "khttp-proxy: {} -> {upstream} ({} threads)",
+        args.prefix, args.threads
+    );
+    let mut handles = Vec::new();
+    let mut queues = Vec::new();
+    for _ in 1..args.threads.max(1) {
+        queues.push(first.try_clone().map_err(|e| e.to_string())?);
+    }
+    queues.push(first);
+    for mut q in queues {
+        let agent = agent.clone();
+        let upstream = upstream.clone();
+        let max = args.max_body_bytes;
+        handles.push(std::thread::spawn(move || -> String {
+            loop {
+                let request = match q.receive() {
+                    Ok(r) => r,
+                    Err(e) => return e.to_string(),
+                };
+                let response = forward(&agent, &upstream, &request, max);
+                if let Err(e) = request.respond(&mut q, response) {
+                    eprintln!("khttp-proxy: {e}");
+                }
+            }
+        }));
+    }
+    // A thread stops only when khttpd is gone; the first one's reason ends the proxy.
+    let reason = handles
+        .into_iter()
+        .next()
+        .map(|h| h.join().unwrap_or_else(|_| "a thread panicked".into()))
+        .unwrap_or_default();
+    Err(reason)
+}
+
+/// One request, upstream and back.
+fn forward(agent: &Agent, upstream: &str, request: &Request, max: u64) -> Response {
+    let mut builder = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(format!("{upstream}{}", path_of(&request.url)));
+    for (name, value) in &request.headers {
+        if !NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            builder = builder.header(name.as_str(), value.as_slice());
+        }
+    }
+    let Ok(upstream_request) = builder.body(request.body.clone()) else {
+        return failure(400, "the request cannot be forwarded");
+    };
+    let mut reply = match agent.run(upstream_request) {
+        Ok(r) => r,
+        Err(ureq::Error::Timeout(_)) => return failure(504, "the upstream did not answer in time"),
+        Err(e) => return failure(502, &format!("the upstream failed: {e}")),
+    };
+    let body = match reply.body_mut().with_config().limit(max).read_to_vec() {
+        Ok(b) => b,
+        Err(ureq::Error::Timeout(_)) => return failure(504, "the upstream did not answer in time"),
+        Err(e) => return failure(502, &format!("the upstream's body failed: {e}")),
+    };
+    let mut response = Response::new(reply.status().as_u16()).body(body);
+    let mut cache_control = String::new();
+    for (name, value) in reply.headers() {
+        let name = name.as_str();
+        let Ok(value) = value.to_str() else { continue };
+        if name.eq_ignore_ascii_case("cache-control") {
+            if !cache_control.is_empty() {
+                cache_control.push(',');
+            }
+            cache_control.push_str(value);
+        }
+        if !NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            response = response.header(name, value);
+        }
+    }
+    if let Some(ttl) = cache_ttl(&cache_control) {
+        response = response.cache_for(ttl);
+    }
+    response
+}
+
+/// The path and query of a request-target (an absolute-form target loses its authority).
+fn path_of(target: &str) -> &str {
+    match target.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    }
+}
+
+/// How long khttp may keep a response, by its `Cache-Control` (RFC 9111 §5.2.2): `s-maxage`,
+/// else `max-age`, for a shared cache; never with `no-store`, `private` or `no-cache` (khttp
+/// does not revalidate), nor without an explicit lifetime.
+fn cache_ttl(cache_control: &str) -> Option<Duration> {
+    let mut max_age = None;
+    let mut s_maxage = None;
+    for directive in cache_control.split(',') {
+        let directive = directive.trim();
+        let (name, value) = directive.split_once('=').unwrap_or((directive, ""));
+        let value = value.trim().trim_matches('"');
+        match name.trim().to_ascii_lowercase().as_str() {
+            "no-store" | "private" | "no-cache" => return None,
+            "max-age" => max_age = value.parse::<u64>().ok(),
+            "s-maxage" => s_maxage = value.parse::<u64>().ok(),
+            _ => {}
+        }
+    }
+    s_maxage
+        .or(max_age)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+fn failure(status: u16, text: &str) -> Response {
+    Response::new(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{text}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{cache_ttl, path_of};
+
+    #[test]
+    fn cache_control_decides_the_ttl() {
+        assert_eq!(cache_ttl("max-age=60"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            cache_ttl("public, max-age=60, s-maxage=5"),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(cache_ttl("max-age=60, private"), None);
+        assert_eq!(cache_ttl("no-store"), None);
+        assert_eq!(cache_ttl("no-cache, max-age=60"), None);
+        assert_eq!(cache_ttl("max-age=0"), None);
+        assert_eq!(cache_ttl(""), None);
+        assert_eq!(cache_ttl("max-age=\"30\""), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn targets_keep_their_path_and_query() {
+        assert_eq!(path_of("/a?b=1"), "/a?b=1");
+        assert_eq!(path_of("http://h:1/x/y"), "/x/y");
+        assert_eq!(path_of("http://h:1"), "/");
+    }
+}

@@ -1,0 +1,166 @@
+//! khttp-proxy in front of a real upstream HTTP server (a small one in this test, counting what
+//! reaches it): misses forwarded with their method, path, query and body; the upstream's
+//! `Cache-Control` deciding what khttp keeps; 502 for an upstream that is down, 504 for one too
+//! slow. The driver has no application endpoint yet: skipped under the Wine harness.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use khttp_tests::{Server, bin, free_port, get, raw, skip_external};
+
+const SKIP: &str = "the driver has no application endpoint yet (issue #12, driver part)";
+
+/// An upstream on a free port: `/cached` (max-age=60), `/private`, `/slow` (3 s), anything
+/// else echoes the method, target and body. Returns its port and the count of requests it saw.
+fn upstream() -> (u16, Arc<AtomicU32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h == "\r\n" || h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let (extra, text) = match target.as_str() {
+                        "/cached" => (
+                            "Cache-Control: public, max-age=60\r\n",
+                            format!("cached {n}\n"),
+                        ),
+                        "/private" => (
+                            "Cache-Control: private, max-age=60\r\n",
+                            format!("private {n}\n"),
+                        ),
+                        "/slow" => {
+                            std::thread::sleep(Duration::from_secs(3));
+                            ("", "slow\n".to_owned())
+                        }
+                        _ => (
+                            "",
+                            format!(
+                                "{} {} {}\n",
+                                line.split(' ').next().unwrap_or(""),
+                                target,
+                                String::from_utf8_lossy(&body)
+                            ),
+                        ),
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Upstream: {n}\r\n{extra}Content-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn proxy(s: &Server, prefix: &str, upstream: &str) -> Child {
+    let mut child = Command::new(bin("khttp-proxy"))
+        .args([
+            "--prefix",
+            prefix,
+            "--upstream",
+            upstream,
+            "--threads",
+            "2",
+            "--timeout",
+            "1",
+        ])
+        .arg("--endpoint")
+        .arg(format!("unix:{}", s.app_socket().display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start khttp-proxy");
+    let mut line = String::new();
+    let out = child.stdout.as_mut().unwrap();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    assert!(line.contains("->"), "khttp-proxy: {line:?}");
+    child
+}
+
+#[test]
+fn the_proxy_forwards_misses_and_caches_what_the_upstream_allows() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let s = Server::start("proxy");
+    let port = s.reserve_port();
+    let prefix = format!("http://+:{port}/");
+    let (up, seen) = upstream();
+    let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
+
+    // Forwarded: method, path, query and body.
+    let r = get(port, "/hello?x=1", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(String::from_utf8_lossy(&r.body), "GET /hello?x=1 \n");
+    let (r, _) = raw(
+        port,
+        b"POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(String::from_utf8_lossy(&r.body), "POST /form abc\n");
+
+    // max-age: kept by khttp; the upstream sees it once.
+    let before = seen.load(Ordering::SeqCst);
+    let first = get(port, "/cached", "");
+    assert_eq!(first.header("cache-control"), Some("public, max-age=60"));
+    for _ in 0..3 {
+        assert_eq!(get(port, "/cached", "").body, first.body);
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst) - before,
+        1,
+        "served from khttp's cache"
+    );
+    // private: never kept.
+    let before = seen.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        assert_eq!(get(port, "/private", "").status, 200);
+    }
+    assert_eq!(seen.load(Ordering::SeqCst) - before, 2);
+
+    // Too slow: 504 (the proxy waits --timeout 1).
+    let r = get(port, "/slow", "");
+    assert_eq!(r.status, 504);
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // An upstream that is down: 502.
+    let dead = free_port();
+    let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{dead}"));
+    let r = get(port, "/anything", "");
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("upstream"));
+    child.kill().unwrap();
+    let _ = child.wait();
+}
