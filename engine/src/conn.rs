@@ -1143,17 +1143,32 @@ impl Connection {
         true
     }
 
-    /// The application that had request `id` went away (or gave it up) before answering: 503.
-    /// Returns false when the connection no longer waits for it.
-    pub fn handle_abandoned(&mut self, id: RequestId, clock: &Clock, site: &Site) -> bool {
+    /// The application that had request `id` went away (or gave it up) before answering (503),
+    /// or sent an answer the server refused (`invalid`: 502). Returns false when the connection
+    /// no longer waits for it.
+    pub fn handle_abandoned(
+        &mut self,
+        id: RequestId,
+        invalid: bool,
+        clock: &Clock,
+        site: &Site,
+    ) -> bool {
         self.now = clock.now();
         if self.waiting_for() != Some(id) {
             return false;
         }
-        let busy = Answer::Busy {
-            text: "the application went away before it answered",
+        let answer = if invalid {
+            Answer::Page {
+                status: 502,
+                text: "the application's answer was invalid",
+                allow: false,
+            }
+        } else {
+            Answer::Busy {
+                text: "the application went away before it answered",
+            }
         };
-        self.answer_deferred(&busy, clock.date(), site);
+        self.answer_deferred(&answer, clock.date(), site);
         self.resume(clock, site);
         true
     }

@@ -9,7 +9,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::cache::entry::{Entry, content_type_or_default, header_lines};
+use crate::cache::entry::{Entry, content_type_or_default, entry_field_allowed, header_lines};
 use crate::cache::serve::serve;
 use crate::error::{CtlError, OutOfMemory, RequestError};
 use crate::http1::request::{Head, Method, Version, parse_head};
@@ -349,15 +349,33 @@ pub fn app_cache_url(site: &Site, local: Local, head: &[u8]) -> Option<String> {
     Some(url)
 }
 
+/// The fields of an application's answer that its cache entry keeps: `ETag` and
+/// `Last-Modified` go (the entry's own strong `ETag` and the validators it computes replace
+/// them), the rest stays.
+#[must_use]
+pub fn app_cache_fields<'h>(headers: &[&'h str]) -> Vec<&'h str> {
+    headers
+        .iter()
+        .copied()
+        .filter(|line| {
+            let name = line.split_once(':').map_or(*line, |(n, _)| n).trim();
+            !name.eq_ignore_ascii_case("etag") && !name.eq_ignore_ascii_case("last-modified")
+        })
+        .filter(|line| entry_field_allowed(line))
+        .collect()
+}
+
 /// Whether an application's response may be kept in the cache (issue #12): status 200, no
-/// `Set-Cookie`, no `Cache-Control: no-store` or `private`, and a body within
-/// `cache-max-entry-bytes`.
+/// `Set-Cookie`, no `Cache-Control: no-store` or `private`, no `Content-Encoding` or `Vary`
+/// (the cache keeps one representation per URL), and a body within `cache-max-entry-bytes`.
 #[must_use]
 pub fn app_response_cacheable(status: u16, headers: &[&str], body_len: u64, site: &Site) -> bool {
     let refuses = |line: &&str| {
         let (name, value) = line.split_once(':').unwrap_or((line, ""));
         let name = name.trim();
         name.eq_ignore_ascii_case("set-cookie")
+            || name.eq_ignore_ascii_case("content-encoding")
+            || name.eq_ignore_ascii_case("vary")
             || (name.eq_ignore_ascii_case("cache-control")
                 && value.split(',').any(|d| {
                     let d = d.trim();

@@ -175,8 +175,14 @@ fn an_application_that_goes_away_gives_503() {
     let mut h = Harness::new(queued_site(true));
     h.feed(&get("/d", ""));
     take(&mut h, 5);
-    assert!(!h.conn.handle_abandoned(RequestId(6), &h.clock, &h.site));
-    assert!(h.conn.handle_abandoned(RequestId(5), &h.clock, &h.site));
+    assert!(
+        !h.conn
+            .handle_abandoned(RequestId(6), false, &h.clock, &h.site)
+    );
+    assert!(
+        h.conn
+            .handle_abandoned(RequestId(5), false, &h.clock, &h.site)
+    );
     let r = one(&h.flush());
     assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
     assert_eq!(h.conn.phase(), Phase::Idle);

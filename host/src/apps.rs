@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use khttp_engine::ctl::{Caller, attach};
 use khttp_engine::{
-    AppResponse, CtlError, Delivery, EntrySpec, Refusal, RequestId, Site, app_cache_url,
-    app_response_cacheable,
+    AppResponse, CtlError, Delivery, EntrySpec, Refusal, RequestId, Site, app_cache_fields,
+    app_cache_url, app_response_cacheable,
 };
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::reply::{AttachRow, RequestRow, RespondRow};
@@ -41,6 +41,8 @@ pub(crate) enum Outcome {
     Response(AppResponse),
     /// The application went away (or gave the request up) without answering.
     Abandoned,
+    /// The application's answer was refused (a field the server sets itself, a bad status).
+    Invalid,
 }
 
 /// A request waiting for a session to receive it.
@@ -397,8 +399,15 @@ impl Session {
     fn respond(&self, r: &Respond<'_>, body: Vec<u8>, out: &mut Vec<u8>) -> Result<(), CtlError> {
         let len = body.len() as u64;
         let body = Arc::new(body);
-        let resp = AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body))?;
         let apps = &self.shared.apps;
+        let resp = match AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body)) {
+            Ok(resp) => resp,
+            Err(e) => {
+                // The client is not left waiting: 502, and the application hears why.
+                apps.answer(&self.shared, self.id, r.id, Outcome::Invalid);
+                return Err(e);
+            }
+        };
         let cached = match (r.ttl, apps.cache_url(self.id, r.id)) {
             (Some(ttl), Some(url))
                 if app_response_cacheable(r.status, &r.headers, len, &self.shared.snapshot()) =>
@@ -418,12 +427,13 @@ impl Session {
         let Ok(mut next) = shared.snapshot().try_clone() else {
             return false;
         };
+        let headers = app_cache_fields(&r.headers);
         let spec = EntrySpec {
             status: r.status,
             content_type: r.content_type,
             body: body.to_vec(),
             ttl_secs: Some(ttl),
-            headers: &r.headers,
+            headers: &headers,
             ..EntrySpec::default()
         };
         let now = shared.clock().now();

@@ -476,7 +476,8 @@ impl Worker {
             let (clock, site) = (&self.clock, &self.site);
             let taken = match &outcome {
                 Outcome::Response(r) => slot.conn.handle_response(id, r, clock, site),
-                Outcome::Abandoned => slot.conn.handle_abandoned(id, clock, site),
+                Outcome::Abandoned => slot.conn.handle_abandoned(id, false, clock, site),
+                Outcome::Invalid => slot.conn.handle_abandoned(id, true, clock, site),
             };
             if taken {
                 self.drive(index);

@@ -119,6 +119,24 @@ fn pending_requests_get_503_when_the_application_goes() {
 }
 
 #[test]
+fn an_invalid_answer_is_502_at_once() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-invalid");
+    let mut q = attach(&s, &app);
+    let client = std::thread::spawn(move || get(port, "/app/bad", ""));
+    let req = q.receive().unwrap();
+    let bad = Response::new(200)
+        .header("Content-Length", "5")
+        .body("12345");
+    let err = req.respond(&mut q, bad).unwrap_err();
+    assert!(err.to_string().contains("invalid header"), "{err}");
+    let r = client.join().unwrap();
+    assert_eq!(r.status, 502);
+}
+
+#[test]
 fn a_full_queue_and_a_slow_application_get_503() {
     if skip_external(SKIP) {
         return;

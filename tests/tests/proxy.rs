@@ -48,8 +48,9 @@ fn upstream() -> (u16, Arc<AtomicU32>) {
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                     let target = line.split(' ').nth(1).unwrap_or("").to_owned();
                     let (extra, text) = match target.as_str() {
+                        // With the validators a file server sends (Python's http.server does).
                         "/cached" => (
-                            "Cache-Control: public, max-age=60\r\n",
+                            "Cache-Control: public, max-age=60\r\nLast-Modified: Sun, 29 Nov 2026 06:00:00 GMT\r\nETag: \"v1\"\r\n",
                             format!("cached {n}\n"),
                         ),
                         "/private" => (

@@ -90,6 +90,22 @@ const RESERVED_FIELDS: [&str; 15] = [
     "last-modified",
 ];
 
+/// Fields an application's answer may not set: framing and connection fields, and those the
+/// server always sets itself (`Content-Type` travels on its own).
+const APP_RESERVED_FIELDS: [&str; 11] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "date",
+    "server",
+    "content-type",
+];
+
 /// Fields a 304 repeats (RFC 9110 §15.4.5).
 const VALIDATOR_FIELDS: [&str; 3] = ["cache-control", "expires", "content-location"];
 
@@ -150,30 +166,43 @@ fn valid_value(v: &str) -> bool {
         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
-/// Splits and checks one `Name: value` line.
+/// Splits and checks one `Name: value` line for a cache entry.
 fn parse_header_line(line: &str) -> Result<(&str, &str), CtlError> {
+    let (name, value) = parse_field(line, &RESERVED_FIELDS)?;
+    if name.eq_ignore_ascii_case("vary") {
+        return Err(CtlError::InvalidHeader);
+    }
+    Ok((name, value))
+}
+
+/// Splits and checks one `Name: value` line, refusing the `reserved` names.
+fn parse_field<'l>(line: &'l str, reserved: &[&str]) -> Result<(&'l str, &'l str), CtlError> {
     let (name, value) = line.split_once(':').ok_or(CtlError::InvalidHeader)?;
     let value = value.trim_matches([' ', '\t']);
     if name.is_empty()
         || !name.bytes().all(is_tchar)
         || !valid_value(value)
-        || RESERVED_FIELDS.iter().any(|r| name.eq_ignore_ascii_case(r))
-        || (name.eq_ignore_ascii_case("vary"))
+        || reserved.iter().any(|r| name.eq_ignore_ascii_case(r))
     {
         return Err(CtlError::InvalidHeader);
     }
     Ok((name, value))
 }
 
-/// Checks `Name: value` lines (as `--header` takes them) and formats them as field lines; the
-/// fields the server sets itself are refused.
+/// Whether a cache entry may carry the field `line` (`Name: value`) as it is.
+pub(crate) fn entry_field_allowed(line: &str) -> bool {
+    parse_header_line(line).is_ok()
+}
+
+/// Checks an application's `Name: value` lines and formats them as field lines; framing and
+/// connection fields, and those the server sets itself, are refused.
 ///
 /// # Errors
 /// [`CtlError::InvalidHeader`], [`CtlError::OutOfMemory`].
 pub(crate) fn header_lines(lines: &[&str]) -> Result<Vec<u8>, CtlError> {
     let mut out = Vec::new();
     for line in lines {
-        let (name, value) = parse_header_line(line)?;
+        let (name, value) = parse_field(line, &APP_RESERVED_FIELDS)?;
         put(
             &mut out,
             &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"],
