@@ -713,9 +713,7 @@ impl Connection {
             self.state = State::Closed(Close::Finished);
             return;
         }
-        if let State::Deferred(d) = &self.state
-            && (d.id.is_some() || d.reader.is_some())
-        {
+        if let State::Deferred(d) = &self.state {
             self.cancelled = d.id;
             self.eof = true;
             self.state = State::Sending;

@@ -15,7 +15,7 @@ use arbitrary::Arbitrary;
 use khttp_engine::EntrySpec;
 use khttp_engine::Local;
 use khttp_engine::Phase;
-use khttp_engine::{Clock, Close, Connection, Instant, Site};
+use khttp_engine::{AppResponse, Clock, Close, Connection, Instant, RequestId, Site};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -55,7 +55,29 @@ fn site() -> Site {
     let _ = s.put("http://localhost:8080/api/x", spec(&[7u8; 3000]), Instant(0));
     // Large enough that output stays pending across many partial sends and ticks.
     let _ = s.put("http://+:8080/big", spec(&[9u8; 200_000]), Instant(0));
+    // Requests under /app/ go to an application (issue #12).
+    let _ = s.reserve("http://+:8080/app/", None);
+    let _ = s.attach_queue("app", &["http://+:8080/app/"]);
     s
+}
+
+/// Plays the host's part for a request the connection hands to an application: queues it at
+/// once; a tick answers it (odd milliseconds), or abandons it (even).
+fn application(conn: &mut Connection, clock: &Clock, site: &Site, op: &Op, next_id: &mut u64) {
+    if conn.poll_delivery().is_some() {
+        *next_id += 1;
+        conn.handle_queued(RequestId(*next_id), clock);
+    }
+    if let (Some(id), Op::Tick(ms)) = (conn.waiting_for(), op) {
+        if ms % 2 == 1 {
+            let body = std::sync::Arc::new(b"from the app".to_vec());
+            let reply = AppResponse::new(200, "text/plain", &["X-App: 1"], body).unwrap();
+            assert!(conn.handle_response(id, &reply, clock, site));
+        } else {
+            assert!(conn.handle_abandoned(id, false, clock, site));
+        }
+    }
+    let _ = conn.take_cancelled();
 }
 
 /// Sends up to `limit` bytes of pending output (all of it for `usize::MAX`).
@@ -110,6 +132,7 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
         let mut judged = false;
         // The output length at the shutdown, once the close lingers.
         let mut shut: Option<usize> = None;
+        let mut next_id = 0u64;
         for op in x.ops.iter().take(4096) {
             match *op {
                 Op::Input(n) if conn.wants_read() => {
@@ -136,6 +159,7 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
                     conn.handle_eof(&clock, site);
                 }
             }
+            application(&mut conn, &clock, site, op, &mut next_id);
             let pending = conn.pending_bytes();
             match busy {
                 None if pending > 0 => busy = Some((clock.now(), out.len(), false)),
