@@ -70,13 +70,14 @@ struct State {
     next_id: u64,
     waiting: HashMap<u32, VecDeque<Queued>>,
     owners: HashMap<u64, Owner>,
+    /// Per queue: what its receivers wait on, so that a request wakes one of them.
+    arrived: HashMap<u32, Arc<Condvar>>,
 }
 
 /// The requests between workers and applications.
 #[derive(Debug, Default)]
 pub(crate) struct Apps {
     state: Mutex<State>,
-    arrived: Condvar,
     /// Per worker: answers for its connections, taken when its waker fires.
     inboxes: Mutex<Vec<Vec<(usize, RequestId, Outcome)>>>,
     next_session: AtomicU64,
@@ -118,8 +119,11 @@ impl Apps {
             cache_url,
         };
         st.owners.insert(id, owner);
+        let arrived = st.arrived.get(&d.queue).cloned();
         drop(st);
-        self.arrived.notify_all();
+        if let Some(c) = arrived {
+            c.notify_one();
+        }
         Ok(RequestId(id))
     }
 
@@ -182,8 +186,8 @@ impl Apps {
     fn receive(&self, queue: u32, session: u64, wait: Duration) -> Option<Queued> {
         let mut st = self.state();
         if st.waiting.get(&queue).is_none_or(VecDeque::is_empty) {
-            st = self
-                .arrived
+            let arrived = Arc::clone(st.arrived.entry(queue).or_default());
+            st = arrived
                 .wait_timeout(st, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
@@ -249,13 +253,19 @@ pub(crate) fn serve(listener: &UnixListener, shared: &Arc<Shared>) {
         let shared = Arc::clone(shared);
         let _ = std::thread::Builder::new()
             .name("khttpd-app".into())
-            .spawn(move || Session::new(stream, shared).run());
+            .spawn(move || {
+                if let Some(session) = Session::new(stream, shared) {
+                    session.run();
+                }
+            });
     }
 }
 
 /// One application connection.
 struct Session {
     stream: UnixStream,
+    /// Reads through a buffer: a frame's header, input and body in as few reads as may be.
+    reader: io::BufReader<UnixStream>,
     shared: Arc<Shared>,
     id: u64,
     /// Who the peer is, for attach.
@@ -265,16 +275,19 @@ struct Session {
 }
 
 impl Session {
-    fn new(stream: UnixStream, shared: Arc<Shared>) -> Self {
+    /// A session on `stream`; `None` when the socket cannot be read and written apart.
+    fn new(stream: UnixStream, shared: Arc<Shared>) -> Option<Self> {
         let id = shared.apps.next_session.fetch_add(1, Ordering::AcqRel);
         let caller = sys::peer_uid(&stream).map(|uid| (uid, sys::user_name(uid)));
-        Self {
+        let reader = io::BufReader::new(stream.try_clone().ok()?);
+        Some(Self {
+            reader,
             stream,
             shared,
             id,
             caller,
             attached: Vec::new(),
-        }
+        })
     }
 
     fn run(mut self) {
@@ -310,7 +323,7 @@ impl Session {
         let mut out = Vec::new();
         loop {
             let mut header = [0u8; frame::REQUEST_LEN];
-            match self.stream.read_exact(&mut header) {
+            match self.reader.read_exact(&mut header) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),
@@ -325,9 +338,9 @@ impl Session {
                 return self.reply(Status::EntryTooLarge, &out);
             }
             let mut input = vec![0u8; f.input_len as usize];
-            self.stream.read_exact(&mut input)?;
+            self.reader.read_exact(&mut input)?;
             let mut direct = vec![0u8; f.direct_len as usize];
-            self.stream.read_exact(&mut direct)?;
+            self.reader.read_exact(&mut direct)?;
             let status = self.command(&f, &input, direct, &mut out);
             if status == Status::Ok && out.is_empty() {
                 // The peer went while a receive waited.
@@ -339,9 +352,10 @@ impl Session {
 
     fn reply(&mut self, status: Status, out: &[u8]) -> io::Result<()> {
         let len = u32::try_from(out.len()).unwrap_or(u32::MAX);
-        self.stream
-            .write_all(&frame::encode_reply(status as u32, len))?;
-        self.stream.write_all(out)
+        let mut frame = Vec::with_capacity(frame::REPLY_LEN + out.len());
+        frame.extend_from_slice(&frame::encode_reply(status as u32, len));
+        frame.extend_from_slice(out);
+        self.stream.write_all(&frame)
     }
 
     /// One command; the reply goes to `out`.
@@ -498,11 +512,15 @@ impl Session {
             return Err(CtlError::NotFound);
         }
         loop {
-            if self.shared.shutdown.load(Ordering::Acquire) || self.peer_gone() {
+            if self.shared.shutdown.load(Ordering::Acquire) {
                 return Ok(());
             }
             let apps = &self.shared.apps;
             let Some(q) = apps.receive(queue, self.id, Duration::from_millis(250)) else {
+                // Nothing came: has the application gone meanwhile?
+                if self.peer_gone() {
+                    return Ok(());
+                }
                 continue;
             };
             let row = RequestRow {
@@ -510,17 +528,21 @@ impl Session {
                 head: &q.head,
                 body: &q.body,
             };
+            // An application killed while it waited must not take the request down with it.
             if write_rows(out, [row]).is_err() || self.peer_gone() {
                 out.clear();
                 apps.requeue(queue, q);
-                return Ok(());
             }
             return Ok(());
         }
     }
 
-    /// Whether the application closed its end (checked while a receive waits).
+    /// Whether the application closed its end (checked while a receive waits; a request it
+    /// sent meanwhile is in the reader's buffer, not the socket, and keeps it alive).
     fn peer_gone(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
         sys::peer_closed(&self.stream)
     }
 }

@@ -75,10 +75,21 @@ pub fn call(
         direct_len: u32::try_from(direct.len()).map_err(|_| too_big())?,
         output_cap,
     };
-    let sent = stream
-        .write_all(&header.encode())
-        .and_then(|()| stream.write_all(input))
-        .and_then(|()| stream.write_all(direct));
+    // One write for the frame (two for a large direct buffer, which is not copied).
+    let mut first = Vec::with_capacity(frame::REQUEST_LEN + input.len());
+    first.extend_from_slice(&header.encode());
+    first.extend_from_slice(input);
+    let small = direct.len() <= 64 * 1024;
+    if small {
+        first.extend_from_slice(direct);
+    }
+    let sent = stream.write_all(&first).and_then(|()| {
+        if small {
+            Ok(())
+        } else {
+            stream.write_all(direct)
+        }
+    });
     let mut reply = [0u8; frame::REPLY_LEN];
     // khttpd may refuse a request before reading all of it (a body over the entry limit) and
     // close; its reply is then already waiting, so read it before reporting the write error.

@@ -7,8 +7,13 @@
 //! curl http://localhost:8080/app/anything
 //! ```
 //!
-//! `--cache SECONDS` lets khttp keep each answer that long and serve repeats itself.
+//! `--cache SECONDS` lets khttp keep each answer that long and serve repeats itself;
+//! `--threads N` attaches N handles, each answering on its own thread; `--queue NAME` names the
+//! request queue (default `hello`: two hello-apps on different prefixes need different names,
+//! or they share one queue).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use khttp_app::{Queue, Response};
@@ -17,25 +22,41 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut prefix = String::from("http://+:8080/app/");
     let mut cache = None;
+    let mut threads = 1usize;
+    let mut name = String::from("hello");
     while let Some(a) = args.next() {
         if a == "--cache" {
             cache = args
                 .next()
                 .and_then(|s| s.parse().ok())
                 .map(Duration::from_secs);
+        } else if a == "--queue" {
+            name = args.next().unwrap_or(name);
+        } else if a == "--threads" {
+            threads = args.next().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
         } else {
             prefix = a;
         }
     }
-    let mut queue = match Queue::attach("hello", &[&prefix]) {
+    let queue = match Queue::attach(&name, &[&prefix]) {
         Ok(q) => q,
         Err(e) => {
             eprintln!("hello-app: {e}");
             std::process::exit(1);
         }
     };
+    let served = Arc::new(AtomicU64::new(0));
+    for _ in 1..threads {
+        let Ok(q) = queue.try_clone() else { break };
+        let served = Arc::clone(&served);
+        std::thread::spawn(move || serve(q, &served, cache));
+    }
     println!("hello-app: attached to {prefix}");
-    let mut served = 0u64;
+    serve(queue, &served, cache);
+}
+
+/// Answers requests on one handle until khttpd goes away.
+fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>) {
     loop {
         let request = match queue.receive() {
             Ok(r) => r,
@@ -44,16 +65,16 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        served += 1;
+        let n = served.fetch_add(1, Ordering::Relaxed) + 1;
         let body = format!(
-            "hello from the app: {} {} ({} body bytes), answer {served}\n",
+            "hello from the app: {} {} ({} body bytes), answer {n}\n",
             request.method,
             request.url,
             request.body.len()
         );
         let mut response = Response::new(200)
             .content_type("text/plain; charset=utf-8")
-            .header("X-Answer", &served.to_string())
+            .header("X-Answer", &n.to_string())
             .body(body);
         if let Some(ttl) = cache {
             response = response.cache_for(ttl);
