@@ -18,6 +18,7 @@
 //! Errors (4xx/5xx from parsing) close the connection after the response, as http.sys does
 //! (HTTPSYS-REFERENCE §3.3). What each request is answered with is [`crate::respond`]'s.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem;
 
@@ -31,6 +32,7 @@ use crate::limits::{
     MAX_HEADERS_CAP, OVERLOAD_CONNECTIONS, SEND_GRACE_MS,
 };
 use crate::out::{Mark, Output, Transmit};
+use crate::queues::QueueStats;
 use crate::respond::{Answer, AppResponse, decide, persist};
 use crate::route::Local;
 use crate::site::{Site, Stats};
@@ -198,6 +200,8 @@ struct Deferred {
     keep_alive: bool,
     head_only: bool,
     persist: Persist,
+    /// The queue's counters.
+    stats: Option<Arc<QueueStats>>,
 }
 
 /// A lingering close in progress (see [`Connection::handle_shutdown`]).
@@ -715,6 +719,9 @@ impl Connection {
         }
         if let State::Deferred(d) = &self.state {
             self.cancelled = d.id;
+            if let (Some(_), Some(s)) = (d.id, &d.stats) {
+                s.settle();
+            }
             self.eof = true;
             self.state = State::Sending;
             return;
@@ -1048,6 +1055,10 @@ impl Connection {
         if copy_into(&mut copy, head_bytes).is_err() {
             return self.fail(RequestError::OutOfMemory, clock, site);
         }
+        let stats = site.queues().get(queue).map(|q| Arc::clone(&q.stats));
+        if let Some(s) = &stats {
+            QueueStats::bump(&s.requests);
+        }
         self.state = State::Deferred(Deferred {
             queue,
             head: copy,
@@ -1058,6 +1069,7 @@ impl Connection {
             keep_alive: persist != Persist::Close,
             head_only: head.method == Method::Head,
             persist,
+            stats,
         });
     }
 
@@ -1086,6 +1098,9 @@ impl Connection {
         {
             d.id = Some(id);
             d.since = self.now;
+            if let Some(s) = &d.stats {
+                QueueStats::bump(&s.in_flight);
+            }
             // The head and body are the application's now.
             d.head = Vec::new();
             d.body = Vec::new();
@@ -1101,6 +1116,7 @@ impl Connection {
             Refusal::OutOfMemory => "out of memory",
         };
         if self.poll_delivery().is_some() {
+            self.count(|s| QueueStats::bump(&s.refused));
             self.answer_deferred(&Answer::Busy { text }, clock.date(), site);
             self.resume(clock, site);
         }
@@ -1136,6 +1152,10 @@ impl Connection {
         if self.waiting_for() != Some(id) {
             return false;
         }
+        self.count(|s| {
+            QueueStats::bump(&s.answered);
+            s.settle();
+        });
         self.answer_deferred(&Answer::App(response), clock.date(), site);
         self.resume(clock, site);
         true
@@ -1155,6 +1175,10 @@ impl Connection {
         if self.waiting_for() != Some(id) {
             return false;
         }
+        self.count(|s| {
+            QueueStats::bump(&s.abandoned);
+            s.settle();
+        });
         let answer = if invalid {
             Answer::Page {
                 status: 502,
@@ -1175,6 +1199,10 @@ impl Connection {
     fn app_timed_out(&mut self, clock: &Clock) {
         if let Some(id) = self.waiting_for() {
             self.cancelled = Some(id);
+            self.count(|s| {
+                QueueStats::bump(&s.timed_out);
+                s.settle();
+            });
             let busy = Answer::Busy {
                 text: "the application did not answer in time",
             };
@@ -1184,6 +1212,13 @@ impl Connection {
             };
             let written = busy.write(&mut self.out, clock.date(), persist, head_only);
             self.finish_deferred(written.ok(), keep_alive);
+        }
+    }
+
+    /// Counts something of the deferred request in its queue's counters.
+    fn count(&self, f: impl FnOnce(&QueueStats)) {
+        if let State::Deferred(Deferred { stats: Some(s), .. }) = &self.state {
+            f(s);
         }
     }
 

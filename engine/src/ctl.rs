@@ -24,6 +24,7 @@ use crate::cache::EntrySpec;
 use crate::error::CtlError;
 use crate::limits::Limits;
 use crate::mem::{self, StackText};
+use crate::queues::Holder;
 use crate::site::Site;
 use crate::time::Instant;
 
@@ -323,32 +324,47 @@ fn apply(
 }
 
 fn list_queues(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
-    let mut prefixes: Vec<String> = Vec::new();
-    prefixes
-        .try_reserve_exact(site.queues().iter().count())
+    let count = site.queues().iter().count();
+    let mut texts: Vec<(String, String)> = Vec::new();
+    texts
+        .try_reserve_exact(count)
         .map_err(|_| CtlError::OutOfMemory)?;
     for q in site.queues().iter() {
-        let mut text = String::new();
+        let mut prefixes = String::new();
         for id in &q.reservations {
             if let Some(r) = site.namespace().by_id(*id) {
-                if !text.is_empty() {
-                    mem::push_str(&mut text, " ")?;
+                if !prefixes.is_empty() {
+                    mem::push_str(&mut prefixes, " ")?;
                 }
-                mem::push_str(&mut text, &r.prefix.to_text()?)?;
+                mem::push_str(&mut prefixes, &r.prefix.to_text()?)?;
             }
         }
-        prefixes.push(text);
+        let mut processes = String::new();
+        for h in &q.holders {
+            let mut one = StackText::<32>::new();
+            let sep = if processes.is_empty() { "" } else { " " };
+            let _ = write!(one, "{sep}{}:{}", h.pid, h.uid);
+            mem::push_str(&mut processes, one.as_str())?;
+        }
+        texts.push((prefixes, processes));
     }
+    let get = |c: &core::sync::atomic::AtomicU64| c.load(core::sync::atomic::Ordering::Relaxed);
     reply(
         out,
         site.queues()
             .iter()
-            .zip(&prefixes)
-            .map(|(q, prefixes)| QueueRow {
+            .zip(&texts)
+            .map(|(q, (prefixes, processes))| QueueRow {
                 id: q.id,
                 name: &q.name,
                 prefixes,
-                attached: q.attached,
+                processes,
+                in_flight: get(&q.stats.in_flight),
+                requests: get(&q.stats.requests),
+                answered: get(&q.stats.answered),
+                refused: get(&q.stats.refused),
+                abandoned: get(&q.stats.abandoned),
+                timed_out: get(&q.stats.timed_out),
             }),
     )
 }
@@ -372,6 +388,7 @@ pub enum Caller<'a> {
 pub fn attach(
     site: &mut Site,
     caller: Caller<'_>,
+    holder: Holder,
     name: &str,
     prefixes: &[&str],
 ) -> Result<u32, CtlError> {
@@ -392,7 +409,7 @@ pub fn attach(
             }
         }
     }
-    site.attach_queue(name, prefixes)
+    site.attach_queue(name, prefixes, holder)
 }
 
 fn list_reservations(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
@@ -625,27 +642,31 @@ mod tests {
     fn queues_attach_by_grant_and_list() {
         use super::{Caller, attach};
         use crate::error::CtlError;
+        use crate::queues::Holder;
+        const H: Holder = Holder { pid: 7, uid: 1000 };
+        const H2: Holder = Holder { pid: 8, uid: 0 };
         let mut s = Site::new();
         s.reserve("http://+:8080/app/", Some("user:alice")).unwrap();
         s.reserve("http://+:8080/admin/", None).unwrap();
         let alice = Caller::User("alice");
         assert_eq!(
-            attach(&mut s, Caller::User("bob"), "q", &["http://+:8080/app/"]),
+            attach(&mut s, Caller::User("bob"), H, "q", &["http://+:8080/app/"]),
             Err(CtlError::NotGranted)
         );
         assert_eq!(
-            attach(&mut s, alice, "q", &["http://+:8080/admin/"]),
+            attach(&mut s, alice, H, "q", &["http://+:8080/admin/"]),
             Err(CtlError::NotGranted),
             "no grant: administrators only"
         );
         assert_eq!(
-            attach(&mut s, alice, "q", &["http://+:8080/nope/"]),
+            attach(&mut s, alice, H, "q", &["http://+:8080/nope/"]),
             Err(CtlError::NotFound)
         );
-        let id = attach(&mut s, alice, "q", &["http://+:8080/app/"]).unwrap();
+        let id = attach(&mut s, alice, H, "q", &["http://+:8080/app/"]).unwrap();
         let admin = attach(
             &mut s,
             Caller::Administrator,
+            H2,
             "q",
             &["http://+:8080/admin/"],
         );
@@ -653,8 +674,14 @@ mod tests {
         let (st, rows) = call(&mut s, &Request::QueueList, &[]);
         assert_eq!(st, Status::Ok);
         assert_eq!(
-            rows,
-            [["1", "q", "http://+:8080/app/ http://+:8080/admin/", "2"]]
+            rows[0][..5],
+            [
+                "1",
+                "q",
+                "http://+:8080/app/ http://+:8080/admin/",
+                "7:1000 8:0",
+                "0"
+            ]
         );
         // Application commands are refused on the control endpoint.
         let (st, _) = call(&mut s, &Request::QueueReceive { queue: id }, &[]);

@@ -65,7 +65,7 @@ pub use error::{CanonError, CtlError, OutOfMemory, PrefixError, RequestError};
 pub use limits::Limits;
 pub use out::{Body, Transmit};
 pub use pump::{Completion, InlineGate, NextIo, next_io};
-pub use queues::{Queue, Queues};
+pub use queues::{Holder, Queue, QueueStats, Queues};
 pub use respond::{AppResponse, app_cache_fields, app_cache_url, app_response_cacheable};
 pub use route::{Local, canonicalize, parse_prefix, parse_url};
 pub use site::{Site, Stats};

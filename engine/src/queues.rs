@@ -9,14 +9,56 @@
 //! are the host's: it moves them between connections and applications.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{CtlError, OutOfMemory};
 use crate::limits::MAX_QUEUE_NAME;
 use crate::mem;
 
+/// An application handle attached to a queue: its process and user, as the transport says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The process id.
+    pub pid: u32,
+    /// The user id.
+    pub uid: u32,
+}
+
+/// A queue's counters, shared by every snapshot of the site (like [`crate::Stats`]).
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Requests handed to it (deferred).
+    pub requests: AtomicU64,
+    /// Requests queued and not yet answered (a gauge).
+    pub in_flight: AtomicU64,
+    /// Requests its applications answered.
+    pub answered: AtomicU64,
+    /// Requests refused: the queue was full, or no application was attached.
+    pub refused: AtomicU64,
+    /// Requests abandoned: the application went away, gave up, or answered invalidly.
+    pub abandoned: AtomicU64,
+    /// Requests not answered within `app-response-timeout`.
+    pub timed_out: AtomicU64,
+}
+
+impl QueueStats {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one from the gauge, never below 0.
+    pub fn settle(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+}
+
 /// One request queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Queue {
     /// Its id, stable while it exists.
     pub id: u32,
@@ -24,8 +66,29 @@ pub struct Queue {
     pub name: Box<str>,
     /// The reservations (ids) whose misses it receives.
     pub reservations: Vec<u32>,
-    /// Application handles attached; 0 means requests get 503.
-    pub attached: u32,
+    /// The application handles attached; none means requests get 503.
+    pub holders: Vec<Holder>,
+    /// Its counters.
+    pub stats: Arc<QueueStats>,
+}
+
+impl PartialEq for Queue {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.reservations == other.reservations
+            && self.holders == other.holders
+    }
+}
+
+impl Eq for Queue {}
+
+impl Queue {
+    /// Application handles attached.
+    #[must_use]
+    pub fn attached(&self) -> u32 {
+        u32::try_from(self.holders.len()).unwrap_or(u32::MAX)
+    }
 }
 
 /// Every queue.
@@ -48,7 +111,8 @@ impl Queues {
                 id: q.id,
                 name: mem::boxed_str(&q.name)?,
                 reservations: mem::vec_from(&q.reservations)?,
-                attached: q.attached,
+                holders: mem::vec_from(&q.holders)?,
+                stats: Arc::clone(&q.stats),
             });
         }
         Ok(Self {
@@ -83,7 +147,12 @@ impl Queues {
     /// [`CtlError::InvalidQueueName`] (empty, over [`MAX_QUEUE_NAME`], or a control
     /// character); [`CtlError::AlreadyExists`] if a reservation belongs to another queue;
     /// [`CtlError::OutOfMemory`].
-    pub fn attach(&mut self, name: &str, reservations: &[u32]) -> Result<u32, CtlError> {
+    pub fn attach(
+        &mut self,
+        name: &str,
+        reservations: &[u32],
+        holder: Holder,
+    ) -> Result<u32, CtlError> {
         if name.is_empty() || name.len() > MAX_QUEUE_NAME || name.chars().any(char::is_control) {
             return Err(CtlError::InvalidQueueName);
         }
@@ -99,12 +168,13 @@ impl Queues {
             q.reservations
                 .try_reserve(reservations.len())
                 .map_err(OutOfMemory::from)?;
+            q.holders.try_reserve(1).map_err(OutOfMemory::from)?;
             for r in reservations {
                 if !q.reservations.contains(r) {
                     q.reservations.push(*r);
                 }
             }
-            q.attached = q.attached.saturating_add(1);
+            q.holders.push(holder);
             return Ok(q.id);
         }
         self.list.try_reserve(1).map_err(OutOfMemory::from)?;
@@ -113,27 +183,36 @@ impl Queues {
             id = id.wrapping_add(1);
         }
         self.next_id = id.wrapping_add(1);
+        let mut holders = Vec::new();
+        holders.try_reserve(1).map_err(OutOfMemory::from)?;
+        holders.push(holder);
         self.list.push(Queue {
             id,
             name: mem::boxed_str(name)?,
             reservations: mem::vec_from(reservations)?,
-            attached: 1,
+            holders,
+            stats: mem::arc(QueueStats::default())?,
         });
         Ok(id)
     }
 
-    /// Detaches one application handle from queue `id`. The queue stays (its misses get 503)
-    /// until [`Queues::remove`]: an application that dies can attach again.
+    /// Detaches `holder` from queue `id`. The queue stays (its misses get 503) until
+    /// [`Queues::remove`]: an application that dies can attach again.
     ///
     /// # Errors
-    /// [`CtlError::NotFound`].
-    pub fn detach(&mut self, id: u32) -> Result<(), CtlError> {
+    /// [`CtlError::NotFound`]: no such queue, or `holder` is not attached to it.
+    pub fn detach(&mut self, id: u32, holder: Holder) -> Result<(), CtlError> {
         let q = self
             .list
             .iter_mut()
             .find(|q| q.id == id)
             .ok_or(CtlError::NotFound)?;
-        q.attached = q.attached.saturating_sub(1);
+        let i = q
+            .holders
+            .iter()
+            .position(|h| *h == holder)
+            .ok_or(CtlError::NotFound)?;
+        q.holders.remove(i);
         Ok(())
     }
 
@@ -161,26 +240,34 @@ impl Queues {
 
 #[cfg(test)]
 mod tests {
-    use super::Queues;
+    use alloc::sync::Arc;
+
+    use super::{Holder, Queues};
     use crate::error::CtlError;
 
     #[test]
     fn attach_detach_and_routing() {
+        let (h1, h2) = (Holder { pid: 1, uid: 0 }, Holder { pid: 2, uid: 0 });
         let mut q = Queues::default();
-        let a = q.attach("app", &[1, 2]).unwrap();
+        let a = q.attach("app", &[1, 2], h1).unwrap();
         assert_eq!(q.for_reservation(2).map(|x| x.id), Some(a));
-        assert_eq!(q.attach("app", &[2]).unwrap(), a, "a second handle");
-        assert_eq!(q.get(a).unwrap().attached, 2);
-        assert_eq!(q.attach("other", &[1]), Err(CtlError::AlreadyExists));
-        assert_eq!(q.attach("", &[3]), Err(CtlError::InvalidQueueName));
-        q.detach(a).unwrap();
-        q.detach(a).unwrap();
-        assert_eq!(q.get(a).unwrap().attached, 0, "kept, with no process");
+        assert_eq!(q.attach("app", &[2], h2).unwrap(), a, "a second handle");
+        assert_eq!(q.get(a).unwrap().attached(), 2);
+        assert_eq!(q.attach("other", &[1], h1), Err(CtlError::AlreadyExists));
+        assert_eq!(q.attach("", &[3], h1), Err(CtlError::InvalidQueueName));
+        q.detach(a, h1).unwrap();
+        assert_eq!(q.detach(a, h1), Err(CtlError::NotFound), "once");
+        q.detach(a, h2).unwrap();
+        assert_eq!(q.get(a).unwrap().attached(), 0, "kept, with no process");
         q.forget(1);
         assert!(q.for_reservation(1).is_none());
-        q.remove(a).unwrap();
-        assert_eq!(q.detach(a), Err(CtlError::NotFound));
         let copy = q.try_clone().unwrap();
         assert_eq!(copy, q);
+        assert!(Arc::ptr_eq(
+            &copy.get(a).unwrap().stats,
+            &q.get(a).unwrap().stats
+        ));
+        q.remove(a).unwrap();
+        assert_eq!(q.detach(a, h1), Err(CtlError::NotFound));
     }
 }

@@ -17,6 +17,7 @@ use crate::http1::response::{Persist, ResponseHead, Served, page};
 use crate::limits::MAX_HEADERS_CAP;
 use crate::mem::{self, put};
 use crate::out::{Body, Output};
+use crate::queues::QueueStats;
 use crate::route::{CanonError, Local, canonicalize};
 use crate::site::{Site, Stats};
 use crate::time::{Clock, HttpDate};
@@ -285,7 +286,8 @@ pub(crate) fn decide<'a>(
         && !cached
     {
         Stats::bump(&stats.misses);
-        if queue.attached == 0 {
+        if queue.attached() == 0 {
+            QueueStats::bump(&queue.stats.refused);
             return Ok((
                 Answer::Busy {
                     text: "no application is attached to this URL",

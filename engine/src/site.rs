@@ -15,7 +15,7 @@ use crate::cache::{Cache, Entry, EntrySpec};
 use crate::error::{CtlError, OutOfMemory};
 use crate::limits::Limits;
 use crate::mem;
-use crate::queues::Queues;
+use crate::queues::{Holder, Queues};
 use crate::route::{Namespace, Prefix, Reservation, parse_prefix, parse_url};
 use crate::time::Instant;
 
@@ -127,7 +127,12 @@ impl Site {
     /// [`CtlError::InvalidPrefix`], [`CtlError::NotFound`] (a prefix not reserved),
     /// [`CtlError::InvalidQueueName`], [`CtlError::AlreadyExists`] (a prefix another queue
     /// has), [`CtlError::OutOfMemory`].
-    pub fn attach_queue(&mut self, name: &str, prefixes: &[&str]) -> Result<u32, CtlError> {
+    pub fn attach_queue(
+        &mut self,
+        name: &str,
+        prefixes: &[&str],
+        holder: Holder,
+    ) -> Result<u32, CtlError> {
         let mut ids = Vec::new();
         ids.try_reserve_exact(prefixes.len())
             .map_err(OutOfMemory::from)?;
@@ -141,16 +146,15 @@ impl Site {
                 .id;
             ids.push(id);
         }
-        self.queues.attach(name, &ids)
+        self.queues.attach(name, &ids, holder)
     }
 
-    /// Detaches one application handle from queue `id`; its misses get 503 until one attaches
-    /// again.
+    /// Detaches `holder` from queue `id`; its misses get 503 until one attaches again.
     ///
     /// # Errors
     /// [`CtlError::NotFound`].
-    pub fn detach_queue(&mut self, id: u32) -> Result<(), CtlError> {
-        self.queues.detach(id)
+    pub fn detach_queue(&mut self, id: u32, holder: Holder) -> Result<(), CtlError> {
+        self.queues.detach(id, holder)
     }
 
     /// The cache.

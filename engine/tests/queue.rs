@@ -6,14 +6,16 @@ mod common;
 use std::sync::Arc;
 
 use common::{BODY, Harness, get, one, parse_responses, site};
-use khttp_engine::{AppResponse, Close, Phase, Refusal, RequestId, Site, Timer};
+use khttp_engine::{AppResponse, Close, Holder, Phase, Refusal, RequestId, Site, Timer};
+
+const HOLDER: Holder = Holder { pid: 1, uid: 0 };
 
 /// The example site with a queue for `http://+:8080/`, attached (or not).
 fn queued_site(attached: bool) -> Site {
     let mut s = site();
-    let id = s.attach_queue("app", &["http://+:8080/"]).unwrap();
+    let id = s.attach_queue("app", &["http://+:8080/"], HOLDER).unwrap();
     if !attached {
-        s.detach_queue(id).unwrap();
+        s.detach_queue(id, HOLDER).unwrap();
     }
     s
 }
@@ -292,4 +294,35 @@ fn what_may_be_cached() {
         &s
     ));
     assert!(!app_response_cacheable(200, &[], u64::MAX, &s));
+}
+
+/// Each queue counts what became of its requests.
+#[test]
+fn queues_count_their_requests() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut h = Harness::new(queued_site(true));
+    let stats = Arc::clone(&h.site.queues().iter().next().unwrap().stats);
+    h.feed(&get("/a", ""));
+    take(&mut h, 1);
+    assert_eq!(
+        (stats.requests.load(Relaxed), stats.in_flight.load(Relaxed)),
+        (1, 1)
+    );
+    assert!(
+        h.conn
+            .handle_response(RequestId(1), &reply(200, b"x"), &h.clock, &h.site)
+    );
+    h.flush();
+    h.feed(&get("/b", ""));
+    h.conn.handle_refused(Refusal::QueueFull, &h.clock, &h.site);
+    h.flush();
+    h.feed(&get("/c", ""));
+    take(&mut h, 3);
+    h.advance_secs(61);
+    h.flush();
+    assert_eq!(stats.requests.load(Relaxed), 3);
+    assert_eq!(stats.answered.load(Relaxed), 1);
+    assert_eq!(stats.refused.load(Relaxed), 1);
+    assert_eq!(stats.timed_out.load(Relaxed), 1);
+    assert_eq!(stats.in_flight.load(Relaxed), 0);
 }

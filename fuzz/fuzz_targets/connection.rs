@@ -57,7 +57,7 @@ fn site() -> Site {
     let _ = s.put("http://+:8080/big", spec(&[9u8; 200_000]), Instant(0));
     // Requests under /app/ go to an application (issue #12).
     let _ = s.reserve("http://+:8080/app/", None);
-    let _ = s.attach_queue("app", &["http://+:8080/app/"]);
+    let _ = s.attach_queue("app", &["http://+:8080/app/"], khttp_engine::Holder { pid: 1, uid: 0 });
     s
 }
 

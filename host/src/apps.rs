@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use khttp_engine::ctl::{Caller, attach};
 use khttp_engine::{
-    AppResponse, CtlError, Delivery, EntrySpec, Refusal, RequestId, Site, app_cache_fields,
+    AppResponse, CtlError, Delivery, EntrySpec, Holder, Refusal, RequestId, Site, app_cache_fields,
     app_cache_url, app_response_cacheable,
 };
 use khttp_proto::frame::{self, RequestFrame};
@@ -268,8 +268,8 @@ struct Session {
     reader: io::BufReader<UnixStream>,
     shared: Arc<Shared>,
     id: u64,
-    /// Who the peer is, for attach.
-    caller: Result<(u32, Option<String>), io::Error>,
+    /// Who the peer is, for attach: its process and user, and the user's name.
+    caller: Result<(Holder, Option<String>), io::Error>,
     /// The queues it attached to (once per attach).
     attached: Vec<u32>,
 }
@@ -278,7 +278,8 @@ impl Session {
     /// A session on `stream`; `None` when the socket cannot be read and written apart.
     fn new(stream: UnixStream, shared: Arc<Shared>) -> Option<Self> {
         let id = shared.apps.next_session.fetch_add(1, Ordering::AcqRel);
-        let caller = sys::peer_uid(&stream).map(|uid| (uid, sys::user_name(uid)));
+        let caller =
+            sys::peer_cred(&stream).map(|(pid, uid)| (Holder { pid, uid }, sys::user_name(uid)));
         let reader = io::BufReader::new(stream.try_clone().ok()?);
         Some(Self {
             reader,
@@ -302,14 +303,16 @@ impl Session {
             let shared = &self.shared;
             let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
             if let Ok(mut next) = shared.snapshot().try_clone() {
-                for q in &self.attached {
-                    let _ = next.detach_queue(*q);
+                if let Ok((holder, _)) = &self.caller {
+                    for q in &self.attached {
+                        let _ = next.detach_queue(*q, *holder);
+                    }
                 }
                 orphaned = self
                     .attached
                     .iter()
                     .copied()
-                    .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached == 0))
+                    .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached() == 0))
                     .collect();
                 shared.publish(Arc::new(next));
             }
@@ -459,8 +462,9 @@ impl Session {
     }
 
     fn attach(&mut self, name: &str, prefixes: &[&str], out: &mut Vec<u8>) -> Result<(), CtlError> {
-        let (uid, user) = self.caller.as_ref().map_err(|_| CtlError::NotGranted)?;
-        let caller = if *uid == 0 || *uid == sys::euid() {
+        let (holder, user) = self.caller.as_ref().map_err(|_| CtlError::NotGranted)?;
+        let (holder, uid) = (*holder, holder.uid);
+        let caller = if uid == 0 || uid == sys::euid() {
             Caller::Administrator
         } else {
             Caller::User(user.as_deref().ok_or(CtlError::NotGranted)?)
@@ -468,7 +472,7 @@ impl Session {
         let shared = &self.shared;
         let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = shared.snapshot().try_clone()?;
-        let queue = match attach(&mut next, caller, name, prefixes) {
+        let queue = match attach(&mut next, caller, holder, name, prefixes) {
             Ok(q) => q,
             Err(e) => {
                 eprintln!(
@@ -495,8 +499,9 @@ impl Session {
         let orphaned = {
             let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
             let mut next = shared.snapshot().try_clone()?;
-            next.detach_queue(queue)?;
-            let orphaned = next.queues().get(queue).is_some_and(|q| q.attached == 0);
+            let holder = self.caller.as_ref().map_err(|_| CtlError::NotFound)?.0;
+            next.detach_queue(queue, holder)?;
+            let orphaned = next.queues().get(queue).is_some_and(|q| q.attached() == 0);
             shared.publish(Arc::new(next));
             orphaned
         };

@@ -8,6 +8,14 @@ use std::os::fd::AsRawFd;
 /// # Errors
 /// The `getsockopt` error.
 pub(crate) fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
+    peer_cred(sock).map(|(_, uid)| uid)
+}
+
+/// The peer's process and user ids on a connected Unix socket (`SO_PEERCRED`).
+///
+/// # Errors
+/// The `getsockopt` error.
+pub(crate) fn peer_cred(sock: &impl AsRawFd) -> io::Result<(u32, u32)> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
@@ -30,7 +38,7 @@ pub(crate) fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(cred.uid)
+    Ok((u32::try_from(cred.pid).unwrap_or(0), cred.uid))
 }
 
 /// This process's effective user id.

@@ -349,27 +349,50 @@ pub struct QueueRow<'a> {
     pub name: &'a str,
     /// The prefixes it receives, space-separated.
     pub prefixes: &'a str,
-    /// Application handles attached.
-    pub attached: u32,
+    /// The application handles attached, `PID:UID` space-separated.
+    pub processes: &'a str,
+    /// Requests queued and not yet answered.
+    pub in_flight: u64,
+    /// Requests handed to it.
+    pub requests: u64,
+    /// Requests answered.
+    pub answered: u64,
+    /// Requests refused (queue full, no application).
+    pub refused: u64,
+    /// Requests abandoned (application gone, invalid answer).
+    pub abandoned: u64,
+    /// Requests not answered in time.
+    pub timed_out: u64,
 }
 
 impl<'a> Row<'a> for QueueRow<'a> {
-    const COLS: u16 = 4;
+    const COLS: u16 = 10;
     fn write(&self, t: &mut TableWriter<'_>) {
         t.row(&[
             Value::U64(u64::from(self.id)),
             Value::Str(self.name),
             Value::Str(self.prefixes),
-            Value::U64(u64::from(self.attached)),
+            Value::Str(self.processes),
+            Value::U64(self.in_flight),
+            Value::U64(self.requests),
+            Value::U64(self.answered),
+            Value::U64(self.refused),
+            Value::U64(self.abandoned),
+            Value::U64(self.timed_out),
         ]);
     }
     fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
-        let small = |i| u32::try_from(num(c, i)?).map_err(|_| ProtoError::InvalidValue);
         Ok(Self {
-            id: small(0)?,
+            id: u32::try_from(num(c, 0)?).map_err(|_| ProtoError::InvalidValue)?,
             name: text(c, 1)?,
             prefixes: text(c, 2)?,
-            attached: small(3)?,
+            processes: text(c, 3)?,
+            in_flight: num(c, 4)?,
+            requests: num(c, 5)?,
+            answered: num(c, 6)?,
+            refused: num(c, 7)?,
+            abandoned: num(c, 8)?,
+            timed_out: num(c, 9)?,
         })
     }
 }

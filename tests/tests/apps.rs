@@ -74,6 +74,16 @@ fn a_miss_reaches_the_application_and_a_cached_hit_does_not() {
     );
     let json = s.ctl_ok(&["queue", "show", "--json"]);
     assert!(json.contains(r#""attached": 1"#), "{json}");
+    // Its process, and what became of its requests.
+    assert!(json.contains(&format!(r#""{}:"#, child.id())), "{json}");
+    assert!(
+        json.contains(r#""answered": 3"#) && json.contains(r#""requests": 3"#),
+        "{json}"
+    );
+    assert!(
+        shown.contains(&format!("Process {}", child.id())),
+        "{shown}"
+    );
 
     // Killed: its queue stays, with no process, and a miss gets 503 at once.
     child.kill().unwrap();

@@ -294,7 +294,14 @@ fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
             .iter()
             .map(|q| {
                 let prefixes: Vec<&str> = q.prefixes.split(' ').filter(|p| !p.is_empty()).collect();
-                json!({"id": q.id, "name": q.name, "prefixes": prefixes, "attached": q.attached})
+                let processes: Vec<&str> =
+                    q.processes.split(' ').filter(|p| !p.is_empty()).collect();
+                json!({
+                    "id": q.id, "name": q.name, "prefixes": prefixes, "processes": processes,
+                    "attached": processes.len(), "in_flight": q.in_flight, "requests": q.requests,
+                    "answered": q.answered, "refused": q.refused, "abandoned": q.abandoned,
+                    "timed_out": q.timed_out,
+                })
             })
             .collect();
         print_json(&Json::Array(list));
@@ -306,7 +313,21 @@ fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
         for p in q.prefixes.split(' ').filter(|p| !p.is_empty()) {
             out!("    URL: {p}");
         }
-        out!("    Applications attached: {}", q.attached);
+        let processes: Vec<&str> = q.processes.split(' ').filter(|p| !p.is_empty()).collect();
+        out!("    Applications attached: {}", processes.len());
+        for p in &processes {
+            let (pid, uid) = p.split_once(':').unwrap_or((p, "?"));
+            out!("        Process {pid} (uid {uid})");
+        }
+        out!("    Requests waiting or in progress: {}", q.in_flight);
+        out!(
+            "    Requests: {} handed over, {} answered, {} refused, {} abandoned, {} timed out",
+            q.requests,
+            q.answered,
+            q.refused,
+            q.abandoned,
+            q.timed_out
+        );
     }
     Ok(())
 }
