@@ -281,7 +281,14 @@ fn apply(
                 engine: ENGINE_VERSION,
             }],
         ),
-        Request::UrlaclAdd { prefix, acl } => site.reserve(prefix, *acl).map(drop),
+        Request::UrlaclAdd {
+            prefix,
+            acl,
+            cache_control,
+        } => match cache_control {
+            Some(v) => site.reserve_with_policy(prefix, *acl, v),
+            None => site.reserve(prefix, *acl).map(drop),
+        },
         Request::UrlaclDelete { prefix } => site.unreserve(prefix),
         Request::UrlaclList => list_reservations(site, out),
         Request::IplistenAdd { addr } => site.iplisten_add(addr).map(drop),
@@ -428,6 +435,7 @@ fn list_reservations(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
             .map(|(r, prefix)| ReservationRow {
                 prefix,
                 acl: r.acl.as_deref(),
+                cache_control: r.cache_control_value(),
             }),
     )
 }
@@ -573,6 +581,7 @@ mod tests {
             &Request::UrlaclAdd {
                 prefix: "http://+:8080/",
                 acl: None,
+                cache_control: None,
             },
             &[],
         );
@@ -582,6 +591,7 @@ mod tests {
             &Request::UrlaclAdd {
                 prefix: "http://+:8080/",
                 acl: None,
+                cache_control: None,
             },
             &[],
         );
@@ -592,6 +602,7 @@ mod tests {
             &Request::UrlaclAdd {
                 prefix: "https://+:443/",
                 acl: None,
+                cache_control: None,
             },
             &[],
         );

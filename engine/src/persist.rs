@@ -25,6 +25,9 @@ pub fn render(site: &Site) -> String {
             r.prefix,
             r.acl.as_deref().unwrap_or("")
         ));
+        if let Some(v) = r.cache_control_value() {
+            s.push_str(&format!("policy\t{}\t{v}\n", r.prefix));
+        }
     }
     for ip in site.iplisten() {
         s.push_str(&format!("iplisten\t{ip}\n"));
@@ -68,6 +71,9 @@ pub fn apply(text: &str, site: &mut Site) -> Result<(), LoadError> {
                 site.reserve(prefix, Some(acl).filter(|a| !a.is_empty()))
                     .map_err(ctl)?;
             }
+            (Some("policy"), Some(prefix), Some(value), None) => {
+                site.set_policy(prefix, Some(value)).map_err(ctl)?;
+            }
             (Some("iplisten"), Some(addr), None, None) => {
                 site.iplisten_add(addr).map_err(ctl)?;
             }
@@ -93,6 +99,7 @@ mod tests {
         let mut s = Site::new();
         s.reserve("http://+:8080/", Some("user:alice")).unwrap();
         s.reserve("http://[::1]:9000/x/", None).unwrap();
+        s.set_policy("http://+:8080/", Some("max-age=60")).unwrap();
         s.iplisten_add("127.0.0.1").unwrap();
         s.set_limit("max-headers", 50).unwrap();
         let text = render(&s);

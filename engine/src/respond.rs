@@ -29,6 +29,8 @@ pub(crate) enum Answer<'a> {
     Cached {
         /// The entry.
         entry: &'a Entry,
+        /// Its reservation's freshness policy line (`Cache-Control: …`), or empty.
+        policy: &'a [u8],
         /// GET or HEAD.
         method: Method,
         /// The request's fields, for preconditions, `Range` and `Accept-Encoding`.
@@ -146,9 +148,10 @@ impl Answer<'_> {
         match *self {
             Self::Cached {
                 entry,
+                policy,
                 method,
                 headers,
-            } => serve(entry, method, headers, date, persist, out),
+            } => serve(entry, method, headers, date, persist, policy, out),
             Self::Page {
                 status,
                 text,
@@ -318,6 +321,7 @@ pub(crate) fn decide<'a>(
             Stats::bump(&stats.hits);
             Answer::Cached {
                 entry,
+                policy: reservation.cache_control.as_deref().unwrap_or_default(),
                 method,
                 headers,
             }

@@ -209,6 +209,43 @@ impl Site {
         self.namespace.by_id(id).ok_or(CtlError::NotFound)
     }
 
+    /// Reserves `prefix` with a freshness policy (see [`Site::set_policy`]), all or nothing.
+    ///
+    /// # Errors
+    /// Those of [`Site::reserve`] and [`Site::set_policy`].
+    pub fn reserve_with_policy(
+        &mut self,
+        prefix: &str,
+        acl: Option<&str>,
+        cache_control: &str,
+    ) -> Result<(), CtlError> {
+        // Everything that can fail first, so that a failure leaves the site as it was.
+        let line = crate::cache::entry::cache_control_line(cache_control)?;
+        let p = parse_prefix(prefix)?;
+        self.reserve(prefix, acl)?;
+        self.namespace.set_policy(&p, Some(line))
+    }
+
+    /// Sets the freshness policy of the reservation `prefix` (issue #13): the `Cache-Control`
+    /// value (`max-age=60`, `no-cache`, …) its entries are served with when they carry none of
+    /// their own; `None` removes it.
+    ///
+    /// # Errors
+    /// [`CtlError::InvalidPrefix`], [`CtlError::NotFound`], [`CtlError::InvalidHeader`] (not a
+    /// field value), [`CtlError::OutOfMemory`].
+    pub fn set_policy(
+        &mut self,
+        prefix: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(), CtlError> {
+        let p = parse_prefix(prefix)?;
+        let line = match cache_control {
+            Some(v) => Some(crate::cache::entry::cache_control_line(v)?),
+            None => None,
+        };
+        self.namespace.set_policy(&p, line)
+    }
+
     /// Deletes a reservation and every cache entry under it (`urlacl delete`).
     ///
     /// # Errors

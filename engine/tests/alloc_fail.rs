@@ -273,6 +273,7 @@ fn every_allocation_on_every_control_command_can_fail() {
         Request::UrlaclAdd {
             prefix: "http://+:8081/app/",
             acl: Some("user:alice"),
+            cache_control: Some("max-age=60"),
         },
         Request::UrlaclDelete {
             prefix: "http://+:8080/",

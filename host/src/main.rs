@@ -55,6 +55,10 @@ struct Args {
     /// Serve this directory: reserve --prefix and load every file under it.
     #[arg(long)]
     site: Option<PathBuf>,
+    /// The freshness policy --site gives its prefix: `Cache-Control: max-age=SECONDS` on
+    /// every file served (0: none).
+    #[arg(long, default_value_t = 60, requires = "site")]
+    max_age: u64,
     /// The URL prefix for --site.
     #[arg(long, default_value = "http://+:8080/", requires = "site")]
     prefix: String,
@@ -145,6 +149,9 @@ fn prepare_site(args: &Args, state_dir: &Path) -> Result<(Site, Option<String>),
             Err(khttp_engine::CtlError::AlreadyExists) => {}
             Err(e) => return Err(format!("--prefix {}: {e}", args.prefix)),
         }
+        let policy = (args.max_age > 0).then(|| format!("max-age={}", args.max_age));
+        site.set_policy(&args.prefix, policy.as_deref())
+            .map_err(|e| format!("--max-age: {e}"))?;
         let (n, bytes) = load_site(&mut site, dir, &args.prefix, clock0.now())?;
         site_line = Some(format!(
             "khttpd: serving {} ({n} files, {bytes} bytes) at {}",

@@ -86,17 +86,24 @@ pub struct ReservationRow<'a> {
     pub prefix: &'a str,
     /// Its ACL (`user:NAME` or SDDL), if any.
     pub acl: Option<&'a str>,
+    /// Its freshness policy (a `Cache-Control` value), if any.
+    pub cache_control: Option<&'a str>,
 }
 
 impl<'a> Row<'a> for ReservationRow<'a> {
-    const COLS: u16 = 2;
+    const COLS: u16 = 3;
     fn write(&self, t: &mut TableWriter<'_>) {
-        t.row(&[Value::Str(self.prefix), Value::Str(self.acl.unwrap_or(""))]);
+        t.row(&[
+            Value::Str(self.prefix),
+            Value::Str(self.acl.unwrap_or("")),
+            Value::Str(self.cache_control.unwrap_or("")),
+        ]);
     }
     fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
         Ok(Self {
             prefix: text(c, 0)?,
             acl: Some(text(c, 1)?).filter(|s| !s.is_empty()),
+            cache_control: Some(text(c, 2)?).filter(|s| !s.is_empty()),
         })
     }
 }

@@ -6,7 +6,7 @@
 //! str     = len:u32 bytes                              ; UTF-8, len <= MAX_STR
 //! request bodies, per command:
 //!   Version, UrlaclList, IplistenList, Stats, LimitsGet:  (empty)
-//!   UrlaclAdd:       prefix:str acl:str                  ; acl "" = none
+//!   UrlaclAdd:       prefix:str acl:str cache_control:str ; "" = none
 //!   UrlaclDelete:    prefix:str
 //!   IplistenAdd/Delete: addr:str
 //!   CachePut:        url:str content_type:str status:u16 reserved:u16(=0)
@@ -270,6 +270,8 @@ pub enum Request<'a> {
         prefix: &'a str,
         /// The ACL text, if any.
         acl: Option<&'a str>,
+        /// The freshness policy (a `Cache-Control` value), if any.
+        cache_control: Option<&'a str>,
     },
     /// `urlacl delete PREFIX`
     UrlaclDelete {
@@ -409,9 +411,14 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
             put_opt(out, r.ttl);
             out.extend_from_slice(&r.body_len.to_le_bytes());
         }
-        Request::UrlaclAdd { prefix, acl } => {
+        Request::UrlaclAdd {
+            prefix,
+            acl,
+            cache_control,
+        } => {
             put_str(out, prefix);
             put_str(out, acl.unwrap_or(""));
+            put_str(out, cache_control.unwrap_or(""));
         }
         Request::UrlaclDelete { prefix } => put_str(out, prefix),
         Request::IplistenAdd { addr } | Request::IplistenDelete { addr } => put_str(out, addr),
@@ -468,6 +475,7 @@ pub fn decode_request(
         Command::UrlaclAdd => Request::UrlaclAdd {
             prefix: d.str()?,
             acl: non_empty(d.str()?),
+            cache_control: non_empty(d.str()?),
         },
         Command::UrlaclDelete => Request::UrlaclDelete { prefix: d.str()? },
         Command::IplistenAdd => Request::IplistenAdd { addr: d.str()? },
@@ -711,6 +719,7 @@ mod tests {
             &Request::UrlaclAdd {
                 prefix: "http://+:80/",
                 acl: Some("D:(A;;GX;;;WD)"),
+                cache_control: Some("max-age=60"),
             },
             0,
         );
@@ -718,6 +727,7 @@ mod tests {
             &Request::UrlaclAdd {
                 prefix: "http://+:80/",
                 acl: None,
+                cache_control: None,
             },
             0,
         );
@@ -857,7 +867,7 @@ mod tests {
 
         #[test]
         fn strings_round_trip(prefix in ".{0,300}", acl in proptest::option::of("[^\u{0}]{1,50}"), value in any::<u64>()) {
-            let req = Request::UrlaclAdd { prefix: &prefix, acl: acl.as_deref() };
+            let req = Request::UrlaclAdd { prefix: &prefix, acl: acl.as_deref(), cache_control: None };
             let mut buf = Vec::new();
             encode_request(&req, &mut buf);
             prop_assert_eq!(decode_request(Command::UrlaclAdd, &buf, 0), Ok(req));

@@ -356,7 +356,10 @@ fn site_flag_serves_a_directory() {
         "{}",
         s.output()
     );
-    assert_eq!(get(port, "/", "").body, b"<h1>site</h1>");
+    let r = get(port, "/", "");
+    assert_eq!(r.body, b"<h1>site</h1>");
+    // A freshness policy by default, so that clients and caches need not guess.
+    assert_eq!(r.header("cache-control"), Some("max-age=60"));
 }
 
 #[test]

@@ -366,3 +366,83 @@ fn connections_over_max_connections_get_503() {
     again.send(request.as_bytes());
     assert_eq!(again.read(false).expect("kept alive").status, 200);
 }
+
+/// Freshness policies (issue #13): per entry (`cache put --max-age`, `--no-cache`,
+/// `--immutable`) and per reservation (`urlacl add --max-age`), sent as `Cache-Control` on 200,
+/// 304 and 206; an entry's own policy wins over its reservation's.
+#[test]
+fn freshness_policies_are_sent() {
+    let s = Server::start("freshness");
+    let port = s.reserve_port();
+    let file = write_file(&s, "f.txt", b"0123456789");
+    let put = |url: &str, flags: &[&str]| {
+        let mut args = vec!["cache", "put", url, file.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        s.ctl_ok(&args);
+    };
+    let base = format!("http://+:{port}/");
+    put(&format!("{base}plain"), &[]);
+    put(&format!("{base}aged"), &["--max-age", "120"]);
+    put(&format!("{base}fresh"), &["--no-cache"]);
+    put(&format!("{base}forever"), &["--immutable"]);
+    let cc = |path: &str, extra: &str| {
+        get(port, path, extra)
+            .header("cache-control")
+            .map(str::to_owned)
+    };
+    assert_eq!(cc("/plain", ""), None);
+    assert_eq!(cc("/aged", "").as_deref(), Some("max-age=120"));
+    assert_eq!(cc("/fresh", "").as_deref(), Some("no-cache"));
+    assert_eq!(
+        cc("/forever", "").as_deref(),
+        Some("max-age=31536000, immutable")
+    );
+    // On 304 and 206 too.
+    let etag = get(port, "/aged", "").header("etag").unwrap().to_owned();
+    let r = get(port, "/aged", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (304, Some("max-age=120"))
+    );
+    let r = get(port, "/aged", "Range: bytes=0-3\r\n");
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (206, Some("max-age=120"))
+    );
+    // A reservation's policy applies to entries without their own.
+    let app = format!("http://+:{port}/app/");
+    s.ctl_ok(&["urlacl", "add", &app, "--max-age", "30"]);
+    put(&format!("{app}a"), &[]);
+    put(&format!("{app}b"), &["--no-cache"]);
+    assert_eq!(cc("/app/a", "").as_deref(), Some("max-age=30"));
+    assert_eq!(
+        cc("/app/b", "").as_deref(),
+        Some("no-cache"),
+        "the entry's own wins"
+    );
+    let etag = get(port, "/app/a", "").header("etag").unwrap().to_owned();
+    let r = get(port, "/app/a", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (304, Some("max-age=30"))
+    );
+    let shown = s.ctl_ok(&["urlacl", "show"]);
+    assert!(shown.contains("Cache-Control: max-age=30"), "{shown}");
+    assert!(
+        s.ctl_ok(&["urlacl", "show", "--json"])
+            .contains(r#""cache_control": "max-age=30""#)
+    );
+    // One policy at a time.
+    assert!(
+        !s.ctl(&[
+            "urlacl",
+            "add",
+            &format!("{base}x/"),
+            "--no-cache",
+            "--max-age",
+            "1"
+        ])
+        .status
+        .success()
+    );
+}

@@ -67,6 +67,8 @@ enum Urlacl {
         /// An SDDL string, e.g. D:(A;;GX;;;WD)
         #[arg(long)]
         sddl: Option<String>,
+        #[command(flatten)]
+        fresh: Freshness,
     },
     /// Delete a reservation and its cache entries.
     Delete { prefix: String },
@@ -84,6 +86,37 @@ enum Iplisten {
     Show(JsonFlag),
 }
 
+/// A freshness policy: the `Cache-Control` responses are sent with (issue #13). On a
+/// reservation it applies to every entry under it that has none of its own.
+#[derive(Args, Debug, Default)]
+#[group(multiple = false)]
+struct Freshness {
+    /// Clients and caches may keep responses this many seconds (`Cache-Control: max-age=N`).
+    #[arg(long, value_name = "SECONDS")]
+    max_age: Option<u64>,
+    /// Clients must revalidate every time (`Cache-Control: no-cache`).
+    #[arg(long)]
+    no_cache: bool,
+    /// Responses never change at this URL (`Cache-Control: max-age=31536000, immutable`).
+    #[arg(long)]
+    immutable: bool,
+}
+
+impl Freshness {
+    /// The `Cache-Control` value, if a policy was given.
+    fn value(&self) -> Option<String> {
+        if let Some(n) = self.max_age {
+            Some(format!("max-age={n}"))
+        } else if self.no_cache {
+            Some("no-cache".into())
+        } else if self.immutable {
+            Some("max-age=31536000, immutable".into())
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct LoadOpts {
     /// Seconds until the entries expire.
@@ -92,6 +125,8 @@ struct LoadOpts {
     /// Also store compressed variants: gzip, br or gzip,br.
     #[arg(long, value_delimiter = ',')]
     compress: Vec<String>,
+    #[command(flatten)]
+    fresh: Freshness,
 }
 
 #[derive(Subcommand, Debug)]
@@ -341,17 +376,24 @@ fn change(client: &mut Client, subject: &str, req: &Request<'_>) -> Result<Reply
 
 fn urlacl(client: &mut Client, c: Urlacl) -> Result<(), Fail> {
     match c {
-        Urlacl::Add { prefix, user, sddl } => {
+        Urlacl::Add {
+            prefix,
+            user,
+            sddl,
+            fresh,
+        } => {
             let acl = user
                 .map(|u| format!("user:{u}"))
                 .or(sddl.map(|s| format!("sddl:{s}")));
             let acl = acl.as_deref();
+            let policy = fresh.value();
             change(
                 client,
                 &prefix,
                 &Request::UrlaclAdd {
                     prefix: &prefix,
                     acl,
+                    cache_control: policy.as_deref(),
                 },
             )?;
             out!("URL reservation added: {prefix}");
@@ -366,7 +408,7 @@ fn urlacl(client: &mut Client, c: Urlacl) -> Result<(), Fail> {
             if j.json {
                 let list = rows
                     .iter()
-                    .map(|r| json!({"prefix": r.prefix, "acl": r.acl}))
+                    .map(|r| json!({"prefix": r.prefix, "acl": r.acl, "cache_control": r.cache_control}))
                     .collect();
                 print_json(&Json::Array(list));
             } else if rows.is_empty() {
@@ -378,6 +420,9 @@ fn urlacl(client: &mut Client, c: Urlacl) -> Result<(), Fail> {
                     Some(("user", u)) => out!("        User: {u}"),
                     Some(("sddl", s)) => out!("        SDDL: {s}"),
                     _ => {}
+                }
+                if let Some(v) = r.cache_control {
+                    out!("        Cache-Control: {v}");
                 }
             }
         }
@@ -431,6 +476,8 @@ fn cache(client: &mut Client, c: Cache) -> Result<(), Fail> {
                 content_type: &ct,
                 mtime,
             };
+            let mut headers = headers;
+            headers.extend(opts.fresh.value().map(|v| format!("Cache-Control: {v}")));
             let put = PutOptions {
                 status: status.unwrap_or(0),
                 headers: &headers,
@@ -494,9 +541,15 @@ fn load(client: &mut Client, dir: &Path, prefix: &str, opts: &LoadOpts) -> Resul
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let headers: Vec<String> = opts
+        .fresh
+        .value()
+        .map(|v| format!("Cache-Control: {v}"))
+        .into_iter()
+        .collect();
     let put = PutOptions {
         status: 0,
-        headers: &[],
+        headers: &headers,
         ttl: opts.ttl,
         codings: &codings,
     };

@@ -69,6 +69,8 @@ pub struct Entry {
     pub variants: Vec<Variant>,
     /// Times it was served.
     pub hits: AtomicU64,
+    /// It carries its own `Cache-Control` (its reservation's policy does not apply).
+    pub own_cache_control: bool,
 }
 
 /// Fields the server sets itself, or that would change framing: refused in `--header`.
@@ -211,6 +213,20 @@ pub(crate) fn header_lines(lines: &[&str]) -> Result<Vec<u8>, CtlError> {
     Ok(out)
 }
 
+/// `Cache-Control: VALUE\r\n` for a freshness policy, checked.
+///
+/// # Errors
+/// [`CtlError::InvalidHeader`] (empty, or not a field value), [`CtlError::OutOfMemory`].
+pub(crate) fn cache_control_line(value: &str) -> Result<Box<[u8]>, CtlError> {
+    let value = value.trim();
+    if value.is_empty() || !valid_value(value) {
+        return Err(CtlError::InvalidHeader);
+    }
+    let mut line = Vec::new();
+    put(&mut line, &[b"Cache-Control: ", value.as_bytes(), b"\r\n"])?;
+    Ok(exact(line)?)
+}
+
 /// A content type as the server sends it: checked, or `application/octet-stream` for none.
 ///
 /// # Errors
@@ -246,6 +262,10 @@ impl Entry {
         if !valid_value(content_type) || content_type.trim().is_empty() {
             return Err(CtlError::InvalidContentType);
         }
+        let own_cache_control = spec.headers.iter().any(|line| {
+            line.split_once(':')
+                .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("cache-control"))
+        });
         let mut validator_lines: Vec<u8> = Vec::new();
         let mut other_lines: Vec<u8> = Vec::new();
         for line in spec.headers {
@@ -323,6 +343,7 @@ impl Entry {
             expires: spec.ttl_secs.map(|ttl| now.add_secs(ttl)),
             variants,
             hits: AtomicU64::new(0),
+            own_cache_control,
         })
     }
 

@@ -111,8 +111,11 @@ pub(crate) fn serve(
     headers: &[httparse::Header<'_>],
     date: &HttpDate,
     persist: Persist,
+    policy: &[u8],
     out: &mut Output,
 ) -> Result<Served, OutOfMemory> {
+    // The reservation's freshness policy, unless the entry has its own (issue #13).
+    let policy: &[u8] = if entry.own_cache_control { b"" } else { policy };
     let head_only = method == Method::Head;
     let Some(v) = entry.variant(choose_coding(entry, headers)) else {
         return page(out, 500, date, b"", "empty cache entry", persist, head_only);
@@ -127,7 +130,7 @@ pub(crate) fn serve(
         persist,
     };
     let whole = |out: &mut Output, status| -> Result<Served, OutOfMemory> {
-        let fields: [&[u8]; 3] = [&v.validators, &v.content_type, &v.other];
+        let fields: [&[u8]; 4] = [&v.validators, policy, &v.content_type, &v.other];
         ResponseHead {
             status,
             fields: &fields,
@@ -152,7 +155,7 @@ pub(crate) fn serve(
         Precondition::NotModified => {
             ResponseHead {
                 status: 304,
-                fields: &[&v.validators],
+                fields: &[&v.validators, policy],
                 ..base
             }
             .write(out)?;
@@ -182,7 +185,7 @@ pub(crate) fn serve(
     };
     match range {
         RangeRequest::Ignore => whole(out, 200),
-        range => partial(v, range, base, out),
+        range => partial(v, range, policy, base, out),
     }
 }
 
@@ -190,6 +193,7 @@ pub(crate) fn serve(
 fn partial(
     v: &Variant,
     range: RangeRequest,
+    policy: &[u8],
     base: ResponseHead<'_>,
     out: &mut Output,
 ) -> Result<Served, OutOfMemory> {
@@ -198,8 +202,9 @@ fn partial(
     let (ranges, count) = match range {
         RangeRequest::Ranges { ranges, count } => (ranges, count),
         RangeRequest::Ignore | RangeRequest::Unsatisfiable => {
-            let fields: [&[u8]; 4] = [
+            let fields: [&[u8]; 5] = [
                 &v.validators,
+                policy,
                 b"Content-Range: bytes */",
                 total.as_bytes(),
                 b"\r\n",
@@ -224,12 +229,13 @@ fn partial(
     };
     let ranges = ranges.get(..count).unwrap_or_default();
     let [r] = ranges else {
-        return multipart(v, ranges, &total, head, out);
+        return multipart(v, ranges, &total, policy, head, out);
     };
     let (first, last) = (Decimal::new(r.first), Decimal::new(r.last));
     let [r0, r1, r2, r3, r4, r5] = content_range(&first, &last, &total);
-    let fields: [&[u8]; 10] = [
+    let fields: [&[u8]; 11] = [
         &v.validators,
+        policy,
         &v.content_type,
         &v.other,
         r0,
@@ -298,6 +304,7 @@ fn multipart(
     v: &Variant,
     ranges: &[ByteRange],
     total: &Decimal,
+    policy: &[u8],
     head: ResponseHead<'_>,
     out: &mut Output,
 ) -> Result<Served, OutOfMemory> {
@@ -336,6 +343,7 @@ fn multipart(
     ResponseHead {
         fields: &[
             &v.validators,
+            policy,
             b"Content-Type: multipart/byteranges; boundary=",
             boundary,
             b"\r\n",

@@ -45,8 +45,20 @@ pub struct Reservation {
     pub id: u32,
     /// The parsed prefix.
     pub prefix: Prefix,
-    /// Who may register under it (`--user` or `--sddl`), as given; recorded, not enforced yet.
+    /// Who may register under it (`--user` or `--sddl`), as given.
     pub acl: Option<Box<str>>,
+    /// Its freshness policy (issue #13): the `Cache-Control` line its entries are served with
+    /// when they have none of their own, e.g. `Cache-Control: max-age=60\r\n`.
+    pub cache_control: Option<Box<[u8]>>,
+}
+
+impl Reservation {
+    /// Its freshness policy's `Cache-Control` value, if it has one.
+    #[must_use]
+    pub fn cache_control_value(&self) -> Option<&str> {
+        let line = core::str::from_utf8(self.cache_control.as_deref()?).ok()?;
+        Some(line.strip_prefix("Cache-Control: ")?.trim_end())
+    }
 }
 
 /// Every reservation, with routing.
@@ -103,6 +115,11 @@ impl Namespace {
                 id: r.id,
                 prefix: r.prefix.try_clone()?,
                 acl: r.acl.as_deref().map(crate::mem::boxed_str).transpose()?,
+                cache_control: r
+                    .cache_control
+                    .as_deref()
+                    .map(crate::mem::boxed)
+                    .transpose()?,
             });
         }
         Ok(Self {
@@ -129,8 +146,31 @@ impl Namespace {
             id = id.wrapping_add(1);
         }
         self.next_id = id.wrapping_add(1);
-        self.list.push(Reservation { id, prefix, acl });
+        self.list.push(Reservation {
+            id,
+            prefix,
+            acl,
+            cache_control: None,
+        });
         Ok(id)
+    }
+
+    /// Sets the freshness policy of the reservation of exactly `prefix` (`None`: none).
+    ///
+    /// # Errors
+    /// [`CtlError::NotFound`] if it is not reserved.
+    pub fn set_policy(
+        &mut self,
+        prefix: &Prefix,
+        cache_control: Option<Box<[u8]>>,
+    ) -> Result<(), CtlError> {
+        let r = self
+            .list
+            .iter_mut()
+            .find(|r| r.prefix == *prefix)
+            .ok_or(CtlError::NotFound)?;
+        r.cache_control = cache_control;
+        Ok(())
     }
 
     /// Removes the reservation of exactly `prefix`.
