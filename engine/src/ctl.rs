@@ -18,7 +18,7 @@ use khttp_proto::reply::{
     AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, PutRow, QueueRow, ReservationRow,
     VersionRow, empty_reply, too_small_reply,
 };
-use khttp_proto::{Command, PutEntry, Request, Status, decode_request, error_reply, write_rows};
+use khttp_proto::{Command, PutEntry, Request, Status, decode_request, refuse, write_rows};
 
 use crate::cache::EntrySpec;
 use crate::error::CtlError;
@@ -79,11 +79,6 @@ pub fn commit(
     now: Instant,
     out: &mut Vec<u8>,
 ) -> Status {
-    let refuse = |out: &mut Vec<u8>, status: Status, message: &str| {
-        out.clear();
-        let _ = error_reply(out, message);
-        status
-    };
     let Ok(mut next) = current.try_clone() else {
         return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
     };
@@ -495,11 +490,8 @@ pub fn dispatch(site: &mut Site, call: &Call<'_>, now: Instant, out: &mut Vec<u8
     if out.try_reserve(ERROR_REPLY_ROOM).is_err() {
         return fail(Status::OutOfMemory);
     }
-    let refuse = |out: &mut Vec<u8>, status: Status, message: &str| {
-        out.clear();
-        let _ = error_reply(out, message);
-        fail(status)
-    };
+    let refuse =
+        |out: &mut Vec<u8>, status: Status, message: &str| fail(refuse(out, status, message));
     let Some(command) = Command::from_code(code) else {
         return refuse(
             out,

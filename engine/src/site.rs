@@ -138,13 +138,7 @@ impl Site {
             .map_err(OutOfMemory::from)?;
         for p in prefixes {
             let p = parse_prefix(p)?;
-            let id = self
-                .namespace
-                .iter()
-                .find(|r| r.prefix == p)
-                .ok_or(CtlError::NotFound)?
-                .id;
-            ids.push(id);
+            ids.push(self.namespace.id_of(&p).ok_or(CtlError::NotFound)?);
         }
         self.queues.attach(name, &ids, holder)
     }
@@ -252,12 +246,7 @@ impl Site {
     /// [`CtlError::InvalidPrefix`], [`CtlError::NotFound`].
     pub fn unreserve(&mut self, prefix: &str) -> Result<(), CtlError> {
         let p = parse_prefix(prefix)?;
-        let id = self
-            .namespace
-            .iter()
-            .find(|r| r.prefix == p)
-            .ok_or(CtlError::NotFound)?
-            .id;
+        let id = self.namespace.id_of(&p).ok_or(CtlError::NotFound)?;
         // Entries first: if that runs out of memory, the reservation is still there.
         self.cache.remove_where(|rid, _| rid == id)?;
         self.namespace.remove(&p)?;

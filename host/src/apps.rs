@@ -29,7 +29,9 @@ use khttp_engine::{
 };
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::reply::{AttachRow, RequestRow, RespondRow};
-use khttp_proto::{Command, Request, Respond, Status, decode_request, error_reply, write_rows};
+use khttp_proto::{
+    Command, Request, Respond, Status, decode_request, error_reply, refuse, write_rows,
+};
 
 use crate::shared::Shared;
 use crate::sys;
@@ -369,11 +371,6 @@ impl Session {
         direct: Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Status {
-        let refuse = |out: &mut Vec<u8>, status: Status, message: &str| {
-            out.clear();
-            let _ = error_reply(out, message);
-            status
-        };
         let Some(command) = Command::from_code(f.code) else {
             return refuse(
                 out,

@@ -33,7 +33,7 @@ pub mod frame;
 pub mod reply;
 mod wire;
 
-pub use reply::{Row, error_reply, read_rows, write_rows};
+pub use reply::{Row, error_reply, read_rows, refuse, write_rows};
 pub use wire::{
     HEADER_LEN, Header, MAX_BYTES, MAX_COLS, MAX_HEADERS, MAX_QUEUE_PREFIXES, MAX_ROWS, MAX_STR,
     PutEntry, Request, Respond, TableWriter, Value, decode_reply, decode_request, encode_request,

@@ -460,6 +460,15 @@ pub fn read_rows<'a, R: Row<'a>>(buf: &'a [u8]) -> Result<Vec<R>, ProtoError> {
     Ok(rows)
 }
 
+/// A refusal: `out` becomes the one-row reply carrying `message`; returns `status`, for
+/// `return refuse(out, status, message)`. Room for it is the caller's concern (an error reply
+/// that cannot be written leaves `out` empty).
+pub fn refuse(out: &mut Vec<u8>, status: Status, message: &str) -> Status {
+    out.clear();
+    let _ = error_reply(out, message);
+    status
+}
+
 /// The reply of a command with nothing to report: a table of no rows and no columns.
 ///
 /// # Errors

@@ -45,6 +45,12 @@ fn hello(s: &Server, prefix: &str, extra: &[&str]) -> Child {
     child
 }
 
+/// Kills an application process and reaps it.
+fn stop(mut child: Child) {
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 fn attach(s: &Server, prefix: &str) -> Queue {
     Queue::attach_at(&s.app_socket(), "test", &[prefix]).expect("attach")
 }
@@ -104,10 +110,9 @@ fn a_miss_reaches_the_application_and_a_cached_hit_does_not() {
     }
     assert!(s.ctl_ok(&["queue", "show"]).contains("attached: 0"));
     // And it can attach again.
-    let mut child = hello(&s, &app, &[]);
+    let child = hello(&s, &app, &[]);
     assert_eq!(get(port, "/app/again", "").status, 200);
-    child.kill().unwrap();
-    let _ = child.wait();
+    stop(child);
 }
 
 #[test]
@@ -259,8 +264,7 @@ fn the_acl_decides_who_may_attach() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
     assert!(line.contains("attached"), "{line}");
     assert_eq!(get(port, "/nobody/x", "").status, 200);
-    child.kill().unwrap();
-    let _ = child.wait();
+    stop(child);
 }
 
 #[test]
@@ -303,7 +307,7 @@ fn cacheable_replies_are_served_from_the_cache_afterwards() {
         return;
     }
     let (s, port, app) = setup("apps-cache");
-    let mut child = hello(&s, &app, &["--cache", "60"]);
+    let child = hello(&s, &app, &["--cache", "60"]);
     let answer = |path: &str, extra: &str| {
         let r = get(port, path, extra);
         assert_eq!(r.status, 200, "{path}");
@@ -325,8 +329,7 @@ fn cacheable_replies_are_served_from_the_cache_afterwards() {
     assert_eq!(answer("/app/q?x=1", ""), "3");
     assert_eq!(answer("/app/private", "Cookie: a=b\r\n"), "4");
     assert_eq!(answer("/app/private", "Cookie: a=b\r\n"), "5");
-    child.kill().unwrap();
-    let _ = child.wait();
+    stop(child);
     // Cached entries outlive the application.
     assert_eq!(get(port, "/app/page", "").header("x-answer"), Some("1"));
 }

@@ -155,6 +155,12 @@ impl Namespace {
         Ok(id)
     }
 
+    /// The id of the reservation of exactly `prefix`.
+    #[must_use]
+    pub fn id_of(&self, prefix: &Prefix) -> Option<u32> {
+        self.list.iter().find(|r| r.prefix == *prefix).map(|r| r.id)
+    }
+
     /// Sets the freshness policy of the reservation of exactly `prefix` (`None`: none).
     ///
     /// # Errors
