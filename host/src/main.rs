@@ -16,6 +16,7 @@ mod sys;
 mod apps;
 mod bodies;
 mod control;
+mod notify;
 mod shared;
 mod state;
 mod worker;
@@ -297,8 +298,10 @@ fn run(args: Args) -> Result<(), String> {
         println!("{line}");
     }
 
+    notify::notify("READY=1");
     if let Some(sig) = signals.forever().next() {
         println!("khttpd: signal {sig}: finishing responses in flight");
+        notify::notify("STOPPING=1");
     }
     shared.shutdown.store(true, Ordering::Release);
     shared.wake_all();

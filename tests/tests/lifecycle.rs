@@ -135,3 +135,43 @@ fn access_log_has_a_line_per_request() {
     );
     assert!(lines[2].contains(" GET / 505 "), "{text}");
 }
+
+/// Under systemd (`Type=notify`), khttpd says `READY=1` once it serves and `STOPPING=1` when a
+/// signal starts its drain, on the datagram socket `$NOTIFY_SOCKET` names.
+#[test]
+fn readiness_is_notified() {
+    if skip_external("khttpd's sd_notify; the driver is started by the service control manager") {
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+    let dir = std::env::temp_dir().join(format!("khttp-notify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("notify.sock");
+    let listener = UnixDatagram::bind(&sock).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = std::process::Command::new(khttp_tests::bin("khttpd"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--control")
+        .arg(dir.join("ctl.sock"))
+        .env("NOTIFY_SOCKET", &sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = listener.recv(&mut buf).expect("READY=1");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving: the control socket answers now.
+    assert!(dir.join("ctl.sock").exists());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let n = listener.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
