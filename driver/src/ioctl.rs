@@ -265,6 +265,10 @@ impl Publish for Host<'_> {
             wdk::println!("khttp: listener update failed: {listen:#x}");
         }
     }
+
+    fn reopen_log(&mut self) -> Result<(), Cow<'static, str>> {
+        Err(Cow::Borrowed("the driver writes no access log"))
+    }
 }
 
 /// One control request: the engine's write ([`commit`]) under the writer lock.

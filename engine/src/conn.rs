@@ -45,6 +45,12 @@ pub struct LogRecord {
     pub method: Vec<u8>,
     /// The request-target as sent (at most 2048 bytes), or `-` if none could be read.
     pub target: Vec<u8>,
+    /// The protocol as sent (`HTTP/1.1`; at most 16 bytes), or empty.
+    pub protocol: Vec<u8>,
+    /// The `Referer` field (at most 512 bytes), or empty.
+    pub referer: Vec<u8>,
+    /// The `User-Agent` field (at most 512 bytes), or empty.
+    pub user_agent: Vec<u8>,
     /// The status sent.
     pub status: u16,
     /// Body bytes queued.
@@ -271,8 +277,28 @@ pub struct Connection {
     requests: u64,
     /// Access-log records not yet taken; `None` when logging is off.
     log: Option<Vec<LogRecord>>,
-    /// The current request's method and target, for its log record.
-    log_line: (Vec<u8>, Vec<u8>, Instant),
+    /// The current request's method, target, protocol, referer, user agent and start, for its
+    /// log record.
+    log_line: LogLine,
+}
+
+/// What the access log needs of the request being answered.
+#[derive(Debug, Default)]
+struct LogLine {
+    method: Vec<u8>,
+    target: Vec<u8>,
+    protocol: Vec<u8>,
+    referer: Vec<u8>,
+    user_agent: Vec<u8>,
+    started: Instant,
+}
+
+/// `Name: value` of one head line (CR stripped), for the access log.
+fn split_field(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let colon = line.iter().position(|&b| b == b':')?;
+    let (name, value) = (line.get(..colon)?, line.get(colon.checked_add(1)?..)?);
+    Some((name, value.trim_ascii()))
 }
 
 /// Replaces `dst` with `src`, allocating fallibly; on failure `dst` is left empty.
@@ -335,7 +361,10 @@ impl Connection {
             scratch: (Vec::new(), Vec::new()),
             requests: 0,
             log: None,
-            log_line: (Vec::new(), Vec::new(), clock.now()),
+            log_line: LogLine {
+                started: clock.now(),
+                ..LogLine::default()
+            },
         }
     }
 
@@ -374,37 +403,59 @@ impl Connection {
         if self.log.is_none() {
             return;
         }
-        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let mut lines = head.split(|&b| b == b'\n');
+        let line = lines.next().unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let mut parts = line.split(|&b| b == b' ');
         let method = parts.next().unwrap_or_default();
         let target = parts.next().unwrap_or(b"-");
+        let protocol = parts.next().unwrap_or_default();
         let started = self.head_started.unwrap_or(self.now);
-        let (m, t, s) = &mut self.log_line;
+        let l = &mut self.log_line;
         // Without memory for the line, the record says `-` rather than fail the request.
-        let _ = copy_into(m, method.get(..32).unwrap_or(method));
-        let _ = copy_into(t, target.get(..2048).unwrap_or(target));
-        *s = started;
+        let _ = copy_into(&mut l.method, method.get(..32).unwrap_or(method));
+        let _ = copy_into(&mut l.target, target.get(..2048).unwrap_or(target));
+        let _ = copy_into(&mut l.protocol, protocol.get(..16).unwrap_or(protocol));
+        l.referer.clear();
+        l.user_agent.clear();
+        for field in lines {
+            let Some((name, value)) = split_field(field) else {
+                continue;
+            };
+            let value = value.get(..512).unwrap_or(value);
+            if name.eq_ignore_ascii_case(b"referer") {
+                let _ = copy_into(&mut l.referer, value);
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                let _ = copy_into(&mut l.user_agent, value);
+            }
+        }
+        l.started = started;
     }
 
     fn log_end(&mut self, status: u16, body_bytes: u64, hit: bool) {
         let Some(log) = &mut self.log else { return };
-        let (method, target, started) = &mut self.log_line;
-        if target.is_empty() {
-            let _ = copy_into(target, b"-");
+        let l = &mut self.log_line;
+        if l.target.is_empty() {
+            let _ = copy_into(&mut l.target, b"-");
         }
         // A record that cannot be stored is dropped: the log is not worth a refused request.
         if log.try_reserve(1).is_ok() {
             log.push(LogRecord {
-                method: mem::take(method),
-                target: mem::take(target),
+                method: mem::take(&mut l.method),
+                target: mem::take(&mut l.target),
+                protocol: mem::take(&mut l.protocol),
+                referer: mem::take(&mut l.referer),
+                user_agent: mem::take(&mut l.user_agent),
                 status,
                 body_bytes,
                 hit,
-                millis: self.now.millis_since(*started),
+                millis: self.now.millis_since(l.started),
             });
         }
-        self.log_line.0.clear();
-        self.log_line.1.clear();
+        self.log_line = LogLine {
+            started: self.now,
+            ..LogLine::default()
+        };
     }
 
     /// Requests parsed on this connection.

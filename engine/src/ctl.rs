@@ -37,6 +37,8 @@ pub struct Dispatched {
     pub changed: bool,
     /// Reservations, the IP listen list or limits changed: persist before publishing.
     pub persist: bool,
+    /// `log reopen`: the host reopens its access log.
+    pub reopen_log: bool,
 }
 
 /// The host's half of a write: where configuration persists and how a snapshot is published.
@@ -51,6 +53,12 @@ pub trait Publish {
     /// Makes `site` the snapshot readers see; `config` says that reservations, the IP listen
     /// list or limits changed (listeners may have to follow).
     fn publish(&mut self, site: Arc<Site>, config: bool);
+
+    /// Reopens the access log at its path (`log reopen`).
+    ///
+    /// # Errors
+    /// One line of English: there is no log, or it could not be reopened.
+    fn reopen_log(&mut self) -> Result<(), Cow<'static, str>>;
 }
 
 /// One control call as it arrived: the control code, the input buffer, the direct buffer
@@ -83,6 +91,11 @@ pub fn commit(
         return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
     };
     let d = dispatch(&mut next, call, now, out);
+    if d.reopen_log
+        && let Err(message) = host.reopen_log()
+    {
+        return refuse(out, Status::NotSupported, &message);
+    }
     if !d.changed {
         return d.status;
     }
@@ -316,6 +329,8 @@ fn apply(
         ),
         Request::LimitsSet { name, value } => site.set_limit(name, *value),
         Request::QueueList => list_queues(site, out),
+        // The host's: `commit` asks it (`Publish::reopen_log`).
+        Request::LogReopen => Ok(()),
         // The application endpoint's: the host serves them (`attach`, and its own queues).
         Request::QueueAttach { .. }
         | Request::QueueReceive { .. }
@@ -485,6 +500,7 @@ pub fn dispatch(site: &mut Site, call: &Call<'_>, now: Instant, out: &mut Vec<u8
         status,
         changed: false,
         persist: false,
+        reopen_log: false,
     };
     // Room for any error reply up front, so that reporting a failure never needs memory.
     if out.try_reserve(ERROR_REPLY_ROOM).is_err() {
@@ -511,8 +527,9 @@ pub fn dispatch(site: &mut Site, call: &Call<'_>, now: Instant, out: &mut Vec<u8
             }
             Dispatched {
                 status: Status::Ok,
-                changed: command.changes_state(),
+                changed: command.changes_state() && command != Command::LogReopen,
                 persist: command.changes_config(),
+                reopen_log: command == Command::LogReopen,
             }
         }
         Err(e) => return refuse(out, Status::from(e), e.message()),

@@ -123,6 +123,10 @@ impl Publish for Host<'_> {
         // Workers follow the site's listen addresses at their next wake-up.
         self.0.publish(site);
     }
+
+    fn reopen_log(&mut self) -> Result<(), Cow<'static, str>> {
+        self.0.reopen_log().map_err(Cow::Owned)
+    }
 }
 
 /// One control request: the engine's write, under the writer lock.

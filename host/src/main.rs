@@ -16,6 +16,7 @@ mod sys;
 mod apps;
 mod bodies;
 mod control;
+mod log;
 mod notify;
 mod shared;
 mod state;
@@ -71,6 +72,11 @@ struct Args {
     /// Write one line per request here: time, client, method, URL, status, bytes, HIT/MISS, duration.
     #[arg(long)]
     access_log: Option<PathBuf>,
+    /// The access log's format: w3c (http.sys's W3C extended, with its #Fields header),
+    /// combined (nginx's) or json (one object per line). SIGHUP or `khttpctl log reopen`
+    /// reopens the file, for logrotate.
+    #[arg(long, default_value = "w3c", requires = "access_log")]
+    log_format: log::Format,
     /// Send large cached bodies with sendfile(2) from sealed memfds ("on"), or with writev from
     /// the cache ("off"), like nginx's `sendfile` directive.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
@@ -209,6 +215,21 @@ fn bind_all(site: &Site, workers: usize) -> Result<Bound, String> {
     Ok((per_worker, bound))
 }
 
+/// Serves until SIGINT or SIGTERM; SIGHUP, logrotate's signal, reopens the access log.
+fn wait_for_stop(signals: &mut signal_hook::iterator::Signals, shared: &Shared) {
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            if let Err(e) = shared.reopen_log() {
+                eprintln!("khttpd: {e}");
+            }
+            continue;
+        }
+        println!("khttpd: signal {sig}: finishing responses in flight");
+        notify::notify("STOPPING=1");
+        return;
+    }
+}
+
 fn run(args: Args) -> Result<(), String> {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let control_path = args
@@ -217,13 +238,7 @@ fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(khttp_local::socket::default_server_socket);
     let (site, site_line) = prepare_site(&args, &state_dir)?;
     let access_log = match &args.access_log {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("cannot open the access log {}: {e}", p.display()))?,
-        ),
+        Some(p) => Some(log::AccessLog::open(p, args.log_format)?),
         None => None,
     };
     let workers = args
@@ -273,6 +288,7 @@ fn run(args: Args) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
@@ -299,10 +315,7 @@ fn run(args: Args) -> Result<(), String> {
     }
 
     notify::notify("READY=1");
-    if let Some(sig) = signals.forever().next() {
-        println!("khttpd: signal {sig}: finishing responses in flight");
-        notify::notify("STOPPING=1");
-    }
+    wait_for_stop(&mut signals, &shared);
     shared.shutdown.store(true, Ordering::Release);
     shared.wake_all();
     // Unblock the control thread's accept.

@@ -1,8 +1,6 @@
 //! What the workers, the control thread and the janitor share: the current site snapshot and
 //! how a change is published.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -32,7 +30,7 @@ pub(crate) struct Shared {
     /// Where reservations, the IP list and limits persist.
     pub(crate) state_dir: PathBuf,
     /// The access log, if any.
-    pub(crate) access_log: Option<Mutex<BufWriter<File>>>,
+    pub(crate) access_log: Option<Mutex<crate::log::AccessLog>>,
     /// Sealed memfd copies of large bodies, for `sendfile`.
     pub(crate) bodies: crate::bodies::BodyFiles,
     /// Whether large bodies go out with `sendfile` (`--sendfile`); else everything is `writev`.
@@ -42,7 +40,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Shared state around `site`.
-    pub(crate) fn new(site: Site, state_dir: PathBuf, access_log: Option<File>) -> Self {
+    pub(crate) fn new(
+        site: Site,
+        state_dir: PathBuf,
+        access_log: Option<crate::log::AccessLog>,
+    ) -> Self {
         Self {
             site: RwLock::new(Arc::new(site)),
             generation: AtomicU64::new(1),
@@ -53,7 +55,7 @@ impl Shared {
             overloaded: AtomicUsize::new(0),
             apps: crate::apps::Apps::default(),
             state_dir,
-            access_log: access_log.map(|f| Mutex::new(BufWriter::new(f))),
+            access_log: access_log.map(Mutex::new),
             bodies: crate::bodies::BodyFiles::default(),
             sendfile: true,
             start: std::time::Instant::now(),
@@ -130,9 +132,27 @@ impl Shared {
     /// Writes access-log lines.
     pub(crate) fn log_lines(&self, text: &str) {
         if let Some(log) = &self.access_log {
-            let mut w = log.lock().unwrap_or_else(PoisonError::into_inner);
-            let _ = w.write_all(text.as_bytes());
-            let _ = w.flush();
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .write(text);
         }
+    }
+
+    /// The access log's line format, if there is a log.
+    pub(crate) fn log_format(&self) -> Option<crate::log::Format> {
+        let log = self.access_log.as_ref()?;
+        Some(log.lock().unwrap_or_else(PoisonError::into_inner).format())
+    }
+
+    /// Reopens the access log at its path (SIGHUP, `khttpctl log reopen`).
+    ///
+    /// # Errors
+    /// One line of English: no log, or it could not be opened.
+    pub(crate) fn reopen_log(&self) -> Result<(), String> {
+        let log = self
+            .access_log
+            .as_ref()
+            .ok_or_else(|| "khttpd writes no access log (start it with --access-log)".to_owned())?;
+        log.lock().unwrap_or_else(PoisonError::into_inner).reopen()
     }
 }

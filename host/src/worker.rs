@@ -400,20 +400,14 @@ impl Worker {
         let Some(Some(slot)) = self.slots.get_mut(index) else {
             return;
         };
+        let Some(format) = self.shared.log_format() else {
+            return;
+        };
         let mut text = String::new();
-        let date = String::from_utf8_lossy(self.clock.date().as_bytes()).into_owned();
+        let unix = self.clock.date().unix();
         let peer = slot.peer;
-        slot.conn.drain_log(|r| {
-            text.push_str(&format!(
-                "[{date}] {peer} {} {} {} {} {} {}ms\n",
-                String::from_utf8_lossy(&r.method),
-                String::from_utf8_lossy(&r.target),
-                r.status,
-                r.body_bytes,
-                if r.hit { "HIT" } else { "MISS" },
-                r.millis
-            ));
-        });
+        slot.conn
+            .drain_log(|r| text.push_str(&crate::log::line(format, r, peer, unix)));
         if !text.is_empty() {
             self.shared.log_lines(&text);
         }

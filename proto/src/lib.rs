@@ -124,6 +124,8 @@ pub enum Command {
     QueueDetach = 0x814,
     /// List request queues (`khttpctl queue show`).
     QueueList = 0x815,
+    /// Reopen the access log at its path (`khttpctl log reopen`, for logrotate).
+    LogReopen = 0x816,
 }
 }
 
@@ -265,6 +267,8 @@ pub enum Status {
     WrongEndpoint = 22,
     /// The caller's user is not granted the reservation (`urlacl add … --user`).
     NotGranted = 23,
+    /// The server cannot do that (the driver writes no access log to reopen).
+    NotSupported = 24,
 }
 }
 
@@ -328,6 +332,7 @@ impl Status {
             Self::AccessDenied => "access denied",
             Self::PersistFailed => "could not save the change",
             Self::WrongEndpoint => "this command belongs to the other endpoint",
+            Self::NotSupported => "this server cannot do that",
             Self::NotGranted => {
                 "the reservation does not grant this user (khttpctl urlacl add PREFIX --user NAME)"
             }
@@ -444,8 +449,9 @@ mod tests {
             Command::QueueCancel => 17,
             Command::QueueDetach => 18,
             Command::QueueList => 19,
+            Command::LogReopen => 20,
         };
-        let mut seen = [false; 20];
+        let mut seen = [false; 21];
         for c in Command::ALL {
             seen[index(c)] = true;
         }

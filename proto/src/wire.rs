@@ -23,7 +23,7 @@
 //!                    header_count:u32 header:str*count ttl:u64 body_len:u64
 //!                    ; ttl u64::MAX = do not cache; the direct buffer is the body, exactly
 //!   QueueCancel:     id:u64
-//!   QueueList:       (empty)
+//!   QueueList, LogReopen: (empty)
 //! reply body = rows:u32 cols:u16 value*(rows*cols)
 //! value   = 0:u8 u64 | 1:u8 str | 2:u8 bytes               ; bytes = len:u32 octets
 //! ```
@@ -346,6 +346,8 @@ pub enum Request<'a> {
     },
     /// `queue show`
     QueueList,
+    /// `log reopen`
+    LogReopen,
 }
 
 impl Request<'_> {
@@ -373,6 +375,7 @@ impl Request<'_> {
             Self::QueueCancel { .. } => Command::QueueCancel,
             Self::QueueDetach { .. } => Command::QueueDetach,
             Self::QueueList => Command::QueueList,
+            Self::LogReopen => Command::LogReopen,
         }
     }
 }
@@ -387,7 +390,8 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
         | Request::IplistenList
         | Request::Stats
         | Request::LimitsGet
-        | Request::QueueList => {}
+        | Request::QueueList
+        | Request::LogReopen => {}
         Request::QueueAttach { name, prefixes } => {
             put_str(out, name);
             put_count(out, prefixes.len());
@@ -492,6 +496,7 @@ pub fn decode_request(
             value: d.u64()?,
         },
         Command::QueueList => Request::QueueList,
+        Command::LogReopen => Request::LogReopen,
         Command::QueueAttach => Request::QueueAttach {
             name: d.str()?,
             prefixes: d.strs(MAX_QUEUE_PREFIXES)?,

@@ -111,29 +111,113 @@ fn access_log_has_a_line_per_request() {
         &format!("http://+:{port}/a.txt"),
         f.to_str().unwrap(),
     ]);
-    assert_eq!(get(port, "/a.txt", "").status, 200);
+    assert_eq!(
+        get(port, "/a.txt", "User-Agent: test agent\r\n").status,
+        200
+    );
     assert_eq!(get(port, "/nope?q=1", "").status, 404);
     let (r, _) = khttp_tests::raw(port, b"GET / HTTP/9.9\r\nHost: h\r\n\r\n");
     assert_eq!(r.status, 505);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 3 || std::time::Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let lines: Vec<&str> = text.lines().collect();
+    let text = read_lines(&log, 3);
+    // W3C extended, http.sys's format, by default: its directives, then a line per request.
+    assert!(text.starts_with("#Software: khttp"), "{text}");
+    assert!(
+        text.contains("\n#Fields: date time c-ip c-port cs-method cs-uri-stem"),
+        "{text}"
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
-        lines[0].contains("127.0.0.1:") && lines[0].contains(" GET /a.txt 200 3 HIT "),
+        lines[0].contains(" 127.0.0.1 ") && lines[0].contains(" GET /a.txt - 200 3 "),
         "{text}"
     );
+    assert!(lines[0].contains(" test+agent - HIT"), "{text}");
     assert!(
-        lines[1].contains(" GET /nope?q=1 404 ") && lines[1].contains(" MISS "),
+        lines[1].contains(" GET /nope q=1 404 ") && lines[1].ends_with("MISS"),
         "{text}"
     );
-    assert!(lines[2].contains(" GET / 505 "), "{text}");
+    assert!(lines[2].contains(" GET / - 505 "), "{text}");
+
+    // logrotate: the file moves away, SIGHUP (or `khttpctl log reopen`) opens a new one.
+    let rotated = s.dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    s.signal("-HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !log.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reopen the log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(get(port, "/a.txt", "").status, 200);
+    assert_eq!(
+        read_lines(&log, 1)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count(),
+        1
+    );
+    std::fs::rename(&log, &rotated).unwrap();
+    assert!(s.ctl_ok(&["log", "reopen"]).contains("reopened"));
+    assert_eq!(get(port, "/a.txt", "").status, 200);
+    assert!(read_lines(&log, 1).contains(" GET /a.txt - 200 3 "));
+}
+
+/// The log's non-directive lines once there are `n`, or after 5 s.
+fn read_lines(log: &std::path::Path, n: usize) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let count = text.lines().filter(|l| !l.starts_with('#')).count();
+        if count >= n || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// nginx's `combined` and one JSON object per line, on request.
+#[test]
+fn access_log_formats() {
+    if skip_external("the driver writes no access log (issue #13 adds W3C logging)") {
+        return;
+    }
+    let mut s = Server::start("logformats");
+    let port = s.reserve_port();
+    let f = write_file(&s, "a.txt", b"abc");
+    let url = format!("http://+:{port}/a.txt");
+    for (format, expect) in [
+        (
+            "combined",
+            "\"GET /a.txt HTTP/1.1\" 200 3 \"http://r/\" \"ua\"",
+        ),
+        (
+            "json",
+            r#""method":"GET","uri":"/a.txt","protocol":"HTTP/1.1","status":200,"bytes":3,"#,
+        ),
+    ] {
+        s.signal("-TERM");
+        s.wait();
+        let log = s.dir.join(format!("{format}.log"));
+        s.spawn(&[
+            "--access-log",
+            log.to_str().unwrap(),
+            "--log-format",
+            format,
+        ]);
+        wait_listening(port);
+        // The cache is volatile: loaded again after each start.
+        s.ctl_ok(&["cache", "put", &url, f.to_str().unwrap()]);
+        assert_eq!(
+            get(port, "/a.txt", "Referer: http://r/\r\nUser-Agent: ua\r\n").status,
+            200
+        );
+        let text = read_lines(&log, 1);
+        assert!(text.contains(expect), "{format}: {text}");
+        assert!(!text.contains('#'), "{format} has no directives: {text}");
+    }
+    assert!(s.ctl(&["log", "reopen"]).status.success());
 }
 
 /// Under systemd (`Type=notify`), khttpd says `READY=1` once it serves and `STOPPING=1` when a

@@ -45,6 +45,9 @@ enum Command {
     /// Request queues: applications that answer the requests the cache cannot.
     #[command(subcommand)]
     Queue(Queue),
+    /// The access log.
+    #[command(subcommand)]
+    Log(Log),
     /// Protocol and server version.
     Version,
 }
@@ -165,6 +168,12 @@ enum Cache {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum Log {
+    /// Reopen the access log at its path (after logrotate moved it), as SIGHUP does.
+    Reopen,
 }
 
 #[derive(Subcommand, Debug)]
@@ -318,6 +327,11 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Command::Stats(j) => stats(&mut client, j.json),
         Command::Limits(c) => limits(&mut client, c),
         Command::Queue(Queue::Show(j)) => queues(&mut client, j.json),
+        Command::Log(Log::Reopen) => {
+            change(&mut client, "log reopen", &Request::LogReopen)?;
+            out!("Access log reopened");
+            Ok(())
+        }
     }
 }
 
