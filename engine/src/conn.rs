@@ -57,7 +57,8 @@ pub struct LogRecord {
     pub body_bytes: u64,
     /// Whether a cache entry answered.
     pub hit: bool,
-    /// Milliseconds from the first byte of the request to its response being queued.
+    /// Milliseconds from the first byte of the request to the last byte of its response sent
+    /// (or to the connection's end, for a response cut short).
     pub millis: u64,
 }
 
@@ -275,11 +276,24 @@ pub struct Connection {
     /// Buffers for path canonicalisation.
     scratch: (Vec<u8>, Vec<u8>),
     requests: u64,
-    /// Access-log records not yet taken; `None` when logging is off.
-    log: Option<Vec<LogRecord>>,
+    /// Access-log records not yet taken, each done once its response's last byte is sent;
+    /// `None` when logging is off.
+    log: Option<Vec<PendingLog>>,
+    /// Bytes sent on this connection so far.
+    sent_total: u64,
     /// The current request's method, target, protocol, referer, user agent and start, for its
     /// log record.
     log_line: LogLine,
+}
+
+/// An access-log record waiting for the last byte of its response (`end`, an offset in the
+/// connection's output stream) to be sent.
+#[derive(Debug)]
+struct PendingLog {
+    record: LogRecord,
+    end: u64,
+    started: Instant,
+    done: bool,
 }
 
 /// What the access log needs of the request being answered.
@@ -361,6 +375,7 @@ impl Connection {
             scratch: (Vec::new(), Vec::new()),
             requests: 0,
             log: None,
+            sent_total: 0,
             log_line: LogLine {
                 started: clock.now(),
                 ..LogLine::default()
@@ -392,8 +407,30 @@ impl Connection {
     /// Hands every pending access-log record to `f`, oldest first.
     pub fn drain_log(&mut self, mut f: impl FnMut(&LogRecord)) {
         if let Some(log) = &mut self.log {
-            for r in log.drain(..) {
-                f(&r);
+            let done = log.iter().take_while(|p| p.done).count();
+            for p in log.drain(..done) {
+                f(&p.record);
+            }
+        }
+    }
+
+    /// The connection is going: every record still waiting for its last byte is done now (the
+    /// time taken runs to now), so that [`Connection::drain_log`] hands them all over.
+    pub fn finish_log(&mut self, clock: &Clock) {
+        let now = clock.now();
+        for p in self.log.iter_mut().flatten().filter(|p| !p.done) {
+            p.record.millis = now.millis_since(p.started);
+            p.done = true;
+        }
+    }
+
+    /// Drops what was written after `mark`, with the log record of a response that goes with it.
+    fn rollback_to(&mut self, mark: Mark) {
+        self.out.rollback(mark);
+        let written = self.out.written();
+        if let Some(log) = &mut self.log {
+            while log.last().is_some_and(|p| !p.done && p.end > written) {
+                log.pop();
             }
         }
     }
@@ -439,8 +476,9 @@ impl Connection {
             let _ = copy_into(&mut l.target, b"-");
         }
         // A record that cannot be stored is dropped: the log is not worth a refused request.
+        let (end, started) = (self.out.written(), l.started);
         if log.try_reserve(1).is_ok() {
-            log.push(LogRecord {
+            let record = LogRecord {
                 method: mem::take(&mut l.method),
                 target: mem::take(&mut l.target),
                 protocol: mem::take(&mut l.protocol),
@@ -449,7 +487,13 @@ impl Connection {
                 status,
                 body_bytes,
                 hit,
-                millis: self.now.millis_since(l.started),
+                millis: 0,
+            };
+            log.push(PendingLog {
+                record,
+                end,
+                started,
+                done: false,
             });
         }
         self.log_line = LogLine {
@@ -690,7 +734,7 @@ impl Connection {
             Some(Close::Graceful) => {
                 if let State::Body(ctx) = &self.state {
                     let mark = ctx.mark;
-                    self.out.rollback(mark);
+                    self.rollback_to(mark);
                 }
                 if let State::Deferred(_) = self.state {
                     self.state = State::Head;
@@ -787,6 +831,18 @@ impl Connection {
         self.now = clock.now();
         self.limits = *site.limits();
         self.out.advance(n);
+        self.sent_total = self
+            .sent_total
+            .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        let (sent, now) = (self.sent_total, self.now);
+        for p in self.log.iter_mut().flatten().filter(|p| !p.done) {
+            if p.end > sent {
+                break;
+            }
+            // The response's last byte is out: the time taken runs to now.
+            p.record.millis = now.millis_since(p.started);
+            p.done = true;
+        }
         if self.out.pending_bytes() == 0 {
             self.send_epoch = None;
             self.send_budget = 0;
@@ -808,7 +864,7 @@ impl Connection {
     fn settle(&mut self) {
         if self.eof && !self.backlogged() && self.reading() {
             if let State::Body(ctx) = mem::replace(&mut self.state, State::Sending) {
-                self.out.rollback(ctx.mark);
+                self.rollback_to(ctx.mark);
             }
             self.stop_reading();
         }
@@ -912,7 +968,7 @@ impl Connection {
                 if ctx.reader.discarded() > DISCARD_LIMIT {
                     let mark = ctx.mark;
                     self.state = State::Head;
-                    self.out.rollback(mark);
+                    self.rollback_to(mark);
                     self.fail(RequestError::ContentTooLarge, clock, site);
                 } else if p.done {
                     let keep_alive = ctx.keep_alive;
@@ -927,7 +983,7 @@ impl Connection {
             Err(e) => {
                 let mark = ctx.mark;
                 self.state = State::Head;
-                self.out.rollback(mark);
+                self.rollback_to(mark);
                 self.fail(e, clock, site);
                 0
             }
@@ -1030,7 +1086,7 @@ impl Connection {
             match decide(self.local, &head, headers, clock, site, &mut self.scratch) {
                 Ok(decided) => decided,
                 Err(OutOfMemory) => {
-                    self.out.rollback(mark);
+                    self.rollback_to(mark);
                     return self.fail(RequestError::OutOfMemory, clock, site);
                 }
             };
@@ -1047,7 +1103,7 @@ impl Connection {
         match answer.write(&mut self.out, clock.date(), persist, head_only) {
             Ok(served) => self.served(served, site),
             Err(OutOfMemory) => {
-                self.out.rollback(mark);
+                self.rollback_to(mark);
                 return self.fail(RequestError::OutOfMemory, clock, site);
             }
         }

@@ -74,6 +74,9 @@ pub(crate) struct Output {
     front_sent: usize,
     /// Bytes committed and not yet sent.
     committed_bytes: u64,
+    /// Bytes ever appended (heads and bodies), less those rolled back: where the stream ends so
+    /// far, for the access log's "last byte sent".
+    written: u64,
 }
 
 impl Output {
@@ -92,6 +95,8 @@ impl Output {
     pub(crate) fn put_groups(&mut self, groups: &[&[&[u8]]]) -> Result<(), OutOfMemory> {
         let before = self.head.len();
         put_groups(&mut self.head, groups)?;
+        let added = u64::try_from(self.head.len().saturating_sub(before)).unwrap_or(0);
+        self.written = self.written.saturating_add(added);
         self.open = self
             .open
             .saturating_add(self.head.len().saturating_sub(before));
@@ -125,6 +130,8 @@ impl Output {
                 start,
                 end,
             });
+            let len = u64::try_from(end.saturating_sub(start)).unwrap_or(0);
+            self.written = self.written.saturating_add(len);
         }
         Ok(())
     }
@@ -143,9 +150,25 @@ impl Output {
 
     /// Drops everything written after `mark`.
     pub(crate) fn rollback(&mut self, mark: Mark) {
-        self.items.truncate(mark.items.max(self.committed));
+        let keep = mark.items.max(self.committed);
+        let bodies: usize = self
+            .items
+            .iter()
+            .skip(keep)
+            .filter(|i| matches!(i, Item::Body { .. }))
+            .map(Item::len)
+            .sum();
+        let heads = self.head.len().saturating_sub(mark.head);
+        let removed = u64::try_from(bodies.saturating_add(heads)).unwrap_or(0);
+        self.written = self.written.saturating_sub(removed);
+        self.items.truncate(keep);
         self.head.truncate(mark.head);
         self.open = 0;
+    }
+
+    /// Bytes appended so far, less those rolled back: the stream's end offset.
+    pub(crate) const fn written(&self) -> u64 {
+        self.written
     }
 
     /// Makes everything written so far sendable.

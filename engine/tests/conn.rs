@@ -830,3 +830,34 @@ fn connections_over_the_limit_get_503() {
     conn.handle_sent(bytes.len(), &clock, &site);
     assert_eq!(conn.poll_close(), Some(Close::Graceful));
 }
+
+/// The access log's time taken runs to the last byte of the response sent, not to its queueing;
+/// a record is handed over only then (or when the connection goes).
+#[test]
+fn log_time_runs_to_the_last_byte() {
+    let mut h = Harness::new(site());
+    h.conn.set_logging(true);
+    h.feed(&get("/data.bin", ""));
+    let mut got = Vec::new();
+    h.conn.drain_log(|r| got.push(r.status));
+    assert!(got.is_empty(), "not before its bytes are sent");
+    // Half now, the rest 3 s later.
+    let mut slices: [&[u8]; 8] = [&[]; 8];
+    let n = h.conn.transmit_slices(&mut slices);
+    let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+    h.conn.handle_sent(total / 2, &h.clock, &h.site);
+    h.conn.drain_log(|r| got.push(r.status));
+    assert!(got.is_empty());
+    let later = h.clock.now().add_secs(3);
+    h.clock.update(later, UNIX_NOW + 3);
+    h.conn.handle_sent(total - total / 2, &h.clock, &h.site);
+    let mut records = Vec::new();
+    h.conn.drain_log(|r| records.push((r.status, r.millis)));
+    assert_eq!(records, [(200, 3000)]);
+    // A response cut short is handed over when the connection goes.
+    h.feed(&get("/data.bin", ""));
+    h.conn.finish_log(&h.clock);
+    let mut records = Vec::new();
+    h.conn.drain_log(|r| records.push(r.status));
+    assert_eq!(records, [200]);
+}

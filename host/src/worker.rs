@@ -417,6 +417,13 @@ impl Worker {
     /// the engine still holds output for it (an error, a time-out, a shutdown that could not
     /// wait): the client sees a broken response rather than a clean FIN after a short body.
     fn remove(&mut self, index: usize, reset: bool) {
+        if self.logging
+            && let Some(Some(slot)) = self.slots.get_mut(index)
+        {
+            // Responses cut short are logged too, their time running to now.
+            slot.conn.finish_log(&self.clock);
+            self.write_log(index);
+        }
         if let Some(slot) = self.slots.get_mut(index).and_then(Option::take) {
             if let Some(id) = slot.conn.waiting_for() {
                 self.shared.apps.cancel(id);
