@@ -12,10 +12,8 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-4}
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
-fi
+. bench/lib.sh
+bench_need_tools
 cargo build --release -q -p khttp-host -p khttpctl -p hello-app
 work=$(mktemp -d)
 pids=()
@@ -67,13 +65,6 @@ NPIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' 
 for p in $NPIDS; do taskset -pc 0 "$p" >/dev/null; done
 curl -sf "http://127.0.0.1:$K/warm" >/dev/null && curl -sf "http://127.0.0.1:$N/warm" >/dev/null
 curl -sf "http://127.0.0.1:$C/cached" >/dev/null   # the miss that fills the cache
-cpu_ns() {
-    local total=0
-    for p in "$@"; do
-        for f in /proc/"$p"/task/*/schedstat; do read -r ns _ < "$f" && total=$((total + ns)); done
-    done
-    echo "$total"
-}
 run() { # name url pids...
     local name=$1 url=$2; shift 2
     local before after out reqs rps p50

@@ -17,10 +17,8 @@ DURATION=${DURATION:-10}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
-fi
+. bench/lib.sh
+bench_need_tools
 cargo build --release -q -p khttp-host
 
 work=$(mktemp -d)
@@ -80,15 +78,6 @@ NPIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' 
 # The workers of nginx also go on SERVER_CPU.
 for p in $NPIDS; do taskset -pc "$SERVER_CPU" "$p" >/dev/null; done
 
-cpu_ns() { # total on-CPU ns of every thread of the given pids
-    local total=0
-    for p in "$@"; do
-        for f in /proc/"$p"/task/*/schedstat; do
-            read -r ns _ < "$f" && total=$((total + ns))
-        done
-    done
-    echo "$total"
-}
 
 to_us() { # wrk latency ("123.45us", "1.20ms", "2.00s") to microseconds
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'

@@ -63,7 +63,10 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 }
 
 /// The wire protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: `UrlaclAdd` carries a freshness policy, replies are typed rows with a bytes value, and
+/// the request-queue and `LogReopen` commands exist (session 9). A peer of another version is
+/// refused with [`Status::UnsupportedVersion`], not misread.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds
 /// every variant by construction (a variant added to the enum is added to `ALL`).
