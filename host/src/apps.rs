@@ -300,28 +300,34 @@ impl Session {
 
     /// Detaches everything this session attached, then abandons its requests.
     fn end(&mut self) {
-        let mut orphaned = Vec::new();
-        if !self.attached.is_empty() {
-            let shared = &self.shared;
-            let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Ok(mut next) = shared.snapshot().try_clone() {
-                if let Ok((holder, _)) = &self.caller {
-                    for q in &self.attached {
-                        let _ = next.detach_queue(*q, *holder);
-                    }
-                }
-                orphaned = self
-                    .attached
-                    .iter()
-                    .copied()
-                    .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached() == 0))
-                    .collect();
-                shared.publish(Arc::new(next));
-            }
-        }
+        let queues = std::mem::take(&mut self.attached);
+        let orphaned = self.detach_from(&queues).unwrap_or_default();
         self.shared
             .apps
             .session_ended(&self.shared, self.id, &orphaned);
+    }
+
+    /// Detaches this session from `queues` (one site change, published); returns those left
+    /// with no application, whose waiting requests the caller abandons.
+    fn detach_from(&self, queues: &[u32]) -> Result<Vec<u32>, CtlError> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let holder = self.caller.as_ref().map_err(|_| CtlError::NotFound)?.0;
+        let shared = &self.shared;
+        let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = shared.snapshot().try_clone()?;
+        for q in queues {
+            // One that is gone already (its reservation deleted) is nothing to undo.
+            let _ = next.detach_queue(*q, holder);
+        }
+        let orphaned = queues
+            .iter()
+            .copied()
+            .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached() == 0))
+            .collect();
+        shared.publish(Arc::new(next));
+        Ok(orphaned)
     }
 
     fn serve(&mut self) -> io::Result<()> {
@@ -492,19 +498,10 @@ impl Session {
             .position(|q| *q == queue)
             .ok_or(CtlError::NotFound)?;
         self.attached.remove(i);
-        let shared = &self.shared;
-        let orphaned = {
-            let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut next = shared.snapshot().try_clone()?;
-            let holder = self.caller.as_ref().map_err(|_| CtlError::NotFound)?.0;
-            next.detach_queue(queue, holder)?;
-            let orphaned = next.queues().get(queue).is_some_and(|q| q.attached() == 0);
-            shared.publish(Arc::new(next));
-            orphaned
-        };
-        if orphaned {
-            shared.apps.session_ended(shared, u64::MAX, &[queue]);
-        }
+        let orphaned = self.detach_from(&[queue])?;
+        self.shared
+            .apps
+            .session_ended(&self.shared, u64::MAX, &orphaned);
         Ok(())
     }
 

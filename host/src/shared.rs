@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) state_dir: PathBuf,
     /// The access log, if any.
     pub(crate) access_log: Option<Mutex<crate::log::AccessLog>>,
+    /// Its line format (fixed at start).
+    log_format: Option<crate::log::Format>,
     /// Sealed memfd copies of large bodies, for `sendfile`.
     pub(crate) bodies: crate::bodies::BodyFiles,
     /// Whether large bodies go out with `sendfile` (`--sendfile`); else everything is `writev`.
@@ -55,6 +57,7 @@ impl Shared {
             overloaded: AtomicUsize::new(0),
             apps: crate::apps::Apps::default(),
             state_dir,
+            log_format: access_log.as_ref().map(crate::log::AccessLog::format),
             access_log: access_log.map(Mutex::new),
             bodies: crate::bodies::BodyFiles::default(),
             sendfile: true,
@@ -139,9 +142,8 @@ impl Shared {
     }
 
     /// The access log's line format, if there is a log.
-    pub(crate) fn log_format(&self) -> Option<crate::log::Format> {
-        let log = self.access_log.as_ref()?;
-        Some(log.lock().unwrap_or_else(PoisonError::into_inner).format())
+    pub(crate) const fn log_format(&self) -> Option<crate::log::Format> {
+        self.log_format
     }
 
     /// Reopens the access log at its path (SIGHUP, `khttpctl log reopen`).

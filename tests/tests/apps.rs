@@ -38,11 +38,16 @@ fn hello(s: &Server, prefix: &str, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start hello-app");
+    wait_attached(&mut child);
+    child
+}
+
+/// Waits for an application process's first line, which says it attached.
+fn wait_attached(child: &mut Child) {
     let mut line = String::new();
     let out = child.stdout.as_mut().expect("stdout");
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
-    assert!(line.contains("attached"), "hello-app: {line:?}");
-    child
+    assert!(line.contains("attached"), "the application: {line:?}");
 }
 
 /// Kills an application process and reaps it.
@@ -259,10 +264,7 @@ fn the_acl_decides_who_may_attach() {
     let granted = format!("http://+:{port}/nobody/");
     s.ctl_ok(&["urlacl", "add", &granted, "--user", "nobody"]);
     let mut child = as_nobody(&granted);
-    let mut line = String::new();
-    let out = child.stdout.as_mut().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
-    assert!(line.contains("attached"), "{line}");
+    wait_attached(&mut child);
     assert_eq!(get(port, "/nobody/x", "").status, 200);
     stop(child);
 }
