@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Checks dist/khttpd.service with `systemd-analyze verify`, against the khttpd this tree builds
 # (the unit names /usr/bin/khttpd, which is only there once installed: a copy of the unit with
-# that path replaced is what is verified). Installs systemd's tools if missing.
+# that path replaced is what is verified; its man pages are checked by dist/deb/test.sh, once the
+# package installed them). Installs systemd's tools if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v systemd-analyze >/dev/null || { apt-get update -qq && apt-get install -y -qq systemd >/dev/null; }
-cargo build -q -p khttp-host
+cargo build -q -p khttp-host -p khttpctl
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sed "s|/usr/bin/khttpd|$PWD/target/debug/khttpd|" dist/khttpd.service > "$work/khttpd.service"
-out=$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify "$work/khttpd.service" 2>&1 || echo "FAILED: $?")
+sed -e "s|/usr/bin/khttpd|$PWD/target/debug/khttpd|" -e "s|/usr/bin/khttpctl|$PWD/target/debug/khttpctl|" dist/khttpd.service > "$work/khttpd.service"
+out=$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --man=no "$work/khttpd.service" 2>&1 || echo "FAILED: $?")
 echo "$out"
 if echo "$out" | grep -qiE 'FAILED|error|unknown|invalid|ignoring'; then
     echo "verify: dist/khttpd.service has errors" >&2

@@ -214,6 +214,7 @@ fn put(
         headers: &p.headers,
         gzip,
         br,
+        digest: p.digest,
     };
     let done = site.put(p.url, spec, now)?;
     reply(
@@ -270,6 +271,7 @@ fn list_entries(
                 hits: e.hit_count(),
                 ttl_left: e.expires.map(|x| x.millis_since(now).div_ceil(1000)),
                 last_modified: e.last_modified,
+                digest: e.digest,
             }),
     )
 }
@@ -627,6 +629,7 @@ mod tests {
             identity_len: 5,
             gzip_len: Some(2),
             br_len: None,
+            digest: None,
         };
         let (st, rows) = call(&mut s, &Request::CachePut(put.clone()), b"helloGZ");
         assert_eq!(

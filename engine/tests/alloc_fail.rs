@@ -266,6 +266,7 @@ fn every_allocation_on_every_control_command_can_fail() {
             identity_len: 1000,
             gzip_len: Some(1000),
             br_len: Some(1000),
+            digest: None,
         })
     };
     let requests: Vec<Request<'_>> = vec![

@@ -148,6 +148,27 @@ fn apply(
     commit(&shared.snapshot(), &mut Host(shared), &call, now, out)
 }
 
+/// khttpd calling itself (`--config`): the same writes as the control socket's, in process.
+pub(crate) struct InProcess<'a>(pub(crate) &'a Shared);
+
+impl khttp_local::admin::Control for InProcess<'_> {
+    fn call(&mut self, req: &khttp_proto::Request<'_>, direct: &[u8]) -> Result<Vec<u8>, String> {
+        let mut input = Vec::new();
+        let code = khttp_proto::encode_request(req, &mut input);
+        let f = RequestFrame {
+            code,
+            input_len: u32::try_from(input.len()).map_err(|_| "request too large")?,
+            direct_len: u32::try_from(direct.len()).map_err(|_| "request too large")?,
+            output_cap: u32::MAX,
+        };
+        let mut out = Vec::new();
+        match apply(self.0, &f, &input, direct, &mut out) {
+            Status::Ok => Ok(out),
+            status => Err(khttp_local::admin::refusal(status, &out)),
+        }
+    }
+}
+
 /// Every few seconds, drops expired cache entries.
 pub(crate) fn janitor(shared: &Shared) {
     while !shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {

@@ -38,7 +38,7 @@ use crate::worker::{Worker, bind_listener, wanted_addrs};
 
 /// The khttp HTTP accelerator, in user mode.
 #[derive(Parser, Debug)]
-#[command(name = "khttpd", version, about)]
+#[command(name = "khttpd", version)]
 struct Args {
     /// Where reservations, the IP listen list and limits persist
     /// [default: /var/lib/khttp as root, else $XDG_STATE_HOME/khttp or ~/.local/state/khttp].
@@ -77,6 +77,16 @@ struct Args {
     /// reopens the file, for logrotate.
     #[arg(long, default_value = "w3c", requires = "access_log")]
     log_format: log::Format,
+    /// Apply this file at start, as `khttpctl apply FILE` would (reservations, listen
+    /// addresses, limits, content); a fault in it stops khttpd with its file, line and field.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// With --config: also remove what the file does not declare (`khttpctl apply --prune`).
+    #[arg(long, requires = "config")]
+    prune: bool,
+    /// Print khttpd's man page or a shell's completion script, and exit (for packagers).
+    #[arg(long, hide = true, value_name = "KIND", value_parser = khttp_local::admin::generate::KINDS)]
+    generate: Option<String>,
     /// Send large cached bodies with sendfile(2) from sealed memfds ("on"), or with writev from
     /// the cache ("off"), like nginx's `sendfile` directive.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
@@ -173,6 +183,31 @@ fn prepare_site(args: &Args, state_dir: &Path) -> Result<(Site, Option<String>),
     Ok((site, site_line))
 }
 
+/// The sockets khttpd made, removed however it ends.
+struct RemoveOnDrop([PathBuf; 2]);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `--config FILE`: the file applied through the control path, in process, before anything
+/// listens; returns the summary line.
+fn apply_config(shared: &Shared, file: &Path, prune: bool) -> Result<String, String> {
+    use khttp_local::admin::{config::Config, plan};
+    let cfg = Config::load(file).map_err(|e| e.to_string())?;
+    let mut ctl = control::InProcess(shared);
+    let plan = plan::plan(&cfg, &mut ctl, prune).map_err(|e| e.to_string())?;
+    plan::apply(&cfg, &plan, &mut ctl, &mut |step| {
+        println!("khttpd: {step}")
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(format!("khttpd: {}", plan.summary(&cfg.file, true)))
+}
+
 /// Listeners per worker, and the addresses bound.
 type Bound = (
     Vec<Vec<(SocketAddr, mio::net::TcpListener)>>,
@@ -236,6 +271,14 @@ fn run(args: Args) -> Result<(), String> {
         .control
         .clone()
         .unwrap_or_else(khttp_local::socket::default_server_socket);
+    // The control socket first: a second khttpd stops here, before it touches the state.
+    let control = control::bind(&control_path)?;
+    let app_path = args
+        .app_socket
+        .clone()
+        .unwrap_or_else(|| control_path.with_file_name("app.sock"));
+    let app_listener = apps::bind(&app_path)?;
+    let _sockets = RemoveOnDrop([control_path.clone(), app_path.clone()]);
     let (site, site_line) = prepare_site(&args, &state_dir)?;
     let access_log = match &args.access_log {
         Some(p) => Some(log::AccessLog::open(p, args.log_format)?),
@@ -245,16 +288,13 @@ fn run(args: Args) -> Result<(), String> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
         .max(1);
-
-    let (per_worker, bound) = bind_all(&site, workers)?;
-    let control = control::bind(&control_path)?;
-    let app_path = args
-        .app_socket
-        .clone()
-        .unwrap_or_else(|| control_path.with_file_name("app.sock"));
-    let app_listener = apps::bind(&app_path)?;
     let mut shared = Shared::new(site, state_dir.clone(), access_log);
     shared.sendfile = args.sendfile == "on";
+    let config_line = match &args.config {
+        Some(file) => Some(apply_config(&shared, file, args.prune)?),
+        None => None,
+    };
+    let (per_worker, bound) = bind_all(&shared.snapshot(), workers)?;
     let shared = Arc::new(shared);
 
     let mut threads = Vec::new();
@@ -310,7 +350,7 @@ fn run(args: Args) -> Result<(), String> {
         "khttpd: state in {}; {workers} worker(s)",
         state_dir.display()
     );
-    if let Some(line) = site_line {
+    for line in site_line.iter().chain(&config_line) {
         println!("{line}");
     }
 
@@ -324,14 +364,24 @@ fn run(args: Args) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
-    let _ = std::fs::remove_file(&control_path);
-    let _ = std::fs::remove_file(&app_path);
     println!("khttpd: stopped");
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = Args::parse();
+    if let Some(kind) = &args.generate {
+        use clap::CommandFactory;
+        let mut out = std::io::stdout().lock();
+        return match khttp_local::admin::generate::generate(Args::command(), kind, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("khttpd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("khttpd: {e}");

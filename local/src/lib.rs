@@ -4,8 +4,12 @@
 //! - [`files`]: a directory tree as cache URLs, content types and modification times
 //!   (`khttpd --site`, `khttpctl cache load`);
 //! - [`compress`]: gzip and brotli variants built at load time;
-//! - [`socket`]: where khttpd's control socket is by default, which is where khttpctl looks.
+//! - [`socket`]: where khttpd's control socket is by default, which is where khttpctl looks;
+//! - `admin` (feature `admin`): entry digests and `khttpctl apply` files, for khttpctl and
+//!   khttpd.
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod compress;
 pub mod files;
 pub mod socket;

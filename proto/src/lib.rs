@@ -35,8 +35,9 @@ mod wire;
 
 pub use reply::{Row, error_reply, read_rows, refuse, write_rows};
 pub use wire::{
-    HEADER_LEN, Header, MAX_BYTES, MAX_COLS, MAX_HEADERS, MAX_QUEUE_PREFIXES, MAX_ROWS, MAX_STR,
-    PutEntry, Request, Respond, TableWriter, Value, decode_reply, decode_request, encode_request,
+    DIGEST_LEN, HEADER_LEN, Header, MAX_BYTES, MAX_COLS, MAX_HEADERS, MAX_QUEUE_PREFIXES, MAX_ROWS,
+    MAX_STR, PutEntry, Request, Respond, TableWriter, Value, decode_reply, decode_request,
+    encode_request,
 };
 
 /// khttp's device type: above 0x8000, the range left to vendors (DRIVER-NOTES §3.1).
@@ -66,7 +67,8 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 /// 2: `UrlaclAdd` carries a freshness policy, replies are typed rows with a bytes value, and
 /// the request-queue and `LogReopen` commands exist (session 9). A peer of another version is
 /// refused with [`Status::UnsupportedVersion`], not misread.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: `CachePut` carries the entry's digest and `CacheList` lists it (`khttpctl apply`).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds
 /// every variant by construction (a variant added to the enum is added to `ALL`).

@@ -49,6 +49,13 @@ fn text<'a>(cells: &[Value<'a>], i: usize) -> Result<&'a str, ProtoError> {
     }
 }
 
+fn bytes<'a>(cells: &[Value<'a>], i: usize) -> Result<&'a [u8], ProtoError> {
+    match cells.get(i) {
+        Some(Value::Bytes(b)) => Ok(b),
+        _ => Err(ProtoError::InvalidValue),
+    }
+}
+
 /// `u64::MAX` on the wire means "none".
 fn opt(v: u64) -> Option<u64> {
     Some(v).filter(|v| *v != u64::MAX)
@@ -185,10 +192,12 @@ pub struct EntryRow<'a> {
     pub ttl_left: Option<u64>,
     /// Last-Modified, seconds since the Unix epoch, if known.
     pub last_modified: Option<u64>,
+    /// The digest it was put with ([`crate::PutEntry::digest`]), if any.
+    pub digest: Option<[u8; crate::DIGEST_LEN]>,
 }
 
 impl<'a> Row<'a> for EntryRow<'a> {
-    const COLS: u16 = 8;
+    const COLS: u16 = 9;
     fn write(&self, t: &mut TableWriter<'_>) {
         t.row(&[
             Value::Str(self.url),
@@ -199,6 +208,7 @@ impl<'a> Row<'a> for EntryRow<'a> {
             Value::U64(self.hits),
             Value::U64(self.ttl_left.unwrap_or(u64::MAX)),
             Value::U64(self.last_modified.unwrap_or(u64::MAX)),
+            Value::Bytes(self.digest.as_ref().map_or(&[][..], |d| &d[..])),
         ]);
     }
     fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
@@ -211,6 +221,10 @@ impl<'a> Row<'a> for EntryRow<'a> {
             hits: num(c, 5)?,
             ttl_left: opt(num(c, 6)?),
             last_modified: opt(num(c, 7)?),
+            digest: match bytes(c, 8)? {
+                [] => None,
+                b => Some(b.try_into().map_err(|_| ProtoError::InvalidValue)?),
+            },
         })
     }
 }
@@ -310,14 +324,10 @@ impl<'a> Row<'a> for RequestRow<'a> {
         ]);
     }
     fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
-        let bytes = |i: usize| match c.get(i) {
-            Some(Value::Bytes(b)) => Ok(*b),
-            _ => Err(ProtoError::InvalidValue),
-        };
         Ok(Self {
             id: num(c, 0)?,
-            head: bytes(1)?,
-            body: bytes(2)?,
+            head: bytes(c, 1)?,
+            body: bytes(c, 2)?,
         })
     }
 }
@@ -564,6 +574,7 @@ mod tests {
                     hits: 3,
                     ttl_left: None,
                     last_modified: Some(7),
+                    digest: Some([9; crate::DIGEST_LEN]),
                 },
                 EntryRow {
                     url: "http://+:80/b",
@@ -574,6 +585,7 @@ mod tests {
                     hits: 0,
                     ttl_left: Some(60),
                     last_modified: None,
+                    digest: None,
                 },
             ],
         );

@@ -13,6 +13,7 @@
 //!                    ttl:u64 last_modified:u64           ; u64::MAX = none
 //!                    header_count:u32 header:str*count   ; "Name: value"
 //!                    identity_len:u64 gzip_len:u64 br_len:u64   ; u64::MAX = no variant
+//!                    digest:bytes                        ; empty = none, else DIGEST_LEN octets
 //!                    ; the direct buffer is identity ++ gzip ++ br, exactly
 //!   CacheDelete:     url:str
 //!   CacheFlush, CacheList: prefix:str                    ; "" = everything
@@ -46,6 +47,8 @@ pub const MAX_ROWS: usize = 1 << 22;
 pub const MAX_COLS: usize = 64;
 /// Bytes of a [`Header`].
 pub const HEADER_LEN: usize = 8;
+/// Bytes of an entry's digest ([`PutEntry::digest`]): a SHA-256.
+pub const DIGEST_LEN: usize = 32;
 
 /// The header that starts every buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,6 +196,12 @@ fn finish(out: &mut [u8], at: usize) {
     }
 }
 
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(b);
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());
@@ -228,6 +237,10 @@ pub struct PutEntry<'a> {
     pub gzip_len: Option<u64>,
     /// Bytes of the brotli body after that.
     pub br_len: Option<u64>,
+    /// What the entry was made from, as its sender summed it up (khttpctl: a SHA-256 of the
+    /// body and every field of the put). The server keeps it with the entry and lists it, so
+    /// that `khttpctl apply` re-sends only what changed; it does not check it.
+    pub digest: Option<[u8; DIGEST_LEN]>,
 }
 
 impl PutEntry<'_> {
@@ -441,6 +454,7 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
             out.extend_from_slice(&p.identity_len.to_le_bytes());
             put_opt(out, p.gzip_len);
             put_opt(out, p.br_len);
+            put_bytes(out, p.digest.as_ref().map_or(&[][..], |d| &d[..]));
         }
         Request::CacheDelete { url } => put_str(out, url),
         Request::CacheFlush { prefix } | Request::CacheList { prefix } => {
@@ -543,6 +557,10 @@ pub fn decode_request(
                 identity_len: d.u64()?,
                 gzip_len: d.opt_u64()?,
                 br_len: d.opt_u64()?,
+                digest: match d.bytes()? {
+                    [] => None,
+                    b => Some(b.try_into().map_err(|_| ProtoError::InvalidValue)?),
+                },
             };
             let want = put.direct_len().ok_or(ProtoError::DirectLength)?;
             if u64::try_from(direct_len).ok() != Some(want) {
@@ -754,6 +772,7 @@ mod tests {
             identity_len: 10,
             gzip_len: Some(4),
             br_len: None,
+            digest: Some([7; crate::DIGEST_LEN]),
         };
         round_trip(&Request::CachePut(put), 14);
         round_trip(
@@ -804,6 +823,7 @@ mod tests {
             identity_len: 10,
             gzip_len: None,
             br_len: None,
+            digest: None,
         };
         let mut buf = Vec::new();
         encode_request(&Request::CachePut(put), &mut buf);

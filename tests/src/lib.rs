@@ -300,6 +300,12 @@ impl Server {
         port
     }
 
+    /// External: deletes `prefix` when the test ends (a reservation made other than by
+    /// [`Server::reserve_port`], e.g. by `khttpctl apply`).
+    pub fn track_reservation(&self, prefix: &str) {
+        self.reserved.borrow_mut().push(prefix.to_owned());
+    }
+
     /// Sends a signal to khttpd. External: `-TERM` starts `KHTTP_TEST_STOP` (waited for by
     /// [`Server::wait`]) and `-KILL` runs `KHTTP_TEST_KILL`.
     pub fn signal(&mut self, sig: &str) {

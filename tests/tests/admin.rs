@@ -10,7 +10,7 @@ use khttp_tests::{Server, get, wait_listening, write_file};
 #[test]
 fn urlacl_commands() {
     let s = Server::start("urlacl");
-    assert!(s.ctl_ok(&["version"]).contains("control protocol 2"));
+    assert!(s.ctl_ok(&["version"]).contains("control protocol 3"));
     if !khttp_tests::external() {
         // A shared external server may hold other tests' reservations.
         assert!(
@@ -187,7 +187,7 @@ fn cache_commands() {
         ),
         (
             vec!["cache", "put", &format!("{base}a"), p, "--compress", "zip"],
-            "unknown --compress coding",
+            "--compress: unknown coding \"zip\"",
         ),
         (
             vec!["cache", "put", "ftp://x/", p],

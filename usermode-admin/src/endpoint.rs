@@ -338,6 +338,12 @@ impl Reply {
         read_rows(&self.0).map_err(|e| CallError::Protocol(e.to_string()))
     }
 
+    /// The reply's bytes.
+    #[must_use]
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
     /// The one row a command answers with (`version`, `cache put`, `cache flush`).
     ///
     /// # Errors
@@ -430,5 +436,14 @@ impl Client {
             return Err(CallError::Refused(status, message));
         }
         Err(CallError::Protocol("the reply kept growing".into()))
+    }
+}
+
+/// khttpctl's client is how `khttpctl apply` and `cache load` reach a server.
+impl khttp_local::admin::Control for Client {
+    fn call(&mut self, req: &Request<'_>, direct: &[u8]) -> Result<Vec<u8>, String> {
+        Self::call(self, req, direct)
+            .map(Reply::into_bytes)
+            .map_err(|e| e.to_string())
     }
 }

@@ -5,18 +5,22 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use khttp_local::compress::{self, Coding};
+use khttp_local::admin::config::Config;
+use khttp_local::admin::plan::{self, Plan};
+use khttp_local::admin::put::{self, LocalFile, PutOptions, put_file};
+use khttp_local::compress::Coding;
 use khttp_local::files;
+use khttp_proto::Request;
 use khttp_proto::reply::{
     AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, QueueRow, ReservationRow, VersionRow,
 };
-use khttp_proto::{PutEntry, Request};
 use khttpctl::endpoint::{Client, Endpoint, Reply, default_endpoint};
 use serde_json::{Value as Json, json};
 
-/// Administer khttp: URL reservations, the IP listen list, the response cache, limits.
+/// Administer khttp: URL reservations, the IP listen list, the response cache, limits,
+/// request queues, the access log, and whole configurations declared in a file (apply).
 #[derive(Parser, Debug)]
-#[command(name = "khttpctl", version, about)]
+#[command(name = "khttpctl", version)]
 struct Cli {
     /// Control endpoint: unix:PATH (khttpd) or device:\\.\KHttp (the driver).
     /// Default: $KHTTP_ENDPOINT, else the platform default.
@@ -48,8 +52,28 @@ enum Command {
     /// The access log.
     #[command(subcommand)]
     Log(Log),
+    /// Make the server hold what FILE declares (TOML: reservations, listen addresses, limits,
+    /// content). Only differences are sent: run twice, the second run changes nothing.
+    Apply {
+        /// The file (see docs/apply.md; an example is examples/khttp.toml).
+        file: PathBuf,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove what FILE does not declare: cache entries, listen addresses and
+        /// reservations (limits keep their values).
+        #[arg(long)]
+        prune: bool,
+    },
     /// Protocol and server version.
     Version,
+    /// Print khttpctl's man page or a shell's completion script (for packagers).
+    #[command(hide = true)]
+    Generate {
+        /// man, bash, zsh or fish.
+        #[arg(value_parser = khttp_local::admin::generate::KINDS)]
+        kind: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -200,79 +224,7 @@ impl<E: std::fmt::Display> From<E> for Fail {
 }
 
 fn codings(names: &[String]) -> Result<Vec<Coding>, Fail> {
-    names
-        .iter()
-        .filter(|n| !n.trim().is_empty())
-        .map(|n| {
-            Coding::parse(n).ok_or_else(|| {
-                Fail(format!(
-                    "unknown --compress coding {n:?}: use gzip, br or gzip,br"
-                ))
-            })
-        })
-        .collect()
-}
-
-/// A file's bytes and what is known of it.
-struct LocalFile<'a> {
-    data: &'a [u8],
-    content_type: &'a str,
-    mtime: Option<u64>,
-}
-
-/// How files are put: status, extra fields, time to live, codings.
-struct PutOptions<'a> {
-    status: u16,
-    headers: &'a [String],
-    ttl: Option<u64>,
-    codings: &'a [Coding],
-}
-
-/// Puts one file's bytes at each of `urls`; returns the bytes stored.
-fn put_file(
-    client: &mut Client,
-    urls: &[String],
-    file: &LocalFile<'_>,
-    put: &PutOptions<'_>,
-) -> Result<u64, Fail> {
-    let (data, codings) = (file.data, put.codings);
-    let gzip = codings
-        .contains(&Coding::Gzip)
-        .then(|| compress::compress(data, Coding::Gzip))
-        .flatten();
-    let br = codings
-        .contains(&Coding::Br)
-        .then(|| compress::compress(data, Coding::Br))
-        .flatten();
-    let mut direct = Vec::with_capacity(
-        data.len() + gzip.as_ref().map_or(0, Vec::len) + br.as_ref().map_or(0, Vec::len),
-    );
-    direct.extend_from_slice(data);
-    direct.extend_from_slice(gzip.as_deref().unwrap_or_default());
-    direct.extend_from_slice(br.as_deref().unwrap_or_default());
-    let len = |v: &Option<Vec<u8>>| v.as_ref().map(|b| b.len() as u64);
-    let mut stored = 0;
-    for url in urls {
-        // The server's own URL grammar, checked here so that a bad URL reads the same from both
-        // servers: the driver's refusal of a `cache put` carries a status, not the fault.
-        khttp_engine::parse_url(url).map_err(|e| Fail(format!("{url}: {e}")))?;
-        let req = Request::CachePut(PutEntry {
-            url,
-            content_type: file.content_type,
-            status: put.status,
-            ttl: put.ttl,
-            last_modified: file.mtime,
-            headers: put.headers.iter().map(String::as_str).collect(),
-            identity_len: data.len() as u64,
-            gzip_len: len(&gzip),
-            br_len: len(&br),
-        });
-        client
-            .call(&req, &direct)
-            .map_err(|e| Fail(format!("{url}: {e}")))?;
-        stored += direct.len() as u64;
-    }
-    Ok(stored)
+    put::codings(names).map_err(|e| Fail(format!("--compress: {e}")))
 }
 
 fn read_file(path: &Path) -> Result<(Vec<u8>, Option<u64>), Fail> {
@@ -311,6 +263,15 @@ fn print_json_map<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) {
 }
 
 fn run(cli: Cli) -> Result<(), Fail> {
+    if let Command::Generate { kind } = &cli.command {
+        use clap::CommandFactory;
+        let mut out = std::io::stdout().lock();
+        return Ok(khttp_local::admin::generate::generate(
+            Cli::command(),
+            kind,
+            &mut out,
+        )?);
+    }
     let endpoint = cli.endpoint.unwrap_or_else(default_endpoint);
     let mut client = Client::connect(&endpoint)?;
     match cli.command {
@@ -327,12 +288,33 @@ fn run(cli: Cli) -> Result<(), Fail> {
         Command::Stats(j) => stats(&mut client, j.json),
         Command::Limits(c) => limits(&mut client, c),
         Command::Queue(Queue::Show(j)) => queues(&mut client, j.json),
+        Command::Apply {
+            file,
+            dry_run,
+            prune,
+        } => apply(&mut client, &file, dry_run, prune),
+        Command::Generate { .. } => Ok(()),
         Command::Log(Log::Reopen) => {
             change(&mut client, "log reopen", &Request::LogReopen)?;
             out!("Access log reopened");
             Ok(())
         }
     }
+}
+
+/// `apply FILE`: the plan, printed step by step as it is made (or only printed).
+fn apply(client: &mut Client, file: &Path, dry_run: bool, prune: bool) -> Result<(), Fail> {
+    let cfg = Config::load(file)?;
+    let plan: Plan = plan::plan(&cfg, client, prune)?;
+    if dry_run {
+        for step in &plan.steps {
+            out!("{step}");
+        }
+    } else {
+        plan::apply(&cfg, &plan, client, &mut |step| out!("{step}"))?;
+    }
+    out!("{}", plan.summary(&cfg.file, !dry_run));
+    Ok(())
 }
 
 fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
@@ -577,8 +559,7 @@ fn load(client: &mut Client, dir: &Path, prefix: &str, opts: &LoadOpts) -> Resul
         };
         stored += put_file(client, &f.urls, &file, &put).map_err(|e| {
             Fail(format!(
-                "{} (loaded {i} of {} files before it)",
-                e.0,
+                "{e} (loaded {i} of {} files before it)",
                 list.len()
             ))
         })?;

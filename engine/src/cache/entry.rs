@@ -33,6 +33,8 @@ pub struct EntrySpec<'a> {
     pub gzip: Option<Vec<u8>>,
     /// The brotli-coded body, if the administrator built one.
     pub br: Option<Vec<u8>>,
+    /// What the sender made it from, summed up ([`khttp_proto::PutEntry::digest`]).
+    pub digest: Option<[u8; khttp_proto::DIGEST_LEN]>,
 }
 
 /// One representation of an entry.
@@ -71,6 +73,8 @@ pub struct Entry {
     pub hits: AtomicU64,
     /// It carries its own `Cache-Control` (its reservation's policy does not apply).
     pub own_cache_control: bool,
+    /// The digest it was put with, listed for `khttpctl apply`.
+    pub digest: Option<[u8; khttp_proto::DIGEST_LEN]>,
 }
 
 /// Fields the server sets itself, or that would change framing: refused in `--header`.
@@ -344,6 +348,7 @@ impl Entry {
             variants,
             hits: AtomicU64::new(0),
             own_cache_control,
+            digest: spec.digest,
         })
     }
 

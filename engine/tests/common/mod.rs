@@ -35,6 +35,7 @@ pub fn site() -> Site {
         body: (0..=255u8).cycle().take(1000).collect(),
         gzip: Some(b"GZIPPED".to_vec()),
         br: Some(b"BR".to_vec()),
+        digest: None,
         last_modified: Some(UNIX_NOW - 3600),
         ..Default::default()
     };
