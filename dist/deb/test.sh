@@ -4,9 +4,10 @@
 # are there, `systemctl reload`'s command changes nothing, logrotate rotates the access log and
 # khttpd writes a new one, and the package removes and purges cleanly. Needs root.
 #
-# Not systemd: CI has no systemd as PID 1, so the unit's ExecStart and ExecReload lines are run
-# by this script, as root, after making the directories systemd would make (StateDirectory,
-# RuntimeDirectory, LogsDirectory). The unit file itself is checked by dist/verify.sh.
+# First without systemd: the unit's ExecStart and ExecReload lines are run by this script, as
+# root, after making the directories systemd would make (StateDirectory, RuntimeDirectory,
+# LogsDirectory). Then dist/deb/boot.sh boots the unit under systemd as PID 1 of a namespace
+# (CI's own PID 1 is not systemd), with its dynamic user and hardening.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "deb test: needs root (it installs a package)" >&2; exit 1; }
@@ -84,3 +85,6 @@ dpkg -P khttp >/dev/null
 [ -e /etc/khttp/khttp.toml ] && fail "dpkg -P left /etc/khttp/khttp.toml"
 [ -e /var/lib/khttp ] && fail "dpkg -P left /var/lib/khttp"
 echo "deb test: installed, served the default site on port 80, reloaded with no changes, rotated its log, removed and purged"
+
+# Then the same under systemd itself, booted in a namespace over an overlay of /.
+bash dist/deb/boot.sh "$deb"
