@@ -41,6 +41,7 @@ mod cache;
 mod conn;
 pub mod ctl;
 mod error;
+mod handoff;
 mod http1;
 pub mod limits;
 mod mem;
@@ -62,6 +63,7 @@ pub use conn::{
     admit,
 };
 pub use error::{CanonError, CtlError, OutOfMemory, PrefixError, RequestError};
+pub use handoff::{Handoff, Received};
 pub use limits::Limits;
 pub use out::{Body, Transmit};
 pub use pump::{Completion, InlineGate, NextIo, next_io};

@@ -365,3 +365,57 @@ fn every_allocation_on_every_control_command_can_fail() {
         requests.len()
     );
 }
+
+/// A request offered to an application (the hand-off khttpd and the driver share): every
+/// allocation of an offer may fail, and then nothing is left half-made: the request is refused
+/// as out of memory, the hand-off is as it was, and the next offer succeeds.
+#[test]
+fn every_allocation_of_an_offer_can_fail() {
+    use khttp_engine::{Delivery, Handoff, Local, Refusal};
+
+    let local = Local {
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 8080,
+    };
+    let d = Delivery {
+        queue: 3,
+        head: b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        body: b"a body",
+        local,
+    };
+    // Into an empty hand-off (its tables grow) and into one that holds a request.
+    for prefill in [0usize, 1] {
+        let mut failures = 0;
+        for k in 0.. {
+            let mut h: Handoff<u32> = Handoff::new();
+            if prefill == 1 {
+                h.offer(1, &d, 10, None).unwrap();
+            }
+            let url = Some("http://+:8080/app/x");
+            let (r, failed) = failing(k, || engine(|| h.offer(2, &d, 10, url)));
+            if !failed {
+                assert!(r.is_ok());
+                assert_eq!(h.waiting(3), prefill + 1);
+                break;
+            }
+            failures += 1;
+            assert_eq!(r, Err(Refusal::OutOfMemory), "allocation {k}");
+            assert_eq!(
+                (h.len(), h.waiting(3)),
+                (prefill, prefill),
+                "allocation {k}: half an offer is left"
+            );
+            assert!(
+                h.offer(3, &d, 10, None).is_ok(),
+                "allocation {k}: the next offer"
+            );
+            let first = h.receive(3, 9).map(|r| r.id);
+            assert!(first.is_some_and(|id| h.answer(id, 9).is_some()));
+        }
+        // The URL, the head and the body; and the tables, when they grow.
+        assert!(
+            failures >= 3 + 3 * (1 - prefill),
+            "only {failures} allocations were tried"
+        );
+    }
+}

@@ -13,7 +13,7 @@
 //! session that ends abandons what it took (503 to those clients), and when it was the queue's
 //! last application, what is still waiting too.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use khttp_engine::ctl::{Caller, attach};
 use khttp_engine::{
-    AppResponse, CtlError, Delivery, EntrySpec, Holder, Refusal, RequestId, Site, app_cache_fields,
-    app_cache_url, app_response_cacheable,
+    AppResponse, CtlError, Delivery, EntrySpec, Handoff, Holder, Refusal, RequestId, Site,
+    app_cache_fields, app_cache_url, app_response_cacheable,
 };
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::reply::{AttachRow, RequestRow, RespondRow};
@@ -47,31 +47,13 @@ pub(crate) enum Outcome {
     Invalid,
 }
 
-/// A request waiting for a session to receive it.
-#[derive(Debug)]
-struct Queued {
-    id: u64,
-    head: Vec<u8>,
-    body: Vec<u8>,
-}
-
-/// Where a request came from, and who has it.
-#[derive(Debug, Clone)]
-struct Owner {
-    worker: usize,
-    slot: usize,
-    queue: u32,
-    /// The session that received it, once one has.
-    session: Option<u64>,
-    /// Where its answer may be cached (the engine's `app_cache_url`), if anywhere.
-    cache_url: Option<Arc<str>>,
-}
+/// Where a request came from: the worker and its connection's slot.
+type Origin = (usize, usize);
 
 #[derive(Debug, Default)]
 struct State {
-    next_id: u64,
-    waiting: HashMap<u32, VecDeque<Queued>>,
-    owners: HashMap<u64, Owner>,
+    /// The requests themselves: the engine's bookkeeping, shared with the driver.
+    handoff: Handoff<Origin>,
     /// Per queue: what its receivers wait on, so that a request wakes one of them.
     arrived: HashMap<u32, Arc<Condvar>>,
 }
@@ -99,44 +81,22 @@ impl Apps {
         site: &Site,
     ) -> Result<RequestId, Refusal> {
         let queue_length = site.limits().queue_length;
-        let cache_url = app_cache_url(site, d.local, d.head).map(Arc::from);
+        let cache_url = app_cache_url(site, d.local, d.head);
         let mut st = self.state();
-        let waiting = st.waiting.entry(d.queue).or_default();
-        if waiting.len() >= queue_length as usize {
-            return Err(Refusal::QueueFull);
-        }
-        let id = st.next_id.wrapping_add(1);
-        st.next_id = id;
-        let q = Queued {
-            id,
-            head: d.head.to_vec(),
-            body: d.body.to_vec(),
-        };
-        st.waiting.entry(d.queue).or_default().push_back(q);
-        let owner = Owner {
-            worker,
-            slot,
-            queue: d.queue,
-            session: None,
-            cache_url,
-        };
-        st.owners.insert(id, owner);
+        let id = st
+            .handoff
+            .offer((worker, slot), d, queue_length, cache_url.as_deref())?;
         let arrived = st.arrived.get(&d.queue).cloned();
         drop(st);
         if let Some(c) = arrived {
             c.notify_one();
         }
-        Ok(RequestId(id))
+        Ok(id)
     }
 
     /// Forgets request `id` (its connection went, or stopped waiting).
     pub(crate) fn cancel(&self, id: RequestId) {
-        let mut st = self.state();
-        if let Some(o) = st.owners.remove(&id.0)
-            && let Some(w) = st.waiting.get_mut(&o.queue)
-        {
-            w.retain(|q| q.id != id.0);
-        }
+        self.state().handoff.cancel(id);
     }
 
     /// The answers for worker `worker`'s connections: (slot, request, outcome).
@@ -149,83 +109,83 @@ impl Apps {
     }
 
     /// Where request `id`'s answer may be cached, if `session` received it.
-    fn cache_url(&self, session: u64, id: u64) -> Option<Arc<str>> {
+    fn cache_url(&self, session: u64, id: u64) -> Option<String> {
         let st = self.state();
-        let o = st.owners.get(&id).filter(|o| o.session == Some(session))?;
-        o.cache_url.clone()
+        st.handoff
+            .cache_url(RequestId(id), session)
+            .map(str::to_owned)
     }
 
     /// An application's answer (or cancel) for request `id`, accepted only from the session
     /// that received it; false if nobody waits for it.
     fn answer(&self, shared: &Shared, session: u64, id: u64, outcome: Outcome) -> bool {
-        let mine = self
-            .state()
-            .owners
-            .get(&id)
-            .is_some_and(|o| o.session == Some(session));
-        mine && self.settle(shared, id, outcome)
+        let origin = self.state().handoff.answer(RequestId(id), session);
+        origin.is_some_and(|o| {
+            self.route(shared, o, RequestId(id), outcome);
+            true
+        })
     }
 
-    /// Routes an outcome to the worker that owns request `id`; false if nobody waits for it.
-    fn settle(&self, shared: &Shared, id: u64, outcome: Outcome) -> bool {
-        let Some(o) = self.state().owners.remove(&id) else {
-            return false;
-        };
+    /// Hands an outcome to the worker whose connection waits for it.
+    fn route(&self, shared: &Shared, (worker, slot): Origin, id: RequestId, outcome: Outcome) {
         {
             let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
-            if inboxes.len() <= o.worker {
-                inboxes.resize_with(o.worker.saturating_add(1), Vec::new);
+            if inboxes.len() <= worker {
+                inboxes.resize_with(worker.saturating_add(1), Vec::new);
             }
-            if let Some(inbox) = inboxes.get_mut(o.worker) {
-                inbox.push((o.slot, RequestId(id), outcome));
+            if let Some(inbox) = inboxes.get_mut(worker) {
+                inbox.push((slot, id, outcome));
             }
         }
-        shared.wake(o.worker);
-        true
+        shared.wake(worker);
     }
 
-    /// Waits (at most `wait`) for a request of `queue` and hands it to `session`.
-    fn receive(&self, queue: u32, session: u64, wait: Duration) -> Option<Queued> {
+    /// Waits (at most `wait`) for a request of `queue`, hands it to `session` and writes it to
+    /// `out` as a [`RequestRow`]; returns its id.
+    fn receive(&self, queue: u32, session: u64, wait: Duration, out: &mut Vec<u8>) -> Option<u64> {
         let mut st = self.state();
-        if st.waiting.get(&queue).is_none_or(VecDeque::is_empty) {
+        if st.handoff.waiting(queue) == 0 {
             let arrived = Arc::clone(st.arrived.entry(queue).or_default());
             st = arrived
                 .wait_timeout(st, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        let q = st.waiting.get_mut(&queue)?.pop_front()?;
-        if let Some(o) = st.owners.get_mut(&q.id) {
-            o.session = Some(session);
+        let r = st.handoff.receive(queue, session)?;
+        let row = RequestRow {
+            id: r.id.0,
+            head: r.head,
+            body: r.body,
+        };
+        let id = r.id;
+        if write_rows(out, [row]).is_err() {
+            out.clear();
+            let _ = st.handoff.requeue(id, session);
+            return None;
         }
-        Some(q)
+        Some(id.0)
     }
 
     /// Puts back a request a session received but could not deliver (it died meanwhile).
-    fn requeue(&self, queue: u32, q: Queued) {
+    fn requeue(&self, shared: &Shared, session: u64, id: u64) {
         let mut st = self.state();
-        if let Some(o) = st.owners.get_mut(&q.id) {
-            o.session = None;
-            st.waiting.entry(queue).or_default().push_front(q);
+        if st.handoff.requeue(RequestId(id), session).is_err()
+            && let Some(o) = st.handoff.answer(RequestId(id), session)
+        {
+            drop(st);
+            self.route(shared, o, RequestId(id), Outcome::Abandoned);
         }
     }
 
     /// A session ended: what it took is abandoned; so is what waits in `orphaned` queues (no
     /// application is attached to them any more).
     fn session_ended(&self, shared: &Shared, session: u64, orphaned: &[u32]) {
-        let ids: Vec<u64> = {
-            let mut st = self.state();
-            for q in orphaned {
-                st.waiting.remove(q);
-            }
-            st.owners
-                .iter()
-                .filter(|(_, o)| o.session == Some(session) || orphaned.contains(&o.queue))
-                .map(|(id, _)| *id)
-                .collect()
-        };
-        for id in ids {
-            self.settle(shared, id, Outcome::Abandoned);
+        let mut gone = Vec::new();
+        self.state()
+            .handoff
+            .abandon(session, orphaned, |id, o| gone.push((id, o)));
+        for (id, o) in gone {
+            self.route(shared, o, id, Outcome::Abandoned);
         }
     }
 }
@@ -515,22 +475,17 @@ impl Session {
                 return Ok(());
             }
             let apps = &self.shared.apps;
-            let Some(q) = apps.receive(queue, self.id, Duration::from_millis(250)) else {
+            let Some(id) = apps.receive(queue, self.id, Duration::from_millis(250), out) else {
                 // Nothing came: has the application gone meanwhile?
                 if self.peer_gone() {
                     return Ok(());
                 }
                 continue;
             };
-            let row = RequestRow {
-                id: q.id,
-                head: &q.head,
-                body: &q.body,
-            };
             // An application killed while it waited must not take the request down with it.
-            if write_rows(out, [row]).is_err() || self.peer_gone() {
+            if self.peer_gone() {
                 out.clear();
-                apps.requeue(queue, q);
+                apps.requeue(&self.shared, self.id, id);
             }
             return Ok(());
         }

@@ -1,0 +1,325 @@
+//! The requests between connections and applications (issue #12): what khttpd and the driver
+//! both keep, so that neither host decides anything about a request queue itself.
+//!
+//! A connection's deferred request ([`crate::Connection::poll_delivery`]) is *offered*: it gets
+//! an id and waits in its queue, in arrival order, up to `queue-length`. An application
+//! *receives* it: it is then *taken* by that application's handle (a session, a file object),
+//! which alone may answer or cancel it. A handle that goes abandons what it took; when it was
+//! the queue's last, what still waits in the queue is abandoned too. A connection that goes
+//! cancels its request wherever it is.
+//!
+//! `O` is how the host finds the connection again (khttpd: worker and slot; the driver: its
+//! connection table's index). Every allocation is fallible: the requests are sized by the
+//! network.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+
+use hashbrown::HashMap;
+
+use crate::conn::{Delivery, Refusal, RequestId};
+use crate::mem;
+
+/// One request in the hand-off.
+#[derive(Debug)]
+struct Pending<O> {
+    origin: O,
+    queue: u32,
+    /// The handle that received it, once one has.
+    taker: Option<u64>,
+    /// Where its answer may be cached (`app_cache_url`), if anywhere.
+    cache_url: Option<Box<str>>,
+    head: Box<[u8]>,
+    body: Box<[u8]>,
+}
+
+/// A request as an application receives it.
+#[derive(Clone, Copy, Debug)]
+pub struct Received<'a> {
+    /// Its id, for the answer.
+    pub id: RequestId,
+    /// The request head as the client sent it.
+    pub head: &'a [u8],
+    /// The request body, decoded.
+    pub body: &'a [u8],
+}
+
+/// The requests offered to applications and not yet answered.
+#[derive(Debug)]
+pub struct Handoff<O> {
+    next_id: u64,
+    waiting: HashMap<u32, VecDeque<u64>>,
+    requests: HashMap<u64, Pending<O>>,
+}
+
+impl<O> Default for Handoff<O> {
+    fn default() -> Self {
+        Self {
+            next_id: 0,
+            waiting: HashMap::new(),
+            requests: HashMap::new(),
+        }
+    }
+}
+
+impl<O: Copy> Handoff<O> {
+    /// An empty hand-off.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests offered and not answered, waiting or taken.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// No request is offered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Requests waiting in `queue` for an application to receive them.
+    #[must_use]
+    pub fn waiting(&self, queue: u32) -> usize {
+        self.waiting.get(&queue).map_or(0, VecDeque::len)
+    }
+
+    /// Offers the request `d` from connection `origin`; its answer may be cached at
+    /// `cache_url`.
+    ///
+    /// # Errors
+    /// [`Refusal::QueueFull`] when `queue_length` requests wait already;
+    /// [`Refusal::OutOfMemory`].
+    pub fn offer(
+        &mut self,
+        origin: O,
+        d: &Delivery<'_>,
+        queue_length: u32,
+        cache_url: Option<&str>,
+    ) -> Result<RequestId, Refusal> {
+        let oom = |_| Refusal::OutOfMemory;
+        if self.waiting(d.queue) >= usize::try_from(queue_length).unwrap_or(usize::MAX) {
+            return Err(Refusal::QueueFull);
+        }
+        let pending = Pending {
+            origin,
+            queue: d.queue,
+            taker: None,
+            cache_url: cache_url.map(mem::boxed_str).transpose().map_err(oom)?,
+            head: mem::boxed(d.head).map_err(oom)?,
+            body: mem::boxed(d.body).map_err(oom)?,
+        };
+        self.requests
+            .try_reserve(1)
+            .map_err(|_| Refusal::OutOfMemory)?;
+        self.waiting
+            .try_reserve(1)
+            .map_err(|_| Refusal::OutOfMemory)?;
+        let line = self.waiting.entry(d.queue).or_default();
+        line.try_reserve(1).map_err(|_| Refusal::OutOfMemory)?;
+        // Ids wrap past those in use (a host that runs for ever still never reuses a live one).
+        let mut id = self.next_id.wrapping_add(1);
+        while id == 0 || self.requests.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_id = id;
+        line.push_back(id);
+        self.requests.insert(id, pending);
+        Ok(RequestId(id))
+    }
+
+    /// Hands the oldest request waiting in `queue` to `taker`.
+    pub fn receive(&mut self, queue: u32, taker: u64) -> Option<Received<'_>> {
+        let id = self.waiting.get_mut(&queue)?.pop_front()?;
+        let p = self.requests.get_mut(&id)?;
+        p.taker = Some(taker);
+        Some(Received {
+            id: RequestId(id),
+            head: &p.head,
+            body: &p.body,
+        })
+    }
+
+    /// Puts back, first in line, a request `taker` received but could not deliver (its
+    /// application went while the request was on its way).
+    ///
+    /// # Errors
+    /// [`Refusal::OutOfMemory`]: the request is abandoned instead (its origin is returned by
+    /// [`Handoff::answer`] as for any other).
+    pub fn requeue(&mut self, id: RequestId, taker: u64) -> Result<(), Refusal> {
+        let Some(p) = self
+            .requests
+            .get_mut(&id.0)
+            .filter(|p| p.taker == Some(taker))
+        else {
+            return Ok(());
+        };
+        let line = self.waiting.entry(p.queue).or_default();
+        line.try_reserve(1).map_err(|_| Refusal::OutOfMemory)?;
+        p.taker = None;
+        line.push_front(id.0);
+        Ok(())
+    }
+
+    /// Where the answer to `id` may be cached, if `taker` holds it.
+    #[must_use]
+    pub fn cache_url(&self, id: RequestId, taker: u64) -> Option<&str> {
+        self.requests
+            .get(&id.0)
+            .filter(|p| p.taker == Some(taker))?
+            .cache_url
+            .as_deref()
+    }
+
+    /// `taker`'s answer (or cancel) for `id`: the request leaves the hand-off, and its
+    /// connection is returned for the host to settle. `None` when `taker` does not hold it
+    /// (never received it, or its connection went).
+    pub fn answer(&mut self, id: RequestId, taker: u64) -> Option<O> {
+        if self.requests.get(&id.0)?.taker != Some(taker) {
+            return None;
+        }
+        self.requests.remove(&id.0).map(|p| p.origin)
+    }
+
+    /// The connection of request `id` went: the request leaves, wherever it is.
+    pub fn cancel(&mut self, id: RequestId) {
+        if let Some(p) = self.requests.remove(&id.0)
+            && let Some(line) = self.waiting.get_mut(&p.queue)
+        {
+            line.retain(|x| *x != id.0);
+        }
+    }
+
+    /// `taker` went (an application's session or handle closed): every request it took, and
+    /// every request waiting in `orphaned` (queues left with no application), leaves; `settle`
+    /// is called with each, for the host to answer its connection (503). Allocates nothing.
+    pub fn abandon(&mut self, taker: u64, orphaned: &[u32], mut settle: impl FnMut(RequestId, O)) {
+        for q in orphaned {
+            if let Some(line) = self.waiting.get_mut(q) {
+                line.clear();
+            }
+        }
+        self.requests.retain(|id, p| {
+            let gone = p.taker == Some(taker) || (p.taker.is_none() && orphaned.contains(&p.queue));
+            if gone {
+                settle(RequestId(*id), p.origin);
+            }
+            !gone
+        });
+    }
+
+    /// Every request of `queue`, waiting or taken (its reservation was deleted); `settle` is
+    /// called with each.
+    pub fn drop_queue(&mut self, queue: u32, mut settle: impl FnMut(RequestId, O)) {
+        self.waiting.remove(&queue);
+        self.requests.retain(|id, p| {
+            let gone = p.queue == queue;
+            if gone {
+                settle(RequestId(*id), p.origin);
+            }
+            !gone
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+    use core::net::{IpAddr, Ipv4Addr};
+
+    use super::Handoff;
+    use crate::conn::{Delivery, Refusal, RequestId};
+    use crate::route::Local;
+
+    fn d(queue: u32, head: &'static [u8]) -> Delivery<'static> {
+        Delivery {
+            queue,
+            head,
+            body: b"",
+            local: Local {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port: 80,
+            },
+        }
+    }
+
+    #[test]
+    fn offered_received_answered_in_order() {
+        let mut h: Handoff<u8> = Handoff::new();
+        let a = h.offer(1, &d(7, b"A"), 10, Some("http://+:80/a")).unwrap();
+        let b = h.offer(2, &d(7, b"B"), 10, None).unwrap();
+        assert_eq!((h.len(), h.waiting(7)), (2, 2));
+        let r = h.receive(7, 100).unwrap();
+        assert_eq!((r.id, r.head), (a, &b"A"[..]));
+        assert_eq!(h.cache_url(a, 100), Some("http://+:80/a"));
+        assert_eq!(h.cache_url(a, 101), None, "another taker");
+        assert_eq!(h.answer(a, 101), None, "only the taker answers");
+        assert_eq!(h.answer(a, 100), Some(1));
+        assert_eq!(h.answer(a, 100), None, "once");
+        assert_eq!(h.answer(b, 100), None, "not received yet");
+        assert_eq!(h.receive(7, 100).map(|r| r.id), Some(b));
+        assert!(h.receive(7, 100).is_none());
+    }
+
+    #[test]
+    fn full_queue_and_ids() {
+        let mut h: Handoff<u8> = Handoff::new();
+        h.offer(0, &d(1, b""), 2, None).unwrap();
+        h.offer(0, &d(1, b""), 2, None).unwrap();
+        assert_eq!(h.offer(0, &d(1, b""), 2, None), Err(Refusal::QueueFull));
+        assert!(h.offer(0, &d(2, b""), 2, None).is_ok(), "per queue");
+        // Taken requests do not count against the length.
+        let _ = h.receive(1, 5);
+        assert!(h.offer(0, &d(1, b""), 2, None).is_ok());
+        h.next_id = u64::MAX;
+        let id = h.offer(0, &d(3, b""), 2, None).unwrap();
+        assert_ne!(id, RequestId(0));
+        assert_eq!(id, RequestId(5), "wrapped past 0 and the ids in use");
+    }
+
+    #[test]
+    fn requeue_goes_first() {
+        let mut h: Handoff<u8> = Handoff::new();
+        let a = h.offer(1, &d(7, b"A"), 10, None).unwrap();
+        h.offer(2, &d(7, b"B"), 10, None).unwrap();
+        let _ = h.receive(7, 100);
+        h.requeue(a, 999).unwrap();
+        assert_eq!(h.waiting(7), 1, "only the taker puts it back");
+        h.requeue(a, 100).unwrap();
+        assert_eq!(h.receive(7, 200).map(|r| r.id), Some(a));
+    }
+
+    #[test]
+    fn a_taker_that_goes_abandons_what_it_took_and_orphaned_queues() {
+        let mut h: Handoff<u8> = Handoff::new();
+        h.offer(1, &d(7, b""), 10, None).unwrap();
+        h.offer(2, &d(7, b""), 10, None).unwrap();
+        h.offer(3, &d(8, b""), 10, None).unwrap();
+        h.offer(4, &d(9, b""), 10, None).unwrap();
+        let _ = h.receive(7, 100);
+        let _ = h.receive(9, 200);
+        let mut gone = Vec::new();
+        h.abandon(100, &[8], |_, o| gone.push(o));
+        gone.sort_unstable();
+        assert_eq!(gone, [1, 3], "taken by 100, and waiting in orphaned 8");
+        assert_eq!((h.len(), h.waiting(7), h.waiting(8)), (2, 1, 0));
+        let mut gone = Vec::new();
+        h.drop_queue(9, |_, o| gone.push(o));
+        assert_eq!(gone, [4], "taken by another, but its queue went");
+    }
+
+    #[test]
+    fn a_connection_that_goes_cancels() {
+        let mut h: Handoff<u8> = Handoff::new();
+        let a = h.offer(1, &d(7, b""), 10, None).unwrap();
+        let b = h.offer(2, &d(7, b""), 10, None).unwrap();
+        h.cancel(a);
+        assert_eq!(h.receive(7, 1).map(|r| r.id), Some(b));
+        h.cancel(b);
+        assert_eq!(h.answer(b, 1), None);
+        assert!(h.is_empty());
+    }
+}
