@@ -13,18 +13,21 @@
 //! # Ok::<(), khttp_app::Error>(())
 //! ```
 //!
-//! The endpoint is khttpd's application socket: `$KHTTP_APP_ENDPOINT` (`unix:PATH`), else
-//! `app.sock` beside the control socket where khttpctl finds it ([`Queue::attach_at`] takes one
-//! explicitly). A process may attach only under reservations granted to its user
+//! The endpoint is khttpd's application socket or the driver's application device:
+//! `$KHTTP_APP_ENDPOINT` (`unix:PATH` or `device:\\.\KHttpApp`), else on Windows the device
+//! and elsewhere `app.sock` beside the control socket where khttpctl finds it
+//! ([`Queue::attach_to`] and [`Queue::attach_at`] take one explicitly). A process may attach only under reservations granted to its user
 //! (`khttpctl urlacl add PREFIX --user NAME`); root and khttpd's own user may attach anywhere.
 //! For concurrency, attach several handles ([`Queue::try_clone`]), one per thread: each
 //! receives on its own.
 
 use std::fmt;
 use std::io;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+pub use khttp_local::transport::Endpoint;
+use khttp_local::transport::{Transport, connect};
 
 use khttp_proto::reply::{AttachRow, ErrorRow, RequestRow, RespondRow};
 use khttp_proto::{Request as Call, Respond, Row, Status, encode_request, read_rows};
@@ -58,21 +61,34 @@ impl From<io::Error> for Error {
     }
 }
 
-/// The application endpoint: `$KHTTP_APP_ENDPOINT` (`unix:PATH`), else `app.sock` beside the
-/// default control socket.
+/// The driver's application device.
+pub const APP_DEVICE: &str = r"\\.\KHttpApp";
+
+/// The application endpoint: `$KHTTP_APP_ENDPOINT` (`unix:PATH` or `device:NAME`), else on
+/// Windows the driver's device and elsewhere `app.sock` beside the default control socket.
 #[must_use]
-pub fn default_endpoint() -> PathBuf {
-    std::env::var("KHTTP_APP_ENDPOINT")
+pub fn default_endpoint() -> Endpoint {
+    if let Some(e) = std::env::var("KHTTP_APP_ENDPOINT")
         .ok()
-        .and_then(|e| e.strip_prefix("unix:").map(PathBuf::from))
-        .unwrap_or_else(khttp_local::socket::default_app_socket)
+        .and_then(|e| e.parse().ok())
+    {
+        return e;
+    }
+    #[cfg(windows)]
+    {
+        Endpoint::Device(APP_DEVICE.into())
+    }
+    #[cfg(unix)]
+    {
+        Endpoint::Unix(khttp_local::socket::default_app_socket())
+    }
 }
 
 /// A handle attached to a request queue.
 #[derive(Debug)]
 pub struct Queue {
-    stream: UnixStream,
-    endpoint: PathBuf,
+    link: Link,
+    endpoint: Endpoint,
     name: String,
     prefixes: Vec<String>,
     id: u32,
@@ -157,17 +173,30 @@ impl Queue {
     /// # Errors
     /// [`Error::Io`] (no khttpd), [`Error::Refused`] (not granted, not reserved, …).
     pub fn attach(name: &str, prefixes: &[&str]) -> Result<Self, Error> {
-        Self::attach_at(&default_endpoint(), name, prefixes)
+        Self::attach_to(&default_endpoint(), name, prefixes)
     }
 
-    /// As [`Queue::attach`], at the application socket `endpoint`.
+    /// As [`Queue::attach`], at khttpd's application socket `path`.
     ///
     /// # Errors
     /// As [`Queue::attach`].
-    pub fn attach_at(endpoint: &Path, name: &str, prefixes: &[&str]) -> Result<Self, Error> {
-        let mut stream = UnixStream::connect(endpoint)?;
+    pub fn attach_at(path: &Path, name: &str, prefixes: &[&str]) -> Result<Self, Error> {
+        Self::attach_to(&Endpoint::Unix(path.to_owned()), name, prefixes)
+    }
+
+    /// As [`Queue::attach`], at `endpoint`.
+    ///
+    /// # Errors
+    /// As [`Queue::attach`].
+    pub fn attach_to(endpoint: &Endpoint, name: &str, prefixes: &[&str]) -> Result<Self, Error> {
+        // khttpd's socket returns whole replies; a device's output buffer is sized up front.
+        let cap = match endpoint {
+            Endpoint::Unix(_) => u32::MAX,
+            Endpoint::Device(_) => 256 * 1024,
+        };
+        let mut link = Link(connect(endpoint)?, cap);
         let reply = call(
-            &mut stream,
+            &mut link,
             &Call::QueueAttach {
                 name,
                 prefixes: prefixes.to_vec(),
@@ -176,8 +205,8 @@ impl Queue {
         )?;
         let id = one::<AttachRow>(&reply)?.queue;
         Ok(Self {
-            stream,
-            endpoint: endpoint.to_owned(),
+            link,
+            endpoint: endpoint.clone(),
             name: name.to_owned(),
             prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
             id,
@@ -190,7 +219,7 @@ impl Queue {
     /// As [`Queue::attach`].
     pub fn try_clone(&self) -> Result<Self, Error> {
         let prefixes: Vec<&str> = self.prefixes.iter().map(String::as_str).collect();
-        Self::attach_at(&self.endpoint, &self.name, &prefixes)
+        Self::attach_to(&self.endpoint, &self.name, &prefixes)
     }
 
     /// Waits for the next request.
@@ -198,11 +227,7 @@ impl Queue {
     /// # Errors
     /// [`Error::Io`] when khttpd goes away.
     pub fn receive(&mut self) -> Result<Request, Error> {
-        let reply = call(
-            &mut self.stream,
-            &Call::QueueReceive { queue: self.id },
-            &[],
-        )?;
+        let reply = call(&mut self.link, &Call::QueueReceive { queue: self.id }, &[])?;
         let row = one::<RequestRow<'_>>(&reply)?;
         parse_request(row)
     }
@@ -226,7 +251,7 @@ impl Request {
             body_len: response.body.len() as u64,
         };
         let reply = call(
-            &mut queue.stream,
+            &mut queue.link,
             &Call::QueueRespond(respond),
             &response.body,
         )?;
@@ -238,7 +263,7 @@ impl Request {
     /// # Errors
     /// [`Error::Io`].
     pub fn cancel(self, queue: &mut Queue) -> Result<(), Error> {
-        call(&mut queue.stream, &Call::QueueCancel { id: self.id }, &[])?;
+        call(&mut queue.link, &Call::QueueCancel { id: self.id }, &[])?;
         Ok(())
     }
 
@@ -252,11 +277,34 @@ impl Request {
     }
 }
 
-/// One call: the request, its direct bytes; the reply on success.
-fn call(stream: &mut UnixStream, req: &Call<'_>, direct: &[u8]) -> Result<Vec<u8>, Error> {
+/// An open endpoint, and the reply room it is asked with first.
+struct Link(Box<dyn Transport + Send>, u32);
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Link")
+    }
+}
+
+/// One call: the request, its direct bytes; the reply on success. A reply larger than the
+/// room offered (a device's output buffer) is asked for again with the room it needs.
+fn call(link: &mut Link, req: &Call<'_>, direct: &[u8]) -> Result<Vec<u8>, Error> {
     let mut input = Vec::new();
     let code = encode_request(req, &mut input);
-    let (status, out) = khttp_local::socket::call(stream, code, &input, direct, u32::MAX)?;
+    let mut cap = link.1;
+    let (status, out) = loop {
+        let (status, out) = link.0.call(code, &input, direct, cap)?;
+        if Status::from_u32(status) != Some(Status::BufferTooSmall) {
+            break (status, out);
+        }
+        let needed = khttp_proto::Header::peek(&out)
+            .map_err(|e| Error::Protocol(e.to_string()))?
+            .size;
+        if needed <= cap {
+            return Err(Error::Protocol("the reply kept growing".into()));
+        }
+        cap = needed;
+    };
     let status =
         Status::from_u32(status).ok_or_else(|| Error::Protocol(format!("status {status}")))?;
     if status == Status::Ok {

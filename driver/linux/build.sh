@@ -49,6 +49,12 @@ rm "$inc/km/ntstrsafe.h"
 printf '#include "%s"\n#include "%s"\n' "$MINGW/include/ddk/ntstrsafe.h" \
     "$here/include/khttp-kcompat.h" > "$inc/km/ntstrsafe.h"
 cp "$here/include/wdf.h" "$wdk/Include/wdf/kmdf/1.33/wdf.h"
+# wdk-macros caches what it learns of wdf.h and never invalidates it (WDF-FACTS §5.5): drop the
+# cache when our wdf.h is newer, so that a function added to the header is found.
+for cache in "$out"/target/*/build/scratch-*/out/wdk_macros_ast_fragments/cached_function_info_map.json \
+    "$out"/target/*/*/build/scratch-*/out/wdk_macros_ast_fragments/cached_function_info_map.json; do
+    if [ -f "$cache" ] && [ "$here/include/wdf.h" -nt "$cache" ]; then rm -f "$cache"; fi
+done
 # Our wsk.h, where the WDK keeps its own: only the wsk-layout-check build reads it (issue #9,
 # finding 9; the comparison that counts is the Windows CI job's, against the real one).
 cp "$here/include/wsk.h" "$inc/km/wsk.h"

@@ -14,21 +14,22 @@ use wdk::nt_success;
 use wdk_sys::{
     _WDF_DEVICE_IO_TYPE, _WDF_DRIVER_INIT_FLAGS, _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE,
     _WDF_TRI_STATE, DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, UNICODE_STRING, WDF_DRIVER_CONFIG,
-    WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE, WDF_NO_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDFDEVICE,
-    WDFDRIVER, WDFQUEUE, WDFTIMER, call_unsafe_wdf_function_binding,
+    PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+    UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_FILEOBJECT_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE,
+    WDF_NO_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDFDEVICE, WDFDRIVER, WDFQUEUE, WDFTIMER,
+    call_unsafe_wdf_function_binding,
 };
 
 use crate::global::{Global, SiteCell, install, object_attributes};
 
-use crate::{global, ioctl, irp, net, registry, size_of_u32, wide};
+use crate::{apps, global, ioctl, irp, net, registry, size_of_u32, wide};
 
 static DEVICE_NAME: [u16; 13] = wide(b"\\Device\\KHttp");
 static LINK_NAME: [u16; 17] = wide(b"\\DosDevices\\KHttp");
 /// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`: SYSTEM and Administrators only (DRIVER-NOTES §2.2).
 static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
 
-fn unicode(s: &'static [u16]) -> UNICODE_STRING {
+pub(crate) fn unicode(s: &'static [u16]) -> UNICODE_STRING {
     let bytes = (s.len() * 2) as u16;
     UNICODE_STRING {
         Length: bytes,
@@ -47,12 +48,39 @@ extern "C" fn on_timer(_timer: WDFTIMER) {
     }
 }
 
-/// Builds the control device, its queue and the timer (DRIVER-NOTES §2.2 steps 2–7).
+/// A control device to build: its names, who may open it, and what serves it.
+pub(crate) struct DeviceSpec {
+    /// `\Device\...`.
+    pub(crate) name: &'static [u16],
+    /// `\DosDevices\...`.
+    pub(crate) link: &'static [u16],
+    /// Who may open it (an SDDL string).
+    pub(crate) sddl: &'static [u16],
+    /// File object callbacks, for a device that keeps state per handle.
+    pub(crate) file: Option<WDF_FILEOBJECT_CONFIG>,
+    /// Its default queue's `EvtIoDeviceControl` (a sequential queue at PASSIVE_LEVEL).
+    pub(crate) on_ioctl: PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL,
+}
+
+/// The control device `\Device\KHttp`: SYSTEM and Administrators, the control IOCTLs.
+static CONTROL: DeviceSpec = DeviceSpec {
+    name: &DEVICE_NAME,
+    link: &LINK_NAME,
+    sddl: &SDDL,
+    file: None,
+    on_ioctl: Some(ioctl::on_device_control),
+};
+
+/// Builds a control device and its default queue (DRIVER-NOTES §2.2 steps 2–6); the caller
+/// finishes its initialisation (step 7) once everything it serves exists.
 ///
 /// # Safety
 /// PASSIVE_LEVEL, in DriverEntry.
-unsafe fn create_device(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
-    let sddl = unicode(&SDDL);
+pub(crate) unsafe fn create_control_device(
+    driver: WDFDRIVER,
+    spec: &DeviceSpec,
+) -> Result<WDFDEVICE, NTSTATUS> {
+    let sddl = unicode(spec.sddl);
     let mut init;
     // SAFETY: a valid driver handle; the SDDL string outlives the call.
     unsafe {
@@ -61,10 +89,21 @@ unsafe fn create_device(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
     if init.is_null() {
         return Err(STATUS_INSUFFICIENT_RESOURCES);
     }
-    let name = unicode(&DEVICE_NAME);
+    let name = unicode(spec.name);
     // SAFETY: `init` is a live device-init from WdfControlDeviceInitAllocate.
     unsafe {
         call_unsafe_wdf_function_binding!(WdfDeviceInitSetExclusive, init, 0);
+    }
+    if let Some(mut file) = spec.file {
+        // SAFETY: as above; the config is read during the call (no attributes: no context).
+        unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfDeviceInitSetFileObjectConfig,
+                init,
+                &raw mut file,
+                WDF_NO_OBJECT_ATTRIBUTES
+            );
+        }
     }
     // SAFETY: as above.
     unsafe {
@@ -101,7 +140,7 @@ unsafe fn create_device(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
         return Err(status);
     }
-    let link = unicode(&LINK_NAME);
+    let link = unicode(spec.link);
     let status;
     // SAFETY: a live device; PASSIVE_LEVEL.
     unsafe {
@@ -116,7 +155,7 @@ unsafe fn create_device(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         PowerManaged: _WDF_TRI_STATE::WdfUseDefault,
         DefaultQueue: 1,
         DispatchType: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchSequential,
-        EvtIoDeviceControl: Some(ioctl::on_device_control),
+        EvtIoDeviceControl: spec.on_ioctl,
         ..WDF_IO_QUEUE_CONFIG::default()
     };
     let mut queue_attrs = object_attributes();
@@ -224,7 +263,13 @@ pub unsafe extern "system" fn driver_entry(
     service_key.push(0);
 
     // SAFETY: PASSIVE_LEVEL in DriverEntry.
-    let device = match unsafe { create_device(wdf_driver) } {
+    let device = match unsafe { create_control_device(wdf_driver, &CONTROL) } {
+        Ok(d) => d,
+        Err(s) => return s,
+    };
+    // The application device (request queues); WDF deletes it with the driver on failure.
+    // SAFETY: PASSIVE_LEVEL in DriverEntry, before any request can reach it.
+    let app_device = match unsafe { apps::create(wdf_driver) } {
         Ok(d) => d,
         Err(s) => return s,
     };
@@ -289,6 +334,8 @@ pub unsafe extern "system" fn driver_entry(
     }
     // SAFETY: a live control device; without this all I/O is rejected (§2.2 step 7).
     unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
+    // SAFETY: as above, the application device.
+    unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, app_device) };
     STATUS_SUCCESS
 }
 
@@ -302,6 +349,8 @@ unsafe fn release_state() {
     unsafe { global::uninstall() };
     // SAFETY: as above.
     unsafe { net::uninstall_table() };
+    // SAFETY: as above: no application request, connection or cleanup callback can run.
+    unsafe { apps::uninstall() };
 }
 
 /// `EvtDriverUnload` (PASSIVE_LEVEL): the teardown order of DRIVER-NOTES §2.5.
@@ -319,6 +368,10 @@ extern "C" fn on_unload(_driver: WDFDRIVER) {
             let _ = call_unsafe_wdf_function_binding!(WdfTimerStop, timer.cast(), 1);
         }
     }
+    // Applications: their waiting receives are cancelled and the requests they hold are
+    // answered 503, so that every connection can close.
+    // SAFETY: PASSIVE_LEVEL in unload, after `stopping` was set.
+    unsafe { apps::shutdown() };
     // 2, 3, 5. Close listeners and connections, wait for them, release and deregister WSK.
     // SAFETY: PASSIVE_LEVEL in unload, after `stopping` was set.
     unsafe { net::shutdown() };

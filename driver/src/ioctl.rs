@@ -93,7 +93,7 @@ pub(crate) unsafe fn shutdown() {
 }
 
 /// Completes `request` with `status` and `information` bytes: the one completion per request.
-fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize) {
+pub(crate) fn complete(request: WDFREQUEST, status: NTSTATUS, information: usize) {
     // SAFETY: `request` is the framework's request handed to this callback and not completed
     // yet (every path of `on_device_control` calls this exactly once).
     unsafe {
@@ -122,13 +122,17 @@ unsafe fn copy_in(src: PVOID, len: usize) -> Option<Vec<u8>> {
 }
 
 /// Which of a request's buffers.
-enum Buffer {
+pub(crate) enum Buffer {
     Input,
     Output,
 }
 
 /// Retrieves a request buffer of at least `min` bytes and copies it into driver memory.
-fn retrieve(request: WDFREQUEST, which: Buffer, min: usize) -> Result<Vec<u8>, NTSTATUS> {
+pub(crate) fn retrieve(
+    request: WDFREQUEST,
+    which: Buffer,
+    min: usize,
+) -> Result<Vec<u8>, NTSTATUS> {
     let mut buf: PVOID = ptr::null_mut();
     let mut len = 0usize;
     let status = match which {
@@ -162,7 +166,7 @@ fn retrieve(request: WDFREQUEST, which: Buffer, min: usize) -> Result<Vec<u8>, N
 
 /// The NTSTATUS of a `cache put` (METHOD_IN_DIRECT has no reply buffer): the refusal in
 /// khttp-proto's customer range, which khttpctl turns back into its line of English.
-fn ntstatus_of(status: Status) -> NTSTATUS {
+pub(crate) fn ntstatus_of(status: Status) -> NTSTATUS {
     status.direct_ntstatus() as NTSTATUS
 }
 
@@ -271,6 +275,14 @@ impl Publish for Host<'_> {
     }
 }
 
+/// Runs `f` under the writer lock: the site's one writer at a time (PASSIVE_LEVEL).
+pub(crate) fn with_writer<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: callers run at PASSIVE_LEVEL (the devices' queues and cleanup callbacks) and do
+    // not hold it.
+    let _writer = unsafe { WRITER.acquire() };
+    f()
+}
+
 /// One control request: the engine's write ([`commit`]) under the writer lock.
 fn commit_locked(g: &Global, call: &Call<'_>) -> (Status, Vec<u8>) {
     // SAFETY: PASSIVE_LEVEL (sequential queue); not held by this thread.
@@ -287,7 +299,7 @@ fn commit_locked(g: &Global, call: &Call<'_>) -> (Status, Vec<u8>) {
 }
 
 /// Completes a METHOD_BUFFERED request with `status: u32` followed by the reply.
-fn reply(request: WDFREQUEST, status: Status, out: &[u8]) {
+pub(crate) fn reply(request: WDFREQUEST, status: Status, out: &[u8]) {
     let mut obuf: PVOID = ptr::null_mut();
     let mut olen = 0usize;
     let rs;

@@ -8,6 +8,7 @@
 //!   `\Device\KHttp` / `\DosDevices\KHttp` for SYSTEM and Administrators only, a sequential
 //!   default queue at PASSIVE_LEVEL, one periodic timer, `WskRegister`, saved state, listeners;
 //! - [`ioctl`]: control requests → [`khttp_engine::ctl::dispatch`];
+//! - [`apps`]: the application device `\Device\KHttpApp`: request queues (the inverted call);
 //! - [`net`]: WSK listeners and connections → [`khttp_engine::Connection`];
 //! - [`registry`]: persistence; [`irp`]: IRP/MDL/event primitives; [`global`]: shared state.
 //!
@@ -28,6 +29,7 @@ extern crate alloc;
 extern crate wdk_panic;
 
 mod abi;
+mod apps;
 mod entry;
 mod global;
 mod ioctl;

@@ -1245,6 +1245,22 @@ impl Connection {
         self.cancelled.take()
     }
 
+    /// What became of request `id` ([`crate::Handoff`]): [`Connection::handle_response`] or
+    /// [`Connection::handle_abandoned`]. Returns false when the connection no longer waits.
+    pub fn handle_outcome(
+        &mut self,
+        id: RequestId,
+        outcome: &crate::Outcome,
+        clock: &Clock,
+        site: &Site,
+    ) -> bool {
+        match outcome {
+            crate::Outcome::Response(r) => self.handle_response(id, r, clock, site),
+            crate::Outcome::Abandoned => self.handle_abandoned(id, false, clock, site),
+            crate::Outcome::Invalid => self.handle_abandoned(id, true, clock, site),
+        }
+    }
+
     /// The application's answer to request `id`. Returns false when the connection no longer
     /// waits for it (answered 503 after `app-response-timeout`, or closed).
     pub fn handle_response(

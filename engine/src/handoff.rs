@@ -19,6 +19,19 @@ use hashbrown::HashMap;
 
 use crate::conn::{Delivery, Refusal, RequestId};
 use crate::mem;
+use crate::respond::AppResponse;
+
+/// What becomes of a request handed to an application, for its connection
+/// ([`crate::Connection::handle_outcome`]).
+#[derive(Debug)]
+pub enum Outcome {
+    /// The application's answer.
+    Response(AppResponse),
+    /// The application went away (or gave the request up) without answering: 503.
+    Abandoned,
+    /// The application's answer was refused (a field the server sets itself, a bad status): 502.
+    Invalid,
+}
 
 /// One request in the hand-off.
 #[derive(Debug)]
@@ -184,13 +197,14 @@ impl<O: Copy> Handoff<O> {
         self.requests.remove(&id.0).map(|p| p.origin)
     }
 
-    /// The connection of request `id` went: the request leaves, wherever it is.
-    pub fn cancel(&mut self, id: RequestId) {
-        if let Some(p) = self.requests.remove(&id.0)
-            && let Some(line) = self.waiting.get_mut(&p.queue)
-        {
+    /// The connection of request `id` went: the request leaves, wherever it is. Returns its
+    /// origin, if it was still here.
+    pub fn cancel(&mut self, id: RequestId) -> Option<O> {
+        let p = self.requests.remove(&id.0)?;
+        if let Some(line) = self.waiting.get_mut(&p.queue) {
             line.retain(|x| *x != id.0);
         }
+        Some(p.origin)
     }
 
     /// `taker` went (an application's session or handle closed): every request it took, and
@@ -209,6 +223,14 @@ impl<O: Copy> Handoff<O> {
             }
             !gone
         });
+    }
+
+    /// Every request, waiting or taken (the host stops); `settle` is called with each.
+    pub fn drain(&mut self, mut settle: impl FnMut(RequestId, O)) {
+        self.waiting.clear();
+        for (id, p) in self.requests.drain() {
+            settle(RequestId(id), p.origin);
+        }
     }
 
     /// Every request of `queue`, waiting or taken (its reservation was deleted); `settle` is
@@ -316,9 +338,10 @@ mod tests {
         let mut h: Handoff<u8> = Handoff::new();
         let a = h.offer(1, &d(7, b""), 10, None).unwrap();
         let b = h.offer(2, &d(7, b""), 10, None).unwrap();
-        h.cancel(a);
+        assert_eq!(h.cancel(a), Some(1));
         assert_eq!(h.receive(7, 1).map(|r| r.id), Some(b));
-        h.cancel(b);
+        assert_eq!(h.cancel(b), Some(2));
+        assert_eq!(h.cancel(b), None);
         assert_eq!(h.answer(b, 1), None);
         assert!(h.is_empty());
     }

@@ -63,12 +63,15 @@ pub use conn::{
     admit,
 };
 pub use error::{CanonError, CtlError, OutOfMemory, PrefixError, RequestError};
-pub use handoff::{Handoff, Received};
+pub use handoff::{Handoff, Outcome, Received};
 pub use limits::Limits;
 pub use out::{Body, Transmit};
 pub use pump::{Completion, InlineGate, NextIo, next_io};
 pub use queues::{Holder, Queue, QueueStats, Queues};
-pub use respond::{AppResponse, app_cache_fields, app_cache_url, app_response_cacheable};
+pub use respond::{
+    AppAnswer, AppResponse, app_cache_fields, app_cache_url, app_response_cacheable,
+    store_app_answer,
+};
 pub use route::{Local, canonicalize, parse_prefix, parse_url};
 pub use site::{Site, Stats};
 pub use slots::SlotTable;

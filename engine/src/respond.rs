@@ -371,6 +371,43 @@ pub fn app_cache_fields<'h>(headers: &[&'h str]) -> Vec<&'h str> {
         .collect()
 }
 
+/// An application's answer as it is to be cached: what both hosts put into a clone of the
+/// site when [`app_response_cacheable`] allows it, at the request's [`app_cache_url`].
+#[derive(Clone, Copy, Debug)]
+pub struct AppAnswer<'a> {
+    /// Its status.
+    pub status: u16,
+    /// Its content type.
+    pub content_type: &'a str,
+    /// Its extra fields.
+    pub headers: &'a [&'a str],
+    /// Its body.
+    pub body: &'a [u8],
+}
+
+/// Puts an application's answer into `site` at `url`, for `ttl` seconds.
+///
+/// # Errors
+/// The cache's refusals ([`Site::put`]).
+pub fn store_app_answer(
+    site: &mut Site,
+    url: &str,
+    answer: &AppAnswer<'_>,
+    ttl: u64,
+    now: crate::Instant,
+) -> Result<(), CtlError> {
+    let headers = app_cache_fields(answer.headers);
+    let spec = crate::EntrySpec {
+        status: answer.status,
+        content_type: answer.content_type,
+        body: mem::vec_from(answer.body)?,
+        ttl_secs: Some(ttl),
+        headers: &headers,
+        ..crate::EntrySpec::default()
+    };
+    site.put(url, spec, now).map(drop)
+}
+
 /// Whether an application's response may be kept in the cache (issue #12): status 200, no
 /// `Set-Cookie`, no `Cache-Control: no-store` or `private`, no `Content-Encoding` or `Vary`
 /// (the cache keeps one representation per URL), and a body within `cache-max-entry-bytes`.

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use khttp_engine::ctl::{Caller, attach};
 use khttp_engine::{
-    AppResponse, CtlError, Delivery, EntrySpec, Handoff, Holder, Refusal, RequestId, Site,
-    app_cache_fields, app_cache_url, app_response_cacheable,
+    AppAnswer, AppResponse, CtlError, Delivery, Handoff, Holder, Outcome, Refusal, RequestId, Site,
+    app_cache_url, app_response_cacheable, store_app_answer,
 };
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::reply::{AttachRow, RequestRow, RespondRow};
@@ -35,17 +35,6 @@ use khttp_proto::{
 
 use crate::shared::Shared;
 use crate::sys;
-
-/// What a worker's connection gets back for a request it handed over.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The application's answer.
-    Response(AppResponse),
-    /// The application went away (or gave the request up) without answering.
-    Abandoned,
-    /// The application's answer was refused (a field the server sets itself, a bad status).
-    Invalid,
-}
 
 /// Where a request came from: the worker and its connection's slot.
 type Origin = (usize, usize);
@@ -407,17 +396,13 @@ impl Session {
         let Ok(mut next) = shared.snapshot().try_clone() else {
             return false;
         };
-        let headers = app_cache_fields(&r.headers);
-        let spec = EntrySpec {
+        let answer = AppAnswer {
             status: r.status,
             content_type: r.content_type,
-            body: body.to_vec(),
-            ttl_secs: Some(ttl),
-            headers: &headers,
-            ..EntrySpec::default()
+            headers: &r.headers,
+            body,
         };
-        let now = shared.clock().now();
-        if next.put(url, spec, now).is_err() {
+        if store_app_answer(&mut next, url, &answer, ttl, shared.clock().now()).is_err() {
             return false;
         }
         shared.publish(Arc::new(next));

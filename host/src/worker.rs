@@ -21,7 +21,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::apps::Outcome;
 use crate::bodies::LARGE;
 use crate::shared::Shared;
 use crate::sys;
@@ -475,12 +474,7 @@ impl Worker {
                 continue;
             };
             let (clock, site) = (&self.clock, &self.site);
-            let taken = match &outcome {
-                Outcome::Response(r) => slot.conn.handle_response(id, r, clock, site),
-                Outcome::Abandoned => slot.conn.handle_abandoned(id, false, clock, site),
-                Outcome::Invalid => slot.conn.handle_abandoned(id, true, clock, site),
-            };
-            if taken {
+            if slot.conn.handle_outcome(id, &outcome, clock, site) {
                 self.drive(index);
             }
         }

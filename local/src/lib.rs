@@ -5,6 +5,7 @@
 //!   (`khttpd --site`, `khttpctl cache load`);
 //! - [`compress`]: gzip and brotli variants built at load time;
 //! - [`socket`]: where khttpd's control socket is by default, which is where khttpctl looks;
+//! - [`transport`]: endpoints (`unix:`, `device:`) and one call over them;
 //! - `admin` (feature `admin`): entry digests and `khttpctl apply` files, for khttpctl and
 //!   khttpd.
 
@@ -13,3 +14,4 @@ pub mod admin;
 pub mod compress;
 pub mod files;
 pub mod socket;
+pub mod transport;

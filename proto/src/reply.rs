@@ -341,6 +341,25 @@ pub struct RespondRow {
     pub cached: bool,
 }
 
+impl RespondRow {
+    /// The row as the driver returns it for `QueueRespond`, whose METHOD_IN_DIRECT buffer
+    /// carries the body in and so has no room for a reply: in the request's `Information`, bit
+    /// 0 delivered and bit 1 cached.
+    #[must_use]
+    pub const fn to_information(self) -> usize {
+        (self.delivered as usize) | ((self.cached as usize) << 1)
+    }
+
+    /// The row from a request's `Information` ([`RespondRow::to_information`]).
+    #[must_use]
+    pub const fn from_information(information: usize) -> Self {
+        Self {
+            delivered: information & 1 != 0,
+            cached: information & 2 != 0,
+        }
+    }
+}
+
 impl Row<'_> for RespondRow {
     const COLS: u16 = 2;
     fn write(&self, t: &mut TableWriter<'_>) {

@@ -13,7 +13,6 @@
 //! Bodies are forwarded whole (at most khttp's `max-queued-body-bytes` in, and
 //! `--max-body-bytes` out); streaming is left for later.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -77,11 +76,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let endpoint = match &args.endpoint {
-        Some(e) => PathBuf::from(
-            e.strip_prefix("unix:")
-                .ok_or_else(|| format!("--endpoint {e:?} must be unix:PATH"))?,
-        ),
+    let endpoint: khttp_app::Endpoint = match &args.endpoint {
+        Some(e) => e.parse().map_err(|m| format!("--endpoint: {m}"))?,
         None => khttp_app::default_endpoint(),
     };
     let upstream = args.upstream.trim_end_matches('/').to_owned();
@@ -94,7 +90,7 @@ fn run(args: &Args) -> Result<(), String> {
         .max_idle_connections_per_host(args.threads.max(1))
         .build()
         .into();
-    let first = Queue::attach_at(&endpoint, &args.queue, &[&args.prefix])
+    let first = Queue::attach_to(&endpoint, &args.queue, &[&args.prefix])
         .map_err(|e| format!("{}: {e}", args.prefix))?;
     println!(
         "khttp-proxy: {} -> {upstream} ({} threads)",

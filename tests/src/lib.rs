@@ -10,7 +10,8 @@
 //!   `sc stop`, killing winedevice, `sc start`). Tests that need them skip without them;
 //! - `KHTTP_TEST_SKIP_LOG` (external only): a file where each test that cannot run against the
 //!   external server writes its name and why, so that the runner counts it as skipped, not passed;
-//! - `KHTTPD_BIN`, `KHTTPCTL_BIN`: the binaries (default: next to this test in `target/`).
+//! - `KHTTPD_BIN`, `KHTTPCTL_BIN`, `HELLO_APP_BIN`: the binaries (default: next to this test in
+//!   `target/`).
 
 #![allow(missing_docs, reason = "test support")]
 
@@ -38,7 +39,7 @@ static BUILD: Once = Once::new();
 /// Path of a workspace binary, building the binaries once if they are missing.
 #[must_use]
 pub fn bin(name: &str) -> PathBuf {
-    let var = format!("{}_BIN", name.to_ascii_uppercase());
+    let var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
     if let Some(p) = std::env::var_os(&var) {
         return p.into();
     }

@@ -30,6 +30,7 @@ KHTTP_WDF_DECLARE_HANDLE(WDFQUEUE);
 KHTTP_WDF_DECLARE_HANDLE(WDFREQUEST);
 KHTTP_WDF_DECLARE_HANDLE(WDFTIMER);
 KHTTP_WDF_DECLARE_HANDLE(WDFSPINLOCK);
+KHTTP_WDF_DECLARE_HANDLE(WDFFILEOBJECT);
 typedef struct WDFDEVICE_INIT *PWDFDEVICE_INIT;
 typedef PVOID WDFCONTEXT;
 typedef size_t *WDF_STRUCT_INFO;
@@ -41,6 +42,15 @@ typedef enum _WDF_TRI_STATE {
     WdfTrue = 1,
     WdfUseDefault = 2
 } WDF_TRI_STATE, *PWDF_TRI_STATE;
+
+/* WDF:wdfdevice.h:511-518 (§1a). WdfFileObjectCanBeOptional (0x80000000) is a flag OR-ed in. */
+typedef enum _WDF_FILEOBJECT_CLASS {
+    WdfFileObjectInvalid = 0,
+    WdfFileObjectNotRequired = 1,
+    WdfFileObjectWdfCanUseFsContext = 2,
+    WdfFileObjectWdfCanUseFsContext2 = 3,
+    WdfFileObjectWdfCannotUseFsContexts = 4
+} WDF_FILEOBJECT_CLASS;
 
 typedef enum _WDF_EXECUTION_LEVEL {
     WdfExecutionLevelInvalid = 0,
@@ -121,6 +131,14 @@ typedef VOID EVT_WDF_IO_QUEUE_IO_RESUME(WDFQUEUE Queue, WDFREQUEST Request);
 typedef EVT_WDF_IO_QUEUE_IO_RESUME *PFN_WDF_IO_QUEUE_IO_RESUME;
 typedef VOID EVT_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE(WDFQUEUE Queue, WDFREQUEST Request);
 typedef EVT_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE *PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE;
+/* WDF:wdfdevice.h:560-595 (§1a): file object callbacks, PASSIVE_LEVEL. */
+typedef VOID EVT_WDF_DEVICE_FILE_CREATE(WDFDEVICE Device, WDFREQUEST Request,
+                                        WDFFILEOBJECT FileObject);
+typedef EVT_WDF_DEVICE_FILE_CREATE *PFN_WDF_DEVICE_FILE_CREATE;
+typedef VOID EVT_WDF_FILE_CLOSE(WDFFILEOBJECT FileObject);
+typedef EVT_WDF_FILE_CLOSE *PFN_WDF_FILE_CLOSE;
+typedef VOID EVT_WDF_FILE_CLEANUP(WDFFILEOBJECT FileObject);
+typedef EVT_WDF_FILE_CLEANUP *PFN_WDF_FILE_CLEANUP;
 typedef VOID EVT_WDF_TIMER(WDFTIMER Timer);
 typedef EVT_WDF_TIMER *PFN_WDF_TIMER;
 
@@ -177,6 +195,15 @@ typedef struct _WDF_IO_QUEUE_CONFIG { /* 96 bytes */
     WDFDRIVER Driver;
 } WDF_IO_QUEUE_CONFIG, *PWDF_IO_QUEUE_CONFIG;
 
+typedef struct _WDF_FILEOBJECT_CONFIG { /* 40 bytes (WDF:wdfdevice.h:597-638; §1a) */
+    ULONG Size;
+    PFN_WDF_DEVICE_FILE_CREATE EvtDeviceFileCreate;
+    PFN_WDF_FILE_CLOSE EvtFileClose;
+    PFN_WDF_FILE_CLEANUP EvtFileCleanup;
+    WDF_TRI_STATE AutoForwardCleanupClose;
+    WDF_FILEOBJECT_CLASS FileObjectClass;
+} WDF_FILEOBJECT_CONFIG, *PWDF_FILEOBJECT_CONFIG;
+
 typedef struct _WDF_TIMER_CONFIG { /* 40 bytes: the last field is 8-byte aligned (§3) */
     ULONG Size;
     PFN_WDF_TIMER EvtTimerFunc;
@@ -194,13 +221,18 @@ typedef enum _WDFFUNCENUM {
     WdfDeviceInitSetIoTypeTableIndex = 61,
     WdfDeviceInitSetExclusiveTableIndex = 62,
     WdfDeviceInitAssignNameTableIndex = 67,
+    WdfDeviceInitSetFileObjectConfigTableIndex = 71,
     WdfDeviceCreateTableIndex = 75,
     WdfDeviceCreateSymbolicLinkTableIndex = 80,
     WdfDriverCreateTableIndex = 116,
     WdfIoQueueCreateTableIndex = 152,
+    WdfIoQueueRetrieveNextRequestTableIndex = 158,
+    WdfIoQueueRetrieveRequestByFileObjectTableIndex = 159,
     WdfRequestCompleteWithInformationTableIndex = 265,
     WdfRequestRetrieveInputBufferTableIndex = 269,
     WdfRequestRetrieveOutputBufferTableIndex = 270,
+    WdfRequestGetFileObjectTableIndex = 277,
+    WdfRequestForwardToIoQueueTableIndex = 281,
     WdfSpinLockCreateTableIndex = 315,
     WdfSpinLockAcquireTableIndex = 316,
     WdfSpinLockReleaseTableIndex = 317,
@@ -224,6 +256,10 @@ typedef VOID (*PFN_WDFDEVICEINITSETEXCLUSIVE)(PWDF_DRIVER_GLOBALS DriverGlobals,
 typedef NTSTATUS (*PFN_WDFDEVICEINITASSIGNNAME)(PWDF_DRIVER_GLOBALS DriverGlobals,
                                                 PWDFDEVICE_INIT DeviceInit,
                                                 PCUNICODE_STRING DeviceName);
+typedef VOID (*PFN_WDFDEVICEINITSETFILEOBJECTCONFIG)(PWDF_DRIVER_GLOBALS DriverGlobals,
+                                                    PWDFDEVICE_INIT DeviceInit,
+                                                    PWDF_FILEOBJECT_CONFIG FileObjectConfig,
+                                                    PWDF_OBJECT_ATTRIBUTES FileObjectAttributes);
 typedef NTSTATUS (*PFN_WDFDEVICECREATE)(PWDF_DRIVER_GLOBALS DriverGlobals,
                                         PWDFDEVICE_INIT *DeviceInit,
                                         PWDF_OBJECT_ATTRIBUTES DeviceAttributes,
@@ -240,6 +276,17 @@ typedef NTSTATUS (*PFN_WDFIOQUEUECREATE)(PWDF_DRIVER_GLOBALS DriverGlobals, WDFD
                                          PWDF_IO_QUEUE_CONFIG Config,
                                          PWDF_OBJECT_ATTRIBUTES QueueAttributes,
                                          WDFQUEUE *Queue);
+typedef NTSTATUS (*PFN_WDFIOQUEUERETRIEVENEXTREQUEST)(PWDF_DRIVER_GLOBALS DriverGlobals,
+                                                      WDFQUEUE Queue, WDFREQUEST *OutRequest);
+typedef NTSTATUS (*PFN_WDFIOQUEUERETRIEVEREQUESTBYFILEOBJECT)(PWDF_DRIVER_GLOBALS DriverGlobals,
+                                                              WDFQUEUE Queue,
+                                                              WDFFILEOBJECT FileObject,
+                                                              WDFREQUEST *OutRequest);
+typedef WDFFILEOBJECT (*PFN_WDFREQUESTGETFILEOBJECT)(PWDF_DRIVER_GLOBALS DriverGlobals,
+                                                     WDFREQUEST Request);
+typedef NTSTATUS (*PFN_WDFREQUESTFORWARDTOIOQUEUE)(PWDF_DRIVER_GLOBALS DriverGlobals,
+                                                   WDFREQUEST Request,
+                                                   WDFQUEUE DestinationQueue);
 typedef VOID (*PFN_WDFREQUESTCOMPLETEWITHINFORMATION)(PWDF_DRIVER_GLOBALS DriverGlobals,
                                                       WDFREQUEST Request, NTSTATUS Status,
                                                       ULONG_PTR Information);

@@ -24,12 +24,12 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
 use khttp_engine::{
-    Admission, Body, Clock, Close, Completion, Connection, InlineGate, Local, NextIo, Site,
-    SlotTable, Transmit, admit, next_io,
+    Admission, Body, Clock, Close, Completion, Connection, InlineGate, Local, NextIo, Outcome,
+    RequestId, Site, SlotTable, Transmit, admit, next_io,
 };
 use khttp_wsk::{PWSK_SOCKET, WSK_BUF, WSK_FLAG_NODELAY, WSK_PROVIDER_CONNECTION_DISPATCH};
 use wdk::nt_success;
@@ -41,6 +41,7 @@ use wdk_sys::{
     WORK_QUEUE_TYPE,
 };
 
+use crate::apps::{self, Mailbox};
 use crate::global::{SpinGuard, clock, global, spin_lock};
 use crate::irp::{
     TAG_CONNECTION, TAG_RECEIVE, allocate_irp, allocate_work_item, free_irp, free_work_item,
@@ -258,6 +259,14 @@ pub(crate) struct ConnCtx {
     work: PIO_WORKITEM,
     rx_buf: *mut u8,
     rx_mdl: PMDL,
+    /// The request an application has (the engine's `waiting_for`), or 0: what the close
+    /// cancels in the hand-off, whose reference to this context it then releases.
+    deferred: AtomicU64,
+    /// Its driver stopped with nothing to do while an application works on its request: who
+    /// swaps this from true to false becomes the driver (an answer arriving, or a deadline).
+    parked: AtomicBool,
+    /// The application's answer, until the driver takes it.
+    mail: Mailbox,
     /// INVARIANT: accessed only by the thread that drives the connection (the gate's holder,
     /// or the work item before the first operation), or by `release` once `refs` is zero.
     inner: UnsafeCell<Inner>,
@@ -330,6 +339,9 @@ impl ConnCtx {
             work,
             rx_buf,
             rx_mdl,
+            deferred: AtomicU64::new(0),
+            parked: AtomicBool::new(false),
+            mail: Mailbox::new(),
             inner: UnsafeCell::new(Inner {
                 conn: if overload {
                     Connection::unavailable(local, &clock, site)
@@ -498,7 +510,7 @@ unsafe extern "C" fn on_work(_device: PDEVICE_OBJECT, context: PVOID) {
         return;
     };
     // SAFETY: the work item's reference keeps the context live; this thread is the driver.
-    unsafe { drive(work_ref.as_ptr()) };
+    unsafe { drive(work_ref.as_ptr(), Stack::Fresh) };
 }
 
 /// Stack left below which a completion hands the connection to its work item instead of
@@ -533,11 +545,20 @@ unsafe extern "C" fn on_io(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) 
             unsafe { queue_drive(ctx) };
         }
         // SAFETY: the issuer has left; this thread drives now; the op's reference keeps it live.
-        Completion::Async => unsafe { drive(ctx) },
+        Completion::Async => unsafe { drive(ctx, Stack::Completion) },
         // SAFETY: the closer owns the connection; drop the cancelled operation's reference.
         Completion::Closing => drop(unsafe { ConnRef::from_raw(ctx) }),
     }
     STATUS_MORE_PROCESSING_REQUIRED
+}
+
+/// Where a connection is driven from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    /// Its work item, at PASSIVE_LEVEL on a stack of its own.
+    Fresh,
+    /// A completion routine, on the transport's stack.
+    Completion,
 }
 
 /// Processes the operation that just completed, then starts operations until one is pending,
@@ -546,7 +567,7 @@ unsafe extern "C" fn on_io(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOID) 
 /// # Safety
 /// The caller holds a reference to the live context `ctx` and is its only driver: the work
 /// item, or the completion of its one operation.
-unsafe fn drive(ctx: *mut ConnCtx) {
+unsafe fn drive(ctx: *mut ConnCtx, stack: Stack) {
     // SAFETY: live (contract): this call's own reference, for its whole duration (the caller's
     // may be the finished operation's, released below).
     let Some(me) = (unsafe { ConnRef::new(ctx) }) else {
@@ -564,6 +585,18 @@ unsafe fn drive(ctx: *mut ConnCtx) {
             // SAFETY: the finished operation's reference, given up here.
             drop(unsafe { ConnRef::from_raw(ctx) });
         }
+        if c.close_step.load(Ordering::Acquire) != CLOSE_NONE {
+            break; // closing (a parked connection the sweep closed, then woken): the closer's
+        }
+        if stack == Stack::Completion && inner.conn.poll_delivery().is_some() {
+            // Offering a request may complete an application's receive, deeper than a
+            // completion's stack allows (measured under the Wine harness): the work item does it.
+            publish_deadline(c, inner);
+            // SAFETY: `me` holds a reference and this thread is the driver, handing over.
+            unsafe { queue_drive(ctx) };
+            break;
+        }
+        exchange(&me, inner, &clock, &site);
         let op = match next_step(c, inner, &clock) {
             Ok(op) => op,
             Err(NextIo::Close(_)) => {
@@ -575,6 +608,12 @@ unsafe fn drive(ctx: *mut ConnCtx) {
             }
             Err(_) => {
                 publish_deadline(c, inner);
+                // Nothing to do until an application answers or a deadline falls due: park.
+                // An answer posted before `parked` was set is taken back here.
+                c.parked.store(true, Ordering::Release);
+                if c.mail.is_full() && c.parked.swap(false, Ordering::AcqRel) {
+                    continue;
+                }
                 break;
             }
         };
@@ -594,6 +633,60 @@ unsafe fn drive(ctx: *mut ConnCtx) {
         if !c.gate.issued() {
             break; // pending: the completion routine drives from here
         }
+    }
+}
+
+/// The connection's side of the request queues: a request the engine stopped waiting for
+/// leaves the hand-off, an application's answer reaches the engine, and a request the engine
+/// offers goes to the hand-off (with a reference to this context) or is refused (503).
+/// Never inlined: its locals (an application's answer) would otherwise deepen `drive`'s frame
+/// on every completion's stack.
+#[inline(never)]
+fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
+    if let Some(id) = inner.conn.take_cancelled() {
+        me.deferred.store(0, Ordering::Release);
+        if let Some(origin) = apps::cancel(id) {
+            // SAFETY: the hand-off's reference to this context, given back by the cancel.
+            drop(unsafe { ConnRef::from_raw(origin as *mut ConnCtx) });
+        }
+    }
+    if let Some((id, outcome)) = me.mail.take()
+        && inner.conn.handle_outcome(id, &outcome, clock, site)
+    {
+        me.deferred.store(0, Ordering::Release);
+    }
+    if let Some(d) = inner.conn.poll_delivery() {
+        let origin = me.share().into_raw();
+        match apps::offer(origin as usize, &d, site) {
+            Ok(id) => {
+                me.deferred.store(id.0, Ordering::Release);
+                inner.conn.handle_queued(id, clock);
+            }
+            Err(refusal) => {
+                // SAFETY: the reference taken for the hand-off, which did not keep it.
+                drop(unsafe { ConnRef::from_raw(origin) });
+                inner.conn.handle_refused(refusal, clock, site);
+            }
+        }
+    }
+}
+
+/// An application's answer (or its absence) for the request of the connection `origin`:
+/// posted for the connection's driver, which is woken if it parked. Releases the hand-off's
+/// reference to the context.
+///
+/// # Safety
+/// `origin` is a context pointer that the hand-off held with a reference of its own, which
+/// the caller took out of the hand-off and now gives up.
+pub(crate) unsafe fn deliver(origin: usize, id: RequestId, outcome: Outcome) {
+    // SAFETY: the hand-off's reference (contract), released when `c` drops.
+    let Some(c) = (unsafe { ConnRef::from_raw(origin as *mut ConnCtx) }) else {
+        return;
+    };
+    c.mail.put(id, outcome);
+    if c.parked.swap(false, Ordering::AcqRel) {
+        // SAFETY: `c` holds a reference, and winning `parked` made this thread the driver.
+        unsafe { queue_drive(c.as_ptr()) };
     }
 }
 
@@ -772,6 +865,8 @@ const fn close_code(close: Option<Close>) -> u8 {
 /// The caller holds a reference to the live context `ctx` and claimed its gate for closing
 /// ([`InlineGate::try_close`]), so no other call on the socket is in progress.
 unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
+    // SAFETY: live (contract).
+    unsafe { &*ctx }.parked.store(false, Ordering::Release);
     // SAFETY: live (contract). The close sequence's reference travels as the close IRP's
     // context until `on_close` gives it up.
     let Some(close_ref) = (unsafe { ConnRef::new(ctx) }) else {
@@ -834,6 +929,14 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
             Completion::Async | Completion::Closing => unsafe { issue_close(ctx) },
         }
         return STATUS_MORE_PROCESSING_REQUIRED;
+    }
+    // A request an application still has leaves the hand-off, with its reference.
+    let id = c.deferred.swap(0, Ordering::AcqRel);
+    if id != 0
+        && let Some(origin) = apps::cancel(RequestId(id))
+    {
+        // SAFETY: the hand-off's reference, given back by the cancel; the close's is still held.
+        drop(unsafe { ConnRef::from_raw(origin as *mut ConnCtx) });
     }
     // Closed: leave the slot table (under its lock, so a sweep holding the lock never sees a
     // context without its slot reference), then drop the slot's and the close's references.
@@ -900,6 +1003,13 @@ pub(crate) fn sweep(mode: Sweep) {
             let due = mode == Sweep::All || now >= c.deadline_ms.load(Ordering::Acquire);
             // Unload's drain also closes connections with no response in flight.
             let idle = mode == Sweep::Idle && kind.is_some_and(|k| k != Close::Abortive);
+            if kind.is_none() && due && c.parked.swap(false, Ordering::AcqRel) {
+                // A deadline that does not close (an application's time to answer): the engine
+                // decides what happens, on the connection's driver.
+                // SAFETY: `c` holds a reference, and winning `parked` made this the driver.
+                unsafe { queue_drive(c.as_ptr()) };
+                continue;
+            }
             if let Some(kind) = kind
                 && (due || idle)
             {

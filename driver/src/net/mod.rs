@@ -9,7 +9,7 @@
     reason = "WSK registration and listening sockets: FFI with IRPs and raw socket pointers"
 )]
 
-mod conn;
+pub(crate) mod conn;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

@@ -7,6 +7,15 @@
  * index and bugchecks. It is C rather than Rust because it is all WDM structure plumbing
  * (DRIVER_OBJECT, IRP stack locations, MDLs) that mingw-w64's DDK headers describe.
  *
+ * Framework objects (WDF-FACTS §1a): up to four control devices, each with a sequential default
+ * queue and up to four manual queues; WDFFILEOBJECTs with EvtDeviceFileCreate, EvtFileCleanup and
+ * EvtFileClose in KMDF's order (Wine sends no IRP_MJ_CLEANUP, so IRP_MJ_CLOSE runs the cleanup
+ * first, then waits for the file object's last request before EvtFileClose); forwarding to a
+ * manual queue, retrieval (next, by file object) and IRP cancellation of parked requests
+ * (EvtIoCanceledOnQueue). The verifier checks ownership of each request (completed twice, while
+ * parked, after EvtFileClose; forwarded to another device's or its own queue) and reports
+ * requests left parked and file objects never closed at unload.
+ *
  * At bind time it also patches khttp.sys's import table (WINE-FACTS §6, route a):
  *  - functions Wine 8.0's ntoskrnl lacks or stubs: ExAllocatePool2, KeQueryInterruptTimePrecise,
  *    KeQuerySystemTimePrecise, MmBuildMdlForNonPagedPool;
@@ -281,29 +290,83 @@ static void patch_imports(PUCHAR image)
             }
         }
     }
-    INFO("wdfldr: patched %d ntoskrnl imports of khttp.sys", patched);
+    INFO("wdfldr: patched %d ntoskrnl imports of khttp.sys, loaded at %p (WdfLdr.sys's code near %p)",
+         patched, (void *)image, (void *)patch_imports);
 }
 
-/* ---- WDF objects ---- */
+/* ---- WDF objects ----
+ * Handles are pointers to the records below. Every list and every field that changes after
+ * DriverEntry is guarded by FxLock (a KSPIN_LOCK: Wine's busy-waits and raises no IRQL). Nothing
+ * calls the driver, IoCompleteRequest or the log while holding it.
+ *
+ * Requests (WDF-FACTS §1a.4): a FX_REQUEST per IRP presented to the driver, live from its
+ * presentation (EvtIoDeviceControl, EvtDeviceFileCreate) until it is completed. It is in one of
+ * three states: the driver owns it (presented, retrieved from a queue, or handed to
+ * EvtIoCanceledOnQueue); it sits in a manual queue with an IRP cancel routine set; or it was
+ * taken out of its queue by a cancel and waits for EvtIoCanceledOnQueue. */
+typedef struct FX_DEVICE FX_DEVICE;
+
+enum { RQ_DRIVER = 1, RQ_QUEUED, RQ_CANCELING };
+
 typedef struct FX_QUEUE {
+    FX_DEVICE *dev;
+    WDF_IO_QUEUE_DISPATCH_TYPE type;
     PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL ioctl;
+    PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE canceled;
+    LIST_ENTRY parked; /* FX_REQUEST.qlink, oldest first (manual queues only) */
 } FX_QUEUE;
+
+/* A WDFFILEOBJECT: one per FILE_OBJECT opened on a device with a file object configuration
+ * (WdfFileObjectWdfCannotUseFsContexts: the framework keeps its own table, FsContext untouched). */
+typedef struct FX_FILE {
+    LIST_ENTRY link; /* in FX_DEVICE.files */
+    FX_DEVICE *dev;
+    PFILE_OBJECT fo;
+    LONG outstanding; /* live requests of this file object (presented, parked or canceling) */
+    BOOLEAN opened;   /* its create request completed with success */
+    BOOLEAN failed;   /* its create request failed after the close arrived (Wine only) */
+    BOOLEAN cleaned;  /* EvtFileCleanup called and the queues flushed */
+    BOOLEAN closing;  /* IRP_MJ_CLOSE arrived */
+    BOOLEAN finishing; /* EvtFileClose is being called: the record is about to go */
+    PIRP close_irp;   /* the pended IRP_MJ_CLOSE */
+} FX_FILE;
+
+typedef struct FX_REQUEST {
+    LIST_ENTRY live;  /* in LiveRequests */
+    LIST_ENTRY qlink; /* in FX_QUEUE.parked while RQ_QUEUED */
+    PIRP irp;
+    FX_DEVICE *dev;
+    FX_QUEUE *queue; /* the queue it was presented from, retrieved from, or parked in */
+    FX_FILE *file;   /* NULL on devices without a file object configuration */
+    int state;
+    BOOLEAN was_queued; /* ever parked (cancelable): its IRP is held after completion */
+} FX_REQUEST;
 
 typedef struct FX_INIT {
     WCHAR name[64];
     USHORT name_len;
     BOOLEAN exclusive;
+    BOOLEAN has_fcfg;
+    WDF_FILEOBJECT_CONFIG fcfg;
 } FX_INIT;
 
-typedef struct FX_DEVICE {
+#define MAX_DEVICES 4
+#define MAX_MANUAL 4
+struct FX_DEVICE {
     PDEVICE_OBJECT dev;
     WCHAR name[64];
     USHORT name_len;
     WCHAR link[64];
     USHORT link_len;
-    FX_QUEUE *queue;
+    FX_QUEUE *queue;              /* the default queue */
+    FX_QUEUE *manual[MAX_MANUAL]; /* non-default manual queues */
+    BOOLEAN has_fcfg;
+    WDF_FILEOBJECT_CONFIG fcfg;
+    LIST_ENTRY files; /* FX_FILE.link */
     volatile LONG ready;
-} FX_DEVICE;
+};
+
+_Static_assert(sizeof(WDF_FILEOBJECT_CONFIG) == 40, "WDF_FILEOBJECT_CONFIG is 40 bytes on x64");
 
 typedef struct FX_TIMER {
     PFN_WDF_TIMER fn;
@@ -323,11 +386,120 @@ typedef struct FX_SPIN {
 static WDF_DRIVER_GLOBALS Globals;
 static PDRIVER_OBJECT Driver;
 static PFN_WDF_DRIVER_UNLOAD EvtUnload;
-static FX_DEVICE *Device;
+static FX_DEVICE *Devices[MAX_DEVICES];
 static FX_TIMER *Timers[4];
 static FX_SPIN *Spins[16];
-static volatile LONG PendingRequests;
+static volatile LONG PendingRequests; /* live FX_REQUESTs */
 static volatile LONG WdfObjects;
+static KSPIN_LOCK FxLock;
+static LIST_ENTRY LiveRequests = {&LiveRequests, &LiveRequests};
+static volatile LONG Deferred;  /* framework work items queued or running */
+static volatile LONG Unloading; /* set once EvtDriverUnload has returned */
+static volatile LONG FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended;
+static volatile LONG StaleCancels;
+
+/* ---- A Wine race, held off ----
+ * Wine 8.0 races a dead process's cancel against completion: wineserver queues the cancel of a
+ * pending IRP with its raw pointer, and ntoskrnl's dispatch_cancel later calls IoCancelIrp on
+ * it, whether or not the IRP was completed and freed meanwhile (dlls/ntoskrnl.exe/ntoskrnl.c,
+ * server/device.c). A receive the driver parks (cancelable) and completes just as its
+ * application dies then has IoCancelIrp write into, and call through, freed memory. Windows
+ * has no such race (its I/O manager owns the IRP until completion). So an IRP that was ever
+ * parked is kept alive after completion, in a ring, with a cancel routine that only counts,
+ * until newer ones push it out. TEST HARNESS ONLY. */
+#define HELD_RING 256
+typedef struct HELD {
+    PIO_COMPLETION_ROUTINE routine;
+    PVOID context;
+} HELD;
+static PIRP Held[HELD_RING];
+static ULONG HeldNext;
+
+static VOID NTAPI stale_cancel(PDEVICE_OBJECT dev, PIRP irp)
+{
+    (void)dev;
+    IoReleaseCancelSpinLock(irp->CancelIrql);
+    InterlockedIncrement(&StaleCancels);
+}
+
+/* Frees a held IRP for good: Wine's completion already ran, so a second IoCompleteRequest
+ * only frees it (CurrentLocation is past its stack, as in Wine's own loop). One whose stale
+ * cancel runs right now is left alone (leaked). */
+static void release_held(PIRP old)
+{
+    if (IoSetCancelRoutine(old, NULL) != NULL) {
+        IoCompleteRequest(old, IO_NO_INCREMENT);
+    }
+}
+
+static NTSTATUS NTAPI held_done(PDEVICE_OBJECT dev, PIRP irp, PVOID context)
+{
+    HELD h = *(HELD *)context;
+    NTSTATUS s = STATUS_SUCCESS;
+    PIRP old;
+    KIRQL irql;
+    free(context);
+    if (h.routine != NULL) {
+        s = h.routine(dev, irp, h.context);
+    }
+    if (s == STATUS_MORE_PROCESSING_REQUIRED) {
+        return s; /* completed inside its dispatch: Wine frees it, and no cancel can follow */
+    }
+    IoSetCancelRoutine(irp, stale_cancel);
+    KeAcquireSpinLock(&FxLock, &irql);
+    old = Held[HeldNext % HELD_RING];
+    Held[HeldNext % HELD_RING] = irp;
+    HeldNext++;
+    KeReleaseSpinLock(&FxLock, irql);
+    if (old != NULL) {
+        release_held(old);
+    }
+    return STATUS_MORE_PROCESSING_REQUIRED;
+}
+
+/* Makes `irp` (of a request that was parked) held after its completion (see above). */
+static void hold_after_completion(PIRP irp)
+{
+    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
+    HELD *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        return;
+    }
+    h->routine = sl->CompletionRoutine;
+    h->context = sl->Context;
+    sl->CompletionRoutine = held_done;
+    sl->Context = h;
+    sl->Control |= SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL;
+}
+
+/* Unload: every held IRP is freed. */
+static void release_all_held(void)
+{
+    ULONG i;
+    KIRQL irql;
+    PIRP all[HELD_RING];
+    KeAcquireSpinLock(&FxLock, &irql);
+    for (i = 0; i < HELD_RING; i++) {
+        all[i] = Held[i];
+        Held[i] = NULL;
+    }
+    KeReleaseSpinLock(&FxLock, irql);
+    for (i = 0; i < HELD_RING; i++) {
+        if (all[i] != NULL) {
+            release_held(all[i]);
+        }
+    }
+}
+
+/* Recently completed requests, to tell a second completion (and one after its file object's
+ * EvtFileClose) from a bad handle without touching freed memory. */
+#define DEAD_RING 64
+static struct {
+    PVOID request;
+    PVOID file;
+    BOOLEAN file_closed;
+} Dead[DEAD_RING];
+static ULONG DeadNext;
 
 static void check_size(const char *what, ULONG got, ULONG want)
 {
@@ -336,32 +508,512 @@ static void check_size(const char *what, ULONG got, ULONG want)
     }
 }
 
+static KIRQL fx_lock(void)
+{
+    KIRQL irql;
+    KeAcquireSpinLock(&FxLock, &irql);
+    return irql;
+}
+
+static void fx_unlock(KIRQL irql)
+{
+    KeReleaseSpinLock(&FxLock, irql);
+}
+
+/* ---- Lookups; the caller holds FxLock. They compare pointers and never dereference a handle
+ * before finding it. ---- */
+static FX_DEVICE *device_of_locked(PDEVICE_OBJECT dev)
+{
+    ULONG i;
+    for (i = 0; i < MAX_DEVICES; i++) {
+        if (Devices[i] != NULL && Devices[i]->dev == dev) {
+            return Devices[i];
+        }
+    }
+    return NULL;
+}
+
+static BOOLEAN is_device_locked(FX_DEVICE *d)
+{
+    ULONG i;
+    for (i = 0; i < MAX_DEVICES; i++) {
+        if (d != NULL && Devices[i] == d) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+static BOOLEAN is_queue_locked(FX_QUEUE *q)
+{
+    ULONG i, k;
+    for (i = 0; i < MAX_DEVICES; i++) {
+        FX_DEVICE *d = Devices[i];
+        if (d == NULL || q == NULL) {
+            continue;
+        }
+        if (d->queue == q) {
+            return TRUE;
+        }
+        for (k = 0; k < MAX_MANUAL; k++) {
+            if (d->manual[k] == q) {
+                return TRUE;
+            }
+        }
+    }
+    return FALSE;
+}
+
+static BOOLEAN is_live_locked(FX_REQUEST *r)
+{
+    PLIST_ENTRY e;
+    for (e = LiveRequests.Flink; e != &LiveRequests; e = e->Flink) {
+        if (CONTAINING_RECORD(e, FX_REQUEST, live) == r) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+/* The file object record of a FILE_OBJECT, unless its EvtFileClose has begun. */
+static FX_FILE *file_of_locked(FX_DEVICE *d, PFILE_OBJECT fo)
+{
+    PLIST_ENTRY e;
+    for (e = d->files.Flink; e != &d->files; e = e->Flink) {
+        FX_FILE *f = CONTAINING_RECORD(e, FX_FILE, link);
+        if (f->fo == fo && !f->finishing) {
+            return f;
+        }
+    }
+    return NULL;
+}
+
+/* A WDFFILEOBJECT handle that is still valid (until EvtFileClose returns). */
+static BOOLEAN is_file_locked(FX_FILE *f)
+{
+    ULONG i;
+    for (i = 0; i < MAX_DEVICES; i++) {
+        FX_DEVICE *d = Devices[i];
+        PLIST_ENTRY e;
+        if (d == NULL || f == NULL) {
+            continue;
+        }
+        for (e = d->files.Flink; e != &d->files; e = e->Flink) {
+            if (CONTAINING_RECORD(e, FX_FILE, link) == f) {
+                return TRUE;
+            }
+        }
+    }
+    return FALSE;
+}
+
+static void present_locked(FX_REQUEST *r, FX_FILE *f)
+{
+    r->file = f;
+    if (f != NULL) {
+        f->outstanding++;
+    }
+    InsertTailList(&LiveRequests, &r->live);
+    InterlockedIncrement(&PendingRequests);
+}
+
+/* Moves the parked requests of q (those of file object f, or all when f is NULL) whose cancel
+ * routine could be cleared onto out, as RQ_CANCELING. A request whose cancel routine is already
+ * NULL is being canceled by IoCancelIrp: its cancel routine removes it. */
+static ULONG take_parked_locked(FX_QUEUE *q, FX_FILE *f, PLIST_ENTRY out)
+{
+    PLIST_ENTRY e, next;
+    ULONG n = 0;
+    for (e = q->parked.Flink; e != &q->parked; e = next) {
+        FX_REQUEST *r = CONTAINING_RECORD(e, FX_REQUEST, qlink);
+        next = e->Flink;
+        if (f != NULL && r->file != f) {
+            continue;
+        }
+        if (IoSetCancelRoutine(r->irp, NULL) == NULL) {
+            continue;
+        }
+        RemoveEntryList(e);
+        r->state = RQ_CANCELING;
+        InsertTailList(out, e);
+        n++;
+    }
+    return n;
+}
+
+static void remember_dead_locked(FX_REQUEST *r, FX_FILE *f)
+{
+    ULONG i = DeadNext++ % DEAD_RING;
+    Dead[i].request = r;
+    Dead[i].file = f;
+    Dead[i].file_closed = FALSE;
+}
+
+static void mark_file_closed_locked(FX_FILE *f)
+{
+    ULONG i;
+    for (i = 0; i < DEAD_RING; i++) {
+        if (Dead[i].file == f) {
+            Dead[i].file_closed = TRUE;
+        }
+    }
+}
+
+/* ---- Deferred calls: a work item on the device (Wine runs them on a thread pool). Used for the
+ * callbacks KMDF makes from another context: EvtIoCanceledOnQueue after an IRP cancel, and
+ * EvtFileClose after the last request of a closed file object completes (on Windows the close
+ * comes from the I/O manager's final dereference, never from inside WdfRequestComplete). Calling
+ * the driver from inside Wine's IoCancelIrp would also hold ntoskrnl's IRP completion lock
+ * (dispatch_cancel), so a driver completing another request under its own lock would deadlock
+ * on Wine only. ---- */
+typedef struct FX_WORK {
+    PIO_WORKITEM item;
+    void (*fn)(void *);
+    void *arg;
+} FX_WORK;
+
+static VOID NTAPI work_run(PDEVICE_OBJECT dev, PVOID ctx)
+{
+    FX_WORK *w = ctx;
+    (void)dev;
+    w->fn(w->arg);
+    IoFreeWorkItem(w->item);
+    free(w);
+    InterlockedDecrement(&Deferred);
+}
+
+static void defer(FX_DEVICE *d, void (*fn)(void *), void *arg)
+{
+    FX_WORK *w = calloc(1, sizeof(*w));
+    if (w != NULL) {
+        w->item = IoAllocateWorkItem(d->dev);
+    }
+    if (w == NULL || w->item == NULL) {
+        free(w);
+        INFO("wdfldr: no work item; calling the framework callback inline");
+        fn(arg);
+        return;
+    }
+    w->fn = fn;
+    w->arg = arg;
+    InterlockedIncrement(&Deferred);
+    IoQueueWorkItem(w->item, work_run, DelayedWorkQueue, w);
+}
+
+static void drain_deferred(const char *when)
+{
+    LARGE_INTEGER tick;
+    int i;
+    tick.QuadPart = -10 * 1000 * 10; /* 10 ms */
+    for (i = 0; Deferred != 0 && i < 1000; i++) {
+        KeDelayExecutionThread(KernelMode, FALSE, &tick);
+    }
+    if (Deferred != 0) {
+        FAIL("unload: %ld framework callbacks (cancel or close) still running %s", Deferred, when);
+    }
+}
+
+/* ---- IRP dispatch ---- */
+static NTSTATUS fx_fail(PIRP irp, NTSTATUS status)
+{
+    irp->IoStatus.Status = status;
+    irp->IoStatus.Information = 0;
+    IoCompleteRequest(irp, IO_NO_INCREMENT);
+    return status;
+}
+
 static NTSTATUS NTAPI fx_ok(PDEVICE_OBJECT dev, PIRP irp)
 {
     (void)dev;
-    irp->IoStatus.Status = STATUS_SUCCESS;
-    irp->IoStatus.Information = 0;
-    IoCompleteRequest(irp, IO_NO_INCREMENT);
-    return STATUS_SUCCESS;
+    return fx_fail(irp, STATUS_SUCCESS);
 }
 
-/* IRP_MJ_DEVICE_CONTROL: the default queue's EvtIoDeviceControl, with the IRP as the request. */
+static void finish_close(FX_FILE *f);
+static void complete_request(const char *who, WDFREQUEST request, NTSTATUS status,
+                             ULONG_PTR info);
+
+static void finish_close_cb(void *arg)
+{
+    finish_close(arg);
+}
+
+/* The framework's cancel of a request it holds in a queue: EvtIoCanceledOnQueue (the driver now
+ * owns the request and completes it), or STATUS_CANCELLED if the queue has no such callback. */
+static void deliver_canceled(void *arg)
+{
+    FX_REQUEST *r = arg;
+    FX_QUEUE *q;
+    KIRQL irql = fx_lock();
+    q = r->queue;
+    r->state = RQ_DRIVER;
+    fx_unlock(irql);
+    InterlockedIncrement(&CanceledOnQueue);
+    if (q->canceled != NULL) {
+        q->canceled((WDFQUEUE)q, (WDFREQUEST)r);
+    } else {
+        complete_request("the framework's cancel", (WDFREQUEST)r, STATUS_CANCELLED, 0);
+    }
+}
+
+/* The IRP cancel routine of a parked request (IoCancelIrp: Wine's dispatch_cancel, when the
+ * application cancels or its process exits). Called with the cancel spin lock held and the
+ * routine already cleared, so no retriever can have taken the request. */
+static VOID NTAPI fx_cancel(PDEVICE_OBJECT dev, PIRP irp)
+{
+    FX_REQUEST *found = NULL;
+    ULONG i, k;
+    KIRQL irql;
+    (void)dev;
+    IoReleaseCancelSpinLock(irp->CancelIrql);
+    irql = fx_lock();
+    for (i = 0; i < MAX_DEVICES && found == NULL; i++) {
+        for (k = 0; Devices[i] != NULL && k < MAX_MANUAL && found == NULL; k++) {
+            FX_QUEUE *q = Devices[i]->manual[k];
+            PLIST_ENTRY e;
+            if (q == NULL) {
+                continue;
+            }
+            for (e = q->parked.Flink; e != &q->parked; e = e->Flink) {
+                FX_REQUEST *r = CONTAINING_RECORD(e, FX_REQUEST, qlink);
+                if (r->irp == irp) {
+                    RemoveEntryList(e);
+                    r->state = RQ_CANCELING;
+                    found = r;
+                    break;
+                }
+            }
+        }
+    }
+    fx_unlock(irql);
+    if (found == NULL) {
+        FAIL("IoCancelIrp: IRP %p has the harness's cancel routine but is in no queue", irp);
+        return;
+    }
+    defer(found->dev, deliver_canceled, found);
+}
+
+/* EvtFileCleanup, then the requests of the file object still parked in the device's queues are
+ * canceled (FxPkgGeneral::OnCleanup: callback, then FlushAllQueuesByFileObject). Once per file
+ * object. The driver completes the ones it holds itself. */
+static void file_cleanup(FX_FILE *f)
+{
+    FX_DEVICE *d = f->dev;
+    LIST_ENTRY flushed;
+    BOOLEAN first;
+    ULONG k;
+    KIRQL irql = fx_lock();
+    first = !f->cleaned;
+    f->cleaned = TRUE;
+    fx_unlock(irql);
+    if (!first) {
+        return;
+    }
+    if (d->fcfg.EvtFileCleanup != NULL) {
+        d->fcfg.EvtFileCleanup((WDFFILEOBJECT)f);
+    }
+    InitializeListHead(&flushed);
+    irql = fx_lock();
+    for (k = 0; k < MAX_MANUAL; k++) {
+        if (d->manual[k] != NULL) {
+            take_parked_locked(d->manual[k], f, &flushed);
+        }
+    }
+    fx_unlock(irql);
+    while (!IsListEmpty(&flushed)) {
+        deliver_canceled(CONTAINING_RECORD(RemoveHeadList(&flushed), FX_REQUEST, qlink));
+    }
+}
+
+/* EvtFileClose once the file object has no live request, then the record goes and the close
+ * IRP completes. */
+static void finish_close(FX_FILE *f)
+{
+    FX_DEVICE *d = f->dev;
+    PIRP irp = f->close_irp;
+    KIRQL irql;
+    if (f->failed) {
+        /* KMDF calls neither callback for a file object whose create failed. */
+    } else if (Unloading) {
+        INFO("wdfldr: file object %p closed after EvtDriverUnload; EvtFileClose not called", f);
+    } else if (d->fcfg.EvtFileClose != NULL) {
+        d->fcfg.EvtFileClose((WDFFILEOBJECT)f);
+    }
+    irql = fx_lock();
+    RemoveEntryList(&f->link);
+    mark_file_closed_locked(f);
+    fx_unlock(irql);
+    free(f);
+    InterlockedDecrement(&WdfObjects);
+    fx_fail(irp, STATUS_SUCCESS);
+}
+
+/* IRP_MJ_CREATE. On a device with a file object configuration: a WDFFILEOBJECT for the IRP's
+ * FILE_OBJECT, and EvtDeviceFileCreate with the create as a request, which the driver must
+ * complete (WDF-FACTS §1a.4). Without a callback the framework completes it with success. */
+static NTSTATUS NTAPI fx_create(PDEVICE_OBJECT dev, PIRP irp)
+{
+    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
+    PFN_WDF_DEVICE_FILE_CREATE create;
+    FX_DEVICE *d;
+    FX_FILE *f, *dup;
+    FX_REQUEST *r = NULL;
+    KIRQL irql = fx_lock();
+    d = device_of_locked(dev);
+    fx_unlock(irql);
+    if (d == NULL || !d->has_fcfg) {
+        return fx_ok(dev, irp);
+    }
+    if (!d->ready) {
+        return fx_fail(irp, STATUS_INVALID_DEVICE_STATE);
+    }
+    if (sl->FileObject == NULL) {
+        FAIL("IRP_MJ_CREATE without a FILE_OBJECT");
+        return fx_fail(irp, STATUS_INVALID_PARAMETER);
+    }
+    create = d->fcfg.EvtDeviceFileCreate;
+    f = calloc(1, sizeof(*f));
+    if (create != NULL) {
+        r = calloc(1, sizeof(*r));
+    }
+    if (f == NULL || (create != NULL && r == NULL)) {
+        free(f);
+        free(r);
+        return fx_fail(irp, STATUS_INSUFFICIENT_RESOURCES);
+    }
+    InterlockedIncrement(&WdfObjects);
+    InterlockedIncrement(&FilesOpened);
+    f->dev = d;
+    f->fo = sl->FileObject;
+    f->opened = create == NULL;
+    if (r != NULL) {
+        r->irp = irp;
+        r->dev = d;
+        r->queue = NULL; /* KMDF's internal create queue: not one the driver can name */
+        r->state = RQ_DRIVER;
+        IoMarkIrpPending(irp);
+    }
+    irql = fx_lock();
+    dup = file_of_locked(d, f->fo);
+    InsertTailList(&d->files, &f->link);
+    if (r != NULL) {
+        present_locked(r, f);
+    }
+    fx_unlock(irql);
+    if (dup != NULL) {
+        FAIL("IRP_MJ_CREATE: FILE_OBJECT %p already has file object %p (harness bug)", f->fo, dup);
+    }
+    if (r == NULL) {
+        return fx_ok(dev, irp);
+    }
+    create((WDFDEVICE)d, (WDFREQUEST)r, (WDFFILEOBJECT)f);
+    return STATUS_PENDING;
+}
+
+/* IRP_MJ_CLEANUP: Wine 8.0 never sends it (WINE-FACTS §4.2 item 5); handled for completeness. */
+static NTSTATUS NTAPI fx_cleanup(PDEVICE_OBJECT dev, PIRP irp)
+{
+    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
+    FX_DEVICE *d;
+    FX_FILE *f = NULL;
+    KIRQL irql = fx_lock();
+    d = device_of_locked(dev);
+    if (d != NULL && d->has_fcfg) {
+        f = file_of_locked(d, sl->FileObject);
+    }
+    fx_unlock(irql);
+    if (f != NULL) {
+        file_cleanup(f);
+    }
+    return fx_ok(dev, irp);
+}
+
+/* IRP_MJ_CLOSE, which Wine sends when the last handle closes, with the file object's requests
+ * possibly still pending: KMDF's cleanup (unless IRP_MJ_CLEANUP did it), then EvtFileClose once
+ * no request of the file object is live; until then the close IRP stays pending. */
+static NTSTATUS NTAPI fx_close(PDEVICE_OBJECT dev, PIRP irp)
+{
+    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
+    FX_DEVICE *d;
+    FX_FILE *f = NULL;
+    BOOLEAN twice = FALSE, now = FALSE;
+    KIRQL irql = fx_lock();
+    d = device_of_locked(dev);
+    if (d != NULL && d->has_fcfg) {
+        f = file_of_locked(d, sl->FileObject);
+        if (f != NULL && f->closing) {
+            twice = TRUE;
+            f = NULL;
+        } else if (f != NULL) {
+            f->closing = TRUE;
+        }
+    }
+    fx_unlock(irql);
+    if (twice) {
+        FAIL("IRP_MJ_CLOSE: FILE_OBJECT %p closed twice", sl->FileObject);
+    }
+    if (f == NULL) {
+        return fx_ok(dev, irp); /* no file object (create failed) or no configuration */
+    }
+    file_cleanup(f);
+    IoMarkIrpPending(irp);
+    irql = fx_lock();
+    f->close_irp = irp;
+    if (f->outstanding == 0 && !f->finishing) {
+        f->finishing = TRUE;
+        now = TRUE;
+    }
+    fx_unlock(irql);
+    if (now) {
+        finish_close(f);
+    } else {
+        InterlockedIncrement(&ClosesPended);
+    }
+    return STATUS_PENDING;
+}
+
+/* IRP_MJ_DEVICE_CONTROL: the device's default queue's EvtIoDeviceControl. */
 static NTSTATUS NTAPI fx_ioctl(PDEVICE_OBJECT dev, PIRP irp)
 {
     PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
-    (void)dev;
-    if (Device == NULL || !Device->ready || Device->queue == NULL || Device->queue->ioctl == NULL) {
-        irp->IoStatus.Status = STATUS_INVALID_DEVICE_STATE;
-        irp->IoStatus.Information = 0;
-        IoCompleteRequest(irp, IO_NO_INCREMENT);
-        return STATUS_INVALID_DEVICE_STATE;
+    FX_DEVICE *d;
+    FX_FILE *f = NULL;
+    FX_REQUEST *r;
+    KIRQL irql = fx_lock();
+    d = device_of_locked(dev);
+    fx_unlock(irql);
+    if (d == NULL || !d->ready || d->queue == NULL || d->queue->ioctl == NULL) {
+        return fx_fail(irp, STATUS_INVALID_DEVICE_STATE);
     }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return fx_fail(irp, STATUS_INSUFFICIENT_RESOURCES);
+    }
+    r->irp = irp;
+    r->dev = d;
+    r->queue = d->queue;
+    r->state = RQ_DRIVER;
     IoMarkIrpPending(irp);
-    InterlockedIncrement(&PendingRequests);
-    Device->queue->ioctl((WDFQUEUE)Device->queue, (WDFREQUEST)irp,
-                         sl->Parameters.DeviceIoControl.OutputBufferLength,
-                         sl->Parameters.DeviceIoControl.InputBufferLength,
-                         sl->Parameters.DeviceIoControl.IoControlCode);
+    irql = fx_lock();
+    if (d->has_fcfg) {
+        f = file_of_locked(d, sl->FileObject);
+    }
+    if (!d->has_fcfg || f != NULL) {
+        present_locked(r, f);
+    }
+    fx_unlock(irql);
+    if (d->has_fcfg && f == NULL) {
+        /* Wine ignores a failed IRP_MJ_CREATE and keeps the handle; Windows would have no handle. */
+        free(r);
+        INFO("wdfldr: IOCTL on FILE_OBJECT %p whose create the driver failed: "
+             "STATUS_INVALID_HANDLE",
+             sl->FileObject);
+        fx_fail(irp, STATUS_INVALID_HANDLE);
+        return STATUS_PENDING; /* marked pending above */
+    }
+    d->queue->ioctl((WDFQUEUE)d->queue, (WDFREQUEST)r,
+                    sl->Parameters.DeviceIoControl.OutputBufferLength,
+                    sl->Parameters.DeviceIoControl.InputBufferLength,
+                    sl->Parameters.DeviceIoControl.IoControlCode);
     return STATUS_PENDING;
 }
 
@@ -370,11 +1022,15 @@ static void timer_stop(FX_TIMER *t, BOOLEAN wait);
 /* The framework's DriverUnload: EvtDriverUnload, then the objects the framework owns. */
 static VOID NTAPI fx_unload(PDRIVER_OBJECT drv)
 {
-    ULONG i;
+    ULONG i, k;
     (void)drv;
+    drain_deferred("before EvtDriverUnload");
     if (EvtUnload != NULL) {
         EvtUnload((WDFDRIVER)&Globals);
     }
+    drain_deferred("after EvtDriverUnload");
+    release_all_held();
+    InterlockedExchange(&Unloading, 1);
     for (i = 0; i < sizeof(Timers) / sizeof(Timers[0]); i++) {
         if (Timers[i] != NULL) {
             timer_stop(Timers[i], TRUE);
@@ -390,19 +1046,74 @@ static VOID NTAPI fx_unload(PDRIVER_OBJECT drv)
             InterlockedDecrement(&WdfObjects);
         }
     }
-    if (Device != NULL) {
-        if (Device->link_len != 0) {
-            UNICODE_STRING link = {Device->link_len, Device->link_len, Device->link};
+    /* Requests left parked: a finding; canceled here so that no application waits forever. */
+    for (i = 0; i < MAX_DEVICES; i++) {
+        for (k = 0; Devices[i] != NULL && k < MAX_MANUAL; k++) {
+            FX_QUEUE *q = Devices[i]->manual[k];
+            LIST_ENTRY left;
+            ULONG n;
+            KIRQL irql;
+            if (q == NULL) {
+                continue;
+            }
+            InitializeListHead(&left);
+            irql = fx_lock();
+            n = take_parked_locked(q, NULL, &left);
+            fx_unlock(irql);
+            if (n != 0) {
+                FAIL("unload: %lu requests left in queue %p at unload (completed here with "
+                     "STATUS_CANCELLED)",
+                     n, q);
+            }
+            while (!IsListEmpty(&left)) {
+                FX_REQUEST *r = CONTAINING_RECORD(RemoveHeadList(&left), FX_REQUEST, qlink);
+                irql = fx_lock();
+                r->state = RQ_DRIVER;
+                fx_unlock(irql);
+                complete_request("unload", (WDFREQUEST)r, STATUS_CANCELLED, 0);
+            }
+        }
+    }
+    drain_deferred("after the queues were emptied");
+    for (i = 0; i < MAX_DEVICES; i++) {
+        FX_DEVICE *d = Devices[i];
+        PLIST_ENTRY e;
+        if (d == NULL) {
+            continue;
+        }
+        /* Left counted in WdfObjects, so that the unbind check reports them too. */
+        for (e = d->files.Flink; e != &d->files; e = e->Flink) {
+            FX_FILE *f = CONTAINING_RECORD(e, FX_FILE, link);
+            FAIL("unload: file object %p (FILE_OBJECT %p) on device %lu never closed: "
+                 "EvtFileClose not called, %ld requests live, close %s",
+                 f, f->fo, i, f->outstanding, f->close_irp != NULL ? "pending" : "not received");
+        }
+        if (d->link_len != 0) {
+            UNICODE_STRING link = {d->link_len, d->link_len, d->link};
             IoDeleteSymbolicLink(&link);
         }
-        IoDeleteDevice(Device->dev);
-        free(Device->queue);
-        free(Device);
-        Device = NULL;
+        IoDeleteDevice(d->dev);
+        free(d->queue);
+        for (k = 0; k < MAX_MANUAL; k++) {
+            if (d->manual[k] != NULL) {
+                free(d->manual[k]);
+                InterlockedDecrement(&WdfObjects);
+            }
+        }
+        {
+            KIRQL irql = fx_lock();
+            Devices[i] = NULL;
+            fx_unlock(irql);
+        }
+        free(d);
     }
     if (PendingRequests != 0) {
-        FAIL("unload: %ld control requests were never completed", PendingRequests);
+        FAIL("unload: %ld requests were never completed", PendingRequests);
     }
+    INFO("wdfldr: %ld file objects opened, %ld requests forwarded to a manual queue, "
+         "%ld canceled in a queue, %ld closes waited for requests, %ld late cancels of "
+         "completed IRPs held off (Wine's race)",
+         FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended, StaleCancels);
 }
 
 /* ---- The implemented WDF functions ---- */
@@ -434,13 +1145,17 @@ static NTSTATUS NTAPI w_DriverCreate(PWDF_DRIVER_GLOBALS g, PDRIVER_OBJECT drv,
 static PWDFDEVICE_INIT NTAPI w_ControlDeviceInitAllocate(PWDF_DRIVER_GLOBALS g, WDFDRIVER d,
                                                          const UNICODE_STRING *sddl)
 {
+    FX_INIT *i;
     (void)g;
     (void)d;
     if (sddl == NULL || sddl->Length == 0) {
         FAIL("WdfControlDeviceInitAllocate: no SDDL string");
     }
-    InterlockedIncrement(&WdfObjects);
-    return (PWDFDEVICE_INIT)calloc(1, sizeof(FX_INIT));
+    i = calloc(1, sizeof(FX_INIT));
+    if (i != NULL) {
+        InterlockedIncrement(&WdfObjects);
+    }
+    return (PWDFDEVICE_INIT)i;
 }
 
 static VOID NTAPI w_DeviceInitFree(PWDF_DRIVER_GLOBALS g, PWDFDEVICE_INIT init)
@@ -467,6 +1182,45 @@ static VOID NTAPI w_DeviceInitSetExclusive(PWDF_DRIVER_GLOBALS g, PWDFDEVICE_INI
     ((FX_INIT *)init)->exclusive = exclusive;
 }
 
+/* WdfDeviceInitSetFileObjectConfig (WDF-FACTS §1a.2-3): the configuration is copied; no file
+ * object attributes (context, callbacks) are supported. */
+static VOID NTAPI w_DeviceInitSetFileObjectConfig(PWDF_DRIVER_GLOBALS g, PWDFDEVICE_INIT init,
+                                                  PWDF_FILEOBJECT_CONFIG config,
+                                                  PWDF_OBJECT_ATTRIBUTES attrs)
+{
+    FX_INIT *i = (FX_INIT *)init;
+    ULONG cls;
+    (void)g;
+    if (config == NULL) {
+        FAIL("WdfDeviceInitSetFileObjectConfig: NULL configuration");
+        return;
+    }
+    check_size("WDF_FILEOBJECT_CONFIG", config->Size, sizeof(WDF_FILEOBJECT_CONFIG));
+    if (attrs != NULL) {
+        check_size("WdfDeviceInitSetFileObjectConfig attributes", attrs->Size,
+                   sizeof(WDF_OBJECT_ATTRIBUTES));
+        if (attrs->ContextTypeInfo != NULL || attrs->ContextSizeOverride != 0 ||
+            attrs->EvtCleanupCallback != NULL || attrs->EvtDestroyCallback != NULL) {
+            FAIL("WdfDeviceInitSetFileObjectConfig: file object contexts and object callbacks "
+                 "are not supported by the harness");
+        }
+    }
+    cls = (ULONG)config->FileObjectClass & 0x7FFFFFFF; /* WdfFileObjectCanBeOptional is a flag */
+    if (cls != WdfFileObjectWdfCanUseFsContext && cls != WdfFileObjectWdfCanUseFsContext2 &&
+        cls != WdfFileObjectWdfCannotUseFsContexts) {
+        FAIL("WdfDeviceInitSetFileObjectConfig: FileObjectClass %lu is not supported by the "
+             "harness",
+             cls);
+    }
+    if (config->AutoForwardCleanupClose != WdfFalse && config->AutoForwardCleanupClose != WdfTrue &&
+        config->AutoForwardCleanupClose != WdfUseDefault) {
+        FAIL("WdfDeviceInitSetFileObjectConfig: AutoForwardCleanupClose %d",
+             (int)config->AutoForwardCleanupClose);
+    }
+    i->fcfg = *config;
+    i->has_fcfg = TRUE;
+}
+
 static NTSTATUS NTAPI w_DeviceInitAssignName(PWDF_DRIVER_GLOBALS g, PWDFDEVICE_INIT init,
                                              PCUNICODE_STRING name)
 {
@@ -487,13 +1241,19 @@ static NTSTATUS NTAPI w_DeviceCreate(PWDF_DRIVER_GLOBALS g, PWDFDEVICE_INIT *ini
     FX_DEVICE *d;
     UNICODE_STRING name;
     NTSTATUS status;
+    ULONG slot;
+    KIRQL irql;
     (void)g;
     if (attrs != NULL) {
         check_size("WdfDeviceCreate attributes", attrs->Size, sizeof(WDF_OBJECT_ATTRIBUTES));
     }
-    if (Device != NULL) {
-        FAIL("WdfDeviceCreate: the harness supports one control device");
-        return STATUS_NOT_SUPPORTED;
+    irql = fx_lock();
+    for (slot = 0; slot < MAX_DEVICES && Devices[slot] != NULL; slot++) {
+    }
+    fx_unlock(irql);
+    if (slot == MAX_DEVICES) {
+        FAIL("WdfDeviceCreate: the harness supports %d control devices", MAX_DEVICES);
+        return STATUS_INSUFFICIENT_RESOURCES;
     }
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
@@ -510,11 +1270,16 @@ static NTSTATUS NTAPI w_DeviceCreate(PWDF_DRIVER_GLOBALS g, PWDFDEVICE_INIT *ini
     d->dev->Flags |= DO_BUFFERED_IO;
     RtlCopyMemory(d->name, i->name, i->name_len);
     d->name_len = i->name_len;
-    Driver->MajorFunction[IRP_MJ_CREATE] = fx_ok;
-    Driver->MajorFunction[IRP_MJ_CLOSE] = fx_ok;
-    Driver->MajorFunction[IRP_MJ_CLEANUP] = fx_ok;
+    d->has_fcfg = i->has_fcfg;
+    d->fcfg = i->fcfg;
+    InitializeListHead(&d->files);
+    Driver->MajorFunction[IRP_MJ_CREATE] = fx_create;
+    Driver->MajorFunction[IRP_MJ_CLOSE] = fx_close;
+    Driver->MajorFunction[IRP_MJ_CLEANUP] = fx_cleanup;
     Driver->MajorFunction[IRP_MJ_DEVICE_CONTROL] = fx_ioctl;
-    Device = d;
+    irql = fx_lock();
+    Devices[slot] = d;
+    fx_unlock(irql);
     free(i);
     InterlockedDecrement(&WdfObjects);
     *init = NULL; /* consumed (WdfDeviceCreate: DeviceInit is set to NULL on success) */
@@ -546,27 +1311,70 @@ static NTSTATUS NTAPI w_DeviceCreateSymbolicLink(PWDF_DRIVER_GLOBALS g, WDFDEVIC
     return status;
 }
 
+/* A sequential default queue (EvtIoDeviceControl), or a non-default manual queue (requests
+ * arrive only by WdfRequestForwardToIoQueue; EvtIoCanceledOnQueue). */
 static NTSTATUS NTAPI w_IoQueueCreate(PWDF_DRIVER_GLOBALS g, WDFDEVICE device,
                                       PWDF_IO_QUEUE_CONFIG config, PWDF_OBJECT_ATTRIBUTES attrs,
                                       WDFQUEUE *out)
 {
     FX_DEVICE *d = (FX_DEVICE *)device;
     FX_QUEUE *q;
+    BOOLEAN known, manual;
+    ULONG slot = MAX_MANUAL;
+    KIRQL irql;
     (void)g;
     check_size("WDF_IO_QUEUE_CONFIG", config->Size, sizeof(WDF_IO_QUEUE_CONFIG));
     if (attrs != NULL) {
         check_size("WdfIoQueueCreate attributes", attrs->Size, sizeof(WDF_OBJECT_ATTRIBUTES));
     }
-    if (!config->DefaultQueue || config->DispatchType != WdfIoQueueDispatchSequential) {
-        FAIL("WdfIoQueueCreate: the harness supports one sequential default queue");
+    irql = fx_lock();
+    known = is_device_locked(d);
+    fx_unlock(irql);
+    if (!known) {
+        FAIL("WdfIoQueueCreate: %p is not a device", device);
+        return STATUS_INVALID_PARAMETER;
+    }
+    manual = !config->DefaultQueue && config->DispatchType == WdfIoQueueDispatchManual;
+    if (!manual && (!config->DefaultQueue || config->DispatchType != WdfIoQueueDispatchSequential)) {
+        FAIL("WdfIoQueueCreate: the harness supports a sequential default queue and manual "
+             "non-default queues (DefaultQueue %u, DispatchType %d)",
+             config->DefaultQueue, (int)config->DispatchType);
         return STATUS_NOT_SUPPORTED;
+    }
+    if (!manual && d->queue != NULL) {
+        FAIL("WdfIoQueueCreate: a second default queue on device %p", device);
+        return STATUS_NOT_SUPPORTED;
+    }
+    if (manual) {
+        for (slot = 0; slot < MAX_MANUAL && d->manual[slot] != NULL; slot++) {
+        }
+        if (slot == MAX_MANUAL) {
+            FAIL("WdfIoQueueCreate: more than %d manual queues on a device", MAX_MANUAL);
+            return STATUS_INSUFFICIENT_RESOURCES;
+        }
+        if (config->EvtIoDefault != NULL || config->EvtIoDeviceControl != NULL) {
+            INFO("wdfldr: manual queue with request handlers; the framework never calls them");
+        }
     }
     q = calloc(1, sizeof(*q));
     if (q == NULL) {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    q->ioctl = config->EvtIoDeviceControl;
-    d->queue = q;
+    q->dev = d;
+    q->type = config->DispatchType;
+    q->ioctl = manual ? NULL : config->EvtIoDeviceControl;
+    q->canceled = config->EvtIoCanceledOnQueue;
+    InitializeListHead(&q->parked);
+    irql = fx_lock();
+    if (manual) {
+        d->manual[slot] = q;
+    } else {
+        d->queue = q;
+    }
+    fx_unlock(irql);
+    if (manual) {
+        InterlockedIncrement(&WdfObjects);
+    }
     if (out != NULL) {
         *out = (WDFQUEUE)q;
     }
@@ -581,35 +1389,256 @@ static VOID NTAPI w_ControlFinishInitializing(PWDF_DRIVER_GLOBALS g, WDFDEVICE d
     InterlockedExchange(&d->ready, 1);
 }
 
-static VOID NTAPI w_RequestCompleteWithInformation(PWDF_DRIVER_GLOBALS g, WDFREQUEST request,
-                                                   NTSTATUS status, ULONG_PTR info)
+/* Completion by the driver (or by the framework's cancel): the request must be live and owned by
+ * the driver. A create that fails deletes its file object without callbacks (KMDF). The close of
+ * a file object waiting for its last request is finished from a work item. */
+static void complete_request(const char *who, WDFREQUEST request, NTSTATUS status,
+                             ULONG_PTR info)
 {
-    PIRP irp = (PIRP)request;
-    (void)g;
-    if (InterlockedDecrement(&PendingRequests) < 0) {
-        FAIL("WdfRequestCompleteWithInformation: request %p completed twice", request);
-        InterlockedIncrement(&PendingRequests);
+    FX_REQUEST *r = (FX_REQUEST *)request;
+    FX_DEVICE *d = NULL;
+    FX_FILE *f = NULL, *drop = NULL, *fin = NULL;
+    FX_QUEUE *queued_in = NULL;
+    PVOID dead_file = NULL;
+    PIRP irp = NULL;
+    PIO_STACK_LOCATION sl = NULL;
+    BOOLEAN seen = FALSE, after_close = FALSE;
+    ULONG i;
+    KIRQL irql;
+    if (status == STATUS_PENDING) {
+        FAIL("%s: request %p completed with STATUS_PENDING", who, request);
+    }
+    irql = fx_lock();
+    if (!is_live_locked(r)) {
+        for (i = 0; i < DEAD_RING; i++) {
+            if (Dead[i].request == request) {
+                seen = TRUE;
+                dead_file = Dead[i].file;
+                after_close = Dead[i].file_closed;
+            }
+        }
+    } else if (r->state != RQ_DRIVER) {
+        queued_in = r->queue;
+    } else {
+        irp = r->irp;
+        d = r->dev;
+        f = r->file;
+        sl = IoGetCurrentIrpStackLocation(irp);
+        RemoveEntryList(&r->live);
+        if (f != NULL) {
+            f->outstanding--;
+            if (sl->MajorFunction == IRP_MJ_CREATE) {
+                if (NT_SUCCESS(status)) {
+                    f->opened = TRUE;
+                } else if (f->closing) {
+                    f->failed = TRUE;
+                } else {
+                    RemoveEntryList(&f->link);
+                    drop = f;
+                }
+            }
+            if (drop == NULL && f->outstanding == 0 && f->close_irp != NULL && !f->finishing) {
+                f->finishing = TRUE;
+                fin = f;
+            }
+        }
+        remember_dead_locked(r, drop != NULL ? NULL : f);
+    }
+    fx_unlock(irql);
+    if (irp == NULL) {
+        if (queued_in != NULL) {
+            FAIL("%s: request %p is in queue %p (forwarded, or being canceled): the framework "
+                 "owns it",
+                 who, request, queued_in);
+        } else if (after_close) {
+            FAIL("%s: request %p of file object %p completed after EvtFileClose (it had been "
+                 "completed already)",
+                 who, request, dead_file);
+        } else if (seen) {
+            FAIL("%s: request %p completed twice", who, request);
+        } else {
+            FAIL("%s: %p is not a live request (completed twice, or not a request)", who,
+                 request);
+        }
         return;
     }
-    {
-        PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
-        if (NT_SUCCESS(status) && info > sl->Parameters.DeviceIoControl.OutputBufferLength) {
-            FAIL("WdfRequestCompleteWithInformation: %llu bytes reported for an output buffer "
-                 "of %lu",
-                 (unsigned long long)info, sl->Parameters.DeviceIoControl.OutputBufferLength);
-        }
+    InterlockedDecrement(&PendingRequests);
+    if (sl->MajorFunction == IRP_MJ_DEVICE_CONTROL && NT_SUCCESS(status) &&
+        info > sl->Parameters.DeviceIoControl.OutputBufferLength) {
+        FAIL("%s: %llu bytes reported for an output buffer of %lu", who,
+             (unsigned long long)info, sl->Parameters.DeviceIoControl.OutputBufferLength);
     }
     irp->IoStatus.Status = status;
     irp->IoStatus.Information = info;
+    if (r->was_queued) {
+        hold_after_completion(irp);
+    }
     IoCompleteRequest(irp, IO_NO_INCREMENT);
+    free(r);
+    if (drop != NULL) {
+        free(drop);
+        InterlockedDecrement(&WdfObjects);
+    }
+    if (fin != NULL) {
+        defer(d, finish_close_cb, fin);
+    }
 }
 
-static NTSTATUS retrieve(WDFREQUEST request, size_t min, PVOID *buffer, size_t *length, int out)
+static VOID NTAPI w_RequestCompleteWithInformation(PWDF_DRIVER_GLOBALS g, WDFREQUEST request,
+                                                   NTSTATUS status, ULONG_PTR info)
 {
-    PIRP irp = (PIRP)request;
-    PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
-    size_t have = out ? sl->Parameters.DeviceIoControl.OutputBufferLength
-                      : sl->Parameters.DeviceIoControl.InputBufferLength;
+    (void)g;
+    complete_request("WdfRequestCompleteWithInformation", request, status, info);
+}
+
+/* WdfRequestForwardToIoQueue (WDF-FACTS §1a.4): only a request the driver owns, to another
+ * queue of the same device; STATUS_INVALID_DEVICE_REQUEST otherwise (the driver still owns it).
+ * The request becomes cancelable in the queue; one already canceled goes straight to
+ * EvtIoCanceledOnQueue. */
+static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUEST request,
+                                                WDFQUEUE queue)
+{
+    FX_REQUEST *r = (FX_REQUEST *)request;
+    FX_QUEUE *q = (FX_QUEUE *)queue;
+    FX_DEVICE *d = NULL;
+    const char *why = NULL;
+    BOOLEAN cancel_now = FALSE;
+    KIRQL irql;
+    (void)g;
+    irql = fx_lock();
+    if (!is_live_locked(r)) {
+        why = "not a live request (already completed?)";
+    } else if (!is_queue_locked(q)) {
+        why = "not a queue";
+    } else if (r->state != RQ_DRIVER) {
+        why = "the request is already in a queue (forwarded twice?)";
+    } else if (q->dev != r->dev) {
+        why = "the queue belongs to another device";
+    } else if (q == r->queue) {
+        why = "the queue is the request's current queue";
+    } else if (q->type != WdfIoQueueDispatchManual) {
+        why = "the harness forwards to manual queues only";
+    } else {
+        d = r->dev;
+        r->queue = q;
+        r->state = RQ_QUEUED;
+        r->was_queued = TRUE;
+        InsertTailList(&q->parked, &r->qlink);
+        IoSetCancelRoutine(r->irp, fx_cancel);
+        /* Canceled while the driver held it: the routine was not set then, so cancel it now
+         * unless IoCancelIrp is calling the routine at this very moment. */
+        if (r->irp->Cancel && IoSetCancelRoutine(r->irp, NULL) != NULL) {
+            RemoveEntryList(&r->qlink);
+            r->state = RQ_CANCELING;
+            cancel_now = TRUE;
+        }
+    }
+    fx_unlock(irql);
+    if (why != NULL) {
+        FAIL("WdfRequestForwardToIoQueue: request %p to queue %p: %s", request, queue, why);
+        return STATUS_INVALID_DEVICE_REQUEST;
+    }
+    InterlockedIncrement(&RequestsForwarded);
+    if (cancel_now) {
+        defer(d, deliver_canceled, r);
+    }
+    return STATUS_SUCCESS;
+}
+
+/* WdfIoQueueRetrieveNextRequest / WdfIoQueueRetrieveRequestByFileObject: the oldest parked
+ * request (of the file object) whose cancel routine could be cleared; the driver owns it. */
+static NTSTATUS retrieve_parked(const char *who, WDFQUEUE queue, FX_FILE *f, BOOLEAN by_file,
+                                WDFREQUEST *out)
+{
+    FX_QUEUE *q = (FX_QUEUE *)queue;
+    FX_REQUEST *found = NULL;
+    const char *why = NULL;
+    PLIST_ENTRY e;
+    KIRQL irql;
+    if (out == NULL) {
+        FAIL("%s: NULL OutRequest", who);
+        return STATUS_INVALID_PARAMETER;
+    }
+    *out = NULL;
+    irql = fx_lock();
+    if (!is_queue_locked(q)) {
+        why = "not a queue";
+    } else if (by_file && !is_file_locked(f)) {
+        why = "not a file object (NULL, or used after its EvtFileClose)";
+    } else if (by_file && f->dev != q->dev) {
+        why = "a file object of another device";
+    } else {
+        for (e = q->parked.Flink; e != &q->parked; e = e->Flink) {
+            FX_REQUEST *r = CONTAINING_RECORD(e, FX_REQUEST, qlink);
+            if (by_file && r->file != f) {
+                continue;
+            }
+            if (IoSetCancelRoutine(r->irp, NULL) == NULL) {
+                continue; /* IoCancelIrp has it: its cancel routine removes it */
+            }
+            RemoveEntryList(e);
+            r->state = RQ_DRIVER;
+            found = r;
+            break;
+        }
+    }
+    fx_unlock(irql);
+    if (why != NULL) {
+        FAIL("%s: queue %p, file object %p: %s", who, queue, f, why);
+        return STATUS_INVALID_PARAMETER;
+    }
+    if (found == NULL) {
+        return STATUS_NO_MORE_ENTRIES;
+    }
+    *out = (WDFREQUEST)found;
+    return STATUS_SUCCESS;
+}
+
+static NTSTATUS NTAPI w_IoQueueRetrieveNextRequest(PWDF_DRIVER_GLOBALS g, WDFQUEUE queue,
+                                                   WDFREQUEST *out)
+{
+    (void)g;
+    return retrieve_parked("WdfIoQueueRetrieveNextRequest", queue, NULL, FALSE, out);
+}
+
+static NTSTATUS NTAPI w_IoQueueRetrieveRequestByFileObject(PWDF_DRIVER_GLOBALS g,
+                                                           WDFQUEUE queue, WDFFILEOBJECT file,
+                                                           WDFREQUEST *out)
+{
+    (void)g;
+    return retrieve_parked("WdfIoQueueRetrieveRequestByFileObject", queue, (FX_FILE *)file, TRUE,
+                           out);
+}
+
+/* WdfRequestGetFileObject: the request's WDFFILEOBJECT, NULL on a device without one. */
+static WDFFILEOBJECT NTAPI w_RequestGetFileObject(PWDF_DRIVER_GLOBALS g, WDFREQUEST request)
+{
+    FX_REQUEST *r = (FX_REQUEST *)request;
+    FX_FILE *f = NULL;
+    BOOLEAN live;
+    KIRQL irql;
+    (void)g;
+    irql = fx_lock();
+    live = is_live_locked(r);
+    if (live) {
+        f = r->file;
+    }
+    fx_unlock(irql);
+    if (!live) {
+        FAIL("WdfRequestGetFileObject: %p is not a live request (completed already?)", request);
+    }
+    return (WDFFILEOBJECT)f;
+}
+
+static NTSTATUS retrieve(const char *who, WDFREQUEST request, size_t min, PVOID *buffer,
+                         size_t *length, int out)
+{
+    FX_REQUEST *r = (FX_REQUEST *)request;
+    PIRP irp = NULL;
+    PIO_STACK_LOCATION sl;
+    size_t have;
+    int state = 0;
+    KIRQL irql;
     if (buffer == NULL) {
         return STATUS_INVALID_PARAMETER;
     }
@@ -617,6 +1646,26 @@ static NTSTATUS retrieve(WDFREQUEST request, size_t min, PVOID *buffer, size_t *
     if (length != NULL) {
         *length = 0;
     }
+    irql = fx_lock();
+    if (is_live_locked(r)) {
+        irp = r->irp;
+        state = r->state;
+    }
+    fx_unlock(irql);
+    if (irp == NULL) {
+        FAIL("%s: %p is not a live request (completed already?)", who, request);
+        return STATUS_INVALID_PARAMETER;
+    }
+    if (state != RQ_DRIVER) {
+        FAIL("%s: request %p is in a queue: the driver does not own it", who, request);
+        return STATUS_INVALID_DEVICE_REQUEST;
+    }
+    sl = IoGetCurrentIrpStackLocation(irp);
+    if (sl->MajorFunction != IRP_MJ_DEVICE_CONTROL) {
+        return STATUS_INVALID_DEVICE_REQUEST; /* a create request has no buffers */
+    }
+    have = out ? sl->Parameters.DeviceIoControl.OutputBufferLength
+               : sl->Parameters.DeviceIoControl.InputBufferLength;
     /* KMDF: STATUS_BUFFER_TOO_SMALL when the buffer is shorter than the minimum or empty. */
     if (have == 0 || have < min) {
         return STATUS_BUFFER_TOO_SMALL;
@@ -630,7 +1679,7 @@ static NTSTATUS retrieve(WDFREQUEST request, size_t min, PVOID *buffer, size_t *
         /* Direct I/O: the input is buffered; the output is the MDL's system address. */
         if (out) {
             if (irp->MdlAddress == NULL || irp->MdlAddress->MappedSystemVa == NULL) {
-                FAIL("WdfRequestRetrieveOutputBuffer: a direct-I/O request without a mapped MDL");
+                FAIL("%s: a direct-I/O request without a mapped MDL", who);
                 return STATUS_INSUFFICIENT_RESOURCES;
             }
             *buffer = irp->MdlAddress->MappedSystemVa;
@@ -651,14 +1700,14 @@ static NTSTATUS NTAPI w_RequestRetrieveInputBuffer(PWDF_DRIVER_GLOBALS g, WDFREQ
                                                    size_t min, PVOID *b, size_t *l)
 {
     (void)g;
-    return retrieve(r, min, b, l, 0);
+    return retrieve("WdfRequestRetrieveInputBuffer", r, min, b, l, 0);
 }
 
 static NTSTATUS NTAPI w_RequestRetrieveOutputBuffer(PWDF_DRIVER_GLOBALS g, WDFREQUEST r,
                                                     size_t min, PVOID *b, size_t *l)
 {
     (void)g;
-    return retrieve(r, min, b, l, 1);
+    return retrieve("WdfRequestRetrieveOutputBuffer", r, min, b, l, 1);
 }
 
 static NTSTATUS NTAPI w_SpinLockCreate(PWDF_DRIVER_GLOBALS g, PWDF_OBJECT_ATTRIBUTES attrs,
@@ -842,13 +1891,19 @@ static void fill_table(void)
     Table[WdfDeviceInitSetIoTypeTableIndex] = (WDFFUNC)w_DeviceInitSetIoType;
     Table[WdfDeviceInitSetExclusiveTableIndex] = (WDFFUNC)w_DeviceInitSetExclusive;
     Table[WdfDeviceInitAssignNameTableIndex] = (WDFFUNC)w_DeviceInitAssignName;
+    Table[WdfDeviceInitSetFileObjectConfigTableIndex] = (WDFFUNC)w_DeviceInitSetFileObjectConfig;
     Table[WdfDeviceCreateTableIndex] = (WDFFUNC)w_DeviceCreate;
     Table[WdfDeviceCreateSymbolicLinkTableIndex] = (WDFFUNC)w_DeviceCreateSymbolicLink;
     Table[WdfDriverCreateTableIndex] = (WDFFUNC)w_DriverCreate;
     Table[WdfIoQueueCreateTableIndex] = (WDFFUNC)w_IoQueueCreate;
+    Table[WdfIoQueueRetrieveNextRequestTableIndex] = (WDFFUNC)w_IoQueueRetrieveNextRequest;
+    Table[WdfIoQueueRetrieveRequestByFileObjectTableIndex] =
+        (WDFFUNC)w_IoQueueRetrieveRequestByFileObject;
     Table[WdfRequestCompleteWithInformationTableIndex] = (WDFFUNC)w_RequestCompleteWithInformation;
     Table[WdfRequestRetrieveInputBufferTableIndex] = (WDFFUNC)w_RequestRetrieveInputBuffer;
     Table[WdfRequestRetrieveOutputBufferTableIndex] = (WDFFUNC)w_RequestRetrieveOutputBuffer;
+    Table[WdfRequestGetFileObjectTableIndex] = (WDFFUNC)w_RequestGetFileObject;
+    Table[WdfRequestForwardToIoQueueTableIndex] = (WDFFUNC)w_RequestForwardToIoQueue;
     Table[WdfSpinLockCreateTableIndex] = (WDFFUNC)w_SpinLockCreate;
     Table[WdfSpinLockAcquireTableIndex] = (WDFFUNC)w_SpinLockAcquire;
     Table[WdfSpinLockReleaseTableIndex] = (WDFFUNC)w_SpinLockRelease;
@@ -882,6 +1937,7 @@ __declspec(dllexport) NTSTATUS NTAPI WdfVersionBind(PDRIVER_OBJECT drv, PUNICODE
         return STATUS_NOT_SUPPORTED;
     }
     patch_imports((PUCHAR)drv->DriverStart);
+    KeInitializeSpinLock(&FxLock);
     fill_table();
     RtlZeroMemory(&Globals, sizeof(Globals));
     RtlCopyMemory(Globals.DriverName, "khttp", 6);

@@ -1,0 +1,693 @@
+//! The application endpoint (issue #12): `\Device\KHttpApp`, where applications attach to
+//! request queues, receive the requests the cache cannot answer, and answer them, as they do
+//! over khttpd's application socket (the same commands, `khttp_proto`).
+//!
+//! - A receive with nothing waiting is parked in a manual queue (the inverted call): the
+//!   framework cancels it if the application's handle closes or its thread goes, and an offer
+//!   from a connection completes it. Forwarding and the check for waiting requests happen under
+//!   one lock with the offers, so a request and a parked receive never miss each other.
+//! - Each handle is a session (its file object): it may answer only what it received, and when
+//!   its handle closes (`EvtFileCleanup`) its parked receives are cancelled, what it took is
+//!   answered 503, it is detached from its queues, and what waits in queues it leaves empty of
+//!   applications is answered 503 too.
+//! - The requests themselves are the engine's [`Handoff`], as in khttpd; a request's origin is
+//!   its connection context, with a reference of its own (`net::conn::deliver` gives it back).
+//!
+//! Who may attach: the device admits SYSTEM and Administrators only, so every attach is an
+//! administrator's (`Caller::Administrator`). Admitting users, each checked against the
+//! reservation's ACL with its token, is left (issue #12): it needs the user's SID in the
+//! reservation, which `khttpctl urlacl add --user` does not record yet.
+
+#![allow(
+    unsafe_code,
+    reason = "WDF queues, requests and file objects through the C ABI; a lock-guarded global"
+)]
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use khttp_engine::ctl::{Caller, attach};
+use khttp_engine::{
+    AppAnswer, AppResponse, CtlError, Delivery, Handoff, Holder, Outcome, Refusal, RequestId, Site,
+    app_cache_url, app_response_cacheable, store_app_answer,
+};
+use khttp_proto::reply::{AttachRow, RequestRow, RespondRow, too_small_reply};
+use khttp_proto::{Command, METHOD_IN_DIRECT, Request, Respond, Status, decode_request};
+use wdk::nt_success;
+use wdk::wdf::SpinLock;
+use wdk_sys::{
+    _WDF_EXECUTION_LEVEL, _WDF_FILEOBJECT_CLASS, _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_TRI_STATE,
+    NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DEVICE_NOT_READY,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS,
+    WDF_FILEOBJECT_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE, WDFDEVICE, WDFDRIVER, WDFFILEOBJECT,
+    WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+};
+
+use crate::entry::{DeviceSpec, create_control_device};
+use crate::global::{Global, SpinGuard, clock, global, object_attributes, spin_lock};
+use crate::ioctl::{Buffer, complete, ntstatus_of, reply, retrieve, with_writer};
+use crate::net::conn::deliver;
+use crate::{size_of_u32, wide};
+
+static DEVICE_NAME: [u16; 16] = wide(b"\\Device\\KHttpApp");
+static LINK_NAME: [u16; 20] = wide(b"\\DosDevices\\KHttpApp");
+/// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`, as the control device (see the module's documentation).
+static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
+
+/// One application handle: a file object on the device.
+struct Session {
+    file: WDFFILEOBJECT,
+    holder: Holder,
+    /// The queues it attached to, once per attach.
+    attached: Vec<u32>,
+}
+
+/// A fallible copy (the URL is the client's).
+fn copy_str(s: &str) -> Option<alloc::string::String> {
+    let mut out = alloc::string::String::new();
+    out.try_reserve_exact(s.len()).ok()?;
+    out.push_str(s);
+    Some(out)
+}
+
+/// A handle's id as a taker in the hand-off.
+fn taker(file: WDFFILEOBJECT) -> u64 {
+    file as usize as u64
+}
+
+struct State {
+    handoff: Handoff<usize>,
+    sessions: Vec<Session>,
+}
+
+struct Apps {
+    lock: SpinLock,
+    /// INVARIANT: touched only while `lock` is held.
+    state: UnsafeCell<State>,
+    /// Parked receives (a manual queue of the application device).
+    receives: WDFQUEUE,
+}
+
+impl Apps {
+    /// Runs `f` on the state under the lock (<= DISPATCH_LEVEL).
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let _guard = SpinGuard::new(&self.lock);
+        // SAFETY: the lock is held (invariant of `state`), so this is the only access.
+        f(unsafe { &mut *self.state.get() })
+    }
+}
+
+struct AppsCell(UnsafeCell<Option<Apps>>);
+// SAFETY: written in DriverEntry before the device takes requests or a connection exists, and
+// cleared after unload stopped them all; in between only read, and `Apps` locks its contents.
+unsafe impl Sync for AppsCell {}
+
+static APPS: AppsCell = AppsCell(UnsafeCell::new(None));
+
+fn apps() -> Option<&'static Apps> {
+    // SAFETY: see `AppsCell`.
+    unsafe { (*APPS.0.get()).as_ref() }
+}
+
+/// An application's answer waiting for its connection's driver.
+pub(crate) struct Mailbox(UnsafeCell<Option<(RequestId, Outcome)>>);
+
+impl Mailbox {
+    /// An empty mailbox.
+    pub(crate) const fn new() -> Self {
+        Self(UnsafeCell::new(None))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Option<(RequestId, Outcome)>) -> R) -> Option<R> {
+        let a = apps()?;
+        let _guard = SpinGuard::new(&a.lock);
+        // SAFETY: the mailbox is touched only under the applications' lock, which is held.
+        Some(f(unsafe { &mut *self.0.get() }))
+    }
+
+    /// Posts an answer (replacing none: a connection waits for one request at a time).
+    pub(crate) fn put(&self, id: RequestId, outcome: Outcome) {
+        let _ = self.with(|m| *m = Some((id, outcome)));
+    }
+
+    /// Takes the answer, if any.
+    pub(crate) fn take(&self) -> Option<(RequestId, Outcome)> {
+        self.with(Option::take).flatten()
+    }
+
+    /// Whether an answer waits.
+    pub(crate) fn is_full(&self) -> bool {
+        self.with(|m| m.is_some()).unwrap_or(false)
+    }
+}
+
+/// Builds the application device, its queues and the lock (DriverEntry).
+///
+/// # Safety
+/// PASSIVE_LEVEL, in DriverEntry, once, before the device is finished initialising.
+pub(crate) unsafe fn create(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
+    let spec = DeviceSpec {
+        name: &DEVICE_NAME,
+        link: &LINK_NAME,
+        sddl: &SDDL,
+        file: Some(WDF_FILEOBJECT_CONFIG {
+            Size: size_of_u32::<WDF_FILEOBJECT_CONFIG>(),
+            EvtDeviceFileCreate: Some(on_file_create),
+            EvtFileClose: Some(on_file_close),
+            EvtFileCleanup: Some(on_file_cleanup),
+            AutoForwardCleanupClose: _WDF_TRI_STATE::WdfUseDefault,
+            FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCannotUseFsContexts,
+        }),
+        on_ioctl: Some(on_app_control),
+    };
+    // SAFETY: PASSIVE_LEVEL in DriverEntry (contract).
+    let device = unsafe { create_control_device(driver, &spec) }?;
+    let mut config = WDF_IO_QUEUE_CONFIG {
+        Size: size_of_u32::<WDF_IO_QUEUE_CONFIG>(),
+        PowerManaged: _WDF_TRI_STATE::WdfUseDefault,
+        DefaultQueue: 0,
+        DispatchType: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchManual,
+        EvtIoCanceledOnQueue: Some(on_canceled_on_queue),
+        ..WDF_IO_QUEUE_CONFIG::default()
+    };
+    let mut attrs = object_attributes();
+    attrs.ExecutionLevel = _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent;
+    let mut receives: WDFQUEUE = WDF_NO_HANDLE.cast();
+    let status;
+    // SAFETY: a live device; the config and attributes outlive the call.
+    unsafe {
+        status = call_unsafe_wdf_function_binding!(
+            WdfIoQueueCreate,
+            device,
+            &raw mut config,
+            &raw mut attrs,
+            &raw mut receives
+        );
+    }
+    if !nt_success(status) {
+        return Err(status);
+    }
+    let lock = spin_lock(device)?;
+    let a = Apps {
+        lock,
+        state: UnsafeCell::new(State {
+            handoff: Handoff::new(),
+            sessions: Vec::new(),
+        }),
+        receives,
+    };
+    // SAFETY: no reader exists yet (contract).
+    unsafe { *APPS.0.get() = Some(a) };
+    Ok(device)
+}
+
+/// Frees the state (unload, or a failing DriverEntry).
+///
+/// # Safety
+/// No request, connection or callback can reach it any more.
+pub(crate) unsafe fn uninstall() {
+    // SAFETY: no reader remains (contract).
+    unsafe { *APPS.0.get() = None };
+}
+
+/// Unload (PASSIVE_LEVEL, after `stopping`): parked receives are cancelled and every request in
+/// the hand-off is answered 503, so that its connection can finish and close.
+///
+/// # Safety
+/// PASSIVE_LEVEL, in unload.
+pub(crate) unsafe fn shutdown() {
+    let Some(a) = apps() else { return };
+    // SAFETY: a live manual queue of ours.
+    while let Some(r) = unsafe { retrieve_parked(a.receives, None) } {
+        complete(r, STATUS_CANCELLED, 0);
+    }
+    abandon(a, None, &[]);
+}
+
+/// Takes the next parked receive (of `file`, or any), if any.
+///
+/// # Safety
+/// `queue` is the live manual queue; <= DISPATCH_LEVEL.
+unsafe fn retrieve_parked(queue: WDFQUEUE, file: Option<WDFFILEOBJECT>) -> Option<WDFREQUEST> {
+    let mut r: WDFREQUEST = WDF_NO_HANDLE.cast();
+    let status = match file {
+        // SAFETY: a live queue (contract) and a file object of its device.
+        Some(f) => unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfIoQueueRetrieveRequestByFileObject,
+                queue,
+                f,
+                &raw mut r
+            )
+        },
+        // SAFETY: a live queue (contract).
+        None => unsafe {
+            call_unsafe_wdf_function_binding!(WdfIoQueueRetrieveNextRequest, queue, &raw mut r)
+        },
+    };
+    (nt_success(status) && !r.is_null()).then_some(r)
+}
+
+/// Answers 503 to the requests `file`'s session took (all of them when `None`) and to those
+/// waiting in `orphaned` queues.
+fn abandon(a: &Apps, file: Option<WDFFILEOBJECT>, orphaned: &[u32]) {
+    let mut gone: Vec<(RequestId, usize)> = Vec::new();
+    a.with(|st| {
+        // Room for every request first: nothing allocates while they leave.
+        if gone.try_reserve_exact(st.handoff.len()).is_err() {
+            return;
+        }
+        match file {
+            Some(f) => st
+                .handoff
+                .abandon(taker(f), orphaned, |id, o| gone.push((id, o))),
+            None => st.handoff.drain(|id, o| gone.push((id, o))),
+        }
+    });
+    for (id, origin) in gone {
+        // SAFETY: each origin left the hand-off with its reference, given up by `deliver`.
+        unsafe { deliver(origin, id, Outcome::Abandoned) };
+    }
+}
+
+/// A request a connection offers (<= DISPATCH_LEVEL): into the hand-off, and straight to a
+/// parked receive of an application attached to its queue, if one waits.
+///
+/// # Errors
+/// [`Refusal`]: the queue is full, memory ran out, or the endpoint is not there.
+pub(crate) fn offer(origin: usize, d: &Delivery<'_>, site: &Site) -> Result<RequestId, Refusal> {
+    let a = apps().ok_or(Refusal::NoApplication)?;
+    let cache_url = app_cache_url(site, d.local, d.head);
+    let queue_length = site.limits().queue_length;
+    let mut handed = None;
+    let id = a.with(|st| {
+        let id = st
+            .handoff
+            .offer(origin, d, queue_length, cache_url.as_deref())?;
+        for s in st.sessions.iter().filter(|s| s.attached.contains(&d.queue)) {
+            // SAFETY: our live manual queue and a file object of its device.
+            if let Some(r) = unsafe { retrieve_parked(a.receives, Some(s.file)) } {
+                handed = Some((r, s.file));
+                break;
+            }
+        }
+        Ok(id)
+    })?;
+    if let Some((r, file)) = handed {
+        hand_over(a, r, file, d.queue, output_room(r));
+    }
+    Ok(id)
+}
+
+/// The request's id leaves the hand-off (its connection stopped waiting); its origin, if it was
+/// still there, whose reference the caller gives back.
+pub(crate) fn cancel(id: RequestId) -> Option<usize> {
+    apps()?.with(|st| st.handoff.cancel(id))
+}
+
+/// Completes the receive `r` of `file` with the oldest request of `queue`, or parks it again
+/// when none waits any more. `room`: the receive's output buffer length, when known.
+fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: usize) {
+    let mut out = Vec::new();
+    let got = a.with(|st| {
+        if !st.sessions.iter().any(|s| s.file == file) {
+            // Its handle closed meanwhile (cleanup ran): the receive goes, the request stays.
+            return Some(None);
+        }
+        let taken = st.handoff.receive(queue, taker(file))?;
+        let id = taken.id;
+        let row = RequestRow {
+            id: id.0,
+            head: taken.head,
+            body: taken.body,
+        };
+        let fits =
+            khttp_proto::write_rows(&mut out, [row]).is_ok() && out.len().saturating_add(4) <= room;
+        if !fits {
+            // Back in line; the application asks again with room for it.
+            let _ = st.handoff.requeue(id, taker(file));
+            let needed = out.len();
+            out.clear();
+            out.extend_from_slice(&too_small_reply(needed.max(1)));
+            return Some(Some(false));
+        }
+        Some(Some(true))
+    });
+    match got {
+        Some(Some(true)) => reply(r, Status::Ok, &out),
+        Some(Some(false)) => reply(r, Status::BufferTooSmall, &out),
+        Some(None) => complete(r, STATUS_CANCELLED, 0),
+        None => park(a, r, file, queue),
+    }
+}
+
+/// Parks the receive `r` until a request of `queue` arrives; a request that arrived meanwhile
+/// is handed over at once.
+fn park(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32) {
+    let status = a.with(|st| {
+        if st.handoff.waiting(queue) > 0 {
+            return None;
+        }
+        // SAFETY: `r` is ours (not completed, not cancelable) and the queue is on its device.
+        Some(unsafe {
+            call_unsafe_wdf_function_binding!(WdfRequestForwardToIoQueue, r, a.receives)
+        })
+    });
+    match status {
+        None => hand_over(a, r, file, queue, output_room(r)),
+        Some(s) if !nt_success(s) => complete(r, s, 0),
+        Some(_) => {}
+    }
+}
+
+/// The length of `r`'s output buffer (0 when it has none).
+fn output_room(r: WDFREQUEST) -> usize {
+    let mut buf = ptr::null_mut();
+    let mut len = 0usize;
+    // SAFETY: a live request; only the length is used.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfRequestRetrieveOutputBuffer,
+            r,
+            0,
+            &raw mut buf,
+            &raw mut len
+        )
+    };
+    if nt_success(status) { len } else { 0 }
+}
+
+/// `EvtDeviceFileCreate` (PASSIVE_LEVEL, the opener's thread): a session for the handle.
+extern "C" fn on_file_create(_device: WDFDEVICE, request: WDFREQUEST, file: WDFFILEOBJECT) {
+    let Some(a) = apps() else {
+        return complete(request, STATUS_DEVICE_NOT_READY, 0);
+    };
+    // SAFETY: no preconditions; the opener's process.
+    let pid = unsafe { wdk_sys::ntddk::PsGetCurrentProcessId() } as usize;
+    let ok = a.with(|st| {
+        if st.sessions.try_reserve(1).is_err() {
+            return false;
+        }
+        st.sessions.push(Session {
+            file,
+            holder: Holder {
+                pid: u32::try_from(pid).unwrap_or(u32::MAX),
+                uid: 0,
+            },
+            attached: Vec::new(),
+        });
+        true
+    });
+    let status = if ok {
+        STATUS_SUCCESS
+    } else {
+        STATUS_INSUFFICIENT_RESOURCES
+    };
+    complete(request, status, 0);
+}
+
+/// `EvtFileCleanup` (PASSIVE_LEVEL): the handle closed. Its parked receives are cancelled, it is
+/// detached, and the requests it took, or that wait where no application is left, get 503.
+extern "C" fn on_file_cleanup(file: WDFFILEOBJECT) {
+    let Some(a) = apps() else { return };
+    // SAFETY: our live manual queue; this handle's file object.
+    while let Some(r) = unsafe { retrieve_parked(a.receives, Some(file)) } {
+        complete(r, STATUS_CANCELLED, 0);
+    }
+    let session = a.with(|st| {
+        let i = st.sessions.iter().position(|s| s.file == file)?;
+        Some(st.sessions.swap_remove(i))
+    });
+    let Some(session) = session else { return };
+    let orphaned = detach_from(&session, &session.attached).unwrap_or_default();
+    abandon(a, Some(file), &orphaned);
+}
+
+/// `EvtFileClose`: the session went at cleanup.
+extern "C" fn on_file_close(_file: WDFFILEOBJECT) {}
+
+/// `EvtIoCanceledOnQueue`: a parked receive whose thread or handle went.
+extern "C" fn on_canceled_on_queue(_queue: WDFQUEUE, request: WDFREQUEST) {
+    complete(request, STATUS_CANCELLED, 0);
+}
+
+/// Detaches `session` from `queues` (one site change, published under the writer lock);
+/// returns those left with no application.
+fn detach_from(session: &Session, queues: &[u32]) -> Result<Vec<u32>, CtlError> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let g = global().ok_or(CtlError::NotFound)?;
+    with_writer(|| {
+        let mut next = g.site.snapshot().try_clone()?;
+        for q in queues {
+            // One that is gone already (its reservation deleted) is nothing to undo.
+            let _ = next.detach_queue(*q, session.holder);
+        }
+        let mut orphaned = Vec::new();
+        orphaned
+            .try_reserve_exact(queues.len())
+            .map_err(|_| CtlError::OutOfMemory)?;
+        orphaned.extend(
+            queues
+                .iter()
+                .copied()
+                .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached() == 0)),
+        );
+        publish(g, next)?;
+        Ok(orphaned)
+    })
+}
+
+fn publish(g: &Global, next: Site) -> Result<(), CtlError> {
+    let next = Arc::try_new(next).map_err(|_| CtlError::OutOfMemory)?;
+    g.site.publish(next);
+    Ok(())
+}
+
+/// `EvtIoDeviceControl` of the application device (PASSIVE_LEVEL, sequential): the commands
+/// of `Command::for_applications`, each for the handle it came on.
+extern "C" fn on_app_control(
+    _queue: WDFQUEUE,
+    request: WDFREQUEST,
+    output_len: usize,
+    input_len: usize,
+    code: u32,
+) {
+    let (Some(g), Some(a)) = (global(), apps()) else {
+        return complete(request, STATUS_DEVICE_NOT_READY, 0);
+    };
+    if g.stopping.load(Ordering::Acquire) {
+        return complete(request, STATUS_DEVICE_NOT_READY, 0);
+    }
+    let Some(command) = Command::from_code(code).filter(|c| c.for_applications()) else {
+        return complete(request, STATUS_INVALID_DEVICE_REQUEST, 0);
+    };
+    let direct_in = command.method() == METHOD_IN_DIRECT;
+    if !direct_in && output_len < 4 {
+        return complete(request, STATUS_BUFFER_TOO_SMALL, 0);
+    }
+    let input = if input_len > 0 {
+        match retrieve(request, Buffer::Input, input_len) {
+            Ok(v) => v,
+            Err(s) => return complete(request, s, 0),
+        }
+    } else {
+        Vec::new()
+    };
+    let direct = if direct_in && output_len > 0 {
+        if output_len as u64 > g.site.snapshot().limits().cache_max_entry_bytes {
+            return complete(request, ntstatus_of(Status::EntryTooLarge), 0);
+        }
+        match retrieve(request, Buffer::Output, output_len) {
+            Ok(v) => v,
+            Err(s) => return complete(request, s, 0),
+        }
+    } else {
+        Vec::new()
+    };
+    let req = match decode_request(command, &input, direct.len()) {
+        Ok(r) => r,
+        Err(e) => return refuse(request, direct_in, e.status(), e.message()),
+    };
+    // SAFETY: a live request of this device, which has file objects.
+    let file = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
+    let result = match req {
+        Request::QueueReceive { queue } => {
+            if a.with(|st| session_has(st, file, queue)) {
+                return hand_over(a, request, file, queue, output_len);
+            }
+            Err(CtlError::NotFound)
+        }
+        Request::QueueRespond(r) => match respond(g, a, file, &r, direct) {
+            Ok(row) => return complete(request, STATUS_SUCCESS, row.to_information()),
+            Err(e) => Err(e),
+        },
+        Request::QueueAttach { name, prefixes } => attach_session(g, a, file, name, &prefixes),
+        Request::QueueCancel { id } => {
+            let origin = a.with(|st| st.handoff.answer(RequestId(id), taker(file)));
+            if let Some(o) = origin {
+                // SAFETY: the origin left the hand-off with its reference.
+                unsafe { deliver(o, RequestId(id), Outcome::Abandoned) };
+            }
+            Ok(Vec::new())
+        }
+        Request::QueueDetach { queue } => detach_session(a, file, queue),
+        _ => Err(CtlError::WrongEndpoint),
+    };
+    match result {
+        Ok(rows) if rows.is_empty() => {
+            let mut out = Vec::new();
+            let _ = khttp_proto::reply::empty_reply(&mut out);
+            reply(request, Status::Ok, &out);
+        }
+        Ok(rows) => reply(request, Status::Ok, &rows),
+        Err(e) => refuse(request, direct_in, Status::from(e), e.message()),
+    }
+}
+
+/// Completes `request` with a refusal: as a reply, or for METHOD_IN_DIRECT as its NTSTATUS.
+fn refuse(request: WDFREQUEST, direct_in: bool, status: Status, message: &str) {
+    if direct_in {
+        return complete(request, ntstatus_of(status), 0);
+    }
+    let mut out = Vec::new();
+    let _ = khttp_proto::error_reply(&mut out, message);
+    reply(request, status, &out);
+}
+
+fn session_has(st: &State, file: WDFFILEOBJECT, queue: u32) -> bool {
+    st.sessions
+        .iter()
+        .any(|s| s.file == file && s.attached.contains(&queue))
+}
+
+/// `QueueAttach` for the handle `file`: the engine's rule, on a clone of the site, published.
+fn attach_session(
+    g: &Global,
+    a: &Apps,
+    file: WDFFILEOBJECT,
+    name: &str,
+    prefixes: &[&str],
+) -> Result<Vec<u8>, CtlError> {
+    let holder = a
+        .with(|st| {
+            st.sessions
+                .iter()
+                .find(|s| s.file == file)
+                .map(|s| s.holder)
+        })
+        .ok_or(CtlError::NotFound)?;
+    let queue = with_writer(|| {
+        let mut next = g.site.snapshot().try_clone()?;
+        let queue = attach(&mut next, Caller::Administrator, holder, name, prefixes)?;
+        publish(g, next)?;
+        Ok::<u32, CtlError>(queue)
+    })?;
+    let recorded = a.with(|st| {
+        let s = st.sessions.iter_mut().find(|s| s.file == file)?;
+        s.attached.try_reserve(1).ok()?;
+        s.attached.push(queue);
+        Some(())
+    });
+    if recorded.is_none() {
+        return Err(CtlError::OutOfMemory);
+    }
+    let mut out = Vec::new();
+    khttp_proto::write_rows(&mut out, [AttachRow { queue }]).map_err(|_| CtlError::OutOfMemory)?;
+    Ok(out)
+}
+
+/// `QueueDetach` for the handle `file`.
+fn detach_session(a: &Apps, file: WDFFILEOBJECT, queue: u32) -> Result<Vec<u8>, CtlError> {
+    let session = a.with(|st| {
+        let s = st.sessions.iter_mut().find(|s| s.file == file)?;
+        let i = s.attached.iter().position(|q| *q == queue)?;
+        s.attached.swap_remove(i);
+        Some(Session {
+            file,
+            holder: s.holder,
+            attached: Vec::new(),
+        })
+    });
+    let session = session.ok_or(CtlError::NotFound)?;
+    let orphaned = detach_from(&session, &[queue])?;
+    // Only what waits in a queue left with no application: the handle keeps what it took.
+    let mut gone: Vec<(RequestId, usize)> = Vec::new();
+    a.with(|st| {
+        if gone.try_reserve_exact(st.handoff.len()).is_ok() {
+            st.handoff
+                .abandon(u64::MAX, &orphaned, |id, o| gone.push((id, o)));
+        }
+    });
+    for (id, origin) in gone {
+        // SAFETY: each origin left the hand-off with its reference.
+        unsafe { deliver(origin, id, Outcome::Abandoned) };
+    }
+    Ok(Vec::new())
+}
+
+/// `QueueRespond` for the handle `file`: cached first when the application and the rules
+/// allow it, then handed to the waiting connection.
+fn respond(
+    g: &Global,
+    a: &Apps,
+    file: WDFFILEOBJECT,
+    r: &Respond<'_>,
+    body: Vec<u8>,
+) -> Result<RespondRow, CtlError> {
+    let id = RequestId(r.id);
+    let me = taker(file);
+    let (origin, cache_url) = a.with(|st| {
+        let url = st.handoff.cache_url(id, me).map(copy_str);
+        (st.handoff.answer(id, me), url)
+    });
+    let Some(origin) = origin else {
+        return Ok(RespondRow {
+            delivered: false,
+            cached: false,
+        });
+    };
+    let len = body.len() as u64;
+    let Ok(body) = Arc::try_new(body) else {
+        // SAFETY: the origin left the hand-off with its reference.
+        unsafe { deliver(origin, id, Outcome::Abandoned) };
+        return Err(CtlError::OutOfMemory);
+    };
+    let resp = match AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body)) {
+        Ok(resp) => resp,
+        Err(e) => {
+            // The client is not left waiting: 502, and the application hears why.
+            // SAFETY: the origin left the hand-off with its reference.
+            unsafe { deliver(origin, id, Outcome::Invalid) };
+            return Err(e);
+        }
+    };
+    let site = g.site.snapshot();
+    let cached = match (r.ttl, cache_url.flatten()) {
+        (Some(ttl), Some(url)) if app_response_cacheable(r.status, &r.headers, len, &site) => {
+            let answer = AppAnswer {
+                status: r.status,
+                content_type: r.content_type,
+                headers: &r.headers,
+                body: &body,
+            };
+            with_writer(|| {
+                let mut next = g.site.snapshot().try_clone()?;
+                store_app_answer(&mut next, &url, &answer, ttl, clock().now())?;
+                publish(g, next)
+            })
+            .is_ok()
+        }
+        _ => false,
+    };
+    // SAFETY: the origin left the hand-off with its reference.
+    unsafe { deliver(origin, id, Outcome::Response(resp)) };
+    Ok(RespondRow {
+        delivered: true,
+        cached,
+    })
+}
