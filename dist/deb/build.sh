@@ -55,7 +55,7 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: khttp
 
 Files: *
-Copyright: the khttp authors
+Copyright: 2026 the khttp authors
 License: MIT or Apache-2.0
  On Debian systems the Apache License 2.0 is in /usr/share/common-licenses/Apache-2.0.
 COPYRIGHT

@@ -11,12 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "deb test: needs root (it installs a package)" >&2; exit 1; }
-for pkg in curl logrotate; do
+for pkg in curl logrotate lintian; do
     command -v "$pkg" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$pkg" >/dev/null; }
 done
 
 deb=$(bash dist/deb/build.sh)
 echo "deb test: $deb ($(du -k "$deb" | cut -f1) KiB)"
+# Debian's own package checker: no error and no warning (but the archive's upload bookkeeping).
+lintian --fail-on error,warning --suppress-tags initial-upload-closes-no-bugs "$deb" 2>&1 \
+    | grep -v 'running with root privileges' || true
+lintian --fail-on error,warning --suppress-tags initial-upload-closes-no-bugs "$deb" >/dev/null 2>&1 \
+    || { echo "deb test: lintian found problems (above)" >&2; exit 1; }
 dpkg-deb --info "$deb" | sed -n 's/^ *\(Depends\|Installed-Size\):/  &/p'
 if dpkg -s khttp >/dev/null 2>&1; then dpkg -P khttp >/dev/null; fi
 dpkg -i "$deb" >/dev/null

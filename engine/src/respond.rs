@@ -358,17 +358,20 @@ pub fn app_cache_url(site: &Site, local: Local, head: &[u8]) -> Option<String> {
 /// The fields of an application's answer that its cache entry keeps: `ETag` and
 /// `Last-Modified` go (the entry's own strong `ETag` and the validators it computes replace
 /// them), the rest stays.
-#[must_use]
-pub fn app_cache_fields<'h>(headers: &[&'h str]) -> Vec<&'h str> {
-    headers
-        .iter()
-        .copied()
-        .filter(|line| {
-            let name = line.split_once(':').map_or(*line, |(n, _)| n).trim();
-            !name.eq_ignore_ascii_case("etag") && !name.eq_ignore_ascii_case("last-modified")
-        })
-        .filter(|line| entry_field_allowed(line))
-        .collect()
+///
+/// # Errors
+/// [`OutOfMemory`].
+pub fn app_cache_fields<'h>(headers: &[&'h str]) -> Result<Vec<&'h str>, OutOfMemory> {
+    let mut kept = Vec::new();
+    kept.try_reserve_exact(headers.len())
+        .map_err(|_| OutOfMemory)?;
+    kept.extend(headers.iter().copied().filter(|line| {
+        let name = line.split_once(':').map_or(*line, |(n, _)| n).trim();
+        !name.eq_ignore_ascii_case("etag")
+            && !name.eq_ignore_ascii_case("last-modified")
+            && entry_field_allowed(line)
+    }));
+    Ok(kept)
 }
 
 /// An application's answer as it is to be cached: what both hosts put into a clone of the
@@ -396,7 +399,7 @@ pub fn store_app_answer(
     ttl: u64,
     now: crate::Instant,
 ) -> Result<(), CtlError> {
-    let headers = app_cache_fields(answer.headers);
+    let headers = app_cache_fields(answer.headers)?;
     let spec = crate::EntrySpec {
         status: answer.status,
         content_type: answer.content_type,

@@ -186,6 +186,34 @@ fn a_full_queue_and_a_slow_application_get_503() {
     drop(q.try_clone());
 }
 
+/// The same limits with an application process, so that the driver runs them too: a slow
+/// application (`--delay`) fills a queue of one and is timed out; a refused answer is a 502.
+#[test]
+fn a_slow_or_invalid_application_process_gets_503_and_502() {
+    let (s, port, app) = setup("apps-slow");
+    s.ctl_ok(&["limits", "set", "queue-length", "1"]);
+    s.ctl_ok(&["limits", "set", "app-response-timeout", "1"]);
+    let slow = hello(&s, &app, &["--delay", "2500"]);
+    // The first is received, and waits for the application; the second waits in the queue.
+    let first = std::thread::spawn(move || get(port, "/app/first", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    let second = std::thread::spawn(move || get(port, "/app/second", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    let third = get(port, "/app/third", "");
+    assert_eq!(third.status, 503, "the queue is full");
+    assert!(String::from_utf8_lossy(&third.body).contains("full"));
+    for r in [first.join().unwrap(), second.join().unwrap()] {
+        assert_eq!(r.status, 503, "app-response-timeout");
+        assert!(String::from_utf8_lossy(&r.body).contains("in time"));
+    }
+    stop(slow);
+    s.ctl_ok(&["limits", "set", "app-response-timeout", "60"]);
+    let invalid = hello(&s, &app, &["--invalid"]);
+    let r = get(port, "/app/bad", "");
+    assert_eq!(r.status, 502);
+    stop(invalid);
+}
+
 #[test]
 fn bodies_pipelining_and_a_client_that_leaves() {
     if skip_external(SKIP) {

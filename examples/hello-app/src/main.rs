@@ -8,6 +8,8 @@
 //! ```
 //!
 //! `--cache SECONDS` lets khttp keep each answer that long and serve repeats itself;
+//! `--delay MS` waits that long before each answer, and `--invalid` answers with a field khttp
+//! sets itself (both for tests: a slow application, a refused answer);
 //! `--threads N` attaches N handles, each answering on its own thread; `--queue NAME` names the
 //! request queue (default `hello`: two hello-apps on different prefixes need different names,
 //! or they share one queue).
@@ -24,6 +26,7 @@ fn main() {
     let mut cache = None;
     let mut threads = 1usize;
     let mut name = String::from("hello");
+    let mut odd = Odd::default();
     while let Some(a) = args.next() {
         if a == "--cache" {
             cache = args
@@ -32,6 +35,13 @@ fn main() {
                 .map(Duration::from_secs);
         } else if a == "--queue" {
             name = args.next().unwrap_or(name);
+        } else if a == "--delay" {
+            odd.delay = args
+                .next()
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_millis);
+        } else if a == "--invalid" {
+            odd.invalid = true;
         } else if a == "--threads" {
             threads = args.next().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
         } else {
@@ -49,14 +59,21 @@ fn main() {
     for _ in 1..threads {
         let Ok(q) = queue.try_clone() else { break };
         let served = Arc::clone(&served);
-        std::thread::spawn(move || serve(q, &served, cache));
+        std::thread::spawn(move || serve(q, &served, cache, odd));
     }
     println!("hello-app: attached to {prefix}");
-    serve(queue, &served, cache);
+    serve(queue, &served, cache, odd);
+}
+
+/// How a test wants it to misbehave.
+#[derive(Clone, Copy, Debug, Default)]
+struct Odd {
+    delay: Option<Duration>,
+    invalid: bool,
 }
 
 /// Answers requests on one handle until khttpd goes away.
-fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>) {
+fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd) {
     loop {
         let request = match queue.receive() {
             Ok(r) => r,
@@ -78,6 +95,12 @@ fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>) {
             .body(body);
         if let Some(ttl) = cache {
             response = response.cache_for(ttl);
+        }
+        if odd.invalid {
+            response = response.header("Content-Length", "1");
+        }
+        if let Some(d) = odd.delay {
+            std::thread::sleep(d);
         }
         if let Err(e) = request.respond(&mut queue, response) {
             eprintln!("hello-app: {e}");

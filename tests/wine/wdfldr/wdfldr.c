@@ -1093,6 +1093,11 @@ static VOID NTAPI fx_unload(PDRIVER_OBJECT drv)
             IoDeleteSymbolicLink(&link);
         }
         IoDeleteDevice(d->dev);
+        if (Deferred != 0) {
+            /* A cancel or close callback still queued (a FAIL above) may yet read the queues:
+             * leave them allocated (and counted: the unbind check reports them). */
+            continue;
+        }
         free(d->queue);
         for (k = 0; k < MAX_MANUAL; k++) {
             if (d->manual[k] != NULL) {
