@@ -6,6 +6,7 @@
 #   bcryptprimitives.dll  ProcessPrng for Rust's std on Wine 8.0 (C);
 #   khttpctl.exe          the admin CLI, built for x86_64-pc-windows-gnu;
 #   hello-app.exe         the example application (request queues, \\.\KHttpApp), likewise;
+#   khttp-proxy.exe       khttp in front of an HTTP upstream, likewise;
 #   khttp.inf             inf/khttp.inx with stampinf's substitutions made by sed.
 # Installs what it needs (apt, rustup targets).
 set -euo pipefail
@@ -44,10 +45,11 @@ x86_64-w64-mingw32-gcc -shared -o "$out/WdfLdr.sys" "$out/wdfldr.o" \
 x86_64-w64-mingw32-gcc -O2 -Wall -Werror -shared -o "$out/bcryptprimitives.dll" \
     "$here/bcryptprimitives/bcryptprimitives.c" -ladvapi32
 
-log "khttpctl.exe, hello-app.exe"
-(cd "$root" && cargo build -q --release -p khttpctl -p hello-app --target x86_64-pc-windows-gnu)
-cp "$root/target/x86_64-pc-windows-gnu/release/khttpctl.exe" \
-    "$root/target/x86_64-pc-windows-gnu/release/hello-app.exe" "$out/"
+log "khttpctl.exe, hello-app.exe, khttp-proxy.exe"
+(cd "$root" && cargo build -q --release -p khttpctl -p hello-app -p khttp-proxy --target x86_64-pc-windows-gnu)
+for exe in khttpctl hello-app khttp-proxy; do
+    cp "$root/target/x86_64-pc-windows-gnu/release/$exe.exe" "$out/"
+done
 
 # stampinf's job (DRIVER-NOTES §2.3), by sed: the architecture decoration and a DriverVer.
 sed -e 's/\$ARCH\$/amd64/g' -e "s|^DriverVer *=.*|DriverVer   = 01/01/2026,0.1.0.0|" \

@@ -93,7 +93,7 @@ drivers=$WINEPREFIX/drive_c/windows/system32/drivers
 cp "$bin/netio.sys" "$bin/WdfLdr.sys" "$drivers/"
 cp "$bin/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 mkdir -p "$harness" "$WINEPREFIX/drive_c/khttp-pkg"
-cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttpctl.exe" "$bin/hello-app.exe" \
+cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttpctl.exe" "$bin/hello-app.exe" "$bin/khttp-proxy.exe" \
     "$WINEPREFIX/drive_c/khttp-pkg/"
 printf 'seed=%s\ninline=50\n' "$seed" >"$harness/config"
 say "completion seed $seed (KHTTP_WINE_SEED=$seed reproduces the inline/async choices)"
@@ -196,8 +196,7 @@ export KHTTP_TEST_EXTERNAL=1
 export KHTTP_ENDPOINT='device:\\.\KHttp'
 export KHTTPCTL_BIN=$here/khttpctl.sh
 export KHTTP_WINE_CTL='C:\khttp-pkg\khttpctl.exe'
-export HELLO_APP_BIN=$here/hello-app.sh
-export KHTTP_WINE_APP='C:\khttp-pkg\hello-app.exe'
+export HELLO_APP_BIN=$here/wine-app.sh KHTTP_PROXY_BIN=$here/wine-proxy.sh
 export KHTTP_WINE_HARNESS=$harness
 suite_log=$work/suite.log
 say "black-box suite against the driver (log: $suite_log)"
