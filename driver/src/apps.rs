@@ -46,10 +46,13 @@ use wdk_sys::{
     WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
-use crate::entry::{DeviceSpec, create_control_device};
+use crate::device::{DeviceSpec, create_control_device};
 use crate::global::{Global, SpinGuard, clock, global, object_attributes, spin_lock};
 use crate::ioctl::{Buffer, complete, ntstatus_of, reply, retrieve, with_writer};
-use crate::net::conn::deliver;
+use crate::net::conn::{Queues, deliver, set_queues};
+
+/// What connections ask of the application device.
+static QUEUES: Queues = Queues { offer, cancel };
 use crate::{size_of_u32, wide};
 
 static DEVICE_NAME: [u16; 16] = wide(b"\\Device\\KHttpApp");
@@ -112,38 +115,6 @@ fn apps() -> Option<&'static Apps> {
     unsafe { (*APPS.0.get()).as_ref() }
 }
 
-/// An application's answer waiting for its connection's driver.
-pub(crate) struct Mailbox(UnsafeCell<Option<(RequestId, Outcome)>>);
-
-impl Mailbox {
-    /// An empty mailbox.
-    pub(crate) const fn new() -> Self {
-        Self(UnsafeCell::new(None))
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut Option<(RequestId, Outcome)>) -> R) -> Option<R> {
-        let a = apps()?;
-        let _guard = SpinGuard::new(&a.lock);
-        // SAFETY: the mailbox is touched only under the applications' lock, which is held.
-        Some(f(unsafe { &mut *self.0.get() }))
-    }
-
-    /// Posts an answer (replacing none: a connection waits for one request at a time).
-    pub(crate) fn put(&self, id: RequestId, outcome: Outcome) {
-        let _ = self.with(|m| *m = Some((id, outcome)));
-    }
-
-    /// Takes the answer, if any.
-    pub(crate) fn take(&self) -> Option<(RequestId, Outcome)> {
-        self.with(Option::take).flatten()
-    }
-
-    /// Whether an answer waits.
-    pub(crate) fn is_full(&self) -> bool {
-        self.with(|m| m.is_some()).unwrap_or(false)
-    }
-}
-
 /// Builds the application device, its queues and the lock (DriverEntry).
 ///
 /// # Safety
@@ -201,6 +172,7 @@ pub(crate) unsafe fn create(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
     };
     // SAFETY: no reader exists yet (contract).
     unsafe { *APPS.0.get() = Some(a) };
+    set_queues(&QUEUES);
     Ok(device)
 }
 

@@ -30,6 +30,7 @@ extern crate wdk_panic;
 
 mod abi;
 mod apps;
+mod device;
 mod entry;
 mod global;
 mod ioctl;

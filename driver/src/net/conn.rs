@@ -28,8 +28,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize
 
 use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
 use khttp_engine::{
-    Admission, Body, Clock, Close, Completion, Connection, InlineGate, Local, NextIo, Outcome,
-    RequestId, Site, SlotTable, Transmit, admit, next_io,
+    Admission, Body, Clock, Close, Completion, Connection, Delivery, InlineGate, Local, NextIo,
+    Outcome, Refusal, RequestId, Site, SlotTable, Transmit, admit, next_io,
 };
 use khttp_wsk::{PWSK_SOCKET, WSK_BUF, WSK_FLAG_NODELAY, WSK_PROVIDER_CONNECTION_DISPATCH};
 use wdk::nt_success;
@@ -41,7 +41,6 @@ use wdk_sys::{
     WORK_QUEUE_TYPE,
 };
 
-use crate::apps::{self, Mailbox};
 use crate::global::{SpinGuard, clock, global, spin_lock};
 use crate::irp::{
     TAG_CONNECTION, TAG_RECEIVE, allocate_irp, allocate_work_item, free_irp, free_work_item,
@@ -53,6 +52,65 @@ const WORK_QUEUE_DELAYED: WORK_QUEUE_TYPE = _WORK_QUEUE_TYPE::DelayedWorkQueue;
 
 /// Receive buffer per connection (non-paged; DRIVER-NOTES §4.5 budget).
 const RX_LEN: usize = 8 * 1024;
+
+/// What connections ask of the request queues. The application device registers it
+/// ([`set_queues`]), so that connections do not depend on it.
+pub(crate) struct Queues {
+    /// Offers a request: the connection context (with a reference for the queues), the request.
+    pub(crate) offer: fn(usize, &Delivery<'_>, &Site) -> Result<RequestId, Refusal>,
+    /// Takes a request back (its connection stopped waiting): its origin, if still there.
+    pub(crate) cancel: fn(RequestId) -> Option<usize>,
+}
+
+static QUEUES: AtomicPtr<Queues> = AtomicPtr::new(ptr::null_mut());
+
+/// Registers the request queues (DriverEntry, before any connection).
+pub(crate) fn set_queues(q: &'static Queues) {
+    QUEUES.store(ptr::from_ref(q).cast_mut(), Ordering::Release);
+}
+
+fn queues() -> Option<&'static Queues> {
+    // SAFETY: only `set_queues` stores here, and only a `&'static Queues`.
+    unsafe { QUEUES.load(Ordering::Acquire).as_ref() }
+}
+
+/// An application's answer waiting for its connection's driver: one at a time (a connection
+/// waits for one request). Lock-free: an answer is boxed (fallibly; one that cannot be is lost,
+/// and the connection answers 503 at its `app-response-timeout`).
+pub(crate) struct Mailbox(AtomicPtr<(RequestId, Outcome)>);
+
+impl Mailbox {
+    const fn new() -> Self {
+        Self(AtomicPtr::new(ptr::null_mut()))
+    }
+
+    fn put(&self, id: RequestId, outcome: Outcome) {
+        let Ok(b) = Box::try_new((id, outcome)) else {
+            return;
+        };
+        let old = self.0.swap(Box::into_raw(b), Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: a box this mailbox owned (from `Box::into_raw` above), now replaced.
+            drop(unsafe { Box::from_raw(old) });
+        }
+    }
+
+    fn take(&self) -> Option<(RequestId, Outcome)> {
+        let p = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: non-null only as a box this mailbox owned (from `put`), taken out once.
+        (!p.is_null()).then(|| *unsafe { Box::from_raw(p) })
+    }
+
+    fn is_full(&self) -> bool {
+        !self.0.load(Ordering::Acquire).is_null()
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
 
 /// Connection contexts the driver holds at once: those it serves (`max-connections`, at most
 /// [`DRIVER_MAX_CONNECTIONS`]) and those it answers 503.
@@ -645,7 +703,7 @@ unsafe fn drive(ctx: *mut ConnCtx, stack: Stack) {
 fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
     if let Some(id) = inner.conn.take_cancelled() {
         me.deferred.store(0, Ordering::Release);
-        if let Some(origin) = apps::cancel(id) {
+        if let Some(origin) = queues().and_then(|q| (q.cancel)(id)) {
             // SAFETY: the hand-off's reference to this context, given back by the cancel.
             drop(unsafe { ConnRef::from_raw(origin as *mut ConnCtx) });
         }
@@ -657,7 +715,10 @@ fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
     }
     if let Some(d) = inner.conn.poll_delivery() {
         let origin = me.share().into_raw();
-        match apps::offer(origin as usize, &d, site) {
+        let offered = queues().map_or(Err(Refusal::NoApplication), |q| {
+            (q.offer)(origin as usize, &d, site)
+        });
+        match offered {
             Ok(id) => {
                 me.deferred.store(id.0, Ordering::Release);
                 inner.conn.handle_queued(id, clock);
@@ -933,7 +994,7 @@ unsafe extern "C" fn on_close(_device: PDEVICE_OBJECT, _irp: PIRP, context: PVOI
     // A request an application still has leaves the hand-off, with its reference.
     let id = c.deferred.swap(0, Ordering::AcqRel);
     if id != 0
-        && let Some(origin) = apps::cancel(RequestId(id))
+        && let Some(origin) = queues().and_then(|q| (q.cancel)(RequestId(id)))
     {
         // SAFETY: the hand-off's reference, given back by the cancel; the close's is still held.
         drop(unsafe { ConnRef::from_raw(origin as *mut ConnCtx) });
