@@ -36,10 +36,13 @@ mkdir -p "$root/usr/share/khttp"
 cp -r dist/site "$root/usr/share/khttp/site"
 find "$root/usr/share/khttp" -type d -exec chmod 755 {} + -o -type f -exec chmod 644 {} +
 
+man=$root/usr/share/man/man8
+mkdir -p "$man"
+target/release/khttpd --generate man > "$man/khttpd.8"
+target/release/khttpctl generate man "$man"   # khttpctl.8 and a page per subcommand
+gzip -9n "$man"/*.8
 for bin in khttpd khttpctl; do
     if [ "$bin" = khttpd ]; then gen=(--generate); else gen=(generate); fi
-    mkdir -p "$root/usr/share/man/man8"
-    target/release/$bin "${gen[@]}" man | gzip -9n > "$root/usr/share/man/man8/$bin.8.gz"
     install -d "$root/usr/share/bash-completion/completions" \
         "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d"
     target/release/$bin "${gen[@]}" bash > "$root/usr/share/bash-completion/completions/$bin"

@@ -42,6 +42,10 @@ for f in /usr/bin/khttpd /usr/bin/khttpctl /lib/systemd/system/khttpd.service /e
     [ -e "$f" ] || fail "$f is not installed"
 done
 zcat /usr/share/man/man8/khttpctl.8.gz | grep -q 'apply' || fail "khttpctl.8 does not describe apply"
+zcat /usr/share/man/man8/khttpctl-apply.8.gz | grep -q 'prune' || fail "khttpctl-apply.8 does not describe --prune"
+for page in $(zcat /usr/share/man/man8/khttpctl.8.gz | grep -o 'khttpctl\\-[a-z\\-]*' | sed 's/\\-/-/g' | sort -u); do
+    [ -f "/usr/share/man/man8/$page.8.gz" ] || fail "khttpctl.8 names $page(8), which is not installed"
+done
 zcat /usr/share/man/man8/khttpd.8.gz | grep -q 'config' || fail "khttpd.8 does not describe --config"
 grep -q 'apply' /usr/share/bash-completion/completions/khttpctl || fail "no bash completion for apply"
 if command -v systemd-analyze >/dev/null; then

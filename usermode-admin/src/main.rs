@@ -67,12 +67,15 @@ enum Command {
     },
     /// Protocol and server version.
     Version,
-    /// Print khttpctl's man page or a shell's completion script (for packagers).
+    /// Print khttpctl's man page or a shell's completion script (for packagers); `man DIR`
+    /// writes every page, the subcommands' too, into DIR.
     #[command(hide = true)]
     Generate {
         /// man, bash, zsh or fish.
         #[arg(value_parser = khttp_local::admin::generate::KINDS)]
         kind: String,
+        /// With `man`: the directory for every page.
+        dir: Option<PathBuf>,
     },
 }
 
@@ -263,14 +266,16 @@ fn print_json_map<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) {
 }
 
 fn run(cli: Cli) -> Result<(), Fail> {
-    if let Command::Generate { kind } = &cli.command {
+    if let Command::Generate { kind, dir } = &cli.command {
         use clap::CommandFactory;
+        use khttp_local::admin::generate::{generate, man_pages};
+        if let (Some(dir), "man") = (dir, kind.as_str()) {
+            man_pages(Cli::command(), dir)
+                .map_err(|e| Fail(format!("cannot write into {}: {e}", dir.display())))?;
+            return Ok(());
+        }
         let mut out = std::io::stdout().lock();
-        return Ok(khttp_local::admin::generate::generate(
-            Cli::command(),
-            kind,
-            &mut out,
-        )?);
+        return Ok(generate(Cli::command(), kind, &mut out)?);
     }
     let endpoint = cli.endpoint.unwrap_or_else(default_endpoint);
     let mut client = Client::connect(&endpoint)?;

@@ -3,6 +3,7 @@
 //! the installed binaries, so the pages can never describe other flags than the binary has.
 
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 /// What can be generated.
 pub const KINDS: [&str; 4] = ["man", "bash", "zsh", "fish"];
@@ -38,4 +39,30 @@ pub fn generate(cmd: clap::Command, kind: &str, out: &mut dyn Write) -> io::Resu
             format!("cannot generate {other:?}: use man, bash, zsh or fish"),
         )),
     }
+}
+
+/// Writes the man pages of `cmd` and of every subcommand it shows (`khttpctl-cache-load.8`…),
+/// section 8, into `dir`; returns their paths. The top page names the others, so each must
+/// exist.
+///
+/// # Errors
+/// A page could not be written.
+pub fn man_pages(cmd: clap::Command, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    fn walk(cmd: clap::Command, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            walk(sub, dir, out)?;
+        }
+        out.push(
+            clap_mangen::Man::new(cmd)
+                .section("8")
+                .manual("khttp")
+                .generate_to(dir)?,
+        );
+        Ok(())
+    }
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    let mut out = Vec::new();
+    walk(cmd, dir, &mut out)?;
+    Ok(out)
 }
