@@ -232,11 +232,12 @@ fn abandon(a: &Apps, file: Option<WDFFILEOBJECT>, orphaned: &[u32]) {
         if gone.try_reserve_exact(st.handoff.len()).is_err() {
             return;
         }
+        let mut leave = |id, o| gone.push((id, o));
         match file {
-            Some(f) => st
-                .handoff
-                .abandon(taker(f), orphaned, |id, o| gone.push((id, o))),
-            None => st.handoff.drain(|id, o| gone.push((id, o))),
+            Some(f) => st.handoff.abandon(taker(f), orphaned, &mut leave),
+            // No handle takes u64::MAX: only what waits in `orphaned`.
+            None if !orphaned.is_empty() => st.handoff.abandon(u64::MAX, orphaned, &mut leave),
+            None => st.handoff.drain(&mut leave),
         }
     });
     for (id, origin) in gone {
@@ -415,20 +416,7 @@ fn detach_from(session: &Session, queues: &[u32]) -> Result<Vec<u32>, CtlError> 
     let g = global().ok_or(CtlError::NotFound)?;
     with_writer(|| {
         let mut next = g.site.snapshot().try_clone()?;
-        for q in queues {
-            // One that is gone already (its reservation deleted) is nothing to undo.
-            let _ = next.detach_queue(*q, session.holder);
-        }
-        let mut orphaned = Vec::new();
-        orphaned
-            .try_reserve_exact(queues.len())
-            .map_err(|_| CtlError::OutOfMemory)?;
-        orphaned.extend(
-            queues
-                .iter()
-                .copied()
-                .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached() == 0)),
-        );
+        let orphaned = next.detach_queues(queues, session.holder)?;
         publish(g, next)?;
         Ok(orphaned)
     })
@@ -588,17 +576,7 @@ fn detach_session(a: &Apps, file: WDFFILEOBJECT, queue: u32) -> Result<Vec<u8>, 
     let session = session.ok_or(CtlError::NotFound)?;
     let orphaned = detach_from(&session, &[queue])?;
     // Only what waits in a queue left with no application: the handle keeps what it took.
-    let mut gone: Vec<(RequestId, usize)> = Vec::new();
-    a.with(|st| {
-        if gone.try_reserve_exact(st.handoff.len()).is_ok() {
-            st.handoff
-                .abandon(u64::MAX, &orphaned, |id, o| gone.push((id, o)));
-        }
-    });
-    for (id, origin) in gone {
-        // SAFETY: each origin left the hand-off with its reference.
-        unsafe { deliver(origin, id, Outcome::Abandoned) };
-    }
+    abandon(a, None, &orphaned);
     Ok(Vec::new())
 }
 

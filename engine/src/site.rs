@@ -151,6 +151,26 @@ impl Site {
         self.queues.detach(id, holder)
     }
 
+    /// Detaches `holder` from each of `queues` (an application that goes); a queue gone already
+    /// (its reservation deleted) is nothing to undo. Returns the queues left with no
+    /// application, whose waiting requests the host answers 503.
+    ///
+    /// # Errors
+    /// [`CtlError::OutOfMemory`].
+    pub fn detach_queues(&mut self, queues: &[u32], holder: Holder) -> Result<Vec<u32>, CtlError> {
+        let mut orphaned = Vec::new();
+        orphaned
+            .try_reserve_exact(queues.len())
+            .map_err(|_| CtlError::OutOfMemory)?;
+        for &q in queues {
+            let _ = self.queues.detach(q, holder);
+            if self.queues.get(q).is_some_and(|q| q.attached() == 0) {
+                orphaned.push(q);
+            }
+        }
+        Ok(orphaned)
+    }
+
     /// The cache.
     #[must_use]
     pub const fn cache(&self) -> &Cache {

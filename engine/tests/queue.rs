@@ -326,3 +326,25 @@ fn queues_count_their_requests() {
     assert_eq!(stats.timed_out.load(Relaxed), 1);
     assert_eq!(stats.in_flight.load(Relaxed), 0);
 }
+
+/// An application that goes leaves the queues it alone held with no application, and those it
+/// shared attached; a queue gone already is nothing to undo.
+#[test]
+fn detaching_reports_the_queues_left_empty() {
+    let other = Holder { pid: 2, uid: 0 };
+    let mut s = site();
+    s.reserve("http://+:8080/b/", None).unwrap();
+    let alone = s
+        .attach_queue("alone", &["http://+:8080/"], HOLDER)
+        .unwrap();
+    let shared = s
+        .attach_queue("shared", &["http://+:8080/b/"], HOLDER)
+        .unwrap();
+    s.attach_queue("shared", &["http://+:8080/b/"], other)
+        .unwrap();
+    assert_eq!(
+        s.detach_queues(&[alone, shared, 999], HOLDER).unwrap(),
+        [alone]
+    );
+    assert_eq!(s.queues().get(shared).map(|q| q.attached()), Some(1));
+}

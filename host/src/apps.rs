@@ -266,15 +266,7 @@ impl Session {
         let shared = &self.shared;
         let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = shared.snapshot().try_clone()?;
-        for q in queues {
-            // One that is gone already (its reservation deleted) is nothing to undo.
-            let _ = next.detach_queue(*q, holder);
-        }
-        let orphaned = queues
-            .iter()
-            .copied()
-            .filter(|q| next.queues().get(*q).is_some_and(|q| q.attached() == 0))
-            .collect();
+        let orphaned = next.detach_queues(queues, holder)?;
         shared.publish(Arc::new(next));
         Ok(orphaned)
     }
