@@ -20,9 +20,30 @@
 //! (`khttpctl urlacl add PREFIX --user NAME`); root and khttpd's own user may attach anywhere.
 //! For concurrency, attach several handles ([`Queue::try_clone`]), one per thread: each
 //! receives on its own.
+//!
+//! An answer whose body is large or produced bit by bit is streamed
+//! ([`Request::respond_stream`]): the head goes at once and the body follows in pieces
+//! through a [`BodyWriter`] (an [`io::Write`]), with `Content-Length` when the length is
+//! known, chunked otherwise. Each piece waits while the client is more than khttp's stream
+//! window (256 KiB) behind, so a slow client slows the application down instead of filling
+//! memory. A streamed answer is never cached.
+//!
+//! ```no_run
+//! # use khttp_app::{Queue, Response};
+//! # let mut queue = Queue::attach("hello", &["http://+:8080/app/"])?;
+//! use std::io::Write;
+//!
+//! let request = queue.receive()?;
+//! let mut body = request.respond_stream(&mut queue, Response::new(200), None)?;
+//! for i in 0..1000 {
+//!     writeln!(body, "line {i}")?;
+//! }
+//! body.finish()?;
+//! # Ok::<(), khttp_app::Error>(())
+//! ```
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +51,7 @@ pub use khttp_local::transport::Endpoint;
 use khttp_local::transport::{Transport, connect};
 
 use khttp_proto::reply::{AttachRow, ErrorRow, RequestRow, RespondRow};
-use khttp_proto::{Request as Call, Respond, Row, Status, encode_request, read_rows};
+use khttp_proto::{Request as Call, Respond, Row, Status, Streamed, encode_request, read_rows};
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -41,6 +62,8 @@ pub enum Error {
     Refused(Status, String),
     /// The reply broke the protocol.
     Protocol(String),
+    /// The call was wrong: a streamed body longer or shorter than the length it announced.
+    Invalid(String),
 }
 
 impl fmt::Display for Error {
@@ -49,6 +72,7 @@ impl fmt::Display for Error {
             Self::Io(e) => write!(f, "khttp application endpoint: {e}"),
             Self::Refused(_, m) => f.write_str(m),
             Self::Protocol(m) => write!(f, "protocol error: {m}"),
+            Self::Invalid(m) => f.write_str(m),
         }
     }
 }
@@ -58,6 +82,16 @@ impl std::error::Error for Error {}
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Self::Io(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            Error::Invalid(m) => Self::new(io::ErrorKind::InvalidInput, m),
+            e => Self::other(e.to_string()),
+        }
     }
 }
 
@@ -241,21 +275,40 @@ impl Request {
     /// [`Error::Refused`] for a response khttp will not send (a field it sets itself, a bad
     /// status); [`Error::Io`].
     pub fn respond(self, queue: &mut Queue, response: Response) -> Result<bool, Error> {
-        let headers: Vec<&str> = response.headers.iter().map(String::as_str).collect();
-        let respond = Respond {
+        send_head(queue, self.id, &response, None)
+    }
+
+    /// Starts a streamed answer: `response`'s status and fields go now, with its body (if
+    /// any) as the first piece; the rest is written to the returned [`BodyWriter`], and
+    /// [`BodyWriter::finish`] ends it. `length` is the whole body's, when known
+    /// (`Content-Length`); otherwise it is chunked (to an HTTP/1.0 client: ended by the
+    /// close). The response's [`Response::cache_for`] is ignored: a streamed answer is never
+    /// cached.
+    ///
+    /// # Errors
+    /// As [`Request::respond`]; [`Error::Invalid`] for a first piece longer than `length`.
+    pub fn respond_stream(
+        self,
+        queue: &mut Queue,
+        response: Response,
+        length: Option<u64>,
+    ) -> Result<BodyWriter<'_>, Error> {
+        let first = response.body.len() as u64;
+        if length.is_some_and(|n| first > n) {
+            return Err(Error::Invalid(format!(
+                "the first piece ({first} bytes) is longer than the announced length"
+            )));
+        }
+        let stream = Streamed { length };
+        let delivered = send_head(queue, self.id, &response, Some(stream))?;
+        Ok(BodyWriter {
+            queue,
             id: self.id,
-            status: response.status,
-            content_type: &response.content_type,
-            headers,
-            ttl: response.cache_for.map(|d| d.as_secs()),
-            body_len: response.body.len() as u64,
-        };
-        let reply = call(
-            &mut queue.link,
-            &Call::QueueRespond(respond),
-            &response.body,
-        )?;
-        Ok(one::<RespondRow>(&reply)?.delivered)
+            left: length.map(|n| n - first),
+            buf: Vec::new(),
+            delivered,
+            finished: false,
+        })
     }
 
     /// Gives the request up: the client gets 503.
@@ -274,6 +327,153 @@ impl Request {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Sends a response's head and body (whole, or the first piece of a stream).
+fn send_head(
+    queue: &mut Queue,
+    id: u64,
+    response: &Response,
+    stream: Option<Streamed>,
+) -> Result<bool, Error> {
+    let headers: Vec<&str> = response.headers.iter().map(String::as_str).collect();
+    let respond = Respond {
+        id,
+        status: response.status,
+        content_type: &response.content_type,
+        headers,
+        ttl: response
+            .cache_for
+            .filter(|_| stream.is_none())
+            .map(|d| d.as_secs()),
+        body_len: response.body.len() as u64,
+        stream,
+    };
+    let reply = call(
+        &mut queue.link,
+        &Call::QueueRespond(respond),
+        &response.body,
+    )?;
+    Ok(one::<RespondRow>(&reply)?.delivered)
+}
+
+/// Pieces written to a [`BodyWriter`] are gathered up to this many bytes before they go.
+const PIECE: usize = 64 * 1024;
+
+/// The body of a streamed answer ([`Request::respond_stream`]). Writes are gathered into
+/// pieces of 64 KiB; each piece waits while the client is more than khttp's stream window
+/// behind. Dropped without [`BodyWriter::finish`], the answer is given up: the client sees a
+/// broken response (a reset), never a short one that looks whole.
+#[derive(Debug)]
+pub struct BodyWriter<'q> {
+    queue: &'q mut Queue,
+    id: u64,
+    /// Bytes still to come, when the length was announced.
+    left: Option<u64>,
+    buf: Vec<u8>,
+    delivered: bool,
+    finished: bool,
+}
+
+impl BodyWriter<'_> {
+    /// Whether the client still waits: false once it has gone (or the answer timed out), after
+    /// which writes fail with [`io::ErrorKind::BrokenPipe`].
+    #[must_use]
+    pub const fn delivered(&self) -> bool {
+        self.delivered
+    }
+
+    /// Sends what is gathered as one piece (`last`: the end of the body).
+    fn send(&mut self, last: bool) -> Result<bool, Error> {
+        let len = self.buf.len() as u64;
+        if let Some(left) = self.left {
+            if len > left {
+                return Err(Error::Invalid(format!(
+                    "the body is longer than its announced length ({len} bytes over {left} left)"
+                )));
+            }
+            if last && len != left {
+                return Err(Error::Invalid(format!(
+                    "the body ended {} bytes short of its announced length",
+                    left - len
+                )));
+            }
+            self.left = Some(left - len);
+        }
+        let piece = Call::QueueSend {
+            id: self.id,
+            last,
+            body_len: len,
+        };
+        let reply = call(&mut self.queue.link, &piece, &self.buf)?;
+        self.buf.clear();
+        self.delivered = one::<RespondRow>(&reply)?.delivered;
+        Ok(self.delivered)
+    }
+
+    /// Sends the rest and ends the body. Returns whether the client got it all.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a body shorter than its announced length (the client gets a
+    /// reset); [`Error::Io`].
+    pub fn finish(mut self) -> Result<bool, Error> {
+        self.finished = true;
+        if !self.delivered {
+            return Ok(false);
+        }
+        let delivered = self.send(true);
+        if delivered.is_err() {
+            let _ = call(
+                &mut self.queue.link,
+                &Call::QueueCancel { id: self.id },
+                &[],
+            );
+        }
+        delivered
+    }
+}
+
+impl Write for BodyWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.delivered {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client is no longer waiting",
+            ));
+        }
+        if let Some(left) = self.left
+            && (self.buf.len() as u64).saturating_add(bytes.len() as u64) > left
+        {
+            return Err(
+                Error::Invalid("the body is longer than its announced length".into()).into(),
+            );
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= PIECE {
+            self.send(false)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.delivered && !self.buf.is_empty() {
+            self.send(false)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BodyWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.delivered {
+            // Given up half-way: the client must see a broken response.
+            let _ = call(
+                &mut self.queue.link,
+                &Call::QueueCancel { id: self.id },
+                &[],
+            );
+        }
     }
 }
 

@@ -49,10 +49,14 @@ use wdk_sys::{
 use crate::device::{DeviceSpec, create_control_device};
 use crate::global::{Global, SpinGuard, clock, global, object_attributes, spin_lock};
 use crate::ioctl::{Buffer, complete, ntstatus_of, reply, retrieve, with_writer};
-use crate::net::conn::{Queues, deliver, set_queues};
+use crate::net::conn::{Ack, Queues, deliver, deliver_held, set_queues, share_origin};
 
 /// What connections ask of the application device.
-static QUEUES: Queues = Queues { offer, cancel };
+static QUEUES: Queues = Queues {
+    offer,
+    cancel,
+    ack: complete_held,
+};
 use crate::{size_of_u32, wide};
 
 static DEVICE_NAME: [u16; 16] = wide(b"\\Device\\KHttpApp");
@@ -459,7 +463,9 @@ extern "C" fn on_app_control(
         Vec::new()
     };
     let direct = if direct_in && output_len > 0 {
-        if output_len as u64 > g.site.snapshot().limits().cache_max_entry_bytes {
+        // One answer or piece is held whole in memory: at most 64 MiB (larger bodies are
+        // streamed); whether it may be cached is `cache-max-entry-bytes`'s business.
+        if output_len > khttp_proto::MAX_BYTES {
             return complete(request, ntstatus_of(Status::EntryTooLarge), 0);
         }
         match retrieve(request, Buffer::Output, output_len) {
@@ -482,8 +488,25 @@ extern "C" fn on_app_control(
             }
             Err(CtlError::NotFound)
         }
+        Request::QueueRespond(r) if r.stream.is_some() => {
+            match stream_head(a, request, file, &r, direct) {
+                Ok(true) => return, // held until the connection takes it
+                Ok(false) => return complete(request, NOT_DELIVERED, 0),
+                Err(e) => Err(e),
+            }
+        }
+        Request::QueueSend { id, last, .. } => {
+            let Ok(body) = Arc::try_new(direct) else {
+                return refuse(request, true, Status::OutOfMemory, "out of memory");
+            };
+            let piece = Outcome::Piece { body, last };
+            if send_held(a, request, taker(file), RequestId(id), piece, last) {
+                return; // held until the connection takes it
+            }
+            return complete(request, NOT_DELIVERED, 0);
+        }
         Request::QueueRespond(r) => match respond(g, a, file, &r, direct) {
-            Ok(row) => return complete(request, STATUS_SUCCESS, row.to_information()),
+            Ok(row) => return complete(request, row.to_ntstatus() as NTSTATUS, 0),
             Err(e) => Err(e),
         },
         Request::QueueAttach { name, prefixes } => attach_session(g, a, file, name, &prefixes),
@@ -578,6 +601,79 @@ fn detach_session(a: &Apps, file: WDFFILEOBJECT, queue: u32) -> Result<Vec<u8>, 
     // Only what waits in a queue left with no application: the handle keeps what it took.
     abandon(a, None, &orphaned);
     Ok(Vec::new())
+}
+
+/// `RespondRow::to_ntstatus` of an answer or piece nobody waits for.
+const NOT_DELIVERED: NTSTATUS = RespondRow {
+    delivered: false,
+    cached: false,
+}
+.to_ntstatus() as NTSTATUS;
+
+/// Completes an application's call held for a streamed answer (`Queues::ack`).
+fn complete_held(request: usize, delivered: bool) {
+    let row = RespondRow {
+        delivered,
+        cached: false,
+    };
+    complete(request as WDFREQUEST, row.to_ntstatus() as NTSTATUS, 0);
+}
+
+/// A streamed answer's head and first piece (`QueueRespond` with `stream`) for the handle
+/// `file`: handed to the connection, with the call `request` held until the connection has
+/// taken it. Returns whether it is held (false: nobody waits for it any more).
+fn stream_head(
+    a: &Apps,
+    request: WDFREQUEST,
+    file: WDFFILEOBJECT,
+    r: &Respond<'_>,
+    body: Vec<u8>,
+) -> Result<bool, CtlError> {
+    let (id, me) = (RequestId(r.id), taker(file));
+    let body = Arc::try_new(body).map_err(|_| CtlError::OutOfMemory)?;
+    match AppResponse::new(r.status, r.content_type, &r.headers, body) {
+        Ok(resp) => {
+            let head = Outcome::Response(resp.streamed(r.stream.and_then(|s| s.length)));
+            Ok(send_held(a, request, me, id, head, false))
+        }
+        Err(e) => {
+            // The client is not left waiting: 502, and the application hears why.
+            if let Some(o) = a.with(|st| st.handoff.answer(id, me)) {
+                // SAFETY: the origin left the hand-off with its reference.
+                unsafe { deliver(o, id, Outcome::Invalid) };
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Hands a streamed answer's head or piece for request `id`, held by `me`, to its connection,
+/// with the call `request` held until the connection takes it; `last` ends the request.
+/// Returns whether the call is held (false: nobody waits for the request any more).
+fn send_held(
+    a: &Apps,
+    request: WDFREQUEST,
+    me: u64,
+    id: RequestId,
+    outcome: Outcome,
+    last: bool,
+) -> bool {
+    let origin = a.with(|st| {
+        if last {
+            st.handoff.answer(id, me)
+        } else {
+            let o = st.handoff.hold(id, me)?;
+            // SAFETY: the hand-off holds `o` with a reference, and its lock is held.
+            unsafe { share_origin(o) }
+        }
+    });
+    let Some(origin) = origin else {
+        return false;
+    };
+    // SAFETY: `origin` comes with a reference of its own (the hand-off's for the last piece,
+    // a new one otherwise), given up here.
+    unsafe { deliver_held(origin, id, outcome, Some(Ack::new(request as usize))) };
+    true
 }
 
 /// `QueueRespond` for the handle `file`: cached first when the application and the rules

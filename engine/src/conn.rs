@@ -26,12 +26,12 @@ use crate::error::{OutOfMemory, RequestError};
 use crate::http1::body::BodyReader;
 use crate::http1::body::Kept;
 use crate::http1::request::{Framing, Head, Method, early_error, find_head_end, parse_head};
-use crate::http1::response::{Persist, Served};
+use crate::http1::response::{Persist, ResponseHead, Served};
 use crate::limits::{
     BACKLOG_HEAD_BYTES, BACKLOG_ITEMS, DISCARD_LIMIT, INPUT_SLACK, KEEP_IDLE, Limits,
-    MAX_HEADERS_CAP, OVERLOAD_CONNECTIONS, SEND_GRACE_MS,
+    MAX_HEADERS_CAP, OVERLOAD_CONNECTIONS, SEND_GRACE_MS, STREAM_WINDOW,
 };
-use crate::out::{Mark, Output, Transmit};
+use crate::out::{Body, Mark, Output, Transmit};
 use crate::queues::QueueStats;
 use crate::respond::{Answer, AppResponse, decide, persist};
 use crate::route::Local;
@@ -206,8 +206,37 @@ struct Deferred {
     since: Instant,
     keep_alive: bool,
     head_only: bool,
+    /// The client speaks HTTP/1.1 (a streamed answer of unknown length may be chunked).
+    http11: bool,
     persist: Persist,
     /// The queue's counters.
+    stats: Option<Arc<QueueStats>>,
+}
+
+/// How a streamed answer's pieces reach the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pieces {
+    /// `Content-Length`: this many bytes are still to come.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Delimited by the close (HTTP/1.0, length unknown).
+    Close,
+    /// No body goes out (HEAD, 204, 304): the pieces are dropped.
+    Dropped,
+}
+
+/// A streamed answer on its way (issue #12): the head is out, pieces follow.
+#[derive(Debug)]
+struct Streaming {
+    id: RequestId,
+    pieces: Pieces,
+    keep_alive: bool,
+    /// When the last piece arrived.
+    since: Instant,
+    status: u16,
+    /// Body bytes sent so far.
+    body_bytes: u64,
     stats: Option<Arc<QueueStats>>,
 }
 
@@ -241,6 +270,9 @@ enum State {
     /// A request handed to an application (issue #12): its body being read, then waiting for
     /// the answer. Requests pipelined behind it wait in `inbuf`.
     Deferred(Deferred),
+    /// A streamed answer to a deferred request: its pieces arrive one by one. Requests
+    /// pipelined behind it still wait.
+    Streaming(Streaming),
     /// No more requests: sending what is committed, then [`Close::Graceful`].
     Sending,
     /// The write side is shut; input is discarded.
@@ -516,7 +548,7 @@ impl Connection {
             State::Head => Phase::Idle,
             State::Body(_) => Phase::Body,
             State::Deferred(d) if d.reader.is_some() => Phase::Body,
-            State::Deferred(_) => Phase::Waiting,
+            State::Deferred(_) | State::Streaming(_) => Phase::Waiting,
             State::Sending => Phase::Sending,
             State::Lingering(_) => Phase::Lingering,
             State::Closed(_) => Phase::Closed,
@@ -532,7 +564,7 @@ impl Connection {
     const fn takes_input(&self) -> bool {
         matches!(
             self.state,
-            State::Head | State::Body(_) | State::Deferred(_)
+            State::Head | State::Body(_) | State::Deferred(_) | State::Streaming(_)
         )
     }
 
@@ -556,8 +588,25 @@ impl Connection {
             State::Head | State::Body(_) => !self.eof && !self.backlogged(),
             State::Deferred(ref d) => d.reader.is_some() && !self.eof && !self.backlogged(),
             State::Lingering(_) => true,
-            State::Sending | State::Closed(_) => false,
+            State::Streaming(_) | State::Sending | State::Closed(_) => false,
         }
+    }
+
+    /// Whether a streamed answer takes its application's next piece now: false once
+    /// [`STREAM_WINDOW`] bytes wait for the client, and when no streamed answer is on its way.
+    /// A host holds the application's next piece back (khttpd: its reply to the piece before)
+    /// until this is true again or the connection stops waiting for the request.
+    #[must_use]
+    pub const fn wants_piece(&self) -> bool {
+        matches!(self.state, State::Streaming(_)) && self.out.pending_bytes() <= STREAM_WINDOW
+    }
+
+    /// Whether a response is partly sent and cannot be finished (a streamed answer on its
+    /// way): a host that drops the connection now resets it, so that the client sees a broken
+    /// response and not a clean close after a short body.
+    #[must_use]
+    pub const fn mid_response(&self) -> bool {
+        matches!(self.state, State::Streaming(_))
     }
 
     /// Committed output bytes not yet sent.
@@ -691,6 +740,15 @@ impl Connection {
                     None,
                 ),
             },
+            // Each piece has `app-response-timeout` to come, from the later of the one before
+            // and the moment the client had read everything.
+            State::Streaming(st) => consider(
+                st.since
+                    .max(self.idle_since)
+                    .add_secs(u64::from(l.app_response_timeout)),
+                Timer::App,
+                None,
+            ),
             State::Sending | State::Lingering(_) | State::Closed(_) => {}
         }
         deadline
@@ -819,6 +877,13 @@ impl Connection {
             }
             self.eof = true;
             self.state = State::Sending;
+            return;
+        }
+        if let State::Streaming(st) = &self.state {
+            // The rest of the answer has nowhere to go.
+            self.cancelled = Some(st.id);
+            self.eof = true;
+            self.abort_stream();
             return;
         }
         self.eof = true;
@@ -1175,6 +1240,7 @@ impl Connection {
             since: self.now,
             keep_alive: persist != Persist::Close,
             head_only: head.method == Method::Head,
+            http11: head.version == crate::http1::request::Version::Http11,
             persist,
             stats,
         });
@@ -1235,6 +1301,7 @@ impl Connection {
     pub const fn waiting_for(&self) -> Option<RequestId> {
         match &self.state {
             State::Deferred(d) => d.id,
+            State::Streaming(st) => Some(st.id),
             _ => None,
         }
     }
@@ -1256,6 +1323,7 @@ impl Connection {
     ) -> bool {
         match outcome {
             crate::Outcome::Response(r) => self.handle_response(id, r, clock, site),
+            crate::Outcome::Piece { body, last } => self.handle_piece(id, body, *last, clock, site),
             crate::Outcome::Abandoned => self.handle_abandoned(id, false, clock, site),
             crate::Outcome::Invalid => self.handle_abandoned(id, true, clock, site),
         }
@@ -1272,16 +1340,151 @@ impl Connection {
     ) -> bool {
         self.now = clock.now();
         self.limits = *site.limits();
-        if self.waiting_for() != Some(id) {
+        if self.waiting_for() != Some(id) || self.mid_response() {
             return false;
         }
         self.count(|s| {
             QueueStats::bump(&s.answered);
             s.settle();
         });
+        if response.is_streamed() {
+            return self.start_stream(id, response, clock);
+        }
         self.answer_deferred(&Answer::App(response), clock.date(), site);
         self.resume(clock, site);
         true
+    }
+
+    /// Sends a streamed answer's head and first piece; the rest comes with
+    /// [`Connection::handle_piece`].
+    fn start_stream(&mut self, id: RequestId, r: &AppResponse, clock: &Clock) -> bool {
+        let State::Deferred(d) = &mut self.state else {
+            return false;
+        };
+        let (mut persist, mut keep_alive) = (d.persist, d.keep_alive);
+        let pieces = match r.length {
+            _ if d.head_only || r.bodiless() => Pieces::Dropped,
+            Some(n) => Pieces::Length(n),
+            None if d.http11 => Pieces::Chunked,
+            None => {
+                persist = Persist::Close;
+                keep_alive = false;
+                Pieces::Close
+            }
+        };
+        let stats = d.stats.take();
+        let length = match pieces {
+            Pieces::Length(n) => Some(n),
+            _ if r.bodiless() => None,
+            _ => r.length,
+        };
+        let chunked: &[u8] = if pieces == Pieces::Chunked {
+            b"Transfer-Encoding: chunked\r\n"
+        } else {
+            b""
+        };
+        let head = ResponseHead {
+            status: r.status,
+            date: clock.date(),
+            fields: &[&r.fields, chunked],
+            length,
+            persist,
+        };
+        self.state = State::Streaming(Streaming {
+            id,
+            pieces,
+            keep_alive,
+            since: self.now,
+            status: r.status,
+            body_bytes: 0,
+            stats,
+        });
+        if head.write(&mut self.out).is_err() {
+            self.abort_stream();
+            return false;
+        }
+        self.put_piece(&r.body, false)
+    }
+
+    /// The next piece of the streamed answer to request `id` ([`crate::Outcome::Piece`]);
+    /// `last` ends it. Returns false when the connection no longer waits for it: the client
+    /// went, the answer timed out, or the application broke its own framing (more or fewer
+    /// bytes than its `Content-Length`), which resets the connection.
+    pub fn handle_piece(
+        &mut self,
+        id: RequestId,
+        body: &Body,
+        last: bool,
+        clock: &Clock,
+        site: &Site,
+    ) -> bool {
+        self.now = clock.now();
+        self.limits = *site.limits();
+        if !self.mid_response() || self.waiting_for() != Some(id) {
+            return false;
+        }
+        if !self.put_piece(body, last) {
+            return false;
+        }
+        if last && let State::Streaming(st) = &self.state {
+            let (status, body_bytes) = (st.status, st.body_bytes);
+            let (keep_alive, close) = (st.keep_alive, st.pieces == Pieces::Close);
+            self.served(
+                Served {
+                    status,
+                    body_bytes,
+                    hit: false,
+                },
+                site,
+            );
+            self.state = State::Head;
+            if close || !keep_alive {
+                self.stop_reading();
+            }
+            self.resume(clock, site);
+        }
+        true
+    }
+
+    /// Appends one piece of the streamed answer, framed; false (and the connection reset) when
+    /// it breaks the answer's length or memory runs out.
+    fn put_piece(&mut self, body: &Body, last: bool) -> bool {
+        let State::Streaming(st) = &mut self.state else {
+            return false;
+        };
+        let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        st.since = self.now;
+        let written = match &mut st.pieces {
+            Pieces::Dropped => Ok(()),
+            Pieces::Length(left) => {
+                if len > *left || (last && len != *left) {
+                    return self.abort_stream();
+                }
+                *left = left.saturating_sub(len);
+                self.out.body(body, 0, body.len())
+            }
+            Pieces::Close => self.out.body(body, 0, body.len()),
+            Pieces::Chunked => put_chunk(&mut self.out, body, last),
+        };
+        if written.is_err() {
+            return self.abort_stream();
+        }
+        if st.pieces != Pieces::Dropped {
+            st.body_bytes = st.body_bytes.saturating_add(len);
+        }
+        self.commit();
+        true
+    }
+
+    /// A streamed answer that cannot be finished: logged as far as it went, and the connection
+    /// reset. Returns false, for the callers' convenience.
+    fn abort_stream(&mut self) -> bool {
+        if let State::Streaming(st) = &self.state {
+            let (status, body_bytes) = (st.status, st.body_bytes);
+            self.log_end(status, body_bytes, false);
+        }
+        self.abort();
+        false
     }
 
     /// The application that had request `id` went away (or gave it up) before answering (503),
@@ -1297,6 +1500,14 @@ impl Connection {
         self.now = clock.now();
         if self.waiting_for() != Some(id) {
             return false;
+        }
+        if let State::Streaming(st) = &self.state {
+            // Gone half-way: the client must see a broken response.
+            if let Some(s) = &st.stats {
+                QueueStats::bump(&s.abandoned);
+            }
+            self.abort_stream();
+            return true;
         }
         self.count(|s| {
             QueueStats::bump(&s.abandoned);
@@ -1320,6 +1531,15 @@ impl Connection {
 
     /// `app-response-timeout` passed: 503, and the request is cancelled.
     fn app_timed_out(&mut self, clock: &Clock) {
+        if let State::Streaming(st) = &self.state {
+            // The next piece did not come: the client must see a broken response.
+            self.cancelled = Some(st.id);
+            if let Some(s) = &st.stats {
+                QueueStats::bump(&s.timed_out);
+            }
+            self.abort_stream();
+            return;
+        }
         if let Some(id) = self.waiting_for() {
             self.cancelled = Some(id);
             self.count(|s| {
@@ -1387,6 +1607,40 @@ impl Connection {
         }
         self.log_end(served.status, served.body_bytes, served.hit);
     }
+}
+
+/// Appends one chunk (RFC 9112 §7.1) holding `body` (none when it is empty), and the last
+/// chunk and the empty trailer section after it when `last`.
+fn put_chunk(out: &mut Output, body: &Body, last: bool) -> Result<(), OutOfMemory> {
+    if !body.is_empty() {
+        let mut hex = [0u8; 16];
+        let size = hex_digits(body.len(), &mut hex);
+        out.put(&[size, b"\r\n"])?;
+        out.body(body, 0, body.len())?;
+        out.put(&[b"\r\n"])?;
+    }
+    if last {
+        out.put(&[b"0\r\n\r\n"])?;
+    }
+    Ok(())
+}
+
+/// `n` in lowercase hexadecimal, in `buf`.
+fn hex_digits(n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i = i.saturating_sub(1);
+        if let (Some(slot), Some(d)) = (buf.get_mut(i), DIGITS.get(n & 0xf)) {
+            *slot = *d;
+        }
+        n >>= 4;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
 }
 
 /// The deadline of a lingering close (see [`Connection::handle_shutdown`]).

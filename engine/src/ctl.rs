@@ -337,6 +337,7 @@ fn apply(
         Request::QueueAttach { .. }
         | Request::QueueReceive { .. }
         | Request::QueueRespond(_)
+        | Request::QueueSend { .. }
         | Request::QueueCancel { .. }
         | Request::QueueDetach { .. } => Err(CtlError::WrongEndpoint),
     }

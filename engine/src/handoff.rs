@@ -25,8 +25,15 @@ use crate::respond::AppResponse;
 /// ([`crate::Connection::handle_outcome`]).
 #[derive(Debug)]
 pub enum Outcome {
-    /// The application's answer.
+    /// The application's answer (for a streamed one, its head and first piece).
     Response(AppResponse),
+    /// The next piece of a streamed answer's body; `last` ends it.
+    Piece {
+        /// The bytes.
+        body: crate::Body,
+        /// Whether it is the last.
+        last: bool,
+    },
     /// The application went away (or gave the request up) without answering: 503.
     Abandoned,
     /// The application's answer was refused (a field the server sets itself, a bad status): 502.
@@ -187,6 +194,21 @@ impl<O: Copy> Handoff<O> {
             .as_deref()
     }
 
+    /// `taker`'s streamed answer to `id` goes on: the request stays (its head and body are
+    /// freed, they were delivered), and its connection is returned for the host to hand the
+    /// piece to. `None` when `taker` does not hold it. The last piece goes with
+    /// [`Handoff::answer`].
+    pub fn hold(&mut self, id: RequestId, taker: u64) -> Option<O> {
+        let p = self
+            .requests
+            .get_mut(&id.0)
+            .filter(|p| p.taker == Some(taker))?;
+        p.head = Box::default();
+        p.body = Box::default();
+        p.cache_url = None;
+        Some(p.origin)
+    }
+
     /// `taker`'s answer (or cancel) for `id`: the request leaves the hand-off, and its
     /// connection is returned for the host to settle. `None` when `taker` does not hold it
     /// (never received it, or its connection went).
@@ -331,6 +353,21 @@ mod tests {
         let mut gone = Vec::new();
         h.drop_queue(9, |_, o| gone.push(o));
         assert_eq!(gone, [4], "taken by another, but its queue went");
+    }
+
+    #[test]
+    fn a_streamed_answer_holds_its_request_until_the_last_piece() {
+        let mut h: Handoff<u8> = Handoff::new();
+        let a = h.offer(1, &d(7, b"A"), 10, Some("http://+:80/a")).unwrap();
+        let _ = h.receive(7, 100);
+        assert_eq!(h.hold(a, 101), None, "only the taker");
+        assert_eq!(h.hold(a, 100), Some(1));
+        assert_eq!(h.hold(a, 100), Some(1), "piece after piece");
+        assert_eq!(h.cache_url(a, 100), None, "a streamed answer is not cached");
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.answer(a, 100), Some(1), "the last piece");
+        assert_eq!(h.hold(a, 100), None);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub const BACKLOG_HEAD_BYTES: usize = 64 * 1024;
 /// Pending output pieces beyond which processing pauses likewise.
 pub const BACKLOG_ITEMS: usize = 256;
 
+/// Committed output of a streamed answer (issue #12) beyond which its application's next
+/// piece waits ([`crate::Connection::wants_piece`]): what one connection may hold of an
+/// application's body while its client reads slowly.
+pub const STREAM_WINDOW: u64 = 256 * 1024;
+
 /// Request bytes buffered beyond `max-request-bytes` (pipelined requests behind a head) before
 /// input stops being read.
 pub const INPUT_SLACK: usize = 64 * 1024;

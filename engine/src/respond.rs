@@ -70,10 +70,14 @@ pub(crate) enum Answer<'a> {
 /// body. The server adds `Date`, `Server`, `Content-Length` and `Connection`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppResponse {
-    status: u16,
+    pub(crate) status: u16,
     /// `Content-Type` and the application's other fields, as field lines.
-    fields: Vec<u8>,
-    body: Body,
+    pub(crate) fields: Vec<u8>,
+    pub(crate) body: Body,
+    /// A streamed answer ([`AppResponse::streamed`]): `body` is its first piece.
+    streamed: bool,
+    /// A streamed answer's whole length, when the application knows it.
+    pub(crate) length: Option<u64>,
 }
 
 impl AppResponse {
@@ -104,7 +108,26 @@ impl AppResponse {
             status,
             fields,
             body,
+            streamed: false,
+            length: None,
         })
+    }
+
+    /// Makes this the head and first piece of a streamed answer, whose further pieces come as
+    /// [`crate::Outcome::Piece`]s: `length` is the whole body's when the application knows it
+    /// (`Content-Length`); otherwise the body is chunked to an HTTP/1.1 client and ends with
+    /// the connection for an HTTP/1.0 one. A streamed answer is never cached.
+    #[must_use]
+    pub fn streamed(mut self, length: Option<u64>) -> Self {
+        self.streamed = true;
+        self.length = length;
+        self
+    }
+
+    /// Whether it is streamed ([`AppResponse::streamed`]).
+    #[must_use]
+    pub const fn is_streamed(&self) -> bool {
+        self.streamed
     }
 
     /// Its status.
@@ -114,7 +137,7 @@ impl AppResponse {
     }
 
     /// Whether the status forbids a body (RFC 9110 §15.3.5, §15.4.5).
-    const fn bodiless(&self) -> bool {
+    pub(crate) const fn bodiless(&self) -> bool {
         matches!(self.status, 204 | 304)
     }
 }

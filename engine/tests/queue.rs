@@ -238,6 +238,7 @@ fn application_responses_are_checked() {
     assert!(AppResponse::new(200, "", &[], Arc::clone(&body)).is_ok());
     for bad in [
         "Content-Length: 5",
+        "Transfer-Encoding: chunked",
         "Connection: close",
         "X-Bad\r\nInjected: 1",
         "NoColon",
@@ -347,4 +348,207 @@ fn detaching_reports_the_queues_left_empty() {
         [alone]
     );
     assert_eq!(s.queues().get(shared).map(|q| q.attached()), Some(1));
+}
+
+/// The head and first piece of a streamed answer.
+fn streamed(status: u16, first: &[u8], length: Option<u64>) -> AppResponse {
+    reply(status, first).streamed(length)
+}
+
+fn piece(h: &mut Harness, id: u64, bytes: &[u8], last: bool) -> bool {
+    let body = Arc::new(bytes.to_vec());
+    h.conn
+        .handle_piece(RequestId(id), &body, last, &h.clock, &h.site)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn a_streamed_answer_is_chunked_to_http11_and_pipelined_requests_follow() {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    h.feed(&get("/index.html", ""));
+    take(&mut h, 1);
+    assert!(!h.conn.wants_piece(), "no streamed answer yet");
+    assert!(
+        h.conn
+            .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site)
+    );
+    let out = text(&h.flush());
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+    assert!(head.contains("X-App: yes"));
+    assert_eq!(body, "2\r\nab\r\n");
+    assert_eq!(h.conn.phase(), Phase::Waiting);
+    assert!(h.conn.mid_response() && h.conn.wants_piece());
+    assert_eq!(h.conn.waiting_for(), Some(RequestId(1)));
+    // A second head for the same request is refused; so are pieces for another.
+    assert!(
+        !h.conn
+            .handle_response(RequestId(1), &reply(200, b"x"), &h.clock, &h.site)
+    );
+    assert!(!piece(&mut h, 2, b"x", false));
+    assert!(piece(&mut h, 1, b"0123456789abcdefg", false));
+    assert!(piece(&mut h, 1, b"", false), "an empty piece sends nothing");
+    assert_eq!(text(&h.flush()), "11\r\n0123456789abcdefg\r\n");
+    assert!(piece(&mut h, 1, b"z", true));
+    assert!(!piece(&mut h, 1, b"more", false), "over");
+    let rs = h.flush();
+    let (tail, next) = rs.split_at(b"1\r\nz\r\n0\r\n\r\n".len());
+    assert_eq!(text(tail), "1\r\nz\r\n0\r\n\r\n");
+    let r = one(next);
+    assert_eq!((r.status, r.body.as_slice()), (200, BODY));
+    assert_eq!(h.conn.waiting_for(), None);
+    assert_eq!(h.closed(), None, "kept alive");
+}
+
+#[test]
+fn a_streamed_answer_of_known_length_must_keep_it() {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    assert!(h.conn.handle_response(
+        RequestId(1),
+        &streamed(200, b"ab", Some(5)),
+        &h.clock,
+        &h.site
+    ));
+    assert!(piece(&mut h, 1, b"cd", false));
+    assert!(piece(&mut h, 1, b"e", true));
+    let r = one(&h.flush());
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(r.body, b"abcde");
+    assert_eq!(h.closed(), None);
+
+    // More than announced: the response is broken, visibly (a reset), not cut clean.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    h.conn.handle_response(
+        RequestId(1),
+        &streamed(200, b"ab", Some(3)),
+        &h.clock,
+        &h.site,
+    );
+    assert!(!piece(&mut h, 1, b"cd", false));
+    assert_eq!(h.closed(), Some(Close::Abortive));
+    assert!(h.flush().is_empty(), "nothing more is sent after a reset");
+
+    // Fewer: likewise, at the last piece.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    h.conn.handle_response(
+        RequestId(1),
+        &streamed(200, b"ab", Some(3)),
+        &h.clock,
+        &h.site,
+    );
+    assert!(!piece(&mut h, 1, b"", true));
+    assert_eq!(h.closed(), Some(Close::Abortive));
+}
+
+#[test]
+fn a_streamed_answer_to_http10_ends_with_the_connection_and_head_drops_pieces() {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(b"GET /s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    take(&mut h, 1);
+    h.conn
+        .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site);
+    assert!(piece(&mut h, 1, b"cd", true));
+    let out = text(&h.flush());
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(!head.contains("chunked") && !head.contains("Content-Length"));
+    assert_eq!(body, "abcd");
+    assert_eq!(h.closed(), Some(Close::Graceful), "the close ends the body");
+
+    let mut h = Harness::new(queued_site(true));
+    h.feed(b"HEAD /s HTTP/1.1\r\nHost: x\r\n\r\n");
+    take(&mut h, 1);
+    h.conn.handle_response(
+        RequestId(1),
+        &streamed(200, b"ab", Some(4)),
+        &h.clock,
+        &h.site,
+    );
+    assert!(
+        piece(&mut h, 1, b"cdefgh", true),
+        "HEAD: pieces are dropped"
+    );
+    let out = h.flush();
+    assert!(out.ends_with(b"\r\n\r\n"));
+    assert_eq!(
+        parse_responses(&out, &[true])[0].header("content-length"),
+        Some("4")
+    );
+    assert_eq!(h.closed(), None);
+}
+
+#[test]
+fn a_streamed_answer_that_stalls_or_loses_its_application_or_client_is_reset() {
+    // Each piece has app-response-timeout to come.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    h.conn
+        .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site);
+    h.flush();
+    h.advance_secs(50);
+    assert!(piece(&mut h, 1, b"c", false));
+    h.flush();
+    let d = h.conn.poll_deadline().unwrap();
+    assert_eq!((d.timer, d.close), (Timer::App, None));
+    h.advance_secs(59);
+    assert!(h.conn.mid_response(), "60 s from the last piece");
+    h.advance_secs(61);
+    assert_eq!(h.closed(), Some(Close::Abortive));
+    assert_eq!(h.conn.take_cancelled(), Some(RequestId(1)));
+
+    // The application goes half-way.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    h.conn
+        .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site);
+    assert!(
+        h.conn
+            .handle_abandoned(RequestId(1), false, &h.clock, &h.site)
+    );
+    assert_eq!(h.closed(), Some(Close::Abortive));
+
+    // The client goes half-way: the request is cancelled.
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    h.conn
+        .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site);
+    h.conn.handle_eof(&h.clock, &h.site);
+    assert_eq!(h.conn.take_cancelled(), Some(RequestId(1)));
+    assert_eq!(h.closed(), Some(Close::Abortive));
+    assert!(!piece(&mut h, 1, b"c", true));
+}
+
+#[test]
+fn a_slow_client_holds_the_next_piece_back() {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    h.conn
+        .handle_response(RequestId(1), &streamed(200, b"", None), &h.clock, &h.site);
+    let big = vec![b'x'; 200 * 1024];
+    assert!(piece(&mut h, 1, &big, false));
+    assert!(h.conn.wants_piece(), "within the window");
+    assert!(piece(&mut h, 1, &big, false));
+    assert!(!h.conn.wants_piece(), "over the window: the host waits");
+    let sent = h.flush();
+    assert!(sent.len() > 400 * 1024);
+    assert!(h.conn.wants_piece(), "drained");
 }

@@ -39,6 +39,49 @@ use crate::sys;
 /// Where a request came from: the worker and its connection's slot.
 type Origin = (usize, usize);
 
+/// An outcome on its way to a worker: (slot, request, outcome, and for a streamed answer's
+/// pieces, how the worker tells the sender that the connection took it).
+pub(crate) type Inbound = (usize, RequestId, Outcome, Option<Arc<Ack>>);
+
+/// The worker's word on one piece of a streamed answer: whether the connection took it. It is
+/// given once the connection wants the next piece ([`khttp_engine::Connection::wants_piece`])
+/// or has stopped waiting for the request, so that an application can never be more than one
+/// piece and the stream window ahead of its client.
+#[derive(Debug, Default)]
+pub(crate) struct Ack {
+    done: Mutex<Option<bool>>,
+    cond: Condvar,
+}
+
+impl Ack {
+    /// Gives the word (the first one counts).
+    pub(crate) fn fire(&self, delivered: bool) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        if done.is_none() {
+            *done = Some(delivered);
+            self.cond.notify_all();
+        }
+    }
+
+    /// Waits for the word; false when khttpd stops meanwhile.
+    fn wait(&self, shared: &Shared) -> bool {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(d) = *done {
+                return d;
+            }
+            if shared.shutdown.load(Ordering::Acquire) {
+                return false;
+            }
+            done = self
+                .cond
+                .wait_timeout(done, Duration::from_millis(250))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// The requests themselves: the engine's bookkeeping, shared with the driver.
@@ -52,7 +95,7 @@ struct State {
 pub(crate) struct Apps {
     state: Mutex<State>,
     /// Per worker: answers for its connections, taken when its waker fires.
-    inboxes: Mutex<Vec<Vec<(usize, RequestId, Outcome)>>>,
+    inboxes: Mutex<Vec<Vec<Inbound>>>,
     next_session: AtomicU64,
 }
 
@@ -89,7 +132,7 @@ impl Apps {
     }
 
     /// The answers for worker `worker`'s connections: (slot, request, outcome).
-    pub(crate) fn take_outcomes(&self, worker: usize) -> Vec<(usize, RequestId, Outcome)> {
+    pub(crate) fn take_outcomes(&self, worker: usize) -> Vec<Inbound> {
         let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
         inboxes
             .get_mut(worker)
@@ -115,15 +158,44 @@ impl Apps {
         })
     }
 
+    /// A streamed answer's head or piece for request `id`, accepted only from the session
+    /// that received it: handed to its connection, and the worker's word awaited (the next
+    /// piece waits while the client is more than the stream window behind). `last` ends the
+    /// request. Returns whether the connection took it.
+    fn stream(&self, shared: &Shared, session: u64, id: u64, outcome: Outcome, last: bool) -> bool {
+        let origin = {
+            let mut st = self.state();
+            if last {
+                st.handoff.answer(RequestId(id), session)
+            } else {
+                st.handoff.hold(RequestId(id), session)
+            }
+        };
+        let Some((worker, slot)) = origin else {
+            return false;
+        };
+        let ack = Arc::new(Ack::default());
+        self.push(
+            shared,
+            worker,
+            (slot, RequestId(id), outcome, Some(Arc::clone(&ack))),
+        );
+        ack.wait(shared)
+    }
+
     /// Hands an outcome to the worker whose connection waits for it.
     fn route(&self, shared: &Shared, (worker, slot): Origin, id: RequestId, outcome: Outcome) {
+        self.push(shared, worker, (slot, id, outcome, None));
+    }
+
+    fn push(&self, shared: &Shared, worker: usize, inbound: Inbound) {
         {
             let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
             if inboxes.len() <= worker {
                 inboxes.resize_with(worker.saturating_add(1), Vec::new);
             }
             if let Some(inbox) = inboxes.get_mut(worker) {
-                inbox.push((slot, id, outcome));
+                inbox.push(inbound);
             }
         }
         shared.wake(worker);
@@ -285,7 +357,9 @@ impl Session {
                 let _ = error_reply(&mut out, "malformed frame");
                 return self.reply(Status::Malformed, &out);
             };
-            if u64::from(f.direct_len) > self.shared.snapshot().limits().cache_max_entry_bytes {
+            // One answer or piece is held whole in memory: at most 64 MiB (larger bodies are
+            // streamed); whether it may be cached is `cache-max-entry-bytes`'s business.
+            if f.direct_len as usize > khttp_proto::MAX_BYTES {
                 let _ = error_reply(&mut out, Status::EntryTooLarge.message());
                 return self.reply(Status::EntryTooLarge, &out);
             }
@@ -336,6 +410,19 @@ impl Session {
             Request::QueueAttach { name, prefixes } => self.attach(name, &prefixes, out),
             Request::QueueReceive { queue } => self.receive(queue, out),
             Request::QueueRespond(r) => self.respond(&r, direct, out),
+            Request::QueueSend { id, last, .. } => {
+                let body = Arc::new(direct);
+                let piece = Outcome::Piece { body, last };
+                let delivered = self
+                    .shared
+                    .apps
+                    .stream(&self.shared, self.id, id, piece, last);
+                let row = RespondRow {
+                    delivered,
+                    cached: false,
+                };
+                write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory)
+            }
             Request::QueueCancel { id } => {
                 let apps = &self.shared.apps;
                 apps.answer(&self.shared, self.id, id, Outcome::Abandoned);
@@ -362,6 +449,18 @@ impl Session {
         let body = Arc::new(body);
         let apps = &self.shared.apps;
         let resp = match AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body)) {
+            Ok(resp) if r.stream.is_some() => {
+                // A streamed answer: its head and first piece now, the rest with QueueSend;
+                // never cached.
+                let length = r.stream.and_then(|s| s.length);
+                let head = Outcome::Response(resp.streamed(length));
+                let delivered = apps.stream(&self.shared, self.id, r.id, head, false);
+                let row = RespondRow {
+                    delivered,
+                    cached: false,
+                };
+                return write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory);
+            }
             Ok(resp) => resp,
             Err(e) => {
                 // The client is not left waiting: 502, and the application hears why.

@@ -16,11 +16,12 @@ use std::time::Duration;
 use khttp_engine::Local;
 use khttp_engine::Transmit;
 use khttp_engine::{Admission, Phase, admit};
-use khttp_engine::{Clock, Close, Connection, Instant, Site};
+use khttp_engine::{Clock, Close, Connection, Instant, RequestId, Site};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::apps::Ack;
 use crate::bodies::LARGE;
 use crate::shared::Shared;
 use crate::sys;
@@ -43,6 +44,25 @@ struct Slot {
     /// the socket was drained, as nginx's `ngx_unix_recv` assumes), saving the read that would
     /// only return EAGAIN.
     readable: bool,
+    /// The worker's word on a streamed answer's piece, held back while the client is more than
+    /// the stream window behind ([`Connection::wants_piece`]).
+    ack: Option<(RequestId, Arc<Ack>)>,
+}
+
+impl Slot {
+    /// Gives the held word on a streamed answer's piece once the connection wants the next
+    /// one, or has stopped waiting for the request.
+    fn release_ack(&mut self) {
+        let Some((id, ack)) = &self.ack else { return };
+        if self.conn.waiting_for() != Some(*id) {
+            ack.fire(false);
+        } else if self.conn.wants_piece() {
+            ack.fire(true);
+        } else {
+            return;
+        }
+        self.ack = None;
+    }
 }
 
 /// A worker thread's state.
@@ -313,6 +333,7 @@ impl Worker {
                 conn,
                 overload,
                 readable: true,
+                ack: None,
             };
             if index == self.slots.len() {
                 self.slots.push(Some(slot));
@@ -392,6 +413,8 @@ impl Worker {
         }
         if drop_it {
             self.remove(index, false);
+        } else if let Some(Some(slot)) = self.slots.get_mut(index) {
+            slot.release_ack();
         }
     }
 
@@ -427,7 +450,14 @@ impl Worker {
             if let Some(id) = slot.conn.waiting_for() {
                 self.shared.apps.cancel(id);
             }
-            if reset || slot.conn.has_output() || slot.conn.poll_close() == Some(Close::Abortive) {
+            if let Some((_, ack)) = &slot.ack {
+                ack.fire(false);
+            }
+            if reset
+                || slot.conn.has_output()
+                || slot.conn.mid_response()
+                || slot.conn.poll_close() == Some(Close::Abortive)
+            {
                 let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
             }
             let mut stream = slot.stream;
@@ -469,12 +499,24 @@ impl Worker {
 
     /// Hands applications' answers to the connections that wait for them.
     fn answers(&mut self) {
-        for (index, id, outcome) in self.shared.apps.take_outcomes(self.index) {
+        for (index, id, outcome, ack) in self.shared.apps.take_outcomes(self.index) {
             let Some(Some(slot)) = self.slots.get_mut(index) else {
+                if let Some(ack) = ack {
+                    ack.fire(false);
+                }
                 continue;
             };
             let (clock, site) = (&self.clock, &self.site);
-            if slot.conn.handle_outcome(id, &outcome, clock, site) {
+            let taken = slot.conn.handle_outcome(id, &outcome, clock, site);
+            if let Some(ack) = ack {
+                if !taken || slot.conn.waiting_for() != Some(id) {
+                    // Refused, or the last piece: the word now.
+                    ack.fire(taken);
+                } else if let Some((_, old)) = slot.ack.replace((id, ack)) {
+                    old.fire(false);
+                }
+            }
+            if taken {
                 self.drive(index);
             }
         }

@@ -245,26 +245,23 @@ mod device {
                 // The "output" buffer carries the bodies into the driver; no reply comes back,
                 // only the request's NTSTATUS, which carries a refusal (khttp-proto's
                 // `Status::direct_ntstatus`) that becomes the usual one line of English.
-                let (status, information) = self.ioctl_direct(code, input, &mut direct.to_vec())?;
+                let (status, _) = self.ioctl_direct(code, input, &mut direct.to_vec())?;
                 if let Some(refused) = khttp_proto::Status::from_direct_ntstatus(status) {
                     let mut reply = Vec::new();
                     khttp_proto::error_reply(&mut reply, refused.message())
                         .map_err(|e| io::Error::other(e.message()))?;
                     return Ok((refused as u32, reply));
                 }
-                if status != 0 {
+                // An application's answer or piece: whether it was delivered and cached comes
+                // back in the request's NTSTATUS (`RespondRow::from_ntstatus`).
+                let mut reply = Vec::new();
+                if let Some(row) = khttp_proto::reply::RespondRow::from_ntstatus(status) {
+                    khttp_proto::write_rows(&mut reply, [row])
+                        .map_err(|e| io::Error::other(e.message()))?;
+                } else if status != 0 {
                     return Err(io::Error::other(format!(
                         "the driver failed the request with NTSTATUS {status:#010x}"
                     )));
-                }
-                // An application's answer: whether it was delivered and cached comes back in
-                // the request's Information (`RespondRow::from_information`).
-                let mut reply = Vec::new();
-                if khttp_proto::Command::from_code(code) == Some(khttp_proto::Command::QueueRespond)
-                {
-                    let row = khttp_proto::reply::RespondRow::from_information(information);
-                    khttp_proto::write_rows(&mut reply, [row])
-                        .map_err(|e| io::Error::other(e.message()))?;
                 }
                 return Ok((0, reply));
             }

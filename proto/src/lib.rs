@@ -36,8 +36,8 @@ mod wire;
 pub use reply::{Row, error_reply, read_rows, refuse, write_rows};
 pub use wire::{
     DIGEST_LEN, HEADER_LEN, Header, MAX_BYTES, MAX_COLS, MAX_HEADERS, MAX_QUEUE_PREFIXES, MAX_ROWS,
-    MAX_STR, PutEntry, Request, Respond, TableWriter, Value, decode_reply, decode_request,
-    encode_request,
+    MAX_STR, PutEntry, Request, Respond, Streamed, TableWriter, Value, decode_reply,
+    decode_request, encode_request,
 };
 
 /// khttp's device type: above 0x8000, the range left to vendors (DRIVER-NOTES §3.1).
@@ -68,7 +68,9 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 /// the request-queue and `LogReopen` commands exist (session 9). A peer of another version is
 /// refused with [`Status::UnsupportedVersion`], not misread.
 /// 3: `CachePut` carries the entry's digest and `CacheList` lists it (`khttpctl apply`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: streamed answers: `QueueRespond` carries flags and the whole length, and `QueueSend`
+/// brings the further pieces.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds
 /// every variant by construction (a variant added to the enum is added to `ALL`).
@@ -131,6 +133,9 @@ pub enum Command {
     QueueList = 0x815,
     /// Reopen the access log at its path (`khttpctl log reopen`, for logrotate).
     LogReopen = 0x816,
+    /// An application sends the next piece of a streamed answer (the piece in the direct
+    /// buffer).
+    QueueSend = 0x817,
 }
 }
 
@@ -146,7 +151,7 @@ impl Command {
     #[must_use]
     pub const fn method(self) -> u32 {
         match self {
-            Self::CachePut | Self::QueueRespond => METHOD_IN_DIRECT,
+            Self::CachePut | Self::QueueRespond | Self::QueueSend => METHOD_IN_DIRECT,
             Self::QueueReceive => METHOD_OUT_DIRECT,
             _ => METHOD_BUFFERED,
         }
@@ -161,6 +166,7 @@ impl Command {
             Self::QueueAttach
                 | Self::QueueReceive
                 | Self::QueueRespond
+                | Self::QueueSend
                 | Self::QueueCancel
                 | Self::QueueDetach
         )
@@ -455,8 +461,9 @@ mod tests {
             Command::QueueDetach => 18,
             Command::QueueList => 19,
             Command::LogReopen => 20,
+            Command::QueueSend => 21,
         };
-        let mut seen = [false; 21];
+        let mut seen = [false; 22];
         for c in Command::ALL {
             seen[index(c)] = true;
         }

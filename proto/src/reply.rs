@@ -342,23 +342,34 @@ pub struct RespondRow {
 }
 
 impl RespondRow {
-    /// The row as the driver returns it for `QueueRespond`, whose METHOD_IN_DIRECT buffer
-    /// carries the body in and so has no room for a reply: in the request's `Information`, bit
-    /// 0 delivered and bit 1 cached.
+    /// The row as the driver returns it for `QueueRespond` and `QueueSend`, whose
+    /// METHOD_IN_DIRECT buffer carries the body in and so has no room for a reply: in the
+    /// request's NTSTATUS, a customer-defined *success* code (severity 0, bit 29 set, facility
+    /// 0x0B7; `NT_SUCCESS` holds) whose bit 0 is delivered and bit 1 cached. Not in the
+    /// request's `Information`, which may not exceed the buffer's length (an empty piece has
+    /// none).
     #[must_use]
-    pub const fn to_information(self) -> usize {
-        (self.delivered as usize) | ((self.cached as usize) << 1)
+    pub const fn to_ntstatus(self) -> u32 {
+        DIRECT_ANSWER | (self.delivered as u32) | ((self.cached as u32) << 1)
     }
 
-    /// The row from a request's `Information` ([`RespondRow::to_information`]).
+    /// The row from a request's NTSTATUS ([`RespondRow::to_ntstatus`]); `None` for any other
+    /// status.
     #[must_use]
-    pub const fn from_information(information: usize) -> Self {
-        Self {
-            delivered: information & 1 != 0,
-            cached: information & 2 != 0,
+    pub const fn from_ntstatus(ntstatus: u32) -> Option<Self> {
+        if ntstatus & !3 != DIRECT_ANSWER {
+            return None;
         }
+        Some(Self {
+            delivered: ntstatus & 1 != 0,
+            cached: ntstatus & 2 != 0,
+        })
     }
 }
+
+/// The NTSTATUS prefix of an answered METHOD_IN_DIRECT application call
+/// ([`RespondRow::to_ntstatus`]).
+pub const DIRECT_ANSWER: u32 = 0x20B7_0000;
 
 impl Row<'_> for RespondRow {
     const COLS: u16 = 2;
@@ -645,5 +656,19 @@ mod tests {
         assert_eq!(decode_device_reply(&[1, 2]), None);
         let h = Header::peek(&too_small_reply(1234)).unwrap();
         assert_eq!((h.version, h.size), (crate::PROTOCOL_VERSION, 1234));
+    }
+
+    #[test]
+    fn respond_rows_ride_in_a_success_ntstatus() {
+        use super::RespondRow;
+        for (delivered, cached) in [(false, false), (true, false), (false, true), (true, true)] {
+            let row = RespondRow { delivered, cached };
+            let nt = row.to_ntstatus();
+            assert_eq!(nt >> 30, 0, "severity success: NT_SUCCESS holds");
+            assert_eq!(RespondRow::from_ntstatus(nt), Some(row));
+        }
+        assert_eq!(RespondRow::from_ntstatus(0), None);
+        assert_eq!(RespondRow::from_ntstatus(crate::DIRECT_REFUSAL | 7), None);
+        assert_eq!(RespondRow::from_ntstatus(super::DIRECT_ANSWER | 4), None);
     }
 }

@@ -20,9 +20,15 @@
 //!   LimitsSet:       name:str value:u64
 //!   QueueAttach:     name:str prefix_count:u32 prefix:str*count
 //!   QueueReceive, QueueDetach: queue:u32
-//!   QueueRespond:    id:u64 status:u16 reserved:u16(=0) content_type:str
-//!                    header_count:u32 header:str*count ttl:u64 body_len:u64
-//!                    ; ttl u64::MAX = do not cache; the direct buffer is the body, exactly
+//!   QueueRespond:    id:u64 status:u16 flags:u16 content_type:str
+//!                    header_count:u32 header:str*count ttl:u64 body_len:u64 length:u64
+//!                    ; ttl u64::MAX = do not cache; the direct buffer is the body, exactly;
+//!                    ; flags bit 0 (STREAM): the body is the first piece, QueueSend the
+//!                    ; rest; length = the whole body's length, u64::MAX = unknown (always
+//!                    ; u64::MAX without STREAM); other flag bits 0
+//!   QueueSend:       id:u64 flags:u16 reserved:u16(=0) body_len:u64
+//!                    ; flags bit 0 (LAST): the body's last piece; the direct buffer is the
+//!                    ; piece, exactly
 //!   QueueCancel:     id:u64
 //!   QueueList, LogReopen: (empty)
 //! reply body = rows:u32 cols:u16 value*(rows*cols)
@@ -269,7 +275,23 @@ pub struct Respond<'a> {
     pub ttl: Option<u64>,
     /// Bytes of the body in the direct buffer.
     pub body_len: u64,
+    /// `Some`: the direct buffer holds the body's first piece, and `QueueSend` brings the
+    /// rest (a streamed response, never cached). `None`: it holds the whole body.
+    pub stream: Option<Streamed>,
 }
+
+/// A streamed response's framing ([`Respond::stream`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Streamed {
+    /// The whole body's length when the application knows it (`Content-Length`); `None`:
+    /// chunked to an HTTP/1.1 client, delimited by the close to an HTTP/1.0 one.
+    pub length: Option<u64>,
+}
+
+/// `QueueRespond`'s flag for a streamed response.
+const RESPOND_STREAM: u16 = 1;
+/// `QueueSend`'s flag for the last piece.
+const SEND_LAST: u16 = 1;
 
 /// A decoded control request. Not `#[non_exhaustive]`: inside the workspace a command that a
 /// dispatcher does not handle must be a compile error, not a wildcard at run time.
@@ -347,6 +369,15 @@ pub enum Request<'a> {
     },
     /// An application answers.
     QueueRespond(Respond<'a>),
+    /// The next piece of a streamed response's body (in the direct buffer).
+    QueueSend {
+        /// The request it answers.
+        id: u64,
+        /// Whether it is the last piece.
+        last: bool,
+        /// Bytes of the piece in the direct buffer.
+        body_len: u64,
+    },
     /// An application gives request `id` up.
     QueueCancel {
         /// The request.
@@ -385,6 +416,7 @@ impl Request<'_> {
             Self::QueueAttach { .. } => Command::QueueAttach,
             Self::QueueReceive { .. } => Command::QueueReceive,
             Self::QueueRespond(_) => Command::QueueRespond,
+            Self::QueueSend { .. } => Command::QueueSend,
             Self::QueueCancel { .. } => Command::QueueCancel,
             Self::QueueDetach { .. } => Command::QueueDetach,
             Self::QueueList => Command::QueueList,
@@ -419,7 +451,12 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
         Request::QueueRespond(r) => {
             out.extend_from_slice(&r.id.to_le_bytes());
             out.extend_from_slice(&r.status.to_le_bytes());
-            out.extend_from_slice(&0u16.to_le_bytes());
+            let flags = if r.stream.is_some() {
+                RESPOND_STREAM
+            } else {
+                0
+            };
+            out.extend_from_slice(&flags.to_le_bytes());
             put_str(out, r.content_type);
             put_count(out, r.headers.len());
             for h in &r.headers {
@@ -427,6 +464,14 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
             }
             put_opt(out, r.ttl);
             out.extend_from_slice(&r.body_len.to_le_bytes());
+            put_opt(out, r.stream.and_then(|s| s.length));
+        }
+        Request::QueueSend { id, last, body_len } => {
+            out.extend_from_slice(&id.to_le_bytes());
+            let flags = if *last { SEND_LAST } else { 0 };
+            out.extend_from_slice(&flags.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(&body_len.to_le_bytes());
         }
         Request::UrlaclAdd {
             prefix,
@@ -471,6 +516,60 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
 
 fn non_empty(s: &str) -> Option<&str> {
     Some(s).filter(|s| !s.is_empty())
+}
+
+/// `QueueRespond`'s fields.
+fn decode_respond<'a>(d: &mut Dec<'a>, direct_len: usize) -> Result<Respond<'a>, ProtoError> {
+    let id = d.u64()?;
+    let status = d.u16()?;
+    let flags = d.u16()?;
+    if flags & !RESPOND_STREAM != 0 {
+        return Err(ProtoError::ReservedNotZero);
+    }
+    let content_type = d.str()?;
+    let headers = d.strs(MAX_HEADERS)?;
+    let ttl = d.opt_u64()?;
+    let body_len = d.u64()?;
+    let length = d.opt_u64()?;
+    let stream = match (flags & RESPOND_STREAM != 0, length) {
+        (true, length) => Some(Streamed { length }),
+        (false, None) => None,
+        (false, Some(_)) => return Err(ProtoError::InvalidValue),
+    };
+    // A first piece longer than the whole body it announces.
+    if length.is_some_and(|n| body_len > n) {
+        return Err(ProtoError::InvalidValue);
+    }
+    if u64::try_from(direct_len).ok() != Some(body_len) {
+        return Err(ProtoError::DirectLength);
+    }
+    Ok(Respond {
+        id,
+        status,
+        content_type,
+        headers,
+        ttl,
+        body_len,
+        stream,
+    })
+}
+
+/// `QueueSend`'s fields.
+fn decode_send<'a>(d: &mut Dec<'a>, direct_len: usize) -> Result<Request<'a>, ProtoError> {
+    let id = d.u64()?;
+    let flags = d.u16()?;
+    if flags & !SEND_LAST != 0 || d.u16()? != 0 {
+        return Err(ProtoError::ReservedNotZero);
+    }
+    let body_len = d.u64()?;
+    if u64::try_from(direct_len).ok() != Some(body_len) {
+        return Err(ProtoError::DirectLength);
+    }
+    Ok(Request::QueueSend {
+        id,
+        last: flags & SEND_LAST != 0,
+        body_len,
+    })
 }
 
 /// Decodes a request's input buffer for `command`; `direct_len` is the length of the direct
@@ -518,25 +617,8 @@ pub fn decode_request(
         Command::QueueReceive => Request::QueueReceive { queue: d.u32()? },
         Command::QueueDetach => Request::QueueDetach { queue: d.u32()? },
         Command::QueueCancel => Request::QueueCancel { id: d.u64()? },
-        Command::QueueRespond => {
-            let id = d.u64()?;
-            let status = d.u16()?;
-            if d.u16()? != 0 {
-                return Err(ProtoError::ReservedNotZero);
-            }
-            let r = Respond {
-                id,
-                status,
-                content_type: d.str()?,
-                headers: d.strs(MAX_HEADERS)?,
-                ttl: d.opt_u64()?,
-                body_len: d.u64()?,
-            };
-            if u64::try_from(direct_len).ok() != Some(r.body_len) {
-                return Err(ProtoError::DirectLength);
-            }
-            Request::QueueRespond(r)
-        }
+        Command::QueueRespond => Request::QueueRespond(decode_respond(&mut d, direct_len)?),
+        Command::QueueSend => decode_send(&mut d, direct_len)?,
         Command::CachePut => {
             let url = d.str()?;
             let content_type = d.str()?;
@@ -794,9 +876,34 @@ mod tests {
                 headers: vec!["X-A: 1"],
                 ttl: Some(30),
                 body_len: 5,
+                stream: None,
             }),
             5,
         );
+        for length in [None, Some(5), Some(u64::MAX - 1)] {
+            round_trip(
+                &Request::QueueRespond(super::Respond {
+                    id: 9,
+                    status: 200,
+                    content_type: "",
+                    headers: vec![],
+                    ttl: None,
+                    body_len: 5,
+                    stream: Some(super::Streamed { length }),
+                }),
+                5,
+            );
+        }
+        for last in [false, true] {
+            round_trip(
+                &Request::QueueSend {
+                    id: 3,
+                    last,
+                    body_len: 7,
+                },
+                7,
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,13 @@
 //!
 //! Upstream failures are 502, upstream time-outs 504. The HTTP client is `ureq`, a well-kept
 //! blocking client: khttp-app's API is blocking, one request per thread at a time.
-//! Bodies are forwarded whole (at most khttp's `max-queued-body-bytes` in, and
-//! `--max-body-bytes` out); streaming is left for later.
+//!
+//! An upstream body up to `--buffer-bytes` (1 MiB) is answered whole, and may be cached; a
+//! larger one is streamed to the client as it arrives (`Content-Length` when the upstream gave
+//! one, chunked otherwise), never held whole, and a slow client slows the upstream read down.
+//! An upstream that fails half-way gives the client a reset, never a short body that looks
+//! whole. Request bodies reach the proxy whole, bounded by khttp's `max-queued-body-bytes`
+//! (1 MiB by default).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,12 +43,12 @@ struct Args {
     /// Requests handled at once (one attached handle each).
     #[arg(long, default_value_t = 8)]
     threads: usize,
-    /// Seconds to wait for the upstream's response before answering 504.
+    /// Seconds to wait for the upstream's response head before answering 504.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
-    /// The largest upstream body forwarded; a larger one is a 502.
-    #[arg(long, default_value_t = 64 << 20)]
-    max_body_bytes: u64,
+    /// The largest upstream body answered whole (and so cacheable); a larger one is streamed.
+    #[arg(long, default_value_t = 1 << 20)]
+    buffer_bytes: u64,
     /// The request queue's name.
     #[arg(long, default_value = "khttp-proxy")]
     queue: String,
@@ -86,7 +91,12 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let agent: Agent = Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(args.timeout)))
+        // Until the response head; a streamed body takes as long as it takes (a stalled one is
+        // ended by khttp's app-response-timeout for each piece, which resets the client).
+        .timeout_connect(Some(Duration::from_secs(args.timeout)))
+        .timeout_send_request(Some(Duration::from_secs(args.timeout)))
+        .timeout_send_body(Some(Duration::from_secs(args.timeout)))
+        .timeout_recv_response(Some(Duration::from_secs(args.timeout)))
         .max_idle_connections_per_host(args.threads.max(1))
         .build()
         .into();
@@ -105,15 +115,20 @@ fn run(args: &Args) -> Result<(), String> {
     for mut q in queues {
         let agent = agent.clone();
         let upstream = upstream.clone();
-        let max = args.max_body_bytes;
+        let max = args.buffer_bytes;
         handles.push(std::thread::spawn(move || -> String {
             loop {
                 let request = match q.receive() {
                     Ok(r) => r,
                     Err(e) => return e.to_string(),
                 };
-                let response = forward(&agent, &upstream, &request, max);
-                if let Err(e) = request.respond(&mut q, response) {
+                let result = match forward(&agent, &upstream, &request, max) {
+                    Answer::Whole(response) => request.respond(&mut q, response).map(drop),
+                    Answer::Stream { head, length, rest } => {
+                        stream(request, &mut q, head, length, rest)
+                    }
+                };
+                if let Err(e) = result {
                     eprintln!("khttp-proxy: {e}");
                 }
             }
@@ -128,8 +143,39 @@ fn run(args: &Args) -> Result<(), String> {
     Err(reason)
 }
 
+/// What the upstream answered.
+enum Answer {
+    /// The whole response.
+    Whole(Response),
+    /// A body larger than `--buffer-bytes`: the head with the first piece, and the rest to
+    /// come from the upstream.
+    Stream {
+        head: Response,
+        length: Option<u64>,
+        rest: ureq::BodyReader<'static>,
+    },
+}
+
+/// Streams the upstream's body to the client; an upstream that fails half-way leaves the
+/// answer unfinished, which resets the client's connection.
+fn stream(
+    request: Request,
+    queue: &mut Queue,
+    head: Response,
+    length: Option<u64>,
+    mut rest: ureq::BodyReader<'static>,
+) -> Result<(), khttp_app::Error> {
+    let mut body = request.respond_stream(queue, head, length)?;
+    match std::io::copy(&mut rest, &mut body) {
+        Ok(_) => body.finish().map(drop),
+        // The client left: nothing to say.
+        Err(_) if !body.delivered() => Ok(()),
+        Err(e) => Err(khttp_app::Error::Io(e)),
+    }
+}
+
 /// One request, upstream and back.
-fn forward(agent: &Agent, upstream: &str, request: &Request, max: u64) -> Response {
+fn forward(agent: &Agent, upstream: &str, request: &Request, max: u64) -> Answer {
     let mut builder = http::Request::builder()
         .method(request.method.as_str())
         .uri(format!("{upstream}{}", path_of(&request.url)));
@@ -139,19 +185,21 @@ fn forward(agent: &Agent, upstream: &str, request: &Request, max: u64) -> Respon
         }
     }
     let Ok(upstream_request) = builder.body(request.body.clone()) else {
-        return failure(400, "the request cannot be forwarded");
+        return Answer::Whole(failure(400, "the request cannot be forwarded"));
     };
-    let mut reply = match agent.run(upstream_request) {
+    let reply = match agent.run(upstream_request) {
         Ok(r) => r,
-        Err(ureq::Error::Timeout(_)) => return failure(504, "the upstream did not answer in time"),
-        Err(e) => return failure(502, &format!("the upstream failed: {e}")),
+        Err(ureq::Error::Timeout(_)) => {
+            return Answer::Whole(failure(504, "the upstream did not answer in time"));
+        }
+        Err(e) => return Answer::Whole(failure(502, &format!("the upstream failed: {e}"))),
     };
-    let body = match reply.body_mut().with_config().limit(max).read_to_vec() {
-        Ok(b) => b,
-        Err(ureq::Error::Timeout(_)) => return failure(504, "the upstream did not answer in time"),
-        Err(e) => return failure(502, &format!("the upstream's body failed: {e}")),
-    };
-    let mut response = Response::new(reply.status().as_u16()).body(body);
+    let mut response = Response::new(reply.status().as_u16());
+    let length = reply
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let mut cache_control = String::new();
     for (name, value) in reply.headers() {
         let name = name.as_str();
@@ -166,10 +214,31 @@ fn forward(agent: &Agent, upstream: &str, request: &Request, max: u64) -> Respon
             response = response.header(name, value);
         }
     }
+    // Up to `max` bytes now: a body that ends within them is answered whole.
+    let mut rest = reply.into_body().into_reader();
+    let mut first = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(
+        &mut std::io::Read::take(&mut rest, max.saturating_add(1)),
+        &mut first,
+    ) {
+        return Answer::Whole(if e.kind() == std::io::ErrorKind::TimedOut {
+            failure(504, "the upstream did not answer in time")
+        } else {
+            failure(502, &format!("the upstream's body failed: {e}"))
+        });
+    }
+    if first.len() as u64 > max {
+        return Answer::Stream {
+            head: response.body(first),
+            length,
+            rest,
+        };
+    }
+    response = response.body(first);
     if let Some(ttl) = cache_ttl(&cache_control) {
         response = response.cache_for(ttl);
     }
-    response
+    Answer::Whole(response)
 }
 
 /// The path and query of a request-target (an absolute-form target loses its authority).

@@ -450,6 +450,18 @@ impl Conn {
                 } else {
                     len
                 };
+                let chunked = headers.iter().any(|(k, v)| {
+                    k.eq_ignore_ascii_case("transfer-encoding")
+                        && v.to_ascii_lowercase().contains("chunked")
+                });
+                if chunked && !head_only {
+                    let body = self.read_chunks(n)?;
+                    return Some(Response {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
                 while self.buf.len() < n + len {
                     if !self.fill() {
                         return None;
@@ -466,6 +478,54 @@ impl Conn {
             if !self.fill() {
                 return None;
             }
+        }
+    }
+
+    /// Decodes a chunked body (RFC 9112 §7.1) that starts at `at` in the buffer, and drops the
+    /// response from the buffer; `None` if the connection ends first or the framing is bad.
+    fn read_chunks(&mut self, mut at: usize) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = self.buf[at..].windows(2).position(|w| w == b"\r\n") {
+                    break at + i;
+                }
+                if !self.fill() {
+                    return None;
+                }
+            };
+            let line = std::str::from_utf8(&self.buf[at..line_end]).ok()?;
+            let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+            at = line_end + 2;
+            if size == 0 {
+                // Trailer fields, then the empty line.
+                loop {
+                    let end = loop {
+                        if let Some(i) = self.buf[at..].windows(2).position(|w| w == b"\r\n") {
+                            break at + i;
+                        }
+                        if !self.fill() {
+                            return None;
+                        }
+                    };
+                    let empty = end == at;
+                    at = end + 2;
+                    if empty {
+                        self.buf.drain(..at);
+                        return Some(body);
+                    }
+                }
+            }
+            while self.buf.len() < at + size + 2 {
+                if !self.fill() {
+                    return None;
+                }
+            }
+            body.extend_from_slice(&self.buf[at..at + size]);
+            if &self.buf[at + size..at + size + 2] != b"\r\n" {
+                return None;
+            }
+            at += size + 2;
         }
     }
 

@@ -367,3 +367,201 @@ fn cacheable_replies_are_served_from_the_cache_afterwards() {
     // Cached entries outlive the application.
     assert_eq!(get(port, "/app/page", "").header("x-answer"), Some("1"));
 }
+
+/// The bytes hello-app streams for `?stream=N`: `abc…z` over and over.
+fn alphabet(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// curl fetches `path` into a file: its exit status, the `-w` output and the body.
+fn curl(port: u16, path: &str, extra: &[&str], dir: &std::path::Path) -> (i32, String, Vec<u8>) {
+    let saved = dir.join("curl-stream.out");
+    let out = Command::new("curl")
+        .args(["-sS", "-o"])
+        .arg(&saved)
+        .args(["-w", "%{http_code} %{size_download}"])
+        .args(["-D", "-"])
+        .args(extra)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let body = std::fs::read(&saved).unwrap_or_default();
+    let _ = std::fs::remove_file(&saved);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        body,
+    )
+}
+
+#[test]
+fn streamed_answers_reach_curl_whole_past_the_cache_entry_limit() {
+    let (s, port, app) = setup("apps-stream");
+    // Far larger than any one answer may be when it cannot be cached, and streamed.
+    s.ctl_ok(&["limits", "set", "cache-max-entry-bytes", "65536"]);
+    let hello = hello(&s, &app, &[]);
+    let n = 3_000_000;
+    // Chunked, to HTTP/1.1.
+    let (code, out, body) = curl(port, &format!("/app/s?stream={n}"), &[], &s.dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{out}"
+    );
+    assert!(
+        body == alphabet(n),
+        "the chunked body differs ({} bytes)",
+        body.len()
+    );
+    // With its length announced.
+    let (code, out, body) = curl(port, &format!("/app/s?stream={n}&length=1"), &[], &s.dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains(&format!("content-length: {n}")),
+        "{out}"
+    );
+    assert!(body == alphabet(n));
+    // To HTTP/1.0: ended by the close.
+    let (code, out, body) = curl(port, &format!("/app/s?stream={n}"), &["-0"], &s.dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out}"
+    );
+    assert!(body == alphabet(n));
+    // HEAD: the head alone.
+    let (code, out, body) = curl(
+        port,
+        &format!("/app/s?stream={n}&length=1"),
+        &["-I"],
+        &s.dir,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("Content-Length: {n}")), "{out}");
+    assert!(body.starts_with(b"HTTP/1.1 200"), "-I saves the head");
+    // The connection goes on after a chunked answer: two in a row on one connection.
+    let mut c = Conn::open(port);
+    c.send(b"GET /app/s?stream=70000 HTTP/1.1\r\nHost: h\r\n\r\nGET /cached.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+    let first = c.read(false).expect("the streamed answer");
+    assert!(first.body == alphabet(70_000));
+    assert_eq!(c.read(false).expect("the next").body, b"from the cache\n");
+    stop(hello);
+}
+
+#[test]
+fn an_application_that_dies_half_way_breaks_the_response_visibly() {
+    let (s, port, app) = setup("apps-stream-dies");
+    for (query, what) in [
+        ("stream=3000000&die=500000&length=1", "with its length"),
+        ("stream=3000000&die=500000", "chunked"),
+    ] {
+        let hello = hello(&s, &app, &[]);
+        let (code, out, body) = curl(port, &format!("/app/d?{query}"), &[], &s.dir);
+        assert_ne!(code, 0, "{what}: curl saw a whole response: {out}");
+        // Some of what was sent may be lost to the reset; never all of it sent as if whole.
+        assert!(body.len() < 3_000_000, "{what}: {}", body.len());
+        let _ = stop_reaped(hello);
+    }
+}
+
+/// Reaps an application that exited on its own (or kills it).
+fn stop_reaped(mut child: Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(child);
+    None
+}
+
+#[test]
+fn a_slow_client_holds_a_streaming_application_back_and_one_that_leaves_stops_it() {
+    if skip_external(SKIP) {
+        return;
+    }
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (s, port, app) = setup("apps-stream-slow");
+    let mut q = attach(&s, &app);
+    const PIECE: usize = 1 << 20;
+    const PIECES: usize = 48;
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = Arc::clone(&sent);
+    let app_thread = std::thread::spawn(move || {
+        let mut outcomes = Vec::new();
+        for _ in 0..2 {
+            let r = q.receive().unwrap();
+            let length = Some((PIECE * PIECES) as u64);
+            let mut w = r
+                .respond_stream(&mut q, Response::new(200), length)
+                .unwrap();
+            let piece = alphabet(PIECE);
+            let mut result = Ok(());
+            for _ in 0..PIECES {
+                result = w.write_all(&piece);
+                if result.is_err() {
+                    break;
+                }
+                progress.fetch_add(PIECE as u64, Ordering::SeqCst);
+            }
+            outcomes.push(match result {
+                Ok(()) => w.finish().map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        outcomes
+    });
+    // A client that does not read: the application is held back by the socket buffers and the
+    // 256 KiB window, far short of the 48 MiB.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /app/big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = sent.load(Ordering::SeqCst);
+    eprintln!("held back at {held} bytes");
+    assert!(
+        held < 24 << 20,
+        "{held} bytes went out to a client that reads nothing"
+    );
+    // Then it reads everything: whole.
+    let mut all = Vec::new();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let want = PIECE * PIECES;
+    while all.len() < want + 100 {
+        let n = c.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+        let head_end = all.windows(4).position(|w| w == b"\r\n\r\n");
+        if head_end.is_some_and(|h| all.len() >= h + 4 + want) {
+            break;
+        }
+    }
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(all.len() - head_end, want);
+    assert!(
+        all[head_end..]
+            .chunks(PIECE)
+            .all(|p| p == alphabet(PIECE).as_slice())
+    );
+    // A client that leaves half-way: the application's writes fail, it is told so.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /app/leaving HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let mut some = vec![0u8; 1 << 20];
+    c.read_exact(&mut some).unwrap();
+    drop(c);
+    let outcomes = app_thread.join().unwrap();
+    assert_eq!(outcomes[0], Ok(true), "the first went whole");
+    let second = outcomes[1].as_ref().expect_err("the second client left");
+    assert!(second.contains("no longer waiting"), "{second}");
+}

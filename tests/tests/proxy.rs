@@ -46,6 +46,13 @@ fn upstream() -> (u16, Arc<AtomicU32>) {
                     reader.read_exact(&mut body).unwrap();
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                     let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    if let Some(kind) = target.strip_prefix("/big-") {
+                        // Larger than the proxy holds whole: streamed through.
+                        if big(&mut out, kind).is_err() || kind == "broken" || kind == "early" {
+                            return;
+                        }
+                        continue;
+                    }
                     let (extra, text) = match target.as_str() {
                         // With the validators a file server sends (Python's http.server does).
                         "/cached" => (
@@ -82,6 +89,51 @@ fn upstream() -> (u16, Arc<AtomicU32>) {
         }
     });
     (port, seen)
+}
+
+/// The bytes of `/big-*`: 5,000,000 of them.
+const BIG: usize = 5_000_000;
+
+fn big_body() -> Vec<u8> {
+    (0..BIG).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// `/big-length` (with `Content-Length`), `/big-chunked`, `/big-broken` and `/big-early`
+/// (announce the length, then close 2 MB or 500 KB into it), each written in pieces with
+/// pauses.
+fn big(out: &mut std::net::TcpStream, kind: &str) -> std::io::Result<()> {
+    let body = big_body();
+    let chunked = kind == "chunked";
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {BIG}")
+    };
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: max-age=60\r\n{framing}\r\n\r\n"
+    )?;
+    let end = match kind {
+        "broken" => BIG * 2 / 5,
+        "early" => BIG / 10,
+        _ => BIG,
+    };
+    for (i, piece) in body[..end].chunks(500_000).enumerate() {
+        if chunked {
+            write!(out, "{:x}\r\n", piece.len())?;
+        }
+        out.write_all(piece)?;
+        if chunked {
+            out.write_all(b"\r\n")?;
+        }
+        if i % 3 == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    if chunked {
+        out.write_all(b"0\r\n\r\n")?;
+    }
+    Ok(())
 }
 
 fn proxy(s: &Server, prefix: &str, upstream: &str) -> Child {
@@ -149,6 +201,33 @@ fn the_proxy_forwards_misses_and_caches_what_the_upstream_allows() {
         assert_eq!(get(port, "/private", "").status, 200);
     }
     assert_eq!(seen.load(Ordering::SeqCst) - before, 2);
+
+    // Larger than the proxy holds whole: streamed, with the upstream's length or chunked, in
+    // more time than --timeout (which bounds the head); never cached, whatever max-age says.
+    let before = seen.load(Ordering::SeqCst);
+    for kind in ["length", "chunked", "length"] {
+        let r = get(port, &format!("/big-{kind}"), "");
+        assert_eq!(r.status, 200);
+        assert!(r.body == big_body(), "/big-{kind}: {} bytes", r.body.len());
+        let framing = if kind == "chunked" {
+            r.header("transfer-encoding")
+        } else {
+            r.header("content-length")
+        };
+        assert!(framing.is_some(), "/big-{kind}: {:?}", r.headers);
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst) - before,
+        3,
+        "streamed answers are not cached"
+    );
+    // An upstream that breaks off: the client sees a broken response, not a short whole one.
+    let mut c = khttp_tests::Conn::open(port);
+    c.send(b"GET /big-broken HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(c.read(false).is_none(), "a short body passed for whole");
+    // Before the proxy had begun to answer: 502.
+    let r = get(port, "/big-early", "");
+    assert_eq!(r.status, 502);
 
     // Too slow: 504 (the proxy waits --timeout 1).
     let r = get(port, "/slow", "");

@@ -60,6 +60,40 @@ pub(crate) struct Queues {
     pub(crate) offer: fn(usize, &Delivery<'_>, &Site) -> Result<RequestId, Refusal>,
     /// Takes a request back (its connection stopped waiting): its origin, if still there.
     pub(crate) cancel: fn(RequestId) -> Option<usize>,
+    /// Completes an application's call held for a streamed answer's piece ([`Ack`]): whether
+    /// the connection took it.
+    pub(crate) ack: fn(usize, bool),
+}
+
+/// An application's call (a request handle, as a number) held until its connection has taken
+/// a streamed answer's piece and wants the next ([`Connection::wants_piece`]), so that an
+/// application is never more than one piece and the stream window ahead of its client. Given
+/// back through [`Queues::ack`] exactly once: with the word, or with `false` when dropped
+/// (the connection went).
+pub(crate) struct Ack(usize);
+
+impl Ack {
+    /// Holds the call `request`.
+    pub(crate) const fn new(request: usize) -> Self {
+        Self(request)
+    }
+
+    /// Gives the word.
+    fn fire(self, delivered: bool) {
+        let request = self.0;
+        core::mem::forget(self);
+        if let Some(q) = queues() {
+            (q.ack)(request, delivered);
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(q) = queues() {
+            (q.ack)(self.0, false);
+        }
+    }
 }
 
 static QUEUES: AtomicPtr<Queues> = AtomicPtr::new(ptr::null_mut());
@@ -77,15 +111,19 @@ fn queues() -> Option<&'static Queues> {
 /// An application's answer waiting for its connection's driver: one at a time (a connection
 /// waits for one request). Lock-free: an answer is boxed (fallibly; one that cannot be is lost,
 /// and the connection answers 503 at its `app-response-timeout`).
-pub(crate) struct Mailbox(AtomicPtr<(RequestId, Outcome)>);
+pub(crate) struct Mailbox(AtomicPtr<Mail>);
+
+/// What a mailbox holds: an outcome, and for a streamed answer the call held until it is
+/// taken. One replaced unread drops its call's [`Ack`], which answers it `false`.
+type Mail = (RequestId, Outcome, Option<Ack>);
 
 impl Mailbox {
     const fn new() -> Self {
         Self(AtomicPtr::new(ptr::null_mut()))
     }
 
-    fn put(&self, id: RequestId, outcome: Outcome) {
-        let Ok(b) = Box::try_new((id, outcome)) else {
+    fn put(&self, id: RequestId, outcome: Outcome, ack: Option<Ack>) {
+        let Ok(b) = Box::try_new((id, outcome, ack)) else {
             return;
         };
         let old = self.0.swap(Box::into_raw(b), Ordering::AcqRel);
@@ -95,7 +133,7 @@ impl Mailbox {
         }
     }
 
-    fn take(&self) -> Option<(RequestId, Outcome)> {
+    fn take(&self) -> Option<Mail> {
         let p = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
         // SAFETY: non-null only as a box this mailbox owned (from `put`), taken out once.
         (!p.is_null()).then(|| *unsafe { Box::from_raw(p) })
@@ -275,6 +313,9 @@ enum Op {
 /// What only the current driver of a connection touches (see [`ConnCtx`]).
 struct Inner {
     conn: Connection,
+    /// The application's call for a streamed answer's last piece, held until the connection
+    /// wants the next (see [`Ack`]).
+    held: Option<(RequestId, Ack)>,
     last: Option<Op>,
     failed: bool,
     /// Bytes sent on this connection: all of them may be unacknowledged when the disconnect
@@ -406,6 +447,7 @@ impl ConnCtx {
                 } else {
                     Connection::new(local, &clock, site)
                 },
+                held: None,
                 last: None,
                 failed: false,
                 sent: 0,
@@ -708,10 +750,32 @@ fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
             drop(unsafe { ConnRef::from_raw(origin as *mut ConnCtx) });
         }
     }
-    if let Some((id, outcome)) = me.mail.take()
-        && inner.conn.handle_outcome(id, &outcome, clock, site)
-    {
-        me.deferred.store(0, Ordering::Release);
+    if let Some((id, outcome, ack)) = me.mail.take() {
+        let taken = inner.conn.handle_outcome(id, &outcome, clock, site);
+        if taken {
+            // 0 once answered; a streamed answer still waits for its pieces.
+            let waiting = inner.conn.waiting_for().map_or(0, |w| w.0);
+            me.deferred.store(waiting, Ordering::Release);
+        }
+        if let Some(ack) = ack {
+            if taken && inner.conn.waiting_for() == Some(id) {
+                // Replaces (and so answers `false`) any call held before.
+                inner.held = Some((id, ack));
+            } else {
+                ack.fire(taken);
+            }
+        }
+    }
+    if let Some((id, _)) = &inner.held {
+        if inner.conn.waiting_for() != Some(*id) {
+            if let Some((_, ack)) = inner.held.take() {
+                ack.fire(false);
+            }
+        } else if inner.conn.wants_piece()
+            && let Some((_, ack)) = inner.held.take()
+        {
+            ack.fire(true);
+        }
     }
     if let Some(d) = inner.conn.poll_delivery() {
         let origin = me.share().into_raw();
@@ -740,11 +804,38 @@ fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
 /// `origin` is a context pointer that the hand-off held with a reference of its own, which
 /// the caller took out of the hand-off and now gives up.
 pub(crate) unsafe fn deliver(origin: usize, id: RequestId, outcome: Outcome) {
-    // SAFETY: the hand-off's reference (contract), released when `c` drops.
+    // SAFETY: the hand-off's reference (contract), passed on.
+    unsafe { deliver_held(origin, id, outcome, None) };
+}
+
+/// A new reference to the connection context `origin`, for a streamed answer's piece while
+/// the hand-off keeps its own ([`deliver_held`] gives it up).
+///
+/// # Safety
+/// `origin` is a context the hand-off holds with a reference, and the caller holds the
+/// hand-off's lock (so that reference cannot go meanwhile).
+pub(crate) unsafe fn share_origin(origin: usize) -> Option<usize> {
+    // SAFETY: live while the hand-off's reference is held (contract).
+    let c = unsafe { ConnRef::new(origin as *mut ConnCtx) }?;
+    Some(c.into_raw() as usize)
+}
+
+/// As [`deliver`], with an application's call to answer once the connection has taken the
+/// outcome (a streamed answer's head or piece).
+///
+/// # Safety
+/// As [`deliver`]: `origin` comes with a reference the caller gives up.
+pub(crate) unsafe fn deliver_held(
+    origin: usize,
+    id: RequestId,
+    outcome: Outcome,
+    ack: Option<Ack>,
+) {
+    // SAFETY: the caller's reference (contract), released when `c` drops.
     let Some(c) = (unsafe { ConnRef::from_raw(origin as *mut ConnCtx) }) else {
         return;
     };
-    c.mail.put(id, outcome);
+    c.mail.put(id, outcome, ack);
     if c.parked.swap(false, Ordering::AcqRel) {
         // SAFETY: `c` holds a reference, and winning `parked` made this thread the driver.
         unsafe { queue_drive(c.as_ptr()) };

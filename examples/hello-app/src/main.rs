@@ -10,10 +10,14 @@
 //! `--cache SECONDS` lets khttp keep each answer that long and serve repeats itself;
 //! `--delay MS` waits that long before each answer, and `--invalid` answers with a field khttp
 //! sets itself (both for tests: a slow application, a refused answer);
+//! a request with `?stream=N` is answered with N bytes of `abc…z` streamed in pieces (with
+//! `&length=1` under `Content-Length`, else chunked; with `&die=M` the process exits after M
+//! of them, for tests: an application that dies half-way);
 //! `--threads N` attaches N handles, each answering on its own thread; `--queue NAME` names the
 //! request queue (default `hello`: two hello-apps on different prefixes need different names,
 //! or they share one queue).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -83,6 +87,12 @@ fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd
             }
         };
         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(s) = Stream::of(&request.url) {
+            if let Err(e) = s.answer(request, &mut queue) {
+                eprintln!("hello-app: {e}");
+            }
+            continue;
+        }
         let body = format!(
             "hello from the app: {} {} ({} body bytes), answer {n}\n",
             request.method,
@@ -105,5 +115,56 @@ fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd
         if let Err(e) = request.respond(&mut queue, response) {
             eprintln!("hello-app: {e}");
         }
+    }
+}
+
+/// A streamed answer a test asked for (`?stream=N&length=1&die=M`).
+struct Stream {
+    bytes: u64,
+    announce: bool,
+    die_after: Option<u64>,
+}
+
+impl Stream {
+    fn of(url: &str) -> Option<Self> {
+        let query = url.split_once('?')?.1;
+        let param = |name: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
+        Some(Self {
+            bytes: param("stream")?,
+            announce: param("length") == Some(1),
+            die_after: param("die"),
+        })
+    }
+
+    fn answer(
+        &self,
+        request: khttp_app::Request,
+        queue: &mut Queue,
+    ) -> Result<(), khttp_app::Error> {
+        let head = Response::new(200).content_type("text/plain");
+        let length = self.announce.then_some(self.bytes);
+        let mut body = request.respond_stream(queue, head, length)?;
+        let mut line = [0u8; 1000];
+        let mut sent = 0u64;
+        while sent < self.bytes {
+            let n = (self.bytes - sent).min(line.len() as u64) as usize;
+            for (i, b) in line.iter_mut().take(n).enumerate() {
+                *b = b'a' + ((sent as usize + i) % 26) as u8;
+            }
+            body.write_all(&line[..n])?;
+            sent += n as u64;
+            if self.die_after.is_some_and(|m| sent >= m) {
+                body.flush()?;
+                std::process::exit(3);
+            }
+        }
+        body.finish()?;
+        Ok(())
     }
 }
