@@ -50,7 +50,7 @@ use std::time::Duration;
 pub use khttp_local::transport::Endpoint;
 use khttp_local::transport::{Transport, connect};
 
-use khttp_proto::reply::{AttachRow, ErrorRow, RequestRow, RespondRow};
+use khttp_proto::reply::{AttachRow, BodyRow, ErrorRow, RequestRow, RespondRow};
 use khttp_proto::{Request as Call, Respond, Row, Status, Streamed, encode_request, read_rows};
 
 /// Why a call failed.
@@ -261,9 +261,33 @@ impl Queue {
     /// # Errors
     /// [`Error::Io`] when khttpd goes away.
     pub fn receive(&mut self) -> Result<Request, Error> {
-        let reply = call(&mut self.link, &Call::QueueReceive { queue: self.id }, &[])?;
+        let ask = Call::QueueReceive {
+            queue: self.id,
+            body_max: BODY_PIECE,
+        };
+        let reply = call(&mut self.link, &ask, &[])?;
         let row = one::<RequestRow<'_>>(&reply)?;
-        parse_request(row)
+        let mut request = parse_request(row)?;
+        // The rest of a large body, piece by piece (`HttpReceiveRequestEntityBody`).
+        let whole = usize::try_from(row.body_len)
+            .map_err(|_| Error::Protocol("a body longer than memory".into()))?;
+        request
+            .body
+            .try_reserve_exact(whole - request.body.len())
+            .map_err(|_| Error::Protocol("a body longer than memory".into()))?;
+        while request.body.len() < whole {
+            let more = Call::QueueReceiveBody {
+                id: request.id,
+                offset: request.body.len() as u64,
+            };
+            let reply = call(&mut self.link, &more, &[])?;
+            let piece = one::<BodyRow<'_>>(&reply)?.bytes;
+            if piece.is_empty() || piece.len() > whole - request.body.len() {
+                return Err(Error::Protocol("the body ended short of its length".into()));
+            }
+            request.body.extend_from_slice(piece);
+        }
+        Ok(request)
     }
 }
 
@@ -360,6 +384,10 @@ fn send_head(
 
 /// Pieces written to a [`BodyWriter`] are gathered up to this many bytes before they go.
 const PIECE: usize = 64 * 1024;
+
+/// Body bytes asked for with a request's head; the rest comes in further calls, each as large
+/// as the endpoint gives (a device: its reply room).
+const BODY_PIECE: u64 = 192 * 1024;
 
 /// The body of a streamed answer ([`Request::respond_stream`]). Writes are gathered into
 /// pieces of 64 KiB; each piece waits while the client is more than khttp's stream window

@@ -34,7 +34,7 @@ use khttp_engine::{
     AppAnswer, AppResponse, CtlError, Delivery, Handoff, Holder, Outcome, Refusal, RequestId, Site,
     app_cache_url, app_response_cacheable, store_app_answer,
 };
-use khttp_proto::reply::{AttachRow, RequestRow, RespondRow, too_small_reply};
+use khttp_proto::reply::{AttachRow, BodyRow, RequestRow, RespondRow, too_small_reply};
 use khttp_proto::{Command, METHOD_IN_DIRECT, Request, Respond, Status, decode_request};
 use wdk::nt_success;
 use wdk::wdf::SpinLock;
@@ -274,7 +274,7 @@ pub(crate) fn offer(origin: usize, d: &Delivery<'_>, site: &Site) -> Result<Requ
         Ok(id)
     })?;
     if let Some((r, file)) = handed {
-        hand_over(a, r, file, d.queue, output_room(r));
+        hand_over(a, r, file, d.queue, parked_room(r));
     }
     Ok(id)
 }
@@ -285,9 +285,23 @@ pub(crate) fn cancel(id: RequestId) -> Option<usize> {
     apps()?.with(|st| st.handoff.cancel(id))
 }
 
+/// What a receive has room for: its output buffer's length, and the body bytes it asked for.
+#[derive(Clone, Copy)]
+struct Room {
+    bytes: usize,
+    body_max: u64,
+}
+
+/// Bytes of a reply around its byte-string values: what `reply` adds (the status) and what the
+/// rows need besides the strings themselves (header, counts, tags, lengths, numbers).
+fn framing(row_bytes: usize, strings: usize) -> usize {
+    row_bytes.saturating_sub(strings).saturating_add(4)
+}
+
 /// Completes the receive `r` of `file` with the oldest request of `queue`, or parks it again
-/// when none waits any more. `room`: the receive's output buffer length, when known.
-fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: usize) {
+/// when none waits any more. The request's head must fit in the receive's room; its body goes
+/// as far as the room and the receive allow, and `QueueReceiveBody` brings the rest.
+fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Room) {
     let mut out = Vec::new();
     let got = a.with(|st| {
         if !st.sessions.iter().any(|s| s.file == file) {
@@ -296,13 +310,25 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: usi
         }
         let taken = st.handoff.receive(queue, taker(file))?;
         let id = taken.id;
-        let row = RequestRow {
+        let head_only = RequestRow {
             id: id.0,
             head: taken.head,
-            body: taken.body,
+            body: &[],
+            body_len: taken.body.len() as u64,
         };
-        let fits =
-            khttp_proto::write_rows(&mut out, [row]).is_ok() && out.len().saturating_add(4) <= room;
+        let fixed = khttp_proto::write_rows(&mut out, [head_only])
+            .map(|()| framing(out.len(), 0))
+            .unwrap_or(usize::MAX);
+        out.clear();
+        let body_room = room.bytes.saturating_sub(fixed);
+        let body_max = usize::try_from(room.body_max).unwrap_or(usize::MAX);
+        let body = taken.body;
+        let row = RequestRow {
+            body: body.get(..body_room.min(body_max)).unwrap_or(body),
+            ..head_only
+        };
+        let fits = khttp_proto::write_rows(&mut out, [row]).is_ok()
+            && out.len().saturating_add(4) <= room.bytes;
         if !fits {
             // Back in line; the application asks again with room for it.
             let _ = st.handoff.requeue(id, taker(file));
@@ -334,9 +360,25 @@ fn park(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32) {
         })
     });
     match status {
-        None => hand_over(a, r, file, queue, output_room(r)),
+        None => hand_over(a, r, file, queue, parked_room(r)),
         Some(s) if !nt_success(s) => complete(r, s, 0),
         Some(_) => {}
+    }
+}
+
+/// A parked receive's room: its output buffer, and the body it asked for (its input buffer
+/// again; all of the body if that cannot be read).
+fn parked_room(r: WDFREQUEST) -> Room {
+    let body_max = match retrieve(r, Buffer::Input, 0) {
+        Ok(input) => match decode_request(Command::QueueReceive, &input, 0) {
+            Ok(Request::QueueReceive { body_max, .. }) => body_max,
+            _ => u64::MAX,
+        },
+        Err(_) => u64::MAX,
+    };
+    Room {
+        bytes: output_room(r),
+        body_max,
     }
 }
 
@@ -482,11 +524,18 @@ extern "C" fn on_app_control(
     // SAFETY: a live request of this device, which has file objects.
     let file = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
     let result = match req {
-        Request::QueueReceive { queue } => {
+        Request::QueueReceive { queue, body_max } => {
             if a.with(|st| session_has(st, file, queue)) {
-                return hand_over(a, request, file, queue, output_len);
+                let room = Room {
+                    bytes: output_len,
+                    body_max,
+                };
+                return hand_over(a, request, file, queue, room);
             }
             Err(CtlError::NotFound)
+        }
+        Request::QueueReceiveBody { id, offset } => {
+            more_body(a, taker(file), RequestId(id), offset, output_len)
         }
         Request::QueueRespond(r) if r.stream.is_some() => {
             match stream_head(a, request, file, &r, direct) {
@@ -540,6 +589,30 @@ fn refuse(request: WDFREQUEST, direct_in: bool, status: Status, message: &str) {
     let mut out = Vec::new();
     let _ = khttp_proto::error_reply(&mut out, message);
     reply(request, status, &out);
+}
+
+/// `QueueReceiveBody`: as much of request `id`'s body from `offset` as the reply's `room`
+/// holds, if `me` holds the request.
+fn more_body(
+    a: &Apps,
+    me: u64,
+    id: RequestId,
+    offset: u64,
+    room: usize,
+) -> Result<Vec<u8>, CtlError> {
+    a.with(|st| {
+        let rest = st.handoff.body(id, me, offset).ok_or(CtlError::NotFound)?;
+        let mut out = Vec::new();
+        let fixed = khttp_proto::write_rows(&mut out, [BodyRow { bytes: &[] }])
+            .map(|()| framing(out.len(), 0))
+            .map_err(|_| CtlError::OutOfMemory)?;
+        out.clear();
+        let n = room.saturating_sub(fixed).min(rest.len());
+        let bytes = rest.get(..n).unwrap_or(rest);
+        khttp_proto::write_rows(&mut out, [BodyRow { bytes }])
+            .map_err(|_| CtlError::OutOfMemory)?;
+        Ok(out)
+    })
 }
 
 fn session_has(st: &State, file: WDFFILEOBJECT, queue: u32) -> bool {

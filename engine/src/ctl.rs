@@ -338,6 +338,7 @@ fn apply(
         | Request::QueueReceive { .. }
         | Request::QueueRespond(_)
         | Request::QueueSend { .. }
+        | Request::QueueReceiveBody { .. }
         | Request::QueueCancel { .. }
         | Request::QueueDetach { .. } => Err(CtlError::WrongEndpoint),
     }
@@ -708,7 +709,14 @@ mod tests {
             ]
         );
         // Application commands are refused on the control endpoint.
-        let (st, _) = call(&mut s, &Request::QueueReceive { queue: id }, &[]);
+        let (st, _) = call(
+            &mut s,
+            &Request::QueueReceive {
+                queue: id,
+                body_max: u64::MAX,
+            },
+            &[],
+        );
         assert_eq!(st, Status::WrongEndpoint);
     }
 

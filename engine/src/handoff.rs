@@ -163,6 +163,20 @@ impl<O: Copy> Handoff<O> {
         })
     }
 
+    /// The body of request `id` from `offset` on (empty past its end), if `taker` holds it:
+    /// for an application that received the head and the body's start, and asks for more.
+    #[must_use]
+    pub fn body(&self, id: RequestId, taker: u64, offset: u64) -> Option<&[u8]> {
+        let p = self
+            .requests
+            .get(&id.0)
+            .filter(|p| p.taker == Some(taker))?;
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(p.body.len());
+        p.body.get(from..)
+    }
+
     /// Puts back, first in line, a request `taker` received but could not deliver (its
     /// application went while the request was on its way).
     ///
@@ -309,6 +323,19 @@ mod tests {
     }
 
     #[test]
+    fn more_of_a_body_from_an_offset() {
+        let mut h: Handoff<u8> = Handoff::new();
+        let mut delivery = d(7, b"H");
+        delivery.body = b"0123456789";
+        let a = h.offer(1, &delivery, 10, None).unwrap();
+        assert_eq!(h.body(a, 100, 0), None, "not received yet");
+        let _ = h.receive(7, 100);
+        assert_eq!(h.body(a, 100, 4), Some(&b"456789"[..]));
+        assert_eq!(h.body(a, 100, 10), Some(&b""[..]));
+        assert_eq!(h.body(a, 100, u64::MAX), Some(&b""[..]));
+    }
+
+    #[test]
     fn full_queue_and_ids() {
         let mut h: Handoff<u8> = Handoff::new();
         h.offer(0, &d(1, b""), 2, None).unwrap();
@@ -360,6 +387,8 @@ mod tests {
         let mut h: Handoff<u8> = Handoff::new();
         let a = h.offer(1, &d(7, b"A"), 10, Some("http://+:80/a")).unwrap();
         let _ = h.receive(7, 100);
+        assert_eq!(h.body(a, 100, 0), Some(&b""[..]));
+        assert_eq!(h.body(a, 101, 0), None, "only the taker");
         assert_eq!(h.hold(a, 101), None, "only the taker");
         assert_eq!(h.hold(a, 100), Some(1));
         assert_eq!(h.hold(a, 100), Some(1), "piece after piece");

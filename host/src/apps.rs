@@ -28,7 +28,7 @@ use khttp_engine::{
     app_cache_url, app_response_cacheable, store_app_answer,
 };
 use khttp_proto::frame::{self, RequestFrame};
-use khttp_proto::reply::{AttachRow, RequestRow, RespondRow};
+use khttp_proto::reply::{AttachRow, BodyRow, RequestRow, RespondRow};
 use khttp_proto::{
     Command, Request, Respond, Status, decode_request, error_reply, refuse, write_rows,
 };
@@ -202,8 +202,15 @@ impl Apps {
     }
 
     /// Waits (at most `wait`) for a request of `queue`, hands it to `session` and writes it to
-    /// `out` as a [`RequestRow`]; returns its id.
-    fn receive(&self, queue: u32, session: u64, wait: Duration, out: &mut Vec<u8>) -> Option<u64> {
+    /// `out` as a [`RequestRow`] with at most `body_max` body bytes; returns its id.
+    fn receive(
+        &self,
+        queue: u32,
+        session: u64,
+        body_max: u64,
+        wait: Duration,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
         let mut st = self.state();
         if st.handoff.waiting(queue) == 0 {
             let arrived = Arc::clone(st.arrived.entry(queue).or_default());
@@ -213,10 +220,12 @@ impl Apps {
                 .0;
         }
         let r = st.handoff.receive(queue, session)?;
+        let start = usize::try_from(body_max).unwrap_or(usize::MAX);
         let row = RequestRow {
             id: r.id.0,
             head: r.head,
-            body: r.body,
+            body: r.body.get(..start).unwrap_or(r.body),
+            body_len: r.body.len() as u64,
         };
         let id = r.id;
         if write_rows(out, [row]).is_err() {
@@ -225,6 +234,18 @@ impl Apps {
             return None;
         }
         Some(id.0)
+    }
+
+    /// More of request `id`'s body, from `offset`, as a [`BodyRow`] of at most 16 MiB, if
+    /// `session` holds it.
+    fn body(&self, session: u64, id: u64, offset: u64, out: &mut Vec<u8>) -> Result<(), CtlError> {
+        let st = self.state();
+        let rest = st
+            .handoff
+            .body(RequestId(id), session, offset)
+            .ok_or(CtlError::NotFound)?;
+        let bytes = rest.get(..BODY_PIECE).unwrap_or(rest);
+        write_rows(out, [BodyRow { bytes }]).map_err(|_| CtlError::OutOfMemory)
     }
 
     /// Puts back a request a session received but could not deliver (it died meanwhile).
@@ -250,6 +271,9 @@ impl Apps {
         }
     }
 }
+
+/// The most body bytes one `QueueReceiveBody` reply carries.
+const BODY_PIECE: usize = 16 << 20;
 
 /// Binds the application socket at `path`, open to every local user (mode 0666): who may do
 /// what is checked per command.
@@ -408,7 +432,10 @@ impl Session {
         };
         let result = match req {
             Request::QueueAttach { name, prefixes } => self.attach(name, &prefixes, out),
-            Request::QueueReceive { queue } => self.receive(queue, out),
+            Request::QueueReceive { queue, body_max } => self.receive(queue, body_max, out),
+            Request::QueueReceiveBody { id, offset } => {
+                self.shared.apps.body(self.id, id, offset, out)
+            }
             Request::QueueRespond(r) => self.respond(&r, direct, out),
             Request::QueueSend { id, last, .. } => {
                 let body = Arc::new(direct);
@@ -542,7 +569,7 @@ impl Session {
     }
 
     /// Waits for a request of `queue`; an empty `out` means the peer went meanwhile.
-    fn receive(&mut self, queue: u32, out: &mut Vec<u8>) -> Result<(), CtlError> {
+    fn receive(&mut self, queue: u32, body_max: u64, out: &mut Vec<u8>) -> Result<(), CtlError> {
         if !self.attached.contains(&queue) {
             return Err(CtlError::NotFound);
         }
@@ -551,7 +578,8 @@ impl Session {
                 return Ok(());
             }
             let apps = &self.shared.apps;
-            let Some(id) = apps.receive(queue, self.id, Duration::from_millis(250), out) else {
+            let wait = Duration::from_millis(250);
+            let Some(id) = apps.receive(queue, self.id, body_max, wait, out) else {
                 // Nothing came: has the application gone meanwhile?
                 if self.peer_gone() {
                     return Ok(());

@@ -69,7 +69,8 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 /// refused with [`Status::UnsupportedVersion`], not misread.
 /// 3: `CachePut` carries the entry's digest and `CacheList` lists it (`khttpctl apply`).
 /// 4: streamed answers: `QueueRespond` carries flags and the whole length, and `QueueSend`
-/// brings the further pieces.
+/// brings the further pieces; `QueueReceive` says how much body it wants with the head, its
+/// row gives the whole body's length, and `QueueReceiveBody` brings the rest.
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds
@@ -136,6 +137,8 @@ pub enum Command {
     /// An application sends the next piece of a streamed answer (the piece in the direct
     /// buffer).
     QueueSend = 0x817,
+    /// An application receives more of a request's body (`HttpReceiveRequestEntityBody`).
+    QueueReceiveBody = 0x818,
 }
 }
 
@@ -152,7 +155,7 @@ impl Command {
     pub const fn method(self) -> u32 {
         match self {
             Self::CachePut | Self::QueueRespond | Self::QueueSend => METHOD_IN_DIRECT,
-            Self::QueueReceive => METHOD_OUT_DIRECT,
+            Self::QueueReceive | Self::QueueReceiveBody => METHOD_OUT_DIRECT,
             _ => METHOD_BUFFERED,
         }
     }
@@ -167,6 +170,7 @@ impl Command {
                 | Self::QueueReceive
                 | Self::QueueRespond
                 | Self::QueueSend
+                | Self::QueueReceiveBody
                 | Self::QueueCancel
                 | Self::QueueDetach
         )
@@ -195,6 +199,7 @@ impl Command {
                 | Self::LimitsGet
                 | Self::QueueList
                 | Self::QueueReceive
+                | Self::QueueReceiveBody
         )
     }
 
@@ -462,8 +467,9 @@ mod tests {
             Command::QueueList => 19,
             Command::LogReopen => 20,
             Command::QueueSend => 21,
+            Command::QueueReceiveBody => 22,
         };
-        let mut seen = [false; 22];
+        let mut seen = [false; 23];
         for c in Command::ALL {
             seen[index(c)] = true;
         }

@@ -310,24 +310,52 @@ pub struct RequestRow<'a> {
     pub id: u64,
     /// The request head as the client sent it (request line and fields).
     pub head: &'a [u8],
-    /// The request body, decoded.
+    /// The start of the request body, decoded: all of it, or as much as the receive asked
+    /// for or had room for (`QueueReceiveBody` brings the rest).
     pub body: &'a [u8],
+    /// The whole body's length.
+    pub body_len: u64,
 }
 
 impl<'a> Row<'a> for RequestRow<'a> {
-    const COLS: u16 = 3;
+    const COLS: u16 = 4;
     fn write(&self, t: &mut TableWriter<'_>) {
         t.row(&[
             Value::U64(self.id),
             Value::Bytes(self.head),
             Value::Bytes(self.body),
+            Value::U64(self.body_len),
         ]);
     }
     fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
-        Ok(Self {
+        let row = Self {
             id: num(c, 0)?,
             head: bytes(c, 1)?,
             body: bytes(c, 2)?,
+            body_len: num(c, 3)?,
+        };
+        if u64::try_from(row.body.len()).map_or(true, |n| n > row.body_len) {
+            return Err(ProtoError::InvalidValue);
+        }
+        Ok(row)
+    }
+}
+
+/// More of a request's body (`QueueReceiveBody`): empty past its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyRow<'a> {
+    /// The bytes from the offset asked for.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Row<'a> for BodyRow<'a> {
+    const COLS: u16 = 1;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::Bytes(self.bytes)]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            bytes: bytes(c, 0)?,
         })
     }
 }

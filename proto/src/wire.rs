@@ -19,7 +19,9 @@
 //!   CacheFlush, CacheList: prefix:str                    ; "" = everything
 //!   LimitsSet:       name:str value:u64
 //!   QueueAttach:     name:str prefix_count:u32 prefix:str*count
-//!   QueueReceive, QueueDetach: queue:u32
+//!   QueueReceive:    queue:u32 body_max:u64              ; body bytes wanted with the head
+//!   QueueReceiveBody: id:u64 offset:u64                  ; more of a request's body
+//!   QueueDetach:     queue:u32
 //!   QueueRespond:    id:u64 status:u16 flags:u16 content_type:str
 //!                    header_count:u32 header:str*count ttl:u64 body_len:u64 length:u64
 //!                    ; ttl u64::MAX = do not cache; the direct buffer is the body, exactly;
@@ -366,6 +368,15 @@ pub enum Request<'a> {
     QueueReceive {
         /// The queue's id, from the attach.
         queue: u32,
+        /// At most this many body bytes with the head; `QueueReceiveBody` brings the rest.
+        body_max: u64,
+    },
+    /// An application asks for more of a request's body, from `offset`.
+    QueueReceiveBody {
+        /// The request.
+        id: u64,
+        /// The first body byte wanted.
+        offset: u64,
     },
     /// An application answers.
     QueueRespond(Respond<'a>),
@@ -415,6 +426,7 @@ impl Request<'_> {
             Self::LimitsSet { .. } => Command::LimitsSet,
             Self::QueueAttach { .. } => Command::QueueAttach,
             Self::QueueReceive { .. } => Command::QueueReceive,
+            Self::QueueReceiveBody { .. } => Command::QueueReceiveBody,
             Self::QueueRespond(_) => Command::QueueRespond,
             Self::QueueSend { .. } => Command::QueueSend,
             Self::QueueCancel { .. } => Command::QueueCancel,
@@ -444,9 +456,15 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
                 put_str(out, p);
             }
         }
-        Request::QueueReceive { queue } | Request::QueueDetach { queue } => {
+        Request::QueueReceive { queue, body_max } => {
             out.extend_from_slice(&queue.to_le_bytes());
+            out.extend_from_slice(&body_max.to_le_bytes());
         }
+        Request::QueueReceiveBody { id, offset } => {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+        Request::QueueDetach { queue } => out.extend_from_slice(&queue.to_le_bytes()),
         Request::QueueCancel { id } => out.extend_from_slice(&id.to_le_bytes()),
         Request::QueueRespond(r) => {
             out.extend_from_slice(&r.id.to_le_bytes());
@@ -614,7 +632,14 @@ pub fn decode_request(
             name: d.str()?,
             prefixes: d.strs(MAX_QUEUE_PREFIXES)?,
         },
-        Command::QueueReceive => Request::QueueReceive { queue: d.u32()? },
+        Command::QueueReceive => Request::QueueReceive {
+            queue: d.u32()?,
+            body_max: d.u64()?,
+        },
+        Command::QueueReceiveBody => Request::QueueReceiveBody {
+            id: d.u64()?,
+            offset: d.u64()?,
+        },
         Command::QueueDetach => Request::QueueDetach { queue: d.u32()? },
         Command::QueueCancel => Request::QueueCancel { id: d.u64()? },
         Command::QueueRespond => Request::QueueRespond(decode_respond(&mut d, direct_len)?),
@@ -864,7 +889,14 @@ mod tests {
             },
             0,
         );
-        round_trip(&Request::QueueReceive { queue: 3 }, 0);
+        round_trip(
+            &Request::QueueReceive {
+                queue: 3,
+                body_max: u64::MAX,
+            },
+            0,
+        );
+        round_trip(&Request::QueueReceiveBody { id: 9, offset: 7 }, 0);
         round_trip(&Request::QueueDetach { queue: 3 }, 0);
         round_trip(&Request::QueueCancel { id: u64::MAX - 1 }, 0);
         round_trip(&Request::QueueList, 0);

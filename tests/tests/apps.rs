@@ -399,7 +399,7 @@ fn streamed_answers_reach_curl_whole_past_the_cache_entry_limit() {
     let (s, port, app) = setup("apps-stream");
     // Far larger than any one answer may be when it cannot be cached, and streamed.
     s.ctl_ok(&["limits", "set", "cache-max-entry-bytes", "65536"]);
-    let hello = hello(&s, &app, &[]);
+    let hello = hello(&s, &app, &["--queue", "stream"]);
     let n = 3_000_000;
     // Chunked, to HTTP/1.1.
     let (code, out, body) = curl(port, &format!("/app/s?stream={n}"), &[], &s.dir);
@@ -458,7 +458,7 @@ fn an_application_that_dies_half_way_breaks_the_response_visibly() {
         ("stream=3000000&die=500000&length=1", "with its length"),
         ("stream=3000000&die=500000", "chunked"),
     ] {
-        let hello = hello(&s, &app, &[]);
+        let hello = hello(&s, &app, &["--queue", "stream-dies"]);
         let (code, out, body) = curl(port, &format!("/app/d?{query}"), &[], &s.dir);
         assert_ne!(code, 0, "{what}: curl saw a whole response: {out}");
         // Some of what was sent may be lost to the reset; never all of it sent as if whole.
@@ -564,4 +564,38 @@ fn a_slow_client_holds_a_streaming_application_back_and_one_that_leaves_stops_it
     assert_eq!(outcomes[0], Ok(true), "the first went whole");
     let second = outcomes[1].as_ref().expect_err("the second client left");
     assert!(second.contains("no longer waiting"), "{second}");
+}
+
+#[test]
+fn a_large_request_body_reaches_the_application_whole_in_pieces() {
+    let (s, port, app) = setup("apps-large-body");
+    // Its own queue: under the Wine harness the driver, and its queues, outlive each test.
+    let hello = hello(&s, &app, &["--queue", "large-body"]);
+    // Up to max-queued-body-bytes (1 MiB): more than one receive holds, so khttp-app asks for
+    // the rest (QueueReceiveBody); the application echoes what it got.
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut req = format!(
+        "POST /app/upload?echo HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let mut c = Conn::open(port);
+    c.send(&req);
+    let r = c.read(false).expect("the echo");
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "{} bytes came back", r.body.len());
+    // Chunked, likewise.
+    let mut req =
+        b"PUT /app/upload?echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in body.chunks(300_000) {
+        req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    c.send(&req);
+    let r = c.read(false).expect("the echo");
+    assert!(r.body == body, "{} bytes came back", r.body.len());
+    stop(hello);
 }

@@ -10,6 +10,7 @@
 //! `--cache SECONDS` lets khttp keep each answer that long and serve repeats itself;
 //! `--delay MS` waits that long before each answer, and `--invalid` answers with a field khttp
 //! sets itself (both for tests: a slow application, a refused answer);
+//! a request with `?echo` is answered with its own body;
 //! a request with `?stream=N` is answered with N bytes of `abc…z` streamed in pieces (with
 //! `&length=1` under `Content-Length`, else chunked; with `&die=M` the process exits after M
 //! of them, for tests: an application that dies half-way);
@@ -87,6 +88,13 @@ fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd
             }
         };
         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+        if request.url.ends_with("?echo") {
+            let body = request.body.clone();
+            if let Err(e) = request.respond(&mut queue, Response::new(200).body(body)) {
+                eprintln!("hello-app: {e}");
+            }
+            continue;
+        }
         if let Some(s) = Stream::of(&request.url) {
             if let Err(e) = s.answer(request, &mut queue) {
                 eprintln!("hello-app: {e}");
