@@ -178,7 +178,17 @@ fn churn_under_load_never_mixes_bytes() {
     ] {
         put(&s, port, path, body);
     }
-    let ctl = |args: &[&str]| s.ctl(args).status.success();
+    let ctl = |args: &[&str]| {
+        let out = s.ctl(args);
+        if !out.status.success() {
+            eprintln!(
+                "khttpctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        out.status.success()
+    };
     let tally = under_load(port, &set.expect(), 6, 10, |stop, tally| {
         churn_loop(&ctl, port, other, &files, stop, tally);
     });
