@@ -28,8 +28,33 @@ fn setup(name: &str) -> (Server, u16, String) {
     (s, port, app)
 }
 
+/// An application process, killed and reaped when dropped: a test that fails half-way does
+/// not leave it attached (under the Wine harness its handle would hold the driver's device
+/// open at unload, and the next tests would share its queue).
+struct App(Child);
+
+impl std::ops::Deref for App {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for App {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `hello-app` attached to `prefix`, running as this user.
-fn hello(s: &Server, prefix: &str, extra: &[&str]) -> Child {
+fn hello(s: &Server, prefix: &str, extra: &[&str]) -> App {
     let mut child = Command::new(bin("hello-app"))
         .arg(prefix)
         .args(extra)
@@ -42,7 +67,7 @@ fn hello(s: &Server, prefix: &str, extra: &[&str]) -> Child {
         .spawn()
         .expect("start hello-app");
     wait_attached(&mut child);
-    child
+    App(child)
 }
 
 /// Waits for an application process's first line, which says it attached.
@@ -58,9 +83,8 @@ fn wait_attached(child: &mut Child) {
 }
 
 /// Kills an application process and reaps it.
-fn stop(mut child: Child) {
-    child.kill().unwrap();
-    let _ = child.wait();
+fn stop(app: App) {
+    drop(app);
 }
 
 fn attach(s: &Server, prefix: &str) -> Queue {
@@ -300,6 +324,7 @@ fn the_acl_decides_who_may_attach() {
     s.ctl_ok(&["urlacl", "add", &granted, "--user", "nobody"]);
     let mut child = as_nobody(&granted);
     wait_attached(&mut child);
+    let child = App(child);
     assert_eq!(get(port, "/nobody/x", "").status, 200);
     stop(child);
 }
@@ -468,7 +493,7 @@ fn an_application_that_dies_half_way_breaks_the_response_visibly() {
 }
 
 /// Reaps an application that exited on its own (or kills it).
-fn stop_reaped(mut child: Child) -> Option<i32> {
+fn stop_reaped(mut child: App) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -597,5 +622,45 @@ fn a_large_request_body_reaches_the_application_whole_in_pieces() {
     c.send(&req);
     let r = c.read(false).expect("the echo");
     assert!(r.body == body, "{} bytes came back", r.body.len());
+    stop(hello);
+}
+
+/// The `queue show --json` object of the queue `name`, as text.
+fn queue_json(s: &Server, name: &str) -> String {
+    let json = s.ctl_ok(&["queue", "show", "--json"]);
+    json.split('}')
+        .find(|q| q.contains(&format!(r#""name": "{name}""#)))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_client_that_leaves_cancels_its_request_at_once() {
+    let (s, port, app) = setup("apps-leaves");
+    // An application that takes 3 s: the client leaves long before.
+    let hello = hello(&s, &app, &["--queue", "leaves", "--delay", "3000"]);
+    let mut c = Conn::open(port);
+    c.send(b"GET /app/leaving HTTP/1.1\r\nHost: h\r\n\r\n");
+    let waiting = Instant::now();
+    while !queue_json(&s, "leaves").contains(r#""in_flight": 1"#) {
+        assert!(waiting.elapsed() < Duration::from_secs(2), "never queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = Instant::now();
+    drop(c);
+    // The request is cancelled as the client goes (nginx's "client closed request"), not when
+    // the application answers: no receive is pending while it waits, so khttpd checks the
+    // socket and the driver takes WSK's disconnect event.
+    while !queue_json(&s, "leaves").contains(r#""in_flight": 0"#) {
+        assert!(
+            left.elapsed() < Duration::from_millis(1500),
+            "still in flight {:?} after the client left: {}",
+            left.elapsed(),
+            queue_json(&s, "leaves")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The connection serves on as before for others.
+    assert_eq!(get(port, "/cached.txt", "").status, 200);
     stop(hello);
 }

@@ -2,7 +2,9 @@
 //! and the table of live contexts that the timer sweep, admission control and unload use.
 //!
 //! Connections use the pull model: exactly one `WskReceive` or `WskSend` in flight, with a
-//! driver-owned IRP whose completion routine returns `STATUS_MORE_PROCESSING_REQUIRED`. What to
+//! driver-owned IRP whose completion routine returns `STATUS_MORE_PROCESSING_REQUIRED`. The one
+//! event taken is `WskDisconnectEvent` ([`on_disconnect`]): while a request is with an
+//! application nothing is pending on the socket, and it is how a client's leaving is seen. What to
 //! do next is the engine's [`next_io`]; inline completions are turned into loop iterations by the
 //! engine's [`InlineGate`], so a run of them never recurses. Closing from the timer or unload
 //! claims the gate with [`InlineGate::try_close`], so a socket is never closed while a thread is
@@ -366,6 +368,10 @@ pub(crate) struct ConnCtx {
     parked: AtomicBool,
     /// The application's answer, until the driver takes it.
     mail: Mailbox,
+    /// WSK indicated that the client disconnected ([`on_disconnect`]), and the driver has not
+    /// looked yet: while a request is with an application no receive is pending, and this is
+    /// how the connection learns that its client left.
+    peer_left: AtomicBool,
     /// INVARIANT: accessed only by the thread that drives the connection (the gate's holder,
     /// or the work item before the first operation), or by `release` once `refs` is zero.
     inner: UnsafeCell<Inner>,
@@ -441,6 +447,7 @@ impl ConnCtx {
             deferred: AtomicU64::new(0),
             parked: AtomicBool::new(false),
             mail: Mailbox::new(),
+            peer_left: AtomicBool::new(false),
             inner: UnsafeCell::new(Inner {
                 conn: if overload {
                     Connection::unavailable(local, &clock, site)
@@ -711,7 +718,9 @@ unsafe fn drive(ctx: *mut ConnCtx, stack: Stack) {
                 // Nothing to do until an application answers or a deadline falls due: park.
                 // An answer posted before `parked` was set is taken back here.
                 c.parked.store(true, Ordering::Release);
-                if c.mail.is_full() && c.parked.swap(false, Ordering::AcqRel) {
+                if (c.mail.is_full() || c.peer_left.load(Ordering::Acquire))
+                    && c.parked.swap(false, Ordering::AcqRel)
+                {
                     continue;
                 }
                 break;
@@ -743,6 +752,12 @@ unsafe fn drive(ctx: *mut ConnCtx, stack: Stack) {
 /// on every completion's stack.
 #[inline(never)]
 fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
+    // A client that left while its request is with an application (nginx's "client closed
+    // request"): the engine cancels the request. Otherwise a receive is pending or comes, and
+    // sees the FIN itself.
+    if me.peer_left.swap(false, Ordering::AcqRel) && inner.conn.waiting_for().is_some() {
+        inner.conn.handle_eof(clock, site);
+    }
     if let Some(id) = inner.conn.take_cancelled() {
         me.deferred.store(0, Ordering::Release);
         if let Some(origin) = queues().and_then(|q| (q.cancel)(id)) {
@@ -840,6 +855,33 @@ pub(crate) unsafe fn deliver_held(
         // SAFETY: `c` holds a reference, and winning `parked` made this thread the driver.
         unsafe { queue_drive(c.as_ptr()) };
     }
+}
+
+/// `WskDisconnectEvent` (<= DISPATCH_LEVEL): the client shut its side or reset the connection.
+/// Noted for the connection's driver, which is woken if it parked (a request with an
+/// application, nothing pending on the socket).
+///
+/// # Safety
+/// Called by WSK with the socket context of an accepted connection: a context that lives until
+/// its socket's close completes, after which WSK calls no event on it.
+pub(crate) unsafe extern "system" fn on_disconnect(
+    context: *mut core::ffi::c_void,
+    _flags: u32,
+) -> NTSTATUS {
+    let ctx = context.cast::<ConnCtx>();
+    // SAFETY: live while its socket is open (contract), which holds the slot's reference.
+    let Some(c) = (unsafe { ConnRef::new(ctx) }) else {
+        return STATUS_SUCCESS;
+    };
+    if c.close_step.load(Ordering::Acquire) != CLOSE_NONE {
+        return STATUS_SUCCESS; // closing anyway
+    }
+    c.peer_left.store(true, Ordering::Release);
+    if c.parked.swap(false, Ordering::AcqRel) {
+        // SAFETY: `c` holds a reference, and winning `parked` made this thread the driver.
+        unsafe { queue_drive(c.as_ptr()) };
+    }
+    STATUS_SUCCESS
 }
 
 /// Feeds a completed operation's result to the engine or to the close sequence.

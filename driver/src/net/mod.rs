@@ -27,8 +27,8 @@ use khttp_wsk::{
     AF_INET, AF_INET6, IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, NPI_WSK_INTERFACE_ID, PWSK_SOCKET,
     SO_EXCLUSIVEADDRUSE, SOCK_STREAM, SOCKADDR, SOCKADDR_IN, SOCKADDR_IN6, SOL_SOCKET,
     WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH,
-    WSK_CLIENT_NPI, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_LISTEN_SOCKET,
-    WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    WSK_CLIENT_NPI, WSK_EVENT_ACCEPT, WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISCONNECT,
+    WSK_FLAG_LISTEN_SOCKET, WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
     WSK_SET_STATIC_EVENT_CALLBACKS, WSK_VERSION_1_0, WskSetOption,
 };
 use wdk::nt_success;
@@ -64,6 +64,13 @@ static LISTEN_DISPATCH: Shared<WSK_CLIENT_LISTEN_DISPATCH> = Shared(WSK_CLIENT_L
     WskInspectEvent: ptr::null(),
     WskAbortEvent: ptr::null(),
 });
+
+static CONNECTION_DISPATCH: Shared<WSK_CLIENT_CONNECTION_DISPATCH> =
+    Shared(WSK_CLIENT_CONNECTION_DISPATCH {
+        WskReceiveEvent: ptr::null(),
+        WskDisconnectEvent: Some(conn::on_disconnect),
+        WskSendBacklogEvent: ptr::null(),
+    });
 
 /// One listening socket. Boxed: its address is the socket context that WSK hands back to
 /// [`on_accept`], which marks it dead when WSK reports that it is no longer functional.
@@ -162,7 +169,10 @@ unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
     }
     let mut control = WSK_EVENT_CALLBACK_CONTROL {
         NpiId: &NPI_WSK_INTERFACE_ID,
-        EventMask: WSK_EVENT_ACCEPT,
+        // Accept events on listeners; disconnect events on the connections they accept, so
+        // that a client that leaves while its request is with an application is seen
+        // (`conn::on_disconnect`).
+        EventMask: WSK_EVENT_ACCEPT | WSK_EVENT_DISCONNECT,
     };
     // SAFETY: the provider dispatch table is valid while the NPI is captured.
     let control_client = unsafe { (*w.provider.Dispatch).WskControlClient };
@@ -581,7 +591,7 @@ unsafe extern "system" fn on_accept(
     };
     // SAFETY: WSK gave us this out-pointer for this callback.
     unsafe { *accept_context = ctx.cast() };
-    // SAFETY: as above; pull model, so no connection event dispatch.
-    unsafe { *accept_dispatch = ptr::null() };
+    // SAFETY: as above. Receives stay the pull model; only the disconnect event is taken.
+    unsafe { *accept_dispatch = &raw const CONNECTION_DISPATCH.0 };
     STATUS_SUCCESS
 }

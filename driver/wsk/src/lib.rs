@@ -479,14 +479,19 @@ pub struct WSK_CLIENT_LISTEN_DISPATCH {
     pub WskAbortEvent: *const c_void,
 }
 
-/// `WSK_CLIENT_CONNECTION_DISPATCH` (khttp uses the pull model and passes none).
+/// `PFN_WSK_DISCONNECT_EVENT`: `WskDisconnectEvent(SocketContext, Flags)` (DRIVER-NOTES §4.1).
+pub type PFN_WSK_DISCONNECT_EVENT =
+    unsafe extern "system" fn(SocketContext: *mut c_void, Flags: u32) -> NTSTATUS;
+
+/// `WSK_CLIENT_CONNECTION_DISPATCH`. khttp receives with its own IRPs (the pull model) and
+/// takes only the disconnect event, to see a client leave while no receive is pending.
 #[repr(C)]
 #[derive(Debug)]
 pub struct WSK_CLIENT_CONNECTION_DISPATCH {
-    /// `WskReceiveEvent`.
+    /// `WskReceiveEvent` (unused).
     pub WskReceiveEvent: *const c_void,
     /// `WskDisconnectEvent`.
-    pub WskDisconnectEvent: *const c_void,
+    pub WskDisconnectEvent: Option<PFN_WSK_DISCONNECT_EVENT>,
     /// `WskSendBacklogEvent`.
     pub WskSendBacklogEvent: *const c_void,
 }

@@ -11,6 +11,9 @@
 //! - listening sockets: bind then listen, `SO_EXCLUSIVEADDRUSE`, `IPV6_V6ONLY`, accept events
 //!   (`WSK_SET_STATIC_EVENT_CALLBACKS` or `SO_WSK_EVENT_CALLBACK`), and a NULL `AcceptSocket`
 //!   when a listener dies (the `kill-listener` fault);
+//! - disconnect events (`WSK_EVENT_DISCONNECT`, static): a peer's FIN (with nothing unread in
+//!   front of it) or reset, seen while no receive is pending, is indicated once through the
+//!   accepted socket's `WskDisconnectEvent`, never after its close began;
 //! - connection sockets: `WskReceive` and `WskSend` with MDL chains, `WskDisconnect` graceful
 //!   (FIN) and abortive (RST), `WskCloseSocket` (abortive unless both directions are shut, as
 //!   on Windows), IPv4 and IPv6;
@@ -46,6 +49,7 @@ use std::time::{Duration, Instant};
 use khttp_wsk::{
     NTSTATUS, PWSK_SOCKET, SO_EXCLUSIVEADDRUSE, SO_WSK_EVENT_CALLBACK, WSK_BUF,
     WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH, WSK_CLIENT_NPI, WSK_EVENT_ACCEPT,
+    WSK_EVENT_DISCONNECT,
     WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET,
     WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_PROVIDER_BASIC_DISPATCH,
     WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
@@ -459,6 +463,11 @@ struct State {
     nodelay: bool,
     aborted: bool,
     closed: bool,
+    /// Unread data waits with no receive pending: the disconnect watch stops polling until a
+    /// receive takes it.
+    data_waiting: bool,
+    /// The disconnect event was indicated (once per socket).
+    disconnect_indicated: bool,
 }
 
 impl State {
@@ -480,6 +489,8 @@ struct Sock {
     host: AtomicUsize,
     context: AtomicPtr<c_void>,
     listen_dispatch: *const WSK_CLIENT_LISTEN_DISPATCH,
+    /// An accepted socket's client dispatch (its event callbacks), from the accept event.
+    conn_dispatch: AtomicPtr<WSK_CLIENT_CONNECTION_DISPATCH>,
     /// Provider calls on this socket in progress, for the close check.
     calls: AtomicU32,
     /// The thread inside this listener's accept event (0: none), or inside the accept event
@@ -592,6 +603,8 @@ fn try_recv(host: usize, st: &mut State, op: &mut Op) -> Try {
         if got == 0 {
             st.peer_fin = true;
         }
+        // What waited unread is being taken: the disconnect watch may look again.
+        st.data_waiting = false;
         return Try::Done(STATUS_SUCCESS, got as usize);
     }
     match last_error() {
@@ -682,6 +695,7 @@ fn new_sock(
         host: AtomicUsize::new(host),
         context: AtomicPtr::new(context),
         listen_dispatch: listen,
+        conn_dispatch: AtomicPtr::new(ptr::null_mut()),
         calls: AtomicU32::new(0),
         in_event: AtomicU32::new(0),
         state: Mutex::new(State::default()),
@@ -776,7 +790,7 @@ fn reactor() {
                     events |= ws::POLLRDNORM;
                 }
                 Kind::Connection if !st.closed && !st.aborted => {
-                    if !st.recv.is_empty() || st.disconnect.is_some() {
+                    if !st.recv.is_empty() || st.disconnect.is_some() || watches(s, &st) {
                         events |= ws::POLLRDNORM;
                     }
                     if !st.send.is_empty() {
@@ -823,9 +837,43 @@ fn reactor() {
     }
 }
 
+/// Whether the socket is watched for its peer's disconnect: disconnect events are on, the
+/// client gave the callback, nothing is pending that would see it, and it was not indicated
+/// yet.
+fn watches(s: &Sock, st: &State) -> bool {
+    STATIC_DISCONNECT_EVENTS.load(Ordering::Acquire)
+        && !s.conn_dispatch.load(Ordering::Acquire).is_null()
+        && !s.context.load(Ordering::Acquire).is_null()
+        && st.recv.is_empty()
+        && st.disconnect.is_none()
+        && !st.disconnect_indicated
+        && !st.data_waiting
+        && !st.peer_fin
+        && !st.closed
+        && !st.aborted
+}
+
+/// The watch found the socket readable with no receive pending: a FIN (`Some(0)`), a reset
+/// (`Some(WSK_FLAG_ABORTIVE)`), or data (`None`, and the watch pauses).
+fn peer_disconnect(host: usize, st: &mut State) -> Option<u32> {
+    let mut b = [0u8; 1];
+    // SAFETY: a 1-byte peek into a local buffer on a non-blocking socket.
+    let r = unsafe { ws::recv(host, b.as_mut_ptr(), 1, ws::MSG_PEEK) };
+    match r {
+        0 => Some(0),
+        n if n > 0 => {
+            st.data_waiting = true;
+            None
+        }
+        _ if last_error() == ws::WSAEWOULDBLOCK => None,
+        _ => Some(WSK_FLAG_ABORTIVE),
+    }
+}
+
 /// Runs what became ready on a connection socket; completes from this (the reactor) thread.
 fn connection_ready(s: &Arc<Sock>) {
     let mut done: Vec<(usize, NTSTATUS, usize)> = Vec::new();
+    let mut indicate = None;
     {
         let mut st = lock(&s.state);
         let host = s.host.load(Ordering::Acquire);
@@ -862,10 +910,29 @@ fn connection_ready(s: &Arc<Sock>) {
                 done.push((op.irp, STATUS_SUCCESS, 0));
             }
         }
+        if watches(s, &st)
+            && let Some(flags) = peer_disconnect(host, &mut st)
+        {
+            // Marked inside the lock, so that a close that begins after it waits for the
+            // callback to return (`wsk_close_socket`).
+            st.disconnect_indicated = true;
+            s.in_event.store(thread_id(), Ordering::Release);
+            indicate = Some(flags);
+        }
     }
     for (irp, status, n) in done {
         // SAFETY: taken with `take_irp`, removed from the queues above.
         unsafe { complete_now(irp as *mut c_void, status, n) };
+    }
+    if let Some(flags) = indicate {
+        let dispatch = s.conn_dispatch.load(Ordering::Acquire);
+        // SAFETY: the client's static connection dispatch, checked non-null by `watches`.
+        if let Some(event) = unsafe { (*dispatch).WskDisconnectEvent } {
+            // SAFETY: the client's callback with its socket context; the socket is not closed
+            // (checked under the lock, and a close waits for `in_event`).
+            unsafe { event(s.context.load(Ordering::Acquire), flags) };
+        }
+        s.in_event.store(0, Ordering::Release);
     }
 }
 
@@ -930,6 +997,16 @@ fn accept_one(l: &Arc<Sock>) -> bool {
     conn.in_event.store(0, Ordering::Release);
     l.in_event.store(0, Ordering::Release);
     if status == STATUS_SUCCESS {
+        if STATIC_DISCONNECT_EVENTS.load(Ordering::Acquire)
+            // SAFETY: a non-null dispatch the client returned is its static table.
+            && (dispatch.is_null() || unsafe { (*dispatch).WskDisconnectEvent }.is_none())
+        {
+            fail(
+                "WskAcceptEvent",
+                "disconnect events are on, but the accepted socket's dispatch has no WskDisconnectEvent",
+            );
+        }
+        conn.conn_dispatch.store(dispatch.cast_mut(), Ordering::Release);
         conn.context.store(ctx, Ordering::Release);
         return true;
     }
@@ -1054,6 +1131,8 @@ static CONNECTION_DISPATCH: Table<WSK_PROVIDER_CONNECTION_DISPATCH> =
 /// Captured NPIs, and whether accept events are on for every listener.
 static CAPTURED: AtomicU32 = AtomicU32::new(0);
 static STATIC_ACCEPT_EVENTS: AtomicBool = AtomicBool::new(false);
+/// `WSK_EVENT_DISCONNECT` was in the static event mask.
+static STATIC_DISCONNECT_EVENTS: AtomicBool = AtomicBool::new(false);
 
 /// `WskRegister`.
 #[unsafe(no_mangle)]
@@ -1194,6 +1273,9 @@ unsafe extern "system" fn wsk_control_client(
     let control = unsafe { &*input.cast::<WSK_EVENT_CALLBACK_CONTROL>() };
     if control.EventMask & WSK_EVENT_ACCEPT != 0 {
         STATIC_ACCEPT_EVENTS.store(true, Ordering::Release);
+    }
+    if control.EventMask & WSK_EVENT_DISCONNECT != 0 {
+        STATIC_DISCONNECT_EVENTS.store(true, Ordering::Release);
     }
     STATUS_SUCCESS
 }
@@ -1610,6 +1692,19 @@ unsafe extern "system" fn wsk_close_socket(socket: PWSK_SOCKET, irp: *mut c_void
         return complete(irp, STATUS_INVALID_DEVICE_STATE, 0);
     }
     st.closed = true;
+    drop(st);
+    // A disconnect event marked before the close began runs to its end first.
+    let t0 = Instant::now();
+    while s.in_event.load(Ordering::Acquire) != 0
+        && s.in_event.load(Ordering::Acquire) != thread_id()
+    {
+        if t0.elapsed() > Duration::from_secs(10) {
+            fail(CALL, "an event callback did not return within 10 s");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut st = lock(&s.state);
     let cancelled = st.take_all();
     // Closing a connected socket is abortive unless both directions are already shut down
     // (DRIVER-NOTES §4.2; issue #9, finding 3).
