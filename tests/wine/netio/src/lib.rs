@@ -49,11 +49,11 @@ use std::time::{Duration, Instant};
 use khttp_wsk::{
     NTSTATUS, PWSK_SOCKET, SO_EXCLUSIVEADDRUSE, SO_WSK_EVENT_CALLBACK, WSK_BUF,
     WSK_CLIENT_CONNECTION_DISPATCH, WSK_CLIENT_LISTEN_DISPATCH, WSK_CLIENT_NPI, WSK_EVENT_ACCEPT,
-    WSK_EVENT_DISCONNECT,
-    WSK_EVENT_CALLBACK_CONTROL, WSK_FLAG_ABORTIVE, WSK_FLAG_CONNECTION_SOCKET,
-    WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY, WSK_PROVIDER_BASIC_DISPATCH,
-    WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DISPATCH, WSK_PROVIDER_LISTEN_DISPATCH,
-    WSK_PROVIDER_NPI, WSK_REGISTRATION, WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskSetOption,
+    WSK_EVENT_CALLBACK_CONTROL, WSK_EVENT_DISCONNECT, WSK_FLAG_ABORTIVE,
+    WSK_FLAG_CONNECTION_SOCKET, WSK_FLAG_LISTEN_SOCKET, WSK_FLAG_NODELAY,
+    WSK_PROVIDER_BASIC_DISPATCH, WSK_PROVIDER_CONNECTION_DISPATCH, WSK_PROVIDER_DISPATCH,
+    WSK_PROVIDER_LISTEN_DISPATCH, WSK_PROVIDER_NPI, WSK_REGISTRATION,
+    WSK_SET_STATIC_EVENT_CALLBACKS, WSK_SOCKET, WskSetOption,
 };
 use windows_sys::Win32::Networking::WinSock as ws;
 
@@ -1006,7 +1006,8 @@ fn accept_one(l: &Arc<Sock>) -> bool {
                 "disconnect events are on, but the accepted socket's dispatch has no WskDisconnectEvent",
             );
         }
-        conn.conn_dispatch.store(dispatch.cast_mut(), Ordering::Release);
+        conn.conn_dispatch
+            .store(dispatch.cast_mut(), Ordering::Release);
         conn.context.store(ctx, Ordering::Release);
         return true;
     }
