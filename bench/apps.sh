@@ -3,6 +3,8 @@
 # against nginx's proxy_pass (upstream keep-alive) to hello-http, the same application logic
 # speaking HTTP. Server and application share CPU 0 in both; wrk -t1 -c64 runs on CPU 1; the
 # servers are interleaved. CPU per request counts every thread of server and application.
+# The same application again, one thread with --batch 32 --no-wait (several requests per
+# receive, answers sent without waiting for their outcome; BTHREADS and BATCH change it).
 # Then: a cacheable answer after its first miss (hello-app --cache) against a preloaded entry.
 #
 #   bench/apps.sh                    # 3 repetitions of 10 s
@@ -12,6 +14,8 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-4}
+BATCH=${BATCH:-32}
+BTHREADS=${BTHREADS:-1}
 . bench/lib.sh
 bench_need_tools
 cargo build --release -q -p khttp-host -p khttpctl -p hello-app
@@ -25,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 chmod 755 "$work"
-K=18480 N=18481 U=18482 C=18483
+K=18480 N=18481 U=18482 C=18483 B=18484
 start() { taskset -c 0 "$@" & pids+=($!); }
 start target/release/khttpd --workers 1 --state-dir "$work/s" --control "$work/ctl.sock" >"$work/khttpd.log" 2>&1
 KPID=$!
@@ -33,12 +37,15 @@ sleep 0.5
 ctl() { target/release/khttpctl --endpoint "unix:$work/ctl.sock" "$@" >/dev/null; }
 ctl urlacl add "http://+:$K/"
 ctl urlacl add "http://+:$C/"
+ctl urlacl add "http://+:$B/"
 head -c 70 /dev/zero | tr '\0' x > "$work/preloaded.txt"
 ctl cache put "http://+:$C/preloaded" "$work/preloaded.txt"
 export KHTTP_APP_ENDPOINT="unix:$work/app.sock"
 start target/release/hello-app "http://+:$K/" --threads "$THREADS" >"$work/app.log" 2>&1
 APID=$!
 start target/release/hello-app "http://+:$C/" --queue cached --cache 3600 >"$work/app2.log" 2>&1
+start target/release/hello-app "http://+:$B/" --queue batched --threads "$BTHREADS" --batch "$BATCH" --no-wait >"$work/app3.log" 2>&1
+BPID=$!
 start target/release/hello-http "$U" >"$work/http.log" 2>&1
 HPID=$!
 cat > "$work/nginx.conf" <<CONF
@@ -64,6 +71,7 @@ sleep 0.5
 NPIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
 for p in $NPIDS; do taskset -pc 0 "$p" >/dev/null; done
 curl -sf "http://127.0.0.1:$K/warm" >/dev/null && curl -sf "http://127.0.0.1:$N/warm" >/dev/null
+curl -sf "http://127.0.0.1:$B/warm" >/dev/null
 curl -sf "http://127.0.0.1:$C/cached" >/dev/null   # the miss that fills the cache
 run() { # name url pids...
     local name=$1 url=$2; shift 2
@@ -81,6 +89,7 @@ run() { # name url pids...
 for rep in $(seq "$REPS"); do
     echo "rep $rep"
     run "khttpd queue + hello-app" "http://127.0.0.1:$K/dynamic" "$KPID" "$APID"
+    run "khttpd queue, batch+no-wait" "http://127.0.0.1:$B/dynamic" "$KPID" "$BPID"
     run "nginx proxy + hello-http" "http://127.0.0.1:$N/dynamic" $NPIDS "$HPID"
     run "khttpd cached after a miss" "http://127.0.0.1:$C/cached" "$KPID"
     run "khttpd preloaded entry" "http://127.0.0.1:$C/preloaded" "$KPID"

@@ -126,6 +126,10 @@ pub struct Queue {
     name: String,
     prefixes: Vec<String>,
     id: u32,
+    /// Requests one receive may take ([`Queue::set_batch`]).
+    batch: u32,
+    /// Requests taken by a batch and not yet returned by [`Queue::receive`].
+    taken: std::collections::VecDeque<Request>,
 }
 
 /// A request the cache could not answer.
@@ -244,7 +248,18 @@ impl Queue {
             name: name.to_owned(),
             prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
             id,
+            batch: 1,
+            taken: std::collections::VecDeque::new(),
         })
+    }
+
+    /// Lets one receive take up to `n` requests (1..=64; default 1) when more are waiting
+    /// than the queue's other idle receivers could take; [`Queue::receive`] then returns them
+    /// one by one without asking again. Fewer calls under load; but a request taken in a batch
+    /// waits for this handle even if another becomes free first, so it suits short answers.
+    /// Requests a handle holds when it goes are answered 503, as any it received.
+    pub fn set_batch(&mut self, n: u32) {
+        self.batch = n.clamp(1, khttp_proto::MAX_RECEIVE_BATCH);
     }
 
     /// Another handle on the same queue, for another thread.
@@ -261,12 +276,28 @@ impl Queue {
     /// # Errors
     /// [`Error::Io`] when khttpd goes away.
     pub fn receive(&mut self) -> Result<Request, Error> {
+        if let Some(r) = self.taken.pop_front() {
+            return Ok(r);
+        }
         let ask = Call::QueueReceive {
             queue: self.id,
             body_max: BODY_PIECE,
+            max_requests: self.batch,
         };
         let reply = call(&mut self.link, &ask, &[])?;
-        let row = one::<RequestRow<'_>>(&reply)?;
+        let rows =
+            read_rows::<RequestRow<'_>>(&reply).map_err(|e| Error::Protocol(e.to_string()))?;
+        for row in rows {
+            let request = self.whole(row)?;
+            self.taken.push_back(request);
+        }
+        self.taken
+            .pop_front()
+            .ok_or_else(|| Error::Protocol("a receive without a request".into()))
+    }
+
+    /// The request of `row`, with the rest of its body fetched.
+    fn whole(&mut self, row: RequestRow<'_>) -> Result<Request, Error> {
         let mut request = parse_request(row)?;
         // The rest of a large body, piece by piece (`HttpReceiveRequestEntityBody`).
         let whole = usize::try_from(row.body_len)
@@ -300,6 +331,36 @@ impl Request {
     /// status); [`Error::Io`].
     pub fn respond(self, queue: &mut Queue, response: Response) -> Result<bool, Error> {
         send_head(queue, self.id, &response, None)
+    }
+
+    /// As [`Request::respond`], without waiting for khttp's word on it: one message instead
+    /// of a round trip (khttpd's socket; a device call completes as always). Whether the
+    /// client was still waiting and whether the answer was cached are not known, and an answer
+    /// khttp refuses gives the client 502 without an error here.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when khttpd has gone.
+    pub fn send(self, queue: &mut Queue, response: Response) -> Result<(), Error> {
+        if response.body.len() > POSTED_MAX {
+            // Large answers take the checked path (a refusal before the body is read would
+            // otherwise be left on the socket for the next call).
+            return self.respond(queue, response).map(drop);
+        }
+        let headers: Vec<&str> = response.headers.iter().map(String::as_str).collect();
+        let respond = Respond {
+            id: self.id,
+            status: response.status,
+            content_type: &response.content_type,
+            headers,
+            ttl: response.cache_for.map(|d| d.as_secs()),
+            body_len: response.body.len() as u64,
+            stream: None,
+            no_reply: true,
+        };
+        let mut input = Vec::new();
+        let code = encode_request(&Call::QueueRespond(respond), &mut input);
+        queue.link.0.post(code, &input, &response.body)?;
+        Ok(())
     }
 
     /// Starts a streamed answer: `response`'s status and fields go now, with its body (if
@@ -373,6 +434,7 @@ fn send_head(
             .map(|d| d.as_secs()),
         body_len: response.body.len() as u64,
         stream,
+        no_reply: false,
     };
     let reply = call(
         &mut queue.link,
@@ -384,6 +446,9 @@ fn send_head(
 
 /// Pieces written to a [`BodyWriter`] are gathered up to this many bytes before they go.
 const PIECE: usize = 64 * 1024;
+
+/// Answers sent without waiting ([`Request::send`]) are at most this long.
+const POSTED_MAX: usize = 1 << 20;
 
 /// Body bytes asked for with a request's head; the rest comes in further calls, each as large
 /// as the endpoint gives (a device: its reply room).

@@ -524,7 +524,9 @@ extern "C" fn on_app_control(
     // SAFETY: a live request of this device, which has file objects.
     let file = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
     let result = match req {
-        Request::QueueReceive { queue, body_max } => {
+        Request::QueueReceive {
+            queue, body_max, ..
+        } => {
             if a.with(|st| session_has(st, file, queue)) {
                 let room = Room {
                     bytes: output_len,

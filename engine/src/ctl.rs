@@ -714,6 +714,7 @@ mod tests {
             &Request::QueueReceive {
                 queue: id,
                 body_max: u64::MAX,
+                max_requests: 1,
             },
             &[],
         );

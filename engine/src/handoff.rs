@@ -163,6 +163,21 @@ impl<O: Copy> Handoff<O> {
         })
     }
 
+    /// Request `id` as `taker` received it, if `taker` holds it (for a host that hands several
+    /// received requests over at once).
+    #[must_use]
+    pub fn taken(&self, id: RequestId, taker: u64) -> Option<Received<'_>> {
+        let p = self
+            .requests
+            .get(&id.0)
+            .filter(|p| p.taker == Some(taker))?;
+        Some(Received {
+            id,
+            head: &p.head,
+            body: &p.body,
+        })
+    }
+
     /// The body of request `id` from `offset` on (empty past its end), if `taker` holds it:
     /// for an application that received the head and the body's start, and asks for more.
     #[must_use]
@@ -332,6 +347,9 @@ mod tests {
         let _ = h.receive(7, 100);
         assert_eq!(h.body(a, 100, 4), Some(&b"456789"[..]));
         assert_eq!(h.body(a, 100, 10), Some(&b""[..]));
+        let t = h.taken(a, 100).unwrap();
+        assert_eq!((t.id, t.head, t.body), (a, &b"H"[..], &b"0123456789"[..]));
+        assert!(h.taken(a, 101).is_none(), "only the taker");
         assert_eq!(h.body(a, 100, u64::MAX), Some(&b""[..]));
     }
 

@@ -88,6 +88,8 @@ struct State {
     handoff: Handoff<Origin>,
     /// Per queue: what its receivers wait on, so that a request wakes one of them.
     arrived: HashMap<u32, Arc<Condvar>>,
+    /// Per queue: receivers waiting now, whom a batch leaves their share.
+    idle: HashMap<u32, usize>,
 }
 
 /// The requests between workers and applications.
@@ -201,39 +203,64 @@ impl Apps {
         shared.wake(worker);
     }
 
-    /// Waits (at most `wait`) for a request of `queue`, hands it to `session` and writes it to
-    /// `out` as a [`RequestRow`] with at most `body_max` body bytes; returns its id.
+    /// Waits (at most `wait`) for a request of `queue`, hands it to `session`, with up to
+    /// `max_requests - 1` more of those waiting beyond what the other idle receivers of the
+    /// queue can take, and writes them to `out` as [`RequestRow`]s with at most `body_max`
+    /// body bytes each; returns their ids (none: nothing came).
     fn receive(
         &self,
         queue: u32,
         session: u64,
-        body_max: u64,
+        (body_max, max_requests): (u64, u32),
         wait: Duration,
         out: &mut Vec<u8>,
-    ) -> Option<u64> {
+    ) -> Vec<RequestId> {
         let mut st = self.state();
         if st.handoff.waiting(queue) == 0 {
             let arrived = Arc::clone(st.arrived.entry(queue).or_default());
+            *st.idle.entry(queue).or_default() += 1;
             st = arrived
                 .wait_timeout(st, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            if let Some(n) = st.idle.get_mut(&queue) {
+                *n = n.saturating_sub(1);
+            }
         }
-        let r = st.handoff.receive(queue, session)?;
-        let start = usize::try_from(body_max).unwrap_or(usize::MAX);
-        let row = RequestRow {
-            id: r.id.0,
-            head: r.head,
-            body: r.body.get(..start).unwrap_or(r.body),
-            body_len: r.body.len() as u64,
+        let mut ids = Vec::new();
+        let Some(first) = st.handoff.receive(queue, session).map(|r| r.id) else {
+            return ids;
         };
-        let id = r.id;
-        if write_rows(out, [row]).is_err() {
-            out.clear();
-            let _ = st.handoff.requeue(id, session);
-            return None;
+        ids.push(first);
+        // More only when nobody else is waiting for them: a batch must not keep requests from
+        // an idle receiver.
+        let others = st.idle.get(&queue).copied().unwrap_or(0);
+        let spare = st.handoff.waiting(queue).saturating_sub(others);
+        let more = spare.min(max_requests.saturating_sub(1) as usize);
+        for _ in 0..more {
+            if let Some(r) = st.handoff.receive(queue, session) {
+                ids.push(r.id);
+            }
         }
-        Some(id.0)
+        let start = usize::try_from(body_max).unwrap_or(usize::MAX);
+        let rows = ids
+            .iter()
+            .filter_map(|id| st.handoff.taken(*id, session))
+            .map(|r| RequestRow {
+                id: r.id.0,
+                head: r.head,
+                body: r.body.get(..start).unwrap_or(r.body),
+                body_len: r.body.len() as u64,
+            });
+        if write_rows(out, rows).is_err() {
+            out.clear();
+            // Back first in line, in their order.
+            for id in ids.iter().rev() {
+                let _ = st.handoff.requeue(*id, session);
+            }
+            ids.clear();
+        }
+        ids
     }
 
     /// More of request `id`'s body, from `offset`, as a [`BodyRow`] of at most 16 MiB, if
@@ -319,6 +346,8 @@ struct Session {
     caller: Result<(Holder, Option<String>), io::Error>,
     /// The queues it attached to (once per attach).
     attached: Vec<u32>,
+    /// The command just run asked for no reply (`QueueRespond` with `no_reply`).
+    no_reply: bool,
 }
 
 impl Session {
@@ -335,6 +364,7 @@ impl Session {
             id,
             caller,
             attached: Vec::new(),
+            no_reply: false,
         })
     }
 
@@ -392,6 +422,9 @@ impl Session {
             let mut direct = vec![0u8; f.direct_len as usize];
             self.reader.read_exact(&mut direct)?;
             let status = self.command(&f, &input, direct, &mut out);
+            if std::mem::take(&mut self.no_reply) {
+                continue; // an answer whose outcome the application does not wait for
+            }
             if status == Status::Ok && out.is_empty() {
                 // The peer went while a receive waited.
                 return Ok(());
@@ -432,11 +465,18 @@ impl Session {
         };
         let result = match req {
             Request::QueueAttach { name, prefixes } => self.attach(name, &prefixes, out),
-            Request::QueueReceive { queue, body_max } => self.receive(queue, body_max, out),
+            Request::QueueReceive {
+                queue,
+                body_max,
+                max_requests,
+            } => self.receive(queue, (body_max, max_requests), out),
             Request::QueueReceiveBody { id, offset } => {
                 self.shared.apps.body(self.id, id, offset, out)
             }
-            Request::QueueRespond(r) => self.respond(&r, direct, out),
+            Request::QueueRespond(r) => {
+                self.no_reply = r.no_reply;
+                self.respond(&r, direct, out)
+            }
             Request::QueueSend { id, last, .. } => {
                 let body = Arc::new(direct);
                 let piece = Outcome::Piece { body, last };
@@ -568,8 +608,14 @@ impl Session {
         Ok(())
     }
 
-    /// Waits for a request of `queue`; an empty `out` means the peer went meanwhile.
-    fn receive(&mut self, queue: u32, body_max: u64, out: &mut Vec<u8>) -> Result<(), CtlError> {
+    /// Waits for a request of `queue` (and takes up to `max_requests` when more wait than other
+    /// receivers could take); an empty `out` means the peer went meanwhile.
+    fn receive(
+        &mut self,
+        queue: u32,
+        asked: (u64, u32),
+        out: &mut Vec<u8>,
+    ) -> Result<(), CtlError> {
         if !self.attached.contains(&queue) {
             return Err(CtlError::NotFound);
         }
@@ -579,17 +625,20 @@ impl Session {
             }
             let apps = &self.shared.apps;
             let wait = Duration::from_millis(250);
-            let Some(id) = apps.receive(queue, self.id, body_max, wait, out) else {
+            let ids = apps.receive(queue, self.id, asked, wait, out);
+            if ids.is_empty() {
                 // Nothing came: has the application gone meanwhile?
                 if self.peer_gone() {
                     return Ok(());
                 }
                 continue;
-            };
-            // An application killed while it waited must not take the request down with it.
+            }
+            // An application killed while it waited must not take the requests down with it.
             if self.peer_gone() {
                 out.clear();
-                apps.requeue(&self.shared, self.id, id);
+                for id in ids.iter().rev() {
+                    apps.requeue(&self.shared, self.id, id.0);
+                }
             }
             return Ok(());
         }

@@ -63,6 +63,45 @@ pub fn call(
     direct: &[u8],
     output_cap: u32,
 ) -> io::Result<(u32, Vec<u8>)> {
+    let sent = send_frame(stream, code, input, direct, output_cap)?;
+    let mut reply = [0u8; frame::REPLY_LEN];
+    // khttpd may refuse a request before reading all of it (a body over the entry limit) and
+    // close; its reply is then already waiting, so read it before reporting the write error.
+    if let Err(write_error) = sent {
+        stream.read_exact(&mut reply).map_err(|_| write_error)?;
+    } else {
+        stream.read_exact(&mut reply)?;
+    }
+    let (status, len) = frame::decode_reply(&reply);
+    if len > output_cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "reply larger than asked for",
+        ));
+    }
+    let mut out = vec![0u8; len as usize];
+    stream.read_exact(&mut out)?;
+    Ok((status, out))
+}
+
+/// Sends one request frame for which no reply comes (an application's answer with
+/// `no_reply`).
+///
+/// # Errors
+/// The request is too large for the protocol, or the socket broke.
+pub fn post(stream: &mut UnixStream, code: u32, input: &[u8], direct: &[u8]) -> io::Result<()> {
+    send_frame(stream, code, input, direct, 0)?
+}
+
+/// Writes one request frame: `Err` for a request too large to frame, `Ok(Err)` when the
+/// socket write failed.
+fn send_frame(
+    stream: &mut UnixStream,
+    code: u32,
+    input: &[u8],
+    direct: &[u8],
+    output_cap: u32,
+) -> io::Result<io::Result<()>> {
     let too_big = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -83,29 +122,11 @@ pub fn call(
     if small {
         first.extend_from_slice(direct);
     }
-    let sent = stream.write_all(&first).and_then(|()| {
+    Ok(stream.write_all(&first).and_then(|()| {
         if small {
             Ok(())
         } else {
             stream.write_all(direct)
         }
-    });
-    let mut reply = [0u8; frame::REPLY_LEN];
-    // khttpd may refuse a request before reading all of it (a body over the entry limit) and
-    // close; its reply is then already waiting, so read it before reporting the write error.
-    if let Err(write_error) = sent {
-        stream.read_exact(&mut reply).map_err(|_| write_error)?;
-    } else {
-        stream.read_exact(&mut reply)?;
-    }
-    let (status, len) = frame::decode_reply(&reply);
-    if len > output_cap {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "reply larger than asked for",
-        ));
-    }
-    let mut out = vec![0u8; len as usize];
-    stream.read_exact(&mut out)?;
-    Ok((status, out))
+    }))
 }

@@ -53,6 +53,15 @@ pub trait Transport {
         direct: &[u8],
         output_cap: u32,
     ) -> io::Result<(u32, Vec<u8>)>;
+
+    /// Sends a request that asked for no reply (`QueueRespond` with `no_reply`). A device
+    /// completes every call, so there it is a call whose reply is dropped.
+    ///
+    /// # Errors
+    /// As [`Transport::call`].
+    fn post(&mut self, code: u32, input: &[u8], direct: &[u8]) -> io::Result<()> {
+        self.call(code, input, direct, 64).map(drop)
+    }
 }
 
 /// khttpd's Unix socket, one connection for many calls.
@@ -72,6 +81,10 @@ impl Transport for UnixTransport {
         output_cap: u32,
     ) -> io::Result<(u32, Vec<u8>)> {
         crate::socket::call(&mut self.stream, code, input, direct, output_cap)
+    }
+
+    fn post(&mut self, code: u32, input: &[u8], direct: &[u8]) -> io::Result<()> {
+        crate::socket::post(&mut self.stream, code, input, direct)
     }
 }
 

@@ -35,9 +35,9 @@ mod wire;
 
 pub use reply::{Row, error_reply, read_rows, refuse, write_rows};
 pub use wire::{
-    DIGEST_LEN, HEADER_LEN, Header, MAX_BYTES, MAX_COLS, MAX_HEADERS, MAX_QUEUE_PREFIXES, MAX_ROWS,
-    MAX_STR, PutEntry, Request, Respond, Streamed, TableWriter, Value, decode_reply,
-    decode_request, encode_request,
+    DIGEST_LEN, HEADER_LEN, Header, MAX_BYTES, MAX_COLS, MAX_HEADERS, MAX_QUEUE_PREFIXES,
+    MAX_RECEIVE_BATCH, MAX_ROWS, MAX_STR, PutEntry, Request, Respond, Streamed, TableWriter, Value,
+    decode_reply, decode_request, encode_request,
 };
 
 /// khttp's device type: above 0x8000, the range left to vendors (DRIVER-NOTES §3.1).
@@ -69,8 +69,9 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 /// refused with [`Status::UnsupportedVersion`], not misread.
 /// 3: `CachePut` carries the entry's digest and `CacheList` lists it (`khttpctl apply`).
 /// 4: streamed answers: `QueueRespond` carries flags and the whole length, and `QueueSend`
-/// brings the further pieces; `QueueReceive` says how much body it wants with the head, its
-/// row gives the whole body's length, and `QueueReceiveBody` brings the rest.
+/// brings the further pieces; `QueueReceive` says how much body it wants with the head and how
+/// many requests it takes at most, its rows give the whole body's length, and
+/// `QueueReceiveBody` brings the rest; `QueueRespond` may ask for no reply.
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds

@@ -19,7 +19,8 @@
 //!   CacheFlush, CacheList: prefix:str                    ; "" = everything
 //!   LimitsSet:       name:str value:u64
 //!   QueueAttach:     name:str prefix_count:u32 prefix:str*count
-//!   QueueReceive:    queue:u32 body_max:u64              ; body bytes wanted with the head
+//!   QueueReceive:    queue:u32 body_max:u64 max_requests:u32
+//!                    ; body bytes wanted with each head; requests wanted at most (1..=64)
 //!   QueueReceiveBody: id:u64 offset:u64                  ; more of a request's body
 //!   QueueDetach:     queue:u32
 //!   QueueRespond:    id:u64 status:u16 flags:u16 content_type:str
@@ -27,7 +28,8 @@
 //!                    ; ttl u64::MAX = do not cache; the direct buffer is the body, exactly;
 //!                    ; flags bit 0 (STREAM): the body is the first piece, QueueSend the
 //!                    ; rest; length = the whole body's length, u64::MAX = unknown (always
-//!                    ; u64::MAX without STREAM); other flag bits 0
+//!                    ; u64::MAX without STREAM); bit 1 (NO_REPLY): khttpd's socket sends
+//!                    ; no reply to it (a device completes it as always); other bits 0
 //!   QueueSend:       id:u64 flags:u16 reserved:u16(=0) body_len:u64
 //!                    ; flags bit 0 (LAST): the body's last piece; the direct buffer is the
 //!                    ; piece, exactly
@@ -280,6 +282,9 @@ pub struct Respond<'a> {
     /// `Some`: the direct buffer holds the body's first piece, and `QueueSend` brings the
     /// rest (a streamed response, never cached). `None`: it holds the whole body.
     pub stream: Option<Streamed>,
+    /// The application does not wait for the outcome: khttpd's socket sends no reply (a
+    /// refused answer still gives the client its 502). A device completes the call as always.
+    pub no_reply: bool,
 }
 
 /// A streamed response's framing ([`Respond::stream`]).
@@ -292,6 +297,10 @@ pub struct Streamed {
 
 /// `QueueRespond`'s flag for a streamed response.
 const RESPOND_STREAM: u16 = 1;
+/// `QueueRespond`'s flag for an answer whose outcome the application does not wait for.
+const RESPOND_NO_REPLY: u16 = 2;
+/// Most requests one `QueueReceive` takes.
+pub const MAX_RECEIVE_BATCH: u32 = 64;
 /// `QueueSend`'s flag for the last piece.
 const SEND_LAST: u16 = 1;
 
@@ -370,6 +379,9 @@ pub enum Request<'a> {
         queue: u32,
         /// At most this many body bytes with the head; `QueueReceiveBody` brings the rest.
         body_max: u64,
+        /// At most this many requests, when more are waiting than other receivers could
+        /// take (1..=[`MAX_RECEIVE_BATCH`]).
+        max_requests: u32,
     },
     /// An application asks for more of a request's body, from `offset`.
     QueueReceiveBody {
@@ -456,9 +468,14 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
                 put_str(out, p);
             }
         }
-        Request::QueueReceive { queue, body_max } => {
+        Request::QueueReceive {
+            queue,
+            body_max,
+            max_requests,
+        } => {
             out.extend_from_slice(&queue.to_le_bytes());
             out.extend_from_slice(&body_max.to_le_bytes());
+            out.extend_from_slice(&max_requests.to_le_bytes());
         }
         Request::QueueReceiveBody { id, offset } => {
             out.extend_from_slice(&id.to_le_bytes());
@@ -469,11 +486,14 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
         Request::QueueRespond(r) => {
             out.extend_from_slice(&r.id.to_le_bytes());
             out.extend_from_slice(&r.status.to_le_bytes());
-            let flags = if r.stream.is_some() {
+            let mut flags = if r.stream.is_some() {
                 RESPOND_STREAM
             } else {
                 0
             };
+            if r.no_reply {
+                flags |= RESPOND_NO_REPLY;
+            }
             out.extend_from_slice(&flags.to_le_bytes());
             put_str(out, r.content_type);
             put_count(out, r.headers.len());
@@ -541,7 +561,7 @@ fn decode_respond<'a>(d: &mut Dec<'a>, direct_len: usize) -> Result<Respond<'a>,
     let id = d.u64()?;
     let status = d.u16()?;
     let flags = d.u16()?;
-    if flags & !RESPOND_STREAM != 0 {
+    if flags & !(RESPOND_STREAM | RESPOND_NO_REPLY) != 0 {
         return Err(ProtoError::ReservedNotZero);
     }
     let content_type = d.str()?;
@@ -569,6 +589,7 @@ fn decode_respond<'a>(d: &mut Dec<'a>, direct_len: usize) -> Result<Respond<'a>,
         ttl,
         body_len,
         stream,
+        no_reply: flags & RESPOND_NO_REPLY != 0,
     })
 }
 
@@ -632,10 +653,17 @@ pub fn decode_request(
             name: d.str()?,
             prefixes: d.strs(MAX_QUEUE_PREFIXES)?,
         },
-        Command::QueueReceive => Request::QueueReceive {
-            queue: d.u32()?,
-            body_max: d.u64()?,
-        },
+        Command::QueueReceive => {
+            let (queue, body_max, max_requests) = (d.u32()?, d.u64()?, d.u32()?);
+            if !(1..=MAX_RECEIVE_BATCH).contains(&max_requests) {
+                return Err(ProtoError::InvalidValue);
+            }
+            Request::QueueReceive {
+                queue,
+                body_max,
+                max_requests,
+            }
+        }
         Command::QueueReceiveBody => Request::QueueReceiveBody {
             id: d.u64()?,
             offset: d.u64()?,
@@ -843,6 +871,24 @@ mod tests {
     }
 
     #[test]
+    fn a_receive_takes_one_to_64_requests() {
+        for bad in [0, super::MAX_RECEIVE_BATCH + 1] {
+            let mut buf = Vec::new();
+            let ask = Request::QueueReceive {
+                queue: 3,
+                body_max: 0,
+                max_requests: bad,
+            };
+            encode_request(&ask, &mut buf);
+            assert_eq!(
+                decode_request(Command::QueueReceive, &buf, 0),
+                Err(ProtoError::InvalidValue),
+                "{bad} requests"
+            );
+        }
+    }
+
+    #[test]
     fn requests_round_trip() {
         round_trip(&Request::Version, 0);
         round_trip(
@@ -893,6 +939,7 @@ mod tests {
             &Request::QueueReceive {
                 queue: 3,
                 body_max: u64::MAX,
+                max_requests: 64,
             },
             0,
         );
@@ -909,6 +956,7 @@ mod tests {
                 ttl: Some(30),
                 body_len: 5,
                 stream: None,
+                no_reply: true,
             }),
             5,
         );
@@ -922,6 +970,7 @@ mod tests {
                     ttl: None,
                     body_len: 5,
                     stream: Some(super::Streamed { length }),
+                    no_reply: false,
                 }),
                 5,
             );

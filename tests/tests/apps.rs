@@ -664,3 +664,48 @@ fn a_client_that_leaves_cancels_its_request_at_once() {
     assert_eq!(get(port, "/cached.txt", "").status, 200);
     stop(hello);
 }
+
+#[test]
+fn batched_receives_and_answers_sent_without_waiting_reach_every_client() {
+    let (s, port, app) = setup("apps-batch");
+    // One thread taking up to 8 requests per receive, answering without waiting for khttp's
+    // word: 40 clients at once each get their own answer.
+    let hello = hello(
+        &s,
+        &app,
+        &[
+            "--queue",
+            "batched",
+            "--batch",
+            "8",
+            "--no-wait",
+            "--delay",
+            "20",
+        ],
+    );
+    let clients: Vec<_> = (0..40)
+        .map(|i| std::thread::spawn(move || (i, get(port, &format!("/app/batch?client={i}"), ""))))
+        .collect();
+    let mut answers = std::collections::HashSet::new();
+    for c in clients {
+        let (i, r) = c.join().unwrap();
+        assert_eq!(r.status, 200, "client {i}");
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            body.contains(&format!("/app/batch?client={i} ")),
+            "client {i}: {body}"
+        );
+        assert!(answers.insert(r.header("x-answer").unwrap_or_default().to_owned()));
+    }
+    assert_eq!(answers.len(), 40);
+    let q = queue_json(&s, "batched");
+    assert!(
+        q.contains(r#""answered": 40"#) && q.contains(r#""in_flight": 0"#),
+        "{q}"
+    );
+    // A refused answer sent without waiting still gives its client a 502.
+    stop(hello);
+    let invalid = self::hello(&s, &app, &["--queue", "batched", "--no-wait", "--invalid"]);
+    assert_eq!(get(port, "/app/bad", "").status, 502);
+    stop(invalid);
+}

@@ -14,6 +14,9 @@
 //! a request with `?stream=N` is answered with N bytes of `abc…z` streamed in pieces (with
 //! `&length=1` under `Content-Length`, else chunked; with `&die=M` the process exits after M
 //! of them, for tests: an application that dies half-way);
+//! `--batch N` lets each receive take up to N requests when more are waiting than the other
+//! threads could take, and `--no-wait` sends answers without waiting for khttp's word on them
+//! (`Request::send`; both for throughput under load);
 //! `--threads N` attaches N handles, each answering on its own thread; `--queue NAME` names the
 //! request queue (default `hello`: two hello-apps on different prefixes need different names,
 //! or they share one queue).
@@ -47,6 +50,10 @@ fn main() {
                 .map(Duration::from_millis);
         } else if a == "--invalid" {
             odd.invalid = true;
+        } else if a == "--batch" {
+            odd.batch = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+        } else if a == "--no-wait" {
+            odd.no_wait = true;
         } else if a == "--threads" {
             threads = args.next().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
         } else {
@@ -70,15 +77,18 @@ fn main() {
     serve(queue, &served, cache, odd);
 }
 
-/// How a test wants it to misbehave.
+/// How a test wants it to misbehave, and how it receives and answers.
 #[derive(Clone, Copy, Debug, Default)]
 struct Odd {
     delay: Option<Duration>,
     invalid: bool,
+    batch: u32,
+    no_wait: bool,
 }
 
 /// Answers requests on one handle until khttpd goes away.
 fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd) {
+    queue.set_batch(odd.batch);
     loop {
         let request = match queue.receive() {
             Ok(r) => r,
@@ -120,7 +130,12 @@ fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd
         if let Some(d) = odd.delay {
             std::thread::sleep(d);
         }
-        if let Err(e) = request.respond(&mut queue, response) {
+        let sent = if odd.no_wait {
+            request.send(&mut queue, response)
+        } else {
+            request.respond(&mut queue, response).map(drop)
+        };
+        if let Err(e) = sent {
             eprintln!("hello-app: {e}");
         }
     }
