@@ -355,6 +355,20 @@ fn streamed(status: u16, first: &[u8], length: Option<u64>) -> AppResponse {
     reply(status, first).streamed(length)
 }
 
+/// A connection whose request 1 is answered with a streamed head and first piece.
+fn streaming(first: &[u8], length: Option<u64>) -> Harness {
+    let mut h = Harness::new(queued_site(true));
+    h.feed(&get("/s", ""));
+    take(&mut h, 1);
+    assert!(h.conn.handle_response(
+        RequestId(1),
+        &streamed(200, first, length),
+        &h.clock,
+        &h.site
+    ));
+    h
+}
+
 fn piece(h: &mut Harness, id: u64, bytes: &[u8], last: bool) -> bool {
     let body = Arc::new(bytes.to_vec());
     h.conn
@@ -428,29 +442,13 @@ fn a_streamed_answer_of_known_length_must_keep_it() {
     assert_eq!(h.closed(), None);
 
     // More than announced: the response is broken, visibly (a reset), not cut clean.
-    let mut h = Harness::new(queued_site(true));
-    h.feed(&get("/s", ""));
-    take(&mut h, 1);
-    h.conn.handle_response(
-        RequestId(1),
-        &streamed(200, b"ab", Some(3)),
-        &h.clock,
-        &h.site,
-    );
+    let mut h = streaming(b"ab", Some(3));
     assert!(!piece(&mut h, 1, b"cd", false));
     assert_eq!(h.closed(), Some(Close::Abortive));
     assert!(h.flush().is_empty(), "nothing more is sent after a reset");
 
     // Fewer: likewise, at the last piece.
-    let mut h = Harness::new(queued_site(true));
-    h.feed(&get("/s", ""));
-    take(&mut h, 1);
-    h.conn.handle_response(
-        RequestId(1),
-        &streamed(200, b"ab", Some(3)),
-        &h.clock,
-        &h.site,
-    );
+    let mut h = streaming(b"ab", Some(3));
     assert!(!piece(&mut h, 1, b"", true));
     assert_eq!(h.closed(), Some(Close::Abortive));
 }
@@ -495,11 +493,7 @@ fn a_streamed_answer_to_http10_ends_with_the_connection_and_head_drops_pieces() 
 #[test]
 fn a_streamed_answer_that_stalls_or_loses_its_application_or_client_is_reset() {
     // Each piece has app-response-timeout to come.
-    let mut h = Harness::new(queued_site(true));
-    h.feed(&get("/s", ""));
-    take(&mut h, 1);
-    h.conn
-        .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site);
+    let mut h = streaming(b"ab", None);
     h.flush();
     h.advance_secs(50);
     assert!(piece(&mut h, 1, b"c", false));
@@ -513,11 +507,7 @@ fn a_streamed_answer_that_stalls_or_loses_its_application_or_client_is_reset() {
     assert_eq!(h.conn.take_cancelled(), Some(RequestId(1)));
 
     // The application goes half-way.
-    let mut h = Harness::new(queued_site(true));
-    h.feed(&get("/s", ""));
-    take(&mut h, 1);
-    h.conn
-        .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site);
+    let mut h = streaming(b"ab", None);
     assert!(
         h.conn
             .handle_abandoned(RequestId(1), false, &h.clock, &h.site)
@@ -525,11 +515,7 @@ fn a_streamed_answer_that_stalls_or_loses_its_application_or_client_is_reset() {
     assert_eq!(h.closed(), Some(Close::Abortive));
 
     // The client goes half-way: the request is cancelled.
-    let mut h = Harness::new(queued_site(true));
-    h.feed(&get("/s", ""));
-    take(&mut h, 1);
-    h.conn
-        .handle_response(RequestId(1), &streamed(200, b"ab", None), &h.clock, &h.site);
+    let mut h = streaming(b"ab", None);
     h.conn.handle_eof(&h.clock, &h.site);
     assert_eq!(h.conn.take_cancelled(), Some(RequestId(1)));
     assert_eq!(h.closed(), Some(Close::Abortive));

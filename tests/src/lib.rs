@@ -486,28 +486,14 @@ impl Conn {
     fn read_chunks(&mut self, mut at: usize) -> Option<Vec<u8>> {
         let mut body = Vec::new();
         loop {
-            let line_end = loop {
-                if let Some(i) = self.buf[at..].windows(2).position(|w| w == b"\r\n") {
-                    break at + i;
-                }
-                if !self.fill() {
-                    return None;
-                }
-            };
+            let line_end = self.line_end(at)?;
             let line = std::str::from_utf8(&self.buf[at..line_end]).ok()?;
             let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
             at = line_end + 2;
             if size == 0 {
                 // Trailer fields, then the empty line.
                 loop {
-                    let end = loop {
-                        if let Some(i) = self.buf[at..].windows(2).position(|w| w == b"\r\n") {
-                            break at + i;
-                        }
-                        if !self.fill() {
-                            return None;
-                        }
-                    };
+                    let end = self.line_end(at)?;
                     let empty = end == at;
                     at = end + 2;
                     if empty {
@@ -526,6 +512,18 @@ impl Conn {
                 return None;
             }
             at += size + 2;
+        }
+    }
+
+    /// Where the line starting at `at` ends (its CR), reading more as needed.
+    fn line_end(&mut self, at: usize) -> Option<usize> {
+        loop {
+            if let Some(i) = self.buf[at..].windows(2).position(|w| w == b"\r\n") {
+                return Some(at + i);
+            }
+            if !self.fill() {
+                return None;
+            }
         }
     }
 

@@ -1675,17 +1675,6 @@ unsafe extern "system" fn wsk_close_socket(socket: PWSK_SOCKET, irp: *mut c_void
     if !take_irp(irp, CALL, &[]) {
         return STATUS_INVALID_PARAMETER;
     }
-    // Close waits for an event callback in progress on another thread.
-    let t0 = Instant::now();
-    while s.in_event.load(Ordering::Acquire) != 0
-        && s.in_event.load(Ordering::Acquire) != thread_id()
-    {
-        if t0.elapsed() > Duration::from_secs(10) {
-            fail(CALL, "an event callback did not return within 10 s");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
     let mut st = lock(&s.state);
     if st.closed {
         drop(st);
@@ -1694,7 +1683,8 @@ unsafe extern "system" fn wsk_close_socket(socket: PWSK_SOCKET, irp: *mut c_void
     }
     st.closed = true;
     drop(st);
-    // A disconnect event marked before the close began runs to its end first.
+    // Close waits for an event callback in progress on another thread: an accept event, or a
+    // disconnect event marked before the close began (none starts after `closed` is set).
     let t0 = Instant::now();
     while s.in_event.load(Ordering::Acquire) != 0
         && s.in_event.load(Ordering::Acquire) != thread_id()
