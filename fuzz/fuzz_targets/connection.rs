@@ -7,6 +7,9 @@
 //! - a graceful close (a FIN) is only ever reached with every response whole: the truncation of
 //!   issue #8 was a graceful close with a body cut short, which this schedule can reach;
 //! - after EOF and a full drain the connection closes;
+//! - the application's answers (whole, or streamed in pieces: with a length, chunked, or to
+//!   the close) are framed correctly; a reset while a streamed answer is on its way is the
+//!   application's or the client's doing and is not judged by the send rate;
 //! - with no time passing, the same bytes fed whole and sent whole give the same output.
 
 #![no_main]
@@ -55,26 +58,59 @@ fn site() -> Site {
     let _ = s.put("http://localhost:8080/api/x", spec(&[7u8; 3000]), Instant(0));
     // Large enough that output stays pending across many partial sends and ticks.
     let _ = s.put("http://+:8080/big", spec(&[9u8; 200_000]), Instant(0));
-    // Requests under /app/ go to an application (issue #12).
-    let _ = s.reserve("http://+:8080/app/", None);
-    let _ = s.attach_queue("app", &["http://+:8080/app/"], khttp_engine::Holder { pid: 1, uid: 0 });
+    // Every other request on port 8080 goes to an application (issue #12): the cached entries
+    // answer first, the rest (any path the fuzzer makes up) reach the queue.
+    let _ = s.attach_queue("app", &["http://+:8080/"], khttp_engine::Holder { pid: 1, uid: 0 });
     s
 }
 
+/// The application's side: the next request id, and what a streamed answer still owes when
+/// it announced its length.
+#[derive(Default)]
+struct App {
+    next_id: u64,
+    left: Option<u64>,
+}
+
 /// Plays the host's part for a request the connection hands to an application: queues it at
-/// once; a tick answers it (odd milliseconds), or abandons it (even).
-fn application(conn: &mut Connection, clock: &Clock, site: &Site, op: &Op, next_id: &mut u64) {
+/// once; a tick answers it whole (1 mod 4), starts a streamed answer (2 mod 4: chunked, or to
+/// the close for HTTP/1.0; 3 mod 4: with a length), or abandons it (0 mod 4). While an answer streams, a tick brings a piece: one
+/// that keeps the announced length (now and then one that breaks it), the last when the
+/// length is reached or, with none, now and then; or the application goes.
+fn application(conn: &mut Connection, clock: &Clock, site: &Site, op: &Op, app: &mut App) {
     if conn.poll_delivery().is_some() {
-        *next_id += 1;
-        conn.handle_queued(RequestId(*next_id), clock);
+        app.next_id += 1;
+        conn.handle_queued(RequestId(app.next_id), clock);
     }
     if let (Some(id), Op::Tick(ms)) = (conn.waiting_for(), op) {
-        if ms % 2 == 1 {
+        let ms = *ms;
+        if conn.mid_response() {
+            if ms % 13 == 0 {
+                assert!(conn.handle_abandoned(id, false, clock, site));
+            } else {
+                let want = u64::from(ms % 700);
+                let (n, last) = match app.left {
+                    Some(left) if ms % 5 != 0 => (want.min(left), want >= left),
+                    Some(_) => (want, ms % 2 == 0), // breaks the length, or not by chance
+                    None => (want, ms % 3 == 0),
+                };
+                let body = std::sync::Arc::new(vec![b'p'; n as usize]);
+                let taken = conn.handle_piece(id, &body, last, clock, site);
+                app.left = app.left.map(|l| l.saturating_sub(n));
+                assert!(taken || conn.poll_close() == Some(Close::Abortive));
+            }
+        } else {
             let body = std::sync::Arc::new(b"from the app".to_vec());
             let reply = AppResponse::new(200, "text/plain", &["X-App: 1"], body).unwrap();
-            assert!(conn.handle_response(id, &reply, clock, site));
-        } else {
-            assert!(conn.handle_abandoned(id, false, clock, site));
+            match ms % 4 {
+                1 => assert!(conn.handle_response(id, &reply, clock, site)),
+                2 | 3 => {
+                    let length = (ms % 4 == 3).then_some(u64::from(ms % 1000) + 12);
+                    app.left = length.map(|l| l - 12);
+                    assert!(conn.handle_response(id, &reply.streamed(length), clock, site));
+                }
+                _ => assert!(conn.handle_abandoned(id, false, clock, site)),
+            }
         }
     }
     let _ = conn.take_cancelled();
@@ -116,15 +152,27 @@ fn feed_all(conn: &mut Connection, data: &[u8], out: &mut Vec<u8>, clock: &Clock
     at
 }
 
+/// The input as fed: an even first byte puts a well-formed HTTP/1.1 request for the
+/// application in front of the rest, so that the answers' states (streamed, chunked, pieces)
+/// are reached often rather than only when the fuzzer spells such a request itself.
+fn with_preamble(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const PREAMBLE: &[u8] = b"GET /stream HTTP/1.1\r\nHost: fuzz\r\n\r\n";
+    match data.split_first() {
+        Some((first, rest)) if first % 2 == 0 => [PREAMBLE, rest].concat().into(),
+        _ => data.into(),
+    }
+}
+
 /// Runs the schedule; returns the output and how the connection closed.
 fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
+    let data = with_preamble(&x.data);
     let mut clock = Clock::new(Instant(0), UNIX);
     let local = Local { ip: std::net::Ipv4Addr::LOCALHOST.into(), port: 8080 };
     let mut conn = Connection::new(local, &clock, site);
     let mut out = Vec::new();
     let mut at = 0usize;
     if whole {
-        feed_all(&mut conn, &x.data, &mut out, &clock, site);
+        feed_all(&mut conn, &data, &mut out, &clock, site);
     } else {
         // The current run of output: when it started, the output length then, and whether the
         // transport reported undelivered bytes during it.
@@ -132,12 +180,13 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
         let mut judged = false;
         // The output length at the shutdown, once the close lingers.
         let mut shut: Option<usize> = None;
-        let mut next_id = 0u64;
+        let mut app = App::default();
         for op in x.ops.iter().take(4096) {
+            let streaming = conn.mid_response();
             match *op {
                 Op::Input(n) if conn.wants_read() => {
-                    let end = at.saturating_add(usize::from(n)).min(x.data.len());
-                    conn.handle_input(&x.data[at..end], &clock, site);
+                    let end = at.saturating_add(usize::from(n)).min(data.len());
+                    conn.handle_input(&data[at..end], &clock, site);
                     at = end;
                 }
                 Op::Input(_) => {}
@@ -155,16 +204,21 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
                     conn.handle_timeout(&clock, u64::from(undelivered));
                 }
                 Op::Eof => {
-                    at = x.data.len();
+                    at = data.len();
                     conn.handle_eof(&clock, site);
                 }
             }
-            application(&mut conn, &clock, site, op, &mut next_id);
+            application(&mut conn, &clock, site, op, &mut app);
             let pending = conn.pending_bytes();
             match busy {
                 None if pending > 0 => busy = Some((clock.now(), out.len(), false)),
                 Some((_, _, false)) if pending == 0 => busy = None,
                 _ => {}
+            }
+            if conn.poll_close() == Some(Close::Abortive) && (streaming || conn.mid_response()) {
+                // A streamed answer the application broke, gave up or let stall, or whose
+                // client left: a reset is what it must be.
+                judged = true;
             }
             if conn.poll_close() == Some(Close::Abortive) && !judged {
                 // A reset is only for a client slower than the minimum send rate: the bytes of
@@ -192,10 +246,15 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
                 assert_eq!(out.len(), len);
             }
         }
-        if at < x.data.len() {
+        if at < data.len() {
             send(&mut conn, &mut out, &clock, site, usize::MAX);
-            feed_all(&mut conn, &x.data[at..], &mut out, &clock, site);
+            feed_all(&mut conn, &data[at..], &mut out, &clock, site);
         }
+    }
+    if conn.mid_response() {
+        // What a streamed answer sent so far reaches the client before it goes (the EOF
+        // resets the connection), so that its framing is checked.
+        send(&mut conn, &mut out, &clock, site, usize::MAX);
     }
     conn.handle_eof(&clock, site);
     send(&mut conn, &mut out, &clock, site, usize::MAX);
@@ -215,6 +274,26 @@ fn check_responses(mut buf: &[u8], whole: bool) {
         };
         let head = std::str::from_utf8(&buf[..end]).expect("ASCII head");
         let status: u16 = head[9..12].parse().expect("status");
+        let bodiless = matches!(status, 100 | 204 | 304);
+        if !bodiless && head.lines().any(|l| l == "Transfer-Encoding: chunked") {
+            match chunked_len(&buf[end + 4..]) {
+                Some(n) => {
+                    buf = &buf[end + 4 + n..];
+                    continue;
+                }
+                None => {
+                    assert!(!whole, "a chunked body cut short before a graceful close");
+                    return;
+                }
+            }
+        }
+        if !bodiless
+            && !head.contains("Content-Length: ")
+            && head.lines().any(|l| l == "Connection: close")
+            && !buf[end + 4..].starts_with(b"HTTP/1.1 ")
+        {
+            return; // a body delimited by the close: the rest is it
+        }
         let len: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -234,6 +313,27 @@ fn check_responses(mut buf: &[u8], whole: bool) {
     }
 }
 
+/// The length of a whole chunked body at the start of `buf` (chunks and the empty trailer
+/// section), or `None` when it is cut short; malformed framing fails.
+fn chunked_len(buf: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    loop {
+        let line = buf[at..].windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&buf[at..at + line]).expect("ASCII chunk size");
+        let size = usize::from_str_radix(size, 16).expect("hex chunk size");
+        at += line + 2;
+        if size == 0 {
+            assert!(buf.len() < at + 2 || &buf[at..at + 2] == b"\r\n", "trailers after the last chunk");
+            return (buf.len() >= at + 2).then_some(at + 2);
+        }
+        if buf.len() < at + size + 2 {
+            return None;
+        }
+        assert_eq!(&buf[at + size..at + size + 2], b"\r\n", "a chunk without its CRLF");
+        at += size + 2;
+    }
+}
+
 static SITE: std::sync::OnceLock<Site> = std::sync::OnceLock::new();
 
 fuzz_target!(|x: Input| {
@@ -242,7 +342,8 @@ fuzz_target!(|x: Input| {
     assert!(closed.is_some(), "connection still open after EOF");
     let graceful = matches!(closed, Some(Close::Graceful | Close::Finished));
     check_responses(&out, graceful);
-    let timeless = !x.ops.iter().any(|op| matches!(op, Op::Tick(t) if *t > 0) || matches!(op, Op::Eof));
+    // Any tick lets the application answer (which the whole run has no schedule for).
+    let timeless = !x.ops.iter().any(|op| matches!(op, Op::Tick(_) | Op::Eof));
     if timeless && graceful {
         let (whole, _) = run(site, &x, true);
         assert_eq!(whole, out, "splitting changed the output");
