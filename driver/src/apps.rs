@@ -285,11 +285,23 @@ pub(crate) fn cancel(id: RequestId) -> Option<usize> {
     apps()?.with(|st| st.handoff.cancel(id))
 }
 
-/// What a receive has room for: its output buffer's length, and the body bytes it asked for.
+/// What a receive has room for: its output buffer's length, the body bytes it asked for with
+/// each head, and how many requests it takes at most.
 #[derive(Clone, Copy)]
 struct Room {
     bytes: usize,
     body_max: u64,
+    max_requests: u32,
+}
+
+/// Bytes `row` adds to a reply table.
+fn row_size(row: RequestRow<'_>) -> usize {
+    let mut one = Vec::new();
+    let mut none = Vec::new();
+    let one_len = khttp_proto::write_rows(&mut one, [row]).map_or(usize::MAX, |()| one.len());
+    let none_len = khttp_proto::write_rows(&mut none, core::iter::empty::<RequestRow<'_>>())
+        .map_or(0, |()| none.len());
+    one_len.saturating_sub(none_len)
 }
 
 /// Bytes of a reply around its byte-string values: what `reply` adds (the status) and what the
@@ -300,7 +312,8 @@ fn framing(row_bytes: usize, strings: usize) -> usize {
 
 /// Completes the receive `r` of `file` with the oldest request of `queue`, or parks it again
 /// when none waits any more. The request's head must fit in the receive's room; its body goes
-/// as far as the room and the receive allow, and `QueueReceiveBody` brings the rest.
+/// as far as the room and the receive allow, and `QueueReceiveBody` brings the rest. Up to
+/// `max_requests` more that wait go with it when they fit whole (bodies up to `body_max`).
 fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Room) {
     let mut out = Vec::new();
     let got = a.with(|st| {
@@ -323,8 +336,9 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
         let body_room = room.bytes.saturating_sub(fixed);
         let body_max = usize::try_from(room.body_max).unwrap_or(usize::MAX);
         let body = taken.body;
+        let first_cut = body_room.min(body_max);
         let row = RequestRow {
-            body: body.get(..body_room.min(body_max)).unwrap_or(body),
+            body: body.get(..first_cut).unwrap_or(body),
             ..head_only
         };
         let fits = khttp_proto::write_rows(&mut out, [row]).is_ok()
@@ -336,6 +350,57 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
             out.clear();
             out.extend_from_slice(&too_small_reply(needed.max(1)));
             return Some(Some(false));
+        }
+        // More requests, as many as were asked for and fit whole (heads and bodies up to
+        // `body_max`). Requests wait here only while no receive of the queue is parked (an
+        // offer hands each to a parked receive at once), so a batch keeps them from nobody.
+        let mut taken_ids = Vec::new();
+        let mut total = out.len();
+        while taken_ids.len().saturating_add(1) < room.max_requests as usize
+            && st.handoff.waiting(queue) > 0
+            && taken_ids.try_reserve(1).is_ok()
+        {
+            let Some(next) = st.handoff.receive(queue, taker(file)) else {
+                break;
+            };
+            let next_id = next.id;
+            let row = RequestRow {
+                id: next_id.0,
+                head: next.head,
+                body: next.body.get(..body_max).unwrap_or(next.body),
+                body_len: next.body.len() as u64,
+            };
+            let size = row_size(row);
+            let after = total.saturating_add(size);
+            if after.saturating_add(4) > room.bytes {
+                let _ = st.handoff.requeue(next_id, taker(file));
+                break;
+            }
+            total = after;
+            taken_ids.push(next_id);
+        }
+        if !taken_ids.is_empty() {
+            let me = taker(file);
+            let row = |i: RequestId, cut: usize| {
+                st.handoff.taken(i, me).map(|t| RequestRow {
+                    id: t.id.0,
+                    head: t.head,
+                    body: t.body.get(..cut).unwrap_or(t.body),
+                    body_len: t.body.len() as u64,
+                })
+            };
+            let rows = core::iter::once(row(id, first_cut))
+                .chain(taken_ids.iter().map(|i| row(*i, body_max)))
+                .flatten();
+            let mut all = Vec::new();
+            if khttp_proto::write_rows(&mut all, rows).is_ok() {
+                out = all;
+            } else {
+                // Back in line, in order; the first goes alone, as encoded above.
+                for i in taken_ids.iter().rev() {
+                    let _ = st.handoff.requeue(*i, me);
+                }
+            }
         }
         Some(Some(true))
     });
@@ -369,16 +434,21 @@ fn park(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32) {
 /// A parked receive's room: its output buffer, and the body it asked for (its input buffer
 /// again; all of the body if that cannot be read).
 fn parked_room(r: WDFREQUEST) -> Room {
-    let body_max = match retrieve(r, Buffer::Input, 0) {
+    let (body_max, max_requests) = match retrieve(r, Buffer::Input, 0) {
         Ok(input) => match decode_request(Command::QueueReceive, &input, 0) {
-            Ok(Request::QueueReceive { body_max, .. }) => body_max,
-            _ => u64::MAX,
+            Ok(Request::QueueReceive {
+                body_max,
+                max_requests,
+                ..
+            }) => (body_max, max_requests),
+            _ => (u64::MAX, 1),
         },
-        Err(_) => u64::MAX,
+        Err(_) => (u64::MAX, 1),
     };
     Room {
         bytes: output_room(r),
         body_max,
+        max_requests,
     }
 }
 
@@ -525,12 +595,15 @@ extern "C" fn on_app_control(
     let file = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
     let result = match req {
         Request::QueueReceive {
-            queue, body_max, ..
+            queue,
+            body_max,
+            max_requests,
         } => {
             if a.with(|st| session_has(st, file, queue)) {
                 let room = Room {
                     bytes: output_len,
                     body_max,
+                    max_requests,
                 };
                 return hand_over(a, request, file, queue, room);
             }
