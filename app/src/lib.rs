@@ -205,6 +205,26 @@ impl Response {
     }
 }
 
+impl Response {
+    /// The `QueueRespond` call that sends this response to request `id` (a streamed one is
+    /// never cached, so it carries no TTL).
+    fn call(&self, id: u64, stream: Option<Streamed>, no_reply: bool) -> Respond<'_> {
+        Respond {
+            id,
+            status: self.status,
+            content_type: &self.content_type,
+            headers: self.headers.iter().map(String::as_str).collect(),
+            ttl: self
+                .cache_for
+                .filter(|_| stream.is_none())
+                .map(|d| d.as_secs()),
+            body_len: self.body.len() as u64,
+            stream,
+            no_reply,
+        }
+    }
+}
+
 impl Queue {
     /// Attaches to the queue `name` for the reserved `prefixes`, at the default endpoint.
     ///
@@ -346,17 +366,7 @@ impl Request {
             // otherwise be left on the socket for the next call).
             return self.respond(queue, response).map(drop);
         }
-        let headers: Vec<&str> = response.headers.iter().map(String::as_str).collect();
-        let respond = Respond {
-            id: self.id,
-            status: response.status,
-            content_type: &response.content_type,
-            headers,
-            ttl: response.cache_for.map(|d| d.as_secs()),
-            body_len: response.body.len() as u64,
-            stream: None,
-            no_reply: true,
-        };
+        let respond = response.call(self.id, None, true);
         let mut input = Vec::new();
         let code = encode_request(&Call::QueueRespond(respond), &mut input);
         queue.link.0.post(code, &input, &response.body)?;
@@ -422,20 +432,7 @@ fn send_head(
     response: &Response,
     stream: Option<Streamed>,
 ) -> Result<bool, Error> {
-    let headers: Vec<&str> = response.headers.iter().map(String::as_str).collect();
-    let respond = Respond {
-        id,
-        status: response.status,
-        content_type: &response.content_type,
-        headers,
-        ttl: response
-            .cache_for
-            .filter(|_| stream.is_none())
-            .map(|d| d.as_secs()),
-        body_len: response.body.len() as u64,
-        stream,
-        no_reply: false,
-    };
+    let respond = response.call(id, stream, false);
     let reply = call(
         &mut queue.link,
         &Call::QueueRespond(respond),
