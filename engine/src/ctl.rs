@@ -142,6 +142,7 @@ impl From<CtlError> for Status {
     fn from(e: CtlError) -> Self {
         match e {
             CtlError::InvalidPrefix(_) => Self::InvalidPrefix,
+            CtlError::InvalidAcl(_) => Self::InvalidAcl,
             CtlError::AlreadyExists => Self::AlreadyExists,
             CtlError::NotFound => Self::NotFound,
             CtlError::NoReservation => Self::NoReservation,
@@ -395,14 +396,19 @@ fn list_queues(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
 pub enum Caller<'a> {
     /// An administrator (root or khttpd's own user; SYSTEM or Administrators): any prefix.
     Administrator,
-    /// Another user, by name: only prefixes reserved `--user NAME` for it.
+    /// A Unix user, by name (khttpd): prefixes reserved `--user NAME` for it, or with an SDDL
+    /// that grants any local user ([`crate::acl::Identity::local_user`]).
     User(&'a str),
+    /// A Windows process, by its token (the driver): anywhere if it is an administrator's
+    /// ([`crate::acl::Identity::is_administrator`]), otherwise prefixes whose SDDL grants it.
+    /// A `user:NAME` ACL grants no token: khttpctl on Windows sends the user's SID.
+    Token(&'a crate::acl::Identity),
 }
 
 /// The application endpoint's attach (issue #12): `caller` may attach to `name` for
-/// `prefixes` only if each prefix's reservation grants it (`urlacl add PREFIX --user NAME`; an
-/// SDDL grants no Unix user). Applies it to `site` (the caller's private clone, then
-/// [`commit`]ted like a control write) and returns the queue's id.
+/// `prefixes` only if each prefix's reservation grants it the right to register
+/// ([`crate::acl`]). Applies it to `site` (the caller's private clone, then [`commit`]ted like a
+/// control write) and returns the queue's id.
 ///
 /// # Errors
 /// [`CtlError::NotGranted`], and those of [`Site::attach_queue`].
@@ -413,21 +419,36 @@ pub fn attach(
     name: &str,
     prefixes: &[&str],
 ) -> Result<u32, CtlError> {
-    if let Caller::User(user) = caller {
-        for p in prefixes {
-            let prefix = crate::route::parse_prefix(p)?;
-            let granted = site
-                .namespace()
-                .iter()
-                .find(|r| r.prefix == prefix)
-                .ok_or(CtlError::NotFound)?
-                .acl
-                .as_deref()
-                .and_then(|acl| acl.strip_prefix("user:"))
-                .is_some_and(|u| u == user);
-            if !granted {
-                return Err(CtlError::NotGranted);
-            }
+    use crate::acl::{Acl, AclError, Identity, REGISTER};
+    let local_user = match caller {
+        Caller::Administrator => return site.attach_queue(name, prefixes, holder),
+        Caller::Token(id) if id.is_administrator() => {
+            return site.attach_queue(name, prefixes, holder);
+        }
+        Caller::User(_) => Some(Identity::local_user().map_err(|_| CtlError::OutOfMemory)?),
+        Caller::Token(_) => None,
+    };
+    for p in prefixes {
+        let prefix = crate::route::parse_prefix(p)?;
+        let acl = site
+            .namespace()
+            .iter()
+            .find(|r| r.prefix == prefix)
+            .ok_or(CtlError::NotFound)?
+            .acl
+            .as_deref();
+        let granted = match (acl.map(Acl::parse), caller, &local_user) {
+            (None, ..) => false,
+            (Some(Err(AclError::OutOfMemory)), ..) => return Err(CtlError::OutOfMemory),
+            (Some(Err(_)), ..) => false,
+            (Some(Ok(Acl::User(u))), Caller::User(user), _) => u == user,
+            (Some(Ok(Acl::User(_))), ..) => false,
+            (Some(Ok(Acl::Sddl(d))), Caller::Token(id), _) => d.grants(id, REGISTER),
+            (Some(Ok(Acl::Sddl(d))), _, Some(id)) => d.grants(id, REGISTER),
+            (Some(Ok(Acl::Sddl(_))), ..) => false,
+        };
+        if !granted {
+            return Err(CtlError::NotGranted);
         }
     }
     site.attach_queue(name, prefixes, holder)
@@ -661,6 +682,85 @@ mod tests {
         let (st, rows) = call(&mut s, &Request::Stats, &[]);
         assert_eq!(st, Status::Ok);
         assert!(rows.iter().any(|r| r[0] == "cache-entries" && r[1] == "1"));
+    }
+
+    #[test]
+    fn sddl_grants_tokens_and_unix_users() {
+        use super::{Caller, attach};
+        use crate::acl::{ADMINISTRATORS, AUTHENTICATED_USERS, EVERYONE, Identity, Sid};
+        use crate::error::CtlError;
+        use crate::queues::Holder;
+        use alloc::format;
+        const H: Holder = Holder { pid: 7, uid: 1000 };
+        let mut s = Site::new();
+        let me = "S-1-5-21-0-0-0-1000";
+        s.reserve("http://+:80/me/", Some(&format!("sddl:D:(A;;GX;;;{me})")))
+            .unwrap();
+        s.reserve("http://+:80/all/", Some("sddl:D:(A;;GX;;;WD)"))
+            .unwrap();
+        s.reserve("http://+:80/admins/", Some("sddl:D:(A;;GX;;;BA)"))
+            .unwrap();
+        s.reserve("http://+:80/named/", Some("user:alice")).unwrap();
+        assert_eq!(
+            s.reserve("http://+:80/bad/", Some("sddl:D:(A;;GQ;;;WD)"))
+                .err(),
+            Some(CtlError::InvalidAcl(crate::acl::AclError::Right))
+        );
+        // A token: its user, Everyone, Authenticated Users, and BA for deny only (unelevated).
+        let bytes = |t: &str| match crate::acl::Acl::parse(&format!("sddl:D:(A;;GX;;;{t})")) {
+            Ok(crate::acl::Acl::Sddl(d)) => d.aces()[0].sid,
+            other => panic!("{other:?}"),
+        };
+        let user: Sid = bytes(me);
+        let mut token = Identity::new();
+        token.add(user, false).unwrap();
+        token.add(EVERYONE, false).unwrap();
+        token.add(AUTHENTICATED_USERS, false).unwrap();
+        token.add(ADMINISTRATORS, true).unwrap();
+        let t = Caller::Token(&token);
+        for (prefix, ok) in [
+            ("me", true),
+            ("all", true),
+            ("admins", false),
+            ("named", false),
+        ] {
+            let r = attach(&mut s, t, H, prefix, &[&format!("http://+:80/{prefix}/")]);
+            assert_eq!(r.is_ok(), ok, "{prefix}: {r:?}");
+            if !ok {
+                assert_eq!(r, Err(CtlError::NotGranted));
+            }
+        }
+        // Elevated, the same token attaches anywhere.
+        let mut admin = Identity::new();
+        admin.add(user, false).unwrap();
+        admin.add(ADMINISTRATORS, false).unwrap();
+        assert!(
+            attach(
+                &mut s,
+                Caller::Token(&admin),
+                H,
+                "x",
+                &["http://+:80/named/"]
+            )
+            .is_ok()
+        );
+        // A Unix user: by name, or by an SDDL that grants every local user.
+        let bob = Caller::User("bob");
+        assert!(attach(&mut s, bob, H, "all", &["http://+:80/all/"]).is_ok());
+        for prefix in ["me", "admins", "named"] {
+            let r = attach(&mut s, bob, H, prefix, &[&format!("http://+:80/{prefix}/")]);
+            assert_eq!(r, Err(CtlError::NotGranted), "{prefix}");
+        }
+        assert!(
+            attach(
+                &mut s,
+                Caller::User("alice"),
+                H,
+                "x",
+                &["http://+:80/named/"]
+            )
+            .is_ok()
+        );
     }
 
     #[test]

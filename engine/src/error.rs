@@ -71,6 +71,8 @@ impl fmt::Display for RequestError {
 pub enum CtlError {
     /// The URL prefix or URL is malformed; the inner error names the fault.
     InvalidPrefix(PrefixError),
+    /// A reservation's ACL that cannot be read; the inner error names the fault.
+    InvalidAcl(crate::acl::AclError),
     /// `urlacl add` of a prefix already reserved (in the same host category).
     AlreadyExists,
     /// `urlacl delete`, `cache delete` or `iplisten delete` of something that is not there.
@@ -113,6 +115,7 @@ impl CtlError {
     pub fn message(&self) -> &'static str {
         match self {
             Self::InvalidPrefix(e) => e.message(),
+            Self::InvalidAcl(e) => e.message(),
             e => khttp_proto::Status::from(*e).message(),
         }
     }

@@ -37,6 +37,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod acl;
 mod cache;
 mod conn;
 pub mod ctl;

@@ -212,12 +212,17 @@ impl Site {
         &self.stats
     }
 
-    /// Reserves a URL prefix (`urlacl add`). `acl` is the `--user` or `--sddl` text.
+    /// Reserves a URL prefix (`urlacl add`). `acl` is the `--user` or `--sddl` text
+    /// (`user:NAME` or `sddl:SDDL`, read by [`crate::acl::Acl::parse`]).
     ///
     /// # Errors
-    /// [`CtlError::InvalidPrefix`], [`CtlError::AlreadyExists`], [`CtlError::OutOfMemory`].
+    /// [`CtlError::InvalidPrefix`], [`CtlError::InvalidAcl`], [`CtlError::AlreadyExists`],
+    /// [`CtlError::OutOfMemory`].
     pub fn reserve(&mut self, prefix: &str, acl: Option<&str>) -> Result<&Reservation, CtlError> {
         let p = parse_prefix(prefix)?;
+        if let Some(acl) = acl {
+            crate::acl::Acl::parse(acl).map_err(CtlError::InvalidAcl)?;
+        }
         let acl = acl.map(mem::boxed_str).transpose()?;
         let id = self.namespace.add(p, acl)?;
         self.namespace.by_id(id).ok_or(CtlError::NotFound)
@@ -453,7 +458,7 @@ mod tests {
             Some(CtlError::NoReservation)
         );
         s.reserve("http://+:80/", None).unwrap();
-        s.reserve("http://+:80/docs/", Some("D:(A;;GX;;;WD)"))
+        s.reserve("http://+:80/docs/", Some("sddl:D:(A;;GX;;;WD)"))
             .unwrap();
         assert_eq!(
             s.reserve("http://+:80/docs/", None).err(),

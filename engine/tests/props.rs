@@ -183,4 +183,36 @@ proptest! {
         let c = negotiate([value.as_slice()].into_iter(), available);
         prop_assert!(c == Coding::Identity || available.contains(&c));
     }
+
+    /// Any ACL text is read or refused, never a panic; what is read prints and reads back the
+    /// same SIDs, and an identity of exactly those SIDs is granted what the allows give it.
+    #[test]
+    fn acls_parse_or_refuse(text in "(user:|sddl:D:(P|AI)?)(\\((A|D|X);(CI|OI)?;(GA|GX|GW|GR|0x1|0x2|QQ)+;;;(WD|AU|BA|ZZ|S-1-5-21-[0-9]{1,3}-[0-9]{1,10}|S-1-[0-9x]{1,14}-1)\\)){0,4}[a-z)(;]{0,3}") {
+        use khttp_engine::acl::{Acl, Identity, REGISTER};
+        if let Ok(Acl::Sddl(d)) = Acl::parse(&text) {
+            let mut who = Identity::new();
+            for ace in d.aces() {
+                let again = format!("sddl:D:(A;;GX;;;{})", ace.sid);
+                let Ok(Acl::Sddl(back)) = Acl::parse(&again) else {
+                    panic!("{again} does not read back");
+                };
+                prop_assert_eq!(back.aces()[0].sid, ace.sid);
+                let _ = who.add(ace.sid, false);
+            }
+            let first = d.aces().first();
+            if let Some(ace) = first.filter(|a| a.mask & REGISTER != 0) {
+                let allow = ace.kind == khttp_engine::acl::AceKind::Allow;
+                prop_assert_eq!(d.grants(&who, REGISTER), allow, "{}", text);
+            }
+        }
+    }
+
+    /// Token buffers of any bytes at any address are read or refused, never a panic or a read
+    /// outside them.
+    #[test]
+    fn token_buffers_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..200), base in any::<u64>(), which in 0..3usize) {
+        use khttp_engine::acl::{Identity, TokenInfo};
+        let which = [TokenInfo::User, TokenInfo::Groups, TokenInfo::RestrictedSids][which];
+        let _ = Identity::new().add_token_info(which, &buf, base);
+    }
 }

@@ -286,6 +286,9 @@ pub enum Status {
     NotGranted = 23,
     /// The server cannot do that (the driver writes no access log to reopen).
     NotSupported = 24,
+    /// A reservation's ACL that is not `user:NAME` or an SDDL DACL the server reads; the
+    /// reply names the fault.
+    InvalidAcl = 25,
 }
 }
 
@@ -320,7 +323,7 @@ impl Status {
     }
 
     /// One line of English for the administrator: the engine's own message for every status
-    /// but [`Status::InvalidPrefix`] (whose replies name the fault), and what khttpctl shows for
+    /// but [`Status::InvalidPrefix`] and [`Status::InvalidAcl`] (whose replies name the fault), and what khttpctl shows for
     /// a refused `cache put` to the driver, whose NTSTATUS carries no message.
     #[must_use]
     pub const fn message(self) -> &'static str {
@@ -350,6 +353,7 @@ impl Status {
             Self::PersistFailed => "could not save the change",
             Self::WrongEndpoint => "this command belongs to the other endpoint",
             Self::NotSupported => "this server cannot do that",
+            Self::InvalidAcl => "invalid URL ACL",
             Self::NotGranted => {
                 "the reservation does not grant this user (khttpctl urlacl add PREFIX --user NAME)"
             }

@@ -84,6 +84,20 @@ pub fn external() -> bool {
     std::env::var("KHTTP_TEST_EXTERNAL").is_ok_and(|v| v == "1")
 }
 
+/// Whether the server is the driver, reached through its device (khttpctl is then a Windows
+/// program: `--user NAME` is looked up as a Windows account).
+#[must_use]
+pub fn driver() -> bool {
+    external() && std::env::var("KHTTP_ENDPOINT").is_ok_and(|e| e.starts_with("device:"))
+}
+
+/// The name of the user running the tests (`id -un`): under Wine, the Windows user too.
+#[must_use]
+pub fn user_name() -> String {
+    let out = Command::new("id").arg("-un").output().expect("run id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// In external mode: records that the calling test does not apply to the external server, and
 /// why (`KHTTP_TEST_SKIP_LOG`), and returns true; otherwise false.
 #[must_use]

@@ -18,8 +18,15 @@ fn urlacl_commands() {
                 .contains("No URL reservations")
         );
     }
+    // `--user`: by name to khttpd; to the driver, khttpctl (a Windows program) sends the
+    // account's SID, as netsh does.
+    let user = if khttp_tests::driver() {
+        khttp_tests::user_name()
+    } else {
+        "alice".to_owned()
+    };
     assert!(
-        s.ctl_ok(&["urlacl", "add", "http://+:18081/app/", "--user", "alice"])
+        s.ctl_ok(&["urlacl", "add", "http://+:18081/app/", "--user", &user])
             .contains("added")
     );
     s.ctl_ok(&[
@@ -31,9 +38,22 @@ fn urlacl_commands() {
     ]);
     let shown = s.ctl_ok(&["urlacl", "show"]);
     assert!(
-        shown.contains("Reserved URL : http://+:18081/app/") && shown.contains("User: alice"),
+        shown.contains("Reserved URL : http://+:18081/app/"),
         "{shown}"
     );
+    if khttp_tests::driver() {
+        assert!(shown.contains("SDDL: D:(A;;GX;;;S-1-5-21-"), "{shown}");
+        let err = s.ctl_err(&[
+            "urlacl",
+            "add",
+            "http://+:18083/",
+            "--user",
+            "no-such-khttp-user",
+        ]);
+        assert!(err.contains("no such user or group"), "{err}");
+    } else {
+        assert!(shown.contains("User: alice"), "{shown}");
+    }
     assert!(shown.contains("SDDL: D:(A;;GX;;;WD)"));
     let json = s.ctl_ok(&["urlacl", "show", "--json"]);
     assert!(
@@ -62,6 +82,20 @@ fn urlacl_commands() {
         (vec!["urlacl", "add", "http://+:080/"], "leading zero"),
         (vec!["urlacl", "add", "http://a b:80/"], "host must be"),
         (vec!["urlacl", "delete", "http://+:18082/"], "no such entry"),
+        (
+            vec![
+                "urlacl",
+                "add",
+                "http://+:18082/",
+                "--sddl",
+                "D:(A;;GQ;;;WD)",
+            ],
+            "SDDL: unknown right",
+        ),
+        (
+            vec!["urlacl", "add", "http://+:18082/", "--sddl", "O:BAG:BA"],
+            "only a DACL",
+        ),
     ] {
         let err = s.ctl_err(&args);
         assert!(err.contains(msg), "{args:?}: {err}");

@@ -91,7 +91,7 @@ enum Urlacl {
     /// Reserve a URL prefix, e.g. http://+:8080/site/
     Add {
         prefix: String,
-        /// The user who may register under it.
+        /// The user who may register under it (on Windows, looked up and sent as its SID).
         #[arg(long, conflicts_with = "sddl")]
         user: Option<String>,
         /// An SDDL string, e.g. D:(A;;GX;;;WD)
@@ -353,7 +353,9 @@ fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
         out!("    Applications attached: {}", processes.len());
         for p in &processes {
             let (pid, uid) = p.split_once(':').unwrap_or((p, "?"));
-            out!("        Process {pid} (uid {uid})");
+            // The driver gives the last part of the user's SID, its relative id (RID).
+            let user = if cfg!(windows) { "user RID" } else { "uid" };
+            out!("        Process {pid} ({user} {uid})");
         }
         out!("    Requests waiting or in progress: {}", q.in_flight);
         out!(
@@ -383,9 +385,13 @@ fn urlacl(client: &mut Client, c: Urlacl) -> Result<(), Fail> {
             sddl,
             fresh,
         } => {
-            let acl = user
-                .map(|u| format!("user:{u}"))
-                .or(sddl.map(|s| format!("sddl:{s}")));
+            let acl = match (user, sddl) {
+                (Some(u), _) => Some(
+                    khttp_local::admin::account::user_acl(&u)
+                        .map_err(|e| Fail(format!("{prefix}: {e}")))?,
+                ),
+                (None, s) => s.map(|s| format!("sddl:{s}")),
+            };
             let acl = acl.as_deref();
             let policy = fresh.value();
             change(

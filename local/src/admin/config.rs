@@ -377,11 +377,16 @@ fn reservation(
                 "give user or sddl, not both",
             ));
         }
-        (Some(u), None) if u.get_ref().trim().is_empty() => {
-            return Err(src.err(&u.span(), format!("{path}.user"), "the user name is empty"));
+        (Some(u), None) => Some(
+            super::account::user_acl(u.get_ref())
+                .map_err(|e| src.err(&u.span(), format!("{path}.user"), e))?,
+        ),
+        (None, Some(s)) => {
+            let acl = format!("sddl:{}", s.get_ref().trim());
+            khttp_engine::acl::Acl::parse(&acl)
+                .map_err(|e| src.err(&s.span(), format!("{path}.sddl"), e.message()))?;
+            Some(acl)
         }
-        (Some(u), None) => Some(format!("user:{}", u.get_ref().trim())),
-        (None, Some(s)) => Some(format!("sddl:{}", s.get_ref().trim())),
         (None, None) => None,
     };
     let fresh = Freshness {
@@ -560,6 +565,14 @@ content-type = "text/plain"
             (
                 "[[reservation]]\nprefix = \"http://+:80/\"\nuser = \"a\"\nsddl = \"D:\"",
                 "k.toml:4: reservation[0].sddl: give user or sddl",
+            ),
+            (
+                "[[reservation]]\nprefix = \"http://+:80/\"\nsddl = \"D:(A;;GQ;;;WD)\"",
+                "k.toml:3: reservation[0].sddl: SDDL: unknown right",
+            ),
+            (
+                "[[reservation]]\nprefix = \"http://+:80/\"\nuser = \" \"",
+                "k.toml:3: reservation[0].user: the user name is empty",
             ),
             (
                 "[[reservation]]\nprefix = \"http://+:80/\"\n[[reservation]]\nprefix = \"http://+:80/\"",

@@ -1,5 +1,6 @@
 //! Administration that khttpctl and khttpd share (feature `admin`):
 //!
+//! - [`account`]: `--user NAME` as the server reads it (on Windows, the account's SID);
 //! - [`put`]: a file put as a cache entry, with the digest that says what it was made from;
 //! - [`config`]: a `khttpctl apply` file (TOML) read and checked, every error naming its file,
 //!   line and field;
@@ -9,6 +10,7 @@
 //! All of it talks to a server through [`Control`]: khttpctl's client over a socket or the
 //! driver's device, or khttpd itself in process (`khttpd --config`).
 
+pub mod account;
 pub mod config;
 pub mod generate;
 pub mod plan;

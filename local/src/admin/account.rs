@@ -1,0 +1,104 @@
+//! `urlacl add PREFIX --user NAME` (and `user = "NAME"` in an apply file) as the server reads
+//! it ([`user_acl`]).
+//!
+//! khttpd's callers are Unix users, known by name: the ACL is `user:NAME`. The driver's are
+//! Windows tokens, which carry SIDs, not names, and a kernel driver cannot look a name up: so on
+//! Windows khttpctl resolves the name itself (`LookupAccountNameW`) and sends the SDDL that
+//! netsh writes for `netsh http add urlacl url=… user=NAME`, `D:(A;;GX;;;SID)`. A name that is
+//! already a SID string (`S-1-…`) is taken as it is.
+
+/// The ACL text for a reservation granted to `name`.
+///
+/// # Errors
+/// An empty name, or (on Windows) one that names no account, as one line of English.
+pub fn user_acl(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the user name is empty".into());
+    }
+    if cfg!(windows) {
+        let sid = if name.starts_with("S-1-") {
+            name.to_string()
+        } else {
+            sid_of(name)?
+        };
+        Ok(format!("sddl:D:(A;;GX;;;{sid})"))
+    } else {
+        Ok(format!("user:{name}"))
+    }
+}
+
+#[cfg(not(windows))]
+fn sid_of(_name: &str) -> Result<String, String> {
+    Err("accounts are looked up on Windows only".into())
+}
+
+#[cfg(windows)]
+#[allow(
+    unsafe_code,
+    reason = "LookupAccountNameW is FFI; the call has its SAFETY comment"
+)]
+fn sid_of(name: &str) -> Result<String, String> {
+    use windows_sys::Win32::Foundation::{ERROR_INSUFFICIENT_BUFFER, ERROR_NONE_MAPPED};
+    use windows_sys::Win32::Security::{LookupAccountNameW, SID_NAME_USE};
+
+    let wide: Vec<u16> = name.encode_utf16().chain(Some(0)).collect();
+    // SECURITY_MAX_SID_SIZE and a domain name of DNLEN, grown if the call asks for more.
+    let mut sid = vec![0u8; khttp_engine::acl::MAX_SID_BYTES];
+    let mut domain = vec![0u16; 16];
+    for _ in 0..2 {
+        let mut sid_len = u32::try_from(sid.len()).unwrap_or(u32::MAX);
+        let mut domain_len = u32::try_from(domain.len()).unwrap_or(u32::MAX);
+        let mut kind: SID_NAME_USE = 0;
+        // SAFETY: `wide` is NUL-terminated; `sid` and `domain` hold the lengths passed, which
+        // the call reads and updates; all outlive the (synchronous) call; a null system name is
+        // the local system.
+        let ok = unsafe {
+            LookupAccountNameW(
+                core::ptr::null(),
+                wide.as_ptr(),
+                sid.as_mut_ptr().cast(),
+                &mut sid_len,
+                domain.as_mut_ptr(),
+                &mut domain_len,
+                &mut kind,
+            )
+        };
+        if ok != 0 {
+            let count = sid.get(1).copied().unwrap_or(0);
+            let len = 8 + 4 * usize::from(count);
+            return sid
+                .get(..len)
+                .and_then(khttp_engine::acl::Sid::from_bytes)
+                .map(|s| s.to_string())
+                .ok_or_else(|| format!("the account {name:?} has a malformed SID"));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error().and_then(|c| u32::try_from(c).ok()) {
+            Some(ERROR_NONE_MAPPED) => return Err(format!("no such user or group: {name}")),
+            Some(ERROR_INSUFFICIENT_BUFFER) => {
+                sid.resize(usize::try_from(sid_len).unwrap_or(0).max(sid.len()), 0);
+                domain.resize(
+                    usize::try_from(domain_len).unwrap_or(0).max(domain.len()),
+                    0,
+                );
+            }
+            _ => return Err(format!("cannot look up the account {name:?}: {e}")),
+        }
+    }
+    Err(format!("cannot look up the account {name:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_acl;
+
+    #[test]
+    fn unix_users_by_name() {
+        if cfg!(windows) {
+            return;
+        }
+        assert_eq!(user_acl(" alice ").as_deref(), Ok("user:alice"));
+        assert!(user_acl("  ").is_err());
+    }
+}
