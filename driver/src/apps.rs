@@ -13,10 +13,12 @@
 //! - The requests themselves are the engine's [`Handoff`], as in khttpd; a request's origin is
 //!   its connection context, with a reference of its own (`net::conn::deliver` gives it back).
 //!
-//! Who may attach: the device admits SYSTEM and Administrators only, so every attach is an
-//! administrator's (`Caller::Administrator`). Admitting users, each checked against the
-//! reservation's ACL with its token, is left (issue #12): it needs the user's SID in the
-//! reservation, which `khttpctl urlacl add --user` does not record yet.
+//! Who may attach: the device admits SYSTEM, Administrators and authenticated users (its
+//! SDDL). Each handle records its opener's token when it is opened (`token::opener`), and
+//! each attach is the engine's decision for that identity (`Caller::Token`): an
+//! administrator's process attaches anywhere, any other only under reservations whose SDDL
+//! grants it the right to register (`GX`; khttpctl on Windows sends `--user NAME` as the
+//! user's SID, as netsh does).
 
 #![allow(
     unsafe_code,
@@ -29,6 +31,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+use khttp_engine::acl::{Identity, Sid};
 use khttp_engine::ctl::{Caller, attach};
 use khttp_engine::{
     AppAnswer, AppResponse, CtlError, Delivery, Handoff, Holder, Outcome, Refusal, RequestId, Site,
@@ -61,13 +64,17 @@ use crate::{size_of_u32, wide};
 
 static DEVICE_NAME: [u16; 16] = wide(b"\\Device\\KHttpApp");
 static LINK_NAME: [u16; 20] = wide(b"\\DosDevices\\KHttpApp");
-/// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`, as the control device (see the module's documentation).
-static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
+/// SYSTEM and Administrators all access, authenticated users read and write (the IOCTLs):
+/// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL` with an ACE for `AU` (Microsoft Learn, "SDDL for Device
+/// Objects": `IoCreateDeviceSecure`'s subset, which `WdfDeviceInitAssignSDDLString` takes).
+static SDDL: [u16; 41] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)");
 
 /// One application handle: a file object on the device.
 struct Session {
     file: WDFFILEOBJECT,
     holder: Holder,
+    /// Its opener's token, as the URL ACL check reads it.
+    identity: Arc<Identity>,
     /// The queues it attached to, once per attach.
     attached: Vec<u32>,
 }
@@ -476,16 +483,32 @@ extern "C" fn on_file_create(_device: WDFDEVICE, request: WDFREQUEST, file: WDFF
     };
     // SAFETY: no preconditions; the opener's process.
     let pid = unsafe { wdk_sys::ntddk::PsGetCurrentProcessId() } as usize;
+    // SAFETY: PASSIVE_LEVEL, in EvtDeviceFileCreate.
+    let identity = match unsafe { crate::token::opener() } {
+        Ok(id) => Arc::try_new(id).map_err(|_| STATUS_INSUFFICIENT_RESOURCES),
+        Err(status) => Err(status),
+    };
+    let identity = match identity {
+        Ok(id) => id,
+        Err(status) => {
+            wdk::println!(
+                "khttp: could not read the token of process {pid} opening the application device: {status:#x}"
+            );
+            return complete(request, status, 0);
+        }
+    };
+    let holder = Holder {
+        pid: u32::try_from(pid).unwrap_or(u32::MAX),
+        uid: identity.user().and_then(Sid::rid).unwrap_or(u32::MAX),
+    };
     let ok = a.with(|st| {
         if st.sessions.try_reserve(1).is_err() {
             return false;
         }
         st.sessions.push(Session {
             file,
-            holder: Holder {
-                pid: u32::try_from(pid).unwrap_or(u32::MAX),
-                uid: 0,
-            },
+            holder,
+            identity,
             attached: Vec::new(),
         });
         true
@@ -704,19 +727,26 @@ fn attach_session(
     name: &str,
     prefixes: &[&str],
 ) -> Result<Vec<u8>, CtlError> {
-    let holder = a
+    let (holder, identity) = a
         .with(|st| {
             st.sessions
                 .iter()
                 .find(|s| s.file == file)
-                .map(|s| s.holder)
+                .map(|s| (s.holder, Arc::clone(&s.identity)))
         })
         .ok_or(CtlError::NotFound)?;
     let queue = with_writer(|| {
         let mut next = g.site.snapshot().try_clone()?;
-        let queue = attach(&mut next, Caller::Administrator, holder, name, prefixes)?;
+        let queue = attach(&mut next, Caller::Token(&identity), holder, name, prefixes)?;
         publish(g, next)?;
         Ok::<u32, CtlError>(queue)
+    });
+    let queue = queue.inspect_err(|e| {
+        wdk::println!(
+            "khttp: refused an application attach (process {}) to {name}: {}",
+            holder.pid,
+            e.message()
+        );
     })?;
     let recorded = a.with(|st| {
         let s = st.sessions.iter_mut().find(|s| s.file == file)?;
@@ -741,6 +771,7 @@ fn detach_session(a: &Apps, file: WDFFILEOBJECT, queue: u32) -> Result<Vec<u8>, 
         Some(Session {
             file,
             holder: s.holder,
+            identity: Arc::clone(&s.identity),
             attached: Vec::new(),
         })
     });

@@ -37,6 +37,7 @@ mod ioctl;
 mod irp;
 mod net;
 mod registry;
+mod token;
 #[cfg(feature = "wsk-layout-check")]
 mod wsk_check;
 

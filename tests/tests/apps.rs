@@ -284,6 +284,9 @@ fn bodies_pipelining_and_a_client_that_leaves() {
 
 #[test]
 fn the_acl_decides_who_may_attach() {
+    if let Some(limited) = std::env::var_os("KHTTP_TEST_LIMITED_APP") {
+        return the_acl_decides_which_token_may_attach(limited.into());
+    }
     if skip_external(SKIP) {
         return;
     }
@@ -326,6 +329,119 @@ fn the_acl_decides_who_may_attach() {
     wait_attached(&mut child);
     let child = App(child);
     assert_eq!(get(port, "/nobody/x", "").status, 200);
+    stop(child);
+    // An SDDL grants a Unix user only through Everyone or Authenticated Users.
+    for (path, sddl, ok) in [
+        ("all", "D:(A;;GX;;;WD)", true),
+        ("au", "D:(A;;GX;;;AU)", true),
+        ("admins", "D:(A;;GX;;;BA)", false),
+        ("denied", "D:(D;;GX;;;AU)(A;;GX;;;WD)", false),
+    ] {
+        let prefix = format!("http://+:{port}/{path}/");
+        s.ctl_ok(&["urlacl", "add", &prefix, "--sddl", sddl]);
+        let mut child = as_nobody(&prefix);
+        if ok {
+            wait_attached(&mut child);
+            let child = App(child);
+            assert_eq!(get(port, &format!("/{path}/x"), "").status, 200, "{sddl}");
+            stop(child);
+        } else {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("does not grant"), "{sddl}: {err}");
+        }
+    }
+}
+
+/// The driver's URL ACL check, under the Wine harness: `limited` runs hello-app as a process
+/// that is not an administrator's (its token holds BUILTIN\Administrators for deny only, as an
+/// unelevated administrator's does); every other application in the suite is an elevated
+/// administrator's, which attaches anywhere.
+fn the_acl_decides_which_token_may_attach(limited: std::path::PathBuf) {
+    let (s, port, app) = setup("apps-acl-token");
+    let run = |prefix: &str| {
+        Command::new(&limited)
+            .arg(prefix)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the limited application")
+    };
+    // Refused: the application says why and exits (one that attached would run on).
+    let refused = |prefix: &str, why: &str| {
+        let mut child = App(run(prefix));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{why}: attached, still running");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "{why}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(err.contains("does not grant"), "{why}: {err}");
+    };
+    let reserve = |path: &str, args: &[&str]| {
+        let prefix = format!("http://+:{port}/{path}/");
+        let mut all = vec!["urlacl", "add", &prefix];
+        all.extend_from_slice(args);
+        s.ctl_ok(&all);
+        s.track_reservation(&prefix);
+        prefix
+    };
+    refused(&app, "no ACL: administrators only");
+    // Granted by name: khttpctl sends the account's SID, which the driver finds in the token.
+    let mine = reserve("mine", &["--user", &khttp_tests::user_name()]);
+    let shown = s.ctl_ok(&["urlacl", "show"]);
+    let acl = shown
+        .lines()
+        .skip_while(|l| !l.ends_with(&format!("Reserved URL : {mine}")))
+        .nth(1)
+        .and_then(|l| l.trim().strip_prefix("SDDL: D:(A;;GX;;;"))
+        .and_then(|sid| sid.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no SID for {mine} in {shown}"))
+        .to_owned();
+    assert!(acl.starts_with("S-1-5-21-"), "{acl}");
+    let mut child = run(&mine);
+    wait_attached(&mut child);
+    let child = App(child);
+    assert_eq!(get(port, "/mine/x", "").status, 200);
+    // `queue show` names the process by its id and its user's RID.
+    let rid = acl.rsplit('-').next().unwrap_or_default();
+    let queues = s.ctl_ok(&["queue", "show"]);
+    assert!(queues.contains(&format!("(user RID {rid})")), "{queues}");
+    // Killing the launcher ends the application too (its job), which detaches it.
+    stop(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .ctl_ok(&["queue", "show"])
+        .contains(&format!("(user RID {rid})"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the application outlived its launcher"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Another user's SID, BA (held for deny only), a deny of BA before Everyone: refused.
+    let other: u64 = rid.parse().unwrap();
+    let other_sid = format!("{}-{}", acl.rsplit_once('-').unwrap().0, other + 1);
+    for (path, sddl) in [
+        ("other", format!("D:(A;;GX;;;{other_sid})")),
+        ("admins", "D:(A;;GX;;;BA)".to_owned()),
+        ("denied", "D:(D;;GX;;;BA)(A;;GX;;;WD)".to_owned()),
+    ] {
+        let prefix = reserve(path, &["--sddl", &sddl]);
+        refused(&prefix, &sddl);
+    }
+    // Everyone: granted.
+    let all = reserve("all", &["--sddl", "D:(A;;GX;;;WD)"]);
+    let mut child = run(&all);
+    wait_attached(&mut child);
+    let child = App(child);
+    assert_eq!(get(port, "/all/x", "").status, 200);
     stop(child);
 }
 

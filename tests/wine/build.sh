@@ -7,6 +7,7 @@
 #   khttpctl.exe          the admin CLI, built for x86_64-pc-windows-gnu;
 #   hello-app.exe         the example application (request queues, \\.\KHttpApp), likewise;
 #   khttp-proxy.exe       khttp in front of an HTTP upstream, likewise;
+#   limited.exe           runs a program as a non-administrator (C, tests/wine/limited);
 #   khttp.inf             inf/khttp.inx with stampinf's substitutions made by sed.
 # Installs what it needs (apt, rustup targets).
 set -euo pipefail
@@ -35,7 +36,7 @@ log "netio.sys (Rust)"
 (cd "$here" && cargo build -q --release --target x86_64-pc-windows-gnu)
 cp "$root/target/wine/cargo/x86_64-pc-windows-gnu/release/netio.dll" "$out/netio.sys"
 
-log "WdfLdr.sys, bcryptprimitives.dll (C)"
+log "WdfLdr.sys, bcryptprimitives.dll, limited.exe (C)"
 MINGW_INC=/usr/share/mingw-w64/include
 clang-22 --target=x86_64-w64-mingw32 -fdeclspec -fms-extensions -O2 -Wall -Wextra -Werror \
     -Wno-unused-parameter -Wno-\#warnings -isystem "$MINGW_INC/ddk" -isystem "$MINGW_INC" \
@@ -44,6 +45,8 @@ x86_64-w64-mingw32-gcc -shared -o "$out/WdfLdr.sys" "$out/wdfldr.o" \
     -lhal -lntoskrnl -lkernel32 -lmsvcrt
 x86_64-w64-mingw32-gcc -O2 -Wall -Werror -shared -o "$out/bcryptprimitives.dll" \
     "$here/bcryptprimitives/bcryptprimitives.c" -ladvapi32
+x86_64-w64-mingw32-gcc -municode -O2 -Wall -Werror -o "$out/limited.exe" \
+    "$here/limited/limited.c" -ladvapi32
 
 log "khttpctl.exe, hello-app.exe, khttp-proxy.exe"
 (cd "$root" && cargo build -q --release -p khttpctl -p hello-app -p khttp-proxy --target x86_64-pc-windows-gnu)

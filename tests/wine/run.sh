@@ -94,7 +94,7 @@ cp "$bin/netio.sys" "$bin/WdfLdr.sys" "$drivers/"
 cp "$bin/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 mkdir -p "$harness" "$WINEPREFIX/drive_c/khttp-pkg"
 cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttpctl.exe" "$bin/hello-app.exe" "$bin/khttp-proxy.exe" \
-    "$WINEPREFIX/drive_c/khttp-pkg/"
+    "$bin/limited.exe" "$WINEPREFIX/drive_c/khttp-pkg/"
 printf 'seed=%s\ninline=50\n' "$seed" >"$harness/config"
 say "completion seed $seed (KHTTP_WINE_SEED=$seed reproduces the inline/async choices)"
 
@@ -197,6 +197,7 @@ export KHTTP_ENDPOINT='device:\\.\KHttp'
 export KHTTPCTL_BIN=$here/khttpctl.sh
 export KHTTP_WINE_CTL='C:\khttp-pkg\khttpctl.exe'
 export HELLO_APP_BIN=$here/wine-app.sh KHTTP_PROXY_BIN=$here/wine-proxy.sh
+export KHTTP_TEST_LIMITED_APP=$here/wine-limited.sh
 export KHTTP_WINE_HARNESS=$harness
 suite_log=$work/suite.log
 say "black-box suite against the driver (log: $suite_log)"
