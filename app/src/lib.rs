@@ -130,6 +130,8 @@ pub struct Queue {
     batch: u32,
     /// Requests taken by a batch and not yet returned by [`Queue::receive`].
     taken: std::collections::VecDeque<Request>,
+    /// Whether [`Queue::receive`] fetches each body whole ([`Queue::set_whole_bodies`]).
+    whole_bodies: bool,
 }
 
 /// A request the cache could not answer.
@@ -142,8 +144,11 @@ pub struct Request {
     pub url: String,
     /// The header fields, in order.
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The body, decoded.
+    /// The body, decoded: all of it, or with [`Queue::set_whole_bodies`]`(false)` its first
+    /// bytes only (what came with the head; [`Request::body_reader`] reads it all).
     pub body: Vec<u8>,
+    /// The whole body's length.
+    pub body_len: u64,
 }
 
 /// An answer.
@@ -270,6 +275,7 @@ impl Queue {
             id,
             batch: 1,
             taken: std::collections::VecDeque::new(),
+            whole_bodies: true,
         })
     }
 
@@ -280,6 +286,13 @@ impl Queue {
     /// Requests a handle holds when it goes are answered 503, as any it received.
     pub fn set_batch(&mut self, n: u32) {
         self.batch = n.clamp(1, khttp_proto::MAX_RECEIVE_BATCH);
+    }
+
+    /// Whether [`Queue::receive`] fetches each request's body whole (the default), or leaves
+    /// the rest of a large one to [`Request::body_reader`], which brings it piece by piece as
+    /// it is read: a proxy forwards a large upload without holding it whole.
+    pub fn set_whole_bodies(&mut self, whole: bool) {
+        self.whole_bodies = whole;
     }
 
     /// Another handle on the same queue, for another thread.
@@ -308,7 +321,11 @@ impl Queue {
         let rows =
             read_rows::<RequestRow<'_>>(&reply).map_err(|e| Error::Protocol(e.to_string()))?;
         for row in rows {
-            let request = self.whole(row)?;
+            let request = if self.whole_bodies {
+                self.whole(row)?
+            } else {
+                parse_request(row)?
+            };
             self.taken.push_back(request);
         }
         self.taken
@@ -343,6 +360,22 @@ impl Queue {
 }
 
 impl Request {
+    /// Reads the whole body from its start: the bytes [`Request::body`] holds, then the rest
+    /// from khttp through `queue` (the handle that received the request) in pieces, as they
+    /// are read. An error if khttp no longer holds the request (its client left) or the body
+    /// ends short of [`Request::body_len`].
+    pub fn body_reader<'a>(&'a self, queue: &'a mut Queue) -> BodyReader<'a> {
+        BodyReader {
+            queue,
+            id: self.id,
+            held: &self.body,
+            len: self.body_len,
+            offset: 0,
+            piece: Vec::new(),
+            at: 0,
+        }
+    }
+
     /// Sends `response` to the client, through the handle that received this request. Returns
     /// whether the client was still waiting.
     ///
@@ -450,6 +483,63 @@ const POSTED_MAX: usize = 1 << 20;
 /// Body bytes asked for with a request's head; the rest comes in further calls, each as large
 /// as the endpoint gives (a device: its reply room).
 const BODY_PIECE: u64 = 192 * 1024;
+
+/// A request's body as it is read ([`Request::body_reader`]).
+#[derive(Debug)]
+pub struct BodyReader<'a> {
+    queue: &'a mut Queue,
+    id: u64,
+    /// What came with the head.
+    held: &'a [u8],
+    len: u64,
+    /// Bytes read so far.
+    offset: u64,
+    /// The piece being read, and how far.
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl io::Read for BodyReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.offset);
+        if out.is_empty() || left == 0 {
+            return Ok(0);
+        }
+        let start = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let from: &[u8] = if let Some(held) = self.held.get(start..).filter(|h| !h.is_empty()) {
+            held
+        } else {
+            if self.at >= self.piece.len() {
+                let more = Call::QueueReceiveBody {
+                    id: self.id,
+                    offset: self.offset,
+                };
+                let reply = call(&mut self.queue.link, &more, &[]).map_err(io::Error::other)?;
+                let piece = one::<BodyRow<'_>>(&reply).map_err(io::Error::other)?.bytes;
+                if piece.is_empty() || piece.len() as u64 > left {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the body ended short of its length",
+                    ));
+                }
+                self.piece.clear();
+                self.piece.extend_from_slice(piece);
+                self.at = 0;
+            }
+            &self.piece[self.at..]
+        };
+        let n = from
+            .len()
+            .min(out.len())
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        out[..n].copy_from_slice(&from[..n]);
+        if start >= self.held.len() {
+            self.at += n;
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
 
 /// The body of a streamed answer ([`Request::respond_stream`]). Writes are gathered into
 /// pieces of 64 KiB; each piece waits while the client is more than khttp's stream window
@@ -618,6 +708,9 @@ fn one<'a, R: Row<'a>>(reply: &'a [u8]) -> Result<R, Error> {
 
 /// The head khttpd hands over (already validated by its parser) as a [`Request`].
 fn parse_request(row: RequestRow<'_>) -> Result<Request, Error> {
+    if row.body.len() as u64 > row.body_len {
+        return Err(Error::Protocol("a body longer than its length".into()));
+    }
     let mut fields = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut fields);
     match req.parse(row.head) {
@@ -634,5 +727,6 @@ fn parse_request(row: RequestRow<'_>) -> Result<Request, Error> {
             .map(|h| (h.name.to_owned(), h.value.to_vec()))
             .collect(),
         body: row.body.to_vec(),
+        body_len: row.body_len,
     })
 }

@@ -1129,8 +1129,10 @@ impl Connection {
             Ok(h) => h,
             Err(e) => return self.fail(e, clock, site),
         };
+        // Longer than either path takes (discarded behind a cached answer, or kept for an
+        // application): 413 before a `100 Continue` invites it.
         if let Framing::Length(n) = head.framing
-            && n > DISCARD_LIMIT
+            && n > DISCARD_LIMIT.max(self.limits.max_queued_body_bytes)
         {
             return self.fail(RequestError::ContentTooLarge, clock, site);
         }
@@ -1163,6 +1165,13 @@ impl Connection {
         let reader = self.body_reader(&head, headers.len(), nslots);
         if let Answer::Deferred { queue } = answer {
             return self.defer(queue, head_bytes, &head, reader, persist, clock, site);
+        }
+        // Not for an application: a body is only discarded, up to DISCARD_LIMIT.
+        if let Framing::Length(n) = head.framing
+            && n > DISCARD_LIMIT
+        {
+            self.rollback_to(mark);
+            return self.fail(RequestError::ContentTooLarge, clock, site);
         }
         let head_only = head.method == Method::Head;
         match answer.write(&mut self.out, clock.date(), persist, head_only) {

@@ -120,6 +120,29 @@ fn bodies_are_decoded_and_bounded() {
     ));
     assert_eq!(r.status, 413);
     assert!(h.conn.poll_delivery().is_none());
+
+    // Raised past the 1 MiB a discarded body may have: a longer announced body reaches the
+    // application, and one behind a cached answer is still 413, at once.
+    let mut s = queued_site(true);
+    s.set_limit("max-queued-body-bytes", 3 << 20).unwrap();
+    let mut h = Harness::new(s.clone());
+    let big = vec![b'x'; 2 << 20];
+    let mut req = format!(
+        "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&big);
+    h.feed(&req);
+    assert_eq!(take(&mut h, 1).1.len(), big.len());
+    let mut h = Harness::new(s);
+    let head = format!(
+        "GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let r = one(&h.exchange(head.as_bytes()));
+    assert_eq!(r.status, 413);
+    assert!(h.conn.poll_delivery().is_none());
 }
 
 #[test]

@@ -263,7 +263,7 @@ impl Apps {
         ids
     }
 
-    /// More of request `id`'s body, from `offset`, as a [`BodyRow`] of at most 16 MiB, if
+    /// More of request `id`'s body, from `offset`, as a [`BodyRow`] of at most [`BODY_PIECE`] bytes, if
     /// `session` holds it.
     fn body(&self, session: u64, id: u64, offset: u64, out: &mut Vec<u8>) -> Result<(), CtlError> {
         let st = self.state();
@@ -299,8 +299,10 @@ impl Apps {
     }
 }
 
-/// The most body bytes one `QueueReceiveBody` reply carries.
-const BODY_PIECE: usize = 16 << 20;
+/// The most body bytes one `QueueReceiveBody` reply carries: what an application that reads
+/// a body as it goes (a proxy forwarding an upload) holds of it at once; a round trip per MiB
+/// costs little next to copying the MiB.
+const BODY_PIECE: usize = 1 << 20;
 
 /// Binds the application socket at `path`, open to every local user (mode 0666): who may do
 /// what is checked per command.

@@ -15,16 +15,18 @@
 //! larger one is streamed to the client as it arrives (`Content-Length` when the upstream gave
 //! one, chunked otherwise), never held whole, and a slow client slows the upstream read down.
 //! An upstream that fails half-way gives the client a reset, never a short body that looks
-//! whole. Request bodies reach the proxy whole, bounded by khttp's `max-queued-body-bytes`
-//! (1 MiB by default).
+//! whole. A request body, which khttp reads whole first (up to its `max-queued-body-bytes`,
+//! 1 MiB by default), streams on to the upstream with its `Content-Length`, fetched from khttp
+//! piece by piece as the upstream takes it (`Request::body_reader`): the proxy never holds it
+//! whole either.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use khttp_app::{Queue, Request, Response};
-use ureq::Agent;
 use ureq::http;
+use ureq::{Agent, SendBody};
 
 /// Forward the requests khttp cannot answer from its cache to an upstream HTTP server.
 #[derive(Parser, Debug)]
@@ -113,6 +115,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     queues.push(first);
     for mut q in queues {
+        q.set_whole_bodies(false);
         let agent = agent.clone();
         let upstream = upstream.clone();
         let max = args.buffer_bytes;
@@ -122,7 +125,7 @@ fn run(args: &Args) -> Result<(), String> {
                     Ok(r) => r,
                     Err(e) => return e.to_string(),
                 };
-                let result = match forward(&agent, &upstream, &request, max) {
+                let result = match forward(&agent, &upstream, &request, &mut q, max) {
                     Answer::Whole(response) => request.respond(&mut q, response).map(drop),
                     Answer::Stream { head, length, rest } => {
                         stream(request, &mut q, head, length, rest)
@@ -175,7 +178,7 @@ fn stream(
 }
 
 /// One request, upstream and back.
-fn forward(agent: &Agent, upstream: &str, request: &Request, max: u64) -> Answer {
+fn forward(agent: &Agent, upstream: &str, request: &Request, q: &mut Queue, max: u64) -> Answer {
     let mut builder = http::Request::builder()
         .method(request.method.as_str())
         .uri(format!("{upstream}{}", path_of(&request.url)));
@@ -184,10 +187,21 @@ fn forward(agent: &Agent, upstream: &str, request: &Request, max: u64) -> Answer
             builder = builder.header(name.as_str(), value.as_slice());
         }
     }
-    let Ok(upstream_request) = builder.body(request.body.clone()) else {
+    let sent = if request.body_len == 0 {
+        builder.body(Vec::new()).map(|r| agent.run(r))
+    } else {
+        // The body as the upstream takes it, with its length (many servers refuse chunked
+        // requests: Python's http.server reads none).
+        let mut body = request.body_reader(q);
+        builder
+            .header("content-length", request.body_len)
+            .body(SendBody::from_reader(&mut body))
+            .map(|r| agent.run(r))
+    };
+    let Ok(sent) = sent else {
         return Answer::Whole(failure(400, "the request cannot be forwarded"));
     };
-    let reply = match agent.run(upstream_request) {
+    let reply = match sent {
         Ok(r) => r,
         Err(ureq::Error::Timeout(_)) => {
             return Answer::Whole(failure(504, "the upstream did not answer in time"));

@@ -741,6 +741,43 @@ fn a_large_request_body_reaches_the_application_whole_in_pieces() {
     stop(hello);
 }
 
+/// With `set_whole_bodies(false)`, a receive brings the head and the body's first bytes, and
+/// the rest comes as it is read.
+#[test]
+fn a_body_can_be_read_as_it_is_needed() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-body-reader");
+    let mut q = attach(&s, &app);
+    q.set_whole_bodies(false);
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+    let mut req = format!(
+        "POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let mut c = Conn::open(port);
+    c.send(&req);
+    let r = q.receive().unwrap();
+    assert_eq!(r.body_len, body.len() as u64);
+    assert!(r.body.len() < body.len(), "only what came with the head");
+    assert!(body.starts_with(&r.body));
+    let mut reader = r.body_reader(&mut q);
+    let mut got = vec![0u8; 1000];
+    std::io::Read::read_exact(&mut reader, &mut got).unwrap();
+    std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+    assert!(got == body, "{} bytes read", got.len());
+    assert_eq!(std::io::Read::read(&mut reader, &mut [0u8; 16]).unwrap(), 0);
+    // Read again from the start: the same bytes.
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut r.body_reader(&mut q), &mut again).unwrap();
+    assert!(again == body);
+    r.respond(&mut q, Response::new(204)).unwrap();
+    assert_eq!(c.read(false).unwrap().status, 204);
+}
+
 /// The `queue show --json` object of the queue `name`, as text.
 fn queue_json(s: &Server, name: &str) -> String {
     let json = s.ctl_ok(&["queue", "show", "--json"]);
