@@ -200,7 +200,11 @@ impl fmt::Display for Sid {
         if let (Some(dst), Some(src)) = (auth.get_mut(2..), b.get(2..8)) {
             dst.copy_from_slice(src);
         }
-        write!(f, "S-1-{}", u64::from_be_bytes(auth))?;
+        // An authority of 2^32 or more is written in hexadecimal, 12 digits ("SID Strings").
+        match u64::from_be_bytes(auth) {
+            a if a >= 1 << 32 => write!(f, "S-1-0x{a:012X}")?,
+            a => write!(f, "S-1-{a}")?,
+        }
         for sub in b.get(8..).unwrap_or(&[]).chunks_exact(4) {
             let mut le = [0u8; 4];
             le.copy_from_slice(sub);
@@ -688,6 +692,14 @@ mod tests {
         assert_eq!(
             sid("S-1-0x000100000000-1").as_bytes()[..8],
             [1, 1, 0, 1, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            format!("{}", sid("S-1-0x000100000000-1")),
+            "S-1-0x000100000000-1"
+        );
+        assert_eq!(
+            format!("{}", sid("S-1-0x0000FFFFFFFF-1")),
+            "S-1-4294967295-1"
         );
         let fifteen = format!("S-1-5{}", "-1".repeat(15));
         assert_eq!(sid(&fifteen).as_bytes().len(), MAX_SID_BYTES);
