@@ -586,6 +586,19 @@ pub fn raw(port: u16, bytes: &[u8]) -> (Response, bool) {
     (r, closed)
 }
 
+/// The bytes of an HTTP/1.1 request `line` (`"POST /path"`) carrying `body` with its
+/// `Content-Length`; `extra` is more header lines, each ending in CRLF.
+#[must_use]
+pub fn with_body(line: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "{line} HTTP/1.1\r\nHost: h\r\n{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req
+}
+
 /// Writes a file under the server's directory and returns its path.
 pub fn write_file(server: &Server, rel: &str, contents: &[u8]) -> PathBuf {
     let p = server.dir.join("files").join(rel);

@@ -715,12 +715,7 @@ fn a_large_request_body_reaches_the_application_whole_in_pieces() {
     // Up to max-queued-body-bytes (1 MiB): more than one receive holds, so khttp-app asks for
     // the rest (QueueReceiveBody); the application echoes what it got.
     let body: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let mut req = format!(
-        "POST /app/upload?echo HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&body);
+    let req = khttp_tests::with_body("POST /app/upload?echo", "", &body);
     let mut c = Conn::open(port);
     c.send(&req);
     let r = c.read(false).expect("the echo");
@@ -752,12 +747,7 @@ fn a_body_can_be_read_as_it_is_needed() {
     let mut q = attach(&s, &app);
     q.set_whole_bodies(false);
     let body: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
-    let mut req = format!(
-        "POST /app/up HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&body);
+    let req = khttp_tests::with_body("POST /app/up", "", &body);
     let mut c = Conn::open(port);
     c.send(&req);
     let r = q.receive().unwrap();

@@ -192,12 +192,7 @@ fn the_proxy_forwards_misses_and_caches_what_the_upstream_allows() {
     // A body larger than a receive brings with the head: on to the upstream as the proxy
     // fetches it, with its length (the upstream reads Content-Length bodies only).
     let upload: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
-    let mut req = format!(
-        "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        upload.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&upload);
+    let req = khttp_tests::with_body("POST /upload", "Connection: close\r\n", &upload);
     let (r, _) = raw(port, &req);
     assert_eq!(
         String::from_utf8_lossy(&r.body),
@@ -293,11 +288,7 @@ fn an_upload_streams_through_the_proxy_without_being_held_whole() {
     let (up, _) = upstream();
     let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
     let upload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
-    let mut req = format!(
-        "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    req.extend_from_slice(&upload);
+    let req = khttp_tests::with_body("POST /upload", "Connection: close\r\n", &upload);
     let (r, _) = raw(port, &req);
     assert_eq!(
         String::from_utf8_lossy(&r.body),
