@@ -219,8 +219,9 @@ fn sid_len(count: u8) -> usize {
     usize::from(count).saturating_mul(4).saturating_add(8)
 }
 
-/// The well-known SID aliases of SDDL a URL ACL may name.
-fn alias(text: &str) -> Option<Sid> {
+/// The well-known SID aliases of SDDL a URL ACL may name (`WD`, `AU`, `BA`, …).
+#[must_use]
+pub fn alias(text: &str) -> Option<Sid> {
     Some(match text {
         "WD" => EVERYONE,
         "AU" => AUTHENTICATED_USERS,

@@ -43,6 +43,10 @@ fn urlacl_commands() {
     );
     if khttp_tests::driver() {
         assert!(shown.contains("SDDL: D:(A;;GX;;;S-1-5-21-"), "{shown}");
+        assert!(
+            shown.contains(&format!("\\{user}  Listen: Yes  Delegate: No")),
+            "the account's name: {shown}"
+        );
         let err = s.ctl_err(&[
             "urlacl",
             "add",
@@ -55,6 +59,11 @@ fn urlacl_commands() {
         assert!(shown.contains("User: alice"), "{shown}");
     }
     assert!(shown.contains("SDDL: D:(A;;GX;;;WD)"));
+    // Each ACE with its account, as netsh shows it.
+    assert!(
+        shown.contains("User: Everyone  Listen: Yes  Delegate: No"),
+        "{shown}"
+    );
     let json = s.ctl_ok(&["urlacl", "show", "--json"]);
     assert!(
         json.contains(r#""prefix": "http://adatum.com:18081/""#),

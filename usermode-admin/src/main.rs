@@ -425,7 +425,13 @@ fn urlacl(client: &mut Client, c: Urlacl) -> Result<(), Fail> {
                 out!("    Reserved URL : {}", r.prefix);
                 match r.acl.and_then(|a| a.split_once(':')) {
                     Some(("user", u)) => out!("        User: {u}"),
-                    Some(("sddl", s)) => out!("        SDDL: {s}"),
+                    Some(("sddl", s)) => {
+                        for line in khttp_local::admin::account::describe(r.acl.unwrap_or_default())
+                        {
+                            out!("        {line}");
+                        }
+                        out!("        SDDL: {s}");
+                    }
                     _ => {}
                 }
                 if let Some(v) = r.cache_control {

@@ -28,6 +28,90 @@ pub fn user_acl(name: &str) -> Result<String, String> {
     }
 }
 
+/// What `urlacl show` prints for an ACL besides its text: for an SDDL, each ACE with its
+/// account's name and rights, as `netsh http show urlacl` does (`User: NAME`, `Listen`: may
+/// register, `Delegate`). On Windows the name is the account's (`LookupAccountSidW`); elsewhere
+/// only well-known SIDs have one, and other SIDs print as they are.
+#[must_use]
+pub fn describe(acl: &str) -> Vec<String> {
+    use khttp_engine::acl::{AceKind, Acl, DELEGATE, REGISTER};
+    let Ok(Acl::Sddl(dacl)) = Acl::parse(acl) else {
+        return Vec::new();
+    };
+    let yes = |mask: u32, right: u32| if mask & right != 0 { "Yes" } else { "No" };
+    dacl.aces()
+        .iter()
+        .map(|ace| {
+            let who = name_of(&ace.sid).unwrap_or_else(|| ace.sid.to_string());
+            let kind = match ace.kind {
+                AceKind::Allow => "User",
+                AceKind::Deny => "Denied",
+            };
+            format!(
+                "{kind}: {who}  Listen: {}  Delegate: {}",
+                yes(ace.mask, REGISTER),
+                yes(ace.mask, DELEGATE)
+            )
+        })
+        .collect()
+}
+
+/// The name of a well-known SID, as Windows writes it.
+#[cfg(not(windows))]
+fn name_of(sid: &khttp_engine::acl::Sid) -> Option<String> {
+    [
+        ("WD", "Everyone"),
+        ("AU", "NT AUTHORITY\\Authenticated Users"),
+        ("SY", "NT AUTHORITY\\SYSTEM"),
+        ("LS", "NT AUTHORITY\\LOCAL SERVICE"),
+        ("NS", "NT AUTHORITY\\NETWORK SERVICE"),
+        ("BA", "BUILTIN\\Administrators"),
+        ("BU", "BUILTIN\\Users"),
+    ]
+    .iter()
+    .find(|(alias, _)| khttp_engine::acl::alias(alias).as_ref() == Some(sid))
+    .map(|(_, name)| (*name).to_string())
+}
+
+/// The account's name, `DOMAIN\\name`.
+#[cfg(windows)]
+#[allow(
+    unsafe_code,
+    reason = "LookupAccountSidW is FFI; the call has its SAFETY comment"
+)]
+fn name_of(sid: &khttp_engine::acl::Sid) -> Option<String> {
+    use windows_sys::Win32::Security::{LookupAccountSidW, SID_NAME_USE};
+    let mut bytes = sid.as_bytes().to_vec();
+    let (mut name, mut domain) = (vec![0u16; 256], vec![0u16; 256]);
+    let mut name_len = u32::try_from(name.len()).ok()?;
+    let mut domain_len = u32::try_from(domain.len()).ok()?;
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: `bytes` is a valid binary SID (`Sid` holds no other); `name` and `domain` hold
+    // the lengths passed, which the call reads and updates; all outlive the (synchronous)
+    // call; a null system name is the local system.
+    let ok = unsafe {
+        LookupAccountSidW(
+            core::ptr::null(),
+            bytes.as_mut_ptr().cast(),
+            name.as_mut_ptr(),
+            &mut name_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if ok == 0 {
+        return None;
+    }
+    let text = |w: &[u16], n: u32| String::from_utf16_lossy(w.get(..n as usize).unwrap_or(w));
+    let (name, domain) = (text(&name, name_len), text(&domain, domain_len));
+    Some(if domain.is_empty() {
+        name
+    } else {
+        format!("{domain}\\{name}")
+    })
+}
+
 #[cfg(not(windows))]
 fn sid_of(_name: &str) -> Result<String, String> {
     Err("accounts are looked up on Windows only".into())
@@ -92,6 +176,27 @@ fn sid_of(name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::user_acl;
+
+    #[test]
+    fn aces_are_described_as_netsh_does() {
+        let lines = super::describe("sddl:D:(A;;GX;;;WD)(D;;GA;;;BA)(A;;GW;;;S-1-5-21-1-2-3-1001)");
+        let named = !cfg!(windows);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("User: "), "{lines:?}");
+        assert!(lines[0].ends_with("Listen: Yes  Delegate: No"), "{lines:?}");
+        assert!(lines[1].starts_with("Denied: "), "{lines:?}");
+        assert!(
+            lines[1].ends_with("Listen: Yes  Delegate: Yes"),
+            "{lines:?}"
+        );
+        assert!(lines[2].ends_with("Listen: No  Delegate: Yes"), "{lines:?}");
+        if named {
+            assert_eq!(lines[0], "User: Everyone  Listen: Yes  Delegate: No");
+            assert!(lines[1].contains("BUILTIN\\Administrators"), "{lines:?}");
+            assert!(lines[2].contains("S-1-5-21-1-2-3-1001"), "{lines:?}");
+        }
+        assert!(super::describe("user:alice").is_empty());
+    }
 
     #[test]
     fn unix_users_by_name() {
