@@ -108,6 +108,9 @@ pub(crate) unsafe fn opener() -> Result<Identity, NTSTATUS> {
             }
             r => r?,
         };
+        if len == 0 && which == TokenInfo::RestrictedSids {
+            continue;
+        }
         let bytes = as_bytes(&words, len)?;
         id.add_token_info(which, &bytes, words.as_ptr() as u64)
             .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
@@ -132,6 +135,10 @@ fn query(token: &Handle, class: i32) -> Result<(Vec<u64>, usize), NTSTATUS> {
         unsafe { ZwQueryInformationToken(token.0, class, ptr::null_mut(), 0, &raw mut needed) };
     if status != STATUS_BUFFER_TOO_SMALL && !nt_success(status) {
         return Err(status);
+    }
+    if nt_success(status) && needed == 0 {
+        // Nothing to return (an empty list): no buffer needed.
+        return Ok((Vec::new(), 0));
     }
     if needed == 0 || needed > MAX_INFO_BYTES {
         return Err(STATUS_INSUFFICIENT_RESOURCES);
