@@ -398,8 +398,9 @@ fn the_acl_decides_which_token_may_attach(limited: std::path::PathBuf) {
     let acl = shown
         .lines()
         .skip_while(|l| !l.ends_with(&format!("Reserved URL : {mine}")))
-        .nth(1)
-        .and_then(|l| l.trim().strip_prefix("SDDL: D:(A;;GX;;;"))
+        .skip(1)
+        .take_while(|l| !l.contains("Reserved URL"))
+        .find_map(|l| l.trim().strip_prefix("SDDL: D:(A;;GX;;;"))
         .and_then(|sid| sid.strip_suffix(')'))
         .unwrap_or_else(|| panic!("no SID for {mine} in {shown}"))
         .to_owned();
