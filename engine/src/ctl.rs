@@ -420,13 +420,18 @@ pub fn attach(
     prefixes: &[&str],
 ) -> Result<u32, CtlError> {
     use crate::acl::{Acl, AclError, Identity, REGISTER};
-    let local_user = match caller {
+    // Who asks: a Unix user's name and the SIDs every local user holds, or a token.
+    let local_user;
+    let (user, identity) = match caller {
         Caller::Administrator => return site.attach_queue(name, prefixes, holder),
         Caller::Token(id) if id.is_administrator() => {
             return site.attach_queue(name, prefixes, holder);
         }
-        Caller::User(_) => Some(Identity::local_user().map_err(|_| CtlError::OutOfMemory)?),
-        Caller::Token(_) => None,
+        Caller::Token(id) => (None, id),
+        Caller::User(user) => {
+            local_user = Identity::local_user().map_err(|_| CtlError::OutOfMemory)?;
+            (Some(user), &local_user)
+        }
     };
     for p in prefixes {
         let prefix = crate::route::parse_prefix(p)?;
@@ -437,15 +442,11 @@ pub fn attach(
             .ok_or(CtlError::NotFound)?
             .acl
             .as_deref();
-        let granted = match (acl.map(Acl::parse), caller, &local_user) {
-            (None, ..) => false,
-            (Some(Err(AclError::OutOfMemory)), ..) => return Err(CtlError::OutOfMemory),
-            (Some(Err(_)), ..) => false,
-            (Some(Ok(Acl::User(u))), Caller::User(user), _) => u == user,
-            (Some(Ok(Acl::User(_))), ..) => false,
-            (Some(Ok(Acl::Sddl(d))), Caller::Token(id), _) => d.grants(id, REGISTER),
-            (Some(Ok(Acl::Sddl(d))), _, Some(id)) => d.grants(id, REGISTER),
-            (Some(Ok(Acl::Sddl(_))), ..) => false,
+        let granted = match acl.map(Acl::parse) {
+            Some(Err(AclError::OutOfMemory)) => return Err(CtlError::OutOfMemory),
+            None | Some(Err(_)) => false,
+            Some(Ok(Acl::User(u))) => user == Some(u),
+            Some(Ok(Acl::Sddl(d))) => d.grants(identity, REGISTER),
         };
         if !granted {
             return Err(CtlError::NotGranted);
