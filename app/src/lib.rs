@@ -142,6 +142,13 @@ pub struct Request {
     pub method: String,
     /// The request-target as sent: path and query (or an absolute URL).
     pub url: String,
+    /// The canonical path, which khttp routed and keys its cache on (escapes normalised, `%2F`,
+    /// `%5C` and `\` as `/`, dot-segments removed), then `?` and the query as sent, if any:
+    /// what a proxy forwards, since the raw `url` may name another resource to the upstream
+    /// (http.sys's cooked URL).
+    pub path: String,
+    /// The client's address, `IP:PORT` (`[IPv6]:PORT`), or empty if khttp does not know it.
+    pub remote: String,
     /// The header fields, in order.
     pub headers: Vec<(String, Vec<u8>)>,
     /// The body, decoded: all of it, or with [`Queue::set_whole_bodies`]`(false)` its first
@@ -309,28 +316,39 @@ impl Queue {
     /// # Errors
     /// [`Error::Io`] when khttpd goes away.
     pub fn receive(&mut self) -> Result<Request, Error> {
-        if let Some(r) = self.taken.pop_front() {
-            return Ok(r);
-        }
-        let ask = Call::QueueReceive {
-            queue: self.id,
-            body_max: BODY_PIECE,
-            max_requests: self.batch,
-        };
-        let reply = call(&mut self.link, &ask, &[])?;
-        let rows =
-            read_rows::<RequestRow<'_>>(&reply).map_err(|e| Error::Protocol(e.to_string()))?;
-        for row in rows {
-            let request = if self.whole_bodies {
-                self.whole(row)?
-            } else {
-                parse_request(row)?
+        loop {
+            if let Some(r) = self.taken.pop_front() {
+                return Ok(r);
+            }
+            let ask = Call::QueueReceive {
+                queue: self.id,
+                body_max: BODY_PIECE,
+                max_requests: self.batch,
             };
-            self.taken.push_back(request);
+            let reply = call(&mut self.link, &ask, &[])?;
+            let rows =
+                read_rows::<RequestRow<'_>>(&reply).map_err(|e| Error::Protocol(e.to_string()))?;
+            if rows.is_empty() {
+                return Err(Error::Protocol("a receive without a request".into()));
+            }
+            for row in rows {
+                let request = if self.whole_bodies {
+                    self.whole(row)
+                } else {
+                    parse_request(row)
+                };
+                match request {
+                    Ok(r) => self.taken.push_back(r),
+                    // One request this library cannot read, or whose client left while its
+                    // body was fetched, is given up (its client, if still there, gets 503),
+                    // not every later one.
+                    Err(Error::Protocol(_) | Error::Refused(..)) => {
+                        let _ = call(&mut self.link, &Call::QueueCancel { id: row.id }, &[]);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        self.taken
-            .pop_front()
-            .ok_or_else(|| Error::Protocol("a receive without a request".into()))
     }
 
     /// The request of `row`, with the rest of its body fetched.
@@ -721,6 +739,9 @@ fn parse_request(row: RequestRow<'_>) -> Result<Request, Error> {
         id: row.id,
         method: req.method.unwrap_or_default().to_owned(),
         url: req.path.unwrap_or_default().to_owned(),
+        // ASCII as khttp sends it (bytes past ASCII escaped).
+        path: String::from_utf8_lossy(row.path).into_owned(),
+        remote: row.remote.to_owned(),
         headers: req
             .headers
             .iter()

@@ -265,12 +265,9 @@ fn abandon(a: &Apps, file: Option<WDFFILEOBJECT>, orphaned: &[u32]) {
 pub(crate) fn offer(origin: usize, d: &Delivery<'_>, site: &Site) -> Result<RequestId, Refusal> {
     let a = apps().ok_or(Refusal::NoApplication)?;
     let cache_url = app_cache_url(site, d.local, d.head);
-    let queue_length = site.limits().queue_length;
     let mut handed = None;
     let id = a.with(|st| {
-        let id = st
-            .handoff
-            .offer(origin, d, queue_length, cache_url.as_deref())?;
+        let id = st.handoff.offer(origin, d, site, cache_url.as_deref())?;
         for s in st.sessions.iter().filter(|s| s.attached.contains(&d.queue)) {
             // SAFETY: our live manual queue and a file object of its device.
             if let Some(r) = unsafe { retrieve_parked(a.receives, Some(s.file)) } {
@@ -330,24 +327,14 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
         }
         let taken = st.handoff.receive(queue, taker(file))?;
         let id = taken.id;
-        let head_only = RequestRow {
-            id: id.0,
-            head: taken.head,
-            body: &[],
-            body_len: taken.body.len() as u64,
-        };
-        let fixed = khttp_proto::write_rows(&mut out, [head_only])
+        let fixed = khttp_proto::write_rows(&mut out, [taken.row(0)])
             .map(|()| framing(out.len(), 0))
             .unwrap_or(usize::MAX);
         out.clear();
         let body_room = room.bytes.saturating_sub(fixed);
         let body_max = usize::try_from(room.body_max).unwrap_or(usize::MAX);
-        let body = taken.body;
         let first_cut = body_room.min(body_max);
-        let row = RequestRow {
-            body: body.get(..first_cut).unwrap_or(body),
-            ..head_only
-        };
+        let row = taken.row(first_cut);
         let fits = khttp_proto::write_rows(&mut out, [row]).is_ok()
             && out.len().saturating_add(4) <= room.bytes;
         if !fits {
@@ -371,13 +358,7 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
                 break;
             };
             let next_id = next.id;
-            let row = RequestRow {
-                id: next_id.0,
-                head: next.head,
-                body: next.body.get(..body_max).unwrap_or(next.body),
-                body_len: next.body.len() as u64,
-            };
-            let size = row_size(row);
+            let size = row_size(next.row(body_max));
             let after = total.saturating_add(size);
             if after.saturating_add(4) > room.bytes {
                 let _ = st.handoff.requeue(next_id, taker(file));
@@ -388,14 +369,7 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
         }
         if !taken_ids.is_empty() {
             let me = taker(file);
-            let row = |i: RequestId, cut: usize| {
-                st.handoff.taken(i, me).map(|t| RequestRow {
-                    id: t.id.0,
-                    head: t.head,
-                    body: t.body.get(..cut).unwrap_or(t.body),
-                    body_len: t.body.len() as u64,
-                })
-            };
+            let row = |i: RequestId, cut: usize| st.handoff.taken(i, me).map(|t| t.row(cut));
             let rows = core::iter::once(row(id, first_cut))
                 .chain(taken_ids.iter().map(|i| row(*i, body_max)))
                 .flatten();

@@ -21,7 +21,9 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem;
+use core::sync::atomic::Ordering;
 
+use crate::budget::Charge;
 use crate::error::{OutOfMemory, RequestError};
 use crate::http1::body::BodyReader;
 use crate::http1::body::Kept;
@@ -33,8 +35,9 @@ use crate::limits::{
 };
 use crate::out::{Body, Mark, Output, Transmit};
 use crate::queues::QueueStats;
+use crate::rate::Progress;
 use crate::respond::{Answer, AppResponse, decide, persist};
-use crate::route::Local;
+use crate::route::{Local, canonicalize};
 use crate::site::{Site, Stats};
 use crate::time::{Clock, Instant};
 
@@ -177,8 +180,13 @@ pub struct Delivery<'a> {
     pub head: &'a [u8],
     /// The request body, decoded (at most `max-queued-body-bytes`).
     pub body: &'a [u8],
+    /// The canonical path routing keyed on, and `?` and the query as sent, if any (what an
+    /// application forwards: `khttp_proto::reply::RequestRow::path`).
+    pub path: &'a [u8],
     /// The address the connection arrived on.
     pub local: Local,
+    /// The client's address, if the host gave it ([`Connection::set_remote`]).
+    pub remote: Option<Local>,
 }
 
 /// Why a host could not queue a request ([`Connection::handle_refused`]).
@@ -198,8 +206,14 @@ struct Deferred {
     queue: u32,
     head: Vec<u8>,
     body: Vec<u8>,
+    /// The canonical path and the query ([`Delivery::path`]).
+    path: Vec<u8>,
     /// Set while the body is still being read.
     reader: Option<BodyReader>,
+    /// How fast the body arrives (`min-receive-rate`).
+    progress: Progress,
+    /// The body's bytes in the server's budget (`body-buffer-bytes`, [`crate::budget`]).
+    charge: Charge,
     /// The host's id once queued.
     id: Option<RequestId>,
     /// When the head arrived (while the body is read), then when it was queued.
@@ -249,12 +263,17 @@ struct Linger {
     in_flight: u64,
     /// The transport has said that everything, the FIN included, was delivered.
     delivered: bool,
+    /// Once the transport reports what it still holds ([`Connection::handle_undelivered`]):
+    /// its progress, and the last count.
+    watch: Option<(Progress, u64)>,
 }
 
 #[derive(Debug)]
 struct BodyCtx {
     reader: BodyReader,
     started: Instant,
+    /// How fast the body arrives (`min-receive-rate`).
+    progress: Progress,
     /// Where the held response starts.
     mark: Mark,
     /// Whether to keep the connection after the body.
@@ -285,6 +304,8 @@ enum State {
 #[derive(Debug)]
 pub struct Connection {
     local: Local,
+    /// The client's address, if the host gave it.
+    remote: Option<Local>,
     state: State,
     /// Received bytes not yet consumed (a partial head, or requests held back by backpressure).
     inbuf: Vec<u8>,
@@ -295,12 +316,12 @@ pub struct Connection {
     now: Instant,
     limits: Limits,
     out: Output,
-    /// Start of the current run of pending output, and the bytes committed since.
-    send_epoch: Option<Instant>,
-    send_budget: u64,
+    /// While output is pending: how fast the client reads it (`min-send-rate`).
+    send: Option<Progress>,
     /// Bytes the transport still held for the client when a timer fell due with no output
-    /// pending here, and when that was first seen (see [`Connection::handle_timeout`]).
-    undelivered: Option<(Instant, u64)>,
+    /// pending here: their progress since first seen, and the last count (see
+    /// [`Connection::handle_timeout`]).
+    undelivered: Option<(Progress, u64)>,
     /// The peer has closed its side: answer what is complete, then close.
     eof: bool,
     /// A queued request the engine stopped waiting for ([`Connection::take_cancelled`]).
@@ -391,6 +412,7 @@ impl Connection {
     pub fn new(local: Local, clock: &Clock, site: &Site) -> Self {
         Self {
             local,
+            remote: None,
             state: State::Head,
             inbuf: Vec::new(),
             scan_from: 0,
@@ -399,8 +421,7 @@ impl Connection {
             now: clock.now(),
             limits: *site.limits(),
             out: Output::default(),
-            send_epoch: None,
-            send_budget: 0,
+            send: None,
             undelivered: None,
             eof: false,
             cancelled: None,
@@ -429,6 +450,12 @@ impl Connection {
             Err(OutOfMemory) => conn.abort(),
         }
         conn
+    }
+
+    /// The client's address (IP and port), which applications receive with each request
+    /// handed to them.
+    pub const fn set_remote(&mut self, remote: Local) {
+        self.remote = Some(remote);
     }
 
     /// Turns access-log records on or off. Off (the default) keeps the hit path allocation-free.
@@ -685,9 +712,8 @@ impl Connection {
                 deadline = Some(Deadline { at, timer, close });
             }
         };
-        if let Some(epoch) = self.send_epoch
-            && let Some(d) = send_deadline(l, epoch, self.send_budget)
-        {
+        let floor = Instant(0);
+        if let Some(d) = self.send.and_then(|p| p.deadline(l.min_send_rate, floor)) {
             consider(d, Timer::SendRate, Some(Close::Abortive));
         }
         // While committed output is waiting for the client, only the send rate judges the
@@ -698,18 +724,26 @@ impl Connection {
         if self.out.pending_bytes() > 0 {
             return deadline;
         }
-        if let Some((since, bytes)) = self.undelivered
-            && let Some(d) = send_deadline(l, since, bytes)
+        if let Some((p, _)) = self.undelivered
+            && let Some(d) = p.deadline(l.min_send_rate, floor)
         {
             consider(d, Timer::SendRate, Some(Close::Abortive));
         }
         let header = u64::from(l.header_timeout);
+        // A body must arrive within `header-timeout` of its head, and keep up
+        // `min-receive-rate` (from no earlier than when the output drained).
+        let receive = |p: &Progress| p.deadline(l.min_receive_rate, self.idle_since);
         match &self.state {
-            State::Body(ctx) => consider(
-                ctx.started.max(self.idle_since).add_secs(header),
-                Timer::Body,
-                Some(Close::Graceful),
-            ),
+            State::Body(ctx) => {
+                consider(
+                    ctx.started.max(self.idle_since).add_secs(header),
+                    Timer::Body,
+                    Some(Close::Graceful),
+                );
+                if let Some(d) = receive(&ctx.progress) {
+                    consider(d, Timer::Body, Some(Close::Graceful));
+                }
+            }
             State::Head => {
                 if let Some(started) = self.head_started {
                     consider(
@@ -726,12 +760,17 @@ impl Connection {
                 }
             }
             State::Deferred(d) => match d.id {
-                // The body is still arriving: the body timer.
-                None if d.reader.is_some() => consider(
-                    d.since.max(self.idle_since).add_secs(header),
-                    Timer::Body,
-                    Some(Close::Graceful),
-                ),
+                // The body is still arriving: the body timers.
+                None if d.reader.is_some() => {
+                    consider(
+                        d.since.max(self.idle_since).add_secs(header),
+                        Timer::Body,
+                        Some(Close::Graceful),
+                    );
+                    if let Some(at) = receive(&d.progress) {
+                        consider(at, Timer::Body, Some(Close::Graceful));
+                    }
+                }
                 // Waiting for the host to take it: no timer.
                 None => {}
                 Some(_) => consider(
@@ -770,9 +809,16 @@ impl Connection {
         }
         let due = self.poll_deadline().filter(|d| self.now >= d.at)?;
         if self.reading() && self.out.pending_bytes() == 0 && undelivered > 0 {
-            let (since, bytes) = *self.undelivered.get_or_insert((self.now, undelivered));
-            match send_deadline(&self.limits, since, bytes) {
-                Some(at) if self.now >= at => {
+            let (rate, now) = (self.limits.min_send_rate, self.now);
+            let (progress, last) = self
+                .undelivered
+                .get_or_insert((Progress::start(now), undelivered));
+            if undelivered < *last {
+                progress.record(last.saturating_sub(undelivered), rate, now);
+            }
+            *last = undelivered;
+            match progress.deadline(rate, Instant(0)) {
+                Some(at) if now >= at => {
                     self.abort();
                     return Some(Deadline {
                         at,
@@ -826,6 +872,7 @@ impl Connection {
                 since: self.now,
                 in_flight,
                 delivered: in_flight == 0,
+                watch: None,
             });
         }
     }
@@ -836,6 +883,28 @@ impl Connection {
         self.now = clock.now();
         if let State::Lingering(linger) = &mut self.state {
             linger.delivered = true;
+        }
+    }
+
+    /// While the close lingers: the transport still holds `n` bytes for the client (Linux:
+    /// `SIOCOUTQ`), for a host that can tell, as often as it likes (khttpd: every sweep). From
+    /// the first report on, the client must take them at `min-send-rate` judged over a window
+    /// ([`crate::rate`]), not in the allowance `handle_shutdown`'s count gave; 0 is
+    /// [`Connection::handle_delivered`].
+    pub fn handle_undelivered(&mut self, clock: &Clock, n: u64) {
+        self.now = clock.now();
+        if n == 0 {
+            return self.handle_delivered(clock);
+        }
+        let (rate, now) = (self.limits.min_send_rate, self.now);
+        if let State::Lingering(linger) = &mut self.state {
+            let (progress, last) = linger
+                .watch
+                .get_or_insert((Progress::start(linger.since), linger.in_flight));
+            if n < *last {
+                progress.record(last.saturating_sub(n), rate, now);
+            }
+            *last = n;
         }
     }
 
@@ -900,6 +969,10 @@ impl Connection {
             .sent_total
             .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
         let (sent, now) = (self.sent_total, self.now);
+        if let Some(p) = &mut self.send {
+            let rate = self.limits.min_send_rate;
+            p.record(u64::try_from(n).unwrap_or(u64::MAX), rate, now);
+        }
         for p in self.log.iter_mut().flatten().filter(|p| !p.done) {
             if p.end > sent {
                 break;
@@ -909,8 +982,7 @@ impl Connection {
             p.done = true;
         }
         if self.out.pending_bytes() == 0 {
-            self.send_epoch = None;
-            self.send_budget = 0;
+            self.send = None;
             // The client has read everything so far: the idle, head and body timers restart.
             self.idle_since = self.now;
             self.out.shrink(KEEP_IDLE);
@@ -995,18 +1067,30 @@ impl Connection {
     /// Feeds the body of a request for an application; returns how many bytes were consumed.
     fn deferred_body_input(&mut self, rest: &[u8], clock: &Clock, site: &Site) -> usize {
         let max = usize::try_from(self.limits.max_queued_body_bytes).unwrap_or(usize::MAX);
-        let now = self.now;
+        let (now, budget, rate) = (
+            self.now,
+            self.limits.body_buffer_bytes,
+            self.limits.min_receive_rate,
+        );
         let State::Deferred(Deferred {
             reader: Some(reader),
             body,
+            progress,
+            charge,
             ..
         }) = &mut self.state
         else {
             return 0;
         };
-        let mut keep = Kept { buf: body, max };
+        let mut keep = Kept {
+            buf: body,
+            max,
+            charge,
+            budget,
+        };
         match reader.feed_into(rest, Some(&mut keep)) {
             Ok(p) => {
+                progress.record(u64::try_from(p.consumed).unwrap_or(u64::MAX), rate, now);
                 if p.done
                     && let State::Deferred(d) = &mut self.state
                 {
@@ -1025,11 +1109,14 @@ impl Connection {
 
     /// Feeds request-body bytes; returns how many were consumed.
     fn body_input(&mut self, rest: &[u8], clock: &Clock, site: &Site) -> usize {
+        let (rate, now) = (self.limits.min_receive_rate, self.now);
         let State::Body(ctx) = &mut self.state else {
             return 0;
         };
         match ctx.reader.feed(rest) {
             Ok(p) => {
+                let consumed = u64::try_from(p.consumed).unwrap_or(u64::MAX);
+                ctx.progress.record(consumed, rate, now);
                 if ctx.reader.discarded() > DISCARD_LIMIT {
                     let mark = ctx.mark;
                     self.state = State::Head;
@@ -1099,10 +1186,9 @@ impl Connection {
         let added = self.out.pending_bytes().saturating_sub(before);
         if added > 0 {
             self.undelivered = None;
-            if self.send_epoch.is_none() {
-                self.send_epoch = Some(self.now);
+            if self.send.is_none() {
+                self.send = Some(Progress::start(self.now));
             }
-            self.send_budget = self.send_budget.saturating_add(added);
         }
     }
 
@@ -1186,6 +1272,7 @@ impl Connection {
                 self.state = State::Body(BodyCtx {
                     reader,
                     started: self.now,
+                    progress: Progress::start(self.now),
                     mark,
                     keep_alive: true,
                 });
@@ -1232,10 +1319,21 @@ impl Connection {
         {
             return self.fail(RequestError::ContentTooLarge, clock, site);
         }
+        // A body announced that the budget cannot hold now is refused before it is read.
+        let held = site.stats().body_bytes_held.load(Ordering::Acquire);
+        if let Framing::Length(n) = head.framing
+            && held.saturating_add(n) > self.limits.body_buffer_bytes
+        {
+            return self.fail(RequestError::BodiesBusy, clock, site);
+        }
         let mut copy = Vec::new();
         if copy_into(&mut copy, head_bytes).is_err() {
             return self.fail(RequestError::OutOfMemory, clock, site);
         }
+        let path = match cooked_target(head, &mut self.scratch) {
+            Ok(path) => path,
+            Err(e) => return self.fail(e, clock, site),
+        };
         let stats = site.queues().get(queue).map(|q| Arc::clone(&q.stats));
         if let Some(s) = &stats {
             QueueStats::bump(&s.requests);
@@ -1244,7 +1342,10 @@ impl Connection {
             queue,
             head: copy,
             body: Vec::new(),
+            path,
             reader,
+            progress: Progress::start(self.now),
+            charge: Charge::new(site.shared_stats()),
             id: None,
             since: self.now,
             keep_alive: persist != Persist::Close,
@@ -1264,7 +1365,9 @@ impl Connection {
                 queue: d.queue,
                 head: &d.head,
                 body: &d.body,
+                path: &d.path,
                 local: self.local,
+                remote: self.remote,
             }),
             _ => None,
         }
@@ -1283,9 +1386,12 @@ impl Connection {
             if let Some(s) = &d.stats {
                 QueueStats::bump(&s.in_flight);
             }
-            // The head and body are the application's now.
+            // The head and body are the application's now (the hand-off counts the body in
+            // the budget from here).
             d.head = Vec::new();
             d.body = Vec::new();
+            d.path = Vec::new();
+            d.charge = Charge::default();
         }
     }
 
@@ -1618,6 +1724,42 @@ impl Connection {
     }
 }
 
+/// The request's canonical path (as routing keyed on it) and `?` and the query as sent, bytes
+/// past ASCII escaped: what an application is told to forward ([`Delivery::path`]).
+fn cooked_target(
+    head: &Head<'_>,
+    scratch: &mut (Vec<u8>, Vec<u8>),
+) -> Result<Vec<u8>, RequestError> {
+    let path = canonicalize(head.path, scratch).map_err(|e| match e {
+        crate::error::CanonError::OutOfMemory => RequestError::OutOfMemory,
+        _ => RequestError::BadRequest("malformed request path"),
+    })?;
+    let query = head.query.map_or(0, |q| q.len().saturating_add(1));
+    // At most three bytes for each: a byte past ASCII is written `%XX`, so that the result is
+    // ASCII and can be sent on as it is.
+    let most = path.len().saturating_add(query).saturating_mul(3);
+    let mut out = Vec::new();
+    out.try_reserve_exact(most)
+        .map_err(|_| RequestError::OutOfMemory)?;
+    let mut put = |bytes: &[u8]| {
+        for &b in bytes {
+            if b.is_ascii() {
+                out.push(b);
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                let digit = |d: u8| HEX.get(usize::from(d)).copied().unwrap_or(b'0');
+                out.extend_from_slice(&[b'%', digit(b >> 4), digit(b & 0xF)]);
+            }
+        }
+    };
+    put(path);
+    if let Some(q) = head.query {
+        put(b"?");
+        put(q);
+    }
+    Ok(out)
+}
+
 /// Appends one chunk (RFC 9112 §7.1) holding `body` (none when it is empty), and the last
 /// chunk and the empty trailer section after it when `last`.
 fn put_chunk(out: &mut Output, body: &Body, last: bool) -> Result<(), OutOfMemory> {
@@ -1662,7 +1804,12 @@ fn linger_deadline(limits: &Limits, linger: &Linger) -> Deadline {
             close: Some(Close::Finished),
         };
     }
-    let send = send_deadline(limits, linger.since, linger.in_flight)
+    let rate = limits.min_send_rate;
+    let watched = linger
+        .watch
+        .and_then(|(p, _)| p.deadline(rate, linger.since));
+    let send = watched
+        .or_else(|| send_deadline(limits, linger.since, linger.in_flight))
         .unwrap_or_else(|| linger.since.add_secs(u64::from(limits.idle_timeout)));
     Deadline {
         at: send.max(end),

@@ -158,6 +158,9 @@ impl From<CtlError> for Status {
             CtlError::InvalidQueueName => Self::InvalidQueueName,
             CtlError::WrongEndpoint => Self::WrongEndpoint,
             CtlError::NotGranted => Self::NotGranted,
+            CtlError::QueueOwned => Self::QueueOwned,
+            CtlError::PrefixRequired => Self::PrefixRequired,
+            CtlError::TooManySessions => Self::TooManySessions,
             CtlError::OutOfMemory => Self::OutOfMemory,
         }
     }
@@ -347,7 +350,7 @@ fn apply(
 
 fn list_queues(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
     let count = site.queues().iter().count();
-    let mut texts: Vec<(String, String)> = Vec::new();
+    let mut texts: Vec<(String, String, StackText<192>)> = Vec::new();
     texts
         .try_reserve_exact(count)
         .map_err(|_| CtlError::OutOfMemory)?;
@@ -368,7 +371,9 @@ fn list_queues(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
             let _ = write!(one, "{sep}{}:{}", h.pid, h.uid);
             mem::push_str(&mut processes, one.as_str())?;
         }
-        texts.push((prefixes, processes));
+        let mut owner = StackText::<192>::new();
+        let _ = write!(owner, "{}", q.owner);
+        texts.push((prefixes, processes, owner));
     }
     let get = |c: &core::sync::atomic::AtomicU64| c.load(core::sync::atomic::Ordering::Relaxed);
     reply(
@@ -376,11 +381,12 @@ fn list_queues(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
         site.queues()
             .iter()
             .zip(&texts)
-            .map(|(q, (prefixes, processes))| QueueRow {
+            .map(|(q, (prefixes, processes, owner))| QueueRow {
                 id: q.id,
                 name: &q.name,
                 prefixes,
                 processes,
+                owner: owner.as_str(),
                 in_flight: get(&q.stats.in_flight),
                 requests: get(&q.stats.requests),
                 answered: get(&q.stats.answered),
@@ -394,7 +400,8 @@ fn list_queues(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
 /// Who is attaching an application ([`attach`]): the transport says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller<'a> {
-    /// An administrator (root or khttpd's own user; SYSTEM or Administrators): any prefix.
+    /// An administrator (root or khttpd's own user; SYSTEM or Administrators): any prefix,
+    /// any queue.
     Administrator,
     /// A Unix user, by name (khttpd): prefixes reserved `--user NAME` for it, or with an SDDL
     /// that grants any local user ([`crate::acl::Identity::local_user`]).
@@ -405,13 +412,24 @@ pub enum Caller<'a> {
     Token(&'a crate::acl::Identity),
 }
 
-/// The application endpoint's attach (issue #12): `caller` may attach to `name` for
-/// `prefixes` only if each prefix's reservation grants it the right to register
-/// ([`crate::acl`]). Applies it to `site` (the caller's private clone, then [`commit`]ted like a
-/// control write) and returns the queue's id.
+/// The application endpoint's attach (issues #12 and #21), with http.sys's rules for a named
+/// request queue (see [`crate::queues`]):
+/// - an administrator attaches to any queue, for any prefixes (or none);
+/// - anyone else must name at least one prefix ([`CtlError::PrefixRequired`]), and each
+///   reservation named must grant the caller the right to register ([`crate::acl`];
+///   [`CtlError::NotGranted`]);
+/// - a queue that exists belongs to the user who created it: only that user joins it
+///   ([`CtlError::QueueOwned`]), and only while every reservation the queue already serves
+///   still grants them (a reservation's ACL may have changed since).
+///
+/// The queue's owner is the caller's user: `holder.uid` for a Unix caller, the token's user
+/// SID for a Windows one, and BUILTIN\\Administrators for an administrator's token (the default
+/// owner Windows gives what an elevated administrator creates, so that an unelevated process of
+/// the same user does not join it). Applies it to `site` (the caller's private clone, then
+/// [`commit`]ted like a control write) and returns the queue's id.
 ///
 /// # Errors
-/// [`CtlError::NotGranted`], and those of [`Site::attach_queue`].
+/// Those above, and those of [`Site::attach_queue`].
 pub fn attach(
     site: &mut Site,
     caller: Caller<'_>,
@@ -419,40 +437,64 @@ pub fn attach(
     name: &str,
     prefixes: &[&str],
 ) -> Result<u32, CtlError> {
-    use crate::acl::{Acl, AclError, Identity, REGISTER};
-    // Who asks: a Unix user's name and the SIDs every local user holds, or a token.
+    use crate::acl::{ADMINISTRATORS, Identity};
+    use crate::queues::Owner;
+    // Who asks: an administrator, or a Unix user's name with the SIDs every local user holds,
+    // or a token; and whom a queue they create belongs to.
     let local_user;
-    let (user, identity) = match caller {
-        Caller::Administrator => return site.attach_queue(name, prefixes, holder),
-        Caller::Token(id) if id.is_administrator() => {
-            return site.attach_queue(name, prefixes, holder);
+    let (who, owner) = match caller {
+        Caller::Administrator => (None, Owner::Uid(holder.uid)),
+        Caller::Token(id) if id.is_administrator() => (None, Owner::Sid(ADMINISTRATORS)),
+        Caller::Token(id) => {
+            let user = id.user().ok_or(CtlError::NotGranted)?;
+            (Some((None, id)), Owner::Sid(*user))
         }
-        Caller::Token(id) => (None, id),
         Caller::User(user) => {
             local_user = Identity::local_user().map_err(|_| CtlError::OutOfMemory)?;
-            (Some(user), &local_user)
+            (Some((Some(user), &local_user)), Owner::Uid(holder.uid))
         }
     };
-    for p in prefixes {
-        let prefix = crate::route::parse_prefix(p)?;
-        let acl = site
-            .namespace()
-            .iter()
-            .find(|r| r.prefix == prefix)
-            .ok_or(CtlError::NotFound)?
-            .acl
-            .as_deref();
-        let granted = match acl.map(Acl::parse) {
-            Some(Err(AclError::OutOfMemory)) => return Err(CtlError::OutOfMemory),
-            None | Some(Err(_)) => false,
-            Some(Ok(Acl::User(u))) => user == Some(u),
-            Some(Ok(Acl::Sddl(d))) => d.grants(identity, REGISTER),
-        };
-        if !granted {
-            return Err(CtlError::NotGranted);
+    if let Some((user, identity)) = who {
+        if prefixes.is_empty() {
+            return Err(CtlError::PrefixRequired);
+        }
+        let named = site.reservation_ids(prefixes)?;
+        let existing = site.queues().by_name(name);
+        if existing.is_some_and(|q| q.owner != owner) {
+            return Err(CtlError::QueueOwned);
+        }
+        let served = existing.map_or(&[][..], |q| &q.reservations[..]);
+        for id in named.iter().chain(served) {
+            if !grants(site, *id, user, identity)? {
+                return Err(CtlError::NotGranted);
+            }
         }
     }
-    site.attach_queue(name, prefixes, holder)
+    site.attach_queue(name, prefixes, holder, owner)
+}
+
+/// Whether reservation `id`'s ACL grants `identity` (and, for a Unix caller, `user` by name)
+/// the right to register.
+fn grants(
+    site: &Site,
+    id: u32,
+    user: Option<&str>,
+    identity: &crate::acl::Identity,
+) -> Result<bool, CtlError> {
+    use crate::acl::{Acl, AclError, REGISTER};
+    let acl = site
+        .namespace()
+        .iter()
+        .find(|r| r.id == id)
+        .ok_or(CtlError::NotFound)?
+        .acl
+        .as_deref();
+    Ok(match acl.map(Acl::parse) {
+        Some(Err(AclError::OutOfMemory)) => return Err(CtlError::OutOfMemory),
+        None | Some(Err(_)) => false,
+        Some(Ok(Acl::User(u))) => user == Some(u),
+        Some(Ok(Acl::Sddl(d))) => d.grants(identity, REGISTER),
+    })
 }
 
 fn list_reservations(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
@@ -492,7 +534,11 @@ fn list_addresses(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
 fn stats(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
     let [requests, hits, misses, not_modified, errors, body_bytes] = site.stats().snapshot();
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-    let counters: [(&str, u64); 9] = [
+    let held = site
+        .stats()
+        .body_bytes_held
+        .load(core::sync::atomic::Ordering::Relaxed);
+    let counters: [(&str, u64); 10] = [
         ("requests", requests),
         ("cache-hits", hits),
         ("cache-misses", misses),
@@ -502,6 +548,7 @@ fn stats(site: &Site, out: &mut Vec<u8>) -> Result<(), CtlError> {
         ("cache-entries", count(site.cache().len())),
         ("cache-bytes", site.cache().bytes()),
         ("reservations", count(site.namespace().len())),
+        ("body-bytes-held", held),
     ];
     reply(
         out,
@@ -746,22 +793,143 @@ mod tests {
             .is_ok()
         );
         // A Unix user: by name, or by an SDDL that grants every local user.
+        // (Each in a queue of its own: the token's queues are its user's.)
+        s.reserve("http://+:80/all2/", Some("sddl:D:(A;;GX;;;WD)"))
+            .unwrap();
+        s.reserve("http://+:80/named2/", Some("user:alice"))
+            .unwrap();
         let bob = Caller::User("bob");
-        assert!(attach(&mut s, bob, H, "all", &["http://+:80/all/"]).is_ok());
+        assert!(attach(&mut s, bob, H, "bob", &["http://+:80/all2/"]).is_ok());
         for prefix in ["me", "admins", "named"] {
-            let r = attach(&mut s, bob, H, prefix, &[&format!("http://+:80/{prefix}/")]);
+            let r = attach(&mut s, bob, H, "b", &[&format!("http://+:80/{prefix}/")]);
             assert_eq!(r, Err(CtlError::NotGranted), "{prefix}");
         }
-        assert!(
+        let alice = Caller::User("alice");
+        let r = attach(&mut s, alice, H, "alice", &["http://+:80/named2/"]);
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// Issue #21, finding 1: a queue is its creator's. Another user granted a prefix of its own
+    /// cannot join it by name, nor attach without naming a prefix; its owner rejoins only
+    /// while every reservation it serves grants them; an administrator joins any.
+    #[test]
+    fn a_queue_belongs_to_its_creator() {
+        use super::{Caller, attach};
+        use crate::error::CtlError;
+        use crate::queues::{Holder, Owner};
+        const WWW: Holder = Holder { pid: 10, uid: 33 };
+        const DAEMON: Holder = Holder { pid: 11, uid: 1 };
+        const ROOT: Holder = Holder { pid: 12, uid: 0 };
+        let mut s = Site::new();
+        s.reserve("http://+:80/www/", Some("user:www-data"))
+            .unwrap();
+        s.reserve("http://+:80/daemon/", Some("user:daemon"))
+            .unwrap();
+        s.reserve("http://+:80/all/", Some("sddl:D:(A;;GX;;;WD)"))
+            .unwrap();
+        let (www, daemon) = (Caller::User("www-data"), Caller::User("daemon"));
+        let q = attach(&mut s, www, WWW, "hello", &["http://+:80/www/"]).unwrap();
+        assert_eq!(s.queues().get(q).unwrap().owner, Owner::Uid(33));
+        for prefixes in [&["http://+:80/daemon/"][..], &["http://+:80/all/"], &[]] {
+            let r = attach(&mut s, daemon, DAEMON, "hello", prefixes);
+            let want = if prefixes.is_empty() {
+                CtlError::PrefixRequired
+            } else {
+                CtlError::QueueOwned
+            };
+            assert_eq!(r, Err(want), "{prefixes:?}");
+        }
+        assert_eq!(
+            attach(&mut s, daemon, DAEMON, "mine", &[]),
+            Err(CtlError::PrefixRequired),
+            "no queue without a prefix for a user"
+        );
+        assert_eq!(s.queues().get(q).unwrap().attached(), 1, "nothing joined");
+        // Its owner joins again (another process of the same user).
+        let www2 = Holder { pid: 13, uid: 33 };
+        assert_eq!(
+            attach(&mut s, www, www2, "hello", &["http://+:80/www/"]),
+            Ok(q)
+        );
+        // An administrator joins any queue, and may add a prefix the owner is not granted;
+        // then the owner no longer joins it.
+        let admin = attach(
+            &mut s,
+            Caller::Administrator,
+            ROOT,
+            "hello",
+            &["http://+:80/daemon/"],
+        );
+        assert_eq!(admin, Ok(q));
+        assert_eq!(
+            attach(&mut s, www, WWW, "hello", &["http://+:80/www/"]),
+            Err(CtlError::NotGranted),
+            "the queue serves a reservation that does not grant www-data"
+        );
+        // An administrator's queue is theirs: a user with a grant of its own cannot join it.
+        attach(&mut s, Caller::Administrator, ROOT, "khttp-proxy", &[]).unwrap();
+        assert_eq!(
+            attach(&mut s, daemon, DAEMON, "khttp-proxy", &["http://+:80/all/"]),
+            Err(CtlError::QueueOwned)
+        );
+    }
+
+    /// Tokens: an elevated administrator's queue belongs to the Administrators, so the same
+    /// user's unelevated process does not join it; its own queue it does.
+    #[test]
+    fn an_elevated_administrators_queue_is_the_administrators() {
+        use super::{Caller, attach};
+        use crate::acl::{ADMINISTRATORS, EVERYONE, Identity};
+        use crate::error::CtlError;
+        use crate::queues::{Holder, Owner};
+        const DAEMON: Holder = Holder { pid: 11, uid: 1 };
+        const ROOT: Holder = Holder { pid: 12, uid: 0 };
+        let mut s = Site::new();
+        let user = match crate::acl::Acl::parse("sddl:D:(A;;GX;;;S-1-5-21-1-2-3-1001)") {
+            Ok(crate::acl::Acl::Sddl(d)) => d.aces()[0].sid,
+            other => panic!("{other:?}"),
+        };
+        let token = |elevated: bool| {
+            let mut t = Identity::new();
+            t.add(user, false).unwrap();
+            t.add(EVERYONE, false).unwrap();
+            t.add(ADMINISTRATORS, !elevated).unwrap();
+            t
+        };
+        let (admin, limited) = (token(true), token(false));
+        for p in ["http://+:80/win/", "http://+:80/win2/", "http://+:80/win3/"] {
+            s.reserve(p, Some("sddl:D:(A;;GX;;;WD)")).unwrap();
+        }
+        let q = attach(
+            &mut s,
+            Caller::Token(&admin),
+            ROOT,
+            "win",
+            &["http://+:80/win/"],
+        );
+        assert_eq!(
+            s.queues().get(q.unwrap()).unwrap().owner,
+            Owner::Sid(ADMINISTRATORS)
+        );
+        assert_eq!(
             attach(
                 &mut s,
-                Caller::User("alice"),
-                H,
-                "x",
-                &["http://+:80/named/"]
-            )
-            .is_ok()
+                Caller::Token(&limited),
+                DAEMON,
+                "win",
+                &["http://+:80/win2/"]
+            ),
+            Err(CtlError::QueueOwned)
         );
+        let mine = attach(
+            &mut s,
+            Caller::Token(&limited),
+            DAEMON,
+            "mine2",
+            &["http://+:80/win3/"],
+        )
+        .unwrap();
+        assert_eq!(s.queues().get(mine).unwrap().owner, Owner::Sid(user));
     }
 
     #[test]
@@ -806,8 +974,13 @@ mod tests {
                 "q",
                 "http://+:8080/app/ http://+:8080/admin/",
                 "7:1000 8:0",
-                "0"
+                "uid 1000"
             ]
+        );
+        // Its owner rejoins only while every reservation it serves grants them.
+        assert_eq!(
+            attach(&mut s, alice, H, "q", &["http://+:8080/app/"]),
+            Err(CtlError::NotGranted)
         );
         // Application commands are refused on the control endpoint.
         let (st, _) = call(

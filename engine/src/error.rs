@@ -28,6 +28,9 @@ pub enum RequestError {
     ContentTooLarge,
     /// 503: the engine could not allocate memory for this request.
     OutOfMemory,
+    /// 503: the request bodies held for applications would go past `body-buffer-bytes`
+    /// (issue #21).
+    BodiesBusy,
 }
 
 impl RequestError {
@@ -42,7 +45,7 @@ impl RequestError {
             Self::VersionNotSupported => 505,
             Self::ExpectationFailed => 417,
             Self::ContentTooLarge => 413,
-            Self::OutOfMemory => 503,
+            Self::OutOfMemory | Self::BodiesBusy => 503,
         }
     }
 
@@ -56,6 +59,7 @@ impl RequestError {
             Self::ExpectationFailed => "the only expectation supported is 100-continue",
             Self::ContentTooLarge => "the request body is too large",
             Self::OutOfMemory => "the server is out of memory",
+            Self::BodiesBusy => "the server holds too many request bodies now; try again later",
         }
     }
 }
@@ -103,6 +107,12 @@ pub enum CtlError {
     WrongEndpoint,
     /// The caller's user is not granted the reservation.
     NotGranted,
+    /// The request queue belongs to another user.
+    QueueOwned,
+    /// A non-administrator's attach that names no reserved prefix.
+    PrefixRequired,
+    /// The server holds as many application handles as it allows.
+    TooManySessions,
     /// Memory for the change could not be allocated.
     OutOfMemory,
 }

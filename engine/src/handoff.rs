@@ -17,8 +17,31 @@ use alloc::collections::VecDeque;
 
 use hashbrown::HashMap;
 
+use core::fmt::Write as _;
+use core::net::IpAddr;
+
+use khttp_proto::reply::RequestRow;
+
+use crate::budget::Charge;
 use crate::conn::{Delivery, Refusal, RequestId};
-use crate::mem;
+use crate::mem::{self, StackText};
+use crate::route::Local;
+use crate::site::Site;
+
+/// `IP:PORT`, or `[IPv6]:PORT`; empty for none.
+fn remote_text(remote: Option<Local>) -> StackText<REMOTE_TEXT> {
+    let mut t = StackText::new();
+    // Always fits: REMOTE_TEXT holds the longest.
+    let _ = match remote {
+        Some(Local {
+            ip: IpAddr::V6(ip),
+            port,
+        }) => write!(t, "[{ip}]:{port}"),
+        Some(Local { ip, port }) => write!(t, "{ip}:{port}"),
+        None => Ok(()),
+    };
+    t
+}
 use crate::respond::AppResponse;
 
 /// What becomes of a request handed to an application, for its connection
@@ -51,7 +74,16 @@ struct Pending<O> {
     cache_url: Option<Box<str>>,
     head: Box<[u8]>,
     body: Box<[u8]>,
+    path: Box<[u8]>,
+    /// The client's address as text, `IP:PORT` (empty when unknown).
+    remote: StackText<REMOTE_TEXT>,
+    /// The body in the server's budget of held bodies ([`crate::budget`]), until the request
+    /// is answered or gone.
+    charge: Charge,
 }
+
+/// The longest client address text: `[` 39 characters of IPv6 `]:65535`.
+const REMOTE_TEXT: usize = 48;
 
 /// A request as an application receives it.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +94,38 @@ pub struct Received<'a> {
     pub head: &'a [u8],
     /// The request body, decoded.
     pub body: &'a [u8],
+    /// The canonical path and the query ([`Delivery::path`]).
+    pub path: &'a [u8],
+    /// The client's address, `IP:PORT`, or empty.
+    pub remote: &'a str,
+}
+
+impl<'a> Received<'a> {
+    /// Its reply row for a receive, with the first `body_max` bytes of the body (both hosts
+    /// hand requests to applications in this one form).
+    #[must_use]
+    pub fn row(&self, body_max: usize) -> RequestRow<'a> {
+        RequestRow {
+            id: self.id.0,
+            head: self.head,
+            body: self.body.get(..body_max).unwrap_or(self.body),
+            body_len: u64::try_from(self.body.len()).unwrap_or(u64::MAX),
+            path: self.path,
+            remote: self.remote,
+        }
+    }
+}
+
+impl<O> Pending<O> {
+    fn received(&self, id: RequestId) -> Received<'_> {
+        Received {
+            id,
+            head: &self.head,
+            body: &self.body,
+            path: &self.path,
+            remote: self.remote.as_str(),
+        }
+    }
 }
 
 /// The requests offered to applications and not yet answered.
@@ -107,20 +171,22 @@ impl<O: Copy> Handoff<O> {
         self.waiting.get(&queue).map_or(0, VecDeque::len)
     }
 
-    /// Offers the request `d` from connection `origin`; its answer may be cached at
-    /// `cache_url`.
+    /// Offers the request `d` from connection `origin`, under `site`'s limits; its answer
+    /// may be cached at `cache_url`. Its body counts in the site's budget of held bodies until
+    /// it is answered or gone (the connection gives its own count up once it is queued).
     ///
     /// # Errors
-    /// [`Refusal::QueueFull`] when `queue_length` requests wait already;
+    /// [`Refusal::QueueFull`] when `queue-length` requests wait already;
     /// [`Refusal::OutOfMemory`].
     pub fn offer(
         &mut self,
         origin: O,
         d: &Delivery<'_>,
-        queue_length: u32,
+        site: &Site,
         cache_url: Option<&str>,
     ) -> Result<RequestId, Refusal> {
         let oom = |_| Refusal::OutOfMemory;
+        let queue_length = site.limits().queue_length;
         if self.waiting(d.queue) >= usize::try_from(queue_length).unwrap_or(usize::MAX) {
             return Err(Refusal::QueueFull);
         }
@@ -131,6 +197,9 @@ impl<O: Copy> Handoff<O> {
             cache_url: cache_url.map(mem::boxed_str).transpose().map_err(oom)?,
             head: mem::boxed(d.head).map_err(oom)?,
             body: mem::boxed(d.body).map_err(oom)?,
+            path: mem::boxed(d.path).map_err(oom)?,
+            remote: remote_text(d.remote),
+            charge: Charge::new(site.shared_stats()),
         };
         self.requests
             .try_reserve(1)
@@ -147,6 +216,10 @@ impl<O: Copy> Handoff<O> {
         }
         self.next_id = id;
         line.push_back(id);
+        let mut pending = pending;
+        pending
+            .charge
+            .force(u64::try_from(pending.body.len()).unwrap_or(u64::MAX));
         self.requests.insert(id, pending);
         Ok(RequestId(id))
     }
@@ -156,11 +229,7 @@ impl<O: Copy> Handoff<O> {
         let id = self.waiting.get_mut(&queue)?.pop_front()?;
         let p = self.requests.get_mut(&id)?;
         p.taker = Some(taker);
-        Some(Received {
-            id: RequestId(id),
-            head: &p.head,
-            body: &p.body,
-        })
+        Some(p.received(RequestId(id)))
     }
 
     /// Request `id` as `taker` received it, if `taker` holds it (for a host that hands several
@@ -171,11 +240,7 @@ impl<O: Copy> Handoff<O> {
             .requests
             .get(&id.0)
             .filter(|p| p.taker == Some(taker))?;
-        Some(Received {
-            id,
-            head: &p.head,
-            body: &p.body,
-        })
+        Some(p.received(id))
     }
 
     /// The body of request `id` from `offset` on (empty past its end), if `taker` holds it:
@@ -307,23 +372,61 @@ mod tests {
     use crate::conn::{Delivery, Refusal, RequestId};
     use crate::route::Local;
 
+    /// A site whose `queue-length` is `n`.
+    fn lim(n: u32) -> crate::Site {
+        let mut s = crate::Site::new();
+        s.set_limit("queue-length", u64::from(n)).unwrap();
+        s
+    }
+
     fn d(queue: u32, head: &'static [u8]) -> Delivery<'static> {
         Delivery {
             queue,
             head,
             body: b"",
+            path: b"/p?q",
             local: Local {
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 port: 80,
             },
+            remote: Some(Local {
+                ip: IpAddr::V6(core::net::Ipv6Addr::LOCALHOST),
+                port: 5000,
+            }),
         }
+    }
+
+    #[test]
+    fn a_received_request_carries_its_path_and_client() {
+        let mut h: Handoff<usize> = Handoff::new();
+        let mut v4 = d(1, b"GET /x%2F HTTP/1.1\r\n\r\n");
+        v4.body = b"abcdef";
+        v4.remote = Some(Local {
+            ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            port: 65535,
+        });
+        h.offer(0, &v4, &lim(10), None).unwrap();
+        h.offer(1, &d(1, b"GET / HTTP/1.1\r\n\r\n"), &lim(10), None)
+            .unwrap();
+        let mut none = d(1, b"GET / HTTP/1.1\r\n\r\n");
+        none.remote = None;
+        h.offer(2, &none, &lim(10), None).unwrap();
+        let row = h.receive(1, 9).unwrap().row(4);
+        assert_eq!(
+            (row.path, row.remote, row.body, row.body_len),
+            (&b"/p?q"[..], "192.0.2.1:65535", &b"abcd"[..], 6)
+        );
+        assert_eq!(h.receive(1, 9).unwrap().row(0).remote, "[::1]:5000");
+        assert_eq!(h.receive(1, 9).unwrap().row(0).remote, "");
     }
 
     #[test]
     fn offered_received_answered_in_order() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h.offer(1, &d(7, b"A"), 10, Some("http://+:80/a")).unwrap();
-        let b = h.offer(2, &d(7, b"B"), 10, None).unwrap();
+        let a = h
+            .offer(1, &d(7, b"A"), &lim(10), Some("http://+:80/a"))
+            .unwrap();
+        let b = h.offer(2, &d(7, b"B"), &lim(10), None).unwrap();
         assert_eq!((h.len(), h.waiting(7)), (2, 2));
         let r = h.receive(7, 100).unwrap();
         assert_eq!((r.id, r.head), (a, &b"A"[..]));
@@ -342,7 +445,7 @@ mod tests {
         let mut h: Handoff<u8> = Handoff::new();
         let mut delivery = d(7, b"H");
         delivery.body = b"0123456789";
-        let a = h.offer(1, &delivery, 10, None).unwrap();
+        let a = h.offer(1, &delivery, &lim(10), None).unwrap();
         assert_eq!(h.body(a, 100, 0), None, "not received yet");
         let _ = h.receive(7, 100);
         assert_eq!(h.body(a, 100, 4), Some(&b"456789"[..]));
@@ -356,15 +459,18 @@ mod tests {
     #[test]
     fn full_queue_and_ids() {
         let mut h: Handoff<u8> = Handoff::new();
-        h.offer(0, &d(1, b""), 2, None).unwrap();
-        h.offer(0, &d(1, b""), 2, None).unwrap();
-        assert_eq!(h.offer(0, &d(1, b""), 2, None), Err(Refusal::QueueFull));
-        assert!(h.offer(0, &d(2, b""), 2, None).is_ok(), "per queue");
+        h.offer(0, &d(1, b""), &lim(2), None).unwrap();
+        h.offer(0, &d(1, b""), &lim(2), None).unwrap();
+        assert_eq!(
+            h.offer(0, &d(1, b""), &lim(2), None),
+            Err(Refusal::QueueFull)
+        );
+        assert!(h.offer(0, &d(2, b""), &lim(2), None).is_ok(), "per queue");
         // Taken requests do not count against the length.
         let _ = h.receive(1, 5);
-        assert!(h.offer(0, &d(1, b""), 2, None).is_ok());
+        assert!(h.offer(0, &d(1, b""), &lim(2), None).is_ok());
         h.next_id = u64::MAX;
-        let id = h.offer(0, &d(3, b""), 2, None).unwrap();
+        let id = h.offer(0, &d(3, b""), &lim(2), None).unwrap();
         assert_ne!(id, RequestId(0));
         assert_eq!(id, RequestId(5), "wrapped past 0 and the ids in use");
     }
@@ -372,8 +478,8 @@ mod tests {
     #[test]
     fn requeue_goes_first() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h.offer(1, &d(7, b"A"), 10, None).unwrap();
-        h.offer(2, &d(7, b"B"), 10, None).unwrap();
+        let a = h.offer(1, &d(7, b"A"), &lim(10), None).unwrap();
+        h.offer(2, &d(7, b"B"), &lim(10), None).unwrap();
         let _ = h.receive(7, 100);
         h.requeue(a, 999).unwrap();
         assert_eq!(h.waiting(7), 1, "only the taker puts it back");
@@ -384,10 +490,10 @@ mod tests {
     #[test]
     fn a_taker_that_goes_abandons_what_it_took_and_orphaned_queues() {
         let mut h: Handoff<u8> = Handoff::new();
-        h.offer(1, &d(7, b""), 10, None).unwrap();
-        h.offer(2, &d(7, b""), 10, None).unwrap();
-        h.offer(3, &d(8, b""), 10, None).unwrap();
-        h.offer(4, &d(9, b""), 10, None).unwrap();
+        h.offer(1, &d(7, b""), &lim(10), None).unwrap();
+        h.offer(2, &d(7, b""), &lim(10), None).unwrap();
+        h.offer(3, &d(8, b""), &lim(10), None).unwrap();
+        h.offer(4, &d(9, b""), &lim(10), None).unwrap();
         let _ = h.receive(7, 100);
         let _ = h.receive(9, 200);
         let mut gone = Vec::new();
@@ -403,7 +509,9 @@ mod tests {
     #[test]
     fn a_streamed_answer_holds_its_request_until_the_last_piece() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h.offer(1, &d(7, b"A"), 10, Some("http://+:80/a")).unwrap();
+        let a = h
+            .offer(1, &d(7, b"A"), &lim(10), Some("http://+:80/a"))
+            .unwrap();
         let _ = h.receive(7, 100);
         assert_eq!(h.body(a, 100, 0), Some(&b""[..]));
         assert_eq!(h.body(a, 101, 0), None, "only the taker");
@@ -420,8 +528,8 @@ mod tests {
     #[test]
     fn a_connection_that_goes_cancels() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h.offer(1, &d(7, b""), 10, None).unwrap();
-        let b = h.offer(2, &d(7, b""), 10, None).unwrap();
+        let a = h.offer(1, &d(7, b""), &lim(10), None).unwrap();
+        let b = h.offer(2, &d(7, b""), &lim(10), None).unwrap();
         assert_eq!(h.cancel(a), Some(1));
         assert_eq!(h.receive(7, 1).map(|r| r.id), Some(b));
         assert_eq!(h.cancel(b), Some(2));

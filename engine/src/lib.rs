@@ -38,6 +38,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acl;
+mod budget;
 mod cache;
 mod conn;
 pub mod ctl;
@@ -50,6 +51,7 @@ mod out;
 pub mod persist;
 mod pump;
 mod queues;
+mod rate;
 mod respond;
 mod route;
 mod site;
@@ -68,7 +70,7 @@ pub use handoff::{Handoff, Outcome, Received};
 pub use limits::Limits;
 pub use out::{Body, Transmit};
 pub use pump::{Completion, InlineGate, NextIo, next_io};
-pub use queues::{Holder, Queue, QueueStats, Queues};
+pub use queues::{Holder, Owner, Queue, QueueStats, Queues};
 pub use respond::{
     AppAnswer, AppResponse, app_cache_fields, app_cache_url, app_response_cacheable,
     store_app_answer,

@@ -9,8 +9,15 @@ pub const MAX_HEADERS_CAP: usize = 128;
 /// Request bodies larger than this are not read and discarded: 413 and close.
 pub const DISCARD_LIMIT: u64 = 1 << 20;
 
-/// Slack, in milliseconds, for a slow reader before the minimum send rate applies.
+/// Slack, in milliseconds, for a slow reader (or writer of a body) before the minimum send
+/// (or receive) rate applies.
 pub const SEND_GRACE_MS: u64 = 10_000;
+
+/// The window, in milliseconds, over which the minimum send and receive rates judge progress
+/// (issue #21): after the grace period, each window must move at least the rate times the
+/// window (or everything left to send), so that a client who stops is closed within this long,
+/// however large the response or body.
+pub const RATE_WINDOW_MS: u64 = 10_000;
 
 /// A connection's buffers larger than this are freed when it goes idle.
 pub const KEEP_IDLE: usize = 4096;
@@ -88,6 +95,13 @@ pub struct Limits {
     pub app_response_timeout: u32,
     /// Request body bytes read and handed to an application with its request; beyond: 413.
     pub max_queued_body_bytes: u64,
+    /// Request body bytes held for applications at once, across every connection and queue
+    /// (issue #21); a body that would go past it: 503 and a close.
+    pub body_buffer_bytes: u64,
+    /// Bytes per second a client must send a request body at, judged over
+    /// [`RATE_WINDOW_MS`] after [`SEND_GRACE_MS`]; 0 disables (then only `header-timeout`
+    /// bounds a body).
+    pub min_receive_rate: u32,
 }
 
 impl Default for Limits {
@@ -109,6 +123,10 @@ impl Default for Limits {
             // nginx's `proxy_read_timeout`: what a proxy in front of an application waits.
             app_response_timeout: 60,
             max_queued_body_bytes: 1 << 20,
+            // Sixty-four bodies of the default largest: a flood of unfinished uploads holds
+            // at most this much, in the driver non-paged pool.
+            body_buffer_bytes: 64 << 20,
+            min_receive_rate: 150,
         }
     }
 }
@@ -123,7 +141,7 @@ struct LimitDef {
 }
 
 /// Every limit, in display order. Ranges follow http.sys's where it has one (KB 820129).
-const LIMITS: [LimitDef; 14] = [
+const LIMITS: [LimitDef; 16] = [
     LimitDef {
         name: "max-request-bytes",
         min: 256,
@@ -222,6 +240,20 @@ const LIMITS: [LimitDef; 14] = [
         get: |l| l.max_queued_body_bytes,
         set: |l, v| l.max_queued_body_bytes = v,
     },
+    LimitDef {
+        name: "body-buffer-bytes",
+        min: 0,
+        max: 1 << 40,
+        get: |l| l.body_buffer_bytes,
+        set: |l, v| l.body_buffer_bytes = v,
+    },
+    LimitDef {
+        name: "min-receive-rate",
+        min: 0,
+        max: 1 << 30,
+        get: |l| u64::from(l.min_receive_rate),
+        set: |l, v| l.min_receive_rate = narrow(v),
+    },
 ];
 
 /// Callers have range-checked `v` against a maximum that fits in u32.
@@ -284,6 +316,6 @@ mod tests {
         assert_eq!(l.set("nope", 1), Err(CtlError::UnknownLimit));
         l.set("idle-timeout", 5).unwrap();
         assert_eq!(l.idle_timeout, 5);
-        assert_eq!(Limits::names().count(), 14);
+        assert_eq!(Limits::names().count(), 16);
     }
 }

@@ -128,6 +128,7 @@ pub(crate) fn put_groups(buf: &mut Vec<u8>, groups: &[&[&[u8]]]) -> Result<(), O
 
 /// A `core::fmt::Write` sink into a fixed buffer, for formatting numbers and addresses without
 /// allocating.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct StackText<const N: usize> {
     buf: [u8; N],
     len: usize,

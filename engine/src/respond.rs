@@ -12,13 +12,13 @@ use alloc::vec::Vec;
 use crate::cache::entry::{Entry, content_type_or_default, entry_field_allowed, header_lines};
 use crate::cache::serve::serve;
 use crate::error::{CtlError, OutOfMemory, RequestError};
-use crate::http1::request::{Head, Method, Version, parse_head};
+use crate::http1::request::{Framing, Head, Method, Version, parse_head};
 use crate::http1::response::{Persist, ResponseHead, Served, page};
 use crate::limits::MAX_HEADERS_CAP;
 use crate::mem::{self, put};
 use crate::out::{Body, Output};
 use crate::queues::QueueStats;
-use crate::route::{CanonError, Local, canonicalize};
+use crate::route::{CanonError, Local, canonicalize, names_the_same};
 use crate::site::{Site, Stats};
 use crate::time::{Clock, HttpDate};
 
@@ -150,10 +150,14 @@ impl Answer<'_> {
     /// The page for a request refused while it was read or parsed.
     #[must_use]
     pub(crate) const fn refused(e: RequestError) -> Self {
-        Self::Page {
-            status: e.status(),
-            text: e.reason(),
-            allow: false,
+        match e {
+            // A 503 the client may retry: with `Retry-After`.
+            RequestError::BodiesBusy => Self::Busy { text: e.reason() },
+            _ => Self::Page {
+                status: e.status(),
+                text: e.reason(),
+                allow: false,
+            },
         }
     }
 
@@ -305,10 +309,16 @@ pub(crate) fn decide<'a>(
         .cache()
         .get(reservation.id, rel)
         .filter(|e| !e.is_expired(clock.now()));
-    let cached = entry.is_some() && matches!(head.method, Method::Get | Method::Head);
+    let queue = site.queues().for_reservation(reservation.id);
     // A cached entry answers before any queue (http.sys: the kernel cache first); every other
     // request under a queue's prefix goes to its application, or gets 503 with none attached.
-    if let Some(queue) = site.queues().for_reservation(reservation.id)
+    // The cache is keyed on the path alone, so under a queue a request with a query string is
+    // the application's: the entry holds the answer to the path without one (issue #21). A
+    // reservation with no queue ignores the query, as nginx's static files do.
+    let cached = entry.is_some()
+        && matches!(head.method, Method::Get | Method::Head)
+        && (queue.is_none() || head.query.is_none());
+    if let Some(queue) = queue
         && !cached
     {
         Stats::bump(&stats.misses);
@@ -355,7 +365,13 @@ pub(crate) fn decide<'a>(
 
 /// Where an application's answer to the request `head` (as received, on `local`) would be
 /// cached: its URL as `cache put` takes it, when the request allows caching at all (issue #12,
-/// http.sys's kernel-cache rules): a GET, without a query string, `Authorization` or `Cookie`.
+/// http.sys's kernel-cache rules): a GET, without a query string, a body, `Authorization` or
+/// `Cookie` (issue #21: a body could change the answer, and the cache would then serve it to
+/// requests without one), and whose raw path names what its canonical path names (they may
+/// differ only by escapes of unreserved characters, [`names_the_same`]). The last rule keeps an
+/// application that reads the raw target (the head it received) from answering for one path
+/// and having the answer cached under another: `/a/x%2F..%2F..%2Fb` routes and keys as `/b`,
+/// but an upstream may serve it as something else entirely (issue #21, finding 3).
 #[must_use]
 pub fn app_cache_url(site: &Site, local: Local, head: &[u8]) -> Option<String> {
     let limits = site.limits();
@@ -366,12 +382,15 @@ pub fn app_cache_url(site: &Site, local: Local, head: &[u8]) -> Option<String> {
     let private = headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("authorization") || h.name.eq_ignore_ascii_case("cookie")
     });
-    let target = head.split(|&b| b == b' ').nth(1)?;
-    if parsed.method != Method::Get || private || target.contains(&b'?') {
+    let body = !matches!(parsed.framing, Framing::None | Framing::Length(0));
+    if parsed.method != Method::Get || private || parsed.query.is_some() || body {
         return None;
     }
     let mut scratch = (Vec::new(), Vec::new());
     let path = canonicalize(parsed.path, &mut scratch).ok()?;
+    if !names_the_same(parsed.path, path) {
+        return None;
+    }
     let (reservation, rel) = site.namespace().route(local, parsed.host, path)?;
     let mut url = reservation.prefix.to_text().ok()?;
     mem::push_str(&mut url, core::str::from_utf8(rel).ok()?).ok()?;

@@ -15,7 +15,7 @@ use crate::cache::{Cache, Entry, EntrySpec};
 use crate::error::{CtlError, OutOfMemory};
 use crate::limits::Limits;
 use crate::mem;
-use crate::queues::{Holder, Queues};
+use crate::queues::{Holder, Owner, Queues};
 use crate::route::{Namespace, Prefix, Reservation, parse_prefix, parse_url};
 use crate::time::Instant;
 
@@ -34,6 +34,9 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Body bytes queued for sending.
     pub body_bytes: AtomicU64,
+    /// Request body bytes held for applications now, read and not yet answered (a gauge,
+    /// bounded by `body-buffer-bytes`: `crate::budget`).
+    pub body_bytes_held: AtomicU64,
 }
 
 impl Stats {
@@ -100,7 +103,7 @@ impl Site {
     pub fn try_clone(&self) -> Result<Self, OutOfMemory> {
         Ok(Self {
             namespace: self.namespace.try_clone()?,
-            queues: self.queues.try_clone()?,
+            queues: self.queues.clone(),
             cache: self.cache.try_clone()?,
             limits: self.limits,
             iplisten: mem::vec_from(&self.iplisten)?,
@@ -132,7 +135,17 @@ impl Site {
         name: &str,
         prefixes: &[&str],
         holder: Holder,
+        owner: Owner,
     ) -> Result<u32, CtlError> {
+        let ids = self.reservation_ids(prefixes)?;
+        self.queues.attach(name, &ids, holder, owner)
+    }
+
+    /// The ids of the reservations `prefixes` name (each exactly as reserved).
+    ///
+    /// # Errors
+    /// [`CtlError::InvalidPrefix`], [`CtlError::NotFound`], [`CtlError::OutOfMemory`].
+    pub fn reservation_ids(&self, prefixes: &[&str]) -> Result<Vec<u32>, CtlError> {
         let mut ids = Vec::new();
         ids.try_reserve_exact(prefixes.len())
             .map_err(OutOfMemory::from)?;
@@ -140,7 +153,7 @@ impl Site {
             let p = parse_prefix(p)?;
             ids.push(self.namespace.id_of(&p).ok_or(CtlError::NotFound)?);
         }
-        self.queues.attach(name, &ids, holder)
+        Ok(ids)
     }
 
     /// Detaches `holder` from queue `id`; its misses get 503 until one attaches again.
@@ -163,8 +176,14 @@ impl Site {
             .try_reserve_exact(queues.len())
             .map_err(|_| CtlError::OutOfMemory)?;
         for &q in queues {
-            let _ = self.queues.detach(q, holder);
-            if self.queues.get(q).is_some_and(|q| q.attached() == 0) {
+            if self.queues.get(q).is_none() {
+                continue;
+            }
+            if let Err(CtlError::OutOfMemory) = self.queues.detach(q, holder) {
+                return Err(CtlError::OutOfMemory);
+            }
+            // Left with no application, or removed with its last one.
+            if self.queues.get(q).is_none_or(|q| q.attached() == 0) {
                 orphaned.push(q);
             }
         }
@@ -209,6 +228,12 @@ impl Site {
     /// The shared counters.
     #[must_use]
     pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The statistics, shared by every snapshot (what a body's [`crate::budget::Charge`]
+    /// counts against).
+    pub(crate) const fn shared_stats(&self) -> &Arc<Stats> {
         &self.stats
     }
 
@@ -275,7 +300,7 @@ impl Site {
         // Entries first: if that runs out of memory, the reservation is still there.
         self.cache.remove_where(|rid, _| rid == id)?;
         self.namespace.remove(&p)?;
-        self.queues.forget(id);
+        self.queues.forget(id)?;
         Ok(())
     }
 

@@ -381,18 +381,21 @@ fn every_allocation_of_an_offer_can_fail() {
         queue: 3,
         head: b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n",
         body: b"a body",
+        path: b"/app/x",
         local,
+        remote: Some(local),
     };
+    let site = khttp_engine::Site::new();
     // Into an empty hand-off (its tables grow) and into one that holds a request.
     for prefill in [0usize, 1] {
         let mut failures = 0;
         for k in 0.. {
             let mut h: Handoff<u32> = Handoff::new();
             if prefill == 1 {
-                h.offer(1, &d, 10, None).unwrap();
+                h.offer(1, &d, &site, None).unwrap();
             }
             let url = Some("http://+:8080/app/x");
-            let (r, failed) = failing(k, || engine(|| h.offer(2, &d, 10, url)));
+            let (r, failed) = failing(k, || engine(|| h.offer(2, &d, &site, url)));
             if !failed {
                 assert!(r.is_ok());
                 assert_eq!(h.waiting(3), prefill + 1);
@@ -406,7 +409,7 @@ fn every_allocation_of_an_offer_can_fail() {
                 "allocation {k}: half an offer is left"
             );
             assert!(
-                h.offer(3, &d, 10, None).is_ok(),
+                h.offer(3, &d, &site, None).is_ok(),
                 "allocation {k}: the next offer"
             );
             let first = h.receive(3, 9).map(|r| r.id);

@@ -460,11 +460,55 @@ fn deadlines() {
     );
     let mut h = Harness::new(s);
     h.feed(&get("/big", ""));
-    // 150 kB (and a head) at 150 B/s is just over 1001 s, plus 10 s of grace.
-    h.advance_secs(1011);
+    // 10 s of grace, then a window of 10 s that must see 1500 bytes (issue #21: whatever the
+    // size; it was 10 s plus the size at 150 B/s).
+    h.advance_secs(19);
     assert!(h.closed().is_none());
     h.advance_secs(1);
     assert_eq!(h.closed(), Some(Close::Abortive));
+}
+
+/// Issue #21, finding 9: a reader who stops is reset within a window of the last progress,
+/// however large the response; one who keeps the minimum rate is never cut.
+#[test]
+fn the_send_rate_is_judged_over_a_window() {
+    let mut s = site();
+    common::put(
+        &mut s,
+        "http://+:8080/huge",
+        vec![b'x'; 64 << 20],
+        "text/plain",
+    );
+    let send = |h: &mut Harness, n: usize| {
+        let mut left = n;
+        while left > 0 {
+            let Some(t) = h.conn.transmit() else { break };
+            let len = match t {
+                khttp_engine::Transmit::Head(b) => b.len(),
+                khttp_engine::Transmit::Body { start, end, .. } => end - start,
+            };
+            let k = len.min(left);
+            h.conn.handle_sent(k, &h.clock, &h.site);
+            left -= k;
+        }
+    };
+    // 1 MiB at once, then nothing: reset 10 s (a window) after the grace period ends.
+    let mut h = Harness::new(s.clone());
+    h.feed(&get("/huge", ""));
+    send(&mut h, 1 << 20);
+    h.advance_secs(19);
+    assert_eq!(h.closed(), None);
+    h.advance_secs(1);
+    assert_eq!(h.closed(), Some(Close::Abortive), "not five days later");
+    // A reader just above 150 B/s for ten minutes keeps going.
+    let mut h = Harness::new(s);
+    h.feed(&get("/huge", ""));
+    for _ in 0..600 {
+        h.advance_secs(1);
+        send(&mut h, 160);
+        assert_eq!(h.closed(), None);
+    }
+    assert!(h.conn.has_output());
 }
 
 #[test]
@@ -621,26 +665,69 @@ fn undelivered_bytes_defer_the_idle_timer_within_the_send_rate() {
     h.exchange(&get("/index.html", ""));
     let idle = h.conn.poll_timeout().unwrap();
     h.clock.update(idle, UNIX_NOW + 120);
-    // Still 4 MB in the kernel: not idle.
+    // Still 4 MB in the kernel: not idle. Their progress is looked at again after the grace
+    // period and a window (issue #21: not after 4 MB at the minimum rate).
     h.conn.handle_timeout(&h.clock, 4_000_000);
     assert_eq!(h.closed(), None);
-    // Delivered: idle from the last look, and closed gracefully one idle-timeout later.
     let next = h.conn.poll_timeout().unwrap();
-    assert_eq!(next, idle.add_secs(120));
-    h.clock.update(next, UNIX_NOW + 240);
+    assert_eq!(next, idle.add_secs(20));
+    h.clock.update(next, UNIX_NOW + 140);
+    h.conn.handle_timeout(&h.clock, 3_000_000);
+    assert_eq!(h.closed(), None, "a megabyte went: a window of credit");
+    assert_eq!(h.conn.poll_timeout(), Some(idle.add_secs(40)));
+    // Delivered: idle from the last look, and closed gracefully one idle-timeout later.
+    h.clock.update(idle.add_secs(40), UNIX_NOW + 160);
+    h.conn.handle_timeout(&h.clock, 0);
+    assert_eq!(h.closed(), None);
+    let next = h.conn.poll_timeout().unwrap();
+    assert_eq!(next, idle.add_secs(140));
+    h.clock.update(next, UNIX_NOW + 260);
     h.conn.handle_timeout(&h.clock, 0);
     assert_eq!(h.closed(), Some(Close::Graceful));
 
-    // A client that never reads them: reset once 10 s + 3000 B / 150 B/s = 30 s have passed.
+    // A client that never reads them: reset after the grace period and a window.
     let mut h = Harness::new(site());
     h.exchange(&get("/index.html", ""));
     let idle = h.conn.poll_timeout().unwrap();
     h.clock.update(idle, UNIX_NOW + 120);
-    h.conn.handle_timeout(&h.clock, 3000);
-    assert_eq!(h.conn.poll_timeout(), Some(idle.add_secs(30)));
-    h.clock.update(idle.add_secs(30), UNIX_NOW + 150);
-    h.conn.handle_timeout(&h.clock, 3000);
+    h.conn.handle_timeout(&h.clock, 3_000_000);
+    assert_eq!(h.conn.poll_timeout(), Some(idle.add_secs(20)));
+    h.clock.update(idle.add_secs(20), UNIX_NOW + 140);
+    h.conn.handle_timeout(&h.clock, 3_000_000);
     assert_eq!(h.closed(), Some(Close::Abortive));
+}
+
+/// Issue #21, finding 9: while the close lingers, a host that reports what the transport
+/// still holds (khttpd: SIOCOUTQ) has it judged over a window too: 4 MB in flight no longer
+/// buy hours.
+#[test]
+fn a_lingering_close_is_judged_by_reported_progress() {
+    let mut h = lingering(4_000_000);
+    let start = h.clock.now();
+    // Without reports: the old allowance (4 MB at 150 B/s).
+    assert!(h.conn.poll_timeout().unwrap() > start.add_secs(20_000));
+    h.conn.handle_undelivered(&h.clock, 4_000_000);
+    assert_eq!(h.conn.poll_timeout(), Some(start.add_secs(20)));
+    for i in 1..=30 {
+        h.clock.update(start.add_secs(i), UNIX_NOW + i);
+        h.conn.handle_undelivered(&h.clock, 4_000_000 - i * 10_000);
+    }
+    assert_eq!(h.closed(), None, "moving: kept");
+    assert_eq!(h.conn.poll_timeout(), Some(start.add_secs(50)));
+    h.clock.update(start.add_secs(50), UNIX_NOW + 50);
+    h.conn.handle_undelivered(&h.clock, 3_700_000);
+    assert_eq!(
+        h.conn.handle_timeout(&h.clock, 3_700_000).map(|d| d.close),
+        Some(Some(Close::Abortive))
+    );
+    assert_eq!(h.closed(), Some(Close::Abortive));
+    // Delivered: finished at linger-timeout, as before.
+    let mut h = lingering(4_000_000);
+    h.conn.handle_undelivered(&h.clock, 0);
+    assert_eq!(
+        h.conn.poll_deadline().map(|d| d.close),
+        Some(Some(Close::Finished))
+    );
 }
 
 /// A connection that closes after its response, shut down by the host: the lingering close.

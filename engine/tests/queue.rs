@@ -6,14 +6,16 @@ mod common;
 use std::sync::Arc;
 
 use common::{BODY, Harness, get, one, parse_responses, site};
-use khttp_engine::{AppResponse, Close, Holder, Phase, Refusal, RequestId, Site, Timer};
+use khttp_engine::{AppResponse, Close, Holder, Owner, Phase, Refusal, RequestId, Site, Timer};
 
 const HOLDER: Holder = Holder { pid: 1, uid: 0 };
 
 /// The example site with a queue for `http://+:8080/`, attached (or not).
 fn queued_site(attached: bool) -> Site {
     let mut s = site();
-    let id = s.attach_queue("app", &["http://+:8080/"], HOLDER).unwrap();
+    let id = s
+        .attach_queue("app", &["http://+:8080/"], HOLDER, Owner::Uid(0))
+        .unwrap();
     if !attached {
         s.detach_queue(id, HOLDER).unwrap();
     }
@@ -43,6 +45,38 @@ fn take(h: &mut Harness, id: u64) -> (String, Vec<u8>) {
     h.conn.handle_queued(RequestId(id), &h.clock);
     assert!(h.conn.poll_delivery().is_none(), "offered once");
     got
+}
+
+/// Issue #21, finding 5: under a queue, a request with a query string goes to the
+/// application even where the cache holds its path; without a queue, the query is ignored.
+/// The application is told the canonical path and the query (what it forwards), and the
+/// client's address.
+#[test]
+fn a_query_under_a_queue_is_the_applications() {
+    let mut h = Harness::new(queued_site(true));
+    h.conn.set_remote(khttp_engine::Local {
+        ip: std::net::Ipv4Addr::new(192, 0, 2, 7).into(),
+        port: 4321,
+    });
+    let r = one(&h.exchange(&get("/index.html", "")));
+    assert_eq!((r.status, r.body.as_slice()), (200, BODY), "a hit");
+    h.feed(&get("/index.html?tab=secret-settings", ""));
+    let d = h.conn.poll_delivery().expect("the application's");
+    assert_eq!(d.path, b"/index.html?tab=secret-settings");
+    assert_eq!(d.remote.map(|r| r.port), Some(4321));
+    h.conn.handle_queued(RequestId(1), &h.clock);
+    assert!(
+        h.conn
+            .handle_response(RequestId(1), &reply(200, b"app"), &h.clock, &h.site)
+    );
+    assert_eq!(one(&h.flush()).body, b"app");
+    // The canonical path, whatever the raw one.
+    h.feed(&get("/x/%2E%2E/a%2Fb%7e?q=%2F", ""));
+    assert_eq!(h.conn.poll_delivery().unwrap().path, b"/a/b~?q=%2F");
+    // A reservation without a queue serves its entry, query or not.
+    let mut plain = Harness::new(site());
+    let r = one(&plain.exchange(&get("/index.html?tab=x", "")));
+    assert_eq!((r.status, r.body.as_slice()), (200, BODY));
 }
 
 #[test]
@@ -143,6 +177,104 @@ fn bodies_are_decoded_and_bounded() {
     let r = one(&h.exchange(head.as_bytes()));
     assert_eq!(r.status, 413);
     assert!(h.conn.poll_delivery().is_none());
+}
+
+/// Issue #21, finding 4: request bodies held for applications share one budget across every
+/// connection and queue (`body-buffer-bytes`), counted from the first byte read until the
+/// request is answered or gone; past it, 503 with `Retry-After` and a close.
+#[test]
+fn held_bodies_share_one_budget() {
+    use khttp_engine::{Handoff, RequestId};
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut s = queued_site(true);
+    s.set_limit("body-buffer-bytes", 10_000).unwrap();
+    let held = |s: &Site| s.stats().body_bytes_held.load(Relaxed);
+    let post = |len: usize| format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+    // One client sends 6,000 of 8,000 bytes and waits: they are held.
+    let mut a = Harness::new(s.clone());
+    a.feed(post(8000).as_bytes());
+    assert_eq!(held(&s), 0, "nothing before the first byte");
+    a.feed(&[b'a'; 6000]);
+    assert_eq!(held(&s), 6000);
+    // Another announces 8,000: it cannot fit now, 503 at once, nothing read.
+    let mut b = Harness::new(s.clone());
+    let r = one(&b.exchange(post(8000).as_bytes()));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(b.closed(), Some(Close::Graceful));
+    // A chunked one is refused when its bytes would pass the budget.
+    let mut c = Harness::new(s.clone());
+    c.feed(b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    c.feed(b"bb8\r\n");
+    c.feed(&[b'c'; 3000]);
+    assert_eq!(held(&s), 9000);
+    c.feed(b"\r\n7d0\r\n");
+    c.feed(&[b'c'; 2000]);
+    let r = one(&c.flush());
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("too many request bodies"));
+    assert_eq!(held(&s), 6000, "c's bytes are given back at once");
+    // A's body completes, is offered and queued: the hand-off holds it, the connection not.
+    a.feed(&[b'a'; 2000]);
+    let mut handoff: Handoff<u8> = Handoff::new();
+    let id = {
+        let d = a.conn.poll_delivery().unwrap();
+        handoff.offer(0, &d, &a.site, None).unwrap()
+    };
+    a.conn.handle_queued(id, &a.clock);
+    assert_eq!(held(&s), 8000, "counted once, by the hand-off");
+    // Answered: nothing held.
+    assert_eq!(handoff.receive(1, 7).map(|r| r.id), Some(id));
+    handoff.answer(id, 7);
+    assert_eq!(held(&s), 0);
+    // A connection that goes gives its bytes back.
+    let mut d = Harness::new(s.clone());
+    d.feed(post(5000).as_bytes());
+    d.feed(&[b'd'; 4000]);
+    assert_eq!(
+        held(&s),
+        4096,
+        "what is allocated counts: the buffer's capacity"
+    );
+    drop(d);
+    assert_eq!(held(&s), 0);
+    let _ = RequestId(0);
+}
+
+/// Issue #21, finding 4: a body must keep up `min-receive-rate` (judged over a window after a
+/// grace period), as well as arrive within `header-timeout`: one that stalls is closed within
+/// seconds, and its bytes given back.
+#[test]
+fn a_stalled_body_is_closed_within_seconds() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = queued_site(true);
+    let mut h = Harness::new(s.clone());
+    h.feed(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n");
+    h.feed(&vec![b'x'; 1_048_575]);
+    assert!(s.stats().body_bytes_held.load(Relaxed) >= 1_048_575);
+    h.advance_secs(19);
+    assert_eq!(h.closed(), None);
+    h.advance_secs(1);
+    assert_eq!(h.conn.phase(), Phase::Sending);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+    assert_eq!(s.stats().body_bytes_held.load(Relaxed), 0);
+    // A body trickled at the rate keeps going, until `header-timeout` (120 s).
+    let mut h = Harness::new(s);
+    h.feed(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n");
+    for _ in 0..119 {
+        h.advance_secs(1);
+        h.feed(&[b'y'; 150]);
+    }
+    assert_eq!(h.closed(), None);
+    h.advance_secs(1);
+    assert_eq!(h.closed(), Some(Close::Graceful));
+    // Off: only header-timeout.
+    let mut s = queued_site(true);
+    s.set_limit("min-receive-rate", 0).unwrap();
+    let mut h = Harness::new(s);
+    h.feed(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n");
+    h.advance_secs(119);
+    assert_eq!(h.closed(), None);
 }
 
 #[test]
@@ -302,6 +434,33 @@ fn what_may_be_cached() {
         url("GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Basic eA==\r\n\r\n"),
         None
     );
+    // Issue #21: a raw path whose canonical form names another resource (an escaped slash, a
+    // backslash, a dot-segment) is never cached: the application read the raw one.
+    for poison in [
+        "/a/x%2F..%2F..%2F",
+        "/static/x%2F..%2F..%2Fuser%2Fadmin",
+        "/a/x%2f%2e%2e%2f",
+        "/a/x%5C..%5Cb",
+        "/a/x\\..\\b",
+        "/a/./b",
+        "/a/c/../b",
+    ] {
+        let head = format!("GET {poison} HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(url(&head), None, "{poison}");
+    }
+    // Nor the answer to a request with a body, which may have shaped it.
+    assert_eq!(
+        url("GET /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n"),
+        None
+    );
+    assert_eq!(
+        url("GET /a/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        None
+    );
+    assert_eq!(
+        url("GET /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_deref(),
+        Some("http://+:8080/a/b")
+    );
     assert!(app_response_cacheable(200, &["X-A: 1"], 10, &s));
     assert!(!app_response_cacheable(201, &[], 10, &s));
     assert!(!app_response_cacheable(200, &["Set-Cookie: a=b"], 10, &s));
@@ -359,12 +518,12 @@ fn detaching_reports_the_queues_left_empty() {
     let mut s = site();
     s.reserve("http://+:8080/b/", None).unwrap();
     let alone = s
-        .attach_queue("alone", &["http://+:8080/"], HOLDER)
+        .attach_queue("alone", &["http://+:8080/"], HOLDER, Owner::Uid(0))
         .unwrap();
     let shared = s
-        .attach_queue("shared", &["http://+:8080/b/"], HOLDER)
+        .attach_queue("shared", &["http://+:8080/b/"], HOLDER, Owner::Uid(0))
         .unwrap();
-    s.attach_queue("shared", &["http://+:8080/b/"], other)
+    s.attach_queue("shared", &["http://+:8080/b/"], other, Owner::Uid(0))
         .unwrap();
     assert_eq!(
         s.detach_queues(&[alone, shared, 999], HOLDER).unwrap(),

@@ -5,7 +5,16 @@
 //! Who may attach where is the engine's rule (`ctl::attach`): root and khttpd's own user
 //! anywhere, another user only under a reservation granted to it by name
 //! (`khttpctl urlacl add PREFIX --user NAME`), which `SO_PEERCRED` and the password database
-//! identify. A refusal is one line to the application and one to khttpd's log.
+//! identify, and only to a queue it created itself (issue #21). A refusal is one line to the
+//! application and one to khttpd's log.
+//!
+//! What a local user can make khttpd hold here is bounded (issue #21, finding 6): at most
+//! [`MAX_SESSIONS_PER_USER`] connections per user and [`MAX_SESSIONS`] in all
+//! (administrators' are not counted), each with its thread; a frame is judged by its header
+//! before any of it is read (direct bytes only in an answer of an application attached to a
+//! queue), and read as it arrives; a connection attached to nothing
+//! is closed after [`FRAME_TIMEOUT`] without a frame, and any frame must arrive whole within
+//! it; at most [`MAX_ATTACHES`] attaches per connection.
 //!
 //! The requests themselves live here, between the workers (whose connections offer them and
 //! take the answers) and the application sessions (one thread per application connection). A
@@ -28,7 +37,7 @@ use khttp_engine::{
     app_cache_url, app_response_cacheable, store_app_answer,
 };
 use khttp_proto::frame::{self, RequestFrame};
-use khttp_proto::reply::{AttachRow, BodyRow, RequestRow, RespondRow};
+use khttp_proto::reply::{AttachRow, BodyRow, RespondRow};
 use khttp_proto::{
     Command, Request, Respond, Status, decode_request, error_reply, refuse, write_rows,
 };
@@ -99,6 +108,75 @@ pub(crate) struct Apps {
     /// Per worker: answers for its connections, taken when its waker fires.
     inboxes: Mutex<Vec<Vec<Inbound>>>,
     next_session: AtomicU64,
+    /// Application connections open now, in all and per user (administrators' not counted).
+    sessions: Mutex<Sessions>,
+}
+
+/// Application connections of users other than administrators: each is a thread and a file
+/// descriptor, so their number is bounded, per user and in all (issue #21, finding 6: 5,000
+/// idle connections from one user made 5,006 threads, and about 20,000 exhausted khttpd's file
+/// descriptors).
+#[derive(Debug, Default)]
+struct Sessions {
+    total: usize,
+    per_user: HashMap<u32, usize>,
+}
+
+/// The most application connections of non-administrators at once.
+const MAX_SESSIONS: usize = 1024;
+/// The most application connections of one user (not an administrator) at once.
+const MAX_SESSIONS_PER_USER: usize = 128;
+/// The most attaches one application connection makes (each is a handle in a queue).
+const MAX_ATTACHES: usize = 64;
+/// How long a connection that has attached to nothing may sit between frames, and how long
+/// the rest of a frame may take once its header has come.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A place among the counted application connections, given back when dropped.
+pub(crate) struct SessionSlot {
+    shared: Arc<Shared>,
+    uid: Option<u32>,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let Some(uid) = self.uid else { return };
+        let mut s = self
+            .shared
+            .apps
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_user.get_mut(&uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.per_user.remove(&uid);
+            }
+        }
+    }
+}
+
+/// Counts in a new application connection from `uid` (`None`: an administrator's, not
+/// counted), or refuses it past the caps.
+fn admit_session(shared: &Arc<Shared>, uid: Option<u32>) -> Option<SessionSlot> {
+    if let Some(uid) = uid {
+        let mut s = shared
+            .apps
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mine = s.per_user.get(&uid).copied().unwrap_or(0);
+        if s.total >= MAX_SESSIONS || mine >= MAX_SESSIONS_PER_USER {
+            return None;
+        }
+        s.total += 1;
+        *s.per_user.entry(uid).or_default() += 1;
+    }
+    Some(SessionSlot {
+        shared: Arc::clone(shared),
+        uid,
+    })
 }
 
 impl Apps {
@@ -114,12 +192,11 @@ impl Apps {
         d: &Delivery<'_>,
         site: &Site,
     ) -> Result<RequestId, Refusal> {
-        let queue_length = site.limits().queue_length;
         let cache_url = app_cache_url(site, d.local, d.head);
         let mut st = self.state();
         let id = st
             .handoff
-            .offer((worker, slot), d, queue_length, cache_url.as_deref())?;
+            .offer((worker, slot), d, site, cache_url.as_deref())?;
         let arrived = st.arrived.get(&d.queue).cloned();
         drop(st);
         if let Some(c) = arrived {
@@ -205,7 +282,7 @@ impl Apps {
 
     /// Waits (at most `wait`) for a request of `queue`, hands it to `session`, with up to
     /// `max_requests - 1` more of those waiting beyond what the other idle receivers of the
-    /// queue can take, and writes them to `out` as [`RequestRow`]s with at most `body_max`
+    /// queue can take, and writes them to `out` as `RequestRow`s with at most `body_max`
     /// body bytes each; returns their ids (none: nothing came).
     fn receive(
         &self,
@@ -246,12 +323,7 @@ impl Apps {
         let rows = ids
             .iter()
             .filter_map(|id| st.handoff.taken(*id, session))
-            .map(|r| RequestRow {
-                id: r.id.0,
-                head: r.head,
-                body: r.body.get(..start).unwrap_or(r.body),
-                body_len: r.body.len() as u64,
-            });
+            .map(|r| r.row(start));
         if write_rows(out, rows).is_err() {
             out.clear();
             // Back first in line, in their order.
@@ -299,6 +371,16 @@ impl Apps {
     }
 }
 
+/// `len` bytes from `reader`, in a buffer that grows as they come.
+fn read_up_to(reader: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    reader.take(u64::from(len)).read_to_end(&mut buf)?;
+    if buf.len() != len as usize {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(buf)
+}
+
 /// The most body bytes one `QueueReceiveBody` reply carries: what an application that reads
 /// a body as it goes (a proxy forwarding an upload) holds of it at once; a round trip per MiB
 /// costs little next to copying the MiB.
@@ -319,22 +401,54 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Serves application connections, a thread each, until shutdown.
+/// Serves application connections, a thread each, until shutdown. Past the caps on
+/// connections ([`MAX_SESSIONS`], [`MAX_SESSIONS_PER_USER`]), a connection gets its refusal
+/// and is closed at once, without a thread.
 pub(crate) fn serve(listener: &UnixListener, shared: &Arc<Shared>) {
     for stream in listener.incoming() {
         if shared.shutdown.load(Ordering::Acquire) {
             return;
         }
         let Ok(stream) = stream else { continue };
+        let uid = sys::peer_uid(&stream).ok();
+        // Administrators' connections are not counted; one whose user cannot be read counts
+        // as one unknown user's.
+        let counted = match uid {
+            Some(u) if u == 0 || u == sys::euid() => None,
+            Some(u) => Some(u),
+            None => Some(u32::MAX),
+        };
+        let Some(slot) = admit_session(shared, counted) else {
+            refuse_session(&stream, uid);
+            continue;
+        };
         let shared = Arc::clone(shared);
         let _ = std::thread::Builder::new()
             .name("khttpd-app".into())
             .spawn(move || {
+                let _slot = slot;
                 if let Some(session) = Session::new(stream, shared) {
                     session.run();
                 }
             });
     }
+}
+
+/// Answers a connection past the caps with [`Status::TooManySessions`] (the frame is small and
+/// the socket new: the write does not block) and closes it.
+fn refuse_session(mut stream: &UnixStream, uid: Option<u32>) {
+    let mut out = Vec::new();
+    let status = refuse(
+        &mut out,
+        Status::TooManySessions,
+        Status::TooManySessions.message(),
+    );
+    let len = u32::try_from(out.len()).unwrap_or(0);
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write_all(&frame::encode_reply(status as u32, len));
+    let _ = stream.write_all(&out);
+    let uid = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
+    eprintln!("khttpd: refused an application connection (uid {uid}): too many");
 }
 
 /// One application connection.
@@ -401,28 +515,31 @@ impl Session {
 
     fn serve(&mut self) -> io::Result<()> {
         let mut out = Vec::new();
+        self.stream.set_write_timeout(Some(FRAME_TIMEOUT))?;
         loop {
+            // Between frames, an application attached to a queue may wait as long as it likes
+            // (it holds a handle); one attached to nothing is given FRAME_TIMEOUT.
+            let idle = self.attached.is_empty().then_some(FRAME_TIMEOUT);
+            self.stream.set_read_timeout(idle)?;
             let mut header = [0u8; frame::REQUEST_LEN];
             match self.reader.read_exact(&mut header) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),
             }
+            self.stream.set_read_timeout(Some(FRAME_TIMEOUT))?;
             out.clear();
             let Some(f) = RequestFrame::decode(&header) else {
                 let _ = error_reply(&mut out, "malformed frame");
                 return self.reply(Status::Malformed, &out);
             };
-            // One answer or piece is held whole in memory: at most 64 MiB (larger bodies are
-            // streamed); whether it may be cached is `cache-max-entry-bytes`'s business.
-            if f.direct_len as usize > khttp_proto::MAX_BYTES {
-                let _ = error_reply(&mut out, Status::EntryTooLarge.message());
-                return self.reply(Status::EntryTooLarge, &out);
+            if let Err(status) = self.admissible(&f) {
+                let _ = error_reply(&mut out, status.message());
+                return self.reply(status, &out);
             }
-            let mut input = vec![0u8; f.input_len as usize];
-            self.reader.read_exact(&mut input)?;
-            let mut direct = vec![0u8; f.direct_len as usize];
-            self.reader.read_exact(&mut direct)?;
+            // Read as it arrives: memory follows the bytes sent, not the lengths announced.
+            let input = read_up_to(&mut self.reader, f.input_len)?;
+            let direct = read_up_to(&mut self.reader, f.direct_len)?;
             let status = self.command(&f, &input, direct, &mut out);
             if std::mem::take(&mut self.no_reply) {
                 continue; // an answer whose outcome the application does not wait for
@@ -433,6 +550,31 @@ impl Session {
             }
             self.reply(status, &out)?;
         }
+    }
+
+    /// Whether a frame may be read at all, from its header alone, before any of it is read
+    /// into memory (issue #21, finding 6: a 64 MiB buffer was allocated for any frame that
+    /// announced one, attached or not). Its input is at most `frame::MAX_INPUT` (the header's
+    /// decoding says so); only an answer and a piece carry direct bytes, at most 64 MiB
+    /// (larger bodies are streamed), and only from an application attached to a queue.
+    fn admissible(&self, f: &RequestFrame) -> Result<(), Status> {
+        if f.direct_len == 0 {
+            return Ok(());
+        }
+        if f.direct_len as usize > khttp_proto::MAX_BYTES {
+            return Err(Status::EntryTooLarge);
+        }
+        let answers = matches!(
+            Command::from_code(f.code),
+            Some(Command::QueueRespond | Command::QueueSend)
+        );
+        if !answers {
+            return Err(Status::Malformed);
+        }
+        if self.attached.is_empty() {
+            return Err(Status::NotFound);
+        }
+        Ok(())
     }
 
     fn reply(&mut self, status: Status, out: &[u8]) -> io::Result<()> {
@@ -570,6 +712,9 @@ impl Session {
     }
 
     fn attach(&mut self, name: &str, prefixes: &[&str], out: &mut Vec<u8>) -> Result<(), CtlError> {
+        if self.attached.len() >= MAX_ATTACHES {
+            return Err(CtlError::TooManySessions);
+        }
         let (holder, user) = self.caller.as_ref().map_err(|_| CtlError::NotGranted)?;
         let (holder, uid) = (*holder, holder.uid);
         let caller = if uid == 0 || uid == sys::euid() {

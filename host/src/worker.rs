@@ -44,6 +44,10 @@ struct Slot {
     /// the socket was drained, as nginx's `ngx_unix_recv` assumes), saving the read that would
     /// only return EAGAIN.
     readable: bool,
+    /// The peer has shut its side (`EPOLLRDHUP`): a short read no longer means drained, since
+    /// the FIN behind the last data must still be read (issue #21, finding 8: it came with the
+    /// data, no later edge reports it, and the connection sat in CLOSE-WAIT until a timer).
+    read_closed: bool,
     /// The worker's word on a streamed answer's piece, held back while the client is more than
     /// the stream window behind ([`Connection::wants_piece`]).
     ack: Option<(RequestId, Arc<Ack>)>,
@@ -234,6 +238,7 @@ impl Worker {
                             && let Some(Some(slot)) = self.slots.get_mut(index)
                         {
                             slot.readable = true;
+                            slot.read_closed |= ev.is_read_closed() || ev.is_error();
                         }
                         self.drive(index);
                     }
@@ -316,6 +321,10 @@ impl Worker {
                 Connection::new(local, &self.clock, &self.site)
             };
             conn.set_logging(self.logging);
+            conn.set_remote(Local {
+                ip: peer.ip(),
+                port: peer.port(),
+            });
             let index = self.free.pop().unwrap_or(self.slots.len());
             let token = Token(CONN_BASE.saturating_add(index));
             if self
@@ -333,6 +342,7 @@ impl Worker {
                 conn,
                 overload,
                 readable: true,
+                read_closed: false,
                 ack: None,
             };
             if index == self.slots.len() {
@@ -363,7 +373,9 @@ impl Worker {
             let mut input = read_input(slot, buf, clock, site);
             // A client that goes while an application works on its request: the engine cancels
             // it (nginx's "client closed request").
-            if slot.readable && slot.conn.waiting_for().is_some() && sys::peer_closed(&slot.stream)
+            if (slot.read_closed || slot.readable)
+                && slot.conn.waiting_for().is_some()
+                && sys::peer_closed(&slot.stream)
             {
                 slot.conn.handle_eof(clock, site);
                 input.progressed = true;
@@ -475,10 +487,12 @@ impl Worker {
             let Some(Some(slot)) = self.slots.get_mut(index) else {
                 continue;
             };
+            // What the kernel still holds for a lingering client, so that the engine judges
+            // its progress (and sees it delivered).
             if slot.conn.phase() == Phase::Lingering
-                && sys::unsent_bytes(&slot.stream).is_ok_and(|n| n == 0)
+                && let Ok(n) = sys::unsent_bytes(&slot.stream)
             {
-                slot.conn.handle_delivered(&self.clock);
+                slot.conn.handle_undelivered(&self.clock, n as u64);
             }
             if slot.conn.poll_timeout().is_some_and(|d| now >= d) {
                 // What the kernel still holds for the client: the engine waits for it to be
@@ -516,9 +530,9 @@ impl Worker {
                     old.fire(false);
                 }
             }
-            if taken {
-                self.drive(index);
-            }
+            // Driven whether it was taken or not: a piece refused for breaking its answer's
+            // length leaves the connection to be reset now (issue #21, finding 7).
+            self.drive(index);
         }
     }
 
@@ -556,7 +570,7 @@ fn read_input(slot: &mut Slot, buf: &mut [u8], clock: &Clock, site: &Site) -> Pa
                 slot.conn
                     .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
                 pass.progressed = true;
-                if n < buf.len() {
+                if n < buf.len() && !slot.read_closed {
                     slot.readable = false; // drained: wait for the next edge
                 }
             }

@@ -72,7 +72,10 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 /// brings the further pieces; `QueueReceive` says how much body it wants with the head and how
 /// many requests it takes at most, its rows give the whole body's length, and
 /// `QueueReceiveBody` brings the rest; `QueueRespond` may ask for no reply.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// 5: tenancy (issue #21): a received request carries its canonical path and its client's
+/// address, a queue its owner; attach may be refused because the queue belongs to another
+/// user or names no prefix, and a session because the server holds too many.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds
 /// every variant by construction (a variant added to the enum is added to `ALL`).
@@ -289,6 +292,14 @@ pub enum Status {
     /// A reservation's ACL that is not `user:NAME` or an SDDL DACL the server reads; the
     /// reply names the fault.
     InvalidAcl = 25,
+    /// The request queue belongs to another user: only that user, or an administrator, may
+    /// attach to it.
+    QueueOwned = 26,
+    /// An attach that names no reserved prefix: only an administrator may make one.
+    PrefixRequired = 27,
+    /// The server holds as many application connections as it allows (in all, or for this
+    /// user).
+    TooManySessions = 28,
 }
 }
 
@@ -360,6 +371,13 @@ impl Status {
             Self::InvalidQueueName => {
                 "invalid queue name: 1 to 256 characters, no control characters"
             }
+            Self::QueueOwned => {
+                "the request queue belongs to another user (choose another queue name)"
+            }
+            Self::PrefixRequired => {
+                "an application must name the reserved prefixes it serves (only an administrator may attach without one)"
+            }
+            Self::TooManySessions => "the server holds too many application connections",
         }
     }
 }

@@ -315,16 +315,26 @@ pub struct RequestRow<'a> {
     pub body: &'a [u8],
     /// The whole body's length.
     pub body_len: u64,
+    /// The request's canonical path, which routing and the cache keyed on (escapes normalised,
+    /// `%2F`, `%5C` and `\` as `/`, dot-segments removed), then `?` and the query as sent if
+    /// there was one: http.sys's cooked URL, and what an application that forwards the
+    /// request must use (the head's raw target may name another path).
+    pub path: &'a [u8],
+    /// The client's address, `IP:PORT` (`[IPv6]:PORT`), or empty when the server does not know
+    /// it.
+    pub remote: &'a str,
 }
 
 impl<'a> Row<'a> for RequestRow<'a> {
-    const COLS: u16 = 4;
+    const COLS: u16 = 6;
     fn write(&self, t: &mut TableWriter<'_>) {
         t.row(&[
             Value::U64(self.id),
             Value::Bytes(self.head),
             Value::Bytes(self.body),
             Value::U64(self.body_len),
+            Value::Bytes(self.path),
+            Value::Str(self.remote),
         ]);
     }
     fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
@@ -333,6 +343,8 @@ impl<'a> Row<'a> for RequestRow<'a> {
             head: bytes(c, 1)?,
             body: bytes(c, 2)?,
             body_len: num(c, 3)?,
+            path: bytes(c, 4)?,
+            remote: text(c, 5)?,
         };
         if u64::try_from(row.body.len()).map_or(true, |n| n > row.body_len) {
             return Err(ProtoError::InvalidValue);
@@ -426,6 +438,9 @@ pub struct QueueRow<'a> {
     pub prefixes: &'a str,
     /// The application handles attached, `PID:UID` space-separated.
     pub processes: &'a str,
+    /// The user it belongs to, who alone (or an administrator) may attach to it: `uid N` on
+    /// khttpd, the user's SID on Windows.
+    pub owner: &'a str,
     /// Requests queued and not yet answered.
     pub in_flight: u64,
     /// Requests handed to it.
@@ -441,13 +456,14 @@ pub struct QueueRow<'a> {
 }
 
 impl<'a> Row<'a> for QueueRow<'a> {
-    const COLS: u16 = 10;
+    const COLS: u16 = 11;
     fn write(&self, t: &mut TableWriter<'_>) {
         t.row(&[
             Value::U64(u64::from(self.id)),
             Value::Str(self.name),
             Value::Str(self.prefixes),
             Value::Str(self.processes),
+            Value::Str(self.owner),
             Value::U64(self.in_flight),
             Value::U64(self.requests),
             Value::U64(self.answered),
@@ -462,12 +478,13 @@ impl<'a> Row<'a> for QueueRow<'a> {
             name: text(c, 1)?,
             prefixes: text(c, 2)?,
             processes: text(c, 3)?,
-            in_flight: num(c, 4)?,
-            requests: num(c, 5)?,
-            answered: num(c, 6)?,
-            refused: num(c, 7)?,
-            abandoned: num(c, 8)?,
-            timed_out: num(c, 9)?,
+            owner: text(c, 4)?,
+            in_flight: num(c, 5)?,
+            requests: num(c, 6)?,
+            answered: num(c, 7)?,
+            refused: num(c, 8)?,
+            abandoned: num(c, 9)?,
+            timed_out: num(c, 10)?,
         })
     }
 }
@@ -652,6 +669,33 @@ mod tests {
             &[PutRow {
                 replaced: true,
                 bytes: 9,
+            }],
+        );
+        round_trip(
+            &mut Vec::new(),
+            &[super::RequestRow {
+                id: 7,
+                head: b"GET /a%2Fb HTTP/1.1\r\n\r\n",
+                body: b"xy",
+                body_len: 3,
+                path: b"/a/b?q",
+                remote: "[::1]:5000",
+            }],
+        );
+        round_trip(
+            &mut Vec::new(),
+            &[super::QueueRow {
+                id: 1,
+                name: "app",
+                prefixes: "http://+:80/a/",
+                processes: "12:33",
+                owner: "uid 33",
+                in_flight: 1,
+                requests: 2,
+                answered: 3,
+                refused: 4,
+                abandoned: 5,
+                timed_out: 6,
             }],
         );
     }

@@ -19,6 +19,22 @@
 //! 1 MiB by default), streams on to the upstream with its `Content-Length`, fetched from khttp
 //! piece by piece as the upstream takes it (`Request::body_reader`): the proxy never holds it
 //! whole either.
+//!
+//! What reaches the upstream (issue #21), as nginx's `proxy_pass` with its usual headers:
+//! - the request's canonical path and query, the one khttp routed and keys its cache on
+//!   (`Request::path`), never the raw target, which may name another resource (`/a/x%2F..%2Fb`)
+//!   or one outside the proxy's prefix;
+//! - no hop-by-hop field: those RFC 9110 §7.6.1 names, and those the `Connection` field lists,
+//!   both ways; no `Proxy-Authorization`, which is for this proxy (§11.7.2);
+//! - `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded` (RFC 7239) that
+//!   the proxy sets itself from the client's address and `Host`. Incoming ones are dropped, so
+//!   that a client cannot pose as another address; with `--trust-forwarded` (khttp behind
+//!   another proxy you run) the incoming `X-Forwarded-For` and `Forwarded` are kept and
+//!   appended to, as nginx's `$proxy_add_x_forwarded_for` does;
+//! - no `CONNECT` (501): khttp is not a tunnel.
+//!
+//! An answer to a request with a body is never cached (khttp's rule: the body may have shaped
+//! it).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -54,13 +70,18 @@ struct Args {
     /// The request queue's name.
     #[arg(long, default_value = "khttp-proxy")]
     queue: String,
+    /// Keep the client's own `X-Forwarded-For` and `Forwarded` fields and append to them (only
+    /// when every client reaches khttp through a proxy you trust); by default they are replaced.
+    #[arg(long)]
+    trust_forwarded: bool,
 }
 
 /// Fields that belong to one connection (RFC 9110 §7.6.1), or that khttp sets itself.
-const NOT_FORWARDED: [&str; 11] = [
+const NOT_FORWARDED: [&str; 12] = [
     "connection",
     "keep-alive",
     "proxy-connection",
+    "proxy-authorization",
     "te",
     "trailer",
     "transfer-encoding",
@@ -70,6 +91,36 @@ const NOT_FORWARDED: [&str; 11] = [
     "date",
     "server",
 ];
+
+/// Fields that say where a request came from: set by the proxy itself, from what it knows.
+const FORWARDING: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// Whether a field of a message whose `Connection` field lists `connection` goes on to the
+/// next hop.
+fn forwarded(name: &str, connection: &[String]) -> bool {
+    !NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
+        && !connection.iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// The field names a `Connection` field lists (RFC 9110 §7.6.1), lowercased.
+fn connection_options<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|o| o.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|o| !o.is_empty())
+        .collect()
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -119,13 +170,20 @@ fn run(args: &Args) -> Result<(), String> {
         let agent = agent.clone();
         let upstream = upstream.clone();
         let max = args.buffer_bytes;
+        let trust = args.trust_forwarded;
         handles.push(std::thread::spawn(move || -> String {
             loop {
                 let request = match q.receive() {
                     Ok(r) => r,
                     Err(e) => return e.to_string(),
                 };
-                let result = match forward(&agent, &upstream, &request, &mut q, max) {
+                let to = Upstream {
+                    agent: &agent,
+                    base: &upstream,
+                    max,
+                    trust,
+                };
+                let result = match forward(&to, &request, &mut q) {
                     Answer::Whole(response) => request.respond(&mut q, response).map(drop),
                     Answer::Stream { head, length, rest } => {
                         stream(request, &mut q, head, length, rest)
@@ -177,15 +235,95 @@ fn stream(
     }
 }
 
+/// Where requests go, and how.
+struct Upstream<'a> {
+    agent: &'a Agent,
+    /// `http://host:port`, no trailing slash.
+    base: &'a str,
+    /// `--buffer-bytes`.
+    max: u64,
+    /// `--trust-forwarded`.
+    trust: bool,
+}
+
+/// The fields saying where a request from `remote` with `headers` came from: (name, value)
+/// pairs to add.
+fn forwarding_fields(
+    remote: &str,
+    headers: &[(String, Vec<u8>)],
+    trust: bool,
+) -> Vec<(&'static str, String)> {
+    let (ip, _) = remote.rsplit_once(':').unwrap_or((remote, ""));
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let host = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| String::from_utf8_lossy(v).trim().to_owned())
+        .unwrap_or_default();
+    let earlier = |name: &str| {
+        let all: Vec<String> = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_owned())
+            .collect();
+        Some(all.join(", ")).filter(|v| trust && !v.is_empty())
+    };
+    let chain = |earlier: Option<String>, mine: String| match earlier {
+        Some(e) => format!("{e}, {mine}"),
+        None => mine,
+    };
+    // RFC 7239 §6: an IPv6 node is quoted and bracketed; an unknown one is "unknown".
+    let node = if ip.is_empty() {
+        "unknown".to_owned()
+    } else if ip.contains(':') {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_owned()
+    };
+    let mut forwarded = format!("for={node};proto=http");
+    if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+    }
+    let mut fields = vec![
+        ("forwarded", chain(earlier("forwarded"), forwarded)),
+        ("x-forwarded-proto", "http".to_owned()),
+    ];
+    if !ip.is_empty() {
+        fields.push((
+            "x-forwarded-for",
+            chain(earlier("x-forwarded-for"), ip.to_owned()),
+        ));
+    }
+    if !host.is_empty() {
+        fields.push(("x-forwarded-host", host));
+    }
+    fields
+}
+
 /// One request, upstream and back.
-fn forward(agent: &Agent, upstream: &str, request: &Request, q: &mut Queue, max: u64) -> Answer {
+fn forward(to: &Upstream<'_>, request: &Request, q: &mut Queue) -> Answer {
+    if request.method.eq_ignore_ascii_case("CONNECT") {
+        return Answer::Whole(failure(501, "khttp-proxy does not tunnel (CONNECT)"));
+    }
+    let (agent, max) = (to.agent, to.max);
     let mut builder = http::Request::builder()
         .method(request.method.as_str())
-        .uri(format!("{upstream}{}", path_of(&request.url)));
+        .uri(format!("{}{}", to.base, request.path));
+    let connection = connection_options(
+        request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .map(|(_, v)| v.as_slice()),
+    );
     for (name, value) in &request.headers {
-        if !NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        if forwarded(name, &connection) && !FORWARDING.iter().any(|n| name.eq_ignore_ascii_case(n))
+        {
             builder = builder.header(name.as_str(), value.as_slice());
         }
+    }
+    for (name, value) in forwarding_fields(&request.remote, &request.headers, to.trust) {
+        builder = builder.header(name, value);
     }
     let sent = if request.body_len == 0 {
         builder.body(Vec::new()).map(|r| agent.run(r))
@@ -215,6 +353,13 @@ fn forward(agent: &Agent, upstream: &str, request: &Request, q: &mut Queue, max:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let mut cache_control = String::new();
+    let connection = connection_options(
+        reply
+            .headers()
+            .get_all("connection")
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    );
     for (name, value) in reply.headers() {
         let name = name.as_str();
         let Ok(value) = value.to_str() else { continue };
@@ -224,7 +369,7 @@ fn forward(agent: &Agent, upstream: &str, request: &Request, q: &mut Queue, max:
             }
             cache_control.push_str(value);
         }
-        if !NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        if forwarded(name, &connection) {
             response = response.header(name, value);
         }
     }
@@ -253,14 +398,6 @@ fn forward(agent: &Agent, upstream: &str, request: &Request, q: &mut Queue, max:
         response = response.cache_for(ttl);
     }
     Answer::Whole(response)
-}
-
-/// The path and query of a request-target (an absolute-form target loses its authority).
-fn path_of(target: &str) -> &str {
-    match target.strip_prefix("http://") {
-        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
-    }
 }
 
 /// How long khttp may keep a response, by its `Cache-Control` (RFC 9111 §5.2.2): `s-maxage`,
@@ -296,7 +433,7 @@ fn failure(status: u16, text: &str) -> Response {
 mod tests {
     use std::time::Duration;
 
-    use super::{cache_ttl, path_of};
+    use super::{cache_ttl, connection_options, forwarded, forwarding_fields};
 
     #[test]
     fn cache_control_decides_the_ttl() {
@@ -314,9 +451,46 @@ mod tests {
     }
 
     #[test]
-    fn targets_keep_their_path_and_query() {
-        assert_eq!(path_of("/a?b=1"), "/a?b=1");
-        assert_eq!(path_of("http://h:1/x/y"), "/x/y");
-        assert_eq!(path_of("http://h:1"), "/");
+    fn hop_by_hop_fields_stay_behind() {
+        let listed = connection_options([&b"close, X-Secret"[..], b" keep-alive ,"].into_iter());
+        assert_eq!(listed, ["close", "x-secret", "keep-alive"]);
+        assert!(!forwarded("X-Secret", &listed));
+        assert!(!forwarded("Proxy-Authorization", &[]));
+        assert!(!forwarded("TE", &[]));
+        assert!(forwarded("Accept", &listed));
+    }
+
+    #[test]
+    fn the_proxy_says_where_a_request_came_from() {
+        let fields = |(remote, headers): (&str, Vec<(String, Vec<u8>)>), trust| {
+            let mut f: Vec<String> = forwarding_fields(remote, &headers, trust)
+                .into_iter()
+                .map(|(n, v)| format!("{n}: {v}"))
+                .collect();
+            f.sort();
+            f
+        };
+        let client: Vec<(String, Vec<u8>)> =
+            [("Host", "example.com:8080"), ("X-Forwarded-For", "6.6.6.6")]
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+                .collect();
+        let request = |remote| (remote, client.clone());
+        assert_eq!(
+            fields(request("192.0.2.1:5555"), false),
+            [
+                "forwarded: for=192.0.2.1;proto=http;host=\"example.com:8080\"",
+                "x-forwarded-for: 192.0.2.1",
+                "x-forwarded-host: example.com:8080",
+                "x-forwarded-proto: http",
+            ]
+        );
+        assert_eq!(
+            fields(request("[::1]:5555"), true)[..2],
+            [
+                "forwarded: for=\"[::1]\";proto=http;host=\"example.com:8080\"",
+                "x-forwarded-for: 6.6.6.6, ::1",
+            ]
+        );
     }
 }

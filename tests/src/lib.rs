@@ -16,6 +16,7 @@
 #![allow(missing_docs, reason = "test support")]
 
 pub mod load;
+pub mod raw;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

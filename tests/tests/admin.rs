@@ -10,7 +10,7 @@ use khttp_tests::{Server, get, wait_listening, write_file};
 #[test]
 fn urlacl_commands() {
     let s = Server::start("urlacl");
-    assert!(s.ctl_ok(&["version"]).contains("control protocol 4"));
+    assert!(s.ctl_ok(&["version"]).contains("control protocol 5"));
     if !khttp_tests::external() {
         // A shared external server may hold other tests' reservations.
         assert!(

@@ -360,8 +360,11 @@ fn the_acl_decides_who_may_attach() {
 fn the_acl_decides_which_token_may_attach(limited: std::path::PathBuf) {
     let (s, port, app) = setup("apps-acl-token");
     let run = |prefix: &str| {
+        // A queue of its own: one an administrator's application made (every other
+        // application under Wine is an administrator's) is not an ordinary user's to join.
         Command::new(&limited)
             .arg(prefix)
+            .args(["--queue", "acl-limited"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -143,7 +143,215 @@ fn big(out: &mut std::net::TcpStream, kind: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An upstream that answers for the raw target it received, as a server routing on the raw
+/// path would, and lets khttp keep every answer (`max-age=60`): its body names the target and
+/// the forwarding fields it saw. It also sends a field its `Connection` names. Returns its port
+/// and the targets it saw.
+fn echo_upstream() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let mut len = 0usize;
+                    let mut fields = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        if h == "\r\n" || h.is_empty() {
+                            break;
+                        }
+                        let lower = h.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if [
+                            "forwarded",
+                            "x-forwarded",
+                            "x-real-ip",
+                            "proxy-auth",
+                            "x-secret",
+                        ]
+                        .iter()
+                        .any(|p| lower.starts_with(p))
+                        {
+                            fields.push(h.trim_end().to_owned());
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    log.lock().unwrap().push(target.clone());
+                    fields.sort();
+                    let text = format!("target {target}\n{}\n", fields.join("\n"));
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: public, max-age=60\r\nConnection: X-Up-Secret\r\nX-Up-Secret: 1\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// Issue #21, finding 3: the upstream receives exactly the canonical path that khttp routed and
+/// keys its cache on, so an answer it gives for a raw path's other meaning can never be cached
+/// under the canonical one (each of these poisoned `/` or `/user/admin` for every visitor), nor
+/// can a raw path name something outside the proxy's prefix to the upstream.
+#[test]
+fn the_upstream_answers_the_path_khttp_keys_on() {
+    let s = Server::start("proxy-poison");
+    let port = s.reserve_port();
+    let prefix = format!("http://+:{port}/");
+    let (up, seen) = echo_upstream();
+    let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
+    let target = |r: &khttp_tests::Response| {
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (raw, canonical) in [
+        ("/user/x%2F..%2F..%2F", "/"),
+        ("/user/x%2f%2e%2e%2f%2e%2e%2f", "/"),
+        ("/user/x%5C..%5C..%5C", "/"),
+        ("/user/x\\..\\..\\", "/"),
+        ("/static/x%2F..%2F..%2Fuser%2Fadmin", "/user/admin"),
+        // A payload the raw path carries, which the canonical one does not.
+        ("/user/x<script>%2F..%2F..%2F", "/"),
+    ] {
+        let r = get(port, raw, "");
+        assert_eq!(r.status, 200, "{raw}");
+        assert_eq!(target(&r), format!("target {canonical}"), "{raw}");
+        // What a visitor of the canonical URL gets is the upstream's answer for it.
+        let r = get(port, canonical, "");
+        assert_eq!(
+            target(&r),
+            format!("target {canonical}"),
+            "{raw} poisoned {canonical}"
+        );
+    }
+    // The query goes as sent, the path canonical; a raw target never reaches the upstream.
+    let r = get(port, "/a/./b/../c%7e?q=%2F..", "");
+    assert_eq!(target(&r), "target /a/c~?q=%2F..");
+    let saw = seen.lock().unwrap().clone();
+    assert!(
+        saw.iter().all(|t| !t.contains("..") || t.contains('?')),
+        "a raw target reached the upstream: {saw:?}"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // A proxy for /user/ only: a raw path under /static/ that canonicalises into /user/ reaches
+    // the upstream as /user/..., never as /static/...
+    let user = format!("http://+:{port}/user/");
+    s.ctl_ok(&["urlacl", "add", &user]);
+    s.track_reservation(&user);
+    let mut child = proxy(&s, &user, &format!("http://127.0.0.1:{up}"));
+    let r = get(port, "/static/..%2Fuser/x", "");
+    assert_eq!(target(&r), "target /user/x");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+/// Issue #21, finding 10: hop-by-hop fields stay behind both ways (those RFC 9110 names and
+/// those `Connection` lists), `Proxy-Authorization` too; the forwarding fields are the proxy's
+/// own (a client's are dropped unless `--trust-forwarded`); an answer to a request with a body
+/// is not cached; CONNECT is refused.
+#[test]
+fn the_proxy_sends_on_only_what_belongs_to_the_upstream() {
+    let s = Server::start("proxy-fields");
+    let port = s.reserve_port();
+    let prefix = format!("http://+:{port}/");
+    let (up, seen) = echo_upstream();
+    let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
+    let client = "Connection: X-Secret\r\nX-Secret: 1\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil.example\r\nX-Real-IP: 6.6.6.6\r\nProxy-Authorization: Basic eDp5\r\n";
+    let r = get(port, "/fields", client);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    let host = format!("localhost:{port}");
+    for want in [
+        format!("Forwarded: for=127.0.0.1;proto=http;host=\"{host}\""),
+        "X-Forwarded-For: 127.0.0.1".to_owned(),
+        format!("X-Forwarded-Host: {host}"),
+        "X-Forwarded-Proto: http".to_owned(),
+    ] {
+        let found = body.lines().any(|l| l.eq_ignore_ascii_case(&want));
+        assert!(found, "{want:?} not in {body}");
+    }
+    for gone in [
+        "6.6.6.6",
+        "evil.example",
+        "x-secret",
+        "proxy-authorization",
+        "x-real-ip",
+    ] {
+        assert!(
+            !body.to_ascii_lowercase().contains(gone),
+            "{gone} reached the upstream: {body}"
+        );
+    }
+    assert_eq!(
+        r.header("x-up-secret"),
+        None,
+        "a field the upstream's Connection names"
+    );
+    // A GET with a body: answered, and not kept (the body may have shaped the answer).
+    let before = seen.lock().unwrap().len();
+    let req = khttp_tests::with_body("GET /with-body", "", b"abc");
+    let (r, _) = raw(port, &req);
+    assert_eq!(r.status, 200);
+    assert_eq!(get(port, "/with-body", "").status, 200);
+    assert_eq!(
+        seen.lock().unwrap().len() - before,
+        2,
+        "the answer to a body was cached"
+    );
+    // CONNECT: refused by the proxy, never forwarded.
+    let before = seen.lock().unwrap().len();
+    let (r, _) = raw(port, b"CONNECT /x HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(r.status, 501);
+    assert_eq!(seen.lock().unwrap().len(), before);
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    // Behind a proxy you trust: the incoming chain is kept and added to.
+    let mut child = proxy_with(
+        &s,
+        &prefix,
+        &format!("http://127.0.0.1:{up}"),
+        &["--trust-forwarded"],
+    );
+    let r = get(port, "/trusted", "X-Forwarded-For: 6.6.6.6\r\n");
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        body.lines()
+            .any(|l| l.eq_ignore_ascii_case("X-Forwarded-For: 6.6.6.6, 127.0.0.1")),
+        "{body}"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 fn proxy(s: &Server, prefix: &str, upstream: &str) -> Child {
+    proxy_with(s, prefix, upstream, &[])
+}
+
+fn proxy_with(s: &Server, prefix: &str, upstream: &str, extra: &[&str]) -> Child {
     let mut cmd = Command::new(bin("khttp-proxy"));
     // Against the driver the harness's wrapper names the device.
     if !khttp_tests::external() {
@@ -161,6 +369,7 @@ fn proxy(s: &Server, prefix: &str, upstream: &str) -> Child {
             "--timeout",
             "1",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

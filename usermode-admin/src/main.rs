@@ -333,7 +333,8 @@ fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
                 let processes: Vec<&str> =
                     q.processes.split(' ').filter(|p| !p.is_empty()).collect();
                 json!({
-                    "id": q.id, "name": q.name, "prefixes": prefixes, "processes": processes,
+                    "id": q.id, "name": q.name, "owner": q.owner, "prefixes": prefixes,
+                    "processes": processes,
                     "attached": processes.len(), "in_flight": q.in_flight, "requests": q.requests,
                     "answered": q.answered, "refused": q.refused, "abandoned": q.abandoned,
                     "timed_out": q.timed_out,
@@ -346,6 +347,7 @@ fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
     }
     for q in rows.iter().filter(|_| !as_json) {
         out!("Request queue {} (id {})", q.name, q.id);
+        out!("    Owner: {}", khttp_local::admin::account::owner(q.owner));
         for p in q.prefixes.split(' ').filter(|p| !p.is_empty()) {
             out!("    URL: {p}");
         }

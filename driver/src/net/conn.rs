@@ -386,7 +386,7 @@ impl ConnCtx {
     /// DISPATCH_LEVEL.
     unsafe fn create(
         socket: PWSK_SOCKET,
-        local: Local,
+        (local, remote): (Local, Option<Local>),
         slot: usize,
         site: &Site,
         overload: bool,
@@ -427,6 +427,14 @@ impl ConnCtx {
             return ptr::null_mut();
         }
         let clock = clock();
+        let mut conn = if overload {
+            Connection::unavailable(local, &clock, site)
+        } else {
+            Connection::new(local, &clock, site)
+        };
+        if let Some(remote) = remote {
+            conn.set_remote(remote);
+        }
         let ctx = Self {
             socket,
             // SAFETY: an accepted socket's dispatch is a WSK_PROVIDER_CONNECTION_DISPATCH (§4.2).
@@ -449,11 +457,7 @@ impl ConnCtx {
             mail: Mailbox::new(),
             peer_left: AtomicBool::new(false),
             inner: UnsafeCell::new(Inner {
-                conn: if overload {
-                    Connection::unavailable(local, &clock, site)
-                } else {
-                    Connection::new(local, &clock, site)
-                },
+                conn,
                 held: None,
                 last: None,
                 failed: false,
@@ -548,7 +552,7 @@ unsafe fn release(ctx: *mut ConnCtx) {
 /// `socket` is the socket the current accept event offers; <= DISPATCH_LEVEL.
 pub(super) unsafe fn accept(
     socket: PWSK_SOCKET,
-    local: Local,
+    (local, remote): (Local, Option<Local>),
     site: &Site,
 ) -> Option<*mut ConnCtx> {
     let t = table()?;
@@ -567,7 +571,7 @@ pub(super) unsafe fn accept(
         Some((slot as usize, overload))
     })?;
     // SAFETY: <= DISPATCH_LEVEL; the offered socket (contract).
-    let ctx = unsafe { ConnCtx::create(socket, local, slot, site, overload) };
+    let ctx = unsafe { ConnCtx::create(socket, (local, remote), slot, site, overload) };
     if ctx.is_null() {
         t.with(|free| t.leave(free, slot, overload));
         return None;

@@ -518,33 +518,38 @@ pub(crate) unsafe fn shutdown() {
     }
 }
 
-/// The engine's view of a Windows socket address.
+/// The engine's view of a Windows socket address (the unspecified address when WSK gives
+/// none, or one of another family).
 fn local_of(sa: *const SOCKADDR) -> Local {
-    let unspecified = Local {
+    address_of(sa).unwrap_or(Local {
         ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         port: 0,
-    };
+    })
+}
+
+/// A Windows socket address as IP and port, if it is an IPv4 or IPv6 one.
+fn address_of(sa: *const SOCKADDR) -> Option<Local> {
     if sa.is_null() {
-        return unspecified;
+        return None;
     }
     // SAFETY: WSK passes a valid SOCKADDR of the listener's family for the callback's duration.
     let family = unsafe { (*sa).sa_family };
     if family == AF_INET6 {
         // SAFETY: the family says it is a SOCKADDR_IN6.
         let a = unsafe { &*sa.cast::<SOCKADDR_IN6>() };
-        Local {
+        Some(Local {
             ip: IpAddr::V6(Ipv6Addr::from(a.sin6_addr)),
             port: u16::from_be(a.sin6_port),
-        }
+        })
     } else if family == AF_INET {
         // SAFETY: the family says it is a SOCKADDR_IN.
         let a = unsafe { &*sa.cast::<SOCKADDR_IN>() };
-        Local {
+        Some(Local {
             ip: IpAddr::V4(Ipv4Addr::from(a.sin_addr)),
             port: u16::from_be(a.sin_port),
-        }
+        })
     } else {
-        unspecified
+        None
     }
 }
 
@@ -558,7 +563,7 @@ unsafe extern "system" fn on_accept(
     listener: *mut c_void,
     _flags: u32,
     local: *mut SOCKADDR,
-    _remote: *mut SOCKADDR,
+    remote: *mut SOCKADDR,
     accept_socket: PWSK_SOCKET,
     accept_context: *mut *mut c_void,
     accept_dispatch: *mut *const WSK_CLIENT_CONNECTION_DISPATCH,
@@ -585,8 +590,10 @@ unsafe extern "system" fn on_accept(
         return STATUS_REQUEST_NOT_ACCEPTED;
     }
     let site = g.site.snapshot();
-    // SAFETY: the socket this event offers; <= DISPATCH_LEVEL; `local` is valid during it.
-    let Some(ctx) = (unsafe { conn::accept(accept_socket, local_of(local), &site) }) else {
+    let addrs = (local_of(local), address_of(remote));
+    // SAFETY: the socket this event offers; <= DISPATCH_LEVEL; `local` and `remote` are valid
+    // during it (read above).
+    let Some(ctx) = (unsafe { conn::accept(accept_socket, addrs, &site) }) else {
         return STATUS_REQUEST_NOT_ACCEPTED; // WSK closes the socket
     };
     // SAFETY: WSK gave us this out-pointer for this callback.

@@ -16,6 +16,7 @@
 //! CR is refused, a chunk size that overflows 64 bits is refused, chunk extensions are bounded,
 //! and trailer fields count against the head limits and may not carry framing fields.
 
+use crate::budget::Charge;
 use crate::error::RequestError;
 use crate::limits::MAX_CHUNK_EXT;
 
@@ -79,14 +80,22 @@ pub(crate) struct Progress {
     pub done: bool,
 }
 
-/// Where a body that is kept goes (a request handed to an application), and how much of it may.
+/// Where a body that is kept goes (a request handed to an application), how much of it may,
+/// and what its memory is counted against.
 #[derive(Debug)]
 pub(crate) struct Kept<'a> {
     /// The body so far.
     pub(crate) buf: &'a mut alloc::vec::Vec<u8>,
     /// Bytes allowed in all.
     pub(crate) max: usize,
+    /// The buffer's capacity, counted in the server's gauge of held bodies.
+    pub(crate) charge: &'a mut Charge,
+    /// `body-buffer-bytes`: what that gauge may reach.
+    pub(crate) budget: u64,
 }
+
+/// The smallest buffer a kept body starts with.
+const MIN_KEPT: usize = 4096;
 
 impl Kept<'_> {
     fn push(&mut self, data: &[u8]) -> Result<(), RequestError> {
@@ -96,9 +105,23 @@ impl Kept<'_> {
             .checked_add(data.len())
             .filter(|n| *n <= self.max)
             .ok_or(RequestError::ContentTooLarge)?;
-        self.buf
-            .try_reserve(total.saturating_sub(self.buf.len()))
-            .map_err(|_| RequestError::OutOfMemory)?;
+        let cap = self.buf.capacity();
+        if total > cap {
+            // Grown by doubling (bounded work per byte), each growth counted before it is
+            // made; an exact fit when doubling would not fit the budget.
+            let doubled = cap.saturating_mul(2).max(MIN_KEPT).min(self.max).max(total);
+            let count = |n: usize| u64::try_from(n.saturating_sub(cap)).unwrap_or(u64::MAX);
+            let want = if self.charge.grow(count(doubled), self.budget) {
+                doubled
+            } else if self.charge.grow(count(total), self.budget) {
+                total
+            } else {
+                return Err(RequestError::BodiesBusy);
+            };
+            self.buf
+                .try_reserve_exact(want.saturating_sub(self.buf.len()))
+                .map_err(|_| RequestError::OutOfMemory)?;
+        }
         self.buf.extend_from_slice(data);
         Ok(())
     }

@@ -61,6 +61,8 @@ pub(crate) struct Head<'b> {
     pub host: &'b [u8],
     /// The raw path (no query), starting with `/`; empty for asterisk-form.
     pub path: &'b [u8],
+    /// The query, without its `?`, if the target has one (possibly empty: `/a?`).
+    pub query: Option<&'b [u8]>,
     /// How the body is framed.
     pub framing: Framing,
     /// Whether the connection may stay open after this exchange.
@@ -301,10 +303,13 @@ pub(crate) fn parse_head<'h, 'b>(
 
     let fields = Fields::scan(req.headers, limits)?;
     let (path_and_query, target_host, asterisk) = split_target(target, method)?;
-    let path = path_and_query
-        .split(|&b| b == b'?')
-        .next()
-        .unwrap_or_default();
+    let (path, query) = match path_and_query.iter().position(|&b| b == b'?') {
+        Some(q) => (
+            path_and_query.get(..q).unwrap_or_default(),
+            path_and_query.get(q.saturating_add(1)..),
+        ),
+        None => (path_and_query, None),
+    };
     if path.contains(&b'#') {
         return Err(RequestError::BadRequest(
             "a fragment is not allowed in the request URL",
@@ -336,6 +341,7 @@ pub(crate) fn parse_head<'h, 'b>(
         asterisk,
         host,
         path,
+        query,
         framing,
         keep_alive,
         // §10.1.1: a 100-continue from an HTTP/1.0 client is ignored.

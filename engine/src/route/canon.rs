@@ -189,6 +189,44 @@ pub fn canonicalize<'a>(
     Ok(cooked)
 }
 
+/// Whether `canonical`, [`canonicalize`]'s result for `raw`, names the same path as `raw` does
+/// to anyone who reads it: they differ at most by escapes of unreserved characters and the case
+/// of hex digits, which RFC 3986 §6.2.2 makes equivalent. False when canonicalisation turned an
+/// escaped or back slash into a separator or removed a dot-segment: a server that reads the raw
+/// path may then serve another resource than the canonical path names.
+#[must_use]
+pub(crate) fn names_the_same(raw: &[u8], canonical: &[u8]) -> bool {
+    let mut out = canonical.iter().copied();
+    let mut raw = raw.iter().copied();
+    while let Some(b) = raw.next() {
+        let same = match b {
+            b'\\' => false,
+            b'%' => {
+                let digits = raw.next().zip(raw.next());
+                let Some((h, l)) = digits.and_then(|(h, l)| hex_value(h).zip(hex_value(l))) else {
+                    return false;
+                };
+                let v = (h << 4) | l;
+                if is_unreserved(v) {
+                    out.next() == Some(v)
+                } else {
+                    let upper = |d: u8| HEX_UPPER.get(usize::from(d)).copied();
+                    v != b'/'
+                        && v != b'\\'
+                        && out.next() == Some(b'%')
+                        && out.next() == upper(h)
+                        && out.next() == upper(l)
+                }
+            }
+            b => out.next() == Some(b),
+        };
+        if !same {
+            return false;
+        }
+    }
+    out.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use alloc::vec::Vec;
@@ -259,5 +297,31 @@ mod tests {
         );
         let ok = "/a".repeat(255);
         assert!(canonicalize(ok.as_bytes(), &mut s).is_ok());
+    }
+
+    #[test]
+    fn names_the_same_only_for_equivalent_spellings() {
+        use super::names_the_same;
+        let mut s = (Vec::new(), Vec::new());
+        for (raw, same) in [
+            ("/a/b.html", true),
+            ("/a/%7euser", true),
+            ("/a/%7Euser%20x", true),
+            ("/a/%e2%82%ac", true),
+            ("/user/x%2F..%2F..%2F", false),
+            ("/static/x%2F..%2F..%2Fuser%2Fadmin", false),
+            ("/user/x%2f%2e%2e%2f", false),
+            ("/a%5Cb", false),
+            ("/a\\b", false),
+            ("/a/./b", false),
+            ("/a/b/../c", false),
+            ("/a/%2e%2e/b", false),
+            ("/a/%2E/b", false),
+        ] {
+            let canonical = canonicalize(raw.as_bytes(), &mut s).unwrap().to_vec();
+            assert_eq!(names_the_same(raw.as_bytes(), &canonical), same, "{raw}");
+        }
+        assert!(!names_the_same(b"/a", b"/a/"));
+        assert!(!names_the_same(b"/a%4", b"/a%4"));
     }
 }

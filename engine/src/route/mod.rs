@@ -22,6 +22,7 @@ use alloc::vec::Vec;
 use core::net::IpAddr;
 
 pub use canon::canonicalize;
+pub(crate) use canon::names_the_same;
 pub(crate) use prefix::{Bucket, HostSpec, Prefix};
 pub use prefix::{parse_prefix, parse_url};
 

@@ -56,6 +56,21 @@ pub fn describe(acl: &str) -> Vec<String> {
         .collect()
 }
 
+/// A request queue's owner as `queue show` prints it: `uid N` as it is; a SID with its
+/// account's name when one is known (`BUILTIN\\Administrators (S-1-5-32-544)`).
+#[must_use]
+pub fn owner(text: &str) -> String {
+    use khttp_engine::acl::Acl;
+    let sid = match Acl::parse(&format!("sddl:D:(A;;GX;;;{text})")) {
+        Ok(Acl::Sddl(dacl)) if text.starts_with("S-1-") => dacl.aces().first().map(|a| a.sid),
+        _ => None,
+    };
+    match sid.and_then(|sid| name_of(&sid)) {
+        Some(name) => format!("{name} ({text})"),
+        None => text.to_owned(),
+    }
+}
+
 /// The name of a well-known SID, as Windows writes it.
 #[cfg(not(windows))]
 fn name_of(sid: &khttp_engine::acl::Sid) -> Option<String> {
