@@ -99,7 +99,9 @@ rm -rf "$ws"
 mkdir -p "$ws"
 cp -r "$root"/Cargo.toml "$root"/Cargo.lock "$root"/clippy.toml "$root"/engine "$root"/proto "$root"/driver "$ws/"
 rm -rf "$ws/driver/linux"
-reg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wdk-build-0.6.0 2>/dev/null | head -1)
+# On an empty cargo home nothing matches: `ls` fails, which `pipefail` must not take for the
+# script's failure, so that the fetch below runs.
+reg=$({ ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wdk-build-0.6.0 2>/dev/null || true; } | head -1)
 if [ -z "$reg" ]; then
     (cd "$root" && cargo fetch -q)
     reg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wdk-build-0.6.0 | head -1)
