@@ -1,6 +1,6 @@
 //! The control endpoint: a Unix socket (mode 0600) speaking `khttp_proto::frame`, refusing peers
 //! whose uid is neither root nor khttpd's own (`SO_PEERCRED`), the role the driver's SDDL plays.
-//! Each request goes through the engine's one dispatcher; configuration changes are persisted
+//! Its directory is one no other user could have prepared ([`sockdir`]). Each request goes through the engine's one dispatcher; configuration changes are persisted
 //! before they are published, so an acknowledged reservation survives `kill -9`.
 
 use std::io::{self, Read, Write};
@@ -18,17 +18,15 @@ use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::{Status, error_reply};
 
 use crate::shared::Shared;
-use crate::{state, sys};
+use crate::{sockdir, state, sys};
 
-/// Binds the control socket at `path` with mode 0600.
+/// Binds the control socket at `path` with mode 0600, in a directory that no other user could
+/// have prepared (made if missing: [`sockdir`]).
 ///
 /// # Errors
 /// One line of English.
 pub(crate) fn bind(path: &Path) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    sockdir::prepare(path)?;
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(format!(
