@@ -48,7 +48,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use khttp_local::transport::Endpoint;
-use khttp_local::transport::{Transport, connect};
+use khttp_local::transport::{Transport, UntrustedServer, connect};
 
 use khttp_proto::reply::{AttachRow, BodyRow, ErrorRow, RequestRow, RespondRow};
 use khttp_proto::{Request as Call, Respond, Row, Status, Streamed, encode_request, read_rows};
@@ -69,6 +69,8 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Its own one line: the endpoint, who serves it, and the refusal.
+            Self::Io(e) if UntrustedServer::of(e).is_some() => write!(f, "{e}"),
             Self::Io(e) => write!(f, "khttp application endpoint: {e}"),
             Self::Refused(_, m) => f.write_str(m),
             Self::Protocol(m) => write!(f, "protocol error: {m}"),

@@ -37,9 +37,12 @@ chroot "$root" dpkg -i /var/tmp/khttp.deb >/dev/null 2>&1 || { echo "boot: dpkg 
     || { echo "boot: the postinst did not enable khttpd.service" >&2; exit 1; }
 
 in_ns() { nsenter -t "$init" -m -p chroot "$root" "$@"; }
+# /run as systemd mounts it on a real machine: root's, 0755. khttpctl and applications trust
+# the service's dynamic user because root made /run/khttp for it there (a tmpfs's default
+# mode, 1777, would let anyone have made it: local/src/socket.rs).
 unshare --pid --fork --mount --propagation private sh -c "
     mount --rbind /dev '$root/dev' && mount --rbind /sys '$root/sys' && mount -t proc proc '$root/proc'
-    mount -t tmpfs tmpfs '$root/run' && mount -t tmpfs tmpfs '$root/tmp'
+    mount -t tmpfs -o mode=0755 tmpfs '$root/run' && mount -t tmpfs -o mode=1777 tmpfs '$root/tmp'
     exec chroot '$root' env container=khttp-boot /lib/systemd/systemd --system --unit=khttpd.service --log-target=kmsg
 " > "$work/systemd.log" 2>&1 &
 unshare_pid=$!

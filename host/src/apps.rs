@@ -387,11 +387,13 @@ fn read_up_to(reader: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
 const BODY_PIECE: usize = 1 << 20;
 
 /// Binds the application socket at `path`, open to every local user (mode 0666): who may do
-/// what is checked per command.
+/// what is checked per command. Its directory is held to the control socket's rule (made if
+/// missing, refused if another user could have prepared it: `crate::sockdir`).
 ///
 /// # Errors
 /// One line of English.
 pub(crate) fn bind(path: &Path) -> Result<UnixListener, String> {
+    crate::sockdir::prepare(path)?;
     if path.exists() && UnixStream::connect(path).is_err() {
         let _ = std::fs::remove_file(path);
     }

@@ -1,12 +1,17 @@
 //! The control endpoint: a Unix socket (mode 0600) speaking `khttp_proto::frame`, refusing peers
 //! whose uid is neither root nor khttpd's own (`SO_PEERCRED`), the role the driver's SDDL plays.
-//! Each request goes through the engine's one dispatcher; configuration changes are persisted
-//! before they are published, so an acknowledged reservation survives `kill -9`.
+//! Its directory is one no other user could have prepared ([`sockdir`]). Connections are
+//! served concurrently, a thread each, at most [`MAX_SESSIONS`] at once, so that a client that
+//! stalls half-way through a request holds up no other (issue #21); the requests themselves go
+//! one at a time through the engine's one dispatcher, under the writer lock. Configuration
+//! changes are persisted before they are published, so an acknowledged reservation survives
+//! `kill -9`.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -18,17 +23,15 @@ use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::{Status, error_reply};
 
 use crate::shared::Shared;
-use crate::{state, sys};
+use crate::{sockdir, state, sys};
 
-/// Binds the control socket at `path` with mode 0600.
+/// Binds the control socket at `path` with mode 0600, in a directory that no other user could
+/// have prepared (made if missing: [`sockdir`]).
 ///
 /// # Errors
 /// One line of English.
 pub(crate) fn bind(path: &Path) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    sockdir::prepare(path)?;
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(format!(
@@ -44,18 +47,87 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Serves control connections, one at a time, until shutdown.
+/// The most control connections served at once. Past it, a connection is refused at once
+/// with one line ([`busy`]) rather than left waiting for a slot: waiting is what issue #21
+/// (finding 11) found, a client held up for as long as the clients before it stall (30 s
+/// each); a refusal tells the administrator now, and a script can try again. Only root and
+/// khttpd's own user can open the socket (0600), so the bound guards khttpd against a runaway
+/// script of theirs, not against strangers; khttpctl holds one connection for its command.
+pub(crate) const MAX_SESSIONS: usize = 16;
+
+/// Serves control connections until shutdown, each on a thread of its own (at most
+/// [`MAX_SESSIONS`] at once), so that a client that stalls holds up no other. Each has 30 s
+/// read and write time-outs; requests run one at a time under the writer lock ([`apply`]).
+/// A peer that is neither root nor khttpd's user is refused before anything is read from it.
 pub(crate) fn serve(listener: &UnixListener, shared: &Arc<Shared>) {
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        if shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+        if shared.shutdown.load(Ordering::Acquire) {
             return;
         }
         let Ok(mut stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
-        let allowed = sys::peer_uid(&stream).is_ok_and(|uid| uid == 0 || uid == sys::euid());
-        let _ = session(&mut stream, shared, allowed);
+        if !sys::peer_uid(&stream).is_ok_and(|uid| uid == 0 || uid == sys::euid()) {
+            let _ = denied(&mut stream);
+            continue;
+        }
+        // Only this thread adds; sessions only take away.
+        if open.load(Ordering::Acquire) >= MAX_SESSIONS {
+            let _ = busy(&mut stream);
+            continue;
+        }
+        let slot = Slot::take(&open);
+        let shared = Arc::clone(shared);
+        // A thread that cannot start drops the connection and its slot.
+        let _ = std::thread::Builder::new()
+            .name("khttpd-control".into())
+            .spawn(move || {
+                let _slot = slot;
+                let _ = session(&mut stream, &shared);
+            });
     }
+}
+
+/// One of the [`MAX_SESSIONS`] slots, given back when the session ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The reply to a peer that may not administer khttpd, sent before reading its request.
+fn denied(stream: &mut UnixStream) -> io::Result<()> {
+    let mut out = Vec::new();
+    let _ = error_reply(
+        &mut out,
+        "permission denied: only root and khttpd's own user may administer it",
+    );
+    reply(stream, Status::AccessDenied, &out)
+}
+
+/// The reply to a connection past [`MAX_SESSIONS`], sent before reading its request. The
+/// protocol has no status for it; out of memory is the nearest (a resource spent), and the
+/// line says which.
+fn busy(stream: &mut UnixStream) -> io::Result<()> {
+    let mut out = Vec::new();
+    let _ = error_reply(
+        &mut out,
+        &format!(
+            "khttpd is busy: it already serves {MAX_SESSIONS} control connections, its most at \
+             once; try again when one ends"
+        ),
+    );
+    reply(stream, Status::OutOfMemory, &out)
 }
 
 fn reply(stream: &mut UnixStream, status: Status, out: &[u8]) -> io::Result<()> {
@@ -65,7 +137,7 @@ fn reply(stream: &mut UnixStream, status: Status, out: &[u8]) -> io::Result<()> 
 }
 
 /// Handles the requests of one connection until it closes.
-fn session(stream: &mut UnixStream, shared: &Shared, allowed: bool) -> io::Result<()> {
+fn session(stream: &mut UnixStream, shared: &Shared) -> io::Result<()> {
     let mut out = Vec::new();
     loop {
         let mut header = [0u8; frame::REQUEST_LEN];
@@ -79,14 +151,6 @@ fn session(stream: &mut UnixStream, shared: &Shared, allowed: bool) -> io::Resul
             let _ = error_reply(&mut out, "malformed control frame");
             return reply(stream, Status::Malformed, &out);
         };
-        if !allowed {
-            out.clear();
-            let _ = error_reply(
-                &mut out,
-                "permission denied: only root and khttpd's own user may administer it",
-            );
-            return reply(stream, Status::AccessDenied, &out);
-        }
         let mut input = vec![0u8; f.input_len as usize];
         stream.read_exact(&mut input)?;
         // Refuse a body over the entry limit before allocating for it.
@@ -171,7 +235,7 @@ impl khttp_local::admin::Control for InProcess<'_> {
 
 /// Every few seconds, drops expired cache entries.
 pub(crate) fn janitor(shared: &Shared) {
-    while !shared.shutdown.load(std::sync::atomic::Ordering::Acquire) {
+    while !shared.shutdown.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_secs(2));
         let now = shared.clock().now();
         if shared.snapshot().next_expiry().is_some_and(|at| at <= now) {

@@ -19,6 +19,7 @@ mod control;
 mod log;
 mod notify;
 mod shared;
+mod sockdir;
 mod state;
 mod worker;
 

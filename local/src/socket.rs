@@ -2,14 +2,28 @@
 //! khttpctl looks first (DESIGN §7): `/run/khttp/control.sock` for root, otherwise a per-user
 //! socket, `$XDG_RUNTIME_DIR/khttp/control.sock` or `/tmp/khttp-UID/control.sock`. The
 //! application socket is `app.sock` beside it. [`call`] makes one call over either.
+//!
+//! A client trusts a socket only once it knows who serves it ([`check_server`], issue #21):
+//! anyone may make `/tmp/khttp-UID` before its user does and listen there, and what khttpctl
+//! sends (`cache put`'s files) or an application receives (requests to answer) would be that
+//! user's. The server's uid (`SO_PEERCRED`), read right after connecting and before a byte is
+//! sent, must be root's, this process's user's, or that of the owner of a directory root made
+//! for the sockets: the socket's directory owned by the server's user, neither a symbolic link
+//! nor writable by group or others, in a directory of root's that no one else may write (the
+//! package's `/run/khttp`, which systemd makes for the service's dynamic user). A directory in
+//! `/tmp`, which anyone may write, never vouches for its owner. Otherwise the connection is
+//! dropped with [`UntrustedServer`]. khttpd's half of the rule is its own directory check.
 
 #![cfg(unix)]
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use khttp_proto::frame::{self, RequestFrame};
+
+use crate::transport::{Endpoint, UntrustedServer};
 
 /// The system-wide control socket (DESIGN §7).
 pub const SYSTEM_SOCKET: &str = "/run/khttp/control.sock";
@@ -48,6 +62,69 @@ pub fn default_server_socket() -> PathBuf {
 #[must_use]
 pub fn default_app_socket() -> PathBuf {
     default_server_socket().with_file_name("app.sock")
+}
+
+/// The user serving the socket `stream` is connected to (`SO_PEERCRED`).
+///
+/// # Errors
+/// The `getsockopt` error; `Unsupported` where the system does not say (not Linux).
+pub fn server_uid(stream: &UnixStream) -> io::Result<u32> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::net::sockopt::socket_peercred(stream)
+            .map(|cred| cred.uid.as_raw())
+            .map_err(io::Error::from)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = stream;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this system does not tell who serves a Unix socket",
+        ))
+    }
+}
+
+/// Whether this process may use the socket at `path` served by user `uid` (module
+/// documentation): root, this process's user, or the owner of a directory root made for it.
+#[must_use]
+pub fn trusted_server(uid: u32, path: &Path) -> bool {
+    uid == 0 || current_uid() == Some(uid) || made_by_root_for(uid, path)
+}
+
+/// Whether the directory of `path` is `uid`'s, not a symbolic link, writable by no one else,
+/// and in a directory of root's that no one else may write: then only root could have put it
+/// there for `uid`.
+fn made_by_root_for(uid: u32, path: &Path) -> bool {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let own = std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0);
+    own && std::fs::canonicalize(dir).is_ok_and(|real| {
+        real.parent()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|p| p.uid() == 0 && p.mode() & 0o022 == 0)
+    })
+}
+
+/// Checks who serves the socket at `path` that `stream` has just connected to, before anything
+/// is sent on it (module documentation).
+///
+/// # Errors
+/// `PermissionDenied` carrying an [`UntrustedServer`], whose message is the one line to print.
+pub fn check_server(stream: &UnixStream, path: &Path) -> io::Result<()> {
+    match server_uid(stream) {
+        Ok(uid) if trusted_server(uid, path) => Ok(()),
+        server => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            UntrustedServer {
+                endpoint: Endpoint::Unix(path.to_owned()),
+                uid: server.ok(),
+            },
+        )),
+    }
 }
 
 /// One call over a khttpd socket (`khttp_proto::frame`): the control code, the input and

@@ -1,6 +1,8 @@
 //! How khttpctl and applications reach a khttp server: an [`Endpoint`] (`unix:PATH` for
 //! khttpd's sockets, `device:NAME` for the driver's devices) and a [`Transport`] that makes
-//! one call over it ([`connect`]).
+//! one call over it ([`connect`]). A Unix socket is used only once its server's user is known
+//! to be one to trust (`socket::check_server`), before anything is sent: otherwise
+//! [`connect`] fails with an [`UntrustedServer`].
 
 use std::io;
 use std::path::PathBuf;
@@ -39,6 +41,45 @@ impl std::str::FromStr for Endpoint {
         }
     }
 }
+
+/// Why [`connect`] would not use a Unix socket: the user serving it is neither root, nor this
+/// process's, nor one root made the socket's directory for (`socket::check_server`). It is
+/// the payload of the `PermissionDenied` error [`connect`] returns, and its message the one
+/// line to print.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UntrustedServer {
+    /// The socket.
+    pub endpoint: Endpoint,
+    /// The uid serving it, when the system said.
+    pub uid: Option<u32>,
+}
+
+impl UntrustedServer {
+    /// The refusal `e` carries, if it is one.
+    #[must_use]
+    pub fn of(e: &io::Error) -> Option<&Self> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for UntrustedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.uid {
+            Some(uid) => write!(
+                f,
+                "{} is served by uid {uid}, not by root or you: refusing to use it",
+                self.endpoint
+            ),
+            None => write!(
+                f,
+                "cannot tell which user serves {}: refusing to use it",
+                self.endpoint
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UntrustedServer {}
 
 /// One control call: code, input, direct data and the reply capacity; returns (status, output).
 pub trait Transport {
@@ -289,16 +330,20 @@ mod device {
     }
 }
 
-/// Opens `endpoint`.
+/// Opens `endpoint`; a Unix socket only when its server is one to trust.
 ///
 /// # Errors
-/// It cannot be reached, or its kind does not exist on this platform.
+/// It cannot be reached, or its kind does not exist on this platform; `PermissionDenied`
+/// with an [`UntrustedServer`] for a socket served by another user.
 pub fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn Transport + Send>> {
     match endpoint {
         #[cfg(unix)]
-        Endpoint::Unix(path) => Ok(Box::new(UnixTransport {
-            stream: std::os::unix::net::UnixStream::connect(path)?,
-        })),
+        Endpoint::Unix(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path)?;
+            // Who listens, before a byte goes to it.
+            crate::socket::check_server(&stream, path)?;
+            Ok(Box::new(UnixTransport { stream }))
+        }
         #[cfg(windows)]
         Endpoint::Device(name) => Ok(Box::new(device::DeviceTransport::open(name)?)),
         #[allow(

@@ -15,7 +15,7 @@ pub use khttp_local::socket::{SYSTEM_SOCKET, current_uid, default_server_socket,
 /// The driver's device (DESIGN §7).
 pub const DEVICE: &str = r"\\.\KHttp";
 
-pub use khttp_local::transport::{Endpoint, Transport};
+pub use khttp_local::transport::{Endpoint, Transport, UntrustedServer};
 
 /// The endpoint khttpctl uses when `--endpoint` is not given.
 #[must_use]
@@ -54,6 +54,8 @@ pub enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // Its own one line: the endpoint, who serves it, and the refusal.
+            Self::Unreachable(_, err) if UntrustedServer::of(err).is_some() => write!(f, "{err}"),
             Self::Unreachable(e, err) if err.kind() == io::ErrorKind::PermissionDenied => {
                 write!(
                     f,
