@@ -115,9 +115,7 @@ fn denied(stream: &mut UnixStream) -> io::Result<()> {
     reply(stream, Status::AccessDenied, &out)
 }
 
-/// The reply to a connection past [`MAX_SESSIONS`], sent before reading its request. The
-/// protocol has no status for it; out of memory is the nearest (a resource spent), and the
-/// line says which.
+/// The reply to a connection past [`MAX_SESSIONS`], sent before reading its request.
 fn busy(stream: &mut UnixStream) -> io::Result<()> {
     let mut out = Vec::new();
     let _ = error_reply(
@@ -127,7 +125,7 @@ fn busy(stream: &mut UnixStream) -> io::Result<()> {
              once; try again when one ends"
         ),
     );
-    reply(stream, Status::OutOfMemory, &out)
+    reply(stream, Status::TooManySessions, &out)
 }
 
 fn reply(stream: &mut UnixStream, status: Status, out: &[u8]) -> io::Result<()> {

@@ -297,8 +297,8 @@ pub enum Status {
     QueueOwned = 26,
     /// An attach that names no reserved prefix: only an administrator may make one.
     PrefixRequired = 27,
-    /// The server holds as many application connections as it allows (in all, or for this
-    /// user).
+    /// The server holds as many connections on this socket as it allows (in all, or for this
+    /// user), or a connection as many attaches.
     TooManySessions = 28,
 }
 }
@@ -377,7 +377,9 @@ impl Status {
             Self::PrefixRequired => {
                 "an application must name the reserved prefixes it serves (only an administrator may attach without one)"
             }
-            Self::TooManySessions => "the server holds too many application connections",
+            Self::TooManySessions => {
+                "the server holds as many connections as it allows; try again when one ends"
+            }
         }
     }
 }
