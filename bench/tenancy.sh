@@ -48,9 +48,9 @@ for clients in 1000 10000; do
     peak=$(field VmHWM)
     exec {FLOOD[1]}>&-
     wait "$FLOOD_PID" 2>/dev/null || true
-    sleep 3
+    sleep 5
     after=$(rss)
-    echo "$clients unfinished 1 MiB bodies: $line; RSS ${before} -> ${during} kB while held (body-bytes-held $h, peak $peak kB), ${after} kB 3 s after they closed"
+    echo "$clients unfinished 1 MiB bodies: $line; RSS ${before} -> ${during} kB while held (body-bytes-held $h, peak $peak kB), ${after} kB 5 s after they closed"
 done
 
 if [ "$(id -u)" = 0 ]; then

@@ -4,8 +4,9 @@
 //!
 //! `khttp-flood PORT PATH CLIENTS BODY`
 //!
-//! Prints `sent S refused R failed F` once every connection has been tried: S sent their body
-//! (but the last byte), R were answered (503) before or while sending it, F could not connect.
+//! Prints `held H refused R failed F` a second after every connection was tried: H are still
+//! open with nothing answered, R were answered (503) or closed by the server, F could not
+//! connect or send their head.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -25,8 +26,8 @@ fn main() -> ExitCode {
     };
     let head = format!("POST {path} HTTP/1.1\r\nHost: flood\r\nContent-Length: {body}\r\n\r\n");
     let chunk = vec![b'f'; 64 * 1024];
-    let (mut sent, mut refused, mut failed) = (0, 0, 0);
-    let mut held = Vec::new();
+    let mut failed = 0;
+    let mut open = Vec::new();
     for _ in 0..clients {
         let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
             failed += 1;
@@ -34,39 +35,32 @@ fn main() -> ExitCode {
         };
         let _ = c.set_write_timeout(Some(Duration::from_millis(500)));
         if c.write_all(head.as_bytes()).is_err() {
-            refused += 1;
+            failed += 1;
             continue;
         }
+        // All but the last byte, as far as the server reads it.
         let mut left = body.saturating_sub(1);
-        let mut answered = false;
         while left > 0 {
-            let n = left.min(chunk.len());
-            match c.write(&chunk[..n]) {
+            match c.write(&chunk[..left.min(chunk.len())]) {
                 Ok(k) => left -= k,
-                Err(_) => {
-                    answered = true;
-                    break;
-                }
+                Err(_) => break,
             }
         }
-        // A 503 may have come meanwhile.
+        open.push(c);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (mut held, mut refused) = (0, 0);
+    for c in &mut open {
         let _ = c.set_nonblocking(true);
         let mut b = [0u8; 16];
         match c.read(&mut b) {
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            _ => answered = true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => held += 1,
+            _ => refused += 1,
         }
-        let _ = c.set_nonblocking(false);
-        if answered {
-            refused += 1;
-        } else {
-            sent += 1;
-        }
-        held.push(c);
     }
-    println!("sent {sent} refused {refused} failed {failed}");
+    println!("held {held} refused {refused} failed {failed}");
     let _ = std::io::stdout().flush();
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    drop(held);
+    drop(open);
     ExitCode::SUCCESS
 }
