@@ -55,6 +55,10 @@ pub const MAX_RANGES: usize = 16;
 /// The longest request queue name accepted.
 pub const MAX_QUEUE_NAME: usize = 256;
 
+/// Application handles one request queue holds at most (each attach is one): what bounds the
+/// table whatever a host's own caps on connections (issue #21).
+pub const MAX_QUEUE_HANDLES: usize = 4096;
+
 /// Connections the driver holds at once (its connection table, allocated at load), whatever
 /// `max-connections` says.
 pub const DRIVER_MAX_CONNECTIONS: usize = 16_384;

@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::acl::Sid;
 use crate::error::{CtlError, OutOfMemory};
-use crate::limits::MAX_QUEUE_NAME;
+use crate::limits::{MAX_QUEUE_HANDLES, MAX_QUEUE_NAME};
 use crate::mem;
 
 /// An application handle attached to a queue: its process and user, as the transport says.
@@ -227,6 +227,7 @@ impl Queues {
     /// # Errors
     /// [`CtlError::InvalidQueueName`] (empty, over [`MAX_QUEUE_NAME`], or a control
     /// character); [`CtlError::AlreadyExists`] if a reservation belongs to another queue;
+    /// [`CtlError::TooManySessions`] past [`MAX_QUEUE_HANDLES`] handles on the queue;
     /// [`CtlError::OutOfMemory`].
     pub fn attach(
         &mut self,
@@ -247,6 +248,9 @@ impl Queues {
         }
         if let Some(id) = self.by_name(name).map(|q| q.id) {
             return self.change(id, |q| {
+                if q.holders.len() >= MAX_QUEUE_HANDLES {
+                    return Err(CtlError::TooManySessions);
+                }
                 // Reserve before changing anything, so that a failure changes nothing.
                 q.reservations
                     .try_reserve(reservations.len())
@@ -390,6 +394,26 @@ mod tests {
         q.forget(7).unwrap();
         assert!(q.get(b).is_none(), "and its deletion removes it");
         assert_eq!(q.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_queue_holds_so_many_handles() {
+        let mut q = Queues::default();
+        for pid in 0..crate::limits::MAX_QUEUE_HANDLES {
+            let h = Holder {
+                pid: pid as u32,
+                uid: 0,
+            };
+            q.attach("busy", &[1], h, O).unwrap();
+        }
+        let one_more = Holder {
+            pid: u32::MAX,
+            uid: 0,
+        };
+        assert_eq!(
+            q.attach("busy", &[1], one_more, O),
+            Err(CtlError::TooManySessions)
+        );
     }
 
     #[test]
