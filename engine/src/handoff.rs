@@ -28,7 +28,8 @@ use crate::mem::{self, StackText};
 use crate::route::Local;
 use crate::site::Site;
 
-/// `IP:PORT`, or `[IPv6]:PORT`; empty for none.
+/// `IP:PORT`, or `[IPv6]:PORT`; empty for none. An IPv4 client of a dual-stack socket
+/// (`::ffff:a.b.c.d`) is written as the IPv4 address it is.
 fn remote_text(remote: Option<Local>) -> StackText<REMOTE_TEXT> {
     let mut t = StackText::new();
     // Always fits: REMOTE_TEXT holds the longest.
@@ -36,7 +37,10 @@ fn remote_text(remote: Option<Local>) -> StackText<REMOTE_TEXT> {
         Some(Local {
             ip: IpAddr::V6(ip),
             port,
-        }) => write!(t, "[{ip}]:{port}"),
+        }) => match ip.to_ipv4_mapped() {
+            Some(v4) => write!(t, "{v4}:{port}"),
+            None => write!(t, "[{ip}]:{port}"),
+        },
         Some(Local { ip, port }) => write!(t, "{ip}:{port}"),
         None => Ok(()),
     };
@@ -418,6 +422,13 @@ mod tests {
         );
         assert_eq!(h.receive(1, 9).unwrap().row(0).remote, "[::1]:5000");
         assert_eq!(h.receive(1, 9).unwrap().row(0).remote, "");
+        let mut mapped = d(1, b"GET / HTTP/1.1\r\n\r\n");
+        mapped.remote = Some(Local {
+            ip: IpAddr::V6(Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped()),
+            port: 80,
+        });
+        h.offer(3, &mapped, &lim(10), None).unwrap();
+        assert_eq!(h.receive(1, 9).unwrap().row(0).remote, "192.0.2.9:80");
     }
 
     #[test]

@@ -312,7 +312,7 @@ fn the_proxy_sends_on_only_what_belongs_to_the_upstream() {
     );
     // A GET with a body: answered, and not kept (the body may have shaped the answer).
     let before = seen.lock().unwrap().len();
-    let req = khttp_tests::with_body("GET /with-body", "", b"abc");
+    let req = khttp_tests::with_body("GET /with-body", "Connection: close\r\n", b"abc");
     let (r, _) = raw(port, &req);
     assert_eq!(r.status, 200);
     assert_eq!(get(port, "/with-body", "").status, 200);
@@ -323,7 +323,10 @@ fn the_proxy_sends_on_only_what_belongs_to_the_upstream() {
     );
     // CONNECT: refused by the proxy, never forwarded.
     let before = seen.lock().unwrap().len();
-    let (r, _) = raw(port, b"CONNECT /x HTTP/1.1\r\nHost: h\r\n\r\n");
+    let (r, _) = raw(
+        port,
+        b"CONNECT /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 501);
     assert_eq!(seen.lock().unwrap().len(), before);
     child.kill().unwrap();
