@@ -318,6 +318,9 @@ pub struct Connection {
     out: Output,
     /// While output is pending: how fast the client reads it (`min-send-rate`).
     send: Option<Progress>,
+    /// Meanwhile, what the transport held for the client at the last timer that fell due
+    /// ([`Connection::handle_timeout`]), if the host can tell.
+    send_queued: Option<u64>,
     /// Bytes the transport still held for the client when a timer fell due with no output
     /// pending here: their progress since first seen, and the last count (see
     /// [`Connection::handle_timeout`]).
@@ -422,6 +425,7 @@ impl Connection {
             limits: *site.limits(),
             out: Output::default(),
             send: None,
+            send_queued: None,
             undelivered: None,
             eof: false,
             cancelled: None,
@@ -730,20 +734,24 @@ impl Connection {
             consider(d, Timer::SendRate, Some(Close::Abortive));
         }
         let header = u64::from(l.header_timeout);
-        // A body must arrive within `header-timeout` of its head, and keep up
-        // `min-receive-rate` (from no earlier than when the output drained).
-        let receive = |p: &Progress| p.deadline(l.min_receive_rate, self.idle_since);
-        match &self.state {
-            State::Body(ctx) => {
-                consider(
-                    ctx.started.max(self.idle_since).add_secs(header),
-                    Timer::Body,
-                    Some(Close::Graceful),
-                );
-                if let Some(d) = receive(&ctx.progress) {
-                    consider(d, Timer::Body, Some(Close::Graceful));
-                }
+        // A body being read (discarded, or kept for an application) must arrive within
+        // `header-timeout` of its head, and keep up `min-receive-rate`, both counted from no
+        // earlier than when the output drained.
+        let body = match &self.state {
+            State::Body(ctx) => Some((ctx.started, &ctx.progress)),
+            State::Deferred(d) if d.id.is_none() && d.reader.is_some() => {
+                Some((d.since, &d.progress))
             }
+            _ => None,
+        };
+        if let Some((started, progress)) = body {
+            let whole = started.max(self.idle_since).add_secs(header);
+            consider(whole, Timer::Body, Some(Close::Graceful));
+            if let Some(at) = progress.deadline(l.min_receive_rate, self.idle_since) {
+                consider(at, Timer::Body, Some(Close::Graceful));
+            }
+        }
+        match &self.state {
             State::Head => {
                 if let Some(started) = self.head_started {
                     consider(
@@ -760,18 +768,8 @@ impl Connection {
                 }
             }
             State::Deferred(d) => match d.id {
-                // The body is still arriving: the body timers.
-                None if d.reader.is_some() => {
-                    consider(
-                        d.since.max(self.idle_since).add_secs(header),
-                        Timer::Body,
-                        Some(Close::Graceful),
-                    );
-                    if let Some(at) = receive(&d.progress) {
-                        consider(at, Timer::Body, Some(Close::Graceful));
-                    }
-                }
-                // Waiting for the host to take it: no timer.
+                // The body is still arriving (its timers above), or the host is to take it
+                // (no timer).
                 None => {}
                 Some(_) => consider(
                     d.since.add_secs(u64::from(l.app_response_timeout)),
@@ -788,7 +786,7 @@ impl Connection {
                 Timer::App,
                 None,
             ),
-            State::Sending | State::Lingering(_) | State::Closed(_) => {}
+            State::Body(_) | State::Sending | State::Lingering(_) | State::Closed(_) => {}
         }
         deadline
     }
@@ -801,11 +799,24 @@ impl Connection {
     /// (Linux: `SIOCOUTQ`), or 0 where the host cannot tell. A client still receiving is not
     /// idle: while such bytes remain, the idle, head and body timers wait, and the bytes are
     /// judged by the minimum send rate instead, from the first time they were seen; a client too
-    /// slow for it is reset.
+    /// slow for it is reset. While output is pending here, the same bytes draining is the
+    /// client's progress too: a socket buffer of megabytes can take a slow but steady reader
+    /// longer than a window to drain, with nothing handed to the transport meanwhile. The first
+    /// such report gives a window from now, to have something to compare the next one with.
     pub fn handle_timeout(&mut self, clock: &Clock, undelivered: u64) -> Option<Deadline> {
         self.now = clock.now();
         if undelivered == 0 {
             self.undelivered = None;
+        }
+        if let Some(progress) = &mut self.send {
+            let (rate, now) = (self.limits.min_send_rate, self.now);
+            match self.send_queued.replace(undelivered) {
+                Some(last) if undelivered < last => {
+                    progress.record(last.saturating_sub(undelivered), rate, now);
+                }
+                None if undelivered > 0 => progress.window_from(now),
+                _ => {}
+            }
         }
         let due = self.poll_deadline().filter(|d| self.now >= d.at)?;
         if self.reading() && self.out.pending_bytes() == 0 && undelivered > 0 {
@@ -983,6 +994,7 @@ impl Connection {
         }
         if self.out.pending_bytes() == 0 {
             self.send = None;
+            self.send_queued = None;
             // The client has read everything so far: the idle, head and body timers restart.
             self.idle_since = self.now;
             self.out.shrink(KEEP_IDLE);

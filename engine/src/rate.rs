@@ -10,6 +10,12 @@
 //! or 64 MiB. (The rule before allowed the whole size at the minimum rate from the first byte:
 //! about five days for 64 MiB.) A client exactly at the rate, in lumps or not, keeps going.
 //!
+//! What moves is what the host sees move: bytes the transport takes, and (khttpd) what the
+//! transport's own buffer drains, reported when a deadline falls due
+//! (`Connection::handle_timeout`). The first is an overestimate a kernel that enlarges its
+//! buffer can stretch by a window at a time; the second is what keeps a steady reader behind
+//! megabytes of socket buffer from being taken for one that stopped.
+//!
 //! IIS calls the send side `minBytesPerSecond` and http.sys `MinSendRate`; both judge each send
 //! by its size. nginx's `send_timeout` and `client_body_timeout` judge the time between two
 //! writes or reads. This judges both a trickle below the rate and a stall.
@@ -40,6 +46,12 @@ impl Progress {
         };
         let ahead = now.add_millis(RATE_WINDOW_MS);
         self.paid = self.paid.max(self.paid.add_millis(ms).min(ahead));
+    }
+
+    /// Pays the schedule up to `now` (once the client is known to be moving, and the host
+    /// will tell how much from here on): due a window from now at the earliest.
+    pub(crate) fn window_from(&mut self, now: Instant) {
+        self.paid = self.paid.max(now);
     }
 
     /// When the client is a window behind its schedule, counted from no earlier than `floor`

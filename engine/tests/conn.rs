@@ -657,6 +657,62 @@ fn a_slow_download_outlasts_the_idle_and_header_timers() {
     assert!(r.body == body, "the whole body");
 }
 
+/// A slow but steady reader behind a large socket buffer: the transport takes nothing for
+/// longer than a window (its buffer is full), but what it holds drains, which the host reports
+/// at each timer; that is progress. A reader that stops is reset a window after the first look.
+#[test]
+fn a_draining_socket_buffer_is_progress() {
+    let mut s = site();
+    common::put(
+        &mut s,
+        "http://+:8080/big",
+        vec![b'x'; 8 << 20],
+        "text/plain",
+    );
+    let mut h = Harness::new(s.clone());
+    h.feed(&get("/big", ""));
+    // The kernel takes 2.5 MB at once, then nothing more for a while.
+    let mut left = 2_500_000usize;
+    while left > 0 {
+        let Some(t) = h.conn.transmit() else { break };
+        let len = match t {
+            khttp_engine::Transmit::Head(b) => b.len(),
+            khttp_engine::Transmit::Body { start, end, .. } => end - start,
+        };
+        let k = len.min(left);
+        h.conn.handle_sent(k, &h.clock, &h.site);
+        left -= k;
+    }
+    let mut queued = 2_500_000u64;
+    let start = h.clock.now();
+    for second in 1..=120 {
+        let now = start.add_secs(second);
+        h.clock.update(now, UNIX_NOW + second);
+        // 20 KB/s drains from the kernel; the host looks when a timer falls due.
+        queued -= 20_000;
+        if h.conn.poll_timeout().is_some_and(|d| now >= d) {
+            h.conn.handle_timeout(&h.clock, queued);
+        }
+        assert_eq!(h.closed(), None, "reset after {second} s of steady reading");
+    }
+    // Then the reader stops: reset within two windows of the last look.
+    let stop = h.clock.now();
+    let mut second = 0;
+    while h.closed().is_none() {
+        second += 1;
+        let now = stop.add_secs(second);
+        h.clock.update(now, UNIX_NOW + 120 + second);
+        if h.conn.poll_timeout().is_some_and(|d| now >= d) {
+            h.conn.handle_timeout(&h.clock, queued);
+        }
+        assert!(
+            second <= 30,
+            "still open {second} s after the reader stopped"
+        );
+    }
+    assert_eq!(h.closed(), Some(Close::Abortive));
+}
+
 /// Bytes the transport still holds (SIOCOUTQ) keep a keep-alive connection from counting as
 /// idle, for as long as the minimum send rate allows them; then it is reset.
 #[test]

@@ -535,8 +535,8 @@ impl Session {
                 let _ = error_reply(&mut out, "malformed frame");
                 return self.reply(Status::Malformed, &out);
             };
-            if let Err(status) = self.admissible(&f) {
-                let _ = error_reply(&mut out, status.message());
+            if let Err((status, why)) = self.admissible(&f) {
+                let _ = error_reply(&mut out, why);
                 return self.reply(status, &out);
             }
             // Read as it arrives: memory follows the bytes sent, not the lengths announced.
@@ -559,22 +559,28 @@ impl Session {
     /// announced one, attached or not). Its input is at most `frame::MAX_INPUT` (the header's
     /// decoding says so); only an answer and a piece carry direct bytes, at most 64 MiB
     /// (larger bodies are streamed), and only from an application attached to a queue.
-    fn admissible(&self, f: &RequestFrame) -> Result<(), Status> {
+    fn admissible(&self, f: &RequestFrame) -> Result<(), (Status, &'static str)> {
         if f.direct_len == 0 {
             return Ok(());
         }
         if f.direct_len as usize > khttp_proto::MAX_BYTES {
-            return Err(Status::EntryTooLarge);
+            return Err((
+                Status::EntryTooLarge,
+                "an answer or piece is at most 64 MiB",
+            ));
         }
         let answers = matches!(
             Command::from_code(f.code),
             Some(Command::QueueRespond | Command::QueueSend)
         );
         if !answers {
-            return Err(Status::Malformed);
+            return Err((Status::Malformed, "only an answer carries a body"));
         }
         if self.attached.is_empty() {
-            return Err(Status::NotFound);
+            return Err((
+                Status::NotFound,
+                "no request to answer: attach to a queue first",
+            ));
         }
         Ok(())
     }

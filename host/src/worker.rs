@@ -496,12 +496,9 @@ impl Worker {
             }
             if slot.conn.poll_timeout().is_some_and(|d| now >= d) {
                 // What the kernel still holds for the client: the engine waits for it to be
-                // delivered (at the minimum send rate) before it counts the client as idle.
-                let undelivered = if slot.conn.pending_bytes() == 0 {
-                    sys::unsent_bytes(&slot.stream).unwrap_or(0) as u64
-                } else {
-                    0
-                };
+                // delivered (at the minimum send rate) before it counts the client as idle, and
+                // while more waits here, judges by its draining how fast the client reads.
+                let undelivered = sys::unsent_bytes(&slot.stream).unwrap_or(0) as u64;
                 slot.conn.handle_timeout(&self.clock, undelivered);
                 if let Some(id) = slot.conn.take_cancelled() {
                     self.shared.apps.cancel(id);

@@ -607,3 +607,58 @@ pub fn write_file(server: &Server, rel: &str, contents: &[u8]) -> PathBuf {
     std::fs::write(&p, contents).expect("write");
     p
 }
+
+/// An application process, killed and reaped when dropped: a test that fails half-way does
+/// not leave it attached (under the Wine harness its handle would hold the driver's device
+/// open at unload, and the next tests would share its queue).
+pub struct App(pub Child);
+
+impl std::ops::Deref for App {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for App {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `hello-app` attached to `prefix` (with `extra` arguments), running as this user, through
+/// this server's application socket (under the Wine harness, its wrapper names the device).
+pub fn hello(s: &Server, prefix: &str, extra: &[&str]) -> App {
+    let mut child = Command::new(bin("hello-app"))
+        .arg(prefix)
+        .args(extra)
+        .env(
+            "KHTTP_APP_ENDPOINT",
+            format!("unix:{}", s.app_socket().display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hello-app");
+    wait_attached(&mut child);
+    App(child)
+}
+
+/// Waits for an application process's first line, which says it attached.
+pub fn wait_attached(child: &mut Child) {
+    let mut line = String::new();
+    let out = child.stdout.as_mut().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    if !line.contains("attached") {
+        let mut err = String::new();
+        let _ = Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
+        panic!("the application: {line:?}, {err:?}");
+    }
+}

@@ -7,11 +7,11 @@
 //! is a process (`hello-app.exe` under Wine); those that play the application from this test's
 //! own threads reach khttpd's socket only, and are skipped there.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use khttp_app::{Error, Queue, Response};
-use khttp_tests::{Conn, Server, bin, get, skip_external};
+use khttp_tests::{App, Conn, Server, bin, get, hello, skip_external, wait_attached};
 
 const SKIP: &str = "the application runs in this test's threads, which reach khttpd's socket only";
 
@@ -26,60 +26,6 @@ fn setup(name: &str) -> (Server, u16, String) {
     let url = format!("http://+:{port}/cached.txt");
     s.ctl_ok(&["cache", "put", &url, file.to_str().unwrap()]);
     (s, port, app)
-}
-
-/// An application process, killed and reaped when dropped: a test that fails half-way does
-/// not leave it attached (under the Wine harness its handle would hold the driver's device
-/// open at unload, and the next tests would share its queue).
-struct App(Child);
-
-impl std::ops::Deref for App {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for App {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `hello-app` attached to `prefix`, running as this user.
-fn hello(s: &Server, prefix: &str, extra: &[&str]) -> App {
-    let mut child = Command::new(bin("hello-app"))
-        .arg(prefix)
-        .args(extra)
-        .env(
-            "KHTTP_APP_ENDPOINT",
-            format!("unix:{}", s.app_socket().display()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hello-app");
-    wait_attached(&mut child);
-    App(child)
-}
-
-/// Waits for an application process's first line, which says it attached.
-fn wait_attached(child: &mut Child) {
-    let mut line = String::new();
-    let out = child.stdout.as_mut().expect("stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
-    if !line.contains("attached") {
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
-        panic!("the application: {line:?}, {err:?}");
-    }
 }
 
 /// Kills an application process and reaps it.

@@ -13,6 +13,33 @@ use std::time::Duration;
 
 use khttp_tests::{Server, bin, free_port, get, raw};
 
+/// One request as an upstream reads it: the request line, the field lines (CRLF cut) and the
+/// body (by its `Content-Length`); `None` when the connection ends.
+fn read_request(
+    reader: &mut BufReader<std::net::TcpStream>,
+) -> Option<(String, Vec<String>, Vec<u8>)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut len = 0usize;
+    let mut fields = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        fields.push(h.trim_end().to_owned());
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((line, fields, body))
+}
+
 /// An upstream on a free port: `/cached` (max-age=60), `/private`, `/slow` (3 s), anything
 /// else echoes the method, target and body. Returns its port and the count of requests it saw.
 fn upstream() -> (u16, Arc<AtomicU32>) {
@@ -26,24 +53,7 @@ fn upstream() -> (u16, Arc<AtomicU32>) {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut out = stream;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut len = 0usize;
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h).unwrap();
-                        if h == "\r\n" || h.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    reader.read_exact(&mut body).unwrap();
+                while let Some((line, _, body)) = read_request(&mut reader) {
                     let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
                     let target = line.split(' ').nth(1).unwrap_or("").to_owned();
                     if let Some(kind) = target.strip_prefix("/big-") {
@@ -158,39 +168,23 @@ fn echo_upstream() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut out = stream;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
+                while let Some((line, all, _)) = read_request(&mut reader) {
                     let target = line.split(' ').nth(1).unwrap_or("").to_owned();
-                    let mut len = 0usize;
-                    let mut fields = Vec::new();
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h).unwrap();
-                        if h == "\r\n" || h.is_empty() {
-                            break;
-                        }
-                        let lower = h.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                        if [
-                            "forwarded",
-                            "x-forwarded",
-                            "x-real-ip",
-                            "proxy-auth",
-                            "x-secret",
-                        ]
-                        .iter()
-                        .any(|p| lower.starts_with(p))
-                        {
-                            fields.push(h.trim_end().to_owned());
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    reader.read_exact(&mut body).unwrap();
+                    let mut fields: Vec<String> = all
+                        .into_iter()
+                        .filter(|h| {
+                            let lower = h.to_ascii_lowercase();
+                            [
+                                "forwarded",
+                                "x-forwarded",
+                                "x-real-ip",
+                                "proxy-auth",
+                                "x-secret",
+                            ]
+                            .iter()
+                            .any(|p| lower.starts_with(p))
+                        })
+                        .collect();
                     log.lock().unwrap().push(target.clone());
                     fields.sort();
                     let text = format!("target {target}\n{}\n", fields.join("\n"));
