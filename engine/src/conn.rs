@@ -900,7 +900,7 @@ impl Connection {
     /// While the close lingers: the transport still holds `n` bytes for the client (Linux:
     /// `SIOCOUTQ`), for a host that can tell, as often as it likes (khttpd: every sweep). From
     /// the first report on, the client must take them at `min-send-rate` judged over a window
-    /// ([`crate::rate`]), not in the allowance `handle_shutdown`'s count gave; 0 is
+    /// (the engine's `rate` schedule), not in the allowance `handle_shutdown`'s count gave; 0 is
     /// [`Connection::handle_delivered`].
     pub fn handle_undelivered(&mut self, clock: &Clock, n: u64) {
         self.now = clock.now();

@@ -413,7 +413,7 @@ pub enum Caller<'a> {
 }
 
 /// The application endpoint's attach (issues #12 and #21), with http.sys's rules for a named
-/// request queue (see [`crate::queues`]):
+/// request queue (see `queues`):
 /// - an administrator attaches to any queue, for any prefixes (or none);
 /// - anyone else must name at least one prefix ([`CtlError::PrefixRequired`]), and each
 ///   reservation named must grant the caller the right to register ([`crate::acl`];

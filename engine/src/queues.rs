@@ -272,11 +272,21 @@ impl Queues {
         let mut holders = Vec::new();
         holders.try_reserve(1).map_err(OutOfMemory::from)?;
         holders.push(holder);
+        // Each reservation once, however often the attach names it.
+        let mut unique = Vec::new();
+        unique
+            .try_reserve_exact(reservations.len())
+            .map_err(OutOfMemory::from)?;
+        for r in reservations {
+            if !unique.contains(r) {
+                unique.push(*r);
+            }
+        }
         let queue = mem::arc(Queue {
             id,
             name: mem::boxed_str(name)?,
             owner,
-            reservations: mem::vec_from(reservations)?,
+            reservations: unique,
             holders,
             stats: mem::arc(QueueStats::default())?,
         })?;
@@ -375,6 +385,16 @@ mod tests {
         q.remove(a).unwrap();
         assert_eq!(q.detach(a, h1), Err(CtlError::NotFound));
         assert!(copy.get(a).is_some(), "the other snapshot is untouched");
+    }
+
+    #[test]
+    fn a_prefix_named_twice_is_served_once() {
+        let h = Holder { pid: 1, uid: 0 };
+        let mut q = Queues::default();
+        let a = q.attach("twice", &[3, 3, 4, 3], h, O).unwrap();
+        assert_eq!(q.get(a).unwrap().reservations, [3, 4]);
+        q.attach("twice", &[4, 4, 5], h, O).unwrap();
+        assert_eq!(q.get(a).unwrap().reservations, [3, 4, 5]);
     }
 
     #[test]

@@ -368,7 +368,7 @@ pub(crate) fn decide<'a>(
 /// http.sys's kernel-cache rules): a GET, without a query string, a body, `Authorization` or
 /// `Cookie` (issue #21: a body could change the answer, and the cache would then serve it to
 /// requests without one), and whose raw path names what its canonical path names (they may
-/// differ only by escapes of unreserved characters, [`names_the_same`]). The last rule keeps an
+/// differ only by escapes of unreserved characters, `route::names_the_same`). The last rule keeps an
 /// application that reads the raw target (the head it received) from answering for one path
 /// and having the answer cached under another: `/a/x%2F..%2F..%2Fb` routes and keys as `/b`,
 /// but an upstream may serve it as something else entirely (issue #21, finding 3).

@@ -60,7 +60,8 @@ fn site() -> Site {
     let _ = s.put("http://+:8080/big", spec(&[9u8; 200_000]), Instant(0));
     // Every other request on port 8080 goes to an application (issue #12): the cached entries
     // answer first, the rest (any path the fuzzer makes up) reach the queue.
-    let _ = s.attach_queue("app", &["http://+:8080/"], khttp_engine::Holder { pid: 1, uid: 0 });
+    let holder = khttp_engine::Holder { pid: 1, uid: 0 };
+    let _ = s.attach_queue("app", &["http://+:8080/"], holder, khttp_engine::Owner::Uid(0));
     s
 }
 
@@ -181,6 +182,9 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
         // when (ms) the bytes sent so far pay for 150 B/s, from 10 s after the run began, and
         // never more than a window (10 s) ahead of the moment they were sent.
         let mut paid: Option<u64> = None;
+        // What the transport reported holding at the last timer while output was pending: its
+        // draining pays the schedule too; the first report gives a window from then.
+        let mut queued: Option<u64> = None;
         let mut judged = false;
         // The output length at the shutdown, once the close lingers.
         let mut shut: Option<usize> = None;
@@ -202,9 +206,19 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
                     clock.update(now, UNIX + now.0 / 1000);
                 }
                 Op::Timeout(undelivered) => {
-                    // Bytes the transport reports (draining, or not) are judged by the engine
-                    // against what it reported before: this run is no longer the model's.
-                    if undelivered > 0 {
+                    let u = u64::from(undelivered);
+                    let now = clock.now().0;
+                    if conn.pending_bytes() > 0 {
+                        if let Some(p) = &mut paid {
+                            match queued.replace(u) {
+                                Some(last) if u < last => {
+                                    *p = (*p).max((*p + (last - u) * 1000 / 150).min(now + 10_000));
+                                }
+                                None if u > 0 => *p = (*p).max(now),
+                                _ => {}
+                            }
+                        }
+                    } else if undelivered > 0 {
                         let b = busy.get_or_insert((clock.now(), out.len(), true));
                         b.2 = true;
                     }
@@ -226,10 +240,12 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
                 None if pending > 0 => {
                     busy = Some((clock.now(), out.len(), false));
                     paid = Some(now + 10_000);
+                    queued = None;
                 }
                 Some((_, _, false)) if pending == 0 => {
                     busy = None;
                     paid = None;
+                    queued = None;
                 }
                 _ => {}
             }

@@ -40,10 +40,29 @@ enum Step {
         who: u8,
     },
     Attach {
-        name: String,
-        prefixes: Vec<String>,
+        name: Text,
+        prefixes: Vec<Text>,
         who: u8,
     },
+}
+
+/// A queue name or prefix: one of the site's own (so that attaches succeed, and collide), or
+/// anything at all.
+#[derive(Arbitrary, Debug)]
+enum Text {
+    Known(u8),
+    Raw(String),
+}
+
+const NAMES: [&str; 3] = ["hello", "khttp-proxy", "q"];
+
+impl Text {
+    fn get<'a>(&'a self, known: &[&'a str]) -> &'a str {
+        match self {
+            Self::Known(i) => known[usize::from(*i) % known.len()],
+            Self::Raw(s) => s,
+        }
+    }
 }
 
 const PREFIXES: [(&str, Option<&str>); 4] = [
@@ -198,8 +217,9 @@ fuzz_target!(|steps: Vec<Step>| {
                 }
             }
             Step::Attach { name, prefixes, who } => {
-                let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-                run_attach(&mut site, &name, &prefixes, who, &tokens);
+                let known: Vec<&str> = PREFIXES.iter().map(|(p, _)| *p).collect();
+                let prefixes: Vec<&str> = prefixes.iter().map(|p| p.get(&known)).collect();
+                run_attach(&mut site, name.get(&NAMES), &prefixes, who, &tokens);
             }
         }
     }
