@@ -800,24 +800,14 @@ impl Connection {
     /// idle: while such bytes remain, the idle, head and body timers wait, and the bytes are
     /// judged by the minimum send rate instead, from the first time they were seen; a client too
     /// slow for it is reset. While output is pending here, the same bytes draining is the
-    /// client's progress too: a socket buffer of megabytes can take a slow but steady reader
-    /// longer than a window to drain, with nothing handed to the transport meanwhile. The first
-    /// such report gives a window from now, to have something to compare the next one with.
+    /// client's progress too ([`Connection::handle_transport`]); a first report that comes only
+    /// now gives a window from now, to have something to compare the next one with.
     pub fn handle_timeout(&mut self, clock: &Clock, undelivered: u64) -> Option<Deadline> {
         self.now = clock.now();
         if undelivered == 0 {
             self.undelivered = None;
         }
-        if let Some(progress) = &mut self.send {
-            let (rate, now) = (self.limits.min_send_rate, self.now);
-            match self.send_queued.replace(undelivered) {
-                Some(last) if undelivered < last => {
-                    progress.record(last.saturating_sub(undelivered), rate, now);
-                }
-                None if undelivered > 0 => progress.window_from(now),
-                _ => {}
-            }
-        }
+        self.note_transport(undelivered, true);
         let due = self.poll_deadline().filter(|d| self.now >= d.at)?;
         if self.reading() && self.out.pending_bytes() == 0 && undelivered > 0 {
             let (rate, now) = (self.limits.min_send_rate, self.now);
@@ -894,6 +884,31 @@ impl Connection {
         self.now = clock.now();
         if let State::Lingering(linger) = &mut self.state {
             linger.delivered = true;
+        }
+    }
+
+    /// While output is pending: the transport holds `queued` bytes for the client now (Linux:
+    /// `SIOCOUTQ`), for a host that can tell, when it likes (khttpd: when a write would block,
+    /// and at each deadline that falls due). What the transport's buffer drains between two
+    /// reports is the client's progress as much as what the transport takes: a socket buffer
+    /// of megabytes can take a slow but steady reader longer than a window to drain, with
+    /// nothing taken meanwhile.
+    pub fn handle_transport(&mut self, clock: &Clock, queued: u64) {
+        self.now = clock.now();
+        self.note_transport(queued, false);
+    }
+
+    fn note_transport(&mut self, queued: u64, at_deadline: bool) {
+        let Some(progress) = &mut self.send else {
+            return;
+        };
+        let (rate, now) = (self.limits.min_send_rate, self.now);
+        match self.send_queued.replace(queued) {
+            Some(last) if queued < last => {
+                progress.record(last.saturating_sub(queued), rate, now);
+            }
+            None if queued > 0 && at_deadline => progress.window_from(now),
+            _ => {}
         }
     }
 

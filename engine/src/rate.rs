@@ -11,8 +11,8 @@
 //! about five days for 64 MiB.) A client exactly at the rate, in lumps or not, keeps going.
 //!
 //! What moves is what the host sees move: bytes the transport takes, and (khttpd) what the
-//! transport's own buffer drains, reported when a deadline falls due
-//! (`Connection::handle_timeout`). The first is an overestimate a kernel that enlarges its
+//! transport's own buffer drains, reported when a write would block and when a deadline falls
+//! due (`Connection::handle_transport`, `Connection::handle_timeout`). The first is an overestimate a kernel that enlarges its
 //! buffer can stretch by a window at a time; the second is what keeps a steady reader behind
 //! megabytes of socket buffer from being taken for one that stopped.
 //!

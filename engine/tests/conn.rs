@@ -671,7 +671,8 @@ fn a_draining_socket_buffer_is_progress() {
     );
     let mut h = Harness::new(s.clone());
     h.feed(&get("/big", ""));
-    // The kernel takes 2.5 MB at once, then nothing more for a while.
+    // The kernel takes 2.5 MB at once, then nothing more for a while; the host looks only when
+    // a deadline falls due.
     let mut left = 2_500_000usize;
     while left > 0 {
         let Some(t) = h.conn.transmit() else { break };
@@ -710,6 +711,25 @@ fn a_draining_socket_buffer_is_progress() {
             "still open {second} s after the reader stopped"
         );
     }
+    assert_eq!(h.closed(), Some(Close::Abortive));
+
+    // A host that reports what its buffer holds when it fills (khttpd: when a write would
+    // block) gives the engine its baseline at once: a reader that never reads is reset after
+    // the grace period and one window, not a window later.
+    let mut h = Harness::new(s);
+    h.feed(&get("/big", ""));
+    h.conn.handle_sent(100_000, &h.clock, &h.site);
+    h.conn.handle_transport(&h.clock, 100_000);
+    let start = h.clock.now();
+    for second in 1..=19 {
+        h.clock.update(start.add_secs(second), UNIX_NOW + second);
+        if h.conn.poll_timeout().is_some_and(|d| h.clock.now() >= d) {
+            h.conn.handle_timeout(&h.clock, 100_000);
+        }
+        assert_eq!(h.closed(), None);
+    }
+    h.clock.update(start.add_secs(20), UNIX_NOW + 20);
+    h.conn.handle_timeout(&h.clock, 100_000);
     assert_eq!(h.closed(), Some(Close::Abortive));
 }
 

@@ -626,7 +626,14 @@ fn write_output(slot: &mut Slot, shared: &Shared, clock: &Clock, site: &Site) ->
                 slot.conn.handle_sent(k, clock, site);
                 pass.progressed = true;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The kernel's buffer is full: what it holds now is what its draining (the
+                // client reading) is measured from.
+                if let Ok(n) = sys::unsent_bytes(&slot.stream) {
+                    slot.conn.handle_transport(clock, n as u64);
+                }
+                break;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
                 pass.drop = true;
