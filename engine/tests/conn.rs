@@ -479,23 +479,10 @@ fn the_send_rate_is_judged_over_a_window() {
         vec![b'x'; 64 << 20],
         "text/plain",
     );
-    let send = |h: &mut Harness, n: usize| {
-        let mut left = n;
-        while left > 0 {
-            let Some(t) = h.conn.transmit() else { break };
-            let len = match t {
-                khttp_engine::Transmit::Head(b) => b.len(),
-                khttp_engine::Transmit::Body { start, end, .. } => end - start,
-            };
-            let k = len.min(left);
-            h.conn.handle_sent(k, &h.clock, &h.site);
-            left -= k;
-        }
-    };
     // 1 MiB at once, then nothing: reset 10 s (a window) after the grace period ends.
     let mut h = Harness::new(s.clone());
     h.feed(&get("/huge", ""));
-    send(&mut h, 1 << 20);
+    h.send(1 << 20);
     h.advance_secs(19);
     assert_eq!(h.closed(), None);
     h.advance_secs(1);
@@ -505,7 +492,7 @@ fn the_send_rate_is_judged_over_a_window() {
     h.feed(&get("/huge", ""));
     for _ in 0..600 {
         h.advance_secs(1);
-        send(&mut h, 160);
+        h.send(160);
         assert_eq!(h.closed(), None);
     }
     assert!(h.conn.has_output());
@@ -673,17 +660,7 @@ fn a_draining_socket_buffer_is_progress() {
     h.feed(&get("/big", ""));
     // The kernel takes 2.5 MB at once, then nothing more for a while; the host looks only when
     // a deadline falls due.
-    let mut left = 2_500_000usize;
-    while left > 0 {
-        let Some(t) = h.conn.transmit() else { break };
-        let len = match t {
-            khttp_engine::Transmit::Head(b) => b.len(),
-            khttp_engine::Transmit::Body { start, end, .. } => end - start,
-        };
-        let k = len.min(left);
-        h.conn.handle_sent(k, &h.clock, &h.site);
-        left -= k;
-    }
+    h.send(2_500_000);
     let mut queued = 2_500_000u64;
     let start = h.clock.now();
     for second in 1..=120 {

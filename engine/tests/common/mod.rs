@@ -94,6 +94,21 @@ impl Harness {
         all
     }
 
+    /// Sends at most `n` bytes of the pending output, as a transport with room for `n` would.
+    pub fn send(&mut self, n: usize) {
+        let mut left = n;
+        while left > 0 {
+            let Some(t) = self.conn.transmit() else { break };
+            let len = match t {
+                khttp_engine::Transmit::Head(b) => b.len(),
+                khttp_engine::Transmit::Body { start, end, .. } => end - start,
+            };
+            let k = len.min(left);
+            self.conn.handle_sent(k, &self.clock, &self.site);
+            left -= k;
+        }
+    }
+
     /// Feeds `req`, then flushes.
     pub fn exchange(&mut self, req: &[u8]) -> Vec<u8> {
         self.feed(req);
