@@ -12,7 +12,9 @@
 //! (`HttpCreateRequestQueue`), whose user it belongs to, and its security descriptor admits
 //! only that user unless it says otherwise; another process opens it by name only if that
 //! descriptor grants it (`HTTP_CREATE_REQUEST_QUEUE_FLAG_OPEN_EXISTING`); and a URL is added to
-//! a queue only if the reservation's URL ACL grants the registering user. Here a queue records
+//! a queue only if the reservation's URL ACL grants the registering user; a controller process
+//! (`HTTP_CREATE_REQUEST_QUEUE_FLAG_CONTROLLER`) configures a queue without receiving from it,
+//! the part an administrator plays here. A queue records
 //! its [`Owner`] when it is created; the rules of who may join it are `ctl::attach`'s. A queue
 //! lives while an application is attached to it or it serves a reservation (whose misses then
 //! get 503 until its application comes back); one with neither is removed, so that nobody can
