@@ -48,6 +48,7 @@ mod http1;
 pub mod limits;
 mod mem;
 mod out;
+pub mod pace;
 pub mod persist;
 mod pump;
 mod queues;
@@ -57,6 +58,7 @@ mod route;
 mod site;
 mod slots;
 mod time;
+pub mod wake;
 
 // The API: what the hosts (khttpd, the driver) and khttpctl use. Everything else is private, so
 // that the compiler reports what nothing uses.

@@ -29,6 +29,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
+use khttp_engine::pace::SendSize;
 use khttp_engine::{
     Admission, Body, Clock, Close, Completion, Connection, Delivery, InlineGate, Local, NextIo,
     Outcome, Refusal, RequestId, Site, SlotTable, Transmit, admit, next_io,
@@ -323,6 +324,11 @@ struct Inner {
     /// Bytes sent on this connection: all of them may be unacknowledged when the disconnect
     /// starts (WSK does not say what the transport still holds).
     sent: u64,
+    /// The next send's most bytes: a send completes only once acknowledged, so each carries a
+    /// fraction of the send-rate window at the client's pace (`khttp_engine::pace`).
+    pace: SendSize,
+    /// When the send in flight was issued (ms).
+    send_issued: u64,
     tx_mdl: PMDL,
     tx_body: Option<Body>,
     buf: WSK_BUF,
@@ -462,6 +468,8 @@ impl ConnCtx {
                 last: None,
                 failed: false,
                 sent: 0,
+                pace: SendSize::new(),
+                send_issued: 0,
                 tx_mdl: ptr::null_mut(),
                 tx_body: None,
                 buf: WSK_BUF {
@@ -910,6 +918,8 @@ unsafe fn finished(c: &ConnCtx, inner: &mut Inner, op: Op, clock: &Clock, site: 
             inner.tx_mdl = ptr::null_mut();
             inner.tx_body = None;
             if nt_success(status) {
+                let took = clock.now().0.saturating_sub(inner.send_issued);
+                inner.pace.completed(n, took, site.limits().min_send_rate);
                 inner.sent = inner.sent.saturating_add(info);
                 inner.conn.handle_sent(n, clock, site);
             } else {
@@ -968,6 +978,8 @@ unsafe fn describe(c: &ConnCtx, inner: &mut Inner, op: Op) -> bool {
                     Some(Arc::clone(body)),
                 ),
             };
+            let len = len.min(inner.pace.get());
+            inner.send_issued = clock().now().0;
             // SAFETY: head bytes and cached bodies are wdk-alloc (non-paged) memory that stays
             // put until the send completes: no input is processed while a send is in flight,
             // and `tx_body` keeps the body alive.

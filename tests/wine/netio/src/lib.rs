@@ -97,6 +97,18 @@ unsafe extern "system" {
     fn GetCurrentThreadStackLimits(low: *mut usize, high: *mut usize);
 }
 
+#[link(name = "ntdll.dll", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "C" {
+    /// Wine's `wine_server_handle_to_fd` (Wine's `include/wine/server.h`, exported by its PE
+    /// ntdll): the Unix file descriptor behind a handle, as a duplicate that the caller closes.
+    fn wine_server_handle_to_fd(
+        handle: usize,
+        access: u32,
+        unix_fd: *mut i32,
+        options: *mut u32,
+    ) -> NTSTATUS;
+}
+
 #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
 unsafe extern "system" {
     /// `IofCompleteRequest` (wdm.h; x64 has a single calling convention).
@@ -344,6 +356,25 @@ fn complete(irp: *mut c_void, status: NTSTATUS, information: usize) -> NTSTATUS 
     }
 }
 
+/// Completes what [`settle_acks`] found done during the call that brought `irp`: that IRP as
+/// any ready result (inline or not), others from the completer thread.
+fn complete_settled(irp: *mut c_void, done: Vec<(usize, NTSTATUS, usize)>) -> NTSTATUS {
+    let mut mine = STATUS_PENDING;
+    for (other, status, n) in done {
+        if other == irp as usize {
+            mine = complete(irp, status, n);
+        } else if let Some(tx) = COMPLETER.get() {
+            let d = Deferred {
+                irp: other,
+                status,
+                information: n,
+            };
+            let _ = lock(tx).send(d);
+        }
+    }
+    mine
+}
+
 static COMPLETER: OnceLock<Mutex<Sender<Deferred>>> = OnceLock::new();
 
 fn start_completer() {
@@ -453,8 +484,15 @@ struct Op {
 struct State {
     recv: VecDeque<Op>,
     send: VecDeque<Op>,
-    /// A graceful disconnect waiting for queued sends (or, with `stall-disconnect`, pending).
+    /// A graceful disconnect waiting for queued sends and for the peer to acknowledge them and
+    /// its FIN (or, with `stall-disconnect`, for the peer's own FIN).
     disconnect: Option<Op>,
+    /// Bytes written to the host socket, in all.
+    written: u64,
+    /// Sends wholly written that wait for the peer to acknowledge their last byte: the IRP, the
+    /// `written` count at that byte, and the send's length. WSK does not buffer: a send
+    /// completes once its data "has actually been sent" (`settle_acks`).
+    unacked: VecDeque<(usize, u64, usize)>,
     listening: bool,
     events: bool,
     fin_sent: bool,
@@ -475,8 +513,20 @@ impl State {
     fn take_all(&mut self) -> Vec<usize> {
         let mut irps: Vec<usize> = self.recv.drain(..).map(|op| op.irp).collect();
         irps.extend(self.send.drain(..).map(|op| op.irp));
+        irps.extend(self.unacked.drain(..).map(|(irp, _, _)| irp));
         irps.extend(self.disconnect.take().map(|op| op.irp));
         irps
+    }
+
+    /// Whether something waits for the peer's acknowledgement, which no readiness event
+    /// reports: the reactor looks every few milliseconds.
+    fn awaits_ack(&self) -> bool {
+        !self.unacked.is_empty() || (self.fin_sent && self.disconnect.is_some())
+    }
+
+    /// A send wholly written (`written` counted): it waits for the peer's acknowledgement.
+    fn written_out(&mut self, op: &Op) {
+        self.unacked.push_back((op.irp, self.written, op.total));
     }
 }
 
@@ -613,7 +663,9 @@ fn try_recv(host: usize, st: &mut State, op: &mut Op) -> Try {
     }
 }
 
-fn try_send(host: usize, op: &mut Op) -> Try {
+/// Writes what the host socket takes of `op`, counting it in `written`. `Done` once all of it
+/// is written (the send then waits for its acknowledgement, [`settle_acks`]) or on an error.
+fn try_send(host: usize, written: &mut u64, op: &mut Op) -> Try {
     while op.done < op.total {
         let bufs = wsabufs(op);
         let mut sent = 0u32;
@@ -636,8 +688,159 @@ fn try_send(host: usize, op: &mut Op) -> Try {
             };
         }
         op.done += sent as usize;
+        *written += u64::from(sent);
     }
     Try::Done(STATUS_SUCCESS, op.total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the host's TCP says: bytes not yet acknowledged, and whether the connection is dead
+// ---------------------------------------------------------------------------------------------
+
+/// A Linux system call, made directly: Wine runs PE code as an ordinary Linux thread, and
+/// Winsock has no call that says what the peer has acknowledged.
+///
+/// # Safety
+/// `nr` and its arguments must be a valid Linux x86-64 system call that touches no memory but
+/// what its pointer arguments describe.
+unsafe fn linux(nr: usize, a: [usize; 5]) -> isize {
+    let ret: isize;
+    // SAFETY: the `syscall` instruction clobbers rcx and r11 only (x86-64 Linux ABI: arguments
+    // in rdi, rsi, rdx, r10, r8); the caller vouches for the call itself.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Linux x86-64 system call numbers (`arch/x86/entry/syscalls/syscall_64.tbl`) and values
+/// (`ioctl_tty(2)`/`tcp(7)`: `SIOCOUTQ` is `TIOCOUTQ`; `tcp_states.h`: `TCP_CLOSE` is 7).
+const SYS_CLOSE: usize = 3;
+const SYS_IOCTL: usize = 16;
+const SYS_GETSOCKOPT: usize = 55;
+const SIOCOUTQ: usize = 0x5411;
+const SOL_TCP: usize = 6;
+const TCP_INFO: usize = 11;
+const TCP_STATE_CLOSE: u8 = 7;
+
+/// What the host's TCP holds for the peer.
+enum Transport {
+    /// Bytes written and not yet acknowledged, the FIN counting one once sent (`SIOCOUTQ`:
+    /// `write_seq - snd_una`).
+    Unacked(u64),
+    /// The connection is closed (reset by the peer): nothing more will be acknowledged.
+    Dead,
+}
+
+/// Asks the host's TCP what it holds for the peer of the Winsock socket `host`; `None` where it
+/// cannot tell (then sends complete once written, as before acknowledgement was modelled).
+fn transport(host: usize) -> Option<Transport> {
+    let mut fd = -1i32;
+    let mut options = 0u32;
+    // SAFETY: a live socket handle and two out-parameters.
+    let st = unsafe { wine_server_handle_to_fd(host, 0, &mut fd, &mut options) };
+    if st != STATUS_SUCCESS || fd < 0 {
+        static SAID: OnceLock<()> = OnceLock::new();
+        SAID.get_or_init(|| log(&format!("netio: wine_server_handle_to_fd: {st:#x}")));
+        return None;
+    }
+    let fd = fd as usize;
+    // The first byte of Linux's `struct tcp_info` is `tcpi_state`.
+    let mut info = [0u8; 8];
+    let mut len = info.len() as u32;
+    // SAFETY: getsockopt into a local buffer of `len` bytes on our duplicate descriptor.
+    let g = unsafe {
+        linux(
+            SYS_GETSOCKOPT,
+            [
+                fd,
+                SOL_TCP,
+                TCP_INFO,
+                info.as_mut_ptr() as usize,
+                (&raw mut len) as usize,
+            ],
+        )
+    };
+    let mut outq = 0i32;
+    // SAFETY: SIOCOUTQ writes one int into a local on our duplicate descriptor.
+    let q = unsafe { linux(SYS_IOCTL, [fd, SIOCOUTQ, (&raw mut outq) as usize, 0, 0]) };
+    // SAFETY: our duplicate, closed once.
+    unsafe { linux(SYS_CLOSE, [fd, 0, 0, 0, 0]) };
+    if g == 0 && info[0] == TCP_STATE_CLOSE {
+        return Some(Transport::Dead);
+    }
+    let t = (q == 0 && outq >= 0).then_some(Transport::Unacked(outq as u64));
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| {
+        log(&format!(
+            "netio: acknowledgements {} (SIOCOUTQ {q})",
+            if t.is_some() {
+                "read from the host's TCP"
+            } else {
+                "UNKNOWN: sends complete as written"
+            }
+        ));
+    });
+    t
+}
+
+/// Completes the sends the peer has acknowledged, and a graceful disconnect once its FIN is
+/// acknowledged too (or, with `stall-disconnect`, once the peer shut its side), into `done`.
+///
+/// Windows: "The WSK subsystem does not perform any buffering of data when it sends data over a
+/// socket. Therefore, a call to the WskSend function will not be completed by the WSK subsystem
+/// until all of the data has actually been sent" (WskSend), and "with a graceful disconnect,
+/// the IRP is completed only when the disconnect operation is fully completed by the transport
+/// protocol" (WskDisconnect). A send the host's buffer took is not yet with the peer.
+fn settle_acks(host: usize, st: &mut State, done: &mut Vec<(usize, NTSTATUS, usize)>) {
+    let disconnecting = st.fin_sent && st.disconnect.is_some() && st.send.is_empty();
+    if st.unacked.is_empty() && !disconnecting {
+        return;
+    }
+    let (acked, all_acked, status) = match transport(host) {
+        // Cannot tell: as written.
+        None => (u64::MAX, true, STATUS_SUCCESS),
+        Some(Transport::Dead) => (u64::MAX, true, STATUS_CONNECTION_RESET),
+        Some(Transport::Unacked(q)) => {
+            let fin = u64::from(st.fin_sent);
+            (
+                st.written.saturating_add(fin).saturating_sub(q),
+                q == 0,
+                STATUS_SUCCESS,
+            )
+        }
+    };
+    while let Some(&(irp, end, n)) = st.unacked.front() {
+        if end > acked {
+            break;
+        }
+        st.unacked.pop_front();
+        let n = if status == STATUS_SUCCESS { n } else { 0 };
+        done.push((irp, status, n));
+    }
+    let fin_done = if config().stall_disconnect && status == STATUS_SUCCESS {
+        peer_shut(host)
+    } else {
+        all_acked
+    };
+    if disconnecting
+        && st.unacked.is_empty()
+        && fin_done
+        && let Some(op) = st.disconnect.take()
+    {
+        done.push((op.irp, status, 0));
+    }
 }
 
 /// Whether the peer has shut down its side (a FIN waits unread and no data precedes it).
@@ -778,6 +981,8 @@ fn reactor() {
             revents: 0,
         }];
         let mut owners = vec![None];
+        // Connections waiting for acknowledgements, which no readiness event reports.
+        let mut ticking: Vec<Arc<Sock>> = Vec::new();
         for s in &socks {
             let host = s.host.load(Ordering::Acquire);
             if host == ws::INVALID_SOCKET {
@@ -796,6 +1001,9 @@ fn reactor() {
                     if !st.send.is_empty() {
                         events |= ws::POLLWRNORM;
                     }
+                    if st.awaits_ack() {
+                        ticking.push(Arc::clone(s));
+                    }
                 }
                 _ => {}
             }
@@ -811,7 +1019,8 @@ fn reactor() {
         }
         drop(socks);
         // SAFETY: `fds` is a valid array of its length.
-        let n = unsafe { ws::WSAPoll(fds.as_mut_ptr(), fds.len() as u32, 250) };
+        let timeout = if ticking.is_empty() { 250 } else { 2 };
+        let n = unsafe { ws::WSAPoll(fds.as_mut_ptr(), fds.len() as u32, timeout) };
         if n < 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -829,6 +1038,9 @@ fn reactor() {
                 Kind::Listen => accept_ready(s),
                 Kind::Connection => connection_ready(s),
             }
+        }
+        for s in &ticking {
+            connection_ready(s);
         }
         if last_fault_check.elapsed() >= Duration::from_millis(200) {
             last_fault_check = Instant::now();
@@ -890,7 +1102,8 @@ fn connection_ready(s: &Arc<Sock>) {
             }
         }
         while let Some(mut op) = st.send.pop_front() {
-            match try_send(host, &mut op) {
+            match try_send(host, &mut st.written, &mut op) {
+                Try::Done(STATUS_SUCCESS, _) => st.written_out(&op),
                 Try::Done(status, n) => done.push((op.irp, status, n)),
                 Try::WouldBlock => {
                     st.send.push_front(op);
@@ -898,18 +1111,12 @@ fn connection_ready(s: &Arc<Sock>) {
                 }
             }
         }
-        if st.send.is_empty() && st.disconnect.is_some() {
-            if !st.fin_sent {
-                // SAFETY: a live socket; FIN after the queued sends.
-                unsafe { ws::shutdown(host, ws::SD_SEND) };
-                st.fin_sent = true;
-            }
-            if (!config().stall_disconnect || peer_shut(host))
-                && let Some(op) = st.disconnect.take()
-            {
-                done.push((op.irp, STATUS_SUCCESS, 0));
-            }
+        if st.send.is_empty() && st.disconnect.is_some() && !st.fin_sent {
+            // SAFETY: a live socket; FIN after the queued sends.
+            unsafe { ws::shutdown(host, ws::SD_SEND) };
+            st.fin_sent = true;
         }
+        settle_acks(host, &mut st, &mut done);
         if watches(s, &st)
             && let Some(flags) = peer_disconnect(host, &mut st)
         {
@@ -920,10 +1127,6 @@ fn connection_ready(s: &Arc<Sock>) {
             indicate = Some(flags);
         }
     }
-    for (irp, status, n) in done {
-        // SAFETY: taken with `take_irp`, removed from the queues above.
-        unsafe { complete_now(irp as *mut c_void, status, n) };
-    }
     if let Some(flags) = indicate {
         let dispatch = s.conn_dispatch.load(Ordering::Acquire);
         // SAFETY: the client's static connection dispatch, checked non-null by `watches`.
@@ -933,6 +1136,12 @@ fn connection_ready(s: &Arc<Sock>) {
             unsafe { event(s.context.load(Ordering::Acquire), flags) };
         }
         s.in_event.store(0, Ordering::Release);
+    }
+    // After the event: `in_event` marks this thread inside it until it returns, and a
+    // completion may close the socket.
+    for (irp, status, n) in done {
+        // SAFETY: taken with `take_irp`, removed from the queues above.
+        unsafe { complete_now(irp as *mut c_void, status, n) };
     }
 }
 
@@ -1526,10 +1735,20 @@ unsafe fn transfer(
     let tried = if !queue_empty {
         Try::WouldBlock
     } else if is_send {
-        try_send(host, &mut op)
+        let st = &mut *st;
+        try_send(host, &mut st.written, &mut op)
     } else {
         try_recv(host, &mut st, &mut op)
     };
+    if is_send && let Try::Done(STATUS_SUCCESS, _) = tried {
+        // Written: complete once acknowledged, inline when it already is (rarely).
+        st.written_out(&op);
+        let mut done = Vec::new();
+        settle_acks(host, &mut st, &mut done);
+        drop(st);
+        wake();
+        return complete_settled(irp, done);
+    }
     match tried {
         Try::Done(status, n) => {
             drop(st);
@@ -1619,24 +1838,22 @@ unsafe extern "system" fn wsk_disconnect(
         drop(st);
         return complete(irp, STATUS_CONNECTION_ABORTED, 0);
     }
-    if st.send.is_empty() {
-        // SAFETY: a live connected socket.
-        unsafe { ws::shutdown(host, ws::SD_SEND) };
-        st.fin_sent = true;
-        if !config().stall_disconnect || peer_shut(host) {
-            drop(st);
-            return complete(irp, STATUS_SUCCESS, 0);
-        }
-    }
     st.disconnect = Some(Op {
         irp: irp as usize,
         segs: Vec::new(),
         done: 0,
         total: 0,
     });
+    let mut done = Vec::new();
+    if st.send.is_empty() {
+        // SAFETY: a live connected socket.
+        unsafe { ws::shutdown(host, ws::SD_SEND) };
+        st.fin_sent = true;
+        settle_acks(host, &mut st, &mut done);
+    }
     drop(st);
     wake();
-    STATUS_PENDING
+    complete_settled(irp, done)
 }
 
 /// `WskRelease`: returns data indications given by a receive event. This provider gives none
