@@ -144,6 +144,10 @@ pub(crate) unsafe fn create(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
             FileObjectClass: _WDF_FILEOBJECT_CLASS::WdfFileObjectWdfCannotUseFsContexts,
         }),
         on_ioctl: Some(on_app_control),
+        // Parallel: a streamed answer's call is held until its client reads (`send_held`), and
+        // a sequential queue would present no other application's call meanwhile (issue #22,
+        // defect 1). Every handler here takes the state lock for what it shares.
+        dispatch: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchParallel,
     };
     // SAFETY: PASSIVE_LEVEL in DriverEntry (contract).
     let device = unsafe { create_control_device(driver, &spec) }?;
@@ -269,18 +273,71 @@ pub(crate) fn offer(origin: usize, d: &Delivery<'_>, site: &Site) -> Result<Requ
     let id = a.with(|st| {
         let id = st.handoff.offer(origin, d, site, cache_url.as_deref())?;
         for s in st.sessions.iter().filter(|s| s.attached.contains(&d.queue)) {
-            // SAFETY: our live manual queue and a file object of its device.
-            if let Some(r) = unsafe { retrieve_parked(a.receives, Some(s.file)) } {
-                handed = Some((r, s.file));
+            if let Some((r, room)) = parked_receive_for(a, s.file, d.queue) {
+                handed = Some((r, s.file, room));
                 break;
             }
         }
         Ok(id)
     })?;
-    if let Some((r, file)) = handed {
-        hand_over(a, r, file, d.queue, parked_room(r));
+    if let Some((r, file, room)) = handed {
+        hand_over(a, r, file, d.queue, room, Origin::Parked);
     }
     Ok(id)
+}
+
+/// Parked receives of one handle looked at for one offer, at most: the rest stay parked, and
+/// take their requests when they next ask.
+const RECEIVES_LOOKED_AT: usize = 8;
+
+/// A parked receive of `file` that asked for `queue`, taken out of the manual queue, with its
+/// room. Receives of the handle that asked for other queues go back to the head of the queue in
+/// their order. (Any parked receive of the handle once took the request, whatever queue it had
+/// asked for: issue #22, defect 7.) Under the state lock.
+fn parked_receive_for(a: &Apps, file: WDFFILEOBJECT, queue: u32) -> Option<(WDFREQUEST, Room)> {
+    let mut others: [WDFREQUEST; RECEIVES_LOOKED_AT] = [ptr::null_mut(); RECEIVES_LOOKED_AT];
+    let mut n = 0usize;
+    let mut found = None;
+    while n < RECEIVES_LOOKED_AT {
+        // SAFETY: our live manual queue and a file object of its device.
+        let Some(r) = (unsafe { retrieve_parked(a.receives, Some(file)) }) else {
+            break;
+        };
+        let room = parked_room(r);
+        if room.queue == queue {
+            found = Some((r, room));
+            break;
+        }
+        if let Some(slot) = others.get_mut(n) {
+            *slot = r;
+        }
+        n = n.saturating_add(1);
+    }
+    // Back to the head, the last taken first, so that they keep their order.
+    for r in others.iter().take(n).rev() {
+        requeue(*r);
+    }
+    found
+}
+
+/// Where a receive the driver holds came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Presented by the device's queue: parking forwards it to the manual queue.
+    Presented,
+    /// Taken out of the manual queue: parking puts it back (`WdfRequestRequeue`), since
+    /// forwarding a request to its own queue fails (issue #22, defect 3).
+    Parked,
+}
+
+/// Puts a receive taken out of the manual queue back at its head; completes it with the error
+/// when that fails (it cannot stay with the driver unseen).
+fn requeue(r: WDFREQUEST) {
+    // SAFETY: `r` is a live request the driver took out of its manual queue.
+    let status = unsafe { call_unsafe_wdf_function_binding!(WdfRequestRequeue, r) };
+    if !nt_success(status) {
+        complete(r, status, 0);
+    }
 }
 
 /// The request's id leaves the hand-off (its connection stopped waiting); its origin, if it was
@@ -296,6 +353,8 @@ struct Room {
     bytes: usize,
     body_max: u64,
     max_requests: u32,
+    /// The queue it asked for.
+    queue: u32,
 }
 
 /// Bytes `row` adds to a reply table.
@@ -318,7 +377,7 @@ fn framing(row_bytes: usize, strings: usize) -> usize {
 /// when none waits any more. The request's head must fit in the receive's room; its body goes
 /// as far as the room and the receive allow, and `QueueReceiveBody` brings the rest. Up to
 /// `max_requests` more that wait go with it when they fit whole (bodies up to `body_max`).
-fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Room) {
+fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Room, origin: Origin) {
     let mut out = Vec::new();
     let got = a.with(|st| {
         if !st.sessions.iter().any(|s| s.file == file) {
@@ -389,24 +448,29 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
         Some(Some(true)) => reply(r, Status::Ok, &out),
         Some(Some(false)) => reply(r, Status::BufferTooSmall, &out),
         Some(None) => complete(r, STATUS_CANCELLED, 0),
-        None => park(a, r, file, queue),
+        None => park(a, r, file, queue, origin),
     }
 }
 
 /// Parks the receive `r` until a request of `queue` arrives; a request that arrived meanwhile
 /// is handed over at once.
-fn park(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32) {
+fn park(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, origin: Origin) {
     let status = a.with(|st| {
         if st.handoff.waiting(queue) > 0 {
             return None;
         }
-        // SAFETY: `r` is ours (not completed, not cancelable) and the queue is on its device.
-        Some(unsafe {
-            call_unsafe_wdf_function_binding!(WdfRequestForwardToIoQueue, r, a.receives)
+        Some(match origin {
+            // SAFETY: `r` is ours (not completed, not cancelable) and the queue is on its
+            // device, and not its own queue.
+            Origin::Presented => unsafe {
+                call_unsafe_wdf_function_binding!(WdfRequestForwardToIoQueue, r, a.receives)
+            },
+            // SAFETY: `r` is ours, taken out of the manual queue.
+            Origin::Parked => unsafe { call_unsafe_wdf_function_binding!(WdfRequestRequeue, r) },
         })
     });
     match status {
-        None => hand_over(a, r, file, queue, parked_room(r)),
+        None => hand_over(a, r, file, queue, parked_room(r), origin),
         Some(s) if !nt_success(s) => complete(r, s, 0),
         Some(_) => {}
     }
@@ -415,21 +479,24 @@ fn park(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32) {
 /// A parked receive's room: its output buffer, and the body it asked for (its input buffer
 /// again; all of the body if that cannot be read).
 fn parked_room(r: WDFREQUEST) -> Room {
-    let (body_max, max_requests) = match retrieve(r, Buffer::Input, 0) {
+    // It was decoded when it came (`on_app_control`); a receive that no longer decodes asks
+    // for no queue (u32::MAX is never one) and so takes nothing.
+    let (body_max, max_requests, queue) = match retrieve(r, Buffer::Input, 0) {
         Ok(input) => match decode_request(Command::QueueReceive, &input, 0) {
             Ok(Request::QueueReceive {
                 body_max,
                 max_requests,
-                ..
-            }) => (body_max, max_requests),
-            _ => (u64::MAX, 1),
+                queue,
+            }) => (body_max, max_requests, queue),
+            _ => (u64::MAX, 1, u32::MAX),
         },
-        Err(_) => (u64::MAX, 1),
+        Err(_) => (u64::MAX, 1, u32::MAX),
     };
     Room {
         bytes: output_room(r),
         body_max,
         max_requests,
+        queue,
     }
 }
 
@@ -601,8 +668,9 @@ extern "C" fn on_app_control(
                     bytes: output_len,
                     body_max,
                     max_requests,
+                    queue,
                 };
-                return hand_over(a, request, file, queue, room);
+                return hand_over(a, request, file, queue, room, Origin::Presented);
             }
             Err(CtlError::NotFound)
         }

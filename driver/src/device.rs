@@ -38,8 +38,12 @@ pub(crate) struct DeviceSpec {
     pub(crate) sddl: &'static [u16],
     /// File object callbacks, for a device that keeps state per handle.
     pub(crate) file: Option<WDF_FILEOBJECT_CONFIG>,
-    /// Its default queue's `EvtIoDeviceControl` (a sequential queue at PASSIVE_LEVEL).
+    /// Its default queue's `EvtIoDeviceControl` (at PASSIVE_LEVEL).
     pub(crate) on_ioctl: PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL,
+    /// How its default queue presents requests: one at a time (sequential: KMDF presents the
+    /// next only once the driver completed, forwarded or requeued the one before) or as they
+    /// come (parallel).
+    pub(crate) dispatch: _WDF_IO_QUEUE_DISPATCH_TYPE::Type,
 }
 
 /// Builds a control device and its default queue (DRIVER-NOTES §2.2 steps 2–6); the caller
@@ -120,12 +124,12 @@ pub(crate) unsafe fn create_control_device(
     if !nt_success(status) {
         return Err(status);
     }
-    // WDF_IO_QUEUE_CONFIG_INIT_DEFAULT_QUEUE(Sequential); the queue runs at PASSIVE_LEVEL.
+    // WDF_IO_QUEUE_CONFIG_INIT_DEFAULT_QUEUE(dispatch); the queue runs at PASSIVE_LEVEL.
     let mut queue_config = WDF_IO_QUEUE_CONFIG {
         Size: size_of_u32::<WDF_IO_QUEUE_CONFIG>(),
         PowerManaged: _WDF_TRI_STATE::WdfUseDefault,
         DefaultQueue: 1,
-        DispatchType: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchSequential,
+        DispatchType: spec.dispatch,
         EvtIoDeviceControl: spec.on_ioctl,
         ..WDF_IO_QUEUE_CONFIG::default()
     };

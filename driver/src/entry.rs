@@ -12,9 +12,9 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use khttp_engine::Site;
 use wdk::nt_success;
 use wdk_sys::{
-    _WDF_DRIVER_INIT_FLAGS, DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, WDF_DRIVER_CONFIG, WDF_NO_HANDLE,
-    WDF_NO_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDFDEVICE, WDFDRIVER, WDFTIMER,
+    _WDF_DRIVER_INIT_FLAGS, _WDF_IO_QUEUE_DISPATCH_TYPE, DRIVER_OBJECT, NTSTATUS, PCUNICODE_STRING,
+    PDRIVER_OBJECT, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, WDF_DRIVER_CONFIG,
+    WDF_NO_HANDLE, WDF_NO_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDFDEVICE, WDFDRIVER, WDFTIMER,
     call_unsafe_wdf_function_binding,
 };
 
@@ -45,6 +45,8 @@ static CONTROL: DeviceSpec = DeviceSpec {
     sddl: &SDDL,
     file: None,
     on_ioctl: Some(ioctl::on_device_control),
+    // Administration, one call at a time: each is one engine write under the writer lock.
+    dispatch: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchSequential,
 };
 
 /// Starts the one-second deadline timer (AutomaticSerialization off, DRIVER-NOTES §5).

@@ -17,7 +17,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem, IoFreeIrp,
     IoFreeMdl, IoFreeWorkItem, IoQueueWorkItem, IoReuseIrp, KeDelayExecutionThread,
-    KeInitializeEvent, KeSetEvent, KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
+    KeEnterCriticalRegion, KeInitializeEvent, KeLeaveCriticalRegion, KeSetEvent,
+    KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
 };
 use wdk_sys::{
     _EVENT_TYPE, _KWAIT_REASON, _MODE, _WORK_QUEUE_TYPE, IRP, KEVENT, LARGE_INTEGER, NTSTATUS,
@@ -241,11 +242,19 @@ impl PassiveLock {
         unsafe { KeInitializeEvent(self.0.get(), _EVENT_TYPE::SynchronizationEvent, 1) };
     }
 
-    /// Waits for the lock and holds it until the guard drops.
+    /// Waits for the lock and holds it until the guard drops, inside a critical region: normal
+    /// kernel APCs are off from before the wait until after the release, so that the thread
+    /// cannot be suspended while it holds the lock. (Without it, a process whose thread holds
+    /// the lock, in `QueueAttach` say, could suspend that thread and stop administration and
+    /// every other application's attach and cleanup: issue #22, defect 4. A KEVENT used as a
+    /// lock needs this as an ERESOURCE does; Microsoft Learn, `KeEnterCriticalRegion` and
+    /// `ExAcquireResourceExclusiveLite`.)
     ///
     /// # Safety
     /// PASSIVE_LEVEL; initialised; not already held by this thread.
     pub(crate) unsafe fn acquire(&self) -> PassiveGuard<'_> {
+        // SAFETY: <= APC_LEVEL (contract); left in the guard's drop.
+        unsafe { KeEnterCriticalRegion() };
         // A kernel-mode, non-alertable wait with no timeout returns only STATUS_SUCCESS.
         // SAFETY: an initialised event; PASSIVE_LEVEL (contract).
         let _ = unsafe {
@@ -268,6 +277,8 @@ impl Drop for PassiveGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: an initialised event we hold; KeSetEvent(.., FALSE) at <= DISPATCH_LEVEL.
         unsafe { KeSetEvent(self.0.0.get(), 0, 0) };
+        // SAFETY: the critical region `acquire` entered on this thread.
+        unsafe { KeLeaveCriticalRegion() };
     }
 }
 

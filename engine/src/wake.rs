@@ -29,6 +29,7 @@ pub const PEER_LEFT: u32 = 4;
 pub struct Wake(AtomicU32);
 
 impl Wake {
+    /// Not parked, nothing posted.
     #[must_use]
     pub const fn new() -> Self {
         Self(AtomicU32::new(0))

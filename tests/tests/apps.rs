@@ -802,3 +802,50 @@ fn batched_receives_and_answers_sent_without_waiting_reach_every_client() {
     assert_eq!(get(port, "/app/bad", "").status, 502);
     stop(invalid);
 }
+
+/// A client that stops reading a streamed answer holds its own application's call, and nobody
+/// else's: another application on another prefix still receives and answers (issue #22,
+/// defect 1: the driver's application device took one call at a time, so one held
+/// `QueueSend` stopped every application's receive, respond and attach).
+#[test]
+fn a_stalled_stream_holds_only_its_own_application() {
+    let (s, port, app) = setup("apps-stalled-stream");
+    let other = format!("http://+:{port}/other/");
+    s.ctl_ok(&["urlacl", "add", &other]);
+    s.track_reservation(&other);
+    let streaming = hello(&s, &app, &["--queue", "stalled"]);
+    // A client with a 4 KiB window that never reads a 30 MB answer: once the stream window
+    // and the socket buffers are full, the application's call for the next piece is held.
+    let addr: std::net::SocketAddr = format!("{}:{port}", khttp_tests::host()).parse().unwrap();
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut stalled: std::net::TcpStream = sock.into();
+    std::io::Write::write_all(
+        &mut stalled,
+        b"GET /app/s?stream=30000000 HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // The second application's attach, receives and answers, all while the first one's call
+    // is held: well within the 20 s after which the stalled client is reset.
+    let started = Instant::now();
+    let second = hello(&s, &other, &["--queue", "other"]);
+    for n in 1..=3 {
+        let r = get(port, &format!("/other/x?n={n}"), "");
+        assert_eq!(r.status, 200, "request {n} to the other application");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the other application waited {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+    stop(second);
+    stop(streaming);
+}

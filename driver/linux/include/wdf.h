@@ -233,6 +233,7 @@ typedef enum _WDFFUNCENUM {
     WdfRequestRetrieveOutputBufferTableIndex = 270,
     WdfRequestGetFileObjectTableIndex = 277,
     WdfRequestForwardToIoQueueTableIndex = 281,
+    WdfRequestRequeueTableIndex = 283,
     WdfSpinLockCreateTableIndex = 315,
     WdfSpinLockAcquireTableIndex = 316,
     WdfSpinLockReleaseTableIndex = 317,
@@ -287,6 +288,10 @@ typedef WDFFILEOBJECT (*PFN_WDFREQUESTGETFILEOBJECT)(PWDF_DRIVER_GLOBALS DriverG
 typedef NTSTATUS (*PFN_WDFREQUESTFORWARDTOIOQUEUE)(PWDF_DRIVER_GLOBALS DriverGlobals,
                                                    WDFREQUEST Request,
                                                    WDFQUEUE DestinationQueue);
+/* WdfRequestRequeue (wdfrequest.h; Microsoft Learn: "returns the specified I/O request to the
+ * head of the I/O queue from which it was delivered to the driver", manual queues only,
+ * <= DISPATCH_LEVEL). */
+typedef NTSTATUS (*PFN_WDFREQUESTREQUEUE)(PWDF_DRIVER_GLOBALS DriverGlobals, WDFREQUEST Request);
 typedef VOID (*PFN_WDFREQUESTCOMPLETEWITHINFORMATION)(PWDF_DRIVER_GLOBALS DriverGlobals,
                                                       WDFREQUEST Request, NTSTATUS Status,
                                                       ULONG_PTR Information);

@@ -26,10 +26,11 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
 use khttp_engine::pace::SendSize;
+use khttp_engine::wake::{MAIL, PEER_LEFT, Wake};
 use khttp_engine::{
     Admission, Body, Clock, Close, Completion, Connection, Delivery, InlineGate, Local, NextIo,
     Outcome, Refusal, RequestId, Site, SlotTable, Transmit, admit, next_io,
@@ -111,45 +112,75 @@ fn queues() -> Option<&'static Queues> {
     unsafe { QUEUES.load(Ordering::Acquire).as_ref() }
 }
 
-/// An application's answer waiting for its connection's driver: one at a time (a connection
-/// waits for one request). Lock-free: an answer is boxed (fallibly; one that cannot be is lost,
-/// and the connection answers 503 at its `app-response-timeout`).
-pub(crate) struct Mailbox(AtomicPtr<Mail>);
+/// Applications' answers waiting for their connection's driver. Lock-free, and nothing posted
+/// is lost or replaced: answers are pushed on a list (each boxed, fallibly; one that cannot be
+/// is lost, and the connection answers 503 at its `app-response-timeout`), and the driver takes
+/// the whole list at once and feeds them to the engine oldest first, which ignores an answer
+/// for a request it no longer waits for. (The first version kept one answer and replaced it:
+/// a late 503 for a request the connection had given up could overwrite the answer to the
+/// next one, issue #22 defect 11.) Producers never read a node once pushed, and the only
+/// consumer takes the list whole, so no node is freed while another thread reads it.
+pub(crate) struct Mailbox(AtomicPtr<Node>);
 
 /// What a mailbox holds: an outcome, and for a streamed answer the call held until it is
-/// taken. One replaced unread drops its call's [`Ack`], which answers it `false`.
+/// taken. One never taken drops its call's [`Ack`], which answers it `false`.
 type Mail = (RequestId, Outcome, Option<Ack>);
+
+pub(crate) struct Node {
+    mail: Mail,
+    next: *mut Self,
+}
 
 impl Mailbox {
     const fn new() -> Self {
         Self(AtomicPtr::new(ptr::null_mut()))
     }
 
-    fn put(&self, id: RequestId, outcome: Outcome, ack: Option<Ack>) {
-        let Ok(b) = Box::try_new((id, outcome, ack)) else {
-            return;
+    /// Pushes an answer; false when it could not be allocated.
+    fn put(&self, id: RequestId, outcome: Outcome, ack: Option<Ack>) -> bool {
+        let Ok(b) = Box::try_new(Node {
+            mail: (id, outcome, ack),
+            next: ptr::null_mut(),
+        }) else {
+            return false;
         };
-        let old = self.0.swap(Box::into_raw(b), Ordering::AcqRel);
-        if !old.is_null() {
-            // SAFETY: a box this mailbox owned (from `Box::into_raw` above), now replaced.
-            drop(unsafe { Box::from_raw(old) });
+        let node = Box::into_raw(b);
+        let mut head = self.0.load(Ordering::Acquire);
+        loop {
+            // SAFETY: `node` is ours until the exchange below publishes it.
+            unsafe { (*node).next = head };
+            match self
+                .0
+                .compare_exchange_weak(head, node, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => head = now,
+            }
         }
     }
 
-    fn take(&self) -> Option<Mail> {
-        let p = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
-        // SAFETY: non-null only as a box this mailbox owned (from `put`), taken out once.
-        (!p.is_null()).then(|| *unsafe { Box::from_raw(p) })
-    }
-
-    fn is_full(&self) -> bool {
-        !self.0.load(Ordering::Acquire).is_null()
+    /// Takes every answer posted, oldest first.
+    fn take_all(&self) -> Vec<Mail> {
+        let mut p = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
+        let mut out = Vec::new();
+        while !p.is_null() {
+            // SAFETY: a node this mailbox owned (from `put`), taken out of the list whole.
+            let node = unsafe { Box::from_raw(p) };
+            p = node.next;
+            // At most as many as the connection offered requests: the reservation fails only
+            // with no memory at all, and then the answer is dropped (its Ack answers false).
+            if out.try_reserve(1).is_ok() {
+                out.push(node.mail);
+            }
+        }
+        out.reverse();
+        out
     }
 }
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
-        drop(self.take());
+        drop(self.take_all());
     }
 }
 
@@ -369,15 +400,15 @@ pub(crate) struct ConnCtx {
     /// The request an application has (the engine's `waiting_for`), or 0: what the close
     /// cancels in the hand-off, whose reference to this context it then releases.
     deferred: AtomicU64,
-    /// Its driver stopped with nothing to do while an application works on its request: who
-    /// swaps this from true to false becomes the driver (an answer arriving, or a deadline).
-    parked: AtomicBool,
-    /// The application's answer, until the driver takes it.
+    /// Whether its driver stopped with nothing to do while an application works on its
+    /// request, and what was posted to it since it last looked: an application's answer
+    /// (`MAIL`), or WSK's word that the client disconnected ([`on_disconnect`], `PEER_LEFT`:
+    /// while a request is with an application no receive is pending, and this is how the
+    /// connection learns that its client left). Who un-parks it becomes its driver
+    /// (`khttp_engine::wake`).
+    wake: Wake,
+    /// The applications' answers, until the driver takes them.
     mail: Mailbox,
-    /// WSK indicated that the client disconnected ([`on_disconnect`]), and the driver has not
-    /// looked yet: while a request is with an application no receive is pending, and this is
-    /// how the connection learns that its client left.
-    peer_left: AtomicBool,
     /// INVARIANT: accessed only by the thread that drives the connection (the gate's holder,
     /// or the work item before the first operation), or by `release` once `refs` is zero.
     inner: UnsafeCell<Inner>,
@@ -459,9 +490,8 @@ impl ConnCtx {
             rx_buf,
             rx_mdl,
             deferred: AtomicU64::new(0),
-            parked: AtomicBool::new(false),
+            wake: Wake::new(),
             mail: Mailbox::new(),
-            peer_left: AtomicBool::new(false),
             inner: UnsafeCell::new(Inner {
                 conn,
                 held: None,
@@ -727,15 +757,12 @@ unsafe fn drive(ctx: *mut ConnCtx, stack: Stack) {
             }
             Err(_) => {
                 publish_deadline(c, inner);
-                // Nothing to do until an application answers or a deadline falls due: park.
-                // An answer posted before `parked` was set is taken back here.
-                c.parked.store(true, Ordering::Release);
-                if (c.mail.is_full() || c.peer_left.load(Ordering::Acquire))
-                    && c.parked.swap(false, Ordering::AcqRel)
-                {
-                    continue;
+                // Nothing to do until an application answers or a deadline falls due: park,
+                // unless something was posted since `exchange` looked.
+                if c.wake.park() {
+                    break;
                 }
-                break;
+                continue;
             }
         };
         publish_deadline(c, inner);
@@ -767,7 +794,8 @@ fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
     // A client that left while its request is with an application (nginx's "client closed
     // request"): the engine cancels the request. Otherwise a receive is pending or comes, and
     // sees the FIN itself.
-    if me.peer_left.swap(false, Ordering::AcqRel) && inner.conn.waiting_for().is_some() {
+    let posted = me.wake.take();
+    if posted & PEER_LEFT != 0 && inner.conn.waiting_for().is_some() {
         inner.conn.handle_eof(clock, site);
     }
     if let Some(id) = inner.conn.take_cancelled() {
@@ -777,7 +805,12 @@ fn exchange(me: &ConnRef, inner: &mut Inner, clock: &Clock, site: &Site) {
             drop(unsafe { ConnRef::from_raw(origin as *mut ConnCtx) });
         }
     }
-    if let Some((id, outcome, ack)) = me.mail.take() {
+    let mail = if posted & MAIL != 0 {
+        me.mail.take_all()
+    } else {
+        Vec::new()
+    };
+    for (id, outcome, ack) in mail {
         let taken = inner.conn.handle_outcome(id, &outcome, clock, site);
         if taken {
             // 0 once answered; a streamed answer still waits for its pieces.
@@ -862,9 +895,11 @@ pub(crate) unsafe fn deliver_held(
     let Some(c) = (unsafe { ConnRef::from_raw(origin as *mut ConnCtx) }) else {
         return;
     };
-    c.mail.put(id, outcome, ack);
-    if c.parked.swap(false, Ordering::AcqRel) {
-        // SAFETY: `c` holds a reference, and winning `parked` made this thread the driver.
+    if !c.mail.put(id, outcome, ack) {
+        return;
+    }
+    if c.wake.post(MAIL) {
+        // SAFETY: `c` holds a reference, and un-parking it made this thread the driver.
         unsafe { queue_drive(c.as_ptr()) };
     }
 }
@@ -888,9 +923,8 @@ pub(crate) unsafe extern "system" fn on_disconnect(
     if c.close_step.load(Ordering::Acquire) != CLOSE_NONE {
         return STATUS_SUCCESS; // closing anyway
     }
-    c.peer_left.store(true, Ordering::Release);
-    if c.parked.swap(false, Ordering::AcqRel) {
-        // SAFETY: `c` holds a reference, and winning `parked` made this thread the driver.
+    if c.wake.post(PEER_LEFT) {
+        // SAFETY: `c` holds a reference, and un-parking it made this thread the driver.
         unsafe { queue_drive(c.as_ptr()) };
     }
     STATUS_SUCCESS
@@ -1076,7 +1110,7 @@ const fn close_code(close: Option<Close>) -> u8 {
 /// ([`InlineGate::try_close`]), so no other call on the socket is in progress.
 unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
     // SAFETY: live (contract).
-    unsafe { &*ctx }.parked.store(false, Ordering::Release);
+    let _ = unsafe { &*ctx }.wake.claim();
     // SAFETY: live (contract). The close sequence's reference travels as the close IRP's
     // context until `on_close` gives it up.
     let Some(close_ref) = (unsafe { ConnRef::new(ctx) }) else {
@@ -1213,10 +1247,10 @@ pub(crate) fn sweep(mode: Sweep) {
             let due = mode == Sweep::All || now >= c.deadline_ms.load(Ordering::Acquire);
             // Unload's drain also closes connections with no response in flight.
             let idle = mode == Sweep::Idle && kind.is_some_and(|k| k != Close::Abortive);
-            if kind.is_none() && due && c.parked.swap(false, Ordering::AcqRel) {
+            if kind.is_none() && due && c.wake.claim() {
                 // A deadline that does not close (an application's time to answer): the engine
                 // decides what happens, on the connection's driver.
-                // SAFETY: `c` holds a reference, and winning `parked` made this the driver.
+                // SAFETY: `c` holds a reference, and un-parking it made this the driver.
                 unsafe { queue_drive(c.as_ptr()) };
                 continue;
             }

@@ -314,6 +314,10 @@ typedef struct FX_QUEUE {
     PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL ioctl;
     PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE canceled;
     LIST_ENTRY parked; /* FX_REQUEST.qlink, oldest first (manual queues only) */
+    /* A sequential queue presents one request at a time: the one the driver was handed and has
+     * not yet completed, forwarded or requeued, and those that arrived behind it. */
+    struct FX_REQUEST *current;
+    LIST_ENTRY waiting; /* FX_REQUEST.qlink, oldest first */
 } FX_QUEUE;
 
 /* A WDFFILEOBJECT: one per FILE_OBJECT opened on a device with a file object configuration
@@ -340,6 +344,7 @@ typedef struct FX_REQUEST {
     FX_FILE *file;   /* NULL on devices without a file object configuration */
     int state;
     BOOLEAN was_queued; /* ever parked (cancelable): its IRP is held after completion */
+    ULONG out_len, in_len, code; /* its IOCTL parameters, for a presentation that waits */
 } FX_REQUEST;
 
 typedef struct FX_INIT {
@@ -397,6 +402,7 @@ static volatile LONG Deferred;  /* framework work items queued or running */
 static volatile LONG Unloading; /* set once EvtDriverUnload has returned */
 static volatile LONG FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended;
 static volatile LONG StaleCancels;
+static volatile LONG SequentialWaits; /* requests a sequential queue held back */
 
 /* ---- A Wine race, held off ----
  * Wine 8.0 races a dead process's cancel against completion: wineserver queues the cancel of a
@@ -992,6 +998,9 @@ static NTSTATUS NTAPI fx_ioctl(PDEVICE_OBJECT dev, PIRP irp)
     r->dev = d;
     r->queue = d->queue;
     r->state = RQ_DRIVER;
+    r->out_len = sl->Parameters.DeviceIoControl.OutputBufferLength;
+    r->in_len = sl->Parameters.DeviceIoControl.InputBufferLength;
+    r->code = sl->Parameters.DeviceIoControl.IoControlCode;
     IoMarkIrpPending(irp);
     irql = fx_lock();
     if (d->has_fcfg) {
@@ -999,6 +1008,17 @@ static NTSTATUS NTAPI fx_ioctl(PDEVICE_OBJECT dev, PIRP irp)
     }
     if (!d->has_fcfg || f != NULL) {
         present_locked(r, f);
+        if (d->queue->type == WdfIoQueueDispatchSequential) {
+            if (d->queue->current != NULL) {
+                /* KMDF: "The framework does not deliver the next request until the driver
+                 * completes, cancels, or requeues the previous request." */
+                InsertTailList(&d->queue->waiting, &r->qlink);
+                InterlockedIncrement(&SequentialWaits);
+                fx_unlock(irql);
+                return STATUS_PENDING;
+            }
+            d->queue->current = r;
+        }
     }
     fx_unlock(irql);
     if (d->has_fcfg && f == NULL) {
@@ -1010,11 +1030,36 @@ static NTSTATUS NTAPI fx_ioctl(PDEVICE_OBJECT dev, PIRP irp)
         fx_fail(irp, STATUS_INVALID_HANDLE);
         return STATUS_PENDING; /* marked pending above */
     }
-    d->queue->ioctl((WDFQUEUE)d->queue, (WDFREQUEST)r,
-                    sl->Parameters.DeviceIoControl.OutputBufferLength,
-                    sl->Parameters.DeviceIoControl.InputBufferLength,
-                    sl->Parameters.DeviceIoControl.IoControlCode);
+    d->queue->ioctl((WDFQUEUE)d->queue, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
     return STATUS_PENDING;
+}
+
+/* Presents the request that waited behind a sequential queue's current one (from a work item,
+ * so that a driver completing inside EvtIoDeviceControl does not recurse). */
+static void present_next(void *arg)
+{
+    FX_REQUEST *r = arg;
+    FX_QUEUE *q = r->queue;
+    q->ioctl((WDFQUEUE)q, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
+}
+
+/* The driver is done with r as the sequential queue's current request (completed, forwarded or
+ * requeued): the next one waiting becomes current. Called with the lock held; returns the
+ * request to present once the lock is dropped. */
+static FX_REQUEST *release_current_locked(FX_REQUEST *r)
+{
+    FX_QUEUE *q = r->dev != NULL ? r->dev->queue : NULL;
+    FX_REQUEST *next;
+    if (q == NULL || q->current != r) {
+        return NULL;
+    }
+    q->current = NULL;
+    if (IsListEmpty(&q->waiting)) {
+        return NULL;
+    }
+    next = CONTAINING_RECORD(RemoveHeadList(&q->waiting), FX_REQUEST, qlink);
+    q->current = next;
+    return next;
 }
 
 static void timer_stop(FX_TIMER *t, BOOLEAN wait);
@@ -1117,8 +1162,9 @@ static VOID NTAPI fx_unload(PDRIVER_OBJECT drv)
     }
     INFO("wdfldr: %ld file objects opened, %ld requests forwarded to a manual queue, "
          "%ld canceled in a queue, %ld closes waited for requests, %ld late cancels of "
-         "completed IRPs held off (Wine's race)",
-         FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended, StaleCancels);
+         "completed IRPs held off (Wine's race), %ld requests held back by a sequential queue",
+         FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended, StaleCancels,
+         SequentialWaits);
 }
 
 /* ---- The implemented WDF functions ---- */
@@ -1340,9 +1386,10 @@ static NTSTATUS NTAPI w_IoQueueCreate(PWDF_DRIVER_GLOBALS g, WDFDEVICE device,
         return STATUS_INVALID_PARAMETER;
     }
     manual = !config->DefaultQueue && config->DispatchType == WdfIoQueueDispatchManual;
-    if (!manual && (!config->DefaultQueue || config->DispatchType != WdfIoQueueDispatchSequential)) {
-        FAIL("WdfIoQueueCreate: the harness supports a sequential default queue and manual "
-             "non-default queues (DefaultQueue %u, DispatchType %d)",
+    if (!manual && (!config->DefaultQueue || (config->DispatchType != WdfIoQueueDispatchSequential &&
+                                              config->DispatchType != WdfIoQueueDispatchParallel))) {
+        FAIL("WdfIoQueueCreate: the harness supports a sequential or parallel default queue and "
+             "manual non-default queues (DefaultQueue %u, DispatchType %d)",
              config->DefaultQueue, (int)config->DispatchType);
         return STATUS_NOT_SUPPORTED;
     }
@@ -1370,6 +1417,7 @@ static NTSTATUS NTAPI w_IoQueueCreate(PWDF_DRIVER_GLOBALS g, WDFDEVICE device,
     q->ioctl = manual ? NULL : config->EvtIoDeviceControl;
     q->canceled = config->EvtIoCanceledOnQueue;
     InitializeListHead(&q->parked);
+    InitializeListHead(&q->waiting);
     irql = fx_lock();
     if (manual) {
         d->manual[slot] = q;
@@ -1404,6 +1452,7 @@ static void complete_request(const char *who, WDFREQUEST request, NTSTATUS statu
     FX_DEVICE *d = NULL;
     FX_FILE *f = NULL, *drop = NULL, *fin = NULL;
     FX_QUEUE *queued_in = NULL;
+    FX_REQUEST *next = NULL;
     PVOID dead_file = NULL;
     PIRP irp = NULL;
     PIO_STACK_LOCATION sl = NULL;
@@ -1448,8 +1497,12 @@ static void complete_request(const char *who, WDFREQUEST request, NTSTATUS statu
             }
         }
         remember_dead_locked(r, drop != NULL ? NULL : f);
+        next = release_current_locked(r);
     }
     fx_unlock(irql);
+    if (next != NULL) {
+        defer(next->dev, present_next, next);
+    }
     if (irp == NULL) {
         if (queued_in != NULL) {
             FAIL("%s: request %p is in queue %p (forwarded, or being canceled): the framework "
@@ -1508,6 +1561,7 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
     FX_DEVICE *d = NULL;
     const char *why = NULL;
     BOOLEAN cancel_now = FALSE;
+    FX_REQUEST *next = NULL;
     KIRQL irql;
     (void)g;
     irql = fx_lock();
@@ -1525,6 +1579,8 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
         why = "the harness forwards to manual queues only";
     } else {
         d = r->dev;
+        /* Forwarding releases a sequential queue ("Requeuing I/O Requests"). */
+        next = release_current_locked(r);
         r->queue = q;
         r->state = RQ_QUEUED;
         r->was_queued = TRUE;
@@ -1544,6 +1600,52 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
         return STATUS_INVALID_DEVICE_REQUEST;
     }
     InterlockedIncrement(&RequestsForwarded);
+    if (next != NULL) {
+        defer(d, present_next, next);
+    }
+    if (cancel_now) {
+        defer(d, deliver_canceled, r);
+    }
+    return STATUS_SUCCESS;
+}
+
+/* WdfRequestRequeue (WDF docs: back to the head of the queue it was delivered from; manual
+ * queues only, STATUS_INVALID_DEVICE_REQUEST otherwise): a request retrieved from a manual queue
+ * goes back to its head, cancelable again. */
+static NTSTATUS NTAPI w_RequestRequeue(PWDF_DRIVER_GLOBALS g, WDFREQUEST request)
+{
+    FX_REQUEST *r = (FX_REQUEST *)request;
+    FX_QUEUE *q = NULL;
+    FX_DEVICE *d = NULL;
+    const char *why = NULL;
+    BOOLEAN cancel_now = FALSE;
+    KIRQL irql;
+    (void)g;
+    irql = fx_lock();
+    if (!is_live_locked(r)) {
+        why = "not a live request (already completed?)";
+    } else if (r->state != RQ_DRIVER) {
+        why = "the request is in a queue: the framework owns it";
+    } else if (r->queue == NULL || r->queue->type != WdfIoQueueDispatchManual) {
+        why = "it was not delivered from a manual queue";
+    } else {
+        q = r->queue;
+        d = r->dev;
+        r->state = RQ_QUEUED;
+        r->was_queued = TRUE;
+        InsertHeadList(&q->parked, &r->qlink);
+        IoSetCancelRoutine(r->irp, fx_cancel);
+        if (r->irp->Cancel && IoSetCancelRoutine(r->irp, NULL) != NULL) {
+            RemoveEntryList(&r->qlink);
+            r->state = RQ_CANCELING;
+            cancel_now = TRUE;
+        }
+    }
+    fx_unlock(irql);
+    if (why != NULL) {
+        FAIL("WdfRequestRequeue: request %p: %s", request, why);
+        return STATUS_INVALID_DEVICE_REQUEST;
+    }
     if (cancel_now) {
         defer(d, deliver_canceled, r);
     }
@@ -1909,6 +2011,7 @@ static void fill_table(void)
     Table[WdfRequestRetrieveOutputBufferTableIndex] = (WDFFUNC)w_RequestRetrieveOutputBuffer;
     Table[WdfRequestGetFileObjectTableIndex] = (WDFFUNC)w_RequestGetFileObject;
     Table[WdfRequestForwardToIoQueueTableIndex] = (WDFFUNC)w_RequestForwardToIoQueue;
+    Table[WdfRequestRequeueTableIndex] = (WDFFUNC)w_RequestRequeue;
     Table[WdfSpinLockCreateTableIndex] = (WDFFUNC)w_SpinLockCreate;
     Table[WdfSpinLockAcquireTableIndex] = (WDFFUNC)w_SpinLockAcquire;
     Table[WdfSpinLockReleaseTableIndex] = (WDFFUNC)w_SpinLockRelease;
