@@ -7,8 +7,13 @@ $ErrorActionPreference = 'Stop'
 $cert = Join-Path $Package 'WDRLocalTestCert.cer'
 if (Test-Path $cert) {
     # cargo make signs with a fresh test certificate on each new build machine: trust it.
-    certutil.exe -addstore -f Root $cert | Out-Null
-    certutil.exe -addstore -f TrustedPublisher $cert | Out-Null
+    # A native program's failure does not stop the script ($ErrorActionPreference covers
+    # cmdlets only): its exit code is checked, or pnputil would fail later for a reason
+    # nobody sees (issue #22, defect 12).
+    foreach ($store in 'Root', 'TrustedPublisher') {
+        certutil.exe -addstore -f $store $cert | Out-Null
+        if ($LASTEXITCODE -ne 0) { throw "certutil -addstore $store failed ($LASTEXITCODE)" }
+    }
 }
 $inf = Join-Path $Package 'khttp.inf'
 pnputil.exe /add-driver $inf /install

@@ -72,6 +72,8 @@ static SDDL: [u16; 41] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)");
 /// One application handle: a file object on the device.
 struct Session {
     file: WDFFILEOBJECT,
+    /// Its id in the hand-off, from `State::sessions_opened`.
+    id: u64,
     holder: Holder,
     /// Its opener's token, as the URL ACL check reads it.
     identity: Arc<Identity>,
@@ -87,14 +89,42 @@ fn copy_str(s: &str) -> Option<alloc::string::String> {
     Some(out)
 }
 
-/// A handle's id as a taker in the hand-off.
-fn taker(file: WDFFILEOBJECT) -> u64 {
-    file as usize as u64
+/// A handle's id as a taker in the hand-off: its session's id, never reused (a closed
+/// handle's `WDFFILEOBJECT` address can come back for a new handle, of any user, which then
+/// inherited the requests the old one still held: issue #22, defect 6). `NO_TAKER` when the
+/// handle has no session.
+fn taker(st: &State, file: WDFFILEOBJECT) -> u64 {
+    st.sessions
+        .iter()
+        .find(|s| s.file == file)
+        .map_or(NO_TAKER, |s| s.id)
 }
+
+/// Takes nothing: no session has this id.
+const NO_TAKER: u64 = u64::MAX;
 
 struct State {
     handoff: Handoff<usize>,
     sessions: Vec<Session>,
+    /// Applications' calls held for a streamed answer and marked cancelable, with their handle:
+    /// whoever takes one out of here under the lock completes it (the connection's word, its
+    /// `EvtRequestCancel`, or its handle's cleanup), the others leave it alone. (KMDF's own
+    /// pattern for a driver-owned cancelable request; Microsoft Learn, "Canceling I/O
+    /// Requests". Issue #22, defect 1: they were not cancelable, so an application could not
+    /// CancelIo them or exit while its client did not read.)
+    held: Vec<Held>,
+    /// The last hold's ticket.
+    tickets: u64,
+    /// Sessions opened so far: the last one's id.
+    sessions_opened: u64,
+}
+
+/// A held call: the request, its handle, and a ticket no other hold has.
+#[derive(Clone, Copy)]
+struct Held {
+    request: WDFREQUEST,
+    file: WDFFILEOBJECT,
+    ticket: u64,
 }
 
 struct Apps {
@@ -182,6 +212,9 @@ pub(crate) unsafe fn create(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         state: UnsafeCell::new(State {
             handoff: Handoff::new(),
             sessions: Vec::new(),
+            held: Vec::new(),
+            tickets: 0,
+            sessions_opened: 0,
         }),
         receives,
     };
@@ -238,9 +271,9 @@ unsafe fn retrieve_parked(queue: WDFQUEUE, file: Option<WDFFILEOBJECT>) -> Optio
     (nt_success(status) && !r.is_null()).then_some(r)
 }
 
-/// Answers 503 to the requests `file`'s session took (all of them when `None`) and to those
+/// Answers 503 to the requests the session `me` took (all of them when `None`) and to those
 /// waiting in `orphaned` queues.
-fn abandon(a: &Apps, file: Option<WDFFILEOBJECT>, orphaned: &[u32]) {
+fn abandon(a: &Apps, me: Option<u64>, orphaned: &[u32]) {
     let mut gone: Vec<(RequestId, usize)> = Vec::new();
     a.with(|st| {
         // Room for every request first: nothing allocates while they leave.
@@ -248,10 +281,10 @@ fn abandon(a: &Apps, file: Option<WDFFILEOBJECT>, orphaned: &[u32]) {
             return;
         }
         let mut leave = |id, o| gone.push((id, o));
-        match file {
-            Some(f) => st.handoff.abandon(taker(f), orphaned, &mut leave),
-            // No handle takes u64::MAX: only what waits in `orphaned`.
-            None if !orphaned.is_empty() => st.handoff.abandon(u64::MAX, orphaned, &mut leave),
+        match me {
+            Some(me) => st.handoff.abandon(me, orphaned, &mut leave),
+            // No handle takes NO_TAKER: only what waits in `orphaned`.
+            None if !orphaned.is_empty() => st.handoff.abandon(NO_TAKER, orphaned, &mut leave),
             None => st.handoff.drain(&mut leave),
         }
     });
@@ -378,13 +411,23 @@ fn framing(row_bytes: usize, strings: usize) -> usize {
 /// as far as the room and the receive allow, and `QueueReceiveBody` brings the rest. Up to
 /// `max_requests` more that wait go with it when they fit whole (bodies up to `body_max`).
 fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Room, origin: Origin) {
+    // The reply's buffer first: nothing is taken for a receive that could not carry it (issue
+    // #22, defect 8). (METHOD_BUFFERED: the system buffer exists before dispatch, so this
+    // fails only for a buffer too small for the status.)
+    if output_room(r) < 4 {
+        return complete(r, STATUS_BUFFER_TOO_SMALL, 0);
+    }
     let mut out = Vec::new();
+    // Requests that could not be put back in line (no memory), answered 503 after the lock
+    // rather than left with a receive that never carried them (defect 8).
+    let mut lost: Vec<(RequestId, usize)> = Vec::new();
     let got = a.with(|st| {
         if !st.sessions.iter().any(|s| s.file == file) {
             // Its handle closed meanwhile (cleanup ran): the receive goes, the request stays.
             return Some(None);
         }
-        let taken = st.handoff.receive(queue, taker(file))?;
+        let me = taker(st, file);
+        let taken = st.handoff.receive(queue, me)?;
         let id = taken.id;
         let fixed = khttp_proto::write_rows(&mut out, [taken.row(0)])
             .map(|()| framing(out.len(), 0))
@@ -398,10 +441,15 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
             && out.len().saturating_add(4) <= room.bytes;
         if !fits {
             // Back in line; the application asks again with room for it.
-            let _ = st.handoff.requeue(id, taker(file));
+            put_back(st, id, me, &mut lost);
             let needed = out.len();
             out.clear();
-            out.extend_from_slice(&too_small_reply(needed.max(1)));
+            let reply = too_small_reply(needed.max(1));
+            // Fallible (issue #22, defect 5); with no room the reply is empty, and the
+            // caller's reply says so.
+            if out.try_reserve(reply.len()).is_ok() {
+                out.extend_from_slice(&reply);
+            }
             return Some(Some(false));
         }
         // More requests, as many as were asked for and fit whole (heads and bodies up to
@@ -413,21 +461,20 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
             && st.handoff.waiting(queue) > 0
             && taken_ids.try_reserve(1).is_ok()
         {
-            let Some(next) = st.handoff.receive(queue, taker(file)) else {
+            let Some(next) = st.handoff.receive(queue, me) else {
                 break;
             };
             let next_id = next.id;
             let size = row_size(next.row(body_max));
             let after = total.saturating_add(size);
             if after.saturating_add(4) > room.bytes {
-                let _ = st.handoff.requeue(next_id, taker(file));
+                put_back(st, next_id, me, &mut lost);
                 break;
             }
             total = after;
             taken_ids.push(next_id);
         }
         if !taken_ids.is_empty() {
-            let me = taker(file);
             let row = |i: RequestId, cut: usize| st.handoff.taken(i, me).map(|t| t.row(cut));
             let rows = core::iter::once(row(id, first_cut))
                 .chain(taken_ids.iter().map(|i| row(*i, body_max)))
@@ -438,17 +485,34 @@ fn hand_over(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, room: Roo
             } else {
                 // Back in line, in order; the first goes alone, as encoded above.
                 for i in taken_ids.iter().rev() {
-                    let _ = st.handoff.requeue(*i, me);
+                    put_back(st, *i, me, &mut lost);
                 }
             }
         }
         Some(Some(true))
     });
+    for (id, o) in lost {
+        // SAFETY: the origin left the hand-off with its reference.
+        unsafe { deliver(o, id, Outcome::Abandoned) };
+    }
     match got {
         Some(Some(true)) => reply(r, Status::Ok, &out),
         Some(Some(false)) => reply(r, Status::BufferTooSmall, &out),
         Some(None) => complete(r, STATUS_CANCELLED, 0),
         None => park(a, r, file, queue, origin),
+    }
+}
+
+/// Puts request `id`, which `me` took, back first in line; when that fails for want of
+/// memory, takes it out of the hand-off into `lost` (to be answered 503), if `lost` has room
+/// for it. Otherwise it stays with `me` and its connection answers 503 at its
+/// `app-response-timeout`. Under the state lock.
+fn put_back(st: &mut State, id: RequestId, me: u64, lost: &mut Vec<(RequestId, usize)>) {
+    if st.handoff.requeue(id, me).is_ok() || lost.try_reserve(1).is_err() {
+        return;
+    }
+    if let Some(o) = st.handoff.answer(id, me) {
+        lost.push((id, o));
     }
 }
 
@@ -458,6 +522,11 @@ fn park(a: &Apps, r: WDFREQUEST, file: WDFFILEOBJECT, queue: u32, origin: Origin
     let status = a.with(|st| {
         if st.handoff.waiting(queue) > 0 {
             return None;
+        }
+        if !st.sessions.iter().any(|s| s.file == file) {
+            // Its handle's cleanup ran meanwhile and took its parked receives: one parked now
+            // would never be retrieved (issue #22, defect 12).
+            return Some(STATUS_CANCELLED);
         }
         Some(match origin {
             // SAFETY: `r` is ours (not completed, not cancelable) and the queue is on its
@@ -546,8 +615,11 @@ extern "C" fn on_file_create(_device: WDFDEVICE, request: WDFREQUEST, file: WDFF
         if st.sessions.try_reserve(1).is_err() {
             return false;
         }
+        st.sessions_opened = st.sessions_opened.wrapping_add(1);
+        let id = st.sessions_opened;
         st.sessions.push(Session {
             file,
+            id,
             holder,
             identity,
             attached: Vec::new(),
@@ -570,13 +642,36 @@ extern "C" fn on_file_cleanup(file: WDFFILEOBJECT) {
     while let Some(r) = unsafe { retrieve_parked(a.receives, Some(file)) } {
         complete(r, STATUS_CANCELLED, 0);
     }
+    release_held_of(a, file);
     let session = a.with(|st| {
         let i = st.sessions.iter().position(|s| s.file == file)?;
         Some(st.sessions.swap_remove(i))
     });
     let Some(session) = session else { return };
-    let orphaned = detach_from(&session, &session.attached).unwrap_or_default();
-    abandon(a, Some(file), &orphaned);
+    let orphaned = detach_retrying(&session, &session.attached);
+    abandon(a, Some(session.id), &orphaned);
+}
+
+/// [`detach_from`] at cleanup, where giving up would leave queues counting a handle that is
+/// gone (issue #22, defect 8: a failed detach was ignored): retried for a second, at
+/// PASSIVE_LEVEL, while memory is short; then logged.
+fn detach_retrying(session: &Session, queues: &[u32]) -> Vec<u32> {
+    for attempt in 0..10u32 {
+        match detach_from(session, queues) {
+            Ok(orphaned) => return orphaned,
+            Err(e) if attempt == 9 => {
+                wdk::println!(
+                    "khttp: could not detach a closed handle (process {}) from {} queue(s): {}",
+                    session.holder.pid,
+                    queues.len(),
+                    e.message()
+                );
+            }
+            // Cleanup and the IOCTL path run at PASSIVE_LEVEL.
+            Err(_) => crate::irp::sleep_ms(100),
+        }
+    }
+    Vec::new()
 }
 
 /// `EvtFileClose`: the session went at cleanup.
@@ -675,7 +770,8 @@ extern "C" fn on_app_control(
             Err(CtlError::NotFound)
         }
         Request::QueueReceiveBody { id, offset } => {
-            more_body(a, taker(file), RequestId(id), offset, output_len)
+            let me = a.with(|st| taker(st, file));
+            more_body(a, me, RequestId(id), offset, output_len)
         }
         Request::QueueRespond(r) if r.stream.is_some() => {
             match stream_head(a, request, file, &r, direct) {
@@ -689,7 +785,8 @@ extern "C" fn on_app_control(
                 return refuse(request, true, Status::OutOfMemory, "out of memory");
             };
             let piece = Outcome::Piece { body, last };
-            if send_held(a, request, taker(file), RequestId(id), piece, last) {
+            let me = a.with(|st| taker(st, file));
+            if send_held(a, request, me, RequestId(id), piece, last) {
                 return; // held until the connection takes it
             }
             return complete(request, NOT_DELIVERED, 0);
@@ -700,7 +797,7 @@ extern "C" fn on_app_control(
         },
         Request::QueueAttach { name, prefixes } => attach_session(g, a, file, name, &prefixes),
         Request::QueueCancel { id } => {
-            let origin = a.with(|st| st.handoff.answer(RequestId(id), taker(file)));
+            let origin = a.with(|st| st.handoff.answer(RequestId(id), taker(st, file)));
             if let Some(o) = origin {
                 // SAFETY: the origin left the hand-off with its reference.
                 unsafe { deliver(o, RequestId(id), Outcome::Abandoned) };
@@ -769,12 +866,13 @@ fn attach_session(
     name: &str,
     prefixes: &[&str],
 ) -> Result<Vec<u8>, CtlError> {
+    // Room to record the queue first, so that a published attach is never one the session
+    // does not know of (issue #22, defect 8: such a phantom was never detached).
     let (holder, identity) = a
         .with(|st| {
-            st.sessions
-                .iter()
-                .find(|s| s.file == file)
-                .map(|s| (s.holder, Arc::clone(&s.identity)))
+            let s = st.sessions.iter_mut().find(|s| s.file == file)?;
+            s.attached.try_reserve(1).ok()?;
+            Some((s.holder, Arc::clone(&s.identity)))
         })
         .ok_or(CtlError::NotFound)?;
     let queue = with_writer(|| {
@@ -792,11 +890,24 @@ fn attach_session(
     })?;
     let recorded = a.with(|st| {
         let s = st.sessions.iter_mut().find(|s| s.file == file)?;
+        // Reserved above; another attach of the handle (the queue is parallel) may have used
+        // the room meanwhile, so reserve again.
         s.attached.try_reserve(1).ok()?;
         s.attached.push(queue);
         Some(())
     });
     if recorded.is_none() {
+        // The handle closed meanwhile (its cleanup detached what it knew), or no memory:
+        // undo the attach, so that no queue counts a handle that is not there.
+        let gone = Session {
+            file,
+            id: NO_TAKER,
+            holder,
+            identity,
+            attached: Vec::new(),
+        };
+        let orphaned = detach_retrying(&gone, &[queue]);
+        abandon(a, None, &orphaned);
         return Err(CtlError::OutOfMemory);
     }
     let mut out = Vec::new();
@@ -812,6 +923,7 @@ fn detach_session(a: &Apps, file: WDFFILEOBJECT, queue: u32) -> Result<Vec<u8>, 
         s.attached.swap_remove(i);
         Some(Session {
             file,
+            id: s.id,
             holder: s.holder,
             identity: Arc::clone(&s.identity),
             attached: Vec::new(),
@@ -831,13 +943,99 @@ const NOT_DELIVERED: NTSTATUS = RespondRow {
 }
 .to_ntstatus() as NTSTATUS;
 
-/// Completes an application's call held for a streamed answer (`Queues::ack`).
-fn complete_held(request: usize, delivered: bool) {
-    let row = RespondRow {
-        delivered,
-        cached: false,
-    };
-    complete(request as WDFREQUEST, row.to_ntstatus() as NTSTATUS, 0);
+/// Completes an application's call held for a streamed answer (`Queues::ack`), unless its
+/// cancel or its handle's cleanup took it first.
+fn complete_held(request: usize, ticket: u64, delivered: bool) {
+    let request = request as WDFREQUEST;
+    let Some(a) = apps() else { return };
+    let mine = a.with(|st| {
+        let i = st
+            .held
+            .iter()
+            .position(|h| h.request == request && h.ticket == ticket)?;
+        // SAFETY: a live request we marked cancelable and still hold (it is in `held`).
+        let unmarked =
+            unsafe { call_unsafe_wdf_function_binding!(WdfRequestUnmarkCancelable, request) };
+        if unmarked == STATUS_CANCELLED {
+            return None; // its EvtRequestCancel runs or will, and completes it
+        }
+        st.held.swap_remove(i);
+        Some(())
+    });
+    if mine.is_some() {
+        let row = RespondRow {
+            delivered,
+            cached: false,
+        };
+        complete(request, row.to_ntstatus() as NTSTATUS, 0);
+    }
+}
+
+/// `EvtRequestCancel` of a held call: the application cancelled it or is exiting.
+extern "C" fn on_held_cancel(request: WDFREQUEST) {
+    let Some(a) = apps() else { return };
+    let mine = a.with(|st| {
+        let i = st.held.iter().position(|h| h.request == request)?;
+        st.held.swap_remove(i);
+        Some(())
+    });
+    if mine.is_some() {
+        complete(request, STATUS_CANCELLED, 0);
+    }
+}
+
+/// Holds `request` (a streamed answer's call of handle `file`) cancelable until the connection
+/// gives its word; its ticket. The error when it cannot be held: it was cancelled already
+/// (`STATUS_CANCELLED`), or there is no room to note it.
+fn hold(a: &Apps, request: WDFREQUEST, file: WDFFILEOBJECT) -> Result<u64, NTSTATUS> {
+    a.with(|st| {
+        if st.held.try_reserve(1).is_err() {
+            return Err(STATUS_INSUFFICIENT_RESOURCES);
+        }
+        // SAFETY: a live request the driver owns (presented, not in a queue), not yet marked.
+        let status = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestMarkCancelableEx,
+                request,
+                Some(on_held_cancel)
+            )
+        };
+        if !nt_success(status) {
+            return Err(status);
+        }
+        st.tickets = st.tickets.wrapping_add(1);
+        let ticket = st.tickets;
+        st.held.push(Held {
+            request,
+            file,
+            ticket,
+        });
+        Ok(ticket)
+    })
+}
+
+/// Completes the held calls of the handle `file`, whose handle closed (cleanup).
+fn release_held_of(a: &Apps, file: WDFFILEOBJECT) {
+    loop {
+        let next = a.with(|st| {
+            let i = st.held.iter().position(|h| h.file == file)?;
+            let request = st.held.get(i)?.request;
+            // SAFETY: a live request we marked cancelable and still hold (it is in `held`).
+            let unmarked =
+                unsafe { call_unsafe_wdf_function_binding!(WdfRequestUnmarkCancelable, request) };
+            if unmarked == STATUS_CANCELLED {
+                // Its EvtRequestCancel completes it; leave it, and stop looking (it is still
+                // listed until then, and would be found again).
+                return Some(None);
+            }
+            st.held.swap_remove(i);
+            Some(Some(request))
+        });
+        match next {
+            Some(Some(request)) => complete(request, STATUS_CANCELLED, 0),
+            Some(None) | None => return,
+        }
+    }
 }
 
 /// A streamed answer's head and first piece (`QueueRespond` with `stream`) for the handle
@@ -850,7 +1048,7 @@ fn stream_head(
     r: &Respond<'_>,
     body: Vec<u8>,
 ) -> Result<bool, CtlError> {
-    let (id, me) = (RequestId(r.id), taker(file));
+    let (id, me) = (RequestId(r.id), a.with(|st| taker(st, file)));
     let body = Arc::try_new(body).map_err(|_| CtlError::OutOfMemory)?;
     match AppResponse::new(r.status, r.content_type, &r.headers, body) {
         Ok(resp) => {
@@ -870,7 +1068,8 @@ fn stream_head(
 
 /// Hands a streamed answer's head or piece for request `id`, held by `me`, to its connection,
 /// with the call `request` held until the connection takes it; `last` ends the request.
-/// Returns whether the call is held (false: nobody waits for the request any more).
+/// Returns whether the call is held or answered here (false: nobody waits for the request any
+/// more, and the caller answers it).
 fn send_held(
     a: &Apps,
     request: WDFREQUEST,
@@ -891,9 +1090,38 @@ fn send_held(
     let Some(origin) = origin else {
         return false;
     };
+    // SAFETY: the request is ours, presented and not in a queue.
+    let file = unsafe { call_unsafe_wdf_function_binding!(WdfRequestGetFileObject, request) };
+    let ticket = match hold(a, request, file) {
+        Ok(ticket) => ticket,
+        Err(status) => {
+            // Cancelled already, or no room to note it: the piece goes on without the hold,
+            // and the call is answered now.
+            // SAFETY: `origin` comes with a reference of its own, given up here.
+            unsafe { deliver_held(origin, id, outcome, None) };
+            let done = if status == STATUS_CANCELLED {
+                STATUS_CANCELLED
+            } else {
+                RespondRow {
+                    delivered: true,
+                    cached: false,
+                }
+                .to_ntstatus() as NTSTATUS
+            };
+            complete(request, done, 0);
+            return true;
+        }
+    };
     // SAFETY: `origin` comes with a reference of its own (the hand-off's for the last piece,
     // a new one otherwise), given up here.
-    unsafe { deliver_held(origin, id, outcome, Some(Ack::new(request as usize))) };
+    unsafe {
+        deliver_held(
+            origin,
+            id,
+            outcome,
+            Some(Ack::new(request as usize, ticket)),
+        )
+    };
     true
 }
 
@@ -907,7 +1135,7 @@ fn respond(
     body: Vec<u8>,
 ) -> Result<RespondRow, CtlError> {
     let id = RequestId(r.id);
-    let me = taker(file);
+    let me = a.with(|st| taker(st, file));
     let (origin, cache_url) = a.with(|st| {
         let url = st.handoff.cache_url(id, me).map(copy_str);
         (st.handoff.answer(id, me), url)

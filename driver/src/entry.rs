@@ -152,13 +152,21 @@ pub unsafe extern "system" fn driver_entry(
     let mut site = Site::new();
     // SAFETY: PASSIVE_LEVEL.
     unsafe { registry::load_into(&registry::parameters_path(&service_key), &mut site) };
+    // From `ioctl::init` on, a failure frees its work item (issue #22, defect 12: these two
+    // returns leaked it).
     let site_cell = match SiteCell::new(site.clone(), device) {
         Ok(cell) => cell,
-        Err(s) => return s,
+        Err(s) => {
+            // SAFETY: nothing queued the purge item (no timer yet); PASSIVE_LEVEL.
+            unsafe { ioctl::shutdown() };
+            return s;
+        }
     };
     // SAFETY: PASSIVE_LEVEL in DriverEntry, before WSK is registered; once.
     let status = unsafe { net::install_table(device) };
     if !nt_success(status) {
+        // SAFETY: as above.
+        unsafe { ioctl::shutdown() };
         return status;
     }
     // SAFETY: no callback can read the global state before this returns: the queue and timer

@@ -75,12 +75,16 @@ pub(crate) fn expire_tick() {
 /// # Safety
 /// Called by the I/O manager for the work item [`PURGE`] queued, at PASSIVE_LEVEL.
 unsafe extern "C" fn on_purge(_device: PDEVICE_OBJECT, _context: PVOID) {
-    if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
-        // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
-        let _writer = unsafe { WRITER.acquire() };
-        purge(&g.site.snapshot(), &mut Host(g), clock().now());
+    loop {
+        if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
+            // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
+            let _writer = unsafe { WRITER.acquire() };
+            purge(&g.site.snapshot(), &mut Host(g), clock().now());
+        }
+        if !PURGE.done() {
+            break;
+        }
     }
-    PURGE.done();
 }
 
 /// Waits for a queued purge to finish and frees its work item (unload, after `stopping`).

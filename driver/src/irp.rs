@@ -12,8 +12,9 @@
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
+use khttp_engine::wake::WorkGate;
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem, IoFreeIrp,
     IoFreeMdl, IoFreeWorkItem, IoQueueWorkItem, IoReuseIrp, KeDelayExecutionThread,
@@ -315,36 +316,43 @@ pub(crate) unsafe fn free_work_item(item: PIO_WORKITEM) {
     }
 }
 
-/// A driver-wide work item queued at most once at a time: `queued` is set while it waits or
-/// runs, and the routine clears it when done.
+/// A work item that runs one routine at a time: [`khttp_engine::wake::WorkGate`] decides when
+/// it is queued, runs again, or may be freed.
 pub(crate) struct SingleWork {
     item: AtomicPtr<c_void>,
-    queued: AtomicBool,
+    gate: WorkGate,
 }
 
 impl SingleWork {
     pub(crate) const fn new() -> Self {
         Self {
             item: AtomicPtr::new(ptr::null_mut()),
-            queued: AtomicBool::new(false),
+            gate: WorkGate::new(),
         }
     }
 
-    /// Allocates the work item (PASSIVE_LEVEL, once); false on failure.
+    /// Allocates the work item (PASSIVE_LEVEL, once, before any `queue`); false on failure
+    /// (then the gate is closed: nothing queues it).
     pub(crate) fn allocate(&self) -> bool {
         // SAFETY: PASSIVE_LEVEL (caller), within the <= DISPATCH_LEVEL that the call allows.
         let item = unsafe { allocate_work_item() };
         self.item.store(item.cast(), Ordering::Release);
+        if item.is_null() {
+            let _ = self.gate.close();
+        }
         !item.is_null()
     }
 
-    /// Queues `routine` on the DelayedWorkQueue unless it is already queued (<= DISPATCH_LEVEL).
+    /// Queues `routine` on the DelayedWorkQueue unless a run is queued or running (which then
+    /// runs once more), or the item is closed (<= DISPATCH_LEVEL). The claim comes before the
+    /// item is read, so unload cannot free it in between.
     pub(crate) fn queue(&self, routine: unsafe extern "C" fn(PDEVICE_OBJECT, PVOID)) {
-        let item = self.item.load(Ordering::Acquire);
-        if item.is_null() || self.queued.swap(true, Ordering::AcqRel) {
+        if !self.gate.request() {
             return;
         }
-        // SAFETY: our work item, not queued (the flag); DelayedWorkQueue at <= DISPATCH_LEVEL.
+        let item = self.item.load(Ordering::Acquire);
+        // SAFETY: our work item, claimed by the gate (not queued, not freed until `done`);
+        // DelayedWorkQueue at <= DISPATCH_LEVEL.
         unsafe {
             IoQueueWorkItem(
                 item.cast(),
@@ -355,26 +363,28 @@ impl SingleWork {
         }
     }
 
-    /// Called by the routine when it is done.
-    pub(crate) fn done(&self) {
-        self.queued.store(false, Ordering::Release);
+    /// Called by the routine when it has done its work: true when it must do it once more
+    /// (asked again meanwhile, say by a listener that died while it ran).
+    pub(crate) fn done(&self) -> bool {
+        self.gate.done()
     }
 
-    /// Waits (at most 30 s) for a queued run to finish, then frees the item (unload, after the
-    /// queuers have stopped).
+    /// Waits (at most 30 s) for a queued run to finish, closes the gate, then frees the item
+    /// (unload, once the queuers stop; one that still asks finds the gate closed).
     ///
     /// # Safety
-    /// PASSIVE_LEVEL; nothing queues it any more.
+    /// PASSIVE_LEVEL.
     pub(crate) unsafe fn shutdown(&self) {
         for _ in 0..300 {
-            if !self.queued.load(Ordering::Acquire) {
-                break;
+            if self.gate.close() {
+                // SAFETY: closed, so not queued and never again; allocated by `allocate`
+                // (or null).
+                unsafe {
+                    free_work_item(self.item.swap(ptr::null_mut(), Ordering::AcqRel).cast());
+                }
+                return;
             }
             sleep_ms(100);
-        }
-        if !self.queued.load(Ordering::Acquire) {
-            // SAFETY: not queued; allocated by `allocate` (or null).
-            unsafe { free_work_item(self.item.swap(ptr::null_mut(), Ordering::AcqRel).cast()) };
         }
     }
 }

@@ -121,10 +121,14 @@ pub(crate) unsafe fn load(parameters: &[u16]) -> Result<Vec<u8>, NTSTATUS> {
                 let data_len = buf
                     .get(len_at..len_at + 4)
                     .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-                Ok(buf
+                let data = buf
                     .get(header..header.saturating_add(data_len))
-                    .unwrap_or_default()
-                    .to_vec())
+                    .unwrap_or_default();
+                let mut copy = Vec::new();
+                copy.try_reserve_exact(data.len())
+                    .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+                copy.extend_from_slice(data);
+                Ok(copy)
             } else {
                 Err(status)
             }
@@ -159,7 +163,10 @@ pub(crate) unsafe fn load_into(parameters: &[u16], site: &mut Site) {
 /// # Safety
 /// PASSIVE_LEVEL.
 pub(crate) unsafe fn save(parameters: &[u16], site: &Site) -> NTSTATUS {
-    let text = persist::render(site);
+    // Memory ran out: what was saved before stays.
+    let Some(text) = persist::render(site) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
     let Ok(len) = u32::try_from(text.len()) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };

@@ -8,38 +8,59 @@
 //! limit<TAB>max-headers<TAB>100
 //! ```
 
-use alloc::format;
 use alloc::string::String;
 
 use crate::error::CtlError;
 use crate::limits::Limits;
 use crate::site::Site;
 
-/// The text of `site`'s persisted configuration. Limits at their defaults are left out.
+/// The saved form of `site`'s configuration: reservations, the IP listen list and the limits
+/// that differ from the defaults. `None` when memory ran out (the driver renders this from
+/// every configuration IOCTL, where an allocation failure must not panic: issue #22, defect
+/// 5); the caller then keeps what was saved before.
 #[must_use]
-pub fn render(site: &Site) -> String {
-    let mut s = String::from("# khttp state: reservations, IP listen list, limits.\n");
+pub fn render(site: &Site) -> Option<String> {
+    let mut w = Fallible(String::new());
+    write_state(&mut w, site).ok()?;
+    Some(w.0)
+}
+
+/// A `String` writer whose every append reserves fallibly.
+struct Fallible(String);
+
+impl core::fmt::Write for Fallible {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.try_reserve(s.len()).map_err(|_| core::fmt::Error)?;
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+fn write_state(w: &mut Fallible, site: &Site) -> core::fmt::Result {
+    use core::fmt::Write;
+    w.write_str("# khttp state: reservations, IP listen list, limits.\n")?;
     for r in site.namespace().iter() {
-        s.push_str(&format!(
-            "urlacl\t{}\t{}\n",
+        writeln!(
+            w,
+            "urlacl\t{}\t{}",
             r.prefix,
             r.acl.as_deref().unwrap_or("")
-        ));
+        )?;
         if let Some(v) = r.cache_control_value() {
-            s.push_str(&format!("policy\t{}\t{v}\n", r.prefix));
+            writeln!(w, "policy\t{}\t{v}", r.prefix)?;
         }
     }
     for ip in site.iplisten() {
-        s.push_str(&format!("iplisten\t{ip}\n"));
+        writeln!(w, "iplisten\t{ip}")?;
     }
     let defaults = Limits::default();
     for name in Limits::names() {
         let v = site.limits().get(name);
         if v != defaults.get(name) {
-            s.push_str(&format!("limit\t{name}\t{}\n", v.unwrap_or(0)));
+            writeln!(w, "limit\t{name}\t{}", v.unwrap_or(0))?;
         }
     }
-    s
+    Ok(())
 }
 
 /// Why a saved configuration could not be applied: the 1-based line and the fault.
@@ -102,10 +123,10 @@ mod tests {
         s.set_policy("http://+:8080/", Some("max-age=60")).unwrap();
         s.iplisten_add("127.0.0.1").unwrap();
         s.set_limit("max-headers", 50).unwrap();
-        let text = render(&s);
+        let text = render(&s).unwrap();
         let mut t = Site::new();
         apply(&text, &mut t).unwrap();
-        assert_eq!(render(&t), text);
+        assert_eq!(render(&t).unwrap(), text);
         let err = apply("# c\nurlacl\thttp://+:80/x\t\n", &mut Site::new());
         assert_eq!(
             err,

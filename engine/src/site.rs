@@ -212,17 +212,25 @@ impl Site {
     /// or on `wildcards` when the list is empty (DESIGN §7, http.sys's IP listen list).
     /// khttpd passes the IPv4 and IPv6 wildcards; the driver one dual-stack IPv6 wildcard.
     #[must_use]
-    pub fn listen_addrs(&self, wildcards: &[IpAddr]) -> Vec<SocketAddr> {
+    ///
+    /// `None` when memory ran out: the driver asks at every configuration change, where an
+    /// allocation failure must not panic (issue #22, defect 5).
+    pub fn listen_addrs(&self, wildcards: &[IpAddr]) -> Option<Vec<SocketAddr>> {
         let ips = if self.iplisten.is_empty() {
             wildcards
         } else {
             &self.iplisten
         };
-        self.namespace
-            .ports()
-            .into_iter()
-            .flat_map(|port| ips.iter().map(move |ip| SocketAddr::new(*ip, port)))
-            .collect()
+        let ports = self.namespace.ports()?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(ports.len().checked_mul(ips.len())?)
+            .ok()?;
+        out.extend(
+            ports
+                .into_iter()
+                .flat_map(|port| ips.iter().map(move |ip| SocketAddr::new(*ip, port))),
+        );
+        Some(out)
     }
 
     /// The shared counters.
@@ -367,11 +375,12 @@ impl Site {
     }
 
     /// When the next cache entry expires (`None`: no entry has a TTL). Both hosts' timers ask
-    /// this, then [`Site::purge_expired`] when it has passed (DESIGN §4: expired entries are
-    /// reclaimed). A scan of the entries.
+    /// this, then [`Site::purge_expired`] when it has passed (expired entries are reclaimed).
+    /// Constant time, and possibly early (after a removal), never late: the driver asks at
+    /// DISPATCH_LEVEL every tick.
     #[must_use]
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.cache.iter().filter_map(|(_, _, e)| e.expires).min()
+        self.cache.next_expiry()
     }
 
     /// Removes expired entries; returns how many.
@@ -550,12 +559,13 @@ mod tests {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         ];
         let mut s = Site::new();
-        assert!(s.listen_addrs(&any).is_empty());
+        assert!(s.listen_addrs(&any).unwrap().is_empty());
         s.reserve("http://+:8080/", None).unwrap();
         s.reserve("http://+:8080/a/", None).unwrap();
         s.reserve("http://x.example:9090/", None).unwrap();
         let text = |s: &Site| {
             s.listen_addrs(&any)
+                .unwrap()
                 .iter()
                 .map(|a| alloc::format!("{a}"))
                 .collect::<alloc::vec::Vec<_>>()

@@ -75,6 +75,80 @@ impl Wake {
     }
 }
 
+/// A work item that runs one routine at a time and never after it is closed (issue #22,
+/// defect 9): the driver's relisten and purge work items.
+///
+/// The first version read the work item and then claimed it, so that unload could free it in
+/// between; and a request that came while the routine ran was dropped, so a listener that died
+/// then was never reopened. Here the claim comes first, a request during a run makes the
+/// routine run again, and closing waits for a run to end.
+#[derive(Debug, Default)]
+pub struct WorkGate(AtomicU32);
+
+const IDLE: u32 = 0;
+const QUEUED: u32 = 1;
+/// Queued or running, and asked again meanwhile.
+const AGAIN: u32 = 2;
+const CLOSED: u32 = 3;
+
+impl WorkGate {
+    /// Idle: the first [`WorkGate::request`] queues the routine.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(AtomicU32::new(IDLE))
+    }
+
+    /// Asks for a run. True: the caller queues the work item now (it is claimed, and cannot
+    /// be freed until the run calls [`WorkGate::done`]). False: a run is queued or running
+    /// and will run once more, or the gate is closed.
+    pub fn request(&self) -> bool {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let next = match cur {
+                IDLE => QUEUED,
+                QUEUED => AGAIN,
+                _ => return false,
+            };
+            match self
+                .0
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return cur == IDLE,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The routine has done its work: true when it was asked again meanwhile and must run
+    /// once more (in the same call: a work item is not requeued from its own routine); false
+    /// when it is done.
+    pub fn done(&self) -> bool {
+        if self
+            .0
+            .compare_exchange(QUEUED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return false;
+        }
+        // AGAIN: run once more, as QUEUED.
+        self.0
+            .compare_exchange(AGAIN, QUEUED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Closes the gate if no run is queued or running: true when closed (the work item may be
+    /// freed now; no request queues it again), false to wait and try again.
+    pub fn close(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(IDLE, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now == CLOSED,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Exhaustive interleavings of one driver and one poster.
@@ -299,5 +373,24 @@ mod tests {
         assert!(!w.claim(), "once");
         assert!(!w.post(MAIL), "not parked: the post is left for the driver");
         assert!(!w.park(), "which sees it before it parks");
+    }
+
+    #[test]
+    fn a_work_gate_runs_once_at_a_time_again_when_asked_and_never_after_close() {
+        use super::WorkGate;
+        let g = WorkGate::new();
+        assert!(g.request(), "idle: queue it");
+        assert!(!g.request(), "queued: not twice, but once more");
+        assert!(!g.close(), "a run is pending: unload waits");
+        assert!(g.done(), "asked meanwhile: run again");
+        assert!(!g.done(), "then done");
+        assert!(g.close(), "idle: closed");
+        assert!(!g.request(), "closed: never queued again");
+        assert!(g.close());
+        // Every order of one request and one close from idle: either the request queues and
+        // the close waits, or the close wins and the request does nothing.
+        let g = WorkGate::new();
+        assert!(g.close());
+        assert!(!g.request());
     }
 }

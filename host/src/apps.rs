@@ -72,14 +72,17 @@ impl Ack {
         }
     }
 
-    /// Waits for the word; false when khttpd stops meanwhile.
-    fn wait(&self, shared: &Shared) -> bool {
+    /// Waits for the word; false when khttpd stops meanwhile, or the application is `gone`
+    /// (its process exited: the wait is its call, which must not outlive it; issue #22, the
+    /// driver's defect 1, which khttpd had too: a killed application's queue stayed attached
+    /// until its client was reset).
+    fn wait(&self, shared: &Shared, gone: &dyn Fn() -> bool) -> bool {
         let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(d) = *done {
                 return d;
             }
-            if shared.shutdown.load(Ordering::Acquire) {
+            if shared.shutdown.load(Ordering::Acquire) || gone() {
                 return false;
             }
             done = self
@@ -241,7 +244,15 @@ impl Apps {
     /// that received it: handed to its connection, and the worker's word awaited (the next
     /// piece waits while the client is more than the stream window behind). `last` ends the
     /// request. Returns whether the connection took it.
-    fn stream(&self, shared: &Shared, session: u64, id: u64, outcome: Outcome, last: bool) -> bool {
+    fn stream(
+        &self,
+        shared: &Shared,
+        session: u64,
+        id: u64,
+        outcome: Outcome,
+        last: bool,
+        gone: &dyn Fn() -> bool,
+    ) -> bool {
         let origin = {
             let mut st = self.state();
             if last {
@@ -259,7 +270,7 @@ impl Apps {
             worker,
             (slot, RequestId(id), outcome, Some(Arc::clone(&ack))),
         );
-        ack.wait(shared)
+        ack.wait(shared, gone)
     }
 
     /// Hands an outcome to the worker whose connection waits for it.
@@ -632,10 +643,11 @@ impl Session {
             Request::QueueSend { id, last, .. } => {
                 let body = Arc::new(direct);
                 let piece = Outcome::Piece { body, last };
-                let delivered = self
-                    .shared
-                    .apps
-                    .stream(&self.shared, self.id, id, piece, last);
+                let gone = || sys::peer_closed(&self.stream);
+                let delivered =
+                    self.shared
+                        .apps
+                        .stream(&self.shared, self.id, id, piece, last, &gone);
                 let row = RespondRow {
                     delivered,
                     cached: false,
@@ -673,7 +685,8 @@ impl Session {
                 // never cached.
                 let length = r.stream.and_then(|s| s.length);
                 let head = Outcome::Response(resp.streamed(length));
-                let delivered = apps.stream(&self.shared, self.id, r.id, head, false);
+                let gone = || sys::peer_closed(&self.stream);
+                let delivered = apps.stream(&self.shared, self.id, r.id, head, false, &gone);
                 let row = RespondRow {
                     delivered,
                     cached: false,

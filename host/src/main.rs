@@ -219,7 +219,7 @@ type Bound = (
 /// so that a port in use is a clear error now. An IPv6 wildcard on a host without IPv6 is
 /// skipped.
 fn bind_all(site: &Site, workers: usize) -> Result<Bound, String> {
-    let addrs = wanted_addrs(site);
+    let addrs = wanted_addrs(site).ok_or("out of memory")?;
     let mut per_worker: Vec<Vec<(SocketAddr, mio::net::TcpListener)>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();

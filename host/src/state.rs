@@ -33,7 +33,8 @@ pub(crate) fn save(dir: &Path, site: &Site) -> io::Result<()> {
     let tmp = dir.join(format!(".{FILE}.tmp"));
     {
         let mut f = File::create(&tmp)?;
-        f.write_all(persist::render(site).as_bytes())?;
+        let text = persist::render(site).ok_or(io::ErrorKind::OutOfMemory)?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path(dir))?;
@@ -76,6 +77,7 @@ mod tests {
         let mut t = Site::new();
         load(&dir, &mut t).unwrap();
         assert_eq!(render(&s), render(&t));
+        assert!(render(&s).is_some());
         std::fs::write(dir.join("state"), "urlacl\thttp://+:80/x\t\n").unwrap();
         let err = load(&dir, &mut Site::new()).unwrap_err();
         assert!(

@@ -89,7 +89,8 @@ pub(crate) struct Worker {
 
 /// The addresses to listen on for `site`: the engine's rule, with separate IPv4 and IPv6
 /// wildcards (IPv6 sockets are IPv6-only here).
-pub(crate) fn wanted_addrs(site: &Site) -> Vec<SocketAddr> {
+/// `None` when memory ran out (the listeners then stay as they are).
+pub(crate) fn wanted_addrs(site: &Site) -> Option<Vec<SocketAddr>> {
     site.listen_addrs(&[
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -168,9 +169,11 @@ impl Worker {
         if generation == self.generation {
             return;
         }
-        self.generation = generation;
         self.site = self.shared.snapshot();
-        let want = wanted_addrs(&self.site);
+        let Some(want) = wanted_addrs(&self.site) else {
+            return; // no memory: tried again at the next change
+        };
+        self.generation = generation;
         let before = self.listeners.len();
         self.listeners.retain_mut(|(addr, l)| {
             let keep = want.contains(addr);

@@ -131,6 +131,10 @@ typedef VOID EVT_WDF_IO_QUEUE_IO_RESUME(WDFQUEUE Queue, WDFREQUEST Request);
 typedef EVT_WDF_IO_QUEUE_IO_RESUME *PFN_WDF_IO_QUEUE_IO_RESUME;
 typedef VOID EVT_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE(WDFQUEUE Queue, WDFREQUEST Request);
 typedef EVT_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE *PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE;
+/* EVT_WDF_REQUEST_CANCEL (wdfrequest.h; Microsoft Learn): the framework cancels a request the
+ * driver marked cancelable; the callback must complete it. */
+typedef VOID EVT_WDF_REQUEST_CANCEL(WDFREQUEST Request);
+typedef EVT_WDF_REQUEST_CANCEL *PFN_WDF_REQUEST_CANCEL;
 /* WDF:wdfdevice.h:560-595 (§1a): file object callbacks, PASSIVE_LEVEL. */
 typedef VOID EVT_WDF_DEVICE_FILE_CREATE(WDFDEVICE Device, WDFREQUEST Request,
                                         WDFFILEOBJECT FileObject);
@@ -234,6 +238,8 @@ typedef enum _WDFFUNCENUM {
     WdfRequestGetFileObjectTableIndex = 277,
     WdfRequestForwardToIoQueueTableIndex = 281,
     WdfRequestRequeueTableIndex = 283,
+    WdfRequestUnmarkCancelableTableIndex = 256,
+    WdfRequestMarkCancelableExTableIndex = 393,
     WdfSpinLockCreateTableIndex = 315,
     WdfSpinLockAcquireTableIndex = 316,
     WdfSpinLockReleaseTableIndex = 317,
@@ -292,6 +298,15 @@ typedef NTSTATUS (*PFN_WDFREQUESTFORWARDTOIOQUEUE)(PWDF_DRIVER_GLOBALS DriverGlo
  * head of the I/O queue from which it was delivered to the driver", manual queues only,
  * <= DISPATCH_LEVEL). */
 typedef NTSTATUS (*PFN_WDFREQUESTREQUEUE)(PWDF_DRIVER_GLOBALS DriverGlobals, WDFREQUEST Request);
+/* WdfRequestMarkCancelableEx (KMDF 1.9+; Microsoft Learn): STATUS_CANCELLED when the request
+ * was already canceled (the callback is then not called), <= DISPATCH_LEVEL. */
+typedef NTSTATUS (*PFN_WDFREQUESTMARKCANCELABLEEX)(PWDF_DRIVER_GLOBALS DriverGlobals,
+                                                   WDFREQUEST Request,
+                                                   PFN_WDF_REQUEST_CANCEL EvtRequestCancel);
+/* WdfRequestUnmarkCancelable (Microsoft Learn): STATUS_CANCELLED when EvtRequestCancel has been
+ * or is about to be called, which then completes the request; <= DISPATCH_LEVEL. */
+typedef NTSTATUS (*PFN_WDFREQUESTUNMARKCANCELABLE)(PWDF_DRIVER_GLOBALS DriverGlobals,
+                                                   WDFREQUEST Request);
 typedef VOID (*PFN_WDFREQUESTCOMPLETEWITHINFORMATION)(PWDF_DRIVER_GLOBALS DriverGlobals,
                                                       WDFREQUEST Request, NTSTATUS Status,
                                                       ULONG_PTR Information);

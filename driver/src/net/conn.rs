@@ -64,9 +64,9 @@ pub(crate) struct Queues {
     pub(crate) offer: fn(usize, &Delivery<'_>, &Site) -> Result<RequestId, Refusal>,
     /// Takes a request back (its connection stopped waiting): its origin, if still there.
     pub(crate) cancel: fn(RequestId) -> Option<usize>,
-    /// Completes an application's call held for a streamed answer's piece ([`Ack`]): whether
-    /// the connection took it.
-    pub(crate) ack: fn(usize, bool),
+    /// Completes an application's call held for a streamed answer's piece ([`Ack`]: the call
+    /// and its ticket): whether the connection took it.
+    pub(crate) ack: fn(usize, u64, bool),
 }
 
 /// An application's call (a request handle, as a number) held until its connection has taken
@@ -74,20 +74,22 @@ pub(crate) struct Queues {
 /// application is never more than one piece and the stream window ahead of its client. Given
 /// back through [`Queues::ack`] exactly once: with the word, or with `false` when dropped
 /// (the connection went).
-pub(crate) struct Ack(usize);
+/// The ticket tells this hold from a later one of a request handle at the same address (the
+/// call may be cancelled and completed meanwhile, and its memory reused).
+pub(crate) struct Ack(usize, u64);
 
 impl Ack {
-    /// Holds the call `request`.
-    pub(crate) const fn new(request: usize) -> Self {
-        Self(request)
+    /// Holds the call `request`, noted with `ticket`.
+    pub(crate) const fn new(request: usize, ticket: u64) -> Self {
+        Self(request, ticket)
     }
 
     /// Gives the word.
     fn fire(self, delivered: bool) {
-        let request = self.0;
+        let (request, ticket) = (self.0, self.1);
         core::mem::forget(self);
         if let Some(q) = queues() {
-            (q.ack)(request, delivered);
+            (q.ack)(request, ticket, delivered);
         }
     }
 }
@@ -95,7 +97,7 @@ impl Ack {
 impl Drop for Ack {
     fn drop(&mut self) {
         if let Some(q) = queues() {
-            (q.ack)(self.0, false);
+            (q.ack)(self.0, self.1, false);
         }
     }
 }

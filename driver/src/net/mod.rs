@@ -206,7 +206,7 @@ unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
 
 /// The socket addresses to listen on for `site`: the engine's rule, with one dual-stack IPv6
 /// wildcard (echosrv's choice, DRIVER-NOTES §4.2.5).
-fn wanted(site: &Site) -> Vec<SocketAddr> {
+fn wanted(site: &Site) -> Option<Vec<SocketAddr>> {
     site.listen_addrs(&[IpAddr::V6(Ipv6Addr::UNSPECIFIED)])
 }
 
@@ -283,13 +283,19 @@ unsafe fn open_listener(
     let dispatch = unsafe { (*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
     let mut one: u32 = 1;
     let mut zero: u32 = 0;
-    let mut options: Vec<(u32, u32, *mut u32)> =
-        alloc::vec![(SO_EXCLUSIVEADDRUSE, SOL_SOCKET, &raw mut one)];
-    if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
-        options.push((IPV6_V6ONLY, IPPROTO_IPV6, &raw mut zero)); // dual stack, as echosrv
-    }
+    // No allocation (issue #22, defect 5): the options as a fixed list, the second only for
+    // the IPv6 wildcard (dual stack, as echosrv).
+    let options: [(u32, u32, *mut u32); 2] = [
+        (SO_EXCLUSIVEADDRUSE, SOL_SOCKET, &raw mut one),
+        (IPV6_V6ONLY, IPPROTO_IPV6, &raw mut zero),
+    ];
+    let count = if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        2
+    } else {
+        1
+    };
     let mut status = STATUS_SUCCESS;
-    for (code, level, value) in options {
+    for &(code, level, value) in options.iter().take(count) {
         // SAFETY: the socket is live; its basic dispatch carries WskControlSocket.
         let Some(control) = (unsafe { (*dispatch).Basic.WskControlSocket }) else {
             break;
@@ -400,7 +406,9 @@ pub(crate) unsafe fn reconcile(site: &Site) -> NTSTATUS {
 unsafe fn reconcile_locked(site: &Site) -> NTSTATUS {
     // SAFETY: the lock is held (contract).
     let w = unsafe { wsk() };
-    let want = wanted(site);
+    let Some(want) = wanted(site) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
     if want.is_empty() && w.listeners.is_empty() {
         return STATUS_SUCCESS;
     }
@@ -458,17 +466,22 @@ fn queue_relisten() {
 /// # Safety
 /// Called by the I/O manager for the work item [`RELISTEN`] queued, at PASSIVE_LEVEL.
 unsafe extern "C" fn on_relisten(_device: PDEVICE_OBJECT, _context: PVOID) {
-    if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
-        // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
-        let _lock = unsafe { WSK_LOCK.acquire() };
-        let site = g.site.snapshot();
-        // SAFETY: PASSIVE_LEVEL, holding the lock.
-        let status = unsafe { reconcile_locked(&site) };
-        if !nt_success(status) {
-            wdk::println!("khttp: could not reopen a listener: {status:#x}");
+    loop {
+        if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
+            // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
+            let _lock = unsafe { WSK_LOCK.acquire() };
+            let site = g.site.snapshot();
+            // SAFETY: PASSIVE_LEVEL, holding the lock.
+            let status = unsafe { reconcile_locked(&site) };
+            if !nt_success(status) {
+                wdk::println!("khttp: could not reopen a listener: {status:#x}");
+            }
+        }
+        // A listener that died while this ran asked again: once more.
+        if !RELISTEN.done() {
+            break;
         }
     }
-    RELISTEN.done();
 }
 
 /// Closes every listener and connection, waits for the connections to go, releases WSK

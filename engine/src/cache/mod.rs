@@ -83,6 +83,11 @@ pub struct Cache {
     shards: Vec<Arc<Shard>>,
     bytes: u64,
     entries: usize,
+    /// No entry expires before this (`None`: none has a TTL): exact after a purge, lowered by
+    /// inserts, left by removals (a purge then finds nothing and makes it exact). The driver's
+    /// timer reads it at DISPATCH_LEVEL every tick, where scanning the cache would take time
+    /// in proportion to it (issue #22, defect 10).
+    next_expiry: Option<Instant>,
 }
 
 impl Default for Cache {
@@ -99,6 +104,7 @@ impl Cache {
             shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
             bytes: 0,
             entries: 0,
+            next_expiry: None,
         }
     }
 
@@ -111,6 +117,7 @@ impl Cache {
             shards: mem::vec_from(&self.shards)?,
             bytes: self.bytes,
             entries: self.entries,
+            next_expiry: self.next_expiry,
         })
     }
 
@@ -170,6 +177,7 @@ impl Cache {
         entry: Arc<Entry>,
     ) -> Result<Option<Arc<Entry>>, OutOfMemory> {
         let added = entry.bytes();
+        let expires = entry.expires;
         let key = Key {
             reservation,
             rel: mem::boxed(rel)?,
@@ -182,7 +190,17 @@ impl Cache {
             None => self.entries = self.entries.saturating_add(1),
         }
         self.bytes = self.bytes.saturating_add(added);
+        if let Some(at) = expires {
+            self.next_expiry = Some(self.next_expiry.map_or(at, |n| n.min(at)));
+        }
         Ok(old)
+    }
+
+    /// No entry expires before this; `None` when no entry has a TTL. Constant time: a bound
+    /// that may be early (after a removal), never late.
+    #[must_use]
+    pub const fn next_expiry(&self) -> Option<Instant> {
+        self.next_expiry
     }
 
     /// Removes the entry at (reservation, rel).
@@ -259,7 +277,9 @@ impl Cache {
     /// # Errors
     /// [`OutOfMemory`]; nothing is removed (try again later).
     pub fn purge_expired(&mut self, now: Instant) -> Result<usize, OutOfMemory> {
-        self.remove_where(|_, e| e.is_expired(now))
+        let removed = self.remove_where(|_, e| e.is_expired(now))?;
+        self.next_expiry = self.iter().filter_map(|(_, _, e)| e.expires).min();
+        Ok(removed)
     }
 
     /// Every entry with its reservation id and key, in no particular order.
@@ -322,8 +342,18 @@ mod tests {
         let mut c = Cache::new();
         c.insert(1, b"a", entry(b"x", Some(10))).unwrap();
         c.insert(1, b"b", entry(b"y", None)).unwrap();
+        assert_eq!(c.next_expiry(), Some(Instant(10_000)));
         assert_eq!(c.purge_expired(Instant(9_999)), Ok(0));
+        assert_eq!(c.next_expiry(), Some(Instant(10_000)));
         assert_eq!(c.purge_expired(Instant(10_000)), Ok(1));
         assert_eq!((c.len(), c.bytes()), (1, 1));
+        assert_eq!(c.next_expiry(), None, "exact again after a purge");
+        // A removal leaves an early bound, which the next purge makes exact.
+        c.insert(1, b"c", entry(b"z", Some(20))).unwrap();
+        c.insert(1, b"d", entry(b"z", Some(30))).unwrap();
+        c.remove(1, b"c").unwrap();
+        assert_eq!(c.next_expiry(), Some(Instant(20_000)));
+        assert_eq!(c.purge_expired(Instant(20_000)), Ok(0));
+        assert_eq!(c.next_expiry(), Some(Instant(30_000)));
     }
 }

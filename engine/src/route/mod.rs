@@ -267,11 +267,15 @@ impl Namespace {
 
     /// The distinct ports that reservations name, ascending.
     #[must_use]
-    pub fn ports(&self) -> Vec<u16> {
-        let mut ports: Vec<u16> = self.list.iter().map(|r| r.prefix.port).collect();
+    ///
+    /// `None` when memory ran out (fallible: the driver asks at every configuration change).
+    pub fn ports(&self) -> Option<Vec<u16>> {
+        let mut ports: Vec<u16> = Vec::new();
+        ports.try_reserve_exact(self.list.len()).ok()?;
+        ports.extend(self.list.iter().map(|r| r.prefix.port));
         ports.sort_unstable();
         ports.dedup();
-        ports
+        Some(ports)
     }
 }
 
@@ -457,7 +461,7 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(ns.len(), 3);
-        assert_eq!(ns.ports(), [80]);
+        assert_eq!(ns.ports().unwrap(), [80]);
     }
 
     #[test]

@@ -345,6 +345,13 @@ typedef struct FX_REQUEST {
     int state;
     BOOLEAN was_queued; /* ever parked (cancelable): its IRP is held after completion */
     ULONG out_len, in_len, code; /* its IOCTL parameters, for a presentation that waits */
+    /* WdfRequestMarkCancelableEx: the driver's EvtRequestCancel, while marked. */
+    PFN_WDF_REQUEST_CANCEL cancel_fn;
+    BOOLEAN cancelable;     /* marked, and not unmarked */
+    BOOLEAN in_cancel;      /* EvtRequestCancel was called for it: it may complete it */
+    BOOLEAN presented;      /* handed to EvtIoDeviceControl (not waiting in a sequential queue) */
+    BOOLEAN overdue;        /* reported by the ownership watch */
+    ULONG64 since;          /* when the driver came to own it (100 ns; h_KeQueryInterruptTimePrecise) */
 } FX_REQUEST;
 
 typedef struct FX_INIT {
@@ -403,6 +410,7 @@ static volatile LONG Unloading; /* set once EvtDriverUnload has returned */
 static volatile LONG FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended;
 static volatile LONG StaleCancels;
 static volatile LONG SequentialWaits; /* requests a sequential queue held back */
+static volatile LONG RequestCancels;  /* EvtRequestCancel calls */
 
 /* ---- A Wine race, held off ----
  * Wine 8.0 races a dead process's cancel against completion: wineserver queues the cancel of a
@@ -752,6 +760,7 @@ static void deliver_canceled(void *arg)
     KIRQL irql = fx_lock();
     q = r->queue;
     r->state = RQ_DRIVER;
+    r->since = h_KeQueryInterruptTimePrecise(NULL);
     fx_unlock(irql);
     InterlockedIncrement(&CanceledOnQueue);
     if (q->canceled != NULL) {
@@ -1030,6 +1039,8 @@ static NTSTATUS NTAPI fx_ioctl(PDEVICE_OBJECT dev, PIRP irp)
         fx_fail(irp, STATUS_INVALID_HANDLE);
         return STATUS_PENDING; /* marked pending above */
     }
+    r->presented = TRUE;
+    r->since = h_KeQueryInterruptTimePrecise(NULL);
     d->queue->ioctl((WDFQUEUE)d->queue, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
     return STATUS_PENDING;
 }
@@ -1040,6 +1051,8 @@ static void present_next(void *arg)
 {
     FX_REQUEST *r = arg;
     FX_QUEUE *q = r->queue;
+    r->presented = TRUE;
+    r->since = h_KeQueryInterruptTimePrecise(NULL);
     q->ioctl((WDFQUEUE)q, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
 }
 
@@ -1162,9 +1175,10 @@ static VOID NTAPI fx_unload(PDRIVER_OBJECT drv)
     }
     INFO("wdfldr: %ld file objects opened, %ld requests forwarded to a manual queue, "
          "%ld canceled in a queue, %ld closes waited for requests, %ld late cancels of "
-         "completed IRPs held off (Wine's race), %ld requests held back by a sequential queue",
+         "completed IRPs held off (Wine's race), %ld requests held back by a sequential queue, "
+         "%ld held requests canceled",
          FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended, StaleCancels,
-         SequentialWaits);
+         SequentialWaits, RequestCancels);
 }
 
 /* ---- The implemented WDF functions ---- */
@@ -1453,6 +1467,7 @@ static void complete_request(const char *who, WDFREQUEST request, NTSTATUS statu
     FX_FILE *f = NULL, *drop = NULL, *fin = NULL;
     FX_QUEUE *queued_in = NULL;
     FX_REQUEST *next = NULL;
+    BOOLEAN marked = FALSE;
     PVOID dead_file = NULL;
     PIRP irp = NULL;
     PIO_STACK_LOCATION sl = NULL;
@@ -1473,6 +1488,8 @@ static void complete_request(const char *who, WDFREQUEST request, NTSTATUS statu
         }
     } else if (r->state != RQ_DRIVER) {
         queued_in = r->queue;
+    } else if (r->cancelable && !r->in_cancel) {
+        marked = TRUE;
     } else {
         irp = r->irp;
         d = r->dev;
@@ -1504,7 +1521,11 @@ static void complete_request(const char *who, WDFREQUEST request, NTSTATUS statu
         defer(next->dev, present_next, next);
     }
     if (irp == NULL) {
-        if (queued_in != NULL) {
+        if (marked) {
+            FAIL("%s: request %p is marked cancelable: WdfRequestUnmarkCancelable first, or "
+                 "complete it in its EvtRequestCancel",
+                 who, request);
+        } else if (queued_in != NULL) {
             FAIL("%s: request %p is in queue %p (forwarded, or being canceled): the framework "
                  "owns it",
                  who, request, queued_in);
@@ -1528,6 +1549,9 @@ static void complete_request(const char *who, WDFREQUEST request, NTSTATUS statu
     }
     irp->IoStatus.Status = status;
     irp->IoStatus.Information = info;
+    if (r->in_cancel) {
+        IoSetCancelRoutine(irp, NULL);
+    }
     if (r->was_queued) {
         hold_after_completion(irp);
     }
@@ -1571,6 +1595,8 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
         why = "not a queue";
     } else if (r->state != RQ_DRIVER) {
         why = "the request is already in a queue (forwarded twice?)";
+    } else if (r->cancelable) {
+        why = "the request is marked cancelable (WdfRequestUnmarkCancelable first)";
     } else if (q->dev != r->dev) {
         why = "the queue belongs to another device";
     } else if (q == r->queue) {
@@ -1607,6 +1633,133 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
         defer(d, deliver_canceled, r);
     }
     return STATUS_SUCCESS;
+}
+
+/* WdfRequestMarkCancelableEx / WdfRequestUnmarkCancelable (WDF-FACTS §1a): a request the driver
+ * holds becomes cancelable; IoCancelIrp (an application's CancelIo, or its exit) then calls the
+ * driver's EvtRequestCancel, from a work item as for parked requests (Wine holds its own lock
+ * inside IoCancelIrp). */
+static void deliver_request_cancel(void *arg)
+{
+    FX_REQUEST *r = arg;
+    InterlockedIncrement(&RequestCancels);
+    r->cancel_fn((WDFREQUEST)r);
+}
+
+static VOID NTAPI fx_request_cancel(PDEVICE_OBJECT dev, PIRP irp)
+{
+    FX_REQUEST *found = NULL;
+    PLIST_ENTRY e;
+    KIRQL irql;
+    (void)dev;
+    IoReleaseCancelSpinLock(irp->CancelIrql);
+    irql = fx_lock();
+    for (e = LiveRequests.Flink; e != &LiveRequests; e = e->Flink) {
+        FX_REQUEST *r = CONTAINING_RECORD(e, FX_REQUEST, live);
+        if (r->irp == irp && r->cancelable) {
+            r->in_cancel = TRUE;
+            found = r;
+            break;
+        }
+    }
+    fx_unlock(irql);
+    if (found == NULL) {
+        FAIL("IoCancelIrp: IRP %p has the request cancel routine but no cancelable request", irp);
+        return;
+    }
+    defer(found->dev, deliver_request_cancel, found);
+}
+
+static NTSTATUS NTAPI w_RequestMarkCancelableEx(PWDF_DRIVER_GLOBALS g, WDFREQUEST request,
+                                                PFN_WDF_REQUEST_CANCEL cancel)
+{
+    FX_REQUEST *r = (FX_REQUEST *)request;
+    const char *why = NULL;
+    NTSTATUS status = STATUS_SUCCESS;
+    KIRQL irql;
+    (void)g;
+    irql = fx_lock();
+    if (!is_live_locked(r)) {
+        why = "not a live request";
+    } else if (r->state != RQ_DRIVER) {
+        why = "the request is in a queue: the framework owns it";
+    } else if (r->cancelable) {
+        why = "already marked cancelable";
+    } else if (cancel == NULL) {
+        why = "no EvtRequestCancel";
+    } else {
+        r->cancel_fn = cancel;
+        r->cancelable = TRUE;
+        r->was_queued = TRUE; /* its IRP is held after completion (Wine's cancel race) */
+        IoSetCancelRoutine(r->irp, fx_request_cancel);
+        if (r->irp->Cancel && IoSetCancelRoutine(r->irp, NULL) != NULL) {
+            /* Canceled already: Ex returns STATUS_CANCELLED and calls nothing. */
+            r->cancelable = FALSE;
+            status = STATUS_CANCELLED;
+        }
+    }
+    fx_unlock(irql);
+    if (why != NULL) {
+        FAIL("WdfRequestMarkCancelableEx: request %p: %s", request, why);
+        return STATUS_INVALID_DEVICE_REQUEST;
+    }
+    return status;
+}
+
+static NTSTATUS NTAPI w_RequestUnmarkCancelable(PWDF_DRIVER_GLOBALS g, WDFREQUEST request)
+{
+    FX_REQUEST *r = (FX_REQUEST *)request;
+    const char *why = NULL;
+    NTSTATUS status = STATUS_SUCCESS;
+    KIRQL irql;
+    (void)g;
+    irql = fx_lock();
+    if (!is_live_locked(r)) {
+        why = "not a live request (completed by its EvtRequestCancel already?)";
+    } else if (!r->cancelable) {
+        why = "not marked cancelable";
+    } else if (r->in_cancel || IoSetCancelRoutine(r->irp, NULL) == NULL) {
+        /* The cancel routine runs or ran: EvtRequestCancel completes it. */
+        status = STATUS_CANCELLED;
+    } else {
+        r->cancelable = FALSE;
+    }
+    fx_unlock(irql);
+    if (why != NULL) {
+        FAIL("WdfRequestUnmarkCancelable: request %p: %s", request, why);
+        return STATUS_INVALID_DEVICE_REQUEST;
+    }
+    return status;
+}
+
+/* The ownership watch (the WDF timer's thread calls it each tick): a request the driver has
+ * owned for longer than OWNED_BOUND_S and that nothing can cancel is a FAIL, once. KMDF presents
+ * no further request of a sequential queue meanwhile, and its application cannot CancelIo it
+ * or exit (issue #22, defect 1). Parked and cancelable requests are exempt. */
+#define OWNED_BOUND_S 5
+static void watch_ownership(void)
+{
+    ULONG64 now = h_KeQueryInterruptTimePrecise(NULL);
+    PLIST_ENTRY e;
+    FX_REQUEST *late[8];
+    ULONG64 held[8];
+    ULONG n = 0, i;
+    KIRQL irql = fx_lock();
+    for (e = LiveRequests.Flink; e != &LiveRequests && n < 8; e = e->Flink) {
+        FX_REQUEST *r = CONTAINING_RECORD(e, FX_REQUEST, live);
+        if (r->state == RQ_DRIVER && r->presented && !r->cancelable && !r->overdue &&
+            now - r->since > (ULONG64)OWNED_BOUND_S * 10000000) {
+            r->overdue = TRUE;
+            late[n] = r;
+            held[n] = (now - r->since) / 10000;
+            n++;
+        }
+    }
+    fx_unlock(irql);
+    for (i = 0; i < n; i++) {
+        FAIL("request %p (IOCTL %#lx) owned by the driver for %llu ms and not cancelable",
+             late[i], late[i]->code, (unsigned long long)held[i]);
+    }
 }
 
 /* WdfRequestRequeue (WDF docs: back to the head of the queue it was delivered from; manual
@@ -1685,6 +1838,8 @@ static NTSTATUS retrieve_parked(const char *who, WDFQUEUE queue, FX_FILE *f, BOO
             }
             RemoveEntryList(e);
             r->state = RQ_DRIVER;
+            r->since = h_KeQueryInterruptTimePrecise(NULL);
+            r->overdue = FALSE;
             found = r;
             break;
         }
@@ -1871,6 +2026,7 @@ static VOID NTAPI timer_thread(PVOID ctx)
             STATUS_SUCCESS) {
             break;
         }
+        watch_ownership();
         t->fn((WDFTIMER)t);
         if (t->period_ms == 0) {
             break;
@@ -2012,6 +2168,8 @@ static void fill_table(void)
     Table[WdfRequestGetFileObjectTableIndex] = (WDFFUNC)w_RequestGetFileObject;
     Table[WdfRequestForwardToIoQueueTableIndex] = (WDFFUNC)w_RequestForwardToIoQueue;
     Table[WdfRequestRequeueTableIndex] = (WDFFUNC)w_RequestRequeue;
+    Table[WdfRequestMarkCancelableExTableIndex] = (WDFFUNC)w_RequestMarkCancelableEx;
+    Table[WdfRequestUnmarkCancelableTableIndex] = (WDFFUNC)w_RequestUnmarkCancelable;
     Table[WdfSpinLockCreateTableIndex] = (WDFFUNC)w_SpinLockCreate;
     Table[WdfSpinLockAcquireTableIndex] = (WDFFUNC)w_SpinLockAcquire;
     Table[WdfSpinLockReleaseTableIndex] = (WDFFUNC)w_SpinLockRelease;
