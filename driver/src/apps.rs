@@ -33,6 +33,7 @@ use core::sync::atomic::Ordering;
 
 use khttp_engine::acl::{Identity, Sid};
 use khttp_engine::ctl::{Caller, attach};
+use khttp_engine::limits::{MAX_APP_ATTACHES, MAX_APP_SESSIONS, MAX_APP_SESSIONS_PER_USER};
 use khttp_engine::{
     AppAnswer, AppResponse, CtlError, Delivery, Handoff, Holder, Outcome, Refusal, RequestId, Site,
     app_cache_url, app_response_cacheable, store_app_answer,
@@ -44,9 +45,9 @@ use wdk::wdf::SpinLock;
 use wdk_sys::{
     _WDF_EXECUTION_LEVEL, _WDF_FILEOBJECT_CLASS, _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_TRI_STATE,
     NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_CANCELLED, STATUS_DEVICE_NOT_READY,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS,
-    WDF_FILEOBJECT_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE, WDFDEVICE, WDFDRIVER, WDFFILEOBJECT,
-    WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_REQUEST, STATUS_QUOTA_EXCEEDED,
+    STATUS_SUCCESS, WDF_FILEOBJECT_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE, WDFDEVICE,
+    WDFDRIVER, WDFFILEOBJECT, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
 use crate::device::{DeviceSpec, create_control_device};
@@ -177,7 +178,11 @@ pub(crate) unsafe fn create(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         // Parallel: a streamed answer's call is held until its client reads (`send_held`), and
         // a sequential queue would present no other application's call meanwhile (issue #22,
         // defect 1). Every handler here takes the state lock for what it shares.
-        dispatch: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchParallel,
+        dispatch: if cfg!(feature = "fault-sequential-apps") {
+            _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchSequential
+        } else {
+            _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchParallel
+        },
     };
     // SAFETY: PASSIVE_LEVEL in DriverEntry (contract).
     let device = unsafe { create_control_device(driver, &spec) }?;
@@ -611,9 +616,30 @@ extern "C" fn on_file_create(_device: WDFDEVICE, request: WDFREQUEST, file: WDFF
         pid: u32::try_from(pid).unwrap_or(u32::MAX),
         uid: identity.user().and_then(Sid::rid).unwrap_or(u32::MAX),
     };
-    let ok = a.with(|st| {
+    let counted = !identity.is_administrator();
+    let user = identity.user().copied();
+    let status = a.with(|st| {
+        // Handles of users other than administrators are bounded, in all and per user, as
+        // khttpd's connections are (issue #22, defect 10: each holds its opener's token).
+        if counted {
+            let mut total = 0usize;
+            let mut mine = 0usize;
+            for s in st
+                .sessions
+                .iter()
+                .filter(|s| !s.identity.is_administrator())
+            {
+                total = total.saturating_add(1);
+                if s.identity.user().copied() == user {
+                    mine = mine.saturating_add(1);
+                }
+            }
+            if total >= MAX_APP_SESSIONS || mine >= MAX_APP_SESSIONS_PER_USER {
+                return STATUS_QUOTA_EXCEEDED;
+            }
+        }
         if st.sessions.try_reserve(1).is_err() {
-            return false;
+            return STATUS_INSUFFICIENT_RESOURCES;
         }
         st.sessions_opened = st.sessions_opened.wrapping_add(1);
         let id = st.sessions_opened;
@@ -624,13 +650,13 @@ extern "C" fn on_file_create(_device: WDFDEVICE, request: WDFREQUEST, file: WDFF
             identity,
             attached: Vec::new(),
         });
-        true
-    });
-    let status = if ok {
         STATUS_SUCCESS
-    } else {
-        STATUS_INSUFFICIENT_RESOURCES
-    };
+    });
+    if status == STATUS_QUOTA_EXCEEDED {
+        wdk::println!(
+            "khttp: refused an application handle of process {pid}: too many handles of its user"
+        );
+    }
     complete(request, status, 0);
 }
 
@@ -871,10 +897,13 @@ fn attach_session(
     let (holder, identity) = a
         .with(|st| {
             let s = st.sessions.iter_mut().find(|s| s.file == file)?;
+            if s.attached.len() >= MAX_APP_ATTACHES {
+                return Some(Err(CtlError::TooManySessions));
+            }
             s.attached.try_reserve(1).ok()?;
-            Some((s.holder, Arc::clone(&s.identity)))
+            Some(Ok((s.holder, Arc::clone(&s.identity))))
         })
-        .ok_or(CtlError::NotFound)?;
+        .ok_or(CtlError::NotFound)??;
     let queue = with_writer(|| {
         let mut next = g.site.snapshot().try_clone()?;
         let queue = attach(&mut next, Caller::Token(&identity), holder, name, prefixes)?;
@@ -948,6 +977,13 @@ const NOT_DELIVERED: NTSTATUS = RespondRow {
 fn complete_held(request: usize, ticket: u64, delivered: bool) {
     let request = request as WDFREQUEST;
     let Some(a) = apps() else { return };
+    if cfg!(feature = "fault-hold-uncancelable") {
+        let row = RespondRow {
+            delivered,
+            cached: false,
+        };
+        return complete(request, row.to_ntstatus() as NTSTATUS, 0);
+    }
     let mine = a.with(|st| {
         let i = st
             .held
@@ -988,6 +1024,10 @@ extern "C" fn on_held_cancel(request: WDFREQUEST) {
 /// gives its word; its ticket. The error when it cannot be held: it was cancelled already
 /// (`STATUS_CANCELLED`), or there is no room to note it.
 fn hold(a: &Apps, request: WDFREQUEST, file: WDFFILEOBJECT) -> Result<u64, NTSTATUS> {
+    if cfg!(feature = "fault-hold-uncancelable") {
+        // The harness's injected fault: held as before issue #22, not cancelable.
+        return Ok(0);
+    }
     a.with(|st| {
         if st.held.try_reserve(1).is_err() {
             return Err(STATUS_INSUFFICIENT_RESOURCES);

@@ -254,8 +254,10 @@ impl PassiveLock {
     /// # Safety
     /// PASSIVE_LEVEL; initialised; not already held by this thread.
     pub(crate) unsafe fn acquire(&self) -> PassiveGuard<'_> {
-        // SAFETY: <= APC_LEVEL (contract); left in the guard's drop.
-        unsafe { KeEnterCriticalRegion() };
+        if !cfg!(feature = "fault-lock-outside-critical-region") {
+            // SAFETY: <= APC_LEVEL (contract); left in the guard's drop.
+            unsafe { KeEnterCriticalRegion() };
+        }
         // A kernel-mode, non-alertable wait with no timeout returns only STATUS_SUCCESS.
         // SAFETY: an initialised event; PASSIVE_LEVEL (contract).
         let _ = unsafe {
@@ -278,8 +280,10 @@ impl Drop for PassiveGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: an initialised event we hold; KeSetEvent(.., FALSE) at <= DISPATCH_LEVEL.
         unsafe { KeSetEvent(self.0.0.get(), 0, 0) };
-        // SAFETY: the critical region `acquire` entered on this thread.
-        unsafe { KeLeaveCriticalRegion() };
+        if !cfg!(feature = "fault-lock-outside-critical-region") {
+            // SAFETY: the critical region `acquire` entered on this thread.
+            unsafe { KeLeaveCriticalRegion() };
+        }
     }
 }
 

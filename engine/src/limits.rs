@@ -59,6 +59,16 @@ pub const MAX_QUEUE_NAME: usize = 256;
 /// table whatever a host's own caps on connections (issue #21).
 pub const MAX_QUEUE_HANDLES: usize = 4096;
 
+/// Application sessions (khttpd: connections to its application socket; the driver: handles on
+/// `\\.\KHttpApp`) of users other than administrators, at once, in all and per user: each
+/// holds memory (the driver's holds its opener's token, up to 192 KiB of non-paged pool), so
+/// their number is bounded (issue #21, finding 6; issue #22, defect 10).
+pub const MAX_APP_SESSIONS: usize = 1024;
+/// See [`MAX_APP_SESSIONS`].
+pub const MAX_APP_SESSIONS_PER_USER: usize = 128;
+/// The most attaches one application session makes (each is a handle in a queue).
+pub const MAX_APP_ATTACHES: usize = 64;
+
 /// Connections the driver holds at once (its connection table, allocated at load), whatever
 /// `max-connections` says.
 pub const DRIVER_MAX_CONNECTIONS: usize = 16_384;

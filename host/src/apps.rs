@@ -125,12 +125,12 @@ struct Sessions {
     per_user: HashMap<u32, usize>,
 }
 
-/// The most application connections of non-administrators at once.
-const MAX_SESSIONS: usize = 1024;
-/// The most application connections of one user (not an administrator) at once.
-const MAX_SESSIONS_PER_USER: usize = 128;
-/// The most attaches one application connection makes (each is a handle in a queue).
-const MAX_ATTACHES: usize = 64;
+/// The most application connections of non-administrators at once, in all and per user, and
+/// the most attaches of one: the engine's, which the driver keeps too.
+use khttp_engine::limits::{
+    MAX_APP_ATTACHES as MAX_ATTACHES, MAX_APP_SESSIONS as MAX_SESSIONS,
+    MAX_APP_SESSIONS_PER_USER as MAX_SESSIONS_PER_USER,
+};
 /// How long a connection that has attached to nothing may sit between frames, and how long
 /// the rest of a frame may take once its header has come.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(30);

@@ -944,6 +944,10 @@ unsafe fn finished(c: &ConnCtx, inner: &mut Inner, op: Op, clock: &Clock, site: 
         Op::Receive if !nt_success(status) => inner.failed = true,
         Op::Receive if n == 0 => inner.conn.handle_eof(clock, site),
         Op::Receive => {
+            if cfg!(feature = "fault-unchecked-alloc") {
+                // The harness's injected fault: an allocation that panics when memory is short.
+                drop(core::hint::black_box(Box::new([0u8; 64])));
+            }
             // SAFETY: the receive wrote `n <= RX_LEN` bytes into our buffer.
             let data = unsafe { core::slice::from_raw_parts(c.rx_buf, n.min(RX_LEN)) };
             inner.conn.handle_input(data, clock, site);

@@ -33,6 +33,11 @@ __declspec(dllimport) PVOID __stdcall GetModuleHandleA(const char *name);
 __declspec(dllimport) PVOID __stdcall GetProcAddress(PVOID module, const char *name);
 __declspec(dllimport) int __stdcall VirtualProtect(PVOID address, SIZE_T size, ULONG protect,
                                                    ULONG *old);
+__declspec(dllimport) ULONG __stdcall TlsAlloc(void);
+__declspec(dllimport) PVOID __stdcall TlsGetValue(ULONG index);
+__declspec(dllimport) int __stdcall TlsSetValue(ULONG index, PVOID value);
+__declspec(dllimport) void __stdcall Sleep(ULONG ms);
+#define TLS_OUT_OF_INDEXES_ 0xFFFFFFFFu
 void *__cdecl calloc(size_t n, size_t size);
 void __cdecl free(void *p);
 int __cdecl _snprintf(char *buf, size_t n, const char *fmt, ...);
@@ -47,6 +52,10 @@ typedef void(__stdcall *OUTSTANDING_FN)(ULONG *, ULONG *, ULONG *);
 static LOG_FN HarnessLog;
 static BUSY_FN IrpBusy, MdlBusy;
 static OUTSTANDING_FN NetioOutstanding;
+typedef ULONG64(__stdcall *SETTING_FN)(const char *);
+typedef ULONG64(__stdcall *RANDOM_FN)(void);
+static SETTING_FN HarnessSetting;
+static RANDOM_FN HarnessRandom;
 
 static void hlog(const char *line)
 {
@@ -83,6 +92,226 @@ static void find_netio(void)
     IrpBusy = (BUSY_FN)GetProcAddress(m, "KhttpHarnessIrpBusy");
     MdlBusy = (BUSY_FN)GetProcAddress(m, "KhttpHarnessMdlBusy");
     NetioOutstanding = (OUTSTANDING_FN)GetProcAddress(m, "KhttpHarnessOutstanding");
+    HarnessSetting = (SETTING_FN)GetProcAddress(m, "KhttpHarnessSetting");
+    HarnessRandom = (RANDOM_FN)GetProcAddress(m, "KhttpHarnessRandom");
+}
+
+/* ---- What Driver Verifier checks, as far as the stand-ins see (tests/wine/README.md) ----
+ *
+ * IRQL: each thread has a modelled IRQL (thread-local). A WDF spin lock raises it to
+ * DISPATCH_LEVEL until released; the WDF timer's callback and, through KhttpHarnessRaise in the
+ * netio stand-in, every IRP completion and WSK event callback run at DISPATCH_LEVEL, as they may
+ * on Windows. Each wrapped kernel function checks its documented maximum IRQL.
+ *
+ * Locks: a synchronization event initialised signalled is a lock (the driver's PassiveLock);
+ * waiting for one outside a critical region is a FAIL (a thread suspended while it holds it
+ * stops every other taker). Spin locks and event locks are ordered: taking B while holding A
+ * records A before B, and B before A later is a FAIL (a deadlock waiting to happen).
+ *
+ * Low resources: with fail-permille=N in the harness config, once the driver has started, N in a
+ * thousand pool, IRP, MDL and work-item allocations fail, at random from the run's seed, as
+ * Verifier's "Low Resources Simulation" does; KeBugCheckEx is a FAIL.
+ *
+ * Schedule: with perturb=N, N per cent of the framework's retrieve, forward, requeue, complete
+ * and cancel points sleep 0-2 ms first, and netio delays completions likewise. */
+static ULONG FailPermille, PerturbPct;
+static volatile LONG Armed;    /* allocation failures on: from the end of DriverEntry to unload */
+static volatile LONG Injected; /* allocations failed on purpose */
+static volatile LONG Perturbed;
+static ULONG IrqlTls = TLS_OUT_OF_INDEXES_, CritTls = TLS_OUT_OF_INDEXES_, HeldTls = TLS_OUT_OF_INDEXES_;
+
+static void verifier_init(void)
+{
+    IrqlTls = TlsAlloc();
+    CritTls = TlsAlloc();
+    HeldTls = TlsAlloc();
+    if (HarnessSetting != NULL) {
+        FailPermille = (ULONG)HarnessSetting("fail-permille");
+        PerturbPct = (ULONG)HarnessSetting("perturb");
+    }
+    INFO("wdfldr: verifier: IRQL and lock checks on; low resources %lu per mille; schedule "
+         "perturbation %lu%%",
+         FailPermille, PerturbPct);
+}
+
+static ULONG64 rnd(void)
+{
+    return HarnessRandom != NULL ? HarnessRandom() : 0;
+}
+
+static KIRQL cur_irql(void)
+{
+    return IrqlTls == TLS_OUT_OF_INDEXES_ ? PASSIVE_LEVEL : (KIRQL)(ULONG_PTR)TlsGetValue(IrqlTls);
+}
+
+static void set_irql(KIRQL l)
+{
+    if (IrqlTls != TLS_OUT_OF_INDEXES_) {
+        TlsSetValue(IrqlTls, (PVOID)(ULONG_PTR)l);
+    }
+}
+
+/* Raises the modelled IRQL to DISPATCH_LEVEL; returns the old one (netio, around completions and
+ * event callbacks). */
+__declspec(dllexport) KIRQL __stdcall KhttpHarnessRaise(void)
+{
+    KIRQL old = cur_irql();
+    if (old < DISPATCH_LEVEL) {
+        set_irql(DISPATCH_LEVEL);
+    }
+    return old;
+}
+
+__declspec(dllexport) void __stdcall KhttpHarnessLower(KIRQL old)
+{
+    set_irql(old);
+}
+
+/* The modelled IRQL of this thread (netio's own checks). */
+__declspec(dllexport) KIRQL __stdcall KhttpHarnessIrql(void)
+{
+    return cur_irql();
+}
+
+static void max_irql(const char *call, KIRQL max)
+{
+    KIRQL now = cur_irql();
+    if (now > max) {
+        FAIL("%s at IRQL %u: its documented maximum is %u", call, (unsigned)now, (unsigned)max);
+    }
+}
+
+/* Whether this allocation fails on purpose (low resources). */
+static BOOLEAN inject(const char *call)
+{
+    if (FailPermille == 0 || !Armed || rnd() % 1000 >= FailPermille) {
+        return FALSE;
+    }
+    InterlockedIncrement(&Injected);
+    (void)call;
+    return TRUE;
+}
+
+/* A random short delay at a framework point (schedule perturbation); never under FxLock. */
+static void perturb(void)
+{
+    ULONG64 r;
+    if (PerturbPct == 0) {
+        return;
+    }
+    r = rnd();
+    if (r % 100 < PerturbPct) {
+        InterlockedIncrement(&Perturbed);
+        Sleep((ULONG)((r >> 8) % 3));
+    }
+}
+
+/* ---- Lock tracking ---- */
+#define MAX_LOCKS 64
+#define MAX_HELD 8
+static PVOID Locks[MAX_LOCKS];   /* known locks, by address */
+static BOOLEAN IsEventLock[MAX_LOCKS];
+static ULONG64 Before[MAX_LOCKS]; /* bit j of Before[i]: lock i was held while j was taken */
+static KSPIN_LOCK LockTableLock;
+
+typedef struct {
+    ULONG n;
+    ULONG ids[MAX_HELD];
+} HELD_LOCKS;
+
+static int lock_id(PVOID lock, BOOLEAN event_lock, BOOLEAN add)
+{
+    int i, free_slot = -1;
+    KIRQL irql;
+    KeAcquireSpinLock(&LockTableLock, &irql);
+    for (i = 0; i < MAX_LOCKS; i++) {
+        if (Locks[i] == lock) {
+            KeReleaseSpinLock(&LockTableLock, irql);
+            return i;
+        }
+        if (Locks[i] == NULL && free_slot < 0) {
+            free_slot = i;
+        }
+    }
+    if (add && free_slot >= 0) {
+        Locks[free_slot] = lock;
+        IsEventLock[free_slot] = event_lock;
+    }
+    KeReleaseSpinLock(&LockTableLock, irql);
+    return add ? free_slot : -1;
+}
+
+static HELD_LOCKS *held_locks(void)
+{
+    HELD_LOCKS *h;
+    if (HeldTls == TLS_OUT_OF_INDEXES_) {
+        return NULL;
+    }
+    h = TlsGetValue(HeldTls);
+    if (h == NULL) {
+        h = calloc(1, sizeof(*h)); /* one per thread, kept: threads are few and long-lived */
+        TlsSetValue(HeldTls, h);
+    }
+    return h;
+}
+
+static void lock_taken(PVOID lock, const char *what)
+{
+    int id = lock_id(lock, FALSE, TRUE);
+    HELD_LOCKS *h = held_locks();
+    ULONG i;
+    KIRQL irql;
+    if (id < 0 || h == NULL) {
+        return;
+    }
+    for (i = 0; i < h->n; i++) {
+        ULONG a = h->ids[i];
+        BOOLEAN inverted;
+        if (a == (ULONG)id) {
+            FAIL("%s: lock %p taken again by the thread that holds it", what, lock);
+            continue;
+        }
+        KeAcquireSpinLock(&LockTableLock, &irql);
+        Before[a] |= 1ULL << id;
+        inverted = (Before[id] >> a) & 1;
+        KeReleaseSpinLock(&LockTableLock, irql);
+        if (inverted) {
+            FAIL("%s: lock %p taken while holding %p, which has been taken while holding it "
+                 "(lock order inversion)",
+                 what, lock, Locks[a]);
+        }
+    }
+    if (h->n < MAX_HELD) {
+        h->ids[h->n++] = (ULONG)id;
+    }
+}
+
+static void lock_released(PVOID lock)
+{
+    int id = lock_id(lock, FALSE, FALSE);
+    HELD_LOCKS *h = held_locks();
+    ULONG i;
+    if (id < 0 || h == NULL) {
+        return;
+    }
+    for (i = h->n; i > 0; i--) {
+        if (h->ids[i - 1] == (ULONG)id) {
+            h->ids[i - 1] = h->ids[h->n - 1];
+            h->n--;
+            return;
+        }
+    }
+}
+
+static BOOLEAN is_event_lock(PVOID ev)
+{
+    int id = lock_id(ev, TRUE, FALSE);
+    return id >= 0 && IsEventLock[id];
+}
+
+static LONG_PTR crit_depth(void)
+{
+    return CritTls == TLS_OUT_OF_INDEXES_ ? 0 : (LONG_PTR)TlsGetValue(CritTls);
 }
 
 /* ---- Replacement and wrapped kernel functions ---- */
@@ -105,7 +334,9 @@ static PVOID NTAPI h_ExAllocatePool2(ULONG64 flags, SIZE_T size, ULONG tag)
     if (tag == 0) {
         FAIL("ExAllocatePool2: tag 0");
     }
-    if (size > ((SIZE_T)1 << 40)) {
+    /* POOL_FLAG_PAGED (0x100): <= APC_LEVEL; non-paged: <= DISPATCH_LEVEL. */
+    max_irql("ExAllocatePool2", (flags & 0x100) ? APC_LEVEL : DISPATCH_LEVEL);
+    if (size > ((SIZE_T)1 << 40) || inject("ExAllocatePool2")) {
         return NULL;
     }
     h = ExAllocatePoolWithTag(NonPagedPool, size + sizeof(*h), tag);
@@ -127,6 +358,7 @@ static PVOID NTAPI h_ExAllocatePool2(ULONG64 flags, SIZE_T size, ULONG tag)
 static VOID NTAPI h_ExFreePool(PVOID p)
 {
     POOL_HEADER_ *h;
+    max_irql("ExFreePool", DISPATCH_LEVEL);
     if (p == NULL) {
         FAIL("ExFreePool: NULL");
         return;
@@ -175,7 +407,12 @@ static VOID NTAPI h_MmBuildMdlForNonPagedPool(PMDL mdl)
 
 static PIRP NTAPI h_IoAllocateIrp(CCHAR stack, BOOLEAN charge)
 {
-    PIRP irp = IoAllocateIrp(stack, charge);
+    PIRP irp;
+    max_irql("IoAllocateIrp", DISPATCH_LEVEL);
+    if (inject("IoAllocateIrp")) {
+        return NULL;
+    }
+    irp = IoAllocateIrp(stack, charge);
     if (irp != NULL) {
         InterlockedIncrement(&IrpCount);
     }
@@ -184,6 +421,7 @@ static PIRP NTAPI h_IoAllocateIrp(CCHAR stack, BOOLEAN charge)
 
 static VOID NTAPI h_IoFreeIrp(PIRP irp)
 {
+    max_irql("IoFreeIrp", DISPATCH_LEVEL);
     if (IrpBusy != NULL && IrpBusy(irp)) {
         FAIL("IoFreeIrp: IRP %p freed while still pending in the WSK provider", irp);
         return; /* leak rather than let the provider complete freed memory */
@@ -194,6 +432,7 @@ static VOID NTAPI h_IoFreeIrp(PIRP irp)
 
 static VOID NTAPI h_IoReuseIrp(PIRP irp, NTSTATUS status)
 {
+    max_irql("IoReuseIrp", DISPATCH_LEVEL);
     if (IrpBusy != NULL && IrpBusy(irp)) {
         FAIL("IoReuseIrp: IRP %p reused while still pending in the WSK provider", irp);
     }
@@ -203,7 +442,12 @@ static VOID NTAPI h_IoReuseIrp(PIRP irp, NTSTATUS status)
 static PMDL NTAPI h_IoAllocateMdl(PVOID va, ULONG length, BOOLEAN secondary, BOOLEAN charge,
                                   PIRP irp)
 {
-    PMDL mdl = IoAllocateMdl(va, length, secondary, charge, irp);
+    PMDL mdl;
+    max_irql("IoAllocateMdl", DISPATCH_LEVEL);
+    if (inject("IoAllocateMdl")) {
+        return NULL;
+    }
+    mdl = IoAllocateMdl(va, length, secondary, charge, irp);
     if (mdl != NULL) {
         InterlockedIncrement(&MdlCount);
     }
@@ -212,6 +456,7 @@ static PMDL NTAPI h_IoAllocateMdl(PVOID va, ULONG length, BOOLEAN secondary, BOO
 
 static VOID NTAPI h_IoFreeMdl(PMDL mdl)
 {
+    max_irql("IoFreeMdl", DISPATCH_LEVEL);
     if (MdlBusy != NULL && MdlBusy(mdl)) {
         FAIL("IoFreeMdl: MDL %p freed while its IRP is still pending in the WSK provider", mdl);
         return;
@@ -220,10 +465,145 @@ static VOID NTAPI h_IoFreeMdl(PMDL mdl)
     IoFreeMdl(mdl);
 }
 
+/* The other wrapped imports: documented maximum IRQLs (driver/linux/WINDOWS-FACTS.md §5), the
+ * lock and critical-region tracking, allocation failures and KeBugCheckEx. */
+static PIO_WORKITEM NTAPI h_IoAllocateWorkItem(PDEVICE_OBJECT dev)
+{
+    max_irql("IoAllocateWorkItem", DISPATCH_LEVEL);
+    return inject("IoAllocateWorkItem") ? NULL : IoAllocateWorkItem(dev);
+}
+
+static VOID NTAPI h_IoFreeWorkItem(PIO_WORKITEM item)
+{
+    max_irql("IoFreeWorkItem", DISPATCH_LEVEL);
+    IoFreeWorkItem(item);
+}
+
+static VOID NTAPI h_IoQueueWorkItem(PIO_WORKITEM item, PIO_WORKITEM_ROUTINE routine,
+                                    WORK_QUEUE_TYPE type, PVOID context)
+{
+    max_irql("IoQueueWorkItem", DISPATCH_LEVEL);
+    IoQueueWorkItem(item, routine, type, context);
+}
+
+static NTSTATUS NTAPI h_KeDelayExecutionThread(KPROCESSOR_MODE mode, BOOLEAN alertable,
+                                               PLARGE_INTEGER interval)
+{
+    max_irql("KeDelayExecutionThread", APC_LEVEL);
+    return KeDelayExecutionThread(mode, alertable, interval);
+}
+
+static VOID NTAPI h_KeEnterCriticalRegion(void)
+{
+    max_irql("KeEnterCriticalRegion", APC_LEVEL);
+    if (CritTls != TLS_OUT_OF_INDEXES_) {
+        TlsSetValue(CritTls, (PVOID)(crit_depth() + 1));
+    }
+    KeEnterCriticalRegion();
+}
+
+static VOID NTAPI h_KeLeaveCriticalRegion(void)
+{
+    max_irql("KeLeaveCriticalRegion", APC_LEVEL);
+    if (crit_depth() <= 0) {
+        FAIL("KeLeaveCriticalRegion without KeEnterCriticalRegion");
+    } else if (CritTls != TLS_OUT_OF_INDEXES_) {
+        TlsSetValue(CritTls, (PVOID)(crit_depth() - 1));
+    }
+    KeLeaveCriticalRegion();
+}
+
+static VOID NTAPI h_KeInitializeEvent(PRKEVENT ev, EVENT_TYPE type, BOOLEAN state)
+{
+    max_irql("KeInitializeEvent", DISPATCH_LEVEL);
+    if (type == SynchronizationEvent && state) {
+        lock_id(ev, TRUE, TRUE); /* initialised free: used as a lock */
+    }
+    KeInitializeEvent(ev, type, state);
+}
+
+static LONG NTAPI h_KeSetEvent(PRKEVENT ev, KPRIORITY increment, BOOLEAN wait)
+{
+    max_irql("KeSetEvent", DISPATCH_LEVEL);
+    if (is_event_lock(ev)) {
+        lock_released(ev);
+    }
+    return KeSetEvent(ev, increment, wait);
+}
+
+static NTSTATUS NTAPI h_KeWaitForSingleObject(PVOID obj, KWAIT_REASON reason, KPROCESSOR_MODE mode,
+                                              BOOLEAN alertable, PLARGE_INTEGER timeout)
+{
+    NTSTATUS st;
+    BOOLEAN lock = is_event_lock(obj);
+    /* A zero timeout may be used at DISPATCH_LEVEL; any other wait only at <= APC_LEVEL. */
+    max_irql("KeWaitForSingleObject",
+             timeout != NULL && timeout->QuadPart == 0 ? DISPATCH_LEVEL : APC_LEVEL);
+    if (lock && crit_depth() <= 0) {
+        FAIL("KeWaitForSingleObject: event lock %p taken outside a critical region (a thread "
+             "suspended while holding it stops every other taker)",
+             obj);
+    }
+    st = KeWaitForSingleObject(obj, reason, mode, alertable, timeout);
+    if (lock && st == STATUS_SUCCESS) {
+        lock_taken(obj, "KeWaitForSingleObject");
+    }
+    return st;
+}
+
+static NTSTATUS NTAPI h_ZwOpenKey(PHANDLE key, ACCESS_MASK access, POBJECT_ATTRIBUTES attrs)
+{
+    max_irql("ZwOpenKey", PASSIVE_LEVEL);
+    return ZwOpenKey(key, access, attrs);
+}
+
+static NTSTATUS NTAPI h_ZwQueryValueKey(HANDLE key, PUNICODE_STRING name,
+                                        KEY_VALUE_INFORMATION_CLASS cls, PVOID info, ULONG len,
+                                        PULONG result)
+{
+    max_irql("ZwQueryValueKey", PASSIVE_LEVEL);
+    return ZwQueryValueKey(key, name, cls, info, len, result);
+}
+
+static NTSTATUS NTAPI h_ZwClose(HANDLE h)
+{
+    max_irql("ZwClose", PASSIVE_LEVEL);
+    return ZwClose(h);
+}
+
+static NTSTATUS NTAPI h_RtlWriteRegistryValue(ULONG relative, PCWSTR path, PCWSTR name, ULONG type,
+                                              PVOID data, ULONG len)
+{
+    max_irql("RtlWriteRegistryValue", PASSIVE_LEVEL);
+    return RtlWriteRegistryValue(relative, path, name, type, data, len);
+}
+
+static VOID NTAPI h_KeBugCheckEx(ULONG code, ULONG_PTR p1, ULONG_PTR p2, ULONG_PTR p3,
+                                 ULONG_PTR p4)
+{
+    FAIL("KeBugCheckEx(%#lx, %p, %p, %p, %p): the driver would have crashed Windows", code,
+         (void *)p1, (void *)p2, (void *)p3, (void *)p4);
+    KeBugCheckEx(code, p1, p2, p3, p4);
+}
+
 static const struct {
     const char *name;
     PVOID with;
 } Patches[] = {
+    {"IoAllocateWorkItem", (PVOID)h_IoAllocateWorkItem},
+    {"IoFreeWorkItem", (PVOID)h_IoFreeWorkItem},
+    {"IoQueueWorkItem", (PVOID)h_IoQueueWorkItem},
+    {"KeDelayExecutionThread", (PVOID)h_KeDelayExecutionThread},
+    {"KeEnterCriticalRegion", (PVOID)h_KeEnterCriticalRegion},
+    {"KeLeaveCriticalRegion", (PVOID)h_KeLeaveCriticalRegion},
+    {"KeInitializeEvent", (PVOID)h_KeInitializeEvent},
+    {"KeSetEvent", (PVOID)h_KeSetEvent},
+    {"KeWaitForSingleObject", (PVOID)h_KeWaitForSingleObject},
+    {"ZwOpenKey", (PVOID)h_ZwOpenKey},
+    {"ZwQueryValueKey", (PVOID)h_ZwQueryValueKey},
+    {"ZwClose", (PVOID)h_ZwClose},
+    {"RtlWriteRegistryValue", (PVOID)h_RtlWriteRegistryValue},
+    {"KeBugCheckEx", (PVOID)h_KeBugCheckEx},
     {"ExAllocatePool2", (PVOID)h_ExAllocatePool2},
     {"ExFreePool", (PVOID)h_ExFreePool},
     {"KeQueryInterruptTimePrecise", (PVOID)h_KeQueryInterruptTimePrecise},
@@ -393,6 +773,7 @@ typedef struct FX_TIMER {
 typedef struct FX_SPIN {
     KSPIN_LOCK lock;
     KIRQL irql;
+    KIRQL model; /* the holder's modelled IRQL before it took the lock */
 } FX_SPIN;
 
 static WDF_DRIVER_GLOBALS Globals;
@@ -757,7 +1138,9 @@ static void deliver_canceled(void *arg)
 {
     FX_REQUEST *r = arg;
     FX_QUEUE *q;
-    KIRQL irql = fx_lock();
+    KIRQL irql;
+    perturb();
+    irql = fx_lock();
     q = r->queue;
     r->state = RQ_DRIVER;
     r->since = h_KeQueryInterruptTimePrecise(NULL);
@@ -1051,6 +1434,7 @@ static void present_next(void *arg)
 {
     FX_REQUEST *r = arg;
     FX_QUEUE *q = r->queue;
+    perturb();
     r->presented = TRUE;
     r->since = h_KeQueryInterruptTimePrecise(NULL);
     q->ioctl((WDFQUEUE)q, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
@@ -1082,6 +1466,8 @@ static VOID NTAPI fx_unload(PDRIVER_OBJECT drv)
 {
     ULONG i, k;
     (void)drv;
+    /* Unload runs with every allocation granted: its leak check must see the driver's own. */
+    InterlockedExchange(&Armed, 0);
     drain_deferred("before EvtDriverUnload");
     if (EvtUnload != NULL) {
         EvtUnload((WDFDRIVER)&Globals);
@@ -1454,6 +1840,8 @@ static VOID NTAPI w_ControlFinishInitializing(PWDF_DRIVER_GLOBALS g, WDFDEVICE d
     (void)g;
     d->dev->Flags &= ~DO_DEVICE_INITIALIZING;
     InterlockedExchange(&d->ready, 1);
+    /* The end of DriverEntry: low-resources simulation starts (Verifier's waits for boot). */
+    InterlockedExchange(&Armed, 1);
 }
 
 /* Completion by the driver (or by the framework's cancel): the request must be live and owned by
@@ -1477,6 +1865,8 @@ static void complete_request(const char *who, WDFREQUEST request, NTSTATUS statu
     if (status == STATUS_PENDING) {
         FAIL("%s: request %p completed with STATUS_PENDING", who, request);
     }
+    max_irql(who, DISPATCH_LEVEL);
+    perturb();
     irql = fx_lock();
     if (!is_live_locked(r)) {
         for (i = 0; i < DEAD_RING; i++) {
@@ -1588,6 +1978,8 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
     FX_REQUEST *next = NULL;
     KIRQL irql;
     (void)g;
+    max_irql("WdfRequestForwardToIoQueue", DISPATCH_LEVEL);
+    perturb();
     irql = fx_lock();
     if (!is_live_locked(r)) {
         why = "not a live request (already completed?)";
@@ -1642,6 +2034,7 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
 static void deliver_request_cancel(void *arg)
 {
     FX_REQUEST *r = arg;
+    perturb();
     InterlockedIncrement(&RequestCancels);
     r->cancel_fn((WDFREQUEST)r);
 }
@@ -1774,6 +2167,8 @@ static NTSTATUS NTAPI w_RequestRequeue(PWDF_DRIVER_GLOBALS g, WDFREQUEST request
     BOOLEAN cancel_now = FALSE;
     KIRQL irql;
     (void)g;
+    max_irql("WdfRequestRequeue", DISPATCH_LEVEL);
+    perturb();
     irql = fx_lock();
     if (!is_live_locked(r)) {
         why = "not a live request (already completed?)";
@@ -1815,11 +2210,13 @@ static NTSTATUS retrieve_parked(const char *who, WDFQUEUE queue, FX_FILE *f, BOO
     const char *why = NULL;
     PLIST_ENTRY e;
     KIRQL irql;
+    max_irql(who, DISPATCH_LEVEL);
     if (out == NULL) {
         FAIL("%s: NULL OutRequest", who);
         return STATUS_INVALID_PARAMETER;
     }
     *out = NULL;
+    perturb();
     irql = fx_lock();
     if (!is_queue_locked(q)) {
         why = "not a queue";
@@ -2000,17 +2397,24 @@ static NTSTATUS NTAPI w_SpinLockCreate(PWDF_DRIVER_GLOBALS g, PWDF_OBJECT_ATTRIB
 static VOID NTAPI w_SpinLockAcquire(PWDF_DRIVER_GLOBALS g, WDFSPINLOCK lock)
 {
     FX_SPIN *s = (FX_SPIN *)lock;
-    KIRQL irql;
+    KIRQL irql, model;
     (void)g;
+    max_irql("WdfSpinLockAcquire", DISPATCH_LEVEL);
+    model = KhttpHarnessRaise();
     KeAcquireSpinLock(&s->lock, &irql);
     s->irql = irql;
+    s->model = model;
+    lock_taken(s, "WdfSpinLockAcquire");
 }
 
 static VOID NTAPI w_SpinLockRelease(PWDF_DRIVER_GLOBALS g, WDFSPINLOCK lock)
 {
     FX_SPIN *s = (FX_SPIN *)lock;
+    KIRQL model = s->model;
     (void)g;
+    lock_released(s);
     KeReleaseSpinLock(&s->lock, s->irql);
+    KhttpHarnessLower(model);
 }
 
 /* A WDF timer as a system thread: Wine's KeSetTimerEx DPCs work too, but a thread makes
@@ -2027,7 +2431,12 @@ static VOID NTAPI timer_thread(PVOID ctx)
             break;
         }
         watch_ownership();
-        t->fn((WDFTIMER)t);
+        {
+            /* A WDF timer's callback is a DPC: DISPATCH_LEVEL. */
+            KIRQL old = KhttpHarnessRaise();
+            t->fn((WDFTIMER)t);
+            KhttpHarnessLower(old);
+        }
         if (t->period_ms == 0) {
             break;
         }
@@ -2193,6 +2602,7 @@ __declspec(dllexport) NTSTATUS NTAPI WdfVersionBind(PDRIVER_OBJECT drv, PUNICODE
 {
     (void)reg;
     find_netio();
+    verifier_init();
     if (info == NULL || globals == NULL || info->FuncTable == NULL) {
         FAIL("WdfVersionBind: NULL argument");
         return STATUS_INVALID_PARAMETER;

@@ -95,6 +95,74 @@ const MDL_BYTE_OFFSET: usize = 0x2C;
 unsafe extern "system" {
     /// `GetCurrentThreadStackLimits` (processthreadsapi.h).
     fn GetCurrentThreadStackLimits(low: *mut usize, high: *mut usize);
+    /// `GetModuleHandleA` (libloaderapi.h).
+    fn GetModuleHandleA(name: *const u8) -> *mut c_void;
+    /// `GetProcAddress` (libloaderapi.h).
+    fn GetProcAddress(module: *mut c_void, name: *const u8) -> *mut c_void;
+}
+
+/// The WdfLdr.sys stand-in's modelled IRQL (its `KhttpHarnessRaise`/`Lower`/`Irql`): a
+/// completion routine and a WSK event callback run at DISPATCH_LEVEL, as they may on Windows,
+/// so that what the driver calls from them is checked against its documented maximum.
+struct Irql {
+    raise: unsafe extern "system" fn() -> u8,
+    lower: unsafe extern "system" fn(u8),
+    now: unsafe extern "system" fn() -> u8,
+}
+
+fn irql() -> Option<&'static Irql> {
+    static IRQL: OnceLock<Option<Irql>> = OnceLock::new();
+    IRQL.get_or_init(|| {
+        // SAFETY: a NUL-terminated module name; the module stays loaded with the driver.
+        let m = unsafe { GetModuleHandleA(c"WdfLdr.sys".as_ptr().cast()) };
+        if m.is_null() {
+            return None;
+        }
+        let find = |name: &std::ffi::CStr| {
+            // SAFETY: a loaded module and a NUL-terminated export name.
+            let p = unsafe { GetProcAddress(m, name.as_ptr().cast()) };
+            (!p.is_null()).then_some(p)
+        };
+        let (raise, lower, now) = (
+            find(c"KhttpHarnessRaise")?,
+            find(c"KhttpHarnessLower")?,
+            find(c"KhttpHarnessIrql")?,
+        );
+        // SAFETY: the stand-in's exports with these signatures (wdfldr.c).
+        unsafe {
+            Some(Irql {
+                raise: std::mem::transmute::<*mut c_void, unsafe extern "system" fn() -> u8>(raise),
+                lower: std::mem::transmute::<*mut c_void, unsafe extern "system" fn(u8)>(lower),
+                now: std::mem::transmute::<*mut c_void, unsafe extern "system" fn() -> u8>(now),
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// Runs `f` at the modelled DISPATCH_LEVEL.
+fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
+    let Some(i) = irql() else { return f() };
+    // SAFETY: the stand-in's functions; raise and lower pair up on this thread.
+    let old = unsafe { (i.raise)() };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { (i.lower)(old) };
+    r
+}
+
+/// A FAIL when this thread's modelled IRQL is above `max` (PASSIVE_LEVEL 0, DISPATCH_LEVEL 2).
+fn max_irql(call: &str, max: u8) {
+    if let Some(i) = irql() {
+        // SAFETY: the stand-in's function.
+        let now = unsafe { (i.now)() };
+        if now > max {
+            fail(
+                call,
+                &format!("called at IRQL {now}: its documented maximum is {max}"),
+            );
+        }
+    }
 }
 
 #[link(name = "ntdll.dll", kind = "raw-dylib", modifiers = "+verbatim")]
@@ -144,6 +212,10 @@ struct Config {
     /// Graceful disconnects pend until the socket is closed or the peer shuts down: a peer that
     /// never acknowledges (Windows completes the IRP only once the data is acknowledged).
     stall_disconnect: bool,
+    /// Per cent of deferred completions delayed 0-2 ms more (schedule perturbation).
+    perturb: u64,
+    /// Per mille of the driver's allocations the WdfLdr.sys stand-in fails (low resources).
+    fail_permille: u64,
 }
 
 fn config() -> &'static Config {
@@ -163,10 +235,14 @@ fn config() -> &'static Config {
             seed,
             inline_pct: get("inline").and_then(|s| s.parse().ok()).unwrap_or(50),
             stall_disconnect: get("stall-disconnect").is_some_and(|v| v == "1"),
+            perturb: get("perturb").and_then(|s| s.parse().ok()).unwrap_or(0),
+            fail_permille: get("fail-permille")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
         };
         log(&format!(
-            "netio: seed={} inline={}% stall-disconnect={}",
-            c.seed, c.inline_pct, c.stall_disconnect
+            "netio: seed={} inline={}% stall-disconnect={} perturb={}% fail-permille={}",
+            c.seed, c.inline_pct, c.stall_disconnect, c.perturb, c.fail_permille
         ));
         c
     })
@@ -261,7 +337,7 @@ unsafe fn complete_now(irp: *mut c_void, status: NTSTATUS, information: usize) {
     }
     measured(|| {
         // SAFETY: as above; the IRP's completion now belongs to the I/O manager.
-        unsafe { IofCompleteRequest(irp, 0) }
+        at_dispatch(|| unsafe { IofCompleteRequest(irp, 0) })
     });
 }
 
@@ -384,6 +460,14 @@ fn start_completer() {
             for d in rx {
                 if random().is_multiple_of(4) {
                     std::thread::yield_now();
+                }
+                // Schedule perturbation: some completions come later still.
+                let pct = config().perturb;
+                if pct > 0 {
+                    let r = random();
+                    if r % 100 < pct {
+                        std::thread::sleep(Duration::from_millis((r >> 8) % 3));
+                    }
                 }
                 // SAFETY: queued by `complete` for an IRP we own.
                 unsafe { complete_now(d.irp as *mut c_void, d.status, d.information) };
@@ -1133,7 +1217,7 @@ fn connection_ready(s: &Arc<Sock>) {
         if let Some(event) = unsafe { (*dispatch).WskDisconnectEvent } {
             // SAFETY: the client's callback with its socket context; the socket is not closed
             // (checked under the lock, and a close waits for `in_event`).
-            unsafe { event(s.context.load(Ordering::Acquire), flags) };
+            at_dispatch(|| unsafe { event(s.context.load(Ordering::Acquire), flags) });
         }
         s.in_event.store(0, Ordering::Release);
     }
@@ -1189,7 +1273,7 @@ fn accept_one(l: &Arc<Sock>) -> bool {
     let mut ctx: *mut c_void = ptr::null_mut();
     let mut dispatch: *const WSK_CLIENT_CONNECTION_DISPATCH = ptr::null();
     // SAFETY: the client's listen dispatch (static in the driver) and our out-pointers.
-    let status = unsafe {
+    let status = at_dispatch(|| unsafe {
         match (*l.listen_dispatch).WskAcceptEvent {
             Some(f) => f(
                 l.context.load(Ordering::Acquire),
@@ -1202,7 +1286,7 @@ fn accept_one(l: &Arc<Sock>) -> bool {
             ),
             None => STATUS_REQUEST_NOT_ACCEPTED,
         }
-    };
+    });
     conn.in_event.store(0, Ordering::Release);
     l.in_event.store(0, Ordering::Release);
     if status == STATUS_SUCCESS {
@@ -1371,6 +1455,7 @@ pub unsafe extern "system" fn WskRegister(
 /// does); after 20 s it reports what is left instead of hanging the run.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn WskDeregister(registration: *mut WSK_REGISTRATION) {
+    max_irql("WskDeregister", 0);
     // SAFETY: the client's registration block.
     if registration.is_null() || unsafe { (*registration).ReservedRegistrationState } != 1 {
         fail("WskDeregister", "not registered");
@@ -1959,6 +2044,30 @@ pub unsafe extern "system" fn KhttpHarnessOutstanding(
         *irps = in_flight().irps.len() as u32;
         *captured = CAPTURED.load(Ordering::Acquire);
     }
+}
+
+/// A numeric harness setting for the WdfLdr.sys stand-in (`fail-permille`, `perturb`, `seed`);
+/// 0 when unset.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn KhttpHarnessSetting(name: *const u8) -> u64 {
+    if name.is_null() {
+        return 0;
+    }
+    // SAFETY: a NUL-terminated string from the caller.
+    let name = unsafe { std::ffi::CStr::from_ptr(name.cast()) };
+    match name.to_bytes() {
+        b"fail-permille" => config().fail_permille,
+        b"perturb" => config().perturb,
+        b"seed" => config().seed,
+        _ => 0,
+    }
+}
+
+/// The next number of the run's seeded sequence, shared by the stand-ins so that a printed
+/// seed replays their choices too (as far as thread timing allows).
+#[unsafe(no_mangle)]
+pub extern "system" fn KhttpHarnessRandom() -> u64 {
+    random()
 }
 
 /// Logs one line (the stand-ins share one verifier log).
