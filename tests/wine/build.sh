@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # TEST HARNESS ONLY. Builds what tests/wine/run.sh runs, into target/wine/bin:
-#   khttp.sys             the driver (driver/linux/build.sh), unchanged;
+#   khttp.sys             the driver (driver/linux/build.sh), from the signed package
+#                         (driver/linux/package.sh): Authenticode-signed, otherwise unchanged;
 #   netio.sys             the WSK provider stand-in (Rust, tests/wine/netio);
 #   WdfLdr.sys            the KMDF loader stand-in (C, tests/wine/wdfldr);
 #   bcryptprimitives.dll  ProcessPrng for Rust's std on Wine 8.0 (C);
@@ -8,7 +9,9 @@
 #   hello-app.exe         the example application (request queues, \\.\KHttpApp), likewise;
 #   khttp-proxy.exe       khttp in front of an HTTP upstream, likewise;
 #   limited.exe           runs a program as a non-administrator (C, tests/wine/limited);
-#   khttp.inf             inf/khttp.inx with stampinf's substitutions made by sed.
+#   khttp.inf, khttp.cat  the package's INF (inf/khttp.inx stamped by driver/linux/stampinf.sh;
+#                         CatalogFile = khttp.cat) and its signed catalog (Wine checks neither
+#                         signature).
 # Installs what it needs (apt, rustup targets).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,10 +30,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1 || true
 
-# KHTTP_DRIVER_FEATURES (run.sh --inject): a driver with an injected fault, in its place.
-log "khttp.sys${KHTTP_DRIVER_FEATURES:+ with $KHTTP_DRIVER_FEATURES}"
-sys=$(bash "$root/driver/linux/build.sh" | tail -n 1)
-cp "$sys" "$out/khttp.sys"
+# The signed package, as it would be installed on Windows. KHTTP_DRIVER_FEATURES (run.sh
+# --inject): a driver with an injected fault, packaged in its place (khttp_package-<features>).
+log "the driver package${KHTTP_DRIVER_FEATURES:+ with $KHTTP_DRIVER_FEATURES} (driver/linux/package.sh)"
+pkg=$(bash "$root/driver/linux/package.sh" | tail -n 1)
+cp "$pkg/khttp.sys" "$pkg/khttp.inf" "$pkg/khttp.cat" "$out/"
 
 log "netio.sys (Rust)"
 (cd "$here" && cargo build -q --release --target x86_64-pc-windows-gnu)
@@ -54,7 +58,4 @@ for exe in khttpctl hello-app khttp-proxy; do
     cp "$root/target/x86_64-pc-windows-gnu/release/$exe.exe" "$out/"
 done
 
-# stampinf's job (DRIVER-NOTES §2.3), by sed: the architecture decoration and a DriverVer.
-sed -e 's/\$ARCH\$/amd64/g' -e "s|^DriverVer *=.*|DriverVer   = 01/01/2026,0.1.0.0|" \
-    "$root/inf/khttp.inx" > "$out/khttp.inf"
 echo "$out"

@@ -52,7 +52,7 @@ finish() {
 }
 
 bash "$here/build.sh" >/dev/null || { bad "build"; finish; }
-ok "build: khttp.sys, netio.sys, WdfLdr.sys, bcryptprimitives.dll, khttpctl.exe, khttp.inf"
+ok "build: the signed package (khttp.sys, khttp.inf, khttp.cat), netio.sys, WdfLdr.sys, bcryptprimitives.dll, khttpctl.exe"
 
 # Wine wants an absolute prefix owned by the user running it (WINE-FACTS §8.2).
 export WINEPREFIX=$work/prefix
@@ -93,7 +93,7 @@ drivers=$WINEPREFIX/drive_c/windows/system32/drivers
 cp "$bin/netio.sys" "$bin/WdfLdr.sys" "$drivers/"
 cp "$bin/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 mkdir -p "$harness" "$WINEPREFIX/drive_c/khttp-pkg"
-cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttpctl.exe" "$bin/hello-app.exe" "$bin/khttp-proxy.exe" \
+cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttp.cat" "$bin/khttpctl.exe" "$bin/hello-app.exe" "$bin/khttp-proxy.exe" \
     "$bin/limited.exe" "$WINEPREFIX/drive_c/khttp-pkg/"
 printf 'seed=%s\ninline=50\n' "$seed" >"$harness/config"
 say "completion seed $seed (KHTTP_WINE_SEED=$seed reproduces the inline/async choices)"
