@@ -7,7 +7,16 @@
 #   KHTTP_WINE_SEED=123 tests/wine/run.sh   # a given completion seed (default: random, printed)
 #   KHTTP_WINE_TESTS="--test http" tests/wine/run.sh   # a subset of the suite
 #   tests/wine/run.sh --inject skip-linger   # a driver with a known defect: passes only when
-#                                            # the run catches it (some test fails)
+#                                            # the run catches it (a test fails or the
+#                                            # verifier reports it); one fault per class:
+#                                            # skip-linger, sequential-apps, hold-uncancelable,
+#                                            # lock-outside-critical-region, wait-at-dispatch,
+#                                            # unchecked-alloc
+#   tests/wine/run.sh --low-resources 20     # 20 in 1,000 of the driver's allocations fail
+#                                            # (seeded): passes with no bugcheck, no leak and
+#                                            # no verifier finding; suite failures are counted
+#                                            # apart (the injected failures' 503s and resets)
+#   tests/wine/run.sh --perturb 30           # 30% of framework points sleep 0-2 ms first
 #   tests/wine/run.sh --bench                # wrk against the driver instead of the suite
 #                                            # (1 KiB, c=64; a figure for Wine, not Windows)
 #
@@ -24,19 +33,48 @@ passed=0
 failed=0
 inject=""
 bench=0
-[ "${1:-}" = "--bench" ] && bench=1
-if [ "${1:-}" = "--inject" ]; then
-    inject=${2:?"--inject FAULT (skip-linger)"}
+low_resources=0
+perturb=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --bench) bench=1 ;;
+        --inject) inject=${2:?"--inject FAULT"}; shift ;;
+        --low-resources) low_resources=${2:?"--low-resources PER-MILLE"}; shift ;;
+        --perturb) perturb=${2:?"--perturb PERCENT"}; shift ;;
+        *) echo "wine-run: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ -n "$inject" ]; then
     export KHTTP_DRIVER_FEATURES=fault-$inject
-    KHTTP_WINE_TESTS=${KHTTP_WINE_TESTS:-"--test wine --test slow"}
+    # The part of the suite that reaches each fault's class (tests/wine/README.md).
+    case $inject in
+        skip-linger) subset="--test wine --test slow" ;;
+        sequential-apps | hold-uncancelable | lock-outside-critical-region) subset="--test apps" ;;
+        wait-at-dispatch) subset="--test wine" ;;
+        unchecked-alloc) subset="--test http"; low_resources=${low_resources/#0/20} ;;
+        *) echo "wine-run: unknown fault $inject" >&2; exit 2 ;;
+    esac
+    KHTTP_WINE_TESTS=${KHTTP_WINE_TESTS:-$subset}
 fi
 ok() { passed=$((passed + 1)); echo "wine-run: PASS $*"; }
 bad() { failed=$((failed + 1)); echo "wine-run: FAIL $*"; }
 say() { echo "wine-run: $*"; }
 finish() {
     if [ -n "$inject" ]; then
-        # The run must have failed, and in the suite: that is the fault caught.
+        # The run must have failed, in the suite or the verifier: that is the fault caught.
         caught=$(grep -E '^test .* FAILED$' "$work/suite.log" 2>/dev/null | sed 's/^test //; s/ \.\.\. FAILED$//')
+        # These classes are the verifier's to find, each by its own finding.
+        pattern=""
+        case $inject in
+            hold-uncancelable) pattern="not cancelable" ;;
+            lock-outside-critical-region) pattern="outside a critical region" ;;
+            wait-at-dispatch) pattern="at IRQL 2" ;;
+            unchecked-alloc) pattern="KeBugCheckEx" ;;
+        esac
+        if [ -n "$pattern" ]; then
+            caught=$(grep -h '^FAIL' "$work/verifier.log" 2>/dev/null | grep -F "$pattern" | cut -c1-140 | sort -u | head -n 2)
+        fi
         if [ -n "$caught" ]; then
             echo "wine-run: injected fault '$inject' caught by: $(echo $caught)"
             echo "1 passed, 0 failed"
@@ -95,8 +133,10 @@ cp "$bin/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 mkdir -p "$harness" "$WINEPREFIX/drive_c/khttp-pkg"
 cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttp.cat" "$bin/khttpctl.exe" "$bin/hello-app.exe" "$bin/khttp-proxy.exe" \
     "$bin/limited.exe" "$WINEPREFIX/drive_c/khttp-pkg/"
-printf 'seed=%s\ninline=50\n' "$seed" >"$harness/config"
+printf 'seed=%s\ninline=50\nfail-permille=%s\nperturb=%s\n' "$seed" "$low_resources" "$perturb" >"$harness/config"
 say "completion seed $seed (KHTTP_WINE_SEED=$seed reproduces the inline/async choices)"
+[ "$low_resources" != 0 ] && say "low resources: $low_resources in 1,000 of the driver's allocations fail (seed $seed)"
+[ "$perturb" != 0 ] && say "schedule perturbation: $perturb% of framework points delayed (seed $seed)"
 
 # install.ps1's path, as far as Wine allows (WINE-FACTS §5.4): certutil (a stub in Wine; no
 # signature checks to satisfy) and pnputil (absent) cannot run. setupapi's InstallHinfSection
@@ -210,7 +250,15 @@ while read -r line; do
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
 done < <(grep '^test result:' "$suite_log")
-grep -E '^test .* (FAILED|ok)$' "$suite_log" | grep FAILED | sed 's/^/wine-run: FAIL suite: /'
+if [ "$low_resources" != 0 ]; then
+    # Failed allocations answer 503 or reset connections: tests see that, and fail. What the
+    # run must show is no bugcheck, no leak and no verifier finding (below).
+    nfail=$(grep -cE '^test .* FAILED$' "$suite_log" || true)
+    say "low resources: $nfail suite tests failed under injected allocation failures (not counted)"
+    failed=$((failed - $(grep '^test result:' "$suite_log" | sed -n 's/.* \([0-9]*\) failed;.*/\1/p' | awk '{ s += $1 } END { print s + 0 }')))
+else
+    grep -E '^test .* (FAILED|ok)$' "$suite_log" | grep FAILED | sed 's/^/wine-run: FAIL suite: /'
+fi
 # A test that does not apply to the driver said so: count it as skipped, not passed.
 nskip=$(sort -u "$skips" | grep -c . || true)
 passed=$((passed - nskip))

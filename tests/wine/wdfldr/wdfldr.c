@@ -1565,6 +1565,8 @@ static VOID NTAPI fx_unload(PDRIVER_OBJECT drv)
          "%ld held requests canceled",
          FilesOpened, RequestsForwarded, CanceledOnQueue, ClosesPended, StaleCancels,
          SequentialWaits, RequestCancels);
+    INFO("wdfldr: verifier: %ld allocations failed on purpose, %ld framework points delayed",
+         Injected, Perturbed);
 }
 
 /* ---- The implemented WDF functions ---- */
