@@ -27,13 +27,9 @@ log() { echo "linux-driver: $*" >&2; }
 #    (build-std), mingw-w64's headers and import libraries.
 pkgs=(clang-$LLVM lld-$LLVM libclang-$LLVM-dev llvm-$LLVM rustc-web cargo-web rust-web-src
       rust-web-clippy mingw-w64-x86-64-dev mingw-w64-common patch)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=../../tools/need-apt.sh
+. "$root/tools/need-apt.sh"
+need_apt "${pkgs[@]}"
 
 # 2. The WDK-shaped tree (WDF-FACTS.md §5.1).
 wdk=$out/wdk

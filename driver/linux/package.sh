@@ -32,13 +32,9 @@ out=$root/target/linux-driver
 log() { echo "package: $*" >&2; }
 
 pkgs=(osslsigncode openssl)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=../../tools/need-apt.sh
+. "$root/tools/need-apt.sh"
+need_apt "${pkgs[@]}"
 
 # 1. khttp.sys.
 if [ -n "${1:-}" ]; then

@@ -978,11 +978,7 @@ fn complete_held(request: usize, ticket: u64, delivered: bool) {
     let request = request as WDFREQUEST;
     let Some(a) = apps() else { return };
     if cfg!(feature = "fault-hold-uncancelable") {
-        let row = RespondRow {
-            delivered,
-            cached: false,
-        };
-        return complete(request, row.to_ntstatus() as NTSTATUS, 0);
+        return complete_streamed(request, delivered);
     }
     let mine = a.with(|st| {
         let i = st
@@ -999,12 +995,17 @@ fn complete_held(request: usize, ticket: u64, delivered: bool) {
         Some(())
     });
     if mine.is_some() {
-        let row = RespondRow {
-            delivered,
-            cached: false,
-        };
-        complete(request, row.to_ntstatus() as NTSTATUS, 0);
+        complete_streamed(request, delivered);
     }
+}
+
+/// Completes a streamed answer's call with the connection's word.
+fn complete_streamed(request: WDFREQUEST, delivered: bool) {
+    let row = RespondRow {
+        delivered,
+        cached: false,
+    };
+    complete(request, row.to_ntstatus() as NTSTATUS, 0);
 }
 
 /// `EvtRequestCancel` of a held call: the application cancelled it or is exiting.
@@ -1139,16 +1140,11 @@ fn send_held(
             // and the call is answered now.
             // SAFETY: `origin` comes with a reference of its own, given up here.
             unsafe { deliver_held(origin, id, outcome, None) };
-            let done = if status == STATUS_CANCELLED {
-                STATUS_CANCELLED
+            if status == STATUS_CANCELLED {
+                complete(request, STATUS_CANCELLED, 0);
             } else {
-                RespondRow {
-                    delivered: true,
-                    cached: false,
-                }
-                .to_ntstatus() as NTSTATUS
-            };
-            complete(request, done, 0);
+                complete_streamed(request, true);
+            }
             return true;
         }
     };

@@ -32,6 +32,10 @@ static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
 /// other tick, the expiry check (a scan of the cache, as khttpd's janitor every 2 s).
 extern "C" fn on_timer(_timer: WDFTIMER) {
     static TICK: AtomicUsize = AtomicUsize::new(0);
+    if cfg!(feature = "fault-wait-at-dispatch") {
+        // The harness's injected fault: a wait in the timer's DPC (illegal at DISPATCH_LEVEL).
+        irp::sleep_ms(1);
+    }
     net::sweep(net::Sweep::Deadlines);
     if TICK.fetch_add(1, Ordering::Relaxed) % 2 == 1 {
         ioctl::expire_tick();

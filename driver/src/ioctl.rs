@@ -57,10 +57,6 @@ pub(crate) unsafe fn init() -> NTSTATUS {
 /// The timer's expiry check (DISPATCH_LEVEL): when an entry's TTL has passed, the purge work
 /// item drops expired entries at PASSIVE_LEVEL, as khttpd's janitor does (DESIGN §4).
 pub(crate) fn expire_tick() {
-    if cfg!(feature = "fault-wait-at-dispatch") {
-        // The harness's injected fault: a wait in the timer's DPC (illegal at DISPATCH_LEVEL).
-        crate::irp::sleep_ms(1);
-    }
     let Some(g) = global() else { return };
     let due = g
         .site

@@ -7,7 +7,7 @@
 //! but not yet completed)" is sized like Winsock's ideal send backlog, data "sent but not
 //! acknowledged yet" (`SIO_WSK_QUERY_IDEAL_SEND_BACKLOG`, `SIO_IDEAL_SEND_BACKLOG_QUERY`). The
 //! driver therefore sees a client's progress only when a send completes, and the minimum send
-//! rate ([`crate::rate`]) judges a client by those completions: a send that takes the client
+//! rate (`rate.rs`) judges a client by those completions: a send that takes the client
 //! longer than the rate's window to acknowledge resets a reader that is reading. (One 8 MiB
 //! send, read at 300 KB/s, takes 28 s: past the 20 s the schedule allows without news.)
 //!

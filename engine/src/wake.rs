@@ -12,7 +12,7 @@
 //! `parked`. With release/acquire orderings (and on x86 through its store buffer) both loads
 //! can read the old values, and then neither side acts: the answer waits for the app-response
 //! timeout. Here every step is a read-modify-write of one word, so all of them are ordered in
-//! that word's single modification order and one side always sees the other. [`tests`] checks
+//! that word's single modification order and one side always sees the other. The tests below check
 //! both protocols exhaustively, the old one under a store-buffer model, where it loses a post.
 
 use core::sync::atomic::{AtomicU32, Ordering};

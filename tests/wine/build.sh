@@ -21,13 +21,9 @@ log() { echo "wine-build: $*" >&2; }
 mkdir -p "$out"
 
 pkgs=(wine64 wine gcc-mingw-w64-x86-64-win32 clang-22 mingw-w64-x86-64-dev)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# shellcheck source=../../tools/need-apt.sh
+. "$root/tools/need-apt.sh"
+need_apt "${pkgs[@]}"
 rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1 || true
 
 # The signed package, as it would be installed on Windows. KHTTP_DRIVER_FEATURES (run.sh

@@ -51,7 +51,7 @@ if [ -n "$inject" ]; then
     case $inject in
         skip-linger) subset="--test wine --test slow" ;;
         sequential-apps | hold-uncancelable | lock-outside-critical-region) subset="--test apps" ;;
-        wait-at-dispatch) subset="--test wine" ;;
+        wait-at-dispatch) subset="--test http" ;;
         unchecked-alloc) subset="--test http"; low_resources=${low_resources/#0/20} ;;
         *) echo "wine-run: unknown fault $inject" >&2; exit 2 ;;
     esac

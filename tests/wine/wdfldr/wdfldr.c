@@ -119,12 +119,17 @@ static volatile LONG Armed;    /* allocation failures on: from the end of Driver
 static volatile LONG Injected; /* allocations failed on purpose */
 static volatile LONG Perturbed;
 static ULONG IrqlTls = TLS_OUT_OF_INDEXES_, CritTls = TLS_OUT_OF_INDEXES_, HeldTls = TLS_OUT_OF_INDEXES_;
+/* Set while the control device's EvtIoDeviceControl runs on this thread: administration is
+ * spared the injected failures, so that the suite can set up what it tests (the engine's control
+ * path has its own test in which every allocation fails in turn: engine/tests/alloc_fail.rs). */
+static ULONG SpareTls = TLS_OUT_OF_INDEXES_;
 
 static void verifier_init(void)
 {
     IrqlTls = TlsAlloc();
     CritTls = TlsAlloc();
     HeldTls = TlsAlloc();
+    SpareTls = TlsAlloc();
     if (HarnessSetting != NULL) {
         FailPermille = (ULONG)HarnessSetting("fail-permille");
         PerturbPct = (ULONG)HarnessSetting("perturb");
@@ -184,7 +189,9 @@ static void max_irql(const char *call, KIRQL max)
 /* Whether this allocation fails on purpose (low resources). */
 static BOOLEAN inject(const char *call)
 {
-    if (FailPermille == 0 || !Armed || rnd() % 1000 >= FailPermille) {
+    if (FailPermille == 0 || !Armed ||
+        (SpareTls != TLS_OUT_OF_INDEXES_ && TlsGetValue(SpareTls) != NULL) ||
+        rnd() % 1000 >= FailPermille) {
         return FALSE;
     }
     InterlockedIncrement(&Injected);
@@ -1370,6 +1377,20 @@ static NTSTATUS NTAPI fx_close(PDEVICE_OBJECT dev, PIRP irp)
 }
 
 /* IRP_MJ_DEVICE_CONTROL: the device's default queue's EvtIoDeviceControl. */
+/* Calls the queue's EvtIoDeviceControl; the control device's are spared injected allocation
+ * failures (SpareTls). */
+static void present(FX_QUEUE *q, FX_REQUEST *r)
+{
+    BOOLEAN spare = !q->dev->has_fcfg && SpareTls != TLS_OUT_OF_INDEXES_;
+    if (spare) {
+        TlsSetValue(SpareTls, (PVOID)1);
+    }
+    q->ioctl((WDFQUEUE)q, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
+    if (spare) {
+        TlsSetValue(SpareTls, NULL);
+    }
+}
+
 static NTSTATUS NTAPI fx_ioctl(PDEVICE_OBJECT dev, PIRP irp)
 {
     PIO_STACK_LOCATION sl = IoGetCurrentIrpStackLocation(irp);
@@ -1424,7 +1445,7 @@ static NTSTATUS NTAPI fx_ioctl(PDEVICE_OBJECT dev, PIRP irp)
     }
     r->presented = TRUE;
     r->since = h_KeQueryInterruptTimePrecise(NULL);
-    d->queue->ioctl((WDFQUEUE)d->queue, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
+    present(d->queue, r);
     return STATUS_PENDING;
 }
 
@@ -1437,7 +1458,7 @@ static void present_next(void *arg)
     perturb();
     r->presented = TRUE;
     r->since = h_KeQueryInterruptTimePrecise(NULL);
-    q->ioctl((WDFQUEUE)q, (WDFREQUEST)r, r->out_len, r->in_len, r->code);
+    present(q, r);
 }
 
 /* The driver is done with r as the sequential queue's current request (completed, forwarded or
@@ -1965,6 +1986,28 @@ static VOID NTAPI w_RequestCompleteWithInformation(PWDF_DRIVER_GLOBALS g, WDFREQ
     complete_request("WdfRequestCompleteWithInformation", request, status, info);
 }
 
+/* Parks a request the driver gives back in manual queue q (at its head for a requeue), cancelable
+ * there; TRUE when it was canceled while the driver held it (the routine was not set then), so
+ * that the caller cancels it now, unless IoCancelIrp is calling the routine at this very moment.
+ * Under FxLock. */
+static BOOLEAN park_locked(FX_REQUEST *r, FX_QUEUE *q, BOOLEAN head)
+{
+    r->state = RQ_QUEUED;
+    r->was_queued = TRUE;
+    if (head) {
+        InsertHeadList(&q->parked, &r->qlink);
+    } else {
+        InsertTailList(&q->parked, &r->qlink);
+    }
+    IoSetCancelRoutine(r->irp, fx_cancel);
+    if (r->irp->Cancel && IoSetCancelRoutine(r->irp, NULL) != NULL) {
+        RemoveEntryList(&r->qlink);
+        r->state = RQ_CANCELING;
+        return TRUE;
+    }
+    return FALSE;
+}
+
 /* WdfRequestForwardToIoQueue (WDF-FACTS §1a.4): only a request the driver owns, to another
  * queue of the same device; STATUS_INVALID_DEVICE_REQUEST otherwise (the driver still owns it).
  * The request becomes cancelable in the queue; one already canceled goes straight to
@@ -2002,17 +2045,7 @@ static NTSTATUS NTAPI w_RequestForwardToIoQueue(PWDF_DRIVER_GLOBALS g, WDFREQUES
         /* Forwarding releases a sequential queue ("Requeuing I/O Requests"). */
         next = release_current_locked(r);
         r->queue = q;
-        r->state = RQ_QUEUED;
-        r->was_queued = TRUE;
-        InsertTailList(&q->parked, &r->qlink);
-        IoSetCancelRoutine(r->irp, fx_cancel);
-        /* Canceled while the driver held it: the routine was not set then, so cancel it now
-         * unless IoCancelIrp is calling the routine at this very moment. */
-        if (r->irp->Cancel && IoSetCancelRoutine(r->irp, NULL) != NULL) {
-            RemoveEntryList(&r->qlink);
-            r->state = RQ_CANCELING;
-            cancel_now = TRUE;
-        }
+        cancel_now = park_locked(r, q, FALSE);
     }
     fx_unlock(irql);
     if (why != NULL) {
@@ -2181,15 +2214,7 @@ static NTSTATUS NTAPI w_RequestRequeue(PWDF_DRIVER_GLOBALS g, WDFREQUEST request
     } else {
         q = r->queue;
         d = r->dev;
-        r->state = RQ_QUEUED;
-        r->was_queued = TRUE;
-        InsertHeadList(&q->parked, &r->qlink);
-        IoSetCancelRoutine(r->irp, fx_cancel);
-        if (r->irp->Cancel && IoSetCancelRoutine(r->irp, NULL) != NULL) {
-            RemoveEntryList(&r->qlink);
-            r->state = RQ_CANCELING;
-            cancel_now = TRUE;
-        }
+        cancel_now = park_locked(r, q, TRUE);
     }
     fx_unlock(irql);
     if (why != NULL) {
