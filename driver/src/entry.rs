@@ -142,6 +142,9 @@ pub unsafe extern "system" fn driver_entry(
         Ok(d) => d,
         Err(s) => return s,
     };
+    // The WDM device KMDF created for it, on our driver object: what IoSetCompletionRoutineEx
+    // references while a completion routine runs (irp::prepare).
+    irp::set_device_object(driver.DeviceObject.cast());
     // The application device (request queues); WDF deletes it with the driver on failure.
     // SAFETY: PASSIVE_LEVEL in DriverEntry, before any request can reach it.
     let app_device = match unsafe { apps::create(wdf_driver) } {

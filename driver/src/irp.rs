@@ -17,14 +17,14 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use khttp_engine::wake::WorkGate;
 use wdk_sys::ntddk::{
     ExAllocatePool2, ExFreePool, IoAllocateIrp, IoAllocateMdl, IoAllocateWorkItem, IoFreeIrp,
-    IoFreeMdl, IoFreeWorkItem, IoQueueWorkItem, IoReuseIrp, KeDelayExecutionThread,
-    KeEnterCriticalRegion, KeInitializeEvent, KeLeaveCriticalRegion, KeSetEvent,
-    KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
+    IoFreeMdl, IoFreeWorkItem, IoQueueWorkItem, IoReuseIrp, IoSetCompletionRoutineEx,
+    KeDelayExecutionThread, KeEnterCriticalRegion, KeInitializeEvent, KeLeaveCriticalRegion,
+    KeSetEvent, KeWaitForSingleObject, MmBuildMdlForNonPagedPool,
 };
 use wdk_sys::{
     _EVENT_TYPE, _KWAIT_REASON, _MODE, _WORK_QUEUE_TYPE, IRP, KEVENT, LARGE_INTEGER, NTSTATUS,
-    PDEVICE_OBJECT, PIO_WORKITEM, PIRP, PMDL, POOL_FLAG_NON_PAGED, PVOID, SL_INVOKE_ON_CANCEL,
-    SL_INVOKE_ON_ERROR, SL_INVOKE_ON_SUCCESS, STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
+    PDEVICE_OBJECT, PIO_WORKITEM, PIRP, PMDL, POOL_FLAG_NON_PAGED, PVOID,
+    STATUS_MORE_PROCESSING_REQUIRED, STATUS_UNSUCCESSFUL,
 };
 
 /// The completion routine type of `IO_STACK_LOCATION::CompletionRoutine` ("C" on x64, [U]).
@@ -55,20 +55,71 @@ pub(crate) unsafe fn free_irp(irp: PIRP) {
     }
 }
 
-/// `IoSetCompletionRoutine(irp, routine, context, TRUE, TRUE, TRUE)`, after `IoReuseIrp`, as
-/// every WSK call needs (DRIVER-NOTES §4.3, §4.4).
+/// The driver's first device object, for [`prepare`]: `DRIVER_OBJECT::DeviceObject`, which the
+/// I/O manager sets when a device is created ("Pointer to the device objects created by the
+/// driver", learn.microsoft.com, `DRIVER_OBJECT`). KMDF creates each control device's WDM device
+/// on the driver object, and deletes them only after `EvtDriverUnload` has returned, so it
+/// outlives every IRP the driver sends.
+static DEVICE_OBJECT: AtomicPtr<c_void> = AtomicPtr::new(ptr::null_mut());
+
+/// Records the driver's device object (DriverEntry, once a device exists).
+pub(crate) fn set_device_object(device: *mut c_void) {
+    DEVICE_OBJECT.store(device, Ordering::Release);
+}
+
+/// `IoReuseIrp`, then `IoSetCompletionRoutineEx(device, irp, routine, context, TRUE, TRUE,
+/// TRUE)`, as every WSK call needs (DRIVER-NOTES §4.3, §4.4). False when the kernel could not
+/// allocate the routine's context (or no device exists yet): then no routine is set, and the
+/// IRP must not be passed to WSK.
+///
+/// The `Ex` form, not `IoSetCompletionRoutine` (issue #22, defect 12): it keeps the driver
+/// loaded until the routine has returned. With the plain form, unload can wait for the last
+/// completion (it signals an event, or drops the last reference), return, and have the image
+/// unmapped while that routine is still executing its last instructions: bug check 0xCE
+/// (DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS). Its price is a small allocation per
+/// call, which can fail, and which leaks if the IRP is then not sent ("The driver must ensure
+/// that its IoCompletion routine executes by calling IoCallDriver; otherwise, the kernel will
+/// leak memory": learn.microsoft.com, `IoSetCompletionRoutineEx`, Remarks). A WSK call always
+/// completes the IRP it is given, so callers make the call right after a `true`.
 ///
 /// # Safety
 /// `irp` is a driver-owned IRP from [`allocate_irp`] that is not in flight; `context` stays valid
 /// until the routine has run. IRQL <= DISPATCH_LEVEL.
-pub(crate) unsafe fn prepare(irp: PIRP, routine: CompletionRoutine, context: *mut c_void) {
+#[must_use]
+pub(crate) unsafe fn prepare(irp: PIRP, routine: CompletionRoutine, context: *mut c_void) -> bool {
     // SAFETY: the IRP is ours and idle (caller's contract); IoReuseIrp resets it for a new call.
     unsafe { IoReuseIrp(irp, STATUS_UNSUCCESSFUL) };
-    // IoGetNextIrpStackLocation: Tail.Overlay.CurrentStackLocation - 1 ([U] field path, §4.4).
-    // SAFETY: `irp` points to a live IRP we own (caller's contract).
+    let device = DEVICE_OBJECT.load(Ordering::Acquire);
+    if device.is_null() {
+        return false;
+    }
+    // SAFETY: `device` is the driver's live device object (set once it exists, deleted only
+    // after unload); `irp` has its one stack location free for us (IoAllocateIrp(1, ..), just
+    // reused); `context` outlives the routine (caller's contract); <= DISPATCH_LEVEL.
+    let status =
+        unsafe { IoSetCompletionRoutineEx(device.cast(), irp, Some(routine), context, 1, 1, 1) };
+    #[cfg(feature = "fault-plain-completion")]
+    if status >= 0 {
+        // The harness's injected fault: the routine written straight into the stack location,
+        // as IoSetCompletionRoutine does (and this driver did), over the kernel's wrapper.
+        // SAFETY: as above: the IRP's one stack location, below the current pointer, is ours.
+        let next = unsafe { next_stack_location(irp) };
+        next.CompletionRoutine = Some(routine);
+        next.Context = context;
+    }
+    status >= 0
+}
+
+/// `IoGetNextIrpStackLocation` (a macro in wdm.h): `Tail.Overlay.CurrentStackLocation - 1`.
+/// Only the injected fault above writes it.
+///
+/// # Safety
+/// `irp` is a live IRP of ours from [`allocate_irp`], not in flight.
+#[cfg(feature = "fault-plain-completion")]
+unsafe fn next_stack_location<'a>(irp: PIRP) -> &'a mut wdk_sys::IO_STACK_LOCATION {
+    // SAFETY: live and ours (contract).
     let tail = unsafe { &(*irp).Tail };
-    // SAFETY: `Tail` is a union; for an IRP being sent down the stack its `Overlay` member is
-    // the one in use (the I/O manager keeps the stack-location pointer there).
+    // SAFETY: for an IRP being sent down the stack the `Overlay` member of `Tail` is in use.
     let overlay = unsafe { &tail.Overlay };
     // SAFETY: for a driver-allocated IRP the stack-location member of the union is the active one.
     let current = unsafe {
@@ -77,13 +128,8 @@ pub(crate) unsafe fn prepare(irp: PIRP, routine: CompletionRoutine, context: *mu
             .__bindgen_anon_1
             .CurrentStackLocation
     };
-    let next = current.wrapping_sub(1);
-    // SAFETY: an IRP from IoAllocateIrp(1, ..) has exactly one stack location, the one below the
-    // current pointer (which starts one past the end); we own it and nothing else references it.
-    let next = unsafe { &mut *next };
-    next.CompletionRoutine = Some(routine);
-    next.Context = context;
-    next.Control = (SL_INVOKE_ON_SUCCESS | SL_INVOKE_ON_ERROR | SL_INVOKE_ON_CANCEL) as u8;
+    // SAFETY: an IRP from IoAllocateIrp(1, ..) has one stack location, just below `current`.
+    unsafe { &mut *current.wrapping_sub(1) }
 }
 
 /// The IRP's final status and information.
@@ -99,6 +145,17 @@ pub(crate) unsafe fn result(irp: PIRP) -> (NTSTATUS, u64) {
     // SAFETY: `Status` is the active member of the IoStatus union for a completed IRP.
     let status = unsafe { io.IoStatus.__bindgen_anon_1.Status };
     (status, io.IoStatus.Information)
+}
+
+/// Sets the IRP's status block, as its completion would.
+///
+/// # Safety
+/// `irp` is a live IRP of ours that is not in flight.
+pub(crate) unsafe fn set_result(irp: PIRP, status: NTSTATUS, information: u64) {
+    // SAFETY: live and ours, nothing else touches it (contract).
+    let io = unsafe { &mut (*irp).IoStatus };
+    io.__bindgen_anon_1.Status = status;
+    io.Information = information;
 }
 
 /// Non-paged pool, tagged; null on failure.
@@ -183,11 +240,12 @@ impl SyncCall {
     }
 
     /// Initialises this call's event where it lies, unsignalled, and prepares `irp` to signal
-    /// it.
+    /// it. False as [`prepare`]: then the call must not be made.
     ///
     /// # Safety
     /// As [`prepare`]; `self` must not move until [`SyncCall::wait`] returns.
-    pub(crate) unsafe fn arm(&mut self, irp: PIRP) {
+    #[must_use]
+    pub(crate) unsafe fn arm(&mut self, irp: PIRP) -> bool {
         // SAFETY: `self.event` is a live, writable KEVENT at its final address (caller's
         // contract: no move until `wait` returns); no wait on it is in progress.
         unsafe {

@@ -299,6 +299,39 @@ fn the_acl_decides_who_may_attach() {
     }
 }
 
+/// One handle attached to two queues, under the Wine harness: `queue-probe` opens the driver's
+/// application device for overlapped I/O (any program may; khttp-app opens a synchronous handle
+/// per queue), attaches to `probe-a` and `probe-b`, and waits in a receive for `probe-b` while
+/// a client asks for a URL of `probe-a`. That receive must not take the request, and a receive
+/// for `probe-a` must (issue #22, defect 7). khttpd has no such case: its socket answers one
+/// call at a time, so no receive waits on a connection while another call is made on it.
+#[test]
+fn a_receive_takes_only_its_own_queues_requests() {
+    let Some(probe) = std::env::var_os("KHTTP_TEST_QUEUE_PROBE") else {
+        eprintln!("skipped: the driver only (the Wine harness sets KHTTP_TEST_QUEUE_PROBE)");
+        return;
+    };
+    let (s, port, _app) = setup("apps-two-queues");
+    let mut prefixes = Vec::new();
+    for q in ["probe-a", "probe-b"] {
+        let prefix = format!("http://+:{port}/{q}/");
+        s.ctl_ok(&["urlacl", "add", &prefix]);
+        s.track_reservation(&prefix);
+        prefixes.push(prefix);
+    }
+    let out = Command::new(probe)
+        .arg(port.to_string())
+        .args(&prefixes)
+        .output()
+        .expect("queue-probe");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The driver's URL ACL check, under the Wine harness: `limited` runs hello-app as a process
 /// that is not an administrator's (its token holds BUILTIN\Administrators for deny only, as an
 /// unelevated administrator's does); every other application in the suite is an elevated

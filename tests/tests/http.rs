@@ -208,6 +208,49 @@ fn error_statuses_close_the_connection() {
     assert_eq!(get(p2, "/elsewhere", "").status, 400);
 }
 
+/// The lingering close (RFC 9112 §9.6): after a `Connection: close` response the server closes
+/// only its sending half and keeps reading (and discarding) for `linger-timeout`, so that a
+/// client still sending (a body, or requests pipelined behind) is not answered with a TCP reset.
+/// A reset makes a client's stack drop what it has received and not yet read (Windows does;
+/// Linux keeps it), so here the reset itself is what is looked for: a client that reads the
+/// whole response and then goes on sending for a second must see no error, and once it closes
+/// its side, a clean end.
+#[test]
+fn a_client_still_sending_after_a_closing_response_gets_no_reset() {
+    let (_s, port) = setup("linger-drain");
+    for round in 0..2 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(
+            &mut c,
+            b"GET /index.html HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got)
+            .unwrap_or_else(|e| panic!("round {round}: {e} after {} bytes", got.len()));
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "round {round}");
+        assert!(
+            got.ends_with(b"<h1>index</h1>\n"),
+            "round {round}: a short body"
+        );
+        // The client goes on sending (the server has half-closed): 20 writes over a second.
+        for i in 0..20 {
+            if let Err(e) = std::io::Write::write_all(&mut c, &[b'x'; 4096]) {
+                panic!("round {round}: write {i} after the response: {e} (a reset)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        match c.read_to_end(&mut rest) {
+            Ok(0) => {}
+            Ok(n) => panic!("round {round}: {n} more bytes after the response"),
+            Err(e) => panic!("round {round}: {e} after the client's FIN (a reset)"),
+        }
+    }
+}
+
 #[test]
 fn curl_if_installed() {
     let (s, port) = setup("curl");

@@ -306,12 +306,64 @@ fn unfinished_bodies_cannot_pin_memory() {
     }
 }
 
+/// The driver's side (issue #22, defect 10), under the Wine harness: each handle on
+/// `\\.\KHttpApp` holds its opener's token in non-paged pool, so a user who is not an
+/// administrator holds at most 128 (`queue-probe flood`, run through `limited.exe`, attaches
+/// each handle it opens); the next is refused (STATUS_QUOTA_EXCEEDED at the open; Wine keeps
+/// the handle anyway, and the KMDF stand-in fails every request on it, as it would have none). An
+/// administrator's handles still attach, and the user's count again once its process is gone.
+fn the_application_device_holds_few_handles_of_a_user(probe: std::path::PathBuf) {
+    let (s, port) = server("tenancy-handles");
+    // The limited process's own user, by name: an ordinary user must be granted the prefix.
+    let mine = reserve(&s, port, "flood", &["--user", &khttp_tests::user_name()]);
+    let admins = reserve(&s, port, "flood-admin", &[]);
+    let flood = |limited: bool, n: &str, prefix: &str, queue: &str| {
+        let mut c = Command::new(&probe);
+        if limited {
+            c.arg("--limited");
+        }
+        let mut c = c
+            .args(["flood", n, prefix, queue])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("queue-probe");
+        let mut line = String::new();
+        BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (line.trim().to_owned(), App(c))
+    };
+    let (line, flooder) = flood(true, "200", &mine, "flood");
+    assert_eq!(line, "held 128 refused 72");
+    let (line, _) = flood(true, "1", &mine, "flood");
+    assert_eq!(line, "held 0 refused 1", "the same user, a second process");
+    let (line, _) = flood(false, "1", &admins, "flood-admin");
+    assert_eq!(line, "held 1 refused 0", "an administrator");
+    drop(flooder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (line, _) = flood(true, "1", &mine, "flood");
+        if line == "held 1 refused 0" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the user's handles still counted 10 s after its process ended: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Issue #21, finding 6: what a local user can make khttpd hold through the application
 /// socket. A frame announcing 64 MiB is refused from its header (it was allocated and read);
 /// one user's connections are capped (5,000 made 5,006 threads), an administrator's still
 /// attach; connections attached to nothing are closed after 30 s.
 #[test]
 fn the_application_socket_holds_little_for_a_local_user() {
+    if let Some(probe) = std::env::var_os("KHTTP_TEST_QUEUE_PROBE") {
+        return the_application_device_holds_few_handles_of_a_user(probe.into());
+    }
     if skip_external("floods khttpd's application socket as other Unix users") || !root() {
         return;
     }

@@ -9,6 +9,7 @@
 #   hello-app.exe         the example application (request queues, \\.\KHttpApp), likewise;
 #   khttp-proxy.exe       khttp in front of an HTTP upstream, likewise;
 #   limited.exe           runs a program as a non-administrator (C, tests/wine/limited);
+#   queue-probe.exe       one overlapped handle on two queues (Rust, tests/wine/probe);
 #   khttp.inf, khttp.cat  the package's INF (inf/khttp.inx stamped by driver/linux/stampinf.sh;
 #                         CatalogFile = khttp.cat) and its signed catalog (Wine checks neither
 #                         signature).
@@ -32,9 +33,10 @@ log "the driver package${KHTTP_DRIVER_FEATURES:+ with $KHTTP_DRIVER_FEATURES} (d
 pkg=$(bash "$root/driver/linux/package.sh" | tail -n 1)
 cp "$pkg/khttp.sys" "$pkg/khttp.inf" "$pkg/khttp.cat" "$out/"
 
-log "netio.sys (Rust)"
+log "netio.sys, queue-probe.exe (Rust)"
 (cd "$here" && cargo build -q --release --target x86_64-pc-windows-gnu)
 cp "$root/target/wine/cargo/x86_64-pc-windows-gnu/release/netio.dll" "$out/netio.sys"
+cp "$root/target/wine/cargo/x86_64-pc-windows-gnu/release/queue-probe.exe" "$out/"
 
 log "WdfLdr.sys, bcryptprimitives.dll, limited.exe (C)"
 MINGW_INC=/usr/share/mingw-w64/include

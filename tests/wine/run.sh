@@ -11,7 +11,7 @@
 #                                            # verifier reports it); one fault per class:
 #                                            # skip-linger, sequential-apps, hold-uncancelable,
 #                                            # lock-outside-critical-region, wait-at-dispatch,
-#                                            # unchecked-alloc
+#                                            # unchecked-alloc, plain-completion
 #   tests/wine/run.sh --low-resources 20     # 20 in 1,000 of the driver's allocations fail
 #                                            # (seeded): passes with no bugcheck, no leak and
 #                                            # no verifier finding; suite failures are counted
@@ -49,9 +49,9 @@ if [ -n "$inject" ]; then
     export KHTTP_DRIVER_FEATURES=fault-$inject
     # The part of the suite that reaches each fault's class (tests/wine/README.md).
     case $inject in
-        skip-linger) subset="--test wine --test slow" ;;
+        skip-linger) subset="--test http" ;;
         sequential-apps | hold-uncancelable | lock-outside-critical-region) subset="--test apps" ;;
-        wait-at-dispatch) subset="--test http" ;;
+        wait-at-dispatch | plain-completion) subset="--test http" ;;
         unchecked-alloc) subset="--test http"; low_resources=${low_resources/#0/20} ;;
         *) echo "wine-run: unknown fault $inject" >&2; exit 2 ;;
     esac
@@ -71,6 +71,7 @@ finish() {
             lock-outside-critical-region) pattern="outside a critical region" ;;
             wait-at-dispatch) pattern="at IRQL 2" ;;
             unchecked-alloc) pattern="KeBugCheckEx" ;;
+            plain-completion) pattern="set with IoSetCompletionRoutine" ;;
         esac
         if [ -n "$pattern" ]; then
             caught=$(grep -h '^FAIL' "$work/verifier.log" 2>/dev/null | grep -F "$pattern" | cut -c1-140 | sort -u | head -n 2)
@@ -132,7 +133,7 @@ cp "$bin/netio.sys" "$bin/WdfLdr.sys" "$drivers/"
 cp "$bin/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 mkdir -p "$harness" "$WINEPREFIX/drive_c/khttp-pkg"
 cp "$bin/khttp.sys" "$bin/khttp.inf" "$bin/khttp.cat" "$bin/khttpctl.exe" "$bin/hello-app.exe" "$bin/khttp-proxy.exe" \
-    "$bin/limited.exe" "$WINEPREFIX/drive_c/khttp-pkg/"
+    "$bin/limited.exe" "$bin/queue-probe.exe" "$WINEPREFIX/drive_c/khttp-pkg/"
 printf 'seed=%s\ninline=50\nfail-permille=%s\nperturb=%s\n' "$seed" "$low_resources" "$perturb" >"$harness/config"
 say "completion seed $seed (KHTTP_WINE_SEED=$seed reproduces the inline/async choices)"
 [ "$low_resources" != 0 ] && say "low resources: $low_resources in 1,000 of the driver's allocations fail (seed $seed)"
@@ -238,6 +239,7 @@ export KHTTPCTL_BIN=$here/khttpctl.sh
 export KHTTP_WINE_CTL='C:\khttp-pkg\khttpctl.exe'
 export HELLO_APP_BIN=$here/wine-app.sh KHTTP_PROXY_BIN=$here/wine-proxy.sh
 export KHTTP_TEST_LIMITED_APP=$here/wine-limited.sh
+export KHTTP_TEST_QUEUE_PROBE=$here/wine-probe.sh
 export KHTTP_WINE_HARNESS=$harness
 suite_log=$work/suite.log
 say "black-box suite against the driver (log: $suite_log)"

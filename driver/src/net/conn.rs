@@ -48,7 +48,7 @@ use wdk_sys::{
 use crate::global::{SpinGuard, clock, global, spin_lock};
 use crate::irp::{
     TAG_CONNECTION, TAG_RECEIVE, allocate_irp, allocate_work_item, free_irp, free_work_item,
-    mdl_for, mdl_free, pool_alloc, pool_free, prepare, result,
+    mdl_for, mdl_free, pool_alloc, pool_free, prepare, result, set_result,
 };
 
 /// `DelayedWorkQueue` for `IoQueueWorkItem`.
@@ -370,6 +370,9 @@ struct Inner {
 const CLOSE_NONE: u8 = 0;
 const CLOSE_DISCONNECTING: u8 = 1;
 const CLOSE_CLOSING: u8 = 2;
+/// `WskCloseSocket` could not be issued (no memory for its completion context): the sweep
+/// issues it.
+const CLOSE_RETRY: u8 = 3;
 
 /// One connection. Lives in non-paged pool; freed when `refs` reaches zero.
 ///
@@ -1055,7 +1058,16 @@ unsafe fn describe(c: &ConnCtx, inner: &mut Inner, op: Op) -> bool {
 /// held, and the IRP is idle.
 unsafe fn issue(ctx: *mut ConnCtx, c: &ConnCtx, inner: &mut Inner, op: Op) {
     // SAFETY: the IRP is idle (one operation at a time) and `ctx` outlives it (reference).
-    unsafe { prepare(c.io_irp, on_io, ctx.cast()) };
+    if !unsafe { prepare(c.io_irp, on_io, ctx.cast()) } {
+        // No completion routine could be set, so the operation fails here, as if WSK had
+        // completed it at once with STATUS_INSUFFICIENT_RESOURCES: an inline completion, which
+        // `drive` already handles (the engine then closes the connection).
+        // SAFETY: the IRP is ours and not in flight.
+        unsafe { set_result(c.io_irp, STATUS_INSUFFICIENT_RESOURCES, 0) };
+        // SAFETY: the operation's reference travels as `ctx`, as a completion would carry it.
+        unsafe { on_io(ptr::null_mut(), c.io_irp, ctx.cast()) };
+        return;
+    }
     // SAFETY: the connection dispatch table is valid while the accepted socket is open.
     let dispatch = unsafe { &*c.dispatch };
     match op {
@@ -1127,16 +1139,21 @@ unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
     let c = unsafe { &*ctx };
     if kind == Close::Graceful {
         // SAFETY: no other call on the socket is in progress (the gate is closing).
-        if let Some(disconnect) = unsafe { (*c.dispatch).WskDisconnect } {
+        if let Some(disconnect) = unsafe { (*c.dispatch).WskDisconnect }
+            && c.close_gate.begin()
+        {
             c.close_step.store(CLOSE_DISCONNECTING, Ordering::Release);
             // SAFETY: the close IRP is only used by the close sequence, which we own.
-            unsafe { prepare(c.close_irp, on_close, ctx.cast()) };
-            if c.close_gate.begin() {
+            if unsafe { prepare(c.close_irp, on_close, ctx.cast()) } {
                 // SAFETY: no buffer; the IRP is prepared.
                 unsafe { disconnect(c.socket, ptr::null_mut(), 0, c.close_irp.cast()) };
-                if !c.close_gate.issued() {
-                    return; // pending: on_close issues the close
-                }
+            } else {
+                // No memory for the completion routine's context: no disconnect, as if it had
+                // failed at once (an inline completion), and the close below is abortive.
+                let _ = c.close_gate.complete();
+            }
+            if !c.close_gate.issued() {
+                return; // pending: on_close issues the close
             }
         }
     }
@@ -1152,9 +1169,15 @@ unsafe fn start_close(ctx: *mut ConnCtx, kind: Close) {
 unsafe fn issue_close(ctx: *mut ConnCtx) {
     // SAFETY: the caller holds the close sequence's reference.
     let c = unsafe { &*ctx };
-    c.close_step.store(CLOSE_CLOSING, Ordering::Release);
     // SAFETY: the close IRP is idle: the disconnect, if any, has completed.
-    unsafe { prepare(c.close_irp, on_close, ctx.cast()) };
+    if !unsafe { prepare(c.close_irp, on_close, ctx.cast()) } {
+        // No memory for the completion routine's context, and the socket must be closed: the
+        // sweep tries again at its next pass (every second, or every 100 ms while unloading),
+        // with the close sequence's reference still held.
+        c.close_step.store(CLOSE_RETRY, Ordering::Release);
+        return;
+    }
+    c.close_step.store(CLOSE_CLOSING, Ordering::Release);
     // SAFETY: as above; WskCloseSocket cancels any pending operation.
     if let Some(close) = unsafe { (*c.dispatch).Basic.WskCloseSocket } {
         // SAFETY: the IRP is prepared; no other call on the socket is in progress.
@@ -1244,6 +1267,20 @@ pub(crate) fn sweep(mode: Sweep) {
         }
         at += n;
         for c in batch.iter().take(n).flatten() {
+            if c.close_step
+                .compare_exchange(
+                    CLOSE_RETRY,
+                    CLOSE_CLOSING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                // SAFETY: the close sequence's reference is still held (`issue_close` kept it
+                // when it could not issue), and only the close sequence touches the socket.
+                unsafe { issue_close(c.as_ptr()) };
+                continue;
+            }
             let kind = match (mode, c.deadline_close.load(Ordering::Acquire)) {
                 (Sweep::All, _) | (_, 3) => Some(Close::Abortive),
                 (_, 1) => Some(Close::Graceful),

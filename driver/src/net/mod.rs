@@ -254,7 +254,11 @@ unsafe fn open_listener(
         return Err(STATUS_INSUFFICIENT_RESOURCES);
     };
     // SAFETY: the IRP is ours and idle.
-    unsafe { call.arm(irp) };
+    if !unsafe { call.arm(irp) } {
+        // SAFETY: not in flight.
+        unsafe { free_irp(irp) };
+        return Err(STATUS_INSUFFICIENT_RESOURCES);
+    }
     // SAFETY: DRIVER-NOTES §4.2.4: a listening TCP socket with our static listen dispatch.
     unsafe {
         wsk_socket(
@@ -301,7 +305,10 @@ unsafe fn open_listener(
             break;
         };
         // SAFETY: the IRP is idle again after the previous wait.
-        unsafe { call.arm(irp) };
+        if !unsafe { call.arm(irp) } {
+            status = STATUS_INSUFFICIENT_RESOURCES;
+            break;
+        }
         // SAFETY: a set-option call with a 4-byte input that outlives the synchronous wait.
         unsafe {
             control(
@@ -333,11 +340,14 @@ unsafe fn open_listener(
         // SAFETY: listen dispatch is valid for this socket.
         if let Some(bind) = unsafe { (*dispatch).WskBind } {
             // SAFETY: the IRP is idle; `sa` outlives the synchronous wait.
-            unsafe { call.arm(irp) };
-            // SAFETY: WskBind on a listening socket starts listening (§4.2.6).
-            unsafe { bind(socket, sa, 0, irp.cast()) };
-            // SAFETY: PASSIVE_LEVEL; the call was made.
-            status = unsafe { call.wait(irp) }.0;
+            status = if unsafe { call.arm(irp) } {
+                // SAFETY: WskBind on a listening socket starts listening (§4.2.6).
+                unsafe { bind(socket, sa, 0, irp.cast()) };
+                // SAFETY: PASSIVE_LEVEL; the call was made.
+                unsafe { call.wait(irp) }.0
+            } else {
+                STATUS_INSUFFICIENT_RESOURCES
+            };
         }
     }
     // SAFETY: completed, not in flight.
@@ -353,19 +363,28 @@ unsafe fn open_listener(
 
 /// `WskCloseSocket`, waiting for it (PASSIVE_LEVEL).
 ///
+/// A close must happen: a socket left open holds its port and makes `WskDeregister` (unload)
+/// wait for ever. So when the IRP or the completion routine's context cannot be allocated, it
+/// waits 10 ms and tries again, as long as it takes (PASSIVE_LEVEL: a wait is allowed, and the
+/// low-resources condition is transient, as Driver Verifier's simulation is).
+///
 /// # Safety
 /// PASSIVE_LEVEL; `socket` is open, with no other call on it in progress, and `close` is its
 /// provider's `WskCloseSocket`.
 unsafe fn close_sync(socket: PWSK_SOCKET, close: Option<khttp_wsk::PFN_WSK_CLOSE_SOCKET>) {
     let Some(close) = close else { return };
-    // SAFETY: PASSIVE_LEVEL (caller).
-    let irp = unsafe { allocate_irp() };
-    if irp.is_null() {
-        return;
-    }
     let mut call = SyncCall::new();
-    // SAFETY: the IRP is ours and idle.
-    unsafe { call.arm(irp) };
+    let irp = loop {
+        // SAFETY: PASSIVE_LEVEL (caller).
+        let irp = unsafe { allocate_irp() };
+        // SAFETY: the IRP (if any) is ours and idle.
+        if !irp.is_null() && unsafe { call.arm(irp) } {
+            break irp;
+        }
+        // SAFETY: not in flight (null is ignored).
+        unsafe { free_irp(irp) };
+        crate::irp::sleep_ms(10);
+    };
     // SAFETY: no other call on `socket` is in progress (caller's contract).
     unsafe { close(socket, irp.cast()) };
     // SAFETY: PASSIVE_LEVEL; the call was made.

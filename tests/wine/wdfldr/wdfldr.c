@@ -472,6 +472,76 @@ static VOID NTAPI h_IoFreeMdl(PMDL mdl)
     IoFreeMdl(mdl);
 }
 
+/* IoSetCompletionRoutineEx (nf-wdm-iosetcompletionroutineex): Wine exports it as a stub. As the
+ * documentation describes it, it allocates a context that lives until the routine has run (so
+ * it can fail with STATUS_INSUFFICIENT_RESOURCES, and an IRP prepared but never sent leaks it)
+ * and keeps the driver loaded until the driver's routine has returned: the kernel's own wrapper
+ * calls the routine, so no instruction of the driver runs after the reference is dropped.
+ * Here: the wrapper below, a count of contexts not yet run (a FAIL at unload), the device
+ * checked to be one of the driver's, and the call subject to injected failures. The netio
+ * stand-in fails an IRP whose completion routine lies in khttp.sys itself (KhttpHarnessInDriver):
+ * a plain IoSetCompletionRoutine, which leaves the window for bug check 0xCE at unload. */
+/* The x64 WDM offsets the netio stand-in (Rust, no headers) uses, checked here against
+ * mingw-w64's DDK headers. */
+_Static_assert(offsetof(IRP, IoStatus.Status) == 0x30, "IRP::IoStatus.Status");
+_Static_assert(offsetof(IRP, IoStatus.Information) == 0x38, "IRP::IoStatus.Information");
+_Static_assert(offsetof(IRP, CurrentLocation) == 0x43, "IRP::CurrentLocation");
+_Static_assert(offsetof(IRP, Tail.Overlay.CurrentStackLocation) == 0xB8,
+               "IRP::Tail.Overlay.CurrentStackLocation");
+_Static_assert(sizeof(IO_STACK_LOCATION) == 72, "IO_STACK_LOCATION is 72 bytes");
+_Static_assert(offsetof(IO_STACK_LOCATION, CompletionRoutine) == 0x38,
+               "IO_STACK_LOCATION::CompletionRoutine");
+
+typedef struct EX_COMPLETION {
+    PIO_COMPLETION_ROUTINE routine;
+    PVOID context;
+} EX_COMPLETION;
+
+static volatile LONG ExPending;
+static PUCHAR ImageStart;
+static ULONG ImageSize;
+
+static NTSTATUS NTAPI ex_complete(PDEVICE_OBJECT dev, PIRP irp, PVOID p)
+{
+    EX_COMPLETION x = *(EX_COMPLETION *)p;
+    NTSTATUS s;
+    ExFreePool(p);
+    s = x.routine(dev, irp, x.context);
+    InterlockedDecrement(&ExPending); /* the reference the kernel drops after the routine */
+    return s;
+}
+
+static BOOLEAN is_driver_device(PDEVICE_OBJECT dev);
+
+static NTSTATUS NTAPI h_IoSetCompletionRoutineEx(PDEVICE_OBJECT dev, PIRP irp,
+                                                 PIO_COMPLETION_ROUTINE routine, PVOID context,
+                                                 BOOLEAN success, BOOLEAN error, BOOLEAN cancel)
+{
+    EX_COMPLETION *x;
+    max_irql("IoSetCompletionRoutineEx", DISPATCH_LEVEL);
+    if (!is_driver_device(dev)) {
+        FAIL("IoSetCompletionRoutineEx: %p is not one of khttp.sys's device objects", (void *)dev);
+    }
+    if (inject("IoSetCompletionRoutineEx")) {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    x = ExAllocatePool(NonPagedPool, sizeof(*x));
+    if (x == NULL) {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    x->routine = routine;
+    x->context = context;
+    InterlockedIncrement(&ExPending);
+    IoSetCompletionRoutine(irp, ex_complete, x, success, error, cancel);
+    return STATUS_SUCCESS;
+}
+
+/* For the netio stand-in: TRUE when `addr` lies in khttp.sys's image. */
+__declspec(dllexport) BOOLEAN __stdcall KhttpHarnessInDriver(PVOID addr)
+{
+    return ImageStart != NULL && (PUCHAR)addr >= ImageStart && (PUCHAR)addr < ImageStart + ImageSize;
+}
+
 /* The other wrapped imports: documented maximum IRQLs (driver/linux/WINDOWS-FACTS.md §5), the
  * lock and critical-region tracking, allocation failures and KeBugCheckEx. */
 static PIO_WORKITEM NTAPI h_IoAllocateWorkItem(PDEVICE_OBJECT dev)
@@ -621,6 +691,7 @@ static const struct {
     {"IoReuseIrp", (PVOID)h_IoReuseIrp},
     {"IoAllocateMdl", (PVOID)h_IoAllocateMdl},
     {"IoFreeMdl", (PVOID)h_IoFreeMdl},
+    {"IoSetCompletionRoutineEx", (PVOID)h_IoSetCompletionRoutineEx},
 };
 
 static int ieq(const char *a, const char *b)
@@ -933,6 +1004,15 @@ static FX_DEVICE *device_of_locked(PDEVICE_OBJECT dev)
         }
     }
     return NULL;
+}
+
+/* TRUE when `dev` is the WDM device object of one of the driver's devices. */
+static BOOLEAN is_driver_device(PDEVICE_OBJECT dev)
+{
+    KIRQL irql = fx_lock();
+    BOOLEAN found = device_of_locked(dev) != NULL;
+    fx_unlock(irql);
+    return found;
 }
 
 static BOOLEAN is_device_locked(FX_DEVICE *d)
@@ -2639,6 +2719,8 @@ __declspec(dllexport) NTSTATUS NTAPI WdfVersionBind(PDRIVER_OBJECT drv, PUNICODE
              info->Major, info->Minor, info->FuncCount, WdfFunctionTableNumEntries);
         return STATUS_NOT_SUPPORTED;
     }
+    ImageStart = (PUCHAR)drv->DriverStart;
+    ImageSize = drv->DriverSize;
     patch_imports((PUCHAR)drv->DriverStart);
     KeInitializeSpinLock(&FxLock);
     fill_table();
@@ -2681,6 +2763,11 @@ __declspec(dllexport) NTSTATUS NTAPI WdfVersionUnbind(PUNICODE_STRING reg, BIND_
     }
     if (WdfObjects != 0) {
         FAIL("unload: %ld WDF objects left", WdfObjects);
+        clean = 0;
+    }
+    if (ExPending != 0) {
+        FAIL("unload: %ld IoSetCompletionRoutineEx contexts never ran (an IRP prepared but never "
+             "sent: the kernel leaks them, and the driver stays referenced)", ExPending);
         clean = 0;
     }
     if (clean) {

@@ -85,6 +85,9 @@ const IRP_CURRENT_LOCATION: usize = 0x43;
 const IRP_CURRENT_STACK_LOCATION: usize = 0xB8;
 /// `sizeof(IO_STACK_LOCATION)`.
 const IO_STACK_LOCATION_SIZE: usize = 72;
+/// `IO_STACK_LOCATION::CompletionRoutine` (after the 8-byte header, the 32-byte `Parameters`
+/// union, `DeviceObject` and `FileObject`).
+const IO_STACK_LOCATION_COMPLETION_ROUTINE: usize = 0x38;
 /// `MDL::Next`, `MDL::StartVa`, `MDL::ByteCount`, `MDL::ByteOffset`.
 const MDL_NEXT: usize = 0x00;
 const MDL_START_VA: usize = 0x20;
@@ -104,10 +107,12 @@ unsafe extern "system" {
 /// The WdfLdr.sys stand-in's modelled IRQL (its `KhttpHarnessRaise`/`Lower`/`Irql`): a
 /// completion routine and a WSK event callback run at DISPATCH_LEVEL, as they may on Windows,
 /// so that what the driver calls from them is checked against its documented maximum.
+/// Also its `KhttpHarnessInDriver`: whether an address lies in khttp.sys's image.
 struct Irql {
     raise: unsafe extern "system" fn() -> u8,
     lower: unsafe extern "system" fn(u8),
     now: unsafe extern "system" fn() -> u8,
+    in_driver: unsafe extern "system" fn(*const c_void) -> u8,
 }
 
 fn irql() -> Option<&'static Irql> {
@@ -123,10 +128,11 @@ fn irql() -> Option<&'static Irql> {
             let p = unsafe { GetProcAddress(m, name.as_ptr().cast()) };
             (!p.is_null()).then_some(p)
         };
-        let (raise, lower, now) = (
+        let (raise, lower, now, in_driver) = (
             find(c"KhttpHarnessRaise")?,
             find(c"KhttpHarnessLower")?,
             find(c"KhttpHarnessIrql")?,
+            find(c"KhttpHarnessInDriver")?,
         );
         // SAFETY: the stand-in's exports with these signatures (wdfldr.c).
         unsafe {
@@ -134,6 +140,10 @@ fn irql() -> Option<&'static Irql> {
                 raise: std::mem::transmute::<*mut c_void, unsafe extern "system" fn() -> u8>(raise),
                 lower: std::mem::transmute::<*mut c_void, unsafe extern "system" fn(u8)>(lower),
                 now: std::mem::transmute::<*mut c_void, unsafe extern "system" fn() -> u8>(now),
+                in_driver: std::mem::transmute::<
+                    *mut c_void,
+                    unsafe extern "system" fn(*const c_void) -> u8,
+                >(in_driver),
             })
         }
     })
@@ -296,6 +306,7 @@ fn take_irp(irp: *mut c_void, call: &'static str, mdls: &[usize]) -> bool {
         fail(call, "called without an IRP");
         return false;
     }
+    check_completion_routine(irp, call);
     let mut f = in_flight();
     if let Some(prev) = f.irps.get(&(irp as usize)) {
         fail(
@@ -309,6 +320,41 @@ fn take_irp(irp: *mut c_void, call: &'static str, mdls: &[usize]) -> bool {
         f.mdls.insert(m, irp as usize);
     }
     true
+}
+
+/// A FAIL when the completion routine the client set for `irp` (in the stack location below
+/// the current one, where `IoSetCompletionRoutine` and `IoSetCompletionRoutineEx` write it)
+/// lies in khttp.sys's image: the plain `IoSetCompletionRoutine`, with which the driver can be
+/// unloaded while its routine is still returning (bug check 0xCE; issue #22, defect 12).
+/// `IoSetCompletionRoutineEx` puts the kernel's wrapper there instead (the WdfLdr.sys
+/// stand-in's, here).
+fn check_completion_routine(irp: *mut c_void, call: &'static str) {
+    let Some(i) = irql() else { return };
+    let base = irp.cast::<u8>();
+    // SAFETY: `irp` is a live IRP the client just passed us, not yet completed: its current
+    // stack-location pointer and the location below it (the client's) are readable, at the
+    // x64 WDM offsets asserted in the module documentation.
+    let routine = unsafe {
+        let sl = base
+            .add(IRP_CURRENT_STACK_LOCATION)
+            .cast::<*const u8>()
+            .read_unaligned();
+        sl.wrapping_sub(IO_STACK_LOCATION_SIZE)
+            .add(IO_STACK_LOCATION_COMPLETION_ROUTINE)
+            .cast::<*const c_void>()
+            .read_unaligned()
+    };
+    // SAFETY: the stand-in's function; it compares the address only.
+    if unsafe { (i.in_driver)(routine) } != 0 {
+        fail(
+            call,
+            &format!(
+                "IRP {irp:p}: its completion routine {routine:p} is khttp.sys's own, set with \
+                 IoSetCompletionRoutine: the driver can be unloaded while it runs (bug check \
+                 0xCE); IoSetCompletionRoutineEx keeps it loaded until the routine returns"
+            ),
+        );
+    }
 }
 
 /// Completes `irp` now, on this thread: the provider's side of `IoCompleteRequest` for an IRP
