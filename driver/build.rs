@@ -1,8 +1,10 @@
-//! Configures the KMDF binary build: linker arguments, library paths and cfgs (DRIVER-NOTES §1.3).
+//! Configures the KMDF binary build: linker arguments, library paths and cfgs
+//! (`wdk_build::configure_wdk_binary_build`, docs.rs/wdk-build).
 //! Fails with `StaticCrtNotEnabled` unless `.cargo/config.toml`'s crt-static applies.
 //!
 //! With the `wsk-layout-check` feature it also runs bindgen on the WDK's `wsk.h`, reusing
-//! wdk-build's configuration (DRIVER-NOTES §4.1, option A), into `$OUT_DIR/wsk_bindings.rs`,
+//! wdk-build's configuration (`bindgen::Builder::wdk_default`, from wdk-build's `BuilderExt`),
+//! into `$OUT_DIR/wsk_bindings.rs`,
 //! which `src/wsk_check.rs` compares with khttp-wsk at compile time.
 
 fn main() -> Result<(), wdk_build::ConfigError> {

@@ -1,7 +1,7 @@
 /*
  * khttp's WSK header for the Linux build (driver/linux/build.sh), written by the khttp project
  * from the documented Winsock Kernel API (learn.microsoft.com, "wsk.h header" and the
- * ns-wsk-/nc-wsk- pages; constant values as in DRIVER-NOTES §4.1). It is not Microsoft's
+ * ns-wsk-/nc-wsk- pages; constant values as khttp-wsk declares them, driver/wsk). It is not Microsoft's
  * wsk.h and declares only what khttp-wsk declares, in the same order.
  *
  * Its one use: building khttp with `--features wsk-layout-check` on Linux, so that CI compiles
