@@ -2,6 +2,7 @@
 # Usage: fuzz/run.sh [SECONDS] ["TARGET ..."]. Runs each fuzz target (default: all) for SECONDS
 # (default 60), starting from the committed seeds (fuzz/seeds/TARGET) and the local corpus
 # (fuzz/corpus/TARGET, where new inputs go), and prints executions and coverage.
+# Debug assertions are on, so the engine's invariants are checked on every input.
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -11,7 +12,7 @@ targets=${2:-$(cargo +nightly fuzz list)}
 for target in $targets; do
     mkdir -p "corpus/$target" "seeds/$target"
     log=$(mktemp)
-    cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+    cargo +nightly fuzz run --debug-assertions "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$secs" -max_len=4096 -print_final_stats=1 >"$log" 2>&1
     rc=$?
     runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)

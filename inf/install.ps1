@@ -1,6 +1,7 @@
 # Installs and starts khttp.sys on a test-signing machine (guest side; run elevated).
 # Usage: .\install.ps1 [-Package C:\khttp\pkg]
-# Needs: bcdedit /set testsigning on (and Secure Boot off), then a reboot (DRIVER-NOTES 2.4).
+# Needs: bcdedit /set testsigning on (and Secure Boot off), then a reboot (docs/driver-facts.md,
+# "INF and test signing").
 param([string]$Package = (Join-Path $PSScriptRoot '..\khttp_package'))
 $ErrorActionPreference = 'Stop'
 

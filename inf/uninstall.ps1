@@ -1,5 +1,6 @@
 # Stops khttp.sys and removes its driver package (guest side; run elevated).
-# sc stop must return promptly: a hang means leaked sockets, IRPs or NPIs (DRIVER-NOTES 2.5).
+# sc stop must return promptly: a hang means leaked sockets, IRPs or NPIs (docs/driver-facts.md,
+# "Unload order").
 # Nothing here parses text meant for people: states come from WMI and packages from DISM, whose
 # values are the same in every system language.
 $ErrorActionPreference = 'Stop'
@@ -22,6 +23,7 @@ Get-WindowsDriver -Online |
         pnputil.exe /delete-driver $_.Driver /uninstall /force | Out-Null
         if ($LASTEXITCODE -notin 0, 3010) { throw "pnputil /delete-driver $($_.Driver) failed ($LASTEXITCODE)" }
     }
-# A primitive driver's service may outlive the package (DRIVER-NOTES 9.4): remove it if so.
+# A primitive driver's service may outlive the package (unverified: docs/driver-facts.md, "INF
+# and test signing"): remove it if so.
 if (Get-KhttpDriver) { sc.exe delete khttp | Out-Null }
 Write-Host 'khttp removed.'

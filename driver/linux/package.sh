@@ -20,8 +20,8 @@
 # Windows; test signing does not need one). Then it checks: osslsigncode verifies both
 # signatures against the certificate, osslsigncode finds khttp.sys's Authenticode hash in the
 # signed catalog, and khttp-catalog reads the catalog back and finds both files under their
-# names with their current hashes. What Windows checks beyond this: README, "The driver
-# package, made on Linux".
+# names with their current hashes. What Windows checks beyond this: docs/driver.md, "The
+# driver package, made on Linux".
 #
 # KHTTP_DRIVER_FEATURES (the Wine harness's injected faults): the faulty build is packaged as
 # khttp.sys in khttp_package-<features>/, never in khttp_package/. Installs what it needs (apt).

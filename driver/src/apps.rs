@@ -52,7 +52,7 @@ use wdk_sys::{
 
 use crate::device::{DeviceSpec, create_control_device};
 use crate::global::{Global, SpinGuard, clock, global, object_attributes, spin_lock};
-use crate::ioctl::{Buffer, complete, ntstatus_of, reply, retrieve, with_writer};
+use crate::ioctl::{Buffer, complete, ntstatus_of, reply, retrieve, writer};
 use crate::net::conn::{Ack, Queues, deliver, deliver_held, set_queues, share_origin};
 
 /// What connections ask of the application device.
@@ -715,18 +715,7 @@ fn detach_from(session: &Session, queues: &[u32]) -> Result<Vec<u32>, CtlError> 
         return Ok(Vec::new());
     }
     let g = global().ok_or(CtlError::NotFound)?;
-    with_writer(|| {
-        let mut next = g.site.snapshot().try_clone()?;
-        let orphaned = next.detach_queues(queues, session.holder)?;
-        publish(g, next)?;
-        Ok(orphaned)
-    })
-}
-
-fn publish(g: &Global, next: Site) -> Result<(), CtlError> {
-    let next = Arc::try_new(next).map_err(|_| CtlError::OutOfMemory)?;
-    g.site.publish(next);
-    Ok(())
+    writer(g).change(|next| next.detach_queues(queues, session.holder))
 }
 
 /// `EvtIoDeviceControl` of the application device (PASSIVE_LEVEL, sequential): the commands
@@ -904,12 +893,8 @@ fn attach_session(
             Some(Ok((s.holder, Arc::clone(&s.identity))))
         })
         .ok_or(CtlError::NotFound)??;
-    let queue = with_writer(|| {
-        let mut next = g.site.snapshot().try_clone()?;
-        let queue = attach(&mut next, Caller::Token(&identity), holder, name, prefixes)?;
-        publish(g, next)?;
-        Ok::<u32, CtlError>(queue)
-    });
+    let queue =
+        writer(g).change(|next| attach(next, Caller::Token(&identity), holder, name, prefixes));
     let queue = queue.inspect_err(|e| {
         wdk::println!(
             "khttp: refused an application attach (process {}) to {name}: {}",
@@ -1206,12 +1191,10 @@ fn respond(
                 headers: &r.headers,
                 body: &body,
             };
-            with_writer(|| {
-                let mut next = g.site.snapshot().try_clone()?;
-                store_app_answer(&mut next, &url, &answer, ttl, clock().now())?;
-                publish(g, next)
-            })
-            .is_ok()
+            let now = clock().now();
+            writer(g)
+                .change(|next| store_app_answer(next, &url, &answer, ttl, now))
+                .is_ok()
         }
         _ => false,
     };

@@ -1,6 +1,6 @@
-//! Control devices: the one recipe both of the driver's devices are built with (DRIVER-NOTES
-//! §2.2 steps 2–6): `\Device\KHttp` for administrators (`entry.rs`) and `\Device\KHttpApp`
-//! for applications (`apps.rs`).
+//! Control devices: the one recipe both of the driver's devices are built with
+//! (docs/driver-facts.md, "Control device", steps 2–6): `\Device\KHttp` for administrators
+//! (`entry.rs`) and `\Device\KHttpApp` for applications (`apps.rs`).
 
 #![allow(
     unsafe_code,
@@ -46,8 +46,8 @@ pub(crate) struct DeviceSpec {
     pub(crate) dispatch: _WDF_IO_QUEUE_DISPATCH_TYPE::Type,
 }
 
-/// Builds a control device and its default queue (DRIVER-NOTES §2.2 steps 2–6); the caller
-/// finishes its initialisation (step 7) once everything it serves exists.
+/// Builds a control device and its default queue (docs/driver-facts.md, "Control device",
+/// steps 2–6); the caller finishes its initialisation (step 7) once everything it serves exists.
 ///
 /// # Safety
 /// PASSIVE_LEVEL, in DriverEntry.
@@ -111,7 +111,7 @@ pub(crate) unsafe fn create_control_device(
         );
     }
     if !nt_success(status) {
-        // SAFETY: WdfDeviceCreate failed, so the driver must free the init (§2.2 step 4).
+        // SAFETY: WdfDeviceCreate failed, so the driver must free the init (WdfDeviceInitFree).
         unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
         return Err(status);
     }

@@ -1,5 +1,5 @@
 //! `DriverEntry` and `EvtDriverUnload`: the control device, its queue, the timer, and the
-//! order in which they start and stop (DRIVER-NOTES §2.2, §2.5).
+//! order in which they start and stop (docs/driver-facts.md, "Control device", "Unload order").
 
 #![allow(
     unsafe_code,
@@ -25,11 +25,11 @@ use crate::{apps, global, ioctl, irp, net, registry, size_of_u32, wide};
 
 static DEVICE_NAME: [u16; 13] = wide(b"\\Device\\KHttp");
 static LINK_NAME: [u16; 17] = wide(b"\\DosDevices\\KHttp");
-/// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`: SYSTEM and Administrators only (DRIVER-NOTES §2.2).
+/// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`: SYSTEM and Administrators only ("SDDL for Device Objects").
 static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
 
-/// The periodic deadline sweep (DISPATCH_LEVEL): one timer for all connections (§5); every
-/// other tick, the expiry check (a scan of the cache, as khttpd's janitor every 2 s).
+/// The periodic deadline sweep (DISPATCH_LEVEL): one timer for all connections; every other
+/// tick, the expiry check (a scan of the cache, as khttpd's janitor every 2 s).
 extern "C" fn on_timer(_timer: WDFTIMER) {
     static TICK: AtomicUsize = AtomicUsize::new(0);
     if cfg!(feature = "fault-wait-at-dispatch") {
@@ -53,7 +53,8 @@ static CONTROL: DeviceSpec = DeviceSpec {
     dispatch: _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchSequential,
 };
 
-/// Starts the one-second deadline timer (AutomaticSerialization off, DRIVER-NOTES §5).
+/// Starts the one-second deadline timer (AutomaticSerialization off: docs/driver-facts.md,
+/// "Locks, timers and work items").
 ///
 /// # Safety
 /// PASSIVE_LEVEL; `device` is live.
@@ -218,7 +219,8 @@ pub unsafe extern "system" fn driver_entry(
     if !nt_success(listen) {
         wdk::println!("khttp: could not open every listener: {listen:#x}");
     }
-    // SAFETY: a live control device; without this all I/O is rejected (§2.2 step 7).
+    // SAFETY: a live control device; without this all I/O is rejected (docs/driver-facts.md,
+    // "Control device", step 7).
     unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
     // SAFETY: as above, the application device.
     unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, app_device) };
@@ -239,7 +241,7 @@ unsafe fn release_state() {
     unsafe { apps::uninstall() };
 }
 
-/// `EvtDriverUnload` (PASSIVE_LEVEL): the teardown order of DRIVER-NOTES §2.5.
+/// `EvtDriverUnload` (PASSIVE_LEVEL): the teardown of docs/driver-facts.md, "Unload order".
 extern "C" fn on_unload(_driver: WDFDRIVER) {
     if let Some(g) = global::global() {
         // 1. Refuse new IOCTLs and connections.

@@ -1,9 +1,9 @@
 //! Driver-wide state: the site snapshot, the clock, the stop flag; and [`SpinGuard`]. The
 //! connection table is the network module's (`net::conn`).
 //!
-//! Readers at <= DISPATCH_LEVEL take the spin lock only to clone the `Arc<Site>` (DRIVER-NOTES §5);
-//! the one writer (the sequential, passive-level IOCTL queue) builds the next site outside the
-//! lock and swaps it in under it.
+//! Readers at <= DISPATCH_LEVEL take the spin lock only to clone the `Arc<Site>`; the one
+//! writer (the sequential, passive-level IOCTL queue) builds the next site outside the lock and
+//! swaps it in under it (docs/driver-facts.md, "Locks, timers and work items").
 
 #![allow(
     unsafe_code,
@@ -15,6 +15,8 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::AtomicBool;
 
 use khttp_engine::{Clock, Instant, Site};
+
+use crate::irp::PassiveGuard;
 use wdk::wdf::SpinLock;
 use wdk_sys::ntddk::{KeQueryInterruptTimePrecise, KeQuerySystemTimePrecise};
 use wdk_sys::{
@@ -22,7 +24,7 @@ use wdk_sys::{
     WDFDEVICE,
 };
 
-/// `WDF_OBJECT_ATTRIBUTES_INIT` (DRIVER-NOTES §1.6): size, inherit execution level and scope.
+/// `WDF_OBJECT_ATTRIBUTES_INIT` (inline in wdfobject.h): size, inherit execution level and scope.
 pub(crate) fn object_attributes() -> WDF_OBJECT_ATTRIBUTES {
     WDF_OBJECT_ATTRIBUTES {
         Size: crate::size_of_u32::<WDF_OBJECT_ATTRIBUTES>(),
@@ -86,9 +88,10 @@ impl SiteCell {
         Arc::clone(unsafe { &*self.site.get() })
     }
 
-    /// Swaps in `next`; the old snapshot is dropped outside the lock. The caller allocates the
-    /// `Arc` (fallibly, `Arc::try_new`) before it persists anything (issue #9, finding 12).
-    pub(crate) fn publish(&self, mut next: Arc<Site>) {
+    /// Swaps in `next`; the old snapshot is dropped outside the lock. Only the site's writer
+    /// calls it (`ioctl::SiteLock`): `_writer` is its lock, held. The caller allocates the
+    /// `Arc` (fallibly) before it persists anything (issue #9, finding 12).
+    pub(crate) fn publish(&self, mut next: Arc<Site>, _writer: &PassiveGuard<'_>) {
         {
             let _guard = SpinGuard::new(&self.lock);
             // SAFETY: `lock` is held (type invariant).
@@ -142,7 +145,8 @@ pub(crate) fn global() -> Option<&'static Global> {
 pub(crate) fn clock() -> Clock {
     let mut qpc = 0u64;
     // SAFETY: KeQueryInterruptTimePrecise writes the performance counter to `qpc` and returns the
-    // interrupt time in 100 ns units; callable at any IRQL <= HIGH_LEVEL ([U] binding, §9.6).
+    // interrupt time in 100 ns units; callable at any IRQL (its binding is unverified:
+    // docs/driver-facts.md, "Not yet verified on Windows").
     let ticks_100ns = unsafe { KeQueryInterruptTimePrecise(&raw mut qpc) };
     let mut now = LARGE_INTEGER::default();
     // SAFETY: KeQuerySystemTimePrecise writes a LARGE_INTEGER; callable at <= DISPATCH_LEVEL.

@@ -1,14 +1,15 @@
 //! `EvtIoDeviceControl`: each request's bytes go to the engine's control dispatcher through
-//! `khttp-proto`, and every request is completed exactly once (DRIVER-NOTES §3.3).
+//! `khttp-proto`, and every request is completed exactly once (docs/driver-facts.md, "IOCTL
+//! handler").
 //!
 //! The queue is sequential and runs at PASSIVE_LEVEL, so there is one writer at a time, and
 //! listener changes (which wait on WSK) can happen here.
 //!
-//! Buffers (DRIVER-NOTES §3.2): METHOD_BUFFERED input and output share one system buffer, so all
-//! input is copied out before anything is written. The output receives `status: u32` followed by
-//! the reply. For METHOD_IN_DIRECT (`cache put`) the "output" buffer carries the bodies *in*;
-//! they are copied once into driver memory (never read twice from the user-mapped view) and the
-//! result is the request's NTSTATUS.
+//! Buffers (docs/driver-facts.md, "IOCTL codes and buffers"): METHOD_BUFFERED input and output
+//! share one system buffer, so all input is copied out before anything is written. The output
+//! receives `status: u32` followed by the reply. For METHOD_IN_DIRECT (`cache put`) the
+//! "output" buffer carries the bodies *in*; they are copied once into driver memory (never read
+//! twice from the user-mapped view) and the result is the request's NTSTATUS.
 
 #![allow(
     unsafe_code,
@@ -23,7 +24,7 @@ use alloc::borrow::Cow;
 use alloc::sync::Arc;
 
 use khttp_engine::Site;
-use khttp_engine::ctl::{Call, Publish, commit, purge};
+use khttp_engine::ctl::{Call, Publish, Writer};
 use khttp_proto::reply::encode_device_reply;
 use khttp_proto::{Command, METHOD_IN_DIRECT, Status};
 use wdk_sys::{
@@ -33,7 +34,7 @@ use wdk_sys::{
 };
 
 use crate::global::{Global, clock, global};
-use crate::irp::{PassiveLock, SingleWork};
+use crate::irp::{PassiveGuard, PassiveLock, SingleWork};
 use crate::{net, registry};
 
 /// Serialises the site's writers: the IOCTL queue and the expiry purge (PASSIVE_LEVEL both).
@@ -55,7 +56,7 @@ pub(crate) unsafe fn init() -> NTSTATUS {
 }
 
 /// The timer's expiry check (DISPATCH_LEVEL): when an entry's TTL has passed, the purge work
-/// item drops expired entries at PASSIVE_LEVEL, as khttpd's janitor does (DESIGN §4).
+/// item drops expired entries at PASSIVE_LEVEL, as khttpd's janitor does.
 pub(crate) fn expire_tick() {
     let Some(g) = global() else { return };
     let due = g
@@ -77,9 +78,8 @@ pub(crate) fn expire_tick() {
 unsafe extern "C" fn on_purge(_device: PDEVICE_OBJECT, _context: PVOID) {
     loop {
         if let Some(g) = global().filter(|g| !g.stopping.load(Ordering::Acquire)) {
-            // SAFETY: PASSIVE_LEVEL in a work item; not held by this thread.
-            let _writer = unsafe { WRITER.acquire() };
-            purge(&g.site.snapshot(), &mut Host(g), clock().now());
+            // PASSIVE_LEVEL in a work item; the writer lock is not held by this thread.
+            writer(g).purge(clock().now());
         }
         if !PURGE.done() {
             break;
@@ -188,7 +188,7 @@ pub(crate) extern "C" fn on_device_control(
     if g.stopping.load(Ordering::Acquire) {
         return complete(request, STATUS_DEVICE_NOT_READY, 0);
     }
-    // Compare the full 32-bit code (DRIVER-NOTES §3.1).
+    // Compare the full 32-bit code (Microsoft Learn, "Security Issues for I/O Control Codes").
     let Some(command) = Command::from_code(code) else {
         return complete(request, STATUS_INVALID_DEVICE_REQUEST, 0);
     };
@@ -247,13 +247,21 @@ fn buffers(
     Ok((input, direct))
 }
 
-/// The driver's half of a control write: the registry and the site cell.
-struct Host<'a>(&'a Global);
+/// The driver's half of a site write: the writer lock, held while this lives; the registry;
+/// the site cell.
+pub(crate) struct SiteLock<'a> {
+    g: &'a Global,
+    lock: PassiveGuard<'static>,
+}
 
-impl Publish for Host<'_> {
+impl Publish for SiteLock<'_> {
+    fn current(&self) -> Arc<Site> {
+        self.g.site.snapshot()
+    }
+
     fn persist(&mut self, site: &Site) -> Result<(), Cow<'static, str>> {
-        let parameters = registry::parameters_path(&self.0.service_key);
-        // SAFETY: PASSIVE_LEVEL (the sequential queue or the purge work item).
+        let parameters = registry::parameters_path(&self.g.service_key);
+        // SAFETY: PASSIVE_LEVEL (every writer runs there: see `writer`).
         if wdk::nt_success(unsafe { registry::save(&parameters, site) }) {
             Ok(())
         } else {
@@ -268,7 +276,7 @@ impl Publish for Host<'_> {
         } else {
             STATUS_SUCCESS
         };
-        self.0.site.publish(site);
+        self.g.site.publish(site, &self.lock);
         if !wdk::nt_success(listen) {
             wdk::println!("khttp: listener update failed: {listen:#x}");
         }
@@ -279,26 +287,19 @@ impl Publish for Host<'_> {
     }
 }
 
-/// Runs `f` under the writer lock: the site's one writer at a time (PASSIVE_LEVEL).
-pub(crate) fn with_writer<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: callers run at PASSIVE_LEVEL (the devices' queues and cleanup callbacks) and do
-    // not hold it.
-    let _writer = unsafe { WRITER.acquire() };
-    f()
+/// The site's one writer, holding the writer lock until it is dropped. Called at
+/// PASSIVE_LEVEL only (the devices' queues, their cleanup callbacks and the purge work item),
+/// by a thread that does not hold it.
+pub(crate) fn writer(g: &Global) -> Writer<SiteLock<'_>> {
+    // SAFETY: PASSIVE_LEVEL and not held by this thread (every caller, above).
+    let lock = unsafe { WRITER.acquire() };
+    Writer::new(SiteLock { g, lock })
 }
 
-/// One control request: the engine's write ([`commit`]) under the writer lock.
+/// One control request: the engine's write ([`Writer::commit`]) under the writer lock.
 fn commit_locked(g: &Global, call: &Call<'_>) -> (Status, Vec<u8>) {
-    // SAFETY: PASSIVE_LEVEL (sequential queue); not held by this thread.
-    let _writer = unsafe { WRITER.acquire() };
     let mut out = Vec::new();
-    let status = commit(
-        &g.site.snapshot(),
-        &mut Host(g),
-        call,
-        clock().now(),
-        &mut out,
-    );
+    let status = writer(g).commit(call, clock().now(), &mut out);
     (status, out)
 }
 

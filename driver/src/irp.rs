@@ -1,5 +1,5 @@
 //! IRPs, MDLs, events and pool memory: the kernel primitives bindgen leaves out or that need a
-//! safe shape (DRIVER-NOTES §4.3–4.5).
+//! safe shape (docs/driver-facts.md, "IRPs for WSK calls", "Memory and MDLs").
 //!
 //! Every function here is a thin wrapper around one documented kernel routine. IRQL is noted on
 //! each; nothing here blocks except [`wait`] (PASSIVE_LEVEL).
@@ -30,7 +30,7 @@ use wdk_sys::{
 /// The completion routine type of `IO_STACK_LOCATION::CompletionRoutine` ("C" on x64, [U]).
 pub(crate) type CompletionRoutine = unsafe extern "C" fn(PDEVICE_OBJECT, PIRP, PVOID) -> NTSTATUS;
 
-/// Pool tags (DRIVER-NOTES §4.5).
+/// Pool tags (docs/driver-facts.md, "Memory and MDLs").
 pub(crate) const TAG_CONNECTION: u32 = u32::from_le_bytes(*b"KhCn");
 pub(crate) const TAG_RECEIVE: u32 = u32::from_le_bytes(*b"KhRx");
 
@@ -68,9 +68,9 @@ pub(crate) fn set_device_object(device: *mut c_void) {
 }
 
 /// `IoReuseIrp`, then `IoSetCompletionRoutineEx(device, irp, routine, context, TRUE, TRUE,
-/// TRUE)`, as every WSK call needs (DRIVER-NOTES §4.3, §4.4). False when the kernel could not
-/// allocate the routine's context (or no device exists yet): then no routine is set, and the
-/// IRP must not be passed to WSK.
+/// TRUE)`, as every WSK call needs (docs/driver-facts.md, "IRPs for WSK calls"). False when
+/// the kernel could not allocate the routine's context (or no device exists yet): then no
+/// routine is set, and the IRP must not be passed to WSK.
 ///
 /// The `Ex` form, not `IoSetCompletionRoutine` (issue #22, defect 12): it keeps the driver
 /// loaded until the routine has returned. With the plain form, unload can wait for the last
@@ -256,7 +256,7 @@ impl SyncCall {
     }
 
     /// Waits for the completion and returns the IRP's status and information. echosrv's
-    /// convention: always wait, whatever the call returned (DRIVER-NOTES §4.3).
+    /// convention: always wait, whatever the call returned.
     ///
     /// # Safety
     /// PASSIVE_LEVEL; the call using the armed IRP was made.

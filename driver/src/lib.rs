@@ -1,4 +1,4 @@
-//! khttp.sys: the khttp engine in a KMDF driver (DRIVER-NOTES §1–5).
+//! khttp.sys: the khttp engine in a KMDF driver (the rules it follows: docs/driver-facts.md).
 //!
 //! Thin glue: every decision (parsing, routing, cache, connection state, control validation, the
 //! inline-completion trampoline) is in `khttp-engine` and `khttp-proto`, tested on Linux. This
@@ -14,8 +14,8 @@
 //!
 //! CI compiles and links it on Linux against real bindings (driver/linux/build.sh) and runs it
 //! under Wine with test stand-ins for WSK and KMDF (tests/wine); it has never been built with
-//! the WDK on Windows, nor loaded by Windows. Everything it calls is the API DRIVER-NOTES cites;
-//! the [U] items there are the first things to check.
+//! the WDK on Windows, nor loaded by Windows. Everything it calls is documented API, restated in
+//! docs/driver-facts.md, whose "Not yet verified on Windows" is the first thing to check.
 //!
 //! `allocator_api`: `Arc::try_new`, so that no allocation can panic (a bugcheck). The driver is
 //! built with `RUSTC_BOOTSTRAP=1` anyway (build-std on Linux; Makefile.toml on Windows).
@@ -56,7 +56,7 @@ pub(crate) const fn size_of_u32<T>() -> u32 {
     size_of::<T>() as u32
 }
 
-/// Widens ASCII to UTF-16 at compile time (Rust has no `L""`, DRIVER-NOTES §2.2).
+/// Widens ASCII to UTF-16 at compile time (Rust has no `L""`).
 pub(crate) const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
     let mut out = [0u16; N];
     let mut i = 0;

@@ -58,7 +58,7 @@ fn unicode(s: &[u16]) -> UNICODE_STRING {
 /// PASSIVE_LEVEL.
 pub(crate) unsafe fn load(parameters: &[u16]) -> Result<Vec<u8>, NTSTATUS> {
     let mut name = unicode(parameters);
-    // InitializeObjectAttributes (a macro in C, DRIVER-NOTES §1.6).
+    // InitializeObjectAttributes (a macro in C, ntdef.h).
     let mut attrs = OBJECT_ATTRIBUTES {
         Length: crate::size_of_u32::<OBJECT_ATTRIBUTES>(),
         RootDirectory: ptr::null_mut(),

@@ -58,7 +58,7 @@ impl Drop for Handle {
 pub(crate) unsafe fn opener() -> Result<Identity, NTSTATUS> {
     // SAFETY: no preconditions.
     let pid = unsafe { PsGetCurrentProcessId() };
-    // InitializeObjectAttributes with no name (a macro in C, DRIVER-NOTES §1.6).
+    // InitializeObjectAttributes with no name (a macro in C, ntdef.h).
     let mut attrs = OBJECT_ATTRIBUTES {
         Length: crate::size_of_u32::<OBJECT_ATTRIBUTES>(),
         RootDirectory: ptr::null_mut(),

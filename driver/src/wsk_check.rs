@@ -1,6 +1,6 @@
 //! Compile-time comparison of khttp-wsk's hand-written declarations with bindgen output of the
-//! real `wsk.h` (DRIVER-NOTES §4.1, §8.3). Built only with `--features wsk-layout-check`, by the
-//! Windows CI job; a mismatch is a compile error naming the item.
+//! real `wsk.h` (docs/driver-facts.md, "WSK declarations"). Built only with `--features
+//! wsk-layout-check`, by the Windows CI job; a mismatch is a compile error naming the item.
 
 #![allow(
     dead_code,
@@ -87,4 +87,5 @@ same_value!(
 );
 
 // NPI_WSK_INTERFACE_ID is an `extern const GUID` in wsk.h (bindgen emits an extern static, which
-// a const assertion cannot read): compare it on the first Windows build (DRIVER-NOTES §8.3).
+// a const assertion cannot read): compare it on the first Windows build (docs/driver-facts.md,
+// "Not yet verified on Windows").

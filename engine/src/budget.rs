@@ -47,6 +47,10 @@ impl Charge {
             .is_ok();
         if counted {
             self.bytes = self.bytes.saturating_add(n);
+            debug_assert!(
+                stats.body_bytes_held.load(Ordering::Acquire) >= self.bytes,
+                "the gauge holds at least this charge"
+            );
         }
         counted
     }

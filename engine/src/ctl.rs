@@ -1,12 +1,15 @@
-//! The control plane (DESIGN §2, §6): decoded command → site change → encoded reply, and the
+//! The control plane: decoded command → site change → encoded reply, and the
 //! write that makes a change visible.
 //!
-//! [`commit`] is the one function behind both control transports, khttpd's Unix-socket handler
-//! and the driver's `EvtIoDeviceControl`: it clones the current [`Site`], applies the command to
-//! the clone ([`dispatch`]), persists configuration when it changed, and publishes the clone.
-//! The transport authenticates the caller (SO_PEERCRED, the device SDDL), serialises writers,
-//! and supplies persistence and publication ([`Publish`]). [`purge`] is the timers' write: it
-//! drops expired cache entries, so that both hosts reclaim their memory (DESIGN §4).
+//! [`Writer`] is the one writer of the [`Site`], behind both control transports (khttpd's
+//! Unix-socket handler and the driver's `EvtIoDeviceControl`), both application endpoints and
+//! both hosts' timers. [`Writer::commit`] clones the current site, applies the command to the
+//! clone ([`dispatch`]), persists configuration when it changed, and publishes the clone;
+//! [`Writer::change`] does the same for running state (queues, answers cached for
+//! applications); [`Writer::purge`] drops expired cache entries, so that both hosts reclaim
+//! their memory. The transport authenticates the caller (SO_PEERCRED, the device SDDL); the
+//! host's guard of its writer lock ([`Publish`]) serialises writers and supplies persistence
+//! and publication.
 
 use alloc::borrow::Cow;
 use alloc::string::String;
@@ -41,8 +44,13 @@ pub struct Dispatched {
     pub reopen_log: bool,
 }
 
-/// The host's half of a write: where configuration persists and how a snapshot is published.
+/// The host's half of a write: the lock it holds, where configuration persists, and how a
+/// snapshot is published. Implemented by a guard that holds the host's writer lock, so that
+/// a [`Writer`] exists only while the lock is held.
 pub trait Publish {
+    /// The latest snapshot (the lock is held, so no other writer can replace it meanwhile).
+    fn current(&self) -> Arc<Site>;
+
     /// Saves `site`'s persisted configuration (reservations, IP listen list, limits),
     /// atomically: after a failure the saved state is the old one.
     ///
@@ -75,60 +83,91 @@ pub struct Call<'a> {
     pub output_cap: usize,
 }
 
-/// One control write: applies the request (`call`) to a clone of `current`,
-/// persists configuration if it changed, then publishes the clone. The reply goes to `out`
-/// (see [`dispatch`]); a change that cannot be persisted is not published
-/// ([`Status::PersistFailed`]). The caller serialises writers: `current` must be the latest
-/// snapshot.
-pub fn commit(
-    current: &Site,
-    host: &mut impl Publish,
-    call: &Call<'_>,
-    now: Instant,
-    out: &mut Vec<u8>,
-) -> Status {
-    let Ok(mut next) = current.try_clone() else {
-        return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
-    };
-    let d = dispatch(&mut next, call, now, out);
-    if d.reopen_log
-        && let Err(message) = host.reopen_log()
-    {
-        return refuse(out, Status::NotSupported, &message);
-    }
-    if !d.changed {
-        return d.status;
-    }
-    // Allocated before anything is persisted, so that a persisted change is always published.
-    let Ok(next) = mem::arc(next) else {
-        return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
-    };
-    if d.persist
-        && let Err(message) = host.persist(&next)
-    {
-        return refuse(out, Status::PersistFailed, &message);
-    }
-    host.publish(next, d.persist);
-    d.status
+/// The site's one writer: every change to the [`Site`] is made here, on a private clone of
+/// the current snapshot, which is then published whole (readers never see half a change).
+/// `H` is the host's guard of its writer lock, so a change without the lock does not compile.
+pub struct Writer<H: Publish> {
+    host: H,
 }
 
-/// The timers' write: if an entry of `current` has expired by `now`, publishes a copy without
-/// the expired entries. Returns how many were dropped. The caller serialises writers.
-pub fn purge(current: &Site, host: &mut impl Publish, now: Instant) -> usize {
-    if current.next_expiry().is_none_or(|at| at > now) {
-        return 0;
+impl<H: Publish> Writer<H> {
+    /// The writer, for as long as `host` (holding the writer lock) lives.
+    pub const fn new(host: H) -> Self {
+        Self { host }
     }
-    // Out of memory: nothing is dropped now; the next tick tries again.
-    let Ok(mut next) = current.try_clone() else {
-        return 0;
-    };
-    let dropped = next.purge_expired(now);
-    if dropped > 0
-        && let Ok(next) = mem::arc(next)
-    {
-        host.publish(next, false);
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<Site> {
+        self.host.current()
     }
-    dropped
+
+    /// One control write: applies the request (`call`) to a clone of the current site,
+    /// persists configuration if it changed, then publishes the clone. The reply goes to
+    /// `out` (see [`dispatch`]); a change that cannot be persisted is not published
+    /// ([`Status::PersistFailed`]).
+    pub fn commit(&mut self, call: &Call<'_>, now: Instant, out: &mut Vec<u8>) -> Status {
+        let Ok(mut next) = self.host.current().try_clone() else {
+            return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
+        };
+        let d = dispatch(&mut next, call, now, out);
+        if d.reopen_log
+            && let Err(message) = self.host.reopen_log()
+        {
+            return refuse(out, Status::NotSupported, &message);
+        }
+        if !d.changed {
+            return d.status;
+        }
+        // Allocated before anything is persisted, so that a persisted change is always
+        // published.
+        let Ok(next) = mem::arc(next) else {
+            return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
+        };
+        if d.persist
+            && let Err(message) = self.host.persist(&next)
+        {
+            return refuse(out, Status::PersistFailed, &message);
+        }
+        self.host.publish(next, d.persist);
+        d.status
+    }
+
+    /// A change of the running state (queues, answers cached for applications), not of the
+    /// persisted configuration: `f` changes a clone of the current site, which is published
+    /// when it succeeds. Nothing is published when it fails.
+    ///
+    /// # Errors
+    /// `f`'s error, or [`CtlError::OutOfMemory`] when the clone cannot be made.
+    pub fn change<R>(
+        &mut self,
+        f: impl FnOnce(&mut Site) -> Result<R, CtlError>,
+    ) -> Result<R, CtlError> {
+        let mut next = self.host.current().try_clone()?;
+        let r = f(&mut next)?;
+        let next = mem::arc(next).map_err(|_| CtlError::OutOfMemory)?;
+        self.host.publish(next, false);
+        Ok(r)
+    }
+
+    /// The timers' write: if an entry has expired by `now`, publishes a copy without the
+    /// expired entries. Returns how many were dropped (none when out of memory: the next
+    /// tick tries again).
+    pub fn purge(&mut self, now: Instant) -> usize {
+        let current = self.host.current();
+        if current.next_expiry().is_none_or(|at| at > now) {
+            return 0;
+        }
+        let Ok(mut next) = current.try_clone() else {
+            return 0;
+        };
+        let dropped = next.purge_expired(now);
+        if dropped > 0
+            && let Ok(next) = mem::arc(next)
+        {
+            self.host.publish(next, false);
+        }
+        dropped
+    }
 }
 
 /// Reply bytes reserved before a command runs: enough for any error reply, whose messages are
@@ -335,7 +374,7 @@ fn apply(
         ),
         Request::LimitsSet { name, value } => site.set_limit(name, *value),
         Request::QueueList => list_queues(site, out),
-        // The host's: `commit` asks it (`Publish::reopen_log`).
+        // The host's: `Writer::commit` asks it (`Publish::reopen_log`).
         Request::LogReopen => Ok(()),
         // The application endpoint's: the host serves them (`attach`, and its own queues).
         Request::QueueAttach { .. }
@@ -425,8 +464,8 @@ pub enum Caller<'a> {
 /// The queue's owner is the caller's user: `holder.uid` for a Unix caller, the token's user
 /// SID for a Windows one, and BUILTIN\\Administrators for an administrator's token (the default
 /// owner Windows gives what an elevated administrator creates, so that an unelevated process of
-/// the same user does not join it). Applies it to `site` (the caller's private clone, then
-/// [`commit`]ted like a control write) and returns the queue's id.
+/// the same user does not join it). Applies it to `site` (the writer's private clone, in
+/// [`Writer::change`]) and returns the queue's id.
 ///
 /// # Errors
 /// Those above, and those of [`Site::attach_queue`].

@@ -23,7 +23,7 @@ use core::net::IpAddr;
 use khttp_proto::reply::RequestRow;
 
 use crate::budget::Charge;
-use crate::conn::{Delivery, Refusal, RequestId};
+use crate::exchange::{Delivery, Refusal, RequestId};
 use crate::mem::{self, StackText};
 use crate::route::Local;
 use crate::site::Site;
@@ -45,26 +45,6 @@ fn remote_text(remote: Option<Local>) -> StackText<REMOTE_TEXT> {
         None => Ok(()),
     };
     t
-}
-use crate::respond::AppResponse;
-
-/// What becomes of a request handed to an application, for its connection
-/// ([`crate::Connection::handle_outcome`]).
-#[derive(Debug)]
-pub enum Outcome {
-    /// The application's answer (for a streamed one, its head and first piece).
-    Response(AppResponse),
-    /// The next piece of a streamed answer's body; `last` ends it.
-    Piece {
-        /// The bytes.
-        body: crate::Body,
-        /// Whether it is the last.
-        last: bool,
-    },
-    /// The application went away (or gave the request up) without answering: 503.
-    Abandoned,
-    /// The application's answer was refused (a field the server sets itself, a bad status): 502.
-    Invalid,
 }
 
 /// One request in the hand-off.
@@ -151,6 +131,21 @@ impl<O> Default for Handoff<O> {
 }
 
 impl<O: Copy> Handoff<O> {
+    /// The hand-off's states agree (debug builds check it after every transition): a request
+    /// waits in its own queue's line exactly when no handle has taken it, and once.
+    fn states_agree(&self) -> bool {
+        let in_lines: usize = self.waiting.values().map(VecDeque::len).sum();
+        let untaken = self.requests.values().filter(|p| p.taker.is_none()).count();
+        in_lines == untaken
+            && self.waiting.iter().all(|(q, line)| {
+                line.iter().all(|id| {
+                    self.requests
+                        .get(id)
+                        .is_some_and(|p| p.taker.is_none() && p.queue == *q)
+                })
+            })
+    }
+
     /// An empty hand-off.
     #[must_use]
     pub fn new() -> Self {
@@ -191,7 +186,8 @@ impl<O: Copy> Handoff<O> {
     ) -> Result<RequestId, Refusal> {
         let oom = |_| Refusal::OutOfMemory;
         let queue_length = site.limits().queue_length;
-        if self.waiting(d.queue) >= usize::try_from(queue_length).unwrap_or(usize::MAX) {
+        let max_waiting = usize::try_from(queue_length).unwrap_or(usize::MAX);
+        if self.waiting(d.queue) >= max_waiting {
             return Err(Refusal::QueueFull);
         }
         let pending = Pending {
@@ -225,6 +221,11 @@ impl<O: Copy> Handoff<O> {
             .charge
             .force(u64::try_from(pending.body.len()).unwrap_or(u64::MAX));
         self.requests.insert(id, pending);
+        debug_assert!(
+            self.waiting(d.queue) <= max_waiting,
+            "a queue holds at most queue-length waiting requests"
+        );
+        debug_assert!(self.states_agree(), "hand-off states after an offer");
         Ok(RequestId(id))
     }
 
@@ -232,6 +233,8 @@ impl<O: Copy> Handoff<O> {
     pub fn receive(&mut self, queue: u32, taker: u64) -> Option<Received<'_>> {
         let id = self.waiting.get_mut(&queue)?.pop_front()?;
         let p = self.requests.get_mut(&id)?;
+        debug_assert!(p.taker.is_none(), "a waiting request has no taker");
+        debug_assert_eq!(p.queue, queue, "a request waits in its own queue");
         p.taker = Some(taker);
         Some(p.received(RequestId(id)))
     }
@@ -279,6 +282,7 @@ impl<O: Copy> Handoff<O> {
         line.try_reserve(1).map_err(|_| Refusal::OutOfMemory)?;
         p.taker = None;
         line.push_front(id.0);
+        debug_assert!(self.states_agree(), "hand-off states after a requeue");
         Ok(())
     }
 
@@ -314,7 +318,12 @@ impl<O: Copy> Handoff<O> {
         if self.requests.get(&id.0)?.taker != Some(taker) {
             return None;
         }
-        self.requests.remove(&id.0).map(|p| p.origin)
+        let origin = self.requests.remove(&id.0).map(|p| p.origin);
+        debug_assert!(
+            self.states_agree(),
+            "an answered request was taken, so in no line"
+        );
+        origin
     }
 
     /// The connection of request `id` went: the request leaves, wherever it is. Returns its
@@ -324,6 +333,7 @@ impl<O: Copy> Handoff<O> {
         if let Some(line) = self.waiting.get_mut(&p.queue) {
             line.retain(|x| *x != id.0);
         }
+        debug_assert!(self.states_agree(), "hand-off states after a cancel");
         Some(p.origin)
     }
 
@@ -343,6 +353,7 @@ impl<O: Copy> Handoff<O> {
             }
             !gone
         });
+        debug_assert!(self.states_agree(), "hand-off states after an abandon");
     }
 
     /// Every request, waiting or taken (the host stops); `settle` is called with each.
@@ -373,7 +384,7 @@ mod tests {
     use core::net::{IpAddr, Ipv4Addr};
 
     use super::Handoff;
-    use crate::conn::{Delivery, Refusal, RequestId};
+    use crate::exchange::{Delivery, Refusal, RequestId};
     use crate::route::Local;
 
     /// A site whose `queue-length` is `n`.

@@ -10,7 +10,7 @@
 //! Entry points:
 //! - [`Connection`]: one per TCP connection, with [`admit`] for admission control;
 //! - [`Site`]: reservations, cache, limits, statistics — an immutable snapshot for readers,
-//!   cloned and swapped by writers through [`ctl::commit`];
+//!   cloned and swapped by its one writer, [`ctl::Writer`];
 //! - [`InlineGate`] and [`next_io`]: driving a connection over a completion-based transport
 //!   (WSK);
 //! - [`persist`]: the configuration as text; [`limits`]: every limit.
@@ -43,6 +43,7 @@ mod cache;
 mod conn;
 pub mod ctl;
 mod error;
+mod exchange;
 mod handoff;
 mod http1;
 pub mod limits;
@@ -63,12 +64,10 @@ pub mod wake;
 // The API: what the hosts (khttpd, the driver) and khttpctl use. Everything else is private, so
 // that the compiler reports what nothing uses.
 pub use cache::entry::EntrySpec;
-pub use conn::{
-    Admission, Close, Connection, Deadline, Delivery, LogRecord, Phase, Refusal, RequestId, Timer,
-    admit,
-};
+pub use conn::{Admission, Close, Connection, Deadline, LogRecord, Phase, Timer, admit};
 pub use error::{CanonError, CtlError, OutOfMemory, PrefixError, RequestError};
-pub use handoff::{Handoff, Outcome, Received};
+pub use exchange::{Delivery, Outcome, Refusal, RequestId};
+pub use handoff::{Handoff, Received};
 pub use limits::Limits;
 pub use out::{Body, Transmit};
 pub use pump::{Completion, InlineGate, NextIo, next_io};

@@ -1,5 +1,6 @@
-//! Every limit in one table: the limits an operator sets (`khttpctl limits set NAME VALUE`,
-//! DESIGN §5), and the fixed ones the engine and its hosts build in.
+//! Every limit in one table: the limits an operator sets (`khttpctl limits set NAME VALUE`),
+//! and the fixed ones the engine and its hosts build in. Defaults and their http.sys origins:
+//! docs/http-semantics.md, "Limits and defaults".
 
 use crate::error::CtlError;
 
@@ -77,7 +78,7 @@ pub const DRIVER_MAX_CONNECTIONS: usize = 16_384;
 /// to be answered 503; beyond these, new connections are closed at once.
 pub const OVERLOAD_CONNECTIONS: usize = 256;
 
-/// Limits and timeouts (DESIGN §5). Names are the CLI's (`khttpctl limits set NAME VALUE`).
+/// Limits and timeouts. Names are the CLI's (`khttpctl limits set NAME VALUE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Request line plus headers, bytes; over it: 431 (414 if the request line is the culprit).

@@ -80,6 +80,38 @@ pub(crate) struct Output {
 }
 
 impl Output {
+    /// The queue's accounting, recomputed (debug builds check it after every change): the
+    /// committed items are queued; `committed_bytes` is what they hold less what of the front
+    /// one was sent; the head items and the open bytes are exactly the unsent head bytes; and
+    /// the front item is never wholly sent while it is queued.
+    fn accounts_hold(&self) -> bool {
+        let committed: usize = self
+            .items
+            .iter()
+            .take(self.committed)
+            .map(Item::len)
+            .fold(0usize, usize::saturating_add);
+        let heads: usize = self
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Head(len) => Some(*len),
+                Item::Body { .. } => None,
+            })
+            .fold(self.open, usize::saturating_add);
+        let front_ok = self.committed == 0
+            || self
+                .items
+                .front()
+                .is_some_and(|i| self.front_sent < i.len());
+        self.committed <= self.items.len()
+            && self.head_start <= self.head.len()
+            && u64::try_from(committed.saturating_sub(self.front_sent)).ok()
+                == Some(self.committed_bytes)
+            && heads == self.head.len().saturating_sub(self.head_start)
+            && front_ok
+    }
+
     /// Appends head bytes.
     ///
     /// # Errors
@@ -100,6 +132,10 @@ impl Output {
         self.open = self
             .open
             .saturating_add(self.head.len().saturating_sub(before));
+        debug_assert!(
+            self.accounts_hold(),
+            "output accounting after a head: {self:?}"
+        );
         Ok(())
     }
 
@@ -133,6 +169,10 @@ impl Output {
             let len = u64::try_from(end.saturating_sub(start)).unwrap_or(0);
             self.written = self.written.saturating_add(len);
         }
+        debug_assert!(
+            self.accounts_hold(),
+            "output accounting after a body: {self:?}"
+        );
         Ok(())
     }
 
@@ -161,9 +201,17 @@ impl Output {
         let heads = self.head.len().saturating_sub(mark.head);
         let removed = u64::try_from(bodies.saturating_add(heads)).unwrap_or(0);
         self.written = self.written.saturating_sub(removed);
+        debug_assert!(
+            mark.head >= self.head_start || keep == self.committed,
+            "a rollback never reaches into sent head bytes"
+        );
         self.items.truncate(keep);
         self.head.truncate(mark.head);
         self.open = 0;
+        debug_assert!(
+            self.accounts_hold(),
+            "output accounting after a rollback: {self:?}"
+        );
     }
 
     /// Bytes appended so far, less those rolled back: the stream's end offset.
@@ -187,6 +235,10 @@ impl Output {
             .committed_bytes
             .saturating_add(u64::try_from(newly).unwrap_or(u64::MAX));
         self.committed = self.items.len();
+        debug_assert!(
+            self.accounts_hold(),
+            "output accounting after a commit: {self:?}"
+        );
         Ok(())
     }
 
@@ -296,6 +348,10 @@ impl Output {
             self.head.clear();
             self.head_start = 0;
         }
+        debug_assert!(
+            self.accounts_hold(),
+            "output accounting after a send: {self:?}"
+        );
         n == 0
     }
 

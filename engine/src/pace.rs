@@ -88,6 +88,10 @@ impl SendSize {
         };
         let next = want.min(ceiling).min(MAX as u64).max(floor).min(MAX as u64);
         self.size = usize::try_from(next).unwrap_or(MAX);
+        debug_assert!(
+            (FLOOR..=MAX).contains(&self.size),
+            "a send size stays within its bounds"
+        );
     }
 }
 

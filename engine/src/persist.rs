@@ -1,5 +1,5 @@
 //! The persisted configuration as text: reservations, the IP listen list and limits (the cache
-//! is volatile, DESIGN §3). khttpd keeps it in a file; the driver in a registry value under its
+//! is volatile). khttpd keeps it in a file; the driver in a registry value under its
 //! service key's `Parameters`. One item a line, tab-separated, so an operator can read it:
 //!
 //! ```text

@@ -1,5 +1,6 @@
 //! Driving a connection with asynchronous I/O whose completions may arrive *inline* (inside the
-//! call that started them) or later on another CPU: the trampoline of DRIVER-NOTES §4.6.
+//! call that started them) or later on another CPU: a trampoline (docs/driver-facts.md, "Inline
+//! completion").
 //!
 //! The WSK driver keeps at most one operation in flight per connection. If a completion routine
 //! started the next operation itself, a run of inline completions would recurse without bound
@@ -16,12 +17,12 @@
 //! on one atomic.
 //!
 //! Closing from outside (the deadline timer, unload) must never race a thread that is *inside* a
-//! call on the socket (DRIVER-NOTES §4.6, from `WskCloseSocket`'s rules). [`InlineGate::try_close`]
-//! therefore succeeds only when nobody is issuing: the gate is idle between steps, or an
-//! operation is pending with its issuer gone. It moves the gate to *closing*, after which
-//! [`InlineGate::begin`] refuses and a late completion is told [`Completion::Closing`], so the
-//! closer alone owns the socket. When the gate is busy, [`InlineGate::request_close`] leaves a
-//! flag that whoever drives next acts on.
+//! call on the socket (a rule of `WskCloseSocket`'s: docs/driver-facts.md, "Closing sockets").
+//! [`InlineGate::try_close`] therefore succeeds only when nobody is issuing: the gate is idle
+//! between steps, or an operation is pending with its issuer gone. It moves the gate to
+//! *closing*, after which [`InlineGate::begin`] refuses and a late completion is told
+//! [`Completion::Closing`], so the closer alone owns the socket. When the gate is busy,
+//! [`InlineGate::request_close`] leaves a flag that whoever drives next acts on.
 //!
 //! [`next_io`] is the driving decision itself: given a [`Connection`], what to start next.
 
@@ -86,7 +87,10 @@ impl InlineGate {
                 self.state.store(IDLE, Ordering::Release);
                 true
             }
-            Err(_) => false,
+            Err(other) => {
+                debug_assert_eq!(other, CLOSING, "only a closer takes an issued operation");
+                false
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 //! The table is part of the [`crate::Site`] snapshot, so a connection decides synchronously,
 //! from the snapshot it holds, whether a miss goes to an application (attached), gets 503 (a
 //! queue with no process, as http.sys answers), or 404 (no queue at all). Creating, attaching
-//! and detaching are control writes like any other (`ctl::commit`). The requests themselves
+//! and detaching are site writes like any other (`ctl::Writer`). The requests themselves
 //! are the host's: it moves them between connections and applications.
 //!
 //! Tenancy (issue #21), as http.sys keeps it: a named request queue is created by one process

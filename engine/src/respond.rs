@@ -1,4 +1,4 @@
-//! What each request is answered with (DESIGN §2–§4), decided in one place and written by one
+//! What each request is answered with, decided in one place and written by one
 //! head writer ([`crate::http1::response::ResponseHead`]).
 //!
 //! A request becomes an [`Answer`] ([`decide`]): a cache entry, an error page, the server's
@@ -18,7 +18,7 @@ use crate::limits::MAX_HEADERS_CAP;
 use crate::mem::{self, put};
 use crate::out::{Body, Output};
 use crate::queues::QueueStats;
-use crate::route::{CanonError, Local, canonicalize, names_the_same};
+use crate::route::{CanonError, Local, Reservation, canonicalize, names_the_same};
 use crate::site::{Site, Stats};
 use crate::time::{Clock, HttpDate};
 
@@ -187,36 +187,22 @@ impl Answer<'_> {
                 let extra = if allow { ALLOW } else { b"" };
                 page(out, status, date, extra, text, persist, head_only)
             }
-            Self::Options => {
-                ResponseHead {
-                    status: 200,
-                    date,
-                    fields: &[ALLOW],
-                    length: Some(0),
-                    persist,
-                }
-                .write(out)?;
-                Ok(Served {
-                    status: 200,
-                    body_bytes: 0,
-                    hit: false,
-                })
+            Self::Options => ResponseHead {
+                status: 200,
+                date,
+                fields: &[ALLOW],
+                length: Some(0),
+                persist,
             }
-            Self::Continue => {
-                ResponseHead {
-                    status: 100,
-                    date,
-                    fields: &[],
-                    length: None,
-                    persist,
-                }
-                .write(out)?;
-                Ok(Served {
-                    status: 100,
-                    body_bytes: 0,
-                    hit: false,
-                })
+            .write_whole(out, None, head_only, false),
+            Self::Continue => ResponseHead {
+                status: 100,
+                date,
+                fields: &[],
+                length: None,
+                persist,
             }
+            .write_whole(out, None, head_only, false),
             Self::Unavailable => page(
                 out,
                 503,
@@ -234,23 +220,15 @@ impl Answer<'_> {
             }),
             Self::App(r) => {
                 let len = u64::try_from(r.body.len()).unwrap_or(u64::MAX);
+                let bodiless = r.bodiless();
                 ResponseHead {
                     status: r.status,
                     date,
                     fields: &[&r.fields],
-                    length: (!r.bodiless()).then_some(len),
+                    length: (!bodiless).then_some(len),
                     persist,
                 }
-                .write(out)?;
-                let send = !head_only && !r.bodiless();
-                if send {
-                    out.body(&r.body, 0, r.body.len())?;
-                }
-                Ok(Served {
-                    status: r.status,
-                    body_bytes: if send { len } else { 0 },
-                    hit: false,
-                })
+                .write_whole(out, (!bodiless).then_some(&r.body), head_only, false)
             }
             Self::Busy { text } => page(out, 503, date, RETRY_AFTER, text, persist, head_only),
         }
@@ -267,7 +245,7 @@ pub(crate) const fn persist(head: &Head<'_>) -> Persist {
     }
 }
 
-/// Routes one parsed request (HTTPSYS-REFERENCE §1.3) and decides its answer; counts it in the
+/// Routes one parsed request (http.sys's routing order) and decides its answer; counts it in the
 /// site's statistics. `scratch` holds the canonical path. Returns the answer and whether the
 /// connection closes after it.
 ///
@@ -302,9 +280,24 @@ pub(crate) fn decide<'a>(
         Err(e) => return error(400, e.message()),
     };
     let Some((reservation, rel)) = site.namespace().route(local, head.host, path) else {
-        // http.sys answers 400 when no prefix matches (HTTPSYS-REFERENCE §1.3, step 5).
+        // http.sys answers 400 when no prefix matches (docs/http-semantics.md, "No match: 400").
         return error(400, "no reservation matches this URL");
     };
+    let answer = routed(reservation, rel, head, headers, clock, site);
+    Ok((answer, !head.keep_alive))
+}
+
+/// The answer to a request routed to `reservation`, `rel` below its prefix: its cache entry,
+/// its queue's application, a 503 when that has none attached, or 404 or 405.
+fn routed<'a>(
+    reservation: &'a Reservation,
+    rel: &[u8],
+    head: &Head<'_>,
+    headers: &'a [httparse::Header<'a>],
+    clock: &Clock,
+    site: &'a Site,
+) -> Answer<'a> {
+    let stats = site.stats();
     let entry = site
         .cache()
         .get(reservation.id, rel)
@@ -324,16 +317,13 @@ pub(crate) fn decide<'a>(
         Stats::bump(&stats.misses);
         if queue.attached() == 0 {
             QueueStats::bump(&queue.stats.refused);
-            return Ok((
-                Answer::Busy {
-                    text: "no application is attached to this URL",
-                },
-                !head.keep_alive,
-            ));
+            return Answer::Busy {
+                text: "no application is attached to this URL",
+            };
         }
-        return Ok((Answer::Deferred { queue: queue.id }, !head.keep_alive));
+        return Answer::Deferred { queue: queue.id };
     }
-    let answer = match (entry, head.method) {
+    match (entry, head.method) {
         (None, _) => {
             Stats::bump(&stats.misses);
             Answer::Page {
@@ -359,8 +349,7 @@ pub(crate) fn decide<'a>(
                 headers,
             }
         }
-    };
-    Ok((answer, !head.keep_alive))
+    }
 }
 
 /// Where an application's answer to the request `head` (as received, on `local`) would be

@@ -1,6 +1,6 @@
 //! The site: reservations, the response cache, limits, the IP listen list and statistics.
 //!
-//! Concurrency shape (DESIGN §2): a `Site` is a value. Readers (connections) use a shared,
+//! Concurrency shape: a `Site` is a value. Readers (connections) use a shared,
 //! immutable `Arc<Site>`; a writer clones it (cheap: see [`crate::cache`]), applies one change and
 //! publishes the clone. Readers never wait on a writer; the engine takes no locks — the glue owns
 //! the pointer swap. Statistics are atomics shared by every snapshot.
@@ -94,7 +94,7 @@ impl Site {
         }
     }
 
-    /// The private copy a control command changes (DESIGN §2): the cache's shards and entries
+    /// The private copy a control command changes: the cache's shards and entries
     /// are shared, copy-on-write; everything is allocated fallibly, so that the driver can
     /// refuse a command rather than bugcheck when memory runs out.
     ///
@@ -209,7 +209,7 @@ impl Site {
     }
 
     /// The addresses to listen on: every port a reservation names, on each IP-listen address,
-    /// or on `wildcards` when the list is empty (DESIGN §7, http.sys's IP listen list).
+    /// or on `wildcards` when the list is empty (as http.sys's "IP Listen List" page describes).
     /// khttpd passes the IPv4 and IPv6 wildcards; the driver one dual-stack IPv6 wildcard.
     #[must_use]
     ///

@@ -43,6 +43,10 @@ impl SlotTable {
     /// Takes a free slot, or `None` when all are live.
     pub fn take(&mut self) -> Option<u32> {
         let slot = self.free.pop()?;
+        debug_assert!(
+            self.live.len() < self.pos.len(),
+            "a free slot means the live set has room"
+        );
         let at = u32::try_from(self.live.len()).unwrap_or(u32::MAX);
         if let Some(p) = self
             .pos
@@ -52,6 +56,7 @@ impl SlotTable {
         }
         // Within the capacity reserved in `try_new`: never reallocates.
         self.live.push(slot);
+        debug_assert!(self.whole(), "free + live is the whole table after a take");
         Some(slot)
     }
 
@@ -81,7 +86,26 @@ impl SlotTable {
         }
         // Within the capacity reserved in `try_new`: never reallocates.
         self.free.push(slot);
+        debug_assert!(
+            self.whole(),
+            "free + live is the whole table after a release"
+        );
+        debug_assert_eq!(
+            self.pos.get(i).copied(),
+            Some(u32::MAX),
+            "a free slot has no live position"
+        );
         true
+    }
+
+    /// Free and live slots together are the table, and each live slot's position points back
+    /// at it.
+    fn whole(&self) -> bool {
+        self.free.len().saturating_add(self.live.len()) == self.pos.len()
+            && self.live.iter().enumerate().all(|(at, &slot)| {
+                let at = u32::try_from(at).unwrap_or(u32::MAX);
+                self.pos.get(slot as usize) == Some(&at)
+            })
     }
 
     /// The live slots, in no particular order.

@@ -1,4 +1,4 @@
-//! A cache hit allocates nothing (STYLE §8): a counting global allocator around the hit path.
+//! A cache hit allocates nothing: a counting global allocator around the hit path.
 
 #![allow(
     unsafe_code,

@@ -224,7 +224,8 @@ fn ranges() {
     assert_eq!(parse_responses(&out, &[true])[0].status, 200);
 }
 
-/// HTTPSYS-REFERENCE §6, MS15-034: the probe and the crash input give 206 or 416, never a wrap.
+/// MS15-034 (docs/http-semantics.md, "The http.sys CVE inputs"): the probe and the crash input
+/// give 206 or 416, never a wrap.
 #[test]
 fn ms15_034_inputs() {
     let mut h = Harness::new(site());

@@ -16,114 +16,28 @@
 //! is closed after [`FRAME_TIMEOUT`] without a frame, and any frame must arrive whole within
 //! it; at most [`MAX_ATTACHES`] attaches per connection.
 //!
-//! The requests themselves live here, between the workers (whose connections offer them and
-//! take the answers) and the application sessions (one thread per application connection). A
-//! request is *waiting* until a session receives it, then *taken* until it is answered; a
-//! session that ends abandons what it took (503 to those clients), and when it was the queue's
-//! last application, what is still waiting too.
+//! The requests themselves live in `crate::appqueue`, between the workers and these sessions.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use khttp_engine::ctl::{Caller, attach};
 use khttp_engine::{
-    AppAnswer, AppResponse, CtlError, Delivery, Handoff, Holder, Outcome, Refusal, RequestId, Site,
-    app_cache_url, app_response_cacheable, store_app_answer,
+    AppAnswer, AppResponse, CtlError, Holder, Outcome, app_response_cacheable, store_app_answer,
 };
 use khttp_proto::frame::{self, RequestFrame};
-use khttp_proto::reply::{AttachRow, BodyRow, RespondRow};
+use khttp_proto::reply::{AttachRow, RespondRow};
 use khttp_proto::{
     Command, Request, Respond, Status, decode_request, error_reply, refuse, write_rows,
 };
 
 use crate::shared::Shared;
 use crate::sys;
-
-/// Where a request came from: the worker and its connection's slot.
-type Origin = (usize, usize);
-
-/// An outcome on its way to a worker: (slot, request, outcome, and for a streamed answer's
-/// pieces, how the worker tells the sender that the connection took it).
-pub(crate) type Inbound = (usize, RequestId, Outcome, Option<Arc<Ack>>);
-
-/// The worker's word on one piece of a streamed answer: whether the connection took it. It is
-/// given once the connection wants the next piece ([`khttp_engine::Connection::wants_piece`])
-/// or has stopped waiting for the request, so that an application can never be more than one
-/// piece and the stream window ahead of its client.
-#[derive(Debug, Default)]
-pub(crate) struct Ack {
-    done: Mutex<Option<bool>>,
-    cond: Condvar,
-}
-
-impl Ack {
-    /// Gives the word (the first one counts).
-    pub(crate) fn fire(&self, delivered: bool) {
-        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        if done.is_none() {
-            *done = Some(delivered);
-            self.cond.notify_all();
-        }
-    }
-
-    /// Waits for the word; false when khttpd stops meanwhile, or the application is `gone`
-    /// (its process exited: the wait is its call, which must not outlive it; issue #22, the
-    /// driver's defect 1, which khttpd had too: a killed application's queue stayed attached
-    /// until its client was reset).
-    fn wait(&self, shared: &Shared, gone: &dyn Fn() -> bool) -> bool {
-        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(d) = *done {
-                return d;
-            }
-            if shared.shutdown.load(Ordering::Acquire) || gone() {
-                return false;
-            }
-            done = self
-                .cond
-                .wait_timeout(done, Duration::from_millis(250))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// The requests themselves: the engine's bookkeeping, shared with the driver.
-    handoff: Handoff<Origin>,
-    /// Per queue: what its receivers wait on, so that a request wakes one of them.
-    arrived: HashMap<u32, Arc<Condvar>>,
-    /// Per queue: receivers waiting now, whom a batch leaves their share.
-    idle: HashMap<u32, usize>,
-}
-
-/// The requests between workers and applications.
-#[derive(Debug, Default)]
-pub(crate) struct Apps {
-    state: Mutex<State>,
-    /// Per worker: answers for its connections, taken when its waker fires.
-    inboxes: Mutex<Vec<Vec<Inbound>>>,
-    next_session: AtomicU64,
-    /// Application connections open now, in all and per user (administrators' not counted).
-    sessions: Mutex<Sessions>,
-}
-
-/// Application connections of users other than administrators: each is a thread and a file
-/// descriptor, so their number is bounded, per user and in all (issue #21, finding 6: 5,000
-/// idle connections from one user made 5,006 threads, and about 20,000 exhausted khttpd's file
-/// descriptors).
-#[derive(Debug, Default)]
-struct Sessions {
-    total: usize,
-    per_user: HashMap<u32, usize>,
-}
 
 /// The most application connections of non-administrators at once, in all and per user, and
 /// the most attaches of one: the engine's, which the driver keeps too.
@@ -182,206 +96,6 @@ fn admit_session(shared: &Arc<Shared>, uid: Option<u32>) -> Option<SessionSlot> 
     })
 }
 
-impl Apps {
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Queues the request a worker's connection (`slot`) offers; refused past `queue-length`.
-    pub(crate) fn enqueue(
-        &self,
-        worker: usize,
-        slot: usize,
-        d: &Delivery<'_>,
-        site: &Site,
-    ) -> Result<RequestId, Refusal> {
-        let cache_url = app_cache_url(site, d.local, d.head);
-        let mut st = self.state();
-        let id = st
-            .handoff
-            .offer((worker, slot), d, site, cache_url.as_deref())?;
-        let arrived = st.arrived.get(&d.queue).cloned();
-        drop(st);
-        if let Some(c) = arrived {
-            c.notify_one();
-        }
-        Ok(id)
-    }
-
-    /// Forgets request `id` (its connection went, or stopped waiting).
-    pub(crate) fn cancel(&self, id: RequestId) {
-        self.state().handoff.cancel(id);
-    }
-
-    /// The answers for worker `worker`'s connections: (slot, request, outcome).
-    pub(crate) fn take_outcomes(&self, worker: usize) -> Vec<Inbound> {
-        let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
-        inboxes
-            .get_mut(worker)
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
-
-    /// Where request `id`'s answer may be cached, if `session` received it.
-    fn cache_url(&self, session: u64, id: u64) -> Option<String> {
-        let st = self.state();
-        st.handoff
-            .cache_url(RequestId(id), session)
-            .map(str::to_owned)
-    }
-
-    /// An application's answer (or cancel) for request `id`, accepted only from the session
-    /// that received it; false if nobody waits for it.
-    fn answer(&self, shared: &Shared, session: u64, id: u64, outcome: Outcome) -> bool {
-        let origin = self.state().handoff.answer(RequestId(id), session);
-        origin.is_some_and(|o| {
-            self.route(shared, o, RequestId(id), outcome);
-            true
-        })
-    }
-
-    /// A streamed answer's head or piece for request `id`, accepted only from the session
-    /// that received it: handed to its connection, and the worker's word awaited (the next
-    /// piece waits while the client is more than the stream window behind). `last` ends the
-    /// request. Returns whether the connection took it.
-    fn stream(
-        &self,
-        shared: &Shared,
-        session: u64,
-        id: u64,
-        outcome: Outcome,
-        last: bool,
-        gone: &dyn Fn() -> bool,
-    ) -> bool {
-        let origin = {
-            let mut st = self.state();
-            if last {
-                st.handoff.answer(RequestId(id), session)
-            } else {
-                st.handoff.hold(RequestId(id), session)
-            }
-        };
-        let Some((worker, slot)) = origin else {
-            return false;
-        };
-        let ack = Arc::new(Ack::default());
-        self.push(
-            shared,
-            worker,
-            (slot, RequestId(id), outcome, Some(Arc::clone(&ack))),
-        );
-        ack.wait(shared, gone)
-    }
-
-    /// Hands an outcome to the worker whose connection waits for it.
-    fn route(&self, shared: &Shared, (worker, slot): Origin, id: RequestId, outcome: Outcome) {
-        self.push(shared, worker, (slot, id, outcome, None));
-    }
-
-    fn push(&self, shared: &Shared, worker: usize, inbound: Inbound) {
-        {
-            let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
-            if inboxes.len() <= worker {
-                inboxes.resize_with(worker.saturating_add(1), Vec::new);
-            }
-            if let Some(inbox) = inboxes.get_mut(worker) {
-                inbox.push(inbound);
-            }
-        }
-        shared.wake(worker);
-    }
-
-    /// Waits (at most `wait`) for a request of `queue`, hands it to `session`, with up to
-    /// `max_requests - 1` more of those waiting beyond what the other idle receivers of the
-    /// queue can take, and writes them to `out` as `RequestRow`s with at most `body_max`
-    /// body bytes each; returns their ids (none: nothing came).
-    fn receive(
-        &self,
-        queue: u32,
-        session: u64,
-        (body_max, max_requests): (u64, u32),
-        wait: Duration,
-        out: &mut Vec<u8>,
-    ) -> Vec<RequestId> {
-        let mut st = self.state();
-        if st.handoff.waiting(queue) == 0 {
-            let arrived = Arc::clone(st.arrived.entry(queue).or_default());
-            *st.idle.entry(queue).or_default() += 1;
-            st = arrived
-                .wait_timeout(st, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            if let Some(n) = st.idle.get_mut(&queue) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        let mut ids = Vec::new();
-        let Some(first) = st.handoff.receive(queue, session).map(|r| r.id) else {
-            return ids;
-        };
-        ids.push(first);
-        // More only when nobody else is waiting for them: a batch must not keep requests from
-        // an idle receiver.
-        let others = st.idle.get(&queue).copied().unwrap_or(0);
-        let spare = st.handoff.waiting(queue).saturating_sub(others);
-        let more = spare.min(max_requests.saturating_sub(1) as usize);
-        for _ in 0..more {
-            if let Some(r) = st.handoff.receive(queue, session) {
-                ids.push(r.id);
-            }
-        }
-        let start = usize::try_from(body_max).unwrap_or(usize::MAX);
-        let rows = ids
-            .iter()
-            .filter_map(|id| st.handoff.taken(*id, session))
-            .map(|r| r.row(start));
-        if write_rows(out, rows).is_err() {
-            out.clear();
-            // Back first in line, in their order.
-            for id in ids.iter().rev() {
-                let _ = st.handoff.requeue(*id, session);
-            }
-            ids.clear();
-        }
-        ids
-    }
-
-    /// More of request `id`'s body, from `offset`, as a [`BodyRow`] of at most [`BODY_PIECE`] bytes, if
-    /// `session` holds it.
-    fn body(&self, session: u64, id: u64, offset: u64, out: &mut Vec<u8>) -> Result<(), CtlError> {
-        let st = self.state();
-        let rest = st
-            .handoff
-            .body(RequestId(id), session, offset)
-            .ok_or(CtlError::NotFound)?;
-        let bytes = rest.get(..BODY_PIECE).unwrap_or(rest);
-        write_rows(out, [BodyRow { bytes }]).map_err(|_| CtlError::OutOfMemory)
-    }
-
-    /// Puts back a request a session received but could not deliver (it died meanwhile).
-    fn requeue(&self, shared: &Shared, session: u64, id: u64) {
-        let mut st = self.state();
-        if st.handoff.requeue(RequestId(id), session).is_err()
-            && let Some(o) = st.handoff.answer(RequestId(id), session)
-        {
-            drop(st);
-            self.route(shared, o, RequestId(id), Outcome::Abandoned);
-        }
-    }
-
-    /// A session ended: what it took is abandoned; so is what waits in `orphaned` queues (no
-    /// application is attached to them any more).
-    fn session_ended(&self, shared: &Shared, session: u64, orphaned: &[u32]) {
-        let mut gone = Vec::new();
-        self.state()
-            .handoff
-            .abandon(session, orphaned, |id, o| gone.push((id, o)));
-        for (id, o) in gone {
-            self.route(shared, o, id, Outcome::Abandoned);
-        }
-    }
-}
-
 /// `len` bytes from `reader`, in a buffer that grows as they come.
 fn read_up_to(reader: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
@@ -391,11 +105,6 @@ fn read_up_to(reader: &mut impl Read, len: u32) -> io::Result<Vec<u8>> {
     }
     Ok(buf)
 }
-
-/// The most body bytes one `QueueReceiveBody` reply carries: what an application that reads
-/// a body as it goes (a proxy forwarding an upload) holds of it at once; a round trip per MiB
-/// costs little next to copying the MiB.
-const BODY_PIECE: usize = 1 << 20;
 
 /// Binds the application socket at `path`, open to every local user (mode 0666): who may do
 /// what is checked per command. Its directory is held to the control socket's rule (made if
@@ -508,7 +217,7 @@ impl Session {
         let orphaned = self.detach_from(&queues).unwrap_or_default();
         self.shared
             .apps
-            .session_ended(&self.shared, self.id, &orphaned);
+            .session_ended(&*self.shared, self.id, &orphaned);
     }
 
     /// Detaches this session from `queues` (one site change, published); returns those left
@@ -518,12 +227,9 @@ impl Session {
             return Ok(Vec::new());
         }
         let holder = self.caller.as_ref().map_err(|_| CtlError::NotFound)?.0;
-        let shared = &self.shared;
-        let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = shared.snapshot().try_clone()?;
-        let orphaned = next.detach_queues(queues, holder)?;
-        shared.publish(Arc::new(next));
-        Ok(orphaned)
+        self.shared
+            .writer()
+            .change(|next| next.detach_queues(queues, holder))
     }
 
     fn serve(&mut self) -> io::Result<()> {
@@ -647,7 +353,7 @@ impl Session {
                 let delivered =
                     self.shared
                         .apps
-                        .stream(&self.shared, self.id, id, piece, last, &gone);
+                        .stream(&*self.shared, self.id, id, piece, last, &gone);
                 let row = RespondRow {
                     delivered,
                     cached: false,
@@ -656,7 +362,7 @@ impl Session {
             }
             Request::QueueCancel { id } => {
                 let apps = &self.shared.apps;
-                apps.answer(&self.shared, self.id, id, Outcome::Abandoned);
+                apps.answer(&*self.shared, self.id, id, Outcome::Abandoned);
                 Ok(())
             }
             Request::QueueDetach { queue } => self.detach(queue),
@@ -686,7 +392,7 @@ impl Session {
                 let length = r.stream.and_then(|s| s.length);
                 let head = Outcome::Response(resp.streamed(length));
                 let gone = || sys::peer_closed(&self.stream);
-                let delivered = apps.stream(&self.shared, self.id, r.id, head, false, &gone);
+                let delivered = apps.stream(&*self.shared, self.id, r.id, head, false, &gone);
                 let row = RespondRow {
                     delivered,
                     cached: false,
@@ -696,7 +402,7 @@ impl Session {
             Ok(resp) => resp,
             Err(e) => {
                 // The client is not left waiting: 502, and the application hears why.
-                apps.answer(&self.shared, self.id, r.id, Outcome::Invalid);
+                apps.answer(&*self.shared, self.id, r.id, Outcome::Invalid);
                 return Err(e);
             }
         };
@@ -708,28 +414,23 @@ impl Session {
             }
             _ => false,
         };
-        let delivered = apps.answer(&self.shared, self.id, r.id, Outcome::Response(resp));
+        let delivered = apps.answer(&*self.shared, self.id, r.id, Outcome::Response(resp));
         write_rows(out, [RespondRow { delivered, cached }]).map_err(|_| CtlError::OutOfMemory)
     }
 
     /// Puts an application's answer into the cache at `url` for `ttl` seconds.
     fn store(&self, url: &str, r: &Respond<'_>, body: &[u8], ttl: u64) -> bool {
-        let shared = &self.shared;
-        let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let Ok(mut next) = shared.snapshot().try_clone() else {
-            return false;
-        };
         let answer = AppAnswer {
             status: r.status,
             content_type: r.content_type,
             headers: &r.headers,
             body,
         };
-        if store_app_answer(&mut next, url, &answer, ttl, shared.clock().now()).is_err() {
-            return false;
-        }
-        shared.publish(Arc::new(next));
-        true
+        let now = self.shared.clock().now();
+        self.shared
+            .writer()
+            .change(|next| store_app_answer(next, url, &answer, ttl, now))
+            .is_ok()
     }
 
     fn attach(&mut self, name: &str, prefixes: &[&str], out: &mut Vec<u8>) -> Result<(), CtlError> {
@@ -743,10 +444,11 @@ impl Session {
         } else {
             Caller::User(user.as_deref().ok_or(CtlError::NotGranted)?)
         };
-        let shared = &self.shared;
-        let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = shared.snapshot().try_clone()?;
-        let queue = match attach(&mut next, caller, holder, name, prefixes) {
+        let attached = self
+            .shared
+            .writer()
+            .change(|next| attach(next, caller, holder, name, prefixes));
+        let queue = match attached {
             Ok(q) => q,
             Err(e) => {
                 eprintln!(
@@ -757,7 +459,6 @@ impl Session {
                 return Err(e);
             }
         };
-        shared.publish(Arc::new(next));
         self.attached.push(queue);
         write_rows(out, [AttachRow { queue }]).map_err(|_| CtlError::OutOfMemory)
     }
@@ -772,7 +473,7 @@ impl Session {
         let orphaned = self.detach_from(&[queue])?;
         self.shared
             .apps
-            .session_ended(&self.shared, u64::MAX, &orphaned);
+            .session_ended(&*self.shared, u64::MAX, &orphaned);
         Ok(())
     }
 
@@ -805,7 +506,7 @@ impl Session {
             if self.peer_gone() {
                 out.clear();
                 for id in ids.iter().rev() {
-                    apps.requeue(&self.shared, self.id, id.0);
+                    apps.requeue(&*self.shared, self.id, id.0);
                 }
             }
             return Ok(());

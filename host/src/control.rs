@@ -11,19 +11,16 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use std::borrow::Cow;
-
-use khttp_engine::Site;
-use khttp_engine::ctl::{Call, Publish, commit, purge};
+use khttp_engine::ctl::Call;
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::{Status, error_reply};
 
 use crate::shared::Shared;
-use crate::{sockdir, state, sys};
+use crate::{sockdir, sys};
 
 /// Binds the control socket at `path` with mode 0600, in a directory that no other user could
 /// have prepared (made if missing: [`sockdir`]).
@@ -171,26 +168,6 @@ fn session(stream: &mut UnixStream, shared: &Shared) -> io::Result<()> {
     }
 }
 
-/// khttpd's half of a control write: the state directory and the shared snapshot.
-struct Host<'a>(&'a Shared);
-
-impl Publish for Host<'_> {
-    fn persist(&mut self, site: &Site) -> Result<(), Cow<'static, str>> {
-        let dir = &self.0.state_dir;
-        state::save(dir, site)
-            .map_err(|e| format!("could not save the change in {}: {e}", dir.display()).into())
-    }
-
-    fn publish(&mut self, site: Arc<Site>, _config: bool) {
-        // Workers follow the site's listen addresses at their next wake-up.
-        self.0.publish(site);
-    }
-
-    fn reopen_log(&mut self) -> Result<(), Cow<'static, str>> {
-        self.0.reopen_log().map_err(Cow::Owned)
-    }
-}
-
 /// One control request: the engine's write, under the writer lock.
 fn apply(
     shared: &Shared,
@@ -199,7 +176,7 @@ fn apply(
     direct: &[u8],
     out: &mut Vec<u8>,
 ) -> Status {
-    let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut writer = shared.writer();
     let now = shared.clock().now();
     let call = Call {
         code: f.code,
@@ -207,7 +184,7 @@ fn apply(
         direct,
         output_cap: f.output_cap as usize,
     };
-    commit(&shared.snapshot(), &mut Host(shared), &call, now, out)
+    writer.commit(&call, now, out)
 }
 
 /// khttpd calling itself (`--config`): the same writes as the control socket's, in process.
@@ -245,8 +222,7 @@ pub(crate) fn janitor(shared: &Shared) {
         std::thread::sleep(Duration::from_secs(2));
         let now = shared.clock().now();
         if shared.snapshot().next_expiry().is_some_and(|at| at <= now) {
-            let _writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            purge(&shared.snapshot(), &mut Host(shared), now);
+            shared.writer().purge(now);
         }
         let open = shared.connections.load(Ordering::Acquire);
         let held = shared

@@ -1,4 +1,4 @@
-//! khttpd: the khttp engine on Linux (DESIGN §7).
+//! khttpd: the khttp engine on Linux (docs/operating.md, "khttpd").
 //!
 //! `khttpd [--state-dir DIR] [--control PATH] [--iplisten ADDR]... [--workers N]
 //!         [--site DIR [--prefix PREFIX]] [--access-log PATH] [--sendfile on|off]`
@@ -13,6 +13,7 @@
 )]
 mod sys;
 
+mod appqueue;
 mod apps;
 mod bodies;
 mod control;

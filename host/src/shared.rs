@@ -1,22 +1,28 @@
-//! What the workers, the control thread and the janitor share: the current site snapshot and
-//! how a change is published.
+//! What the workers, the control thread, the application sessions and the janitor share: the
+//! current site snapshot, and its one writer ([`Shared::writer`]).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use khttp_engine::ctl::{Publish, Writer};
 use khttp_engine::{Clock, Instant, Site};
+
+use crate::appqueue::{Apps, Workers};
+use crate::state;
 
 /// State shared by every thread.
 pub(crate) struct Shared {
-    /// The current snapshot. Readers clone the `Arc` when `generation` moves; writers hold
-    /// `writer`, build the next snapshot from a clone, and swap it in.
+    /// The current snapshot. Readers clone the `Arc` when `generation` moves; the one writer
+    /// ([`Shared::writer`]) builds the next snapshot from a clone and swaps it in.
     site: RwLock<Arc<Site>>,
     /// Bumped on every publish.
     generation: AtomicU64,
-    /// Serialises writers (control commands, the janitor).
-    pub(crate) writer: Mutex<()>,
+    /// Serialises writers (control commands, application attaches and answers, the janitor):
+    /// held by [`SiteLock`], the only way to publish.
+    writer: Mutex<()>,
     /// Set by SIGINT/SIGTERM.
     pub(crate) shutdown: AtomicBool,
     /// Wakes each worker's poll.
@@ -26,7 +32,7 @@ pub(crate) struct Shared {
     /// Connections being answered 503 because of `max-connections`.
     pub(crate) overloaded: AtomicUsize,
     /// Requests handed to applications (the application endpoint).
-    pub(crate) apps: crate::apps::Apps,
+    pub(crate) apps: Apps,
     /// Where reservations, the IP list and limits persist.
     pub(crate) state_dir: PathBuf,
     /// The access log, if any.
@@ -55,7 +61,7 @@ impl Shared {
             wakers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             overloaded: AtomicUsize::new(0),
-            apps: crate::apps::Apps::default(),
+            apps: Apps::default(),
             state_dir,
             log_format: access_log.as_ref().map(crate::log::AccessLog::format),
             access_log: access_log.map(Mutex::new),
@@ -85,8 +91,17 @@ impl Shared {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Makes `site` current and wakes the workers. The caller holds `writer`.
-    pub(crate) fn publish(&self, site: Arc<Site>) {
+    /// The site's writer, holding the writer lock until it is dropped.
+    pub(crate) fn writer(&self) -> Writer<SiteLock<'_>> {
+        let lock = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        Writer::new(SiteLock {
+            shared: self,
+            _lock: lock,
+        })
+    }
+
+    /// Makes `site` current and wakes the workers (only [`SiteLock`] calls it).
+    fn publish(&self, site: Arc<Site>) {
         *self.site.write().unwrap_or_else(PoisonError::into_inner) = site;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.wake_all();
@@ -156,5 +171,43 @@ impl Shared {
             .as_ref()
             .ok_or_else(|| "khttpd writes no access log (start it with --access-log)".to_owned())?;
         log.lock().unwrap_or_else(PoisonError::into_inner).reopen()
+    }
+}
+
+impl Workers for Shared {
+    fn wake(&self, index: usize) {
+        Self::wake(self, index);
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// khttpd's half of a site write: the writer lock, held while this lives; the state directory;
+/// the shared snapshot.
+pub(crate) struct SiteLock<'a> {
+    shared: &'a Shared,
+    _lock: MutexGuard<'a, ()>,
+}
+
+impl Publish for SiteLock<'_> {
+    fn current(&self) -> Arc<Site> {
+        self.shared.snapshot()
+    }
+
+    fn persist(&mut self, site: &Site) -> Result<(), Cow<'static, str>> {
+        let dir = &self.shared.state_dir;
+        state::save(dir, site)
+            .map_err(|e| format!("could not save the change in {}: {e}", dir.display()).into())
+    }
+
+    fn publish(&mut self, site: Arc<Site>, _config: bool) {
+        // Workers follow the site's listen addresses at their next wake-up.
+        self.shared.publish(site);
+    }
+
+    fn reopen_log(&mut self) -> Result<(), Cow<'static, str>> {
+        self.shared.reopen_log().map_err(Cow::Owned)
     }
 }

@@ -21,7 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::apps::Ack;
+use crate::appqueue::Ack;
 use crate::bodies::LARGE;
 use crate::shared::Shared;
 use crate::sys;

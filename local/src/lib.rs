@@ -5,13 +5,15 @@
 //!   (`khttpd --site`, `khttpctl cache load`);
 //! - [`compress`]: gzip and brotli variants built at load time;
 //! - [`socket`]: where khttpd's control socket is by default, which is where khttpctl looks;
-//! - [`transport`]: endpoints (`unix:`, `device:`) and one call over them;
+//! - [`endpoint`]: where a server is reached (`unix:`, `device:`);
+//! - [`transport`]: one call over an endpoint;
 //! - `admin` (feature `admin`): entry digests and `khttpctl apply` files, for khttpctl and
 //!   khttpd.
 
 #[cfg(feature = "admin")]
 pub mod admin;
 pub mod compress;
+pub mod endpoint;
 pub mod files;
 pub mod socket;
 pub mod transport;

@@ -1,7 +1,8 @@
 //! Where khttpd's control socket is when `--control` is not given, which is also where
-//! khttpctl looks first (DESIGN §7): `/run/khttp/control.sock` for root, otherwise a per-user
-//! socket, `$XDG_RUNTIME_DIR/khttp/control.sock` or `/tmp/khttp-UID/control.sock`. The
-//! application socket is `app.sock` beside it. [`call`] makes one call over either.
+//! khttpctl looks first (docs/operating.md, "A tour of khttpctl"): `/run/khttp/control.sock` for
+//! root, otherwise a per-user socket, `$XDG_RUNTIME_DIR/khttp/control.sock` or
+//! `/tmp/khttp-UID/control.sock`. The application socket is `app.sock` beside it. [`call`] makes
+//! one call over either.
 //!
 //! A client trusts a socket only once it knows who serves it ([`check_server`], issue #21):
 //! anyone may make `/tmp/khttp-UID` before its user does and listen there, and what khttpctl
@@ -23,9 +24,9 @@ use std::path::{Path, PathBuf};
 
 use khttp_proto::frame::{self, RequestFrame};
 
-use crate::transport::{Endpoint, UntrustedServer};
+use crate::endpoint::{Endpoint, UntrustedServer};
 
-/// The system-wide control socket (DESIGN §7).
+/// The system-wide control socket.
 pub const SYSTEM_SOCKET: &str = "/run/khttp/control.sock";
 
 /// The effective user id, without unsafe code: the owner of `/proc/self`.

@@ -5,81 +5,8 @@
 //! [`connect`] fails with an [`UntrustedServer`].
 
 use std::io;
-use std::path::PathBuf;
 
-/// A control endpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// khttpd's Unix socket.
-    Unix(PathBuf),
-    /// The driver's device.
-    Device(String),
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unix(p) => write!(f, "unix:{}", p.display()),
-            Self::Device(d) => write!(f, "device:{d}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(p) = s.strip_prefix("unix:") {
-            if p.is_empty() {
-                return Err("unix: needs a socket path".into());
-            }
-            Ok(Self::Unix(p.into()))
-        } else if let Some(d) = s.strip_prefix("device:") {
-            Ok(Self::Device(d.into()))
-        } else {
-            Err(format!("endpoint {s:?} must start with unix: or device:"))
-        }
-    }
-}
-
-/// Why [`connect`] would not use a Unix socket: the user serving it is neither root, nor this
-/// process's, nor one root made the socket's directory for (`socket::check_server`). It is
-/// the payload of the `PermissionDenied` error [`connect`] returns, and its message the one
-/// line to print.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UntrustedServer {
-    /// The socket.
-    pub endpoint: Endpoint,
-    /// The uid serving it, when the system said.
-    pub uid: Option<u32>,
-}
-
-impl UntrustedServer {
-    /// The refusal `e` carries, if it is one.
-    #[must_use]
-    pub fn of(e: &io::Error) -> Option<&Self> {
-        e.get_ref()?.downcast_ref()
-    }
-}
-
-impl std::fmt::Display for UntrustedServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.uid {
-            Some(uid) => write!(
-                f,
-                "{} is served by uid {uid}, not by root or you: refusing to use it",
-                self.endpoint
-            ),
-            None => write!(
-                f,
-                "cannot tell which user serves {}: refusing to use it",
-                self.endpoint
-            ),
-        }
-    }
-}
-
-impl std::error::Error for UntrustedServer {}
+pub use crate::endpoint::{Endpoint, UntrustedServer};
 
 /// One control call: code, input, direct data and the reply capacity; returns (status, output).
 pub trait Transport {
@@ -135,9 +62,10 @@ impl Transport for UnixTransport {
     reason = "DeviceIoControl and CreateFileW are FFI; each call has its SAFETY comment"
 )]
 mod device {
-    //! `DeviceIoControl` on `\\.\KHttp` or `\\.\KHttpApp` (DRIVER-NOTES §3.4). The output buffer receives the
-    //! status (`u32`) followed by the reply; for `cache put` (METHOD_IN_DIRECT) the output slot
-    //! carries the bodies into the driver, so only the call's own success or failure comes back.
+    //! `DeviceIoControl` on `\\.\KHttp` or `\\.\KHttpApp` (docs/driver-facts.md, "Opening the
+    //! device from user mode"). The output buffer receives the status (`u32`) followed by the
+    //! reply; for `cache put` (METHOD_IN_DIRECT) the output slot carries the bodies into the
+    //! driver, so only the call's own success or failure comes back.
 
     use std::io;
 

@@ -1,4 +1,4 @@
-//! khttp-proto: the control protocol shared by the driver, khttpd and khttpctl (DESIGN §6).
+//! khttp-proto: the control protocol shared by the driver, khttpd and khttpctl.
 //!
 //! One request/reply per call: a 32-bit control code (an IOCTL code, [`ctl_code`]) and an input
 //! buffer; for `cache put`, a second "direct" buffer carries the bodies (METHOD_IN_DIRECT on
@@ -40,7 +40,8 @@ pub use wire::{
     decode_reply, decode_request, encode_request,
 };
 
-/// khttp's device type: above 0x8000, the range left to vendors (DRIVER-NOTES §3.1).
+/// khttp's device type: above 0x8000, the range left to vendors (Microsoft Learn, "Defining
+/// I/O Control Codes").
 pub const DEVICE_TYPE: u32 = 0x8337;
 /// `METHOD_BUFFERED`.
 pub const METHOD_BUFFERED: u32 = 0;

@@ -1,5 +1,6 @@
 # Per run: restore the checkpoint, install khttp.sys, run the black-box suite against it inside the
-# VM, check that `sc stop` returns, collect logs and dumps, revert (DRIVER-NOTES 6.4).
+# VM, check that `sc stop` returns, collect logs and dumps, revert (docs/driver-facts.md,
+# "Hyper-V test flow").
 # Exit code: 0 when everything passed. Run elevated on the Hyper-V host.
 param(
     [Parameter(Mandatory)][string]$Package,       # khttp_package\ from cargo make

@@ -1,4 +1,5 @@
-# One-time: creates the golden test-signing VM and its 'clean' checkpoint (DRIVER-NOTES 6.4).
+# One-time: creates the golden test-signing VM and its 'clean' checkpoint (docs/driver-facts.md,
+# "Hyper-V test flow").
 # Run elevated on the Hyper-V host.
 . (Join-Path $PSScriptRoot 'common.ps1')
 $name = $Config.VmName

@@ -446,7 +446,7 @@ fn other_users_are_refused() {
     );
 }
 
-/// Expired entries are reclaimed by the server's own timer (DESIGN §4): they stop counting
+/// Expired entries are reclaimed by the server's own timer: they stop counting
 /// against the cache's entries and bytes without any request touching them. Counters as
 /// deltas, since an external server is shared.
 #[test]

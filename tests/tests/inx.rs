@@ -1,4 +1,5 @@
-//! The INX lint that runs on Linux (DRIVER-NOTES §6.6): InfVerif itself is Windows-only.
+//! The INX lint that runs on Linux (docs/driver-facts.md, "INF and test signing"): InfVerif
+//! itself is Windows-only.
 
 use std::collections::BTreeMap;
 

@@ -362,7 +362,7 @@ fn kill_9_during_control_churn_loses_no_acknowledged_change() {
     }
 }
 
-/// The http.sys CVE inputs (HTTPSYS-REFERENCE §6) over a real socket: each gets a clear answer,
+/// The http.sys CVE inputs (docs/http-semantics.md) over a real socket: each gets a clear answer,
 /// and the server goes on serving.
 #[test]
 fn http_sys_cve_inputs() {

@@ -12,7 +12,7 @@ use khttp_proto::{Request, Row, Status, encode_request, read_rows};
 
 #[cfg(unix)]
 pub use khttp_local::socket::{SYSTEM_SOCKET, current_uid, default_server_socket, user_socket};
-/// The driver's device (DESIGN §7).
+/// The driver's device, the default endpoint on Windows.
 pub const DEVICE: &str = r"\\.\KHttp";
 
 pub use khttp_local::transport::{Endpoint, Transport, UntrustedServer};

@@ -1,4 +1,4 @@
-//! khttpctl: the khttp admin CLI (DESIGN §7). Every failure prints one line and exits non-zero.
+//! khttpctl: the khttp admin CLI. Every failure prints one line and exits non-zero.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

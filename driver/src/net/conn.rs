@@ -1,5 +1,6 @@
-//! Connections: one context per accepted socket, driven by the engine (DRIVER-NOTES §4.4–4.6),
-//! and the table of live contexts that the timer sweep, admission control and unload use.
+//! Connections: one context per accepted socket, driven by the engine (docs/driver-facts.md,
+//! "IRPs for WSK calls" to "Memory and MDLs"), and the table of live contexts that the timer
+//! sweep, admission control and unload use.
 //!
 //! Connections use the pull model: exactly one `WskReceive` or `WskSend` in flight, with a
 //! driver-owned IRP whose completion routine returns `STATUS_MORE_PROCESSING_REQUIRED`. The one
@@ -54,7 +55,7 @@ use crate::irp::{
 /// `DelayedWorkQueue` for `IoQueueWorkItem`.
 const WORK_QUEUE_DELAYED: WORK_QUEUE_TYPE = _WORK_QUEUE_TYPE::DelayedWorkQueue;
 
-/// Receive buffer per connection (non-paged; DRIVER-NOTES §4.5 budget).
+/// Receive buffer per connection (non-paged; the budget in docs/driver-facts.md, "Memory and MDLs").
 const RX_LEN: usize = 8 * 1024;
 
 /// What connections ask of the request queues. The application device registers it
@@ -479,7 +480,7 @@ impl ConnCtx {
         }
         let ctx = Self {
             socket,
-            // SAFETY: an accepted socket's dispatch is a WSK_PROVIDER_CONNECTION_DISPATCH (§4.2).
+            // SAFETY: an accepted socket's dispatch is a WSK_PROVIDER_CONNECTION_DISPATCH (WSK_SOCKET).
             dispatch: unsafe { (*socket).Dispatch.cast() },
             gate: InlineGate::new(),
             close_gate: InlineGate::new(),
@@ -1123,7 +1124,7 @@ const fn close_code(close: Option<Close>) -> u8 {
 
 /// Closes a connection whose gate the caller moved to closing. Abortive, or a lingering close
 /// that is over (`Finished`): `WskCloseSocket` at once (closing a connected socket is
-/// abortive, §4.2.10; it cancels a pending operation).
+/// abortive: docs/driver-facts.md, "Closing sockets"; it cancels a pending operation).
 /// Graceful (the sweep, for an idle connection): `WskDisconnect`, then `WskCloseSocket` once
 /// the disconnect call has returned, through `close_gate` (issue #9, finding 2).
 ///

@@ -1,5 +1,6 @@
 //! Winsock Kernel: registration, and one listening socket per address and port that the site
-//! names (DRIVER-NOTES §4.1–4.3). Accepted sockets become connections in [`conn`].
+//! names (docs/driver-facts.md, "WSK registration and the provider NPI" to "Accept and
+//! disconnect events"). Accepted sockets become connections in [`conn`].
 //!
 //! IRQL: setup and teardown at PASSIVE_LEVEL; the accept event at <= DISPATCH_LEVEL, where
 //! nothing here waits.
@@ -177,8 +178,8 @@ unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
     // SAFETY: the provider dispatch table is valid while the NPI is captured.
     let control_client = unsafe { (*w.provider.Dispatch).WskControlClient };
     let status = match control_client {
-        // SAFETY: echosrv's call: static event callbacks, no output, no IRP (DRIVER-NOTES
-        // §4.2.3).
+        // SAFETY: echosrv's call: static event callbacks, no output, no IRP
+        // (docs/driver-facts.md, "WSK registration and the provider NPI").
         Some(control_client) => unsafe {
             control_client(
                 w.provider.Client,
@@ -205,7 +206,7 @@ unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
 }
 
 /// The socket addresses to listen on for `site`: the engine's rule, with one dual-stack IPv6
-/// wildcard (echosrv's choice, DRIVER-NOTES §4.2.5).
+/// wildcard (echosrv's choice; docs/driver-facts.md, "Listening sockets").
 fn wanted(site: &Site) -> Option<Vec<SocketAddr>> {
     site.listen_addrs(&[IpAddr::V6(Ipv6Addr::UNSPECIFIED)])
 }
@@ -259,7 +260,8 @@ unsafe fn open_listener(
         unsafe { free_irp(irp) };
         return Err(STATUS_INSUFFICIENT_RESOURCES);
     }
-    // SAFETY: DRIVER-NOTES §4.2.4: a listening TCP socket with our static listen dispatch.
+    // SAFETY: a listening TCP socket with our static listen dispatch (docs/driver-facts.md,
+    // "Listening sockets").
     unsafe {
         wsk_socket(
             w.provider.Client,
@@ -282,8 +284,8 @@ unsafe fn open_listener(
         unsafe { free_irp(irp) };
         return Err(status);
     }
-    let socket = info as usize as PWSK_SOCKET; // Information carries the PWSK_SOCKET (§4.2.4)
-    // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (§4.2).
+    let socket = info as usize as PWSK_SOCKET; // Information carries it (PFN_WSK_SOCKET)
+    // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (WSK_SOCKET).
     let dispatch = unsafe { (*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
     let mut one: u32 = 1;
     let mut zero: u32 = 0;
@@ -341,7 +343,7 @@ unsafe fn open_listener(
         if let Some(bind) = unsafe { (*dispatch).WskBind } {
             // SAFETY: the IRP is idle; `sa` outlives the synchronous wait.
             status = if unsafe { call.arm(irp) } {
-                // SAFETY: WskBind on a listening socket starts listening (§4.2.6).
+                // SAFETY: WskBind on a listening socket starts listening (PFN_WSK_BIND).
                 unsafe { bind(socket, sa, 0, irp.cast()) };
                 // SAFETY: PASSIVE_LEVEL; the call was made.
                 unsafe { call.wait(irp) }.0
@@ -400,7 +402,7 @@ unsafe fn close_sync(socket: PWSK_SOCKET, close: Option<khttp_wsk::PFN_WSK_CLOSE
 unsafe fn close_listener(socket: PWSK_SOCKET) {
     // SAFETY: a live socket (contract); its dispatch pointer is valid while it is open.
     let dispatch = unsafe { (*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
-    // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (§4.2).
+    // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (WSK_SOCKET).
     let close = unsafe { (*dispatch).Basic.WskCloseSocket };
     // SAFETY: forwarded contract.
     unsafe { close_sync(socket, close) };
@@ -504,7 +506,7 @@ unsafe extern "C" fn on_relisten(_device: PDEVICE_OBJECT, _context: PVOID) {
 }
 
 /// Closes every listener and connection, waits for the connections to go, releases WSK
-/// (unload, DRIVER-NOTES §2.5 steps 2, 3 and 5).
+/// (docs/driver-facts.md, "Unload order", steps 2, 3 and 5).
 ///
 /// # Safety
 /// PASSIVE_LEVEL, in EvtDriverUnload (or a failing DriverEntry), after `stopping` was set.
@@ -589,7 +591,7 @@ fn address_of(sa: *const SOCKADDR) -> Option<Local> {
 /// admitted by [`conn::accept`].
 ///
 /// # Safety
-/// Called by WSK with the arguments of `PFN_WSK_ACCEPT_EVENT` (DRIVER-NOTES §4.3): `listener`
+/// Called by WSK with the arguments of `PFN_WSK_ACCEPT_EVENT`: `listener`
 /// is our listener's socket context, the out-pointers valid for this call.
 unsafe extern "system" fn on_accept(
     listener: *mut c_void,

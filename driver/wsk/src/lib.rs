@@ -1,4 +1,4 @@
-//! khttp-wsk: Winsock Kernel declarations for khttp.sys (DRIVER-NOTES §4.1, option C).
+//! khttp-wsk: Winsock Kernel declarations for khttp.sys.
 //!
 //! wdk-sys does not bind `wsk.h`, so the structures, function-pointer types, constants and the
 //! four `netio` imports the driver needs are declared here by hand, in C layout, with the names
@@ -7,7 +7,8 @@
 //!
 //! Field orders follow the ddi documentation (`ns-wsk-_wsk_*`); types and constant values follow
 //! the public-domain ReactOS `wsk.h`. Both are unverified against the WDK until the Windows CI
-//! job compares this crate with bindgen output of the real header (DRIVER-NOTES §4.1, §8.3).
+//! job compares this crate with bindgen output of the real header (docs/driver-facts.md, "WSK
+//! declarations").
 //!
 //! Unsafe code: the extern block in [`imports`]; everything else is declarations.
 
@@ -46,7 +47,8 @@ pub struct GUID {
     pub Data4: [u8; 8],
 }
 
-/// `NPI_WSK_INTERFACE_ID` = {2227E803-8D8B-11D4-ABAD-009027719E09} (DRIVER-NOTES §4.1, \[U\]).
+/// `NPI_WSK_INTERFACE_ID` = {2227E803-8D8B-11D4-ABAD-009027719E09}, from third-party code and
+/// unverified (docs/driver-facts.md, "WSK declarations").
 pub const NPI_WSK_INTERFACE_ID: GUID = GUID {
     Data1: 0x2227_E803,
     Data2: 0x8D8B,
@@ -479,7 +481,7 @@ pub struct WSK_CLIENT_LISTEN_DISPATCH {
     pub WskAbortEvent: *const c_void,
 }
 
-/// `PFN_WSK_DISCONNECT_EVENT`: `WskDisconnectEvent(SocketContext, Flags)` (DRIVER-NOTES §4.1).
+/// `PFN_WSK_DISCONNECT_EVENT`: `WskDisconnectEvent(SocketContext, Flags)`.
 pub type PFN_WSK_DISCONNECT_EVENT =
     unsafe extern "system" fn(SocketContext: *mut c_void, Flags: u32) -> NTSTATUS;
 
@@ -496,7 +498,7 @@ pub struct WSK_CLIENT_CONNECTION_DISPATCH {
     pub WskSendBacklogEvent: *const c_void,
 }
 
-#[allow(unsafe_code, reason = "the netio imports (DRIVER-NOTES §4.1)")]
+#[allow(unsafe_code, reason = "the netio imports")]
 pub mod imports {
     //! The four `netio` functions. Linked only on Windows, so dependents build elsewhere.
 
@@ -522,7 +524,7 @@ pub mod imports {
     }
 }
 
-/// Layout facts for x64 (DRIVER-NOTES §4.1 table), checked at compile time on 64-bit targets.
+/// Layout facts for x64, checked at compile time on 64-bit targets.
 #[cfg(target_pointer_width = "64")]
 mod layout {
     use core::mem::{offset_of, size_of};

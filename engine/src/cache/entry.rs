@@ -77,7 +77,11 @@ pub struct Entry {
     pub digest: Option<[u8; khttp_proto::DIGEST_LEN]>,
 }
 
-/// Fields the server sets itself, or that would change framing: refused in `--header`.
+/// Fields the server sets itself, or that would change framing: the one list of fields a
+/// header line may not set. All of them are refused in a cache entry's `--header`; the first
+/// [`APP_RESERVED`] (framing and connection fields, `Date`, `Server`, and `Content-Type`, which
+/// travels on its own) in an application's answer, which may set the representation's own
+/// metadata (the last four).
 const RESERVED_FIELDS: [&str; 15] = [
     "content-length",
     "transfer-encoding",
@@ -90,27 +94,18 @@ const RESERVED_FIELDS: [&str; 15] = [
     "date",
     "server",
     "content-type",
+    // An application may set these; a cache entry's are the engine's.
     "content-encoding",
     "content-range",
     "etag",
     "last-modified",
 ];
 
-/// Fields an application's answer may not set: framing and connection fields, and those the
-/// server always sets itself (`Content-Type` travels on its own).
-const APP_RESERVED_FIELDS: [&str; 11] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "date",
-    "server",
-    "content-type",
-];
+/// How many of [`RESERVED_FIELDS`] an application's answer may not set.
+const APP_RESERVED: usize = 11;
+
+/// The fields an application's answer may not set.
+const APP_RESERVED_FIELDS: &[&str] = RESERVED_FIELDS.split_at(APP_RESERVED).0;
 
 /// Fields a 304 repeats (RFC 9110 §15.4.5).
 const VALIDATOR_FIELDS: [&str; 3] = ["cache-control", "expires", "content-location"];
@@ -208,7 +203,7 @@ pub(crate) fn entry_field_allowed(line: &str) -> bool {
 pub(crate) fn header_lines(lines: &[&str]) -> Result<Vec<u8>, CtlError> {
     let mut out = Vec::new();
     for line in lines {
-        let (name, value) = parse_field(line, &APP_RESERVED_FIELDS)?;
+        let (name, value) = parse_field(line, APP_RESERVED_FIELDS)?;
         put(
             &mut out,
             &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"],
@@ -247,6 +242,81 @@ pub(crate) fn content_type_or_default(content_type: &str) -> Result<&str, CtlErr
     Ok(ct)
 }
 
+/// A cache entry's `--header` lines, checked and sorted: those a 304 repeats, and the others.
+fn sorted_fields(headers: &[&str]) -> Result<(Vec<u8>, Vec<u8>), CtlError> {
+    let mut validator_lines: Vec<u8> = Vec::new();
+    let mut other_lines: Vec<u8> = Vec::new();
+    for line in headers {
+        let (name, value) = parse_header_line(line)?;
+        let target = if VALIDATOR_FIELDS
+            .iter()
+            .any(|v| name.eq_ignore_ascii_case(v))
+        {
+            &mut validator_lines
+        } else {
+            &mut other_lines
+        };
+        put(target, &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"])?;
+    }
+    Ok((validator_lines, other_lines))
+}
+
+/// What every variant of an entry shares, for [`Common::variant`].
+struct Common<'a> {
+    status: u16,
+    content_type: &'a str,
+    last_modified: Option<HttpDate>,
+    /// Field lines a 304 repeats.
+    validators: &'a [u8],
+    /// The other field lines.
+    other: &'a [u8],
+    /// The entry has coded variants: each says `Vary: Accept-Encoding`.
+    vary: bool,
+}
+
+impl Common<'_> {
+    /// The variant of `coding` holding `body`, with its pre-formatted field lines.
+    fn variant(&self, coding: Coding, body: Vec<u8>) -> Result<Variant, CtlError> {
+        let etag = etag_for(&body, coding)?;
+        let mut validators = Vec::new();
+        put(&mut validators, &[b"ETag: ", &etag, b"\r\n"])?;
+        if let Some(lm) = &self.last_modified {
+            put(
+                &mut validators,
+                &[b"Last-Modified: ", lm.as_bytes(), b"\r\n"],
+            )?;
+        }
+        put(&mut validators, &[self.validators])?;
+        if self.vary {
+            put(&mut validators, &[b"Vary: Accept-Encoding\r\n"])?;
+        }
+        let mut ct = Vec::new();
+        put(
+            &mut ct,
+            &[b"Content-Type: ", self.content_type.as_bytes(), b"\r\n"],
+        )?;
+        let mut other = Vec::new();
+        if coding != Coding::Identity {
+            put(
+                &mut other,
+                &[b"Content-Encoding: ", coding.token().as_bytes(), b"\r\n"],
+            )?;
+        }
+        if self.status == 200 {
+            put(&mut other, &[b"Accept-Ranges: bytes\r\n"])?;
+        }
+        put(&mut other, &[self.other])?;
+        Ok(Variant {
+            coding,
+            body: mem::arc(body)?,
+            etag,
+            validators: exact(validators)?,
+            content_type: exact(ct)?,
+            other: exact(other)?,
+        })
+    }
+}
+
 impl Entry {
     /// Builds an entry for `url` from `spec` at `now` (for the TTL).
     ///
@@ -270,22 +340,7 @@ impl Entry {
             line.split_once(':')
                 .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("cache-control"))
         });
-        let mut validator_lines: Vec<u8> = Vec::new();
-        let mut other_lines: Vec<u8> = Vec::new();
-        for line in spec.headers {
-            let (name, value) = parse_header_line(line)?;
-            let target = if VALIDATOR_FIELDS
-                .iter()
-                .any(|v| name.eq_ignore_ascii_case(v))
-            {
-                &mut validator_lines
-            } else {
-                &mut other_lines
-            };
-            put(target, &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"])?;
-        }
-        let last_modified_line = spec.last_modified.map(HttpDate::from_unix);
-
+        let (validator_lines, other_lines) = sorted_fields(spec.headers)?;
         let mut bodies: Vec<(Coding, Vec<u8>)> = Vec::new();
         bodies.try_reserve(3).map_err(OutOfMemory::from)?;
         let has_variants = spec.gzip.is_some() || spec.br.is_some();
@@ -296,48 +351,20 @@ impl Entry {
         if let Some(br) = spec.br {
             bodies.push((Coding::Br, br));
         }
+        let common = Common {
+            status,
+            content_type,
+            last_modified: spec.last_modified.map(HttpDate::from_unix),
+            validators: &validator_lines,
+            other: &other_lines,
+            vary: has_variants,
+        };
         let mut variants = Vec::new();
         variants
             .try_reserve(bodies.len())
             .map_err(OutOfMemory::from)?;
         for (coding, body) in bodies {
-            let etag = etag_for(&body, coding)?;
-            let mut validators = Vec::new();
-            put(&mut validators, &[b"ETag: ", &etag, b"\r\n"])?;
-            if let Some(lm) = &last_modified_line {
-                put(
-                    &mut validators,
-                    &[b"Last-Modified: ", lm.as_bytes(), b"\r\n"],
-                )?;
-            }
-            put(&mut validators, &[&validator_lines])?;
-            if has_variants {
-                put(&mut validators, &[b"Vary: Accept-Encoding\r\n"])?;
-            }
-            let mut ct = Vec::new();
-            put(
-                &mut ct,
-                &[b"Content-Type: ", content_type.as_bytes(), b"\r\n"],
-            )?;
-            let mut other = Vec::new();
-            if coding != Coding::Identity {
-                put(
-                    &mut other,
-                    &[b"Content-Encoding: ", coding.token().as_bytes(), b"\r\n"],
-                )?;
-            }
-            if status == 200 {
-                put(&mut other, &[b"Accept-Ranges: bytes\r\n"])?;
-            }
-            put(&mut other, &[&other_lines])?;
-            variants.push(Variant {
-                coding,
-                body: mem::arc(body)?,
-                etag,
-                validators: exact(validators)?,
-                content_type: exact(ct)?,
-                other: exact(other)?,
-            });
+            variants.push(common.variant(coding, body)?);
         }
         Ok(Self {
             url,

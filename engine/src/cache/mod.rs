@@ -1,4 +1,4 @@
-//! The response cache (DESIGN §4): entries keyed by (reservation, path below it).
+//! The response cache: entries keyed by (reservation, path below it).
 //!
 //! Readers see an immutable snapshot (the [`crate::site::Site`] they hold); a writer changes a
 //! clone. To keep that clone cheap the map is split into [`SHARDS`] shards behind `Arc`s: cloning
@@ -7,8 +7,8 @@
 //! (and body) it started with: replacing an entry never mixes old and new bytes.
 //!
 //! Key case: the reservation part of a path matches case-insensitively (http.sys), the part below
-//! it is compared exactly (a decision: HTTPSYS-REFERENCE §9.4 leaves it open; exact matching is
-//! what a Linux file tree expects).
+//! it is compared exactly (a decision where http.sys's documentation is silent: exact matching
+//! is what a Linux file tree expects; docs/http-semantics.md, "Decisions on open points").
 
 pub(crate) mod entry;
 pub(crate) mod serve;

@@ -1,4 +1,4 @@
-//! Answering a request from a cache entry (DESIGN §4): content negotiation, conditional
+//! Answering a request from a cache entry: content negotiation, conditional
 //! requests, ranges, HEAD.
 //!
 //! Precedence of preconditions, RFC 9110 §13.2.2:
@@ -137,15 +137,7 @@ pub(crate) fn serve(
             length: Some(len),
             ..base
         }
-        .write(out)?;
-        if !head_only {
-            out.body(&v.body, 0, v.body.len())?;
-        }
-        Ok(Served {
-            status,
-            body_bytes: if head_only { 0 } else { len },
-            hit: true,
-        })
+        .write_whole(out, Some(&v.body), head_only, true)
     };
     if entry.status != 200 {
         return whole(out, entry.status);
@@ -153,17 +145,12 @@ pub(crate) fn serve(
     match evaluate(entry, v, method, headers) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
-            ResponseHead {
+            let not_modified = ResponseHead {
                 status: 304,
                 fields: &[&v.validators, policy],
                 ..base
-            }
-            .write(out)?;
-            return Ok(Served {
-                status: 304,
-                body_bytes: 0,
-                hit: true,
-            });
+            };
+            return not_modified.write_whole(out, None, head_only, true);
         }
         Precondition::Failed => {
             return page(

@@ -1,4 +1,4 @@
-//! Request bodies, read and discarded (DESIGN §5): `Content-Length` and `chunked`
+//! Request bodies, read and discarded: `Content-Length` and `chunked`
 //! (RFC 9112 §6.3, §7.1).
 //!
 //! ```text

@@ -425,7 +425,7 @@ mod tests {
         assert_eq!(parse_range(many.as_bytes(), 100), RangeRequest::Ignore);
     }
 
-    /// HTTPSYS-REFERENCE §6, MS15-034: the u64 edges never wrap.
+    /// MS15-034 (docs/http-semantics.md, "The http.sys CVE inputs"): the u64 edges never wrap.
     #[test]
     fn ms15_034_edges() {
         let len = 1000;

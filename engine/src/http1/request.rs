@@ -3,7 +3,7 @@
 //! httparse does the tokenising (request-line, field lines, token and field-value characters).
 //! This module adds the HTTP semantics httparse leaves to its caller: request-target forms,
 //! Host rules, message framing and its smuggling shapes, `Connection`, `Expect`, and the size
-//! limits of DESIGN §5.
+//! limits (`crate::limits`).
 //!
 //! Decision: a lone LF ends a head line, as RFC 9112 §2.2 permits and http.sys always accepts
 //! (`parser-enhancements.md`). A bare CR anywhere is refused (§2.2: "MUST treat as invalid").
@@ -303,33 +303,8 @@ pub(crate) fn parse_head<'h, 'b>(
 
     let fields = Fields::scan(req.headers, limits)?;
     let (path_and_query, target_host, asterisk) = split_target(target, method)?;
-    let (path, query) = match path_and_query.iter().position(|&b| b == b'?') {
-        Some(q) => (
-            path_and_query.get(..q).unwrap_or_default(),
-            path_and_query.get(q.saturating_add(1)..),
-        ),
-        None => (path_and_query, None),
-    };
-    if path.contains(&b'#') {
-        return Err(RequestError::BadRequest(
-            "a fragment is not allowed in the request URL",
-        ));
-    }
-
-    // Host (RFC 9112 §3.2): exactly one in HTTP/1.1; never more than one; always valid.
-    if fields.host_count > 1 {
-        return Err(RequestError::BadRequest("more than one Host header"));
-    }
-    if version == Version::Http11 && fields.host_count == 0 {
-        return Err(RequestError::BadRequest("HTTP/1.1 request without Host"));
-    }
-    if let Some(h) = fields.host
-        && !h.is_empty()
-        && !valid_host(h)
-    {
-        return Err(RequestError::BadRequest("invalid Host header"));
-    }
-    let host = target_host.or(fields.host).unwrap_or_default();
+    let (path, query) = split_query(path_and_query)?;
+    let host = target_host.or(fields.host(version)?).unwrap_or_default();
     let framing = fields.framing(version)?;
     let keep_alive = match version {
         Version::Http11 => !fields.conn_close,
@@ -353,6 +328,23 @@ pub(crate) fn parse_head<'h, 'b>(
     Ok((head, req.headers))
 }
 
+/// The path and the query of an origin-form target; a fragment is refused.
+fn split_query(path_and_query: &[u8]) -> Result<(&[u8], Option<&[u8]>), RequestError> {
+    let (path, query) = match path_and_query.iter().position(|&b| b == b'?') {
+        Some(q) => (
+            path_and_query.get(..q).unwrap_or_default(),
+            path_and_query.get(q.saturating_add(1)..),
+        ),
+        None => (path_and_query, None),
+    };
+    if path.contains(&b'#') {
+        return Err(RequestError::BadRequest(
+            "a fragment is not allowed in the request URL",
+        ));
+    }
+    Ok((path, query))
+}
+
 /// The header fields this server acts on, as found in one head.
 #[derive(Default)]
 struct Fields<'b> {
@@ -368,6 +360,24 @@ struct Fields<'b> {
 }
 
 impl<'b> Fields<'b> {
+    /// The `Host` field (RFC 9112 §3.2): exactly one in HTTP/1.1; never more than one; always
+    /// valid.
+    fn host(&self, version: Version) -> Result<Option<&'b [u8]>, RequestError> {
+        if self.host_count > 1 {
+            return Err(RequestError::BadRequest("more than one Host header"));
+        }
+        if version == Version::Http11 && self.host_count == 0 {
+            return Err(RequestError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        if let Some(h) = self.host
+            && !h.is_empty()
+            && !valid_host(h)
+        {
+            return Err(RequestError::BadRequest("invalid Host header"));
+        }
+        Ok(self.host)
+    }
+
     fn scan(headers: &[httparse::Header<'b>], limits: &Limits) -> Result<Self, RequestError> {
         let mut f = Self::default();
         for h in headers {
@@ -570,7 +580,7 @@ mod tests {
             ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-            // Smuggling shapes (DESIGN §5).
+            // Smuggling shapes (RFC 9112 §6.1, §6.3).
             (
                 "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
                 400,

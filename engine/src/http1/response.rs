@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use crate::error::OutOfMemory;
 use crate::mem::put;
-use crate::out::Output;
+use crate::out::{Body, Output};
 use crate::time::HttpDate;
 
 /// The `Server` field every final response carries.
@@ -67,6 +67,51 @@ impl ResponseHead<'_> {
     /// # Errors
     /// [`OutOfMemory`]; the caller rolls back to its mark.
     pub(crate) fn write(&self, out: &mut Output) -> Result<(), OutOfMemory> {
+        self.write_framed(out, b"")
+    }
+
+    /// Appends the head and, unless `head_only`, the whole `body` (none: a bodiless response);
+    /// returns what was served, `hit` saying whether a cache entry answered.
+    ///
+    /// # Errors
+    /// [`OutOfMemory`]; the caller rolls back to its mark.
+    pub(crate) fn write_whole(
+        &self,
+        out: &mut Output,
+        body: Option<&Body>,
+        head_only: bool,
+        hit: bool,
+    ) -> Result<Served, OutOfMemory> {
+        self.write(out)?;
+        let sent = match body {
+            Some(b) if !head_only => {
+                out.body(b, 0, b.len())?;
+                u64::try_from(b.len()).unwrap_or(u64::MAX)
+            }
+            _ => 0,
+        };
+        Ok(Served {
+            status: self.status,
+            body_bytes: sent,
+            hit,
+        })
+    }
+
+    /// Appends the head of a response whose body follows in chunks ([`put_chunk`]): its
+    /// `Transfer-Encoding: chunked` after the given fields, and no `Content-Length`
+    /// (RFC 9112 §6.1, §7.1).
+    ///
+    /// # Errors
+    /// [`OutOfMemory`]; the caller rolls back to its mark.
+    pub(crate) fn write_chunked(&self, out: &mut Output) -> Result<(), OutOfMemory> {
+        debug_assert!(
+            self.length.is_none(),
+            "a chunked response carries no Content-Length"
+        );
+        self.write_framed(out, b"Transfer-Encoding: chunked\r\n")
+    }
+
+    fn write_framed(&self, out: &mut Output, framing: &[u8]) -> Result<(), OutOfMemory> {
         let known = status_line(self.status);
         let mut unknown = Vec::new();
         let line: &[u8] = if known.is_empty() {
@@ -86,7 +131,7 @@ impl ResponseHead<'_> {
             None => (b"", b"", b""),
         };
         let head: [&[u8]; 5] = [line, b"Date: ", self.date.as_bytes(), b"\r\n", SERVER];
-        let tail: [&[u8]; 5] = [cl, n, crlf, self.persist.line(), b"\r\n"];
+        let tail: [&[u8]; 6] = [framing, cl, n, crlf, self.persist.line(), b"\r\n"];
         out.put_groups(&[&head, self.fields, &tail])
     }
 }
@@ -122,6 +167,40 @@ pub(crate) fn page(
         body_bytes: if head_only { 0 } else { body_len },
         hit: false,
     })
+}
+
+/// Appends one chunk (RFC 9112 §7.1) holding `body` (none when it is empty), and the last
+/// chunk and the empty trailer section after it when `last`.
+pub(crate) fn put_chunk(out: &mut Output, body: &Body, last: bool) -> Result<(), OutOfMemory> {
+    if !body.is_empty() {
+        let mut hex = [0u8; 16];
+        let size = hex_digits(body.len(), &mut hex);
+        out.put(&[size, b"\r\n"])?;
+        out.body(body, 0, body.len())?;
+        out.put(&[b"\r\n"])?;
+    }
+    if last {
+        out.put(&[b"0\r\n\r\n"])?;
+    }
+    Ok(())
+}
+
+/// `n` in lowercase hexadecimal, in `buf`.
+fn hex_digits(n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i = i.saturating_sub(1);
+        if let (Some(slot), Some(d)) = (buf.get_mut(i), DIGITS.get(n & 0xf)) {
+            *slot = *d;
+        }
+        n >>= 4;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    buf.get(i..).unwrap_or_default()
 }
 
 /// Decimal digits of `n`, in a stack buffer.

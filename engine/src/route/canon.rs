@@ -1,4 +1,4 @@
-//! Request-path canonicalisation (DESIGN §3; HTTPSYS-REFERENCE §1.5).
+//! Request-path canonicalisation (docs/http-semantics.md, "Path canonicalisation").
 //!
 //! The cooked path that routing and the cache see is the raw path with:
 //! 1. percent-encoded unreserved characters decoded (RFC 3986 §6.2.2.2), other escapes kept with

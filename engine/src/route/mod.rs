@@ -1,4 +1,4 @@
-//! The http.sys URL namespace: reservations and routing (DESIGN §3; HTTPSYS-REFERENCE §1.1–1.3).
+//! The http.sys URL namespace: reservations and routing (docs/http-semantics.md).
 //!
 //! Routing (win32 `urlprefix-strings.md`, `routing-incoming-requests.md`):
 //! 1. search the host buckets in the order strong `+`, explicit host name, IP-bound, weak `*`;
@@ -11,8 +11,9 @@
 //! case-insensitively. Conflicts are detected per host category: `http://adatum.com:80/vroot/` and
 //! `http://+:80/vroot/` may both be reserved.
 //!
-//! Decision on an open point (HTTPSYS-REFERENCE §9.1): a request for `/vroot` does **not** route
-//! to `/vroot/`; it is not a complete match, exactly as `/dir/app.htm` is not one for `/dir/sna/`.
+//! Decision on an open point (docs/http-semantics.md, "Decisions on open points"): a request for
+//! `/vroot` does **not** route to `/vroot/`; it is not a complete match, exactly as
+//! `/dir/app.htm` is not one for `/dir/sna/`.
 
 mod canon;
 mod prefix;
@@ -320,7 +321,7 @@ mod tests {
             .map(|(r, rel)| alloc::format!("{}|{}", r.prefix, core::str::from_utf8(rel).unwrap()))
     }
 
-    /// HTTPSYS-REFERENCE §1.3, the longest-match example of urlprefix-strings.md.
+    /// The longest-match example of Microsoft Learn's "UrlPrefix Strings".
     #[test]
     fn longest_complete_match() {
         let ns = ns(&[
@@ -422,7 +423,7 @@ mod tests {
         assert!(ns.route(l, b"h", b"/other/").is_none());
     }
 
-    /// HTTPSYS-REFERENCE §1.1: conflicts are per host category.
+    /// Conflicts are per host category (Microsoft Learn, "UrlPrefix Strings").
     #[test]
     fn reservation_examples() {
         let mut ns = Namespace::new();

@@ -1,5 +1,5 @@
-//! UrlPrefix strings: `scheme://host:port/relativeURI` (HTTPSYS-REFERENCE §1.2, from
-//! win32 `urlprefix-strings.md`).
+//! UrlPrefix strings: `scheme://host:port/relativeURI` (Microsoft Learn, "UrlPrefix Strings";
+//! docs/http-semantics.md, "UrlPrefix grammar").
 //!
 //! ```text
 //! prefix = "http://" host ":" port path       ; scheme lowercase only
@@ -24,7 +24,7 @@ use crate::error::{CanonError, OutOfMemory, PrefixError};
 use crate::limits::MAX_PREFIX_LEN;
 use crate::mem;
 
-/// Which http.sys host category a prefix belongs to (HTTPSYS-REFERENCE §1.3), in routing order.
+/// Which http.sys host category a prefix belongs to, in routing order ("UrlPrefix Strings").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Bucket {
     /// `+`: every host name.

@@ -4,7 +4,7 @@
 //! no accept events, no `WskControlSocket`, `WskDisconnect` or `WskRelease`, IPv4 binds only,
 //! one MDL per buffer. This DLL provides the Winsock Kernel provider that khttp.sys uses, over
 //! Winsock (ws2_32, which under Wine is host sockets), with the documented semantics
-//! (DRIVER-NOTES §4.2, WINE-FACTS §9):
+//! (docs/driver-facts.md, the WSK sections; WINE-FACTS §9):
 //!
 //! - registration, provider NPI capture and release, and a `WskDeregister` that waits for every
 //!   socket to be closed and every NPI to be released;
@@ -28,7 +28,8 @@
 //! in-flight sets exported here.
 //!
 //! IRPs and MDLs are the WDM layouts (x64): the few offsets used are asserted against the sizes
-//! in the WDK documentation and checked with mingw-w64's DDK headers (README).
+//! in the WDK documentation and checked with mingw-w64's DDK headers (docs/driver.md, "Status,
+//! plainly").
 
 #![allow(
     non_snake_case,
@@ -2046,7 +2047,7 @@ unsafe extern "system" fn wsk_close_socket(socket: PWSK_SOCKET, irp: *mut c_void
     let mut st = lock(&s.state);
     let cancelled = st.take_all();
     // Closing a connected socket is abortive unless both directions are already shut down
-    // (DRIVER-NOTES §4.2; issue #9, finding 3).
+    // (PFN_WSK_CLOSE_SOCKET; docs/driver-facts.md, "Closing sockets"; issue #9, finding 3).
     let host = s.host.load(Ordering::Acquire);
     let graceful = s.kind == Kind::Listen
         || st.aborted

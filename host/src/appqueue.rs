@@ -1,0 +1,330 @@
+//! The requests between khttpd's workers and the application sessions (issue #12): the
+//! workers' connections offer them and take the answers; the sessions (`crate::apps`, one
+//! thread per application connection) receive and answer them. A request is *waiting* until a
+//! session receives it, then *taken* until it is answered; a session that ends abandons what
+//! it took (503 to those clients), and when it was the queue's last application, what is still
+//! waiting too.
+//!
+//! A leaf: it knows the workers only through [`Workers`], so that `shared` (which holds the
+//! queue) and `apps` (which serves the sessions) do not import each other.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use khttp_engine::{CtlError, Delivery, Handoff, Outcome, Refusal, RequestId, Site, app_cache_url};
+use khttp_proto::reply::BodyRow;
+use khttp_proto::write_rows;
+
+/// What the queue needs of the workers: to wake one, and whether khttpd is stopping.
+pub(crate) trait Workers {
+    /// Wakes worker `index`, whose inbox has something.
+    fn wake(&self, index: usize);
+    /// Whether khttpd is stopping (waits end).
+    fn stopping(&self) -> bool;
+}
+
+/// Where a request came from: the worker and its connection's slot.
+type Origin = (usize, usize);
+
+/// An outcome on its way to a worker: (slot, request, outcome, and for a streamed answer's
+/// pieces, how the worker tells the sender that the connection took it).
+pub(crate) type Inbound = (usize, RequestId, Outcome, Option<Arc<Ack>>);
+
+/// The worker's word on one piece of a streamed answer: whether the connection took it. It is
+/// given once the connection wants the next piece ([`khttp_engine::Connection::wants_piece`])
+/// or has stopped waiting for the request, so that an application can never be more than one
+/// piece and the stream window ahead of its client.
+#[derive(Debug, Default)]
+pub(crate) struct Ack {
+    done: Mutex<Option<bool>>,
+    cond: Condvar,
+}
+
+impl Ack {
+    /// Gives the word (the first one counts).
+    pub(crate) fn fire(&self, delivered: bool) {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        if done.is_none() {
+            *done = Some(delivered);
+            self.cond.notify_all();
+        }
+    }
+
+    /// Waits for the word; false when khttpd stops meanwhile, or the application is `gone`
+    /// (its process exited: the wait is its call, which must not outlive it; issue #22, the
+    /// driver's defect 1, which khttpd had too: a killed application's queue stayed attached
+    /// until its client was reset).
+    fn wait(&self, workers: &dyn Workers, gone: &dyn Fn() -> bool) -> bool {
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(d) = *done {
+                return d;
+            }
+            if workers.stopping() || gone() {
+                return false;
+            }
+            done = self
+                .cond
+                .wait_timeout(done, Duration::from_millis(250))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The requests themselves: the engine's bookkeeping, shared with the driver.
+    handoff: Handoff<Origin>,
+    /// Per queue: what its receivers wait on, so that a request wakes one of them.
+    arrived: HashMap<u32, Arc<Condvar>>,
+    /// Per queue: receivers waiting now, whom a batch leaves their share.
+    idle: HashMap<u32, usize>,
+}
+
+/// The requests between workers and applications.
+#[derive(Debug, Default)]
+pub(crate) struct Apps {
+    state: Mutex<State>,
+    /// Per worker: answers for its connections, taken when its waker fires.
+    inboxes: Mutex<Vec<Vec<Inbound>>>,
+    /// Numbers the sessions (their taker ids in the hand-off).
+    pub(crate) next_session: AtomicU64,
+    /// Application connections open now, in all and per user (administrators' not counted).
+    pub(crate) sessions: Mutex<Sessions>,
+}
+
+/// Application connections of users other than administrators: each is a thread and a file
+/// descriptor, so their number is bounded, per user and in all (issue #21, finding 6: 5,000
+/// idle connections from one user made 5,006 threads, and about 20,000 exhausted khttpd's file
+/// descriptors).
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    pub(crate) total: usize,
+    pub(crate) per_user: HashMap<u32, usize>,
+}
+
+/// The most body bytes one `QueueReceiveBody` reply carries: what an application that reads
+/// a body as it goes (a proxy forwarding an upload) holds of it at once; a round trip per MiB
+/// costs little next to copying the MiB.
+const BODY_PIECE: usize = 1 << 20;
+
+impl Apps {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the request a worker's connection (`slot`) offers; refused past `queue-length`.
+    pub(crate) fn enqueue(
+        &self,
+        worker: usize,
+        slot: usize,
+        d: &Delivery<'_>,
+        site: &Site,
+    ) -> Result<RequestId, Refusal> {
+        let cache_url = app_cache_url(site, d.local, d.head);
+        let mut st = self.state();
+        let id = st
+            .handoff
+            .offer((worker, slot), d, site, cache_url.as_deref())?;
+        let arrived = st.arrived.get(&d.queue).cloned();
+        drop(st);
+        if let Some(c) = arrived {
+            c.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// Forgets request `id` (its connection went, or stopped waiting).
+    pub(crate) fn cancel(&self, id: RequestId) {
+        self.state().handoff.cancel(id);
+    }
+
+    /// The answers for worker `worker`'s connections: (slot, request, outcome).
+    pub(crate) fn take_outcomes(&self, worker: usize) -> Vec<Inbound> {
+        let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        inboxes
+            .get_mut(worker)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Where request `id`'s answer may be cached, if `session` received it.
+    pub(crate) fn cache_url(&self, session: u64, id: u64) -> Option<String> {
+        let st = self.state();
+        st.handoff
+            .cache_url(RequestId(id), session)
+            .map(str::to_owned)
+    }
+
+    /// An application's answer (or cancel) for request `id`, accepted only from the session
+    /// that received it; false if nobody waits for it.
+    pub(crate) fn answer(
+        &self,
+        workers: &dyn Workers,
+        session: u64,
+        id: u64,
+        outcome: Outcome,
+    ) -> bool {
+        let origin = self.state().handoff.answer(RequestId(id), session);
+        origin.is_some_and(|o| {
+            self.route(workers, o, RequestId(id), outcome);
+            true
+        })
+    }
+
+    /// A streamed answer's head or piece for request `id`, accepted only from the session
+    /// that received it: handed to its connection, and the worker's word awaited (the next
+    /// piece waits while the client is more than the stream window behind). `last` ends the
+    /// request. Returns whether the connection took it.
+    pub(crate) fn stream(
+        &self,
+        workers: &dyn Workers,
+        session: u64,
+        id: u64,
+        outcome: Outcome,
+        last: bool,
+        gone: &dyn Fn() -> bool,
+    ) -> bool {
+        let origin = {
+            let mut st = self.state();
+            if last {
+                st.handoff.answer(RequestId(id), session)
+            } else {
+                st.handoff.hold(RequestId(id), session)
+            }
+        };
+        let Some((worker, slot)) = origin else {
+            return false;
+        };
+        let ack = Arc::new(Ack::default());
+        self.push(
+            workers,
+            worker,
+            (slot, RequestId(id), outcome, Some(Arc::clone(&ack))),
+        );
+        ack.wait(workers, gone)
+    }
+
+    /// Hands an outcome to the worker whose connection waits for it.
+    fn route(
+        &self,
+        workers: &dyn Workers,
+        (worker, slot): Origin,
+        id: RequestId,
+        outcome: Outcome,
+    ) {
+        self.push(workers, worker, (slot, id, outcome, None));
+    }
+
+    fn push(&self, workers: &dyn Workers, worker: usize, inbound: Inbound) {
+        {
+            let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
+            if inboxes.len() <= worker {
+                inboxes.resize_with(worker.saturating_add(1), Vec::new);
+            }
+            if let Some(inbox) = inboxes.get_mut(worker) {
+                inbox.push(inbound);
+            }
+        }
+        workers.wake(worker);
+    }
+
+    /// Waits (at most `wait`) for a request of `queue`, hands it to `session`, with up to
+    /// `max_requests - 1` more of those waiting beyond what the other idle receivers of the
+    /// queue can take, and writes them to `out` as `RequestRow`s with at most `body_max`
+    /// body bytes each; returns their ids (none: nothing came).
+    pub(crate) fn receive(
+        &self,
+        queue: u32,
+        session: u64,
+        (body_max, max_requests): (u64, u32),
+        wait: Duration,
+        out: &mut Vec<u8>,
+    ) -> Vec<RequestId> {
+        let mut st = self.state();
+        if st.handoff.waiting(queue) == 0 {
+            let arrived = Arc::clone(st.arrived.entry(queue).or_default());
+            *st.idle.entry(queue).or_default() += 1;
+            st = arrived
+                .wait_timeout(st, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            if let Some(n) = st.idle.get_mut(&queue) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let mut ids = Vec::new();
+        let Some(first) = st.handoff.receive(queue, session).map(|r| r.id) else {
+            return ids;
+        };
+        ids.push(first);
+        // More only when nobody else is waiting for them: a batch must not keep requests from
+        // an idle receiver.
+        let others = st.idle.get(&queue).copied().unwrap_or(0);
+        let spare = st.handoff.waiting(queue).saturating_sub(others);
+        let more = spare.min(max_requests.saturating_sub(1) as usize);
+        for _ in 0..more {
+            if let Some(r) = st.handoff.receive(queue, session) {
+                ids.push(r.id);
+            }
+        }
+        let start = usize::try_from(body_max).unwrap_or(usize::MAX);
+        let rows = ids
+            .iter()
+            .filter_map(|id| st.handoff.taken(*id, session))
+            .map(|r| r.row(start));
+        if write_rows(out, rows).is_err() {
+            out.clear();
+            // Back first in line, in their order.
+            for id in ids.iter().rev() {
+                let _ = st.handoff.requeue(*id, session);
+            }
+            ids.clear();
+        }
+        ids
+    }
+
+    /// More of request `id`'s body, from `offset`, as a [`BodyRow`] of at most [`BODY_PIECE`] bytes, if
+    /// `session` holds it.
+    pub(crate) fn body(
+        &self,
+        session: u64,
+        id: u64,
+        offset: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CtlError> {
+        let st = self.state();
+        let rest = st
+            .handoff
+            .body(RequestId(id), session, offset)
+            .ok_or(CtlError::NotFound)?;
+        let bytes = rest.get(..BODY_PIECE).unwrap_or(rest);
+        write_rows(out, [BodyRow { bytes }]).map_err(|_| CtlError::OutOfMemory)
+    }
+
+    /// Puts back a request a session received but could not deliver (it died meanwhile).
+    pub(crate) fn requeue(&self, workers: &dyn Workers, session: u64, id: u64) {
+        let mut st = self.state();
+        if st.handoff.requeue(RequestId(id), session).is_err()
+            && let Some(o) = st.handoff.answer(RequestId(id), session)
+        {
+            drop(st);
+            self.route(workers, o, RequestId(id), Outcome::Abandoned);
+        }
+    }
+
+    /// A session ended: what it took is abandoned; so is what waits in `orphaned` queues (no
+    /// application is attached to them any more).
+    pub(crate) fn session_ended(&self, workers: &dyn Workers, session: u64, orphaned: &[u32]) {
+        let mut gone = Vec::new();
+        self.state()
+            .handoff
+            .abandon(session, orphaned, |id, o| gone.push((id, o)));
+        for (id, o) in gone {
+            self.route(workers, o, id, Outcome::Abandoned);
+        }
+    }
+}
