@@ -267,6 +267,72 @@ fn wait_for_stop(signals: &mut signal_hook::iterator::Signals, shared: &Shared) 
     }
 }
 
+/// Starts the workers (their handles, to join at the end), the control thread, the
+/// application endpoint's thread and the janitor.
+fn spawn_threads(
+    shared: &Arc<Shared>,
+    per_worker: Vec<Vec<(SocketAddr, mio::net::TcpListener)>>,
+    control: std::os::unix::net::UnixListener,
+    app_listener: std::os::unix::net::UnixListener,
+) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+    let mut threads = Vec::new();
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let w = Worker::new(Arc::clone(shared), listeners, i == 0)
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("khttpd-worker-{i}"))
+                .spawn(move || w.run())
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    {
+        let s = Arc::clone(shared);
+        std::thread::Builder::new()
+            .name("khttpd-control".into())
+            .spawn(move || control::serve(&control, &s))
+            .map_err(|e| e.to_string())?;
+        let s = Arc::clone(shared);
+        std::thread::Builder::new()
+            .name("khttpd-apps".into())
+            .spawn(move || apps::serve(&app_listener, &s))
+            .map_err(|e| e.to_string())?;
+        let s = Arc::clone(shared);
+        std::thread::Builder::new()
+            .name("khttpd-janitor".into())
+            .spawn(move || control::janitor(&s))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(threads)
+}
+
+/// Prints where khttpd listens, its sockets and its state.
+fn announce(
+    bound: &[SocketAddr],
+    (app_path, control_path): (&Path, &Path),
+    state_dir: &Path,
+    workers: usize,
+) {
+    for addr in bound {
+        println!("khttpd: listening on http://{addr}/");
+    }
+    if bound.is_empty() {
+        println!(
+            "khttpd: no URL reservations yet: nothing to listen on (add one with khttpctl urlacl add)"
+        );
+    }
+    println!("khttpd: application socket {}", app_path.display());
+    println!(
+        "khttpd: control socket {} (khttpctl --endpoint unix:{})",
+        control_path.display(),
+        control_path.display()
+    );
+    println!(
+        "khttpd: state in {}; {workers} worker(s)",
+        state_dir.display()
+    );
+}
+
 fn run(args: Args) -> Result<(), String> {
     let state_dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let control_path = args
@@ -299,34 +365,7 @@ fn run(args: Args) -> Result<(), String> {
     let (per_worker, bound) = bind_all(&shared.snapshot(), workers)?;
     let shared = Arc::new(shared);
 
-    let mut threads = Vec::new();
-    for (i, listeners) in per_worker.into_iter().enumerate() {
-        let w = Worker::new(Arc::clone(&shared), listeners, i == 0)
-            .map_err(|e| format!("cannot start a worker: {e}"))?;
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("khttpd-worker-{i}"))
-                .spawn(move || w.run())
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    {
-        let s = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("khttpd-control".into())
-            .spawn(move || control::serve(&control, &s))
-            .map_err(|e| e.to_string())?;
-        let s = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("khttpd-apps".into())
-            .spawn(move || apps::serve(&app_listener, &s))
-            .map_err(|e| e.to_string())?;
-        let s = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("khttpd-janitor".into())
-            .spawn(move || control::janitor(&s))
-            .map_err(|e| e.to_string())?;
-    }
+    let threads = spawn_threads(&shared, per_worker, control, app_listener)?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -334,24 +373,8 @@ fn run(args: Args) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
-    for addr in &bound {
-        println!("khttpd: listening on http://{addr}/");
-    }
-    if bound.is_empty() {
-        println!(
-            "khttpd: no URL reservations yet: nothing to listen on (add one with khttpctl urlacl add)"
-        );
-    }
-    println!("khttpd: application socket {}", app_path.display());
-    println!(
-        "khttpd: control socket {} (khttpctl --endpoint unix:{})",
-        control_path.display(),
-        control_path.display()
-    );
-    println!(
-        "khttpd: state in {}; {workers} worker(s)",
-        state_dir.display()
-    );
+    let sockets = (app_path.as_path(), control_path.as_path());
+    announce(&bound, sockets, &state_dir, workers);
     for line in site_line.iter().chain(&config_line) {
         println!("{line}");
     }

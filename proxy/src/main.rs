@@ -305,7 +305,7 @@ fn forward(to: &Upstream<'_>, request: &Request, q: &mut Queue) -> Answer {
     if request.method.eq_ignore_ascii_case("CONNECT") {
         return Answer::Whole(failure(501, "khttp-proxy does not tunnel (CONNECT)"));
     }
-    let (agent, max) = (to.agent, to.max);
+    let agent = to.agent;
     let mut builder = http::Request::builder()
         .method(request.method.as_str())
         .uri(format!("{}{}", to.base, request.path));
@@ -346,6 +346,12 @@ fn forward(to: &Upstream<'_>, request: &Request, q: &mut Queue) -> Answer {
         }
         Err(e) => return Answer::Whole(failure(502, &format!("the upstream failed: {e}"))),
     };
+    answer(reply, to.max)
+}
+
+/// The upstream's reply as the answer to give: whole when its body ends within `max` bytes
+/// (cached when its `Cache-Control` allows), streamed otherwise.
+fn answer(reply: http::Response<ureq::Body>, max: u64) -> Answer {
     let mut response = Response::new(reply.status().as_u16());
     let length = reply
         .headers()

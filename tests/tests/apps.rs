@@ -336,6 +336,7 @@ fn a_receive_takes_only_its_own_queues_requests() {
 /// that is not an administrator's (its token holds BUILTIN\Administrators for deny only, as an
 /// unelevated administrator's does); every other application in the suite is an elevated
 /// administrator's, which attaches anywhere.
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn the_acl_decides_which_token_may_attach(limited: std::path::PathBuf) {
     let (s, port, app) = setup("apps-acl-token");
     let run = |prefix: &str| {

@@ -563,6 +563,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines, reason = "a table of refused requests")]
     fn refuses() {
         for (req, want) in [
             ("GET / HTTP/1.1\r\n\r\n", 400),                       // no Host

@@ -404,13 +404,14 @@ fn reservation(
     })
 }
 
-fn content(
+/// Where a `[[content]]` table's entries come from: a directory under a prefix, or one file at
+/// a URL.
+fn content_source(
     src: &Text<'_>,
     base: &Path,
-    i: usize,
+    path: &str,
     c: &Spanned<RawContent>,
-) -> Result<Decl<Content>, ConfigError> {
-    let path = format!("content[{i}]");
+) -> Result<Source, ConfigError> {
     let raw = c.get_ref();
     let field = |k: &str| format!("{path}.{k}");
     let source = match (&raw.dir, &raw.prefix, &raw.file, &raw.url) {
@@ -449,11 +450,24 @@ fn content(
         _ => {
             return Err(src.err(
                 &c.span(),
-                path,
+                path.to_owned(),
                 "give either dir and prefix (a directory) or file and url (one file)",
             ));
         }
     };
+    Ok(source)
+}
+
+fn content(
+    src: &Text<'_>,
+    base: &Path,
+    i: usize,
+    c: &Spanned<RawContent>,
+) -> Result<Decl<Content>, ConfigError> {
+    let path = format!("content[{i}]");
+    let raw = c.get_ref();
+    let field = |k: &str| format!("{path}.{k}");
+    let source = content_source(src, base, &path, c)?;
     let codings = match &raw.compress {
         Some(list) => {
             codings(list.get_ref()).map_err(|e| src.err(&list.span(), field("compress"), e))?

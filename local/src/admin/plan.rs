@@ -388,22 +388,34 @@ pub fn plan(cfg: &Config, ctl: &mut dyn Control, prune: bool) -> Result<Plan, Co
         }
     }
     if prune {
-        let deletes = now
-            .entries
-            .iter()
-            .filter(|(url, _)| !declared.iter().any(|(u, _)| u == url) && !goes(url))
-            .map(|(url, _)| Step::Delete { url: url.clone() });
-        plan.steps.extend(deletes);
-        let unreserves = now
-            .reservations
-            .iter()
-            .filter(|r| !cfg.reservations.iter().any(|d| d.value.prefix == r.prefix))
-            .map(|r| Step::Unreserve {
-                prefix: r.prefix.clone(),
-            });
-        plan.steps.extend(unreserves);
+        prune_steps(cfg, &now, &declared, &goes, &mut plan.steps);
     }
     Ok(plan)
+}
+
+/// With `--prune`: deletes of the entries no file declares (those of reservations that go are
+/// dropped with them), and unreserves of the reservations the file does not declare.
+fn prune_steps(
+    cfg: &Config,
+    now: &Observed,
+    declared: &[(String, usize)],
+    goes: &dyn Fn(&str) -> bool,
+    steps: &mut Vec<Step>,
+) {
+    let deletes = now
+        .entries
+        .iter()
+        .filter(|(url, _)| !declared.iter().any(|(u, _)| u == url) && !goes(url))
+        .map(|(url, _)| Step::Delete { url: url.clone() });
+    steps.extend(deletes);
+    let unreserves = now
+        .reservations
+        .iter()
+        .filter(|r| !cfg.reservations.iter().any(|d| d.value.prefix == r.prefix))
+        .map(|r| Step::Unreserve {
+            prefix: r.prefix.clone(),
+        });
+    steps.extend(unreserves);
 }
 
 /// Applies `plan` through `ctl`, calling `done` after each step.
