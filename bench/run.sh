@@ -8,6 +8,11 @@
 #
 #   bench/run.sh                    # 3 repetitions of 10 s per scenario (about 8 minutes)
 #   REPS=1 DURATION=3 bench/run.sh  # a quick look
+#   BASELINE=/tmp/old/khttpd bench/run.sh   # also an earlier build, interleaved in the same run
+#                                           # (a change's cost: "khttpd-baseline" rows, and the
+#                                           # khttpd/baseline CPU ratio per scenario)
+#   ONLY='16KiB|256KiB' SERVERS='khttpd khttpd-baseline' BASELINE=... bench/run.sh
+#                                           # some scenarios (a regex), some servers
 #
 # Writes the table to stdout and to bench/RESULTS.md's "Latest run" section is updated by hand.
 set -euo pipefail
@@ -40,12 +45,24 @@ chmod 644 "$work"/www/*
 KPORT=${KPORT:-18380}
 NPORT_ON=${NPORT_ON:-18381}
 NPORT_OFF=${NPORT_OFF:-18382}
+BPORT=${BPORT:-18383}
+BASELINE=${BASELINE:-}
+servers=(khttpd nginx-sendfile-on nginx-sendfile-off)
 
 # khttpd: one worker thread.
 taskset -c "$SERVER_CPU" target/release/khttpd --site "$work/www" --prefix "http://+:$KPORT/" --workers 1 \
     --state-dir "$work/kstate" --control "$work/k.sock" > "$work/khttpd.log" 2>&1 &
 pids+=($!)
 KPID=$!
+BPID=
+if [ -n "$BASELINE" ]; then
+    taskset -c "$SERVER_CPU" "$BASELINE" --site "$work/www" --prefix "http://+:$BPORT/" --workers 1 \
+        --state-dir "$work/bstate" --control "$work/b.sock" --app-socket "$work/b-app.sock" \
+        > "$work/baseline.log" 2>&1 &
+    pids+=($!)
+    BPID=$!
+    servers+=(khttpd-baseline)
+fi
 
 # nginx, tuned as its documentation recommends for static files: one worker, reuseport,
 # open_file_cache, no access log, long keep-alive; one server block per sendfile setting.
@@ -71,7 +88,8 @@ http {
 CONF
 taskset -c "$SERVER_CPU" nginx -c "$work/nginx.conf" -p "$work"
 for _ in $(seq 50); do
-    curl -sf -o /dev/null "http://127.0.0.1:$KPORT/1k.bin" && curl -sf -o /dev/null "http://127.0.0.1:$NPORT_ON/1k.bin" && break
+    curl -sf -o /dev/null "http://127.0.0.1:$KPORT/1k.bin" && curl -sf -o /dev/null "http://127.0.0.1:$NPORT_ON/1k.bin" \
+        && { [ -z "$BPID" ] || curl -sf -o /dev/null "http://127.0.0.1:$BPORT/1k.bin"; } && break
     sleep 0.1
 done
 NPIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
@@ -99,9 +117,11 @@ scenarios=(
 for rep in $(seq "$REPS"); do
     for sc in "${scenarios[@]}"; do
         read -r name file conns depth <<< "$sc"
-        for server in khttpd nginx-sendfile-on nginx-sendfile-off; do
+        [[ -n "${ONLY:-}" && ! $name =~ $ONLY ]] && continue
+        for server in ${SERVERS:-${servers[@]}}; do
             case $server in
                 khttpd) port=$KPORT; spids=$KPID ;;
+                khttpd-baseline) port=$BPORT; spids=$BPID ;;
                 nginx-sendfile-on) port=$NPORT_ON; spids=$NPIDS ;;
                 nginx-sendfile-off) port=$NPORT_OFF; spids=$NPIDS ;;
             esac
@@ -139,6 +159,12 @@ print(f"Medians of {sys.argv[2]} repetitions of {sys.argv[3]} s; khttpd/nginx ra
 print("| scenario | server | req/s | MB/s | p50 µs | p99 µs | server CPU µs/req |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for n in names:
+    if (n, "nginx-sendfile-on") not in med:
+        k, b = med[(n, "khttpd")], med[(n, "khttpd-baseline")]
+        print(f"| {n} | khttpd | {k[0]:,.0f} | {k[1]:,.1f} | {k[2]:,.0f} | | {k[4]:.2f} |")
+        print(f"| {n} | khttpd-baseline | {b[0]:,.0f} | {b[1]:,.1f} | {b[2]:,.0f} | | {b[4]:.2f} |")
+        print(f"| {n} | **khttpd/baseline** | **{k[0]/b[0]:.3f}×** | | | | **{k[4]/b[4]:.3f}×** |")
+        continue
     for s in ("khttpd", "nginx-sendfile-on", "nginx-sendfile-off"):
         m = med[(n, s)]
         p99 = f"{m[3]:,.0f}" if m[3] > 0 else "n/a"
@@ -149,4 +175,8 @@ for n in names:
     # wrk records pipelined latency per batch and prints 0 for the upper percentiles: n/a there.
     p99 = f"**{k[3]/best_p99:.2f}×**" if k[3] > 0 and best_p99 > 0 else "n/a"
     print(f"| {n} | **khttpd/nginx** | **{k[0]/best_rps:.2f}×** | **{k[1]/best_mb:.2f}×** | | {p99} | **{k[4]/best_cpu:.2f}×** |")
+    if (n, "khttpd-baseline") in med:
+        b = med[(n, "khttpd-baseline")]
+        print(f"| {n} | khttpd-baseline | {b[0]:,.0f} | {b[1]:,.1f} | {b[2]:,.0f} | | {b[4]:.2f} |")
+        print(f"| {n} | **khttpd/baseline** | **{k[0]/b[0]:.3f}×** | | | | **{k[4]/b[4]:.3f}×** |")
 PY

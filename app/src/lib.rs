@@ -50,7 +50,7 @@ use std::time::Duration;
 pub use khttp_local::transport::Endpoint;
 use khttp_local::transport::{Transport, UntrustedServer, connect};
 
-use khttp_proto::reply::{AttachRow, BodyRow, ErrorRow, RequestRow, RespondRow};
+use khttp_proto::reply::{AttachRow, BodyRow, ErrorRow, NewsRow, RequestRow, RespondRow};
 use khttp_proto::{Request as Call, Respond, Row, Status, Streamed, encode_request, read_rows};
 
 /// Why a call failed.
@@ -93,6 +93,55 @@ impl From<Error> for io::Error {
             Error::Io(e) => e,
             Error::Invalid(m) => Self::new(io::ErrorKind::InvalidInput, m),
             e => Self::other(e.to_string()),
+        }
+    }
+}
+
+/// Requests one receive may take by default ([`Queue::set_batch`]).
+pub const DEFAULT_BATCH: u32 = 16;
+
+/// What became of an answer sent without waiting ([`Request::send`]), when it went wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct News {
+    /// The request the answer was for ([`Request::id`]).
+    pub id: u64,
+    /// Why khttp refused the answer (its client got 502); `None` when it was accepted but its
+    /// client no longer waited.
+    pub refused: Option<(Status, String)>,
+}
+
+impl News {
+    fn undelivered(id: u64) -> Self {
+        Self { id, refused: None }
+    }
+
+    fn refused(id: u64, status: Status, message: String) -> Self {
+        Self {
+            id,
+            refused: Some((status, message)),
+        }
+    }
+
+    /// The news a `Status::News` reply carries.
+    fn from_reply(out: &[u8]) -> Result<Self, Error> {
+        let row = one::<NewsRow<'_>>(out)?;
+        Ok(match Status::from_u32(row.status) {
+            Some(Status::Ok) => Self::undelivered(row.id),
+            Some(s) => Self::refused(row.id, s, row.message.to_owned()),
+            None => Self::refused(row.id, Status::Malformed, format!("status {}", row.status)),
+        })
+    }
+}
+
+impl fmt::Display for News {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.refused {
+            Some((_, why)) => write!(f, "the answer to request {} was refused: {why}", self.id),
+            None => write!(
+                f,
+                "the client of request {} left before its answer",
+                self.id
+            ),
         }
     }
 }
@@ -222,7 +271,7 @@ impl Response {
 impl Response {
     /// The `QueueRespond` call that sends this response to request `id` (a streamed one is
     /// never cached, so it carries no TTL).
-    fn call(&self, id: u64, stream: Option<Streamed>, no_reply: bool) -> Respond<'_> {
+    fn call(&self, id: u64, stream: Option<Streamed>, news_only: bool) -> Respond<'_> {
         Respond {
             id,
             status: self.status,
@@ -234,7 +283,7 @@ impl Response {
                 .map(|d| d.as_secs()),
             body_len: self.body.len() as u64,
             stream,
-            no_reply,
+            news_only,
         }
     }
 }
@@ -266,7 +315,7 @@ impl Queue {
             Endpoint::Unix(_) => u32::MAX,
             Endpoint::Device(_) => 256 * 1024,
         };
-        let mut link = Link(connect(endpoint)?, cap);
+        let mut link = Link(connect(endpoint)?, cap, Vec::new());
         let reply = call(
             &mut link,
             &Call::QueueAttach {
@@ -282,17 +331,19 @@ impl Queue {
             name: name.to_owned(),
             prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
             id,
-            batch: 1,
+            batch: DEFAULT_BATCH,
             taken: std::collections::VecDeque::new(),
             whole_bodies: true,
         })
     }
 
-    /// Lets one receive take up to `n` requests (1..=64; default 1) when more are waiting
-    /// than the queue's other idle receivers could take; [`Queue::receive`] then returns them
-    /// one by one without asking again. Fewer calls under load; but a request taken in a batch
-    /// waits for this handle even if another becomes free first, so it suits short answers.
-    /// Requests a handle holds when it goes are answered 503, as any it received.
+    /// Lets one receive take up to `n` requests (1..=64; default [`DEFAULT_BATCH`]) when more
+    /// are waiting than the queue's other idle receivers could take; [`Queue::receive`] then
+    /// returns them one by one without asking again. The batch adapts: with requests waiting
+    /// for nobody, one call takes several (fewer calls under load); with receivers idle, or
+    /// nothing else waiting, a receive takes one. A request taken in a batch waits for this
+    /// handle even if another becomes free first: for long answers, `set_batch(1)`. Requests
+    /// a handle holds when it goes are answered 503, as any it received.
     pub fn set_batch(&mut self, n: u32) {
         self.batch = n.clamp(1, khttp_proto::MAX_RECEIVE_BATCH);
     }
@@ -302,6 +353,13 @@ impl Queue {
     /// it is read: a proxy forwards a large upload without holding it whole.
     pub fn set_whole_bodies(&mut self, whole: bool) {
         self.whole_bodies = whole;
+    }
+
+    /// The news of answers sent without waiting ([`Request::send`]) that has come so far:
+    /// those refused, and those whose client had left. It comes with the replies to later
+    /// calls on this handle (a receive, say).
+    pub fn take_news(&mut self) -> Vec<News> {
+        std::mem::take(&mut self.link.2)
     }
 
     /// Another handle on the same queue, for another thread.
@@ -380,6 +438,12 @@ impl Queue {
 }
 
 impl Request {
+    /// khttp's id for this request: what [`News`] of its answer names.
+    #[must_use]
+    pub const fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Reads the whole body from its start: the bytes [`Request::body`] holds, then the rest
     /// from khttp through `queue` (the handle that received the request) in pieces, as they
     /// are read. An error if khttp no longer holds the request (its client left) or the body
@@ -407,9 +471,10 @@ impl Request {
     }
 
     /// As [`Request::respond`], without waiting for khttp's word on it: one message instead
-    /// of a round trip (khttpd's socket; a device call completes as always). Whether the
-    /// client was still waiting and whether the answer was cached are not known, and an answer
-    /// khttp refuses gives the client 502 without an error here.
+    /// of a round trip over khttpd's socket (a device call completes as always). What becomes
+    /// of the answer is news only when it went wrong: refused (its client gets 502) or its
+    /// client no longer waiting. Such news arrives with the reply to a later call on this
+    /// handle, and [`Queue::take_news`] gives it.
     ///
     /// # Errors
     /// [`Error::Io`] when khttpd has gone.
@@ -417,12 +482,39 @@ impl Request {
         if response.body.len() > POSTED_MAX {
             // Large answers take the checked path (a refusal before the body is read would
             // otherwise be left on the socket for the next call).
-            return self.respond(queue, response).map(drop);
+            let delivered = self.id;
+            return match self.respond(queue, response) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    queue.link.2.push(News::undelivered(delivered));
+                    Ok(())
+                }
+                Err(Error::Refused(status, message)) => {
+                    queue.link.2.push(News::refused(delivered, status, message));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
         }
         let respond = response.call(self.id, None, true);
         let mut input = Vec::new();
         let code = encode_request(&Call::QueueRespond(respond), &mut input);
-        queue.link.0.post(code, &input, &response.body)?;
+        // A device's call comes back at once: its reply is the news, if any.
+        if let Some((status, out)) = queue.link.0.post(code, &input, &response.body)? {
+            let news = match Status::from_u32(status) {
+                Some(Status::Ok) => one::<RespondRow>(&out)
+                    .ok()
+                    .filter(|r| !r.delivered)
+                    .map(|_| News::undelivered(self.id)),
+                Some(s) => Some(News::refused(self.id, s, refusal(s, &out))),
+                None => Some(News::refused(
+                    self.id,
+                    Status::Malformed,
+                    format!("status {status}"),
+                )),
+            };
+            queue.link.2.extend(news);
+        }
         Ok(())
     }
 
@@ -678,7 +770,9 @@ impl Drop for BodyWriter<'_> {
 }
 
 /// An open endpoint, and the reply room it is asked with first.
-struct Link(Box<dyn Transport + Send>, u32);
+/// A connection to the endpoint: its transport, the reply room offered, and the news of answers
+/// sent without waiting that came ahead of later replies ([`Queue::take_news`]).
+struct Link(Box<dyn Transport + Send>, u32, Vec<News>);
 
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -693,7 +787,12 @@ fn call(link: &mut Link, req: &Call<'_>, direct: &[u8]) -> Result<Vec<u8>, Error
     let code = encode_request(req, &mut input);
     let mut cap = link.1;
     let (status, out) = loop {
-        let (status, out) = link.0.call(code, &input, direct, cap)?;
+        let (mut status, mut out) = link.0.call(code, &input, direct, cap)?;
+        // News of earlier answers comes first; this call's reply follows.
+        while status == Status::News as u32 {
+            link.2.push(News::from_reply(&out)?);
+            (status, out) = link.0.next_reply(cap)?;
+        }
         if Status::from_u32(status) != Some(Status::BufferTooSmall) {
             break (status, out);
         }
@@ -710,11 +809,15 @@ fn call(link: &mut Link, req: &Call<'_>, direct: &[u8]) -> Result<Vec<u8>, Error
     if status == Status::Ok {
         return Ok(out);
     }
-    let message = read_rows::<ErrorRow<'_>>(&out)
+    Err(Error::Refused(status, refusal(status, &out)))
+}
+
+/// The one line of a refusal's reply (its status's own message when it carries none).
+fn refusal(status: Status, out: &[u8]) -> String {
+    read_rows::<ErrorRow<'_>>(out)
         .ok()
         .and_then(|r| r.first().map(|r| r.message.to_owned()))
-        .unwrap_or_else(|| status.message().to_owned());
-    Err(Error::Refused(status, message))
+        .unwrap_or_else(|| status.message().to_owned())
 }
 
 /// The one row a reply carries.

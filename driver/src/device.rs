@@ -115,6 +115,17 @@ pub(crate) unsafe fn create_control_device(
         unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
         return Err(status);
     }
+    // SAFETY: a live device we just created; PASSIVE_LEVEL (contract).
+    unsafe { link_and_queue(device, spec) }?;
+    Ok(device)
+}
+
+/// The device's symbolic link and its default queue (docs/driver-facts.md, "Control device",
+/// steps 5 and 6).
+///
+/// # Safety
+/// PASSIVE_LEVEL; `device` is a live control device not yet finished initialising.
+unsafe fn link_and_queue(device: WDFDEVICE, spec: &DeviceSpec) -> Result<(), NTSTATUS> {
     let link = unicode(spec.link);
     let status;
     // SAFETY: a live device; PASSIVE_LEVEL.
@@ -150,5 +161,5 @@ pub(crate) unsafe fn create_control_device(
     if !nt_success(status) {
         return Err(status);
     }
-    Ok(device)
+    Ok(())
 }

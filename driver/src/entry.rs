@@ -126,17 +126,10 @@ pub unsafe extern "system" fn driver_entry(
     if !nt_success(status) {
         return status;
     }
-    // The service key path, NUL-terminated, for persistence.
-    let mut service_key: Vec<u16> = Vec::new();
-    // SAFETY: `registry_path` is a valid UNICODE_STRING for the duration of DriverEntry.
-    let key = unsafe { &*registry_path };
-    let chars = usize::from(key.Length / 2);
-    if service_key.try_reserve_exact(chars + 1).is_err() {
+    // SAFETY: `registry_path` is the I/O manager's, valid for the duration of DriverEntry.
+    let Some(service_key) = (unsafe { service_key(registry_path) }) else {
         return STATUS_INSUFFICIENT_RESOURCES;
-    }
-    // SAFETY: `Buffer` holds `Length` bytes of UTF-16.
-    service_key.extend_from_slice(unsafe { core::slice::from_raw_parts(key.Buffer, chars) });
-    service_key.push(0);
+    };
 
     // SAFETY: PASSIVE_LEVEL in DriverEntry.
     let device = match unsafe { create_control_device(wdf_driver, &CONTROL) } {
@@ -199,6 +192,33 @@ pub unsafe extern "system" fn driver_entry(
         unsafe { release_state() };
         return status;
     }
+    // SAFETY: PASSIVE_LEVEL in DriverEntry; both devices are live and not finished.
+    unsafe { start(device, app_device, &site) }
+}
+
+/// The service key path, NUL-terminated, for persistence; `None` when out of memory.
+///
+/// # Safety
+/// `registry_path` is a valid `UNICODE_STRING` (DriverEntry's).
+unsafe fn service_key(registry_path: PCUNICODE_STRING) -> Option<Vec<u16>> {
+    let mut service_key: Vec<u16> = Vec::new();
+    // SAFETY: a valid UNICODE_STRING (contract).
+    let key = unsafe { &*registry_path };
+    let chars = usize::from(key.Length / 2);
+    service_key.try_reserve_exact(chars + 1).ok()?;
+    // SAFETY: `Buffer` holds `Length` bytes of UTF-16.
+    service_key.extend_from_slice(unsafe { core::slice::from_raw_parts(key.Buffer, chars) });
+    service_key.push(0);
+    Some(service_key)
+}
+
+/// DriverEntry's last steps, once the state is installed and WSK registered: the timer, the
+/// listeners, and both devices finished (docs/driver-facts.md, "Control device", step 7).
+///
+/// # Safety
+/// PASSIVE_LEVEL in DriverEntry; `device` and `app_device` are live and not finished
+/// initialising.
+unsafe fn start(device: WDFDEVICE, app_device: WDFDEVICE, site: &Site) -> NTSTATUS {
     // SAFETY: PASSIVE_LEVEL; the device is live.
     match unsafe { start_timer(device) } {
         Ok(t) => TIMER.store(t.cast(), Ordering::Release),
@@ -215,7 +235,7 @@ pub unsafe extern "system" fn driver_entry(
     }
     // SAFETY: PASSIVE_LEVEL; a failure here leaves the driver running without listeners, which
     // khttpctl can fix (urlacl delete/add).
-    let listen = unsafe { net::reconcile(&site) };
+    let listen = unsafe { net::reconcile(site) };
     if !nt_success(listen) {
         wdk::println!("khttp: could not open every listener: {listen:#x}");
     }

@@ -208,6 +208,144 @@ pub(crate) unsafe fn mdl_free(mdl: PMDL) {
     }
 }
 
+/// A driver-owned IRP ([`allocate_irp`]), freed when dropped.
+///
+/// INVARIANT: no operation on it is pending whenever it can be dropped. Its constructor's
+/// contract makes the owner keep it so: a synchronous call always waits for its completion
+/// ([`SyncCall::wait`]), and a connection frees its IRPs only with its last reference, once no
+/// operation is in flight.
+pub(crate) struct OwnedIrp(PIRP);
+
+impl OwnedIrp {
+    /// A fresh IRP; `None` when the kernel has none.
+    ///
+    /// # Safety
+    /// IRQL <= DISPATCH_LEVEL; the owner lets it drop only while no operation on it is pending
+    /// (its type's invariant), at <= DISPATCH_LEVEL.
+    pub(crate) unsafe fn allocate() -> Option<Self> {
+        // SAFETY: <= DISPATCH_LEVEL (contract).
+        let irp = unsafe { allocate_irp() };
+        (!irp.is_null()).then_some(Self(irp))
+    }
+
+    /// The IRP, for the calls that take it; it stays owned here.
+    pub(crate) const fn as_ptr(&self) -> PIRP {
+        self.0
+    }
+}
+
+impl Drop for OwnedIrp {
+    fn drop(&mut self) {
+        // SAFETY: ours, from `allocate_irp`, and idle (type invariant).
+        unsafe { free_irp(self.0) };
+    }
+}
+
+/// An MDL ([`mdl_for`]), freed when dropped.
+///
+/// INVARIANT: no operation uses it whenever it can be dropped, and the memory it describes
+/// outlives it (its constructor's contract).
+pub(crate) struct OwnedMdl(PMDL);
+
+impl OwnedMdl {
+    /// An MDL for `len` bytes of non-paged memory at `va`; `None` on failure.
+    ///
+    /// # Safety
+    /// As [`mdl_for`]; the owner lets it drop only once no operation uses it (its type's
+    /// invariant), at <= DISPATCH_LEVEL.
+    pub(crate) unsafe fn describe(va: *const u8, len: usize) -> Option<Self> {
+        // SAFETY: the caller's contract is `mdl_for`'s.
+        let mdl = unsafe { mdl_for(va, len) };
+        (!mdl.is_null()).then_some(Self(mdl))
+    }
+
+    /// The MDL, for a `WSK_BUF`; it stays owned here.
+    pub(crate) const fn as_ptr(&self) -> PMDL {
+        self.0
+    }
+}
+
+impl Drop for OwnedMdl {
+    fn drop(&mut self) {
+        // SAFETY: ours, from `mdl_for`, and unused (type invariant).
+        unsafe { mdl_free(self.0) };
+    }
+}
+
+/// Non-paged pool ([`pool_alloc`]), freed when dropped.
+///
+/// INVARIANT: nothing uses the memory whenever it can be dropped (its constructor's contract).
+pub(crate) struct PoolBox {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl PoolBox {
+    /// `len` zeroed bytes of non-paged pool tagged `tag`; `None` on failure.
+    ///
+    /// # Safety
+    /// IRQL <= DISPATCH_LEVEL; the owner lets it drop only once nothing uses the memory (an MDL
+    /// that describes it, an operation that reads it), at <= DISPATCH_LEVEL.
+    pub(crate) unsafe fn zeroed(len: usize, tag: u32) -> Option<Self> {
+        // SAFETY: <= DISPATCH_LEVEL (contract).
+        let ptr = unsafe { pool_alloc(len, tag) };
+        (!ptr.is_null()).then_some(Self { ptr, len })
+    }
+
+    /// The memory's start.
+    pub(crate) const fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Its length in bytes.
+    pub(crate) const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Gives the memory up unfreed (the caller frees it with [`pool_free`]).
+    pub(crate) fn into_raw(self) -> *mut u8 {
+        let ptr = self.ptr;
+        core::mem::forget(self);
+        ptr
+    }
+}
+
+impl Drop for PoolBox {
+    fn drop(&mut self) {
+        // SAFETY: ours, from `pool_alloc`, and unused (type invariant).
+        unsafe { pool_free(self.ptr) };
+    }
+}
+
+/// A work item ([`allocate_work_item`]), freed when dropped.
+///
+/// INVARIANT: not queued whenever it can be dropped (its constructor's contract).
+pub(crate) struct OwnedWorkItem(PIO_WORKITEM);
+
+impl OwnedWorkItem {
+    /// A work item on the driver object; `None` on failure.
+    ///
+    /// # Safety
+    /// IRQL <= DISPATCH_LEVEL; the owner lets it drop only while it is not queued.
+    pub(crate) unsafe fn allocate() -> Option<Self> {
+        // SAFETY: <= DISPATCH_LEVEL (contract).
+        let item = unsafe { allocate_work_item() };
+        (!item.is_null()).then_some(Self(item))
+    }
+
+    /// The work item, for `IoQueueWorkItem`; it stays owned here.
+    pub(crate) const fn as_ptr(&self) -> PIO_WORKITEM {
+        self.0
+    }
+}
+
+impl Drop for OwnedWorkItem {
+    fn drop(&mut self) {
+        // SAFETY: ours, from `allocate_work_item`, and not queued (type invariant).
+        unsafe { free_work_item(self.0) };
+    }
+}
+
 /// A synchronous WSK call at PASSIVE_LEVEL: an event the completion routine signals.
 pub(crate) struct SyncCall {
     event: KEVENT,

@@ -52,30 +52,11 @@ fn unicode(s: &[u16]) -> UNICODE_STRING {
     }
 }
 
-/// Reads the saved text; an absent key or value is empty text.
+/// The state value of the open `key` (empty when it has none).
 ///
 /// # Safety
-/// PASSIVE_LEVEL.
-pub(crate) unsafe fn load(parameters: &[u16]) -> Result<Vec<u8>, NTSTATUS> {
-    let mut name = unicode(parameters);
-    // InitializeObjectAttributes (a macro in C, ntdef.h).
-    let mut attrs = OBJECT_ATTRIBUTES {
-        Length: crate::size_of_u32::<OBJECT_ATTRIBUTES>(),
-        RootDirectory: ptr::null_mut(),
-        ObjectName: &raw mut name,
-        Attributes: OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE,
-        SecurityDescriptor: ptr::null_mut(),
-        SecurityQualityOfService: ptr::null_mut(),
-    };
-    let mut key: HANDLE = ptr::null_mut();
-    // SAFETY: PASSIVE_LEVEL; `attrs` and `name` outlive the call.
-    let status = unsafe { ZwOpenKey(&raw mut key, KEY_READ, &raw mut attrs) };
-    if status == STATUS_OBJECT_NAME_NOT_FOUND {
-        return Ok(Vec::new());
-    }
-    if !nt_success(status) {
-        return Err(status);
-    }
+/// PASSIVE_LEVEL; `key` is a valid key handle opened for reading.
+unsafe fn read_value(key: HANDLE) -> Result<Vec<u8>, NTSTATUS> {
     let mut value = unicode(&VALUE);
     let mut needed = 0u32;
     // First ask for the size.
@@ -90,7 +71,7 @@ pub(crate) unsafe fn load(parameters: &[u16]) -> Result<Vec<u8>, NTSTATUS> {
             &raw mut needed,
         )
     };
-    let result = if status == STATUS_OBJECT_NAME_NOT_FOUND {
+    if status == STATUS_OBJECT_NAME_NOT_FOUND {
         Ok(Vec::new())
     } else if status != STATUS_BUFFER_TOO_SMALL
         && status != STATUS_BUFFER_OVERFLOW
@@ -119,8 +100,9 @@ pub(crate) unsafe fn load(parameters: &[u16]) -> Result<Vec<u8>, NTSTATUS> {
                 // The header's DataLength, read without a cast of the byte buffer.
                 let len_at = core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, DataLength);
                 let data_len = buf
-                    .get(len_at..len_at + 4)
-                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                    .get(len_at..len_at.saturating_add(4))
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map_or(0, |b| u32::from_le_bytes(b) as usize);
                 let data = buf
                     .get(header..header.saturating_add(data_len))
                     .unwrap_or_default();
@@ -133,7 +115,36 @@ pub(crate) unsafe fn load(parameters: &[u16]) -> Result<Vec<u8>, NTSTATUS> {
                 Err(status)
             }
         }
+    }
+}
+
+/// Reads the saved text; an absent key or value is empty text.
+///
+/// # Safety
+/// PASSIVE_LEVEL.
+pub(crate) unsafe fn load(parameters: &[u16]) -> Result<Vec<u8>, NTSTATUS> {
+    let mut name = unicode(parameters);
+    // InitializeObjectAttributes (a macro in C, ntdef.h).
+    let mut attrs = OBJECT_ATTRIBUTES {
+        Length: crate::size_of_u32::<OBJECT_ATTRIBUTES>(),
+        RootDirectory: ptr::null_mut(),
+        ObjectName: &raw mut name,
+        Attributes: OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE,
+        SecurityDescriptor: ptr::null_mut(),
+        SecurityQualityOfService: ptr::null_mut(),
     };
+    let mut key: HANDLE = ptr::null_mut();
+    // SAFETY: PASSIVE_LEVEL; `attrs` and `name` outlive the call.
+    let status = unsafe { ZwOpenKey(&raw mut key, KEY_READ, &raw mut attrs) };
+    if status == STATUS_OBJECT_NAME_NOT_FOUND {
+        return Ok(Vec::new());
+    }
+    if !nt_success(status) {
+        return Err(status);
+    }
+    // SAFETY: a key handle we opened, closed below whatever the read gave (a `?` inside the
+    // read once returned before the close, leaking the handle).
+    let result = unsafe { read_value(key) };
     // Closing a handle we opened cannot fail in a way the caller could act on.
     // SAFETY: the handle came from ZwOpenKey.
     let _ = unsafe { ZwClose(key) };

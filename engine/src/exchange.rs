@@ -27,6 +27,11 @@ pub struct Delivery<'a> {
     pub local: Local,
     /// The client's address, if the host gave it ([`crate::Connection::set_remote`]).
     pub remote: Option<Local>,
+    /// Where the application's answer may be cached, decided with the request's answer when
+    /// its head was parsed: the URL as `cache put` takes it, when the request allows caching
+    /// at all (a GET without a query string, a body, `Authorization` or `Cookie`, whose raw
+    /// path names what its canonical path names).
+    pub cache_url: Option<&'a str>,
 }
 
 /// Why a host could not queue a request ([`crate::Connection::handle_refused`]).

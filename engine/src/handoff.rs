@@ -54,7 +54,7 @@ struct Pending<O> {
     queue: u32,
     /// The handle that received it, once one has.
     taker: Option<u64>,
-    /// Where its answer may be cached (`app_cache_url`), if anywhere.
+    /// Where its answer may be cached ([`Delivery::cache_url`]), if anywhere.
     cache_url: Option<Box<str>>,
     head: Box<[u8]>,
     body: Box<[u8]>,
@@ -171,7 +171,7 @@ impl<O: Copy> Handoff<O> {
     }
 
     /// Offers the request `d` from connection `origin`, under `site`'s limits; its answer
-    /// may be cached at `cache_url`. Its body counts in the site's budget of held bodies until
+    /// may be cached at `d.cache_url`. Its body counts in the site's budget of held bodies until
     /// it is answered or gone (the connection gives its own count up once it is queued).
     ///
     /// # Errors
@@ -182,7 +182,6 @@ impl<O: Copy> Handoff<O> {
         origin: O,
         d: &Delivery<'_>,
         site: &Site,
-        cache_url: Option<&str>,
     ) -> Result<RequestId, Refusal> {
         let oom = |_| Refusal::OutOfMemory;
         let queue_length = site.limits().queue_length;
@@ -194,7 +193,7 @@ impl<O: Copy> Handoff<O> {
             origin,
             queue: d.queue,
             taker: None,
-            cache_url: cache_url.map(mem::boxed_str).transpose().map_err(oom)?,
+            cache_url: d.cache_url.map(mem::boxed_str).transpose().map_err(oom)?,
             head: mem::boxed(d.head).map_err(oom)?,
             body: mem::boxed(d.body).map_err(oom)?,
             path: mem::boxed(d.path).map_err(oom)?,
@@ -408,6 +407,7 @@ mod tests {
                 ip: IpAddr::V6(core::net::Ipv6Addr::LOCALHOST),
                 port: 5000,
             }),
+            cache_url: None,
         }
     }
 
@@ -420,12 +420,12 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             port: 65535,
         });
-        h.offer(0, &v4, &lim(10), None).unwrap();
-        h.offer(1, &d(1, b"GET / HTTP/1.1\r\n\r\n"), &lim(10), None)
+        h.offer(0, &v4, &lim(10)).unwrap();
+        h.offer(1, &d(1, b"GET / HTTP/1.1\r\n\r\n"), &lim(10))
             .unwrap();
         let mut none = d(1, b"GET / HTTP/1.1\r\n\r\n");
         none.remote = None;
-        h.offer(2, &none, &lim(10), None).unwrap();
+        h.offer(2, &none, &lim(10)).unwrap();
         let row = h.receive(1, 9).unwrap().row(4);
         assert_eq!(
             (row.path, row.remote, row.body, row.body_len),
@@ -438,17 +438,19 @@ mod tests {
             ip: IpAddr::V6(Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped()),
             port: 80,
         });
-        h.offer(3, &mapped, &lim(10), None).unwrap();
+        h.offer(3, &mapped, &lim(10)).unwrap();
         assert_eq!(h.receive(1, 9).unwrap().row(0).remote, "192.0.2.9:80");
     }
 
     #[test]
     fn offered_received_answered_in_order() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h
-            .offer(1, &d(7, b"A"), &lim(10), Some("http://+:80/a"))
-            .unwrap();
-        let b = h.offer(2, &d(7, b"B"), &lim(10), None).unwrap();
+        let cacheable = Delivery {
+            cache_url: Some("http://+:80/a"),
+            ..d(7, b"A")
+        };
+        let a = h.offer(1, &cacheable, &lim(10)).unwrap();
+        let b = h.offer(2, &d(7, b"B"), &lim(10)).unwrap();
         assert_eq!((h.len(), h.waiting(7)), (2, 2));
         let r = h.receive(7, 100).unwrap();
         assert_eq!((r.id, r.head), (a, &b"A"[..]));
@@ -467,7 +469,7 @@ mod tests {
         let mut h: Handoff<u8> = Handoff::new();
         let mut delivery = d(7, b"H");
         delivery.body = b"0123456789";
-        let a = h.offer(1, &delivery, &lim(10), None).unwrap();
+        let a = h.offer(1, &delivery, &lim(10)).unwrap();
         assert_eq!(h.body(a, 100, 0), None, "not received yet");
         let _ = h.receive(7, 100);
         assert_eq!(h.body(a, 100, 4), Some(&b"456789"[..]));
@@ -481,18 +483,15 @@ mod tests {
     #[test]
     fn full_queue_and_ids() {
         let mut h: Handoff<u8> = Handoff::new();
-        h.offer(0, &d(1, b""), &lim(2), None).unwrap();
-        h.offer(0, &d(1, b""), &lim(2), None).unwrap();
-        assert_eq!(
-            h.offer(0, &d(1, b""), &lim(2), None),
-            Err(Refusal::QueueFull)
-        );
-        assert!(h.offer(0, &d(2, b""), &lim(2), None).is_ok(), "per queue");
+        h.offer(0, &d(1, b""), &lim(2)).unwrap();
+        h.offer(0, &d(1, b""), &lim(2)).unwrap();
+        assert_eq!(h.offer(0, &d(1, b""), &lim(2)), Err(Refusal::QueueFull));
+        assert!(h.offer(0, &d(2, b""), &lim(2)).is_ok(), "per queue");
         // Taken requests do not count against the length.
         let _ = h.receive(1, 5);
-        assert!(h.offer(0, &d(1, b""), &lim(2), None).is_ok());
+        assert!(h.offer(0, &d(1, b""), &lim(2)).is_ok());
         h.next_id = u64::MAX;
-        let id = h.offer(0, &d(3, b""), &lim(2), None).unwrap();
+        let id = h.offer(0, &d(3, b""), &lim(2)).unwrap();
         assert_ne!(id, RequestId(0));
         assert_eq!(id, RequestId(5), "wrapped past 0 and the ids in use");
     }
@@ -500,8 +499,8 @@ mod tests {
     #[test]
     fn requeue_goes_first() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h.offer(1, &d(7, b"A"), &lim(10), None).unwrap();
-        h.offer(2, &d(7, b"B"), &lim(10), None).unwrap();
+        let a = h.offer(1, &d(7, b"A"), &lim(10)).unwrap();
+        h.offer(2, &d(7, b"B"), &lim(10)).unwrap();
         let _ = h.receive(7, 100);
         h.requeue(a, 999).unwrap();
         assert_eq!(h.waiting(7), 1, "only the taker puts it back");
@@ -512,10 +511,10 @@ mod tests {
     #[test]
     fn a_taker_that_goes_abandons_what_it_took_and_orphaned_queues() {
         let mut h: Handoff<u8> = Handoff::new();
-        h.offer(1, &d(7, b""), &lim(10), None).unwrap();
-        h.offer(2, &d(7, b""), &lim(10), None).unwrap();
-        h.offer(3, &d(8, b""), &lim(10), None).unwrap();
-        h.offer(4, &d(9, b""), &lim(10), None).unwrap();
+        h.offer(1, &d(7, b""), &lim(10)).unwrap();
+        h.offer(2, &d(7, b""), &lim(10)).unwrap();
+        h.offer(3, &d(8, b""), &lim(10)).unwrap();
+        h.offer(4, &d(9, b""), &lim(10)).unwrap();
         let _ = h.receive(7, 100);
         let _ = h.receive(9, 200);
         let mut gone = Vec::new();
@@ -531,9 +530,11 @@ mod tests {
     #[test]
     fn a_streamed_answer_holds_its_request_until_the_last_piece() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h
-            .offer(1, &d(7, b"A"), &lim(10), Some("http://+:80/a"))
-            .unwrap();
+        let cacheable = Delivery {
+            cache_url: Some("http://+:80/a"),
+            ..d(7, b"A")
+        };
+        let a = h.offer(1, &cacheable, &lim(10)).unwrap();
         let _ = h.receive(7, 100);
         assert_eq!(h.body(a, 100, 0), Some(&b""[..]));
         assert_eq!(h.body(a, 101, 0), None, "only the taker");
@@ -550,8 +551,8 @@ mod tests {
     #[test]
     fn a_connection_that_goes_cancels() {
         let mut h: Handoff<u8> = Handoff::new();
-        let a = h.offer(1, &d(7, b""), &lim(10), None).unwrap();
-        let b = h.offer(2, &d(7, b""), &lim(10), None).unwrap();
+        let a = h.offer(1, &d(7, b""), &lim(10)).unwrap();
+        let b = h.offer(2, &d(7, b""), &lim(10)).unwrap();
         assert_eq!(h.cancel(a), Some(1));
         assert_eq!(h.receive(7, 1).map(|r| r.id), Some(b));
         assert_eq!(h.cancel(b), Some(2));

@@ -38,6 +38,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acl;
+pub mod apps;
 mod budget;
 mod cache;
 mod conn;
@@ -73,8 +74,7 @@ pub use out::{Body, Transmit};
 pub use pump::{Completion, InlineGate, NextIo, next_io};
 pub use queues::{Holder, Owner, Queue, QueueStats, Queues};
 pub use respond::{
-    AppAnswer, AppResponse, app_cache_fields, app_cache_url, app_response_cacheable,
-    store_app_answer,
+    AppAnswer, AppResponse, app_cache_fields, app_response_cacheable, store_app_answer,
 };
 pub use route::{Local, canonicalize, parse_prefix, parse_url};
 pub use site::{Site, Stats};

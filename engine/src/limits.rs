@@ -69,6 +69,10 @@ pub const MAX_APP_SESSIONS: usize = 1024;
 pub const MAX_APP_SESSIONS_PER_USER: usize = 128;
 /// The most attaches one application session makes (each is a handle in a queue).
 pub const MAX_APP_ATTACHES: usize = 64;
+/// The most body bytes one `QueueReceiveBody` reply carries: what an application that reads a
+/// body as it goes (a proxy forwarding an upload) holds of it at once; a round trip per MiB
+/// costs little next to copying the MiB.
+pub const APP_BODY_PIECE: usize = 1 << 20;
 
 /// Connections the driver holds at once (its connection table, allocated at load), whatever
 /// `max-connections` says.

@@ -12,9 +12,8 @@ use alloc::vec::Vec;
 use crate::cache::entry::{Entry, content_type_or_default, entry_field_allowed, header_lines};
 use crate::cache::serve::serve;
 use crate::error::{CtlError, OutOfMemory, RequestError};
-use crate::http1::request::{Framing, Head, Method, Version, parse_head};
+use crate::http1::request::{Framing, Head, Method, Version};
 use crate::http1::response::{Persist, ResponseHead, Served, page};
-use crate::limits::MAX_HEADERS_CAP;
 use crate::mem::{self, put};
 use crate::out::{Body, Output};
 use crate::queues::QueueStats;
@@ -245,6 +244,15 @@ pub(crate) const fn persist(head: &Head<'_>) -> Persist {
     }
 }
 
+/// What [`decide`] decided: the answer, whether the connection closes after it, and for a
+/// request handed to an application, where its answer may be cached.
+#[derive(Debug)]
+pub(crate) struct Decided<'a> {
+    pub answer: Answer<'a>,
+    pub close: bool,
+    pub cache_url: Option<String>,
+}
+
 /// Routes one parsed request (http.sys's routing order) and decides its answer; counts it in the
 /// site's statistics. `scratch` holds the canonical path. Returns the answer and whether the
 /// connection closes after it.
@@ -258,21 +266,29 @@ pub(crate) fn decide<'a>(
     clock: &Clock,
     site: &'a Site,
     scratch: &mut (Vec<u8>, Vec<u8>),
-) -> Result<(Answer<'a>, bool), OutOfMemory> {
+) -> Result<Decided<'a>, OutOfMemory> {
     let stats = site.stats();
+    let decided = |answer, close| {
+        Ok(Decided {
+            answer,
+            close,
+            cache_url: None,
+        })
+    };
     let error = |status, text| {
         Stats::bump(&stats.errors);
-        Ok((
+        let allow = false;
+        decided(
             Answer::Page {
                 status,
                 text,
-                allow: false,
+                allow,
             },
             true,
-        ))
+        )
     };
     if head.asterisk {
-        return Ok((Answer::Options, !head.keep_alive));
+        return decided(Answer::Options, !head.keep_alive);
     }
     let path = match canonicalize(head.path, scratch) {
         Ok(p) => p,
@@ -284,7 +300,15 @@ pub(crate) fn decide<'a>(
         return error(400, "no reservation matches this URL");
     };
     let answer = routed(reservation, rel, head, headers, clock, site);
-    Ok((answer, !head.keep_alive))
+    let cache_url = match answer {
+        Answer::Deferred { .. } => cache_url(reservation, rel, path, head, headers),
+        _ => None,
+    };
+    Ok(Decided {
+        answer,
+        close: !head.keep_alive,
+        cache_url,
+    })
 }
 
 /// The answer to a request routed to `reservation`, `rel` below its prefix: its cache entry,
@@ -352,35 +376,34 @@ fn routed<'a>(
     }
 }
 
-/// Where an application's answer to the request `head` (as received, on `local`) would be
-/// cached: its URL as `cache put` takes it, when the request allows caching at all (issue #12,
-/// http.sys's kernel-cache rules): a GET, without a query string, a body, `Authorization` or
-/// `Cookie` (issue #21: a body could change the answer, and the cache would then serve it to
-/// requests without one), and whose raw path names what its canonical path names (they may
-/// differ only by escapes of unreserved characters, `route::names_the_same`). The last rule keeps an
-/// application that reads the raw target (the head it received) from answering for one path
-/// and having the answer cached under another: `/a/x%2F..%2F..%2Fb` routes and keys as `/b`,
-/// but an upstream may serve it as something else entirely (issue #21, finding 3).
-#[must_use]
-pub fn app_cache_url(site: &Site, local: Local, head: &[u8]) -> Option<String> {
-    let limits = site.limits();
-    let nslots = (limits.max_headers as usize).min(MAX_HEADERS_CAP);
-    let mut slots = [const { core::mem::MaybeUninit::uninit() }; MAX_HEADERS_CAP];
-    let slots = slots.get_mut(..nslots)?;
-    let (parsed, headers) = parse_head(head, slots, limits).ok()?;
+/// Where an application's answer to the request `head`, routed to `reservation` (`rel` below
+/// its prefix, `path` its canonical path), may be cached: its URL as `cache put` takes it, when
+/// the request allows caching at all (issue #12, http.sys's kernel-cache rules): a GET,
+/// without a query string, a body, `Authorization` or `Cookie` (issue #21: a body could change
+/// the answer, and the cache would then serve it to requests without one), and whose raw path
+/// names what its canonical path names (they may differ only by escapes of unreserved
+/// characters, `route::names_the_same`). The last rule keeps an application that reads the raw
+/// target (the head it received) from answering for one path and having the answer cached
+/// under another: `/a/x%2F..%2F..%2Fb` routes and keys as `/b`, but an upstream may serve it as
+/// something else entirely (issue #21, finding 3). `None` too when memory runs out: the answer
+/// is then not cached.
+fn cache_url(
+    reservation: &Reservation,
+    rel: &[u8],
+    path: &[u8],
+    head: &Head<'_>,
+    headers: &[httparse::Header<'_>],
+) -> Option<String> {
     let private = headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("authorization") || h.name.eq_ignore_ascii_case("cookie")
     });
-    let body = !matches!(parsed.framing, Framing::None | Framing::Length(0));
-    if parsed.method != Method::Get || private || parsed.query.is_some() || body {
+    let body = !matches!(head.framing, Framing::None | Framing::Length(0));
+    if head.method != Method::Get || private || head.query.is_some() || body {
         return None;
     }
-    let mut scratch = (Vec::new(), Vec::new());
-    let path = canonicalize(parsed.path, &mut scratch).ok()?;
-    if !names_the_same(parsed.path, path) {
+    if !names_the_same(head.path, path) {
         return None;
     }
-    let (reservation, rel) = site.namespace().route(local, parsed.host, path)?;
     let mut url = reservation.prefix.to_text().ok()?;
     mem::push_str(&mut url, core::str::from_utf8(rel).ok()?).ok()?;
     Some(url)
@@ -406,7 +429,8 @@ pub fn app_cache_fields<'h>(headers: &[&'h str]) -> Result<Vec<&'h str>, OutOfMe
 }
 
 /// An application's answer as it is to be cached: what both hosts put into a clone of the
-/// site when [`app_response_cacheable`] allows it, at the request's [`app_cache_url`].
+/// site when [`app_response_cacheable`] allows it, at the request's cache URL
+/// ([`crate::Delivery::cache_url`]).
 #[derive(Clone, Copy, Debug)]
 pub struct AppAnswer<'a> {
     /// Its status.

@@ -384,6 +384,7 @@ fn every_allocation_of_an_offer_can_fail() {
         path: b"/app/x",
         local,
         remote: Some(local),
+        cache_url: Some("http://+:8080/app/x"),
     };
     let site = khttp_engine::Site::new();
     // Into an empty hand-off (its tables grow) and into one that holds a request.
@@ -392,10 +393,9 @@ fn every_allocation_of_an_offer_can_fail() {
         for k in 0.. {
             let mut h: Handoff<u32> = Handoff::new();
             if prefill == 1 {
-                h.offer(1, &d, &site, None).unwrap();
+                h.offer(1, &d, &site).unwrap();
             }
-            let url = Some("http://+:8080/app/x");
-            let (r, failed) = failing(k, || engine(|| h.offer(2, &d, &site, url)));
+            let (r, failed) = failing(k, || engine(|| h.offer(2, &d, &site)));
             if !failed {
                 assert!(r.is_ok());
                 assert_eq!(h.waiting(3), prefill + 1);
@@ -409,7 +409,7 @@ fn every_allocation_of_an_offer_can_fail() {
                 "allocation {k}: half an offer is left"
             );
             assert!(
-                h.offer(3, &d, &site, None).is_ok(),
+                h.offer(3, &d, &site).is_ok(),
                 "allocation {k}: the next offer"
             );
             let first = h.receive(3, 9).map(|r| r.id);

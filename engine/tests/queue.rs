@@ -219,7 +219,7 @@ fn held_bodies_share_one_budget() {
     let mut handoff: Handoff<u8> = Handoff::new();
     let id = {
         let d = a.conn.poll_delivery().unwrap();
-        handoff.offer(0, &d, &a.site, None).unwrap()
+        handoff.offer(0, &d, &a.site).unwrap()
     };
     a.conn.handle_queued(id, &a.clock);
     assert_eq!(held(&s), 8000, "counted once, by the hand-off");
@@ -411,9 +411,18 @@ fn application_responses_are_checked() {
 /// The kernel-cache rules for applications' answers (issue #12).
 #[test]
 fn what_may_be_cached() {
-    use khttp_engine::{app_cache_url, app_response_cacheable};
+    use khttp_engine::app_response_cacheable;
     let s = queued_site(true);
-    let url = |head: &str| app_cache_url(&s, common::LOCAL, head.as_bytes());
+    // What the connection offers the application with the request (decided with its
+    // answer): `None` when nothing is offered (a request refused outright) or when the answer
+    // may not be cached.
+    let url = |head: &str| {
+        let mut h = Harness::new(queued_site(true));
+        h.feed(head.as_bytes());
+        h.conn
+            .poll_delivery()
+            .and_then(|d| d.cache_url.map(str::to_owned))
+    };
     assert_eq!(
         url("GET /a/b.html HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
         Some("http://+:8080/a/b.html")
@@ -450,13 +459,19 @@ fn what_may_be_cached() {
     }
     // Nor the answer to a request with a body, which may have shaped it.
     assert_eq!(
-        url("GET /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n"),
+        url("GET /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
         None
     );
     assert_eq!(
-        url("GET /a/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        url("GET /a/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         None
     );
+    // A request that is offered at all, with the rules' answer: the poison paths above are
+    // offered (so the test sees the rule, not a refusal).
+    let mut h = Harness::new(queued_site(true));
+    h.feed(b"GET /a/x%2F..%2F..%2F HTTP/1.1\r\nHost: x\r\n\r\n");
+    let d = h.conn.poll_delivery().expect("offered to the application");
+    assert_eq!(d.cache_url, None);
     assert_eq!(
         url("GET /a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_deref(),
         Some("http://+:8080/a/b")

@@ -13,9 +13,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use khttp_engine::{CtlError, Delivery, Handoff, Outcome, Refusal, RequestId, Site, app_cache_url};
-use khttp_proto::reply::BodyRow;
-use khttp_proto::write_rows;
+use khttp_engine::apps::{Batch, Room, body_piece, take_batch};
+use khttp_engine::{CtlError, Delivery, Handoff, Outcome, Refusal, RequestId, Site};
 
 /// What the queue needs of the workers: to wake one, and whether khttpd is stopping.
 pub(crate) trait Workers {
@@ -106,11 +105,6 @@ pub(crate) struct Sessions {
     pub(crate) per_user: HashMap<u32, usize>,
 }
 
-/// The most body bytes one `QueueReceiveBody` reply carries: what an application that reads
-/// a body as it goes (a proxy forwarding an upload) holds of it at once; a round trip per MiB
-/// costs little next to copying the MiB.
-const BODY_PIECE: usize = 1 << 20;
-
 impl Apps {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -124,11 +118,8 @@ impl Apps {
         d: &Delivery<'_>,
         site: &Site,
     ) -> Result<RequestId, Refusal> {
-        let cache_url = app_cache_url(site, d.local, d.head);
         let mut st = self.state();
-        let id = st
-            .handoff
-            .offer((worker, slot), d, site, cache_url.as_deref())?;
+        let id = st.handoff.offer((worker, slot), d, site)?;
         let arrived = st.arrived.get(&d.queue).cloned();
         drop(st);
         if let Some(c) = arrived {
@@ -232,18 +223,19 @@ impl Apps {
         workers.wake(worker);
     }
 
-    /// Waits (at most `wait`) for a request of `queue`, hands it to `session`, with up to
-    /// `max_requests - 1` more of those waiting beyond what the other idle receivers of the
-    /// queue can take, and writes them to `out` as `RequestRow`s with at most `body_max`
-    /// body bytes each; returns their ids (none: nothing came).
+    /// Waits (at most `wait`) for a request of `room.queue`, and hands `session` what the
+    /// engine's batch rule gives it (`apps::take_batch`: the oldest, and more of those waiting
+    /// beyond what the queue's other idle receivers can take), written to `out` as
+    /// `RequestRow`s; returns their ids (none: nothing came).
     pub(crate) fn receive(
         &self,
-        queue: u32,
+        workers: &dyn Workers,
         session: u64,
-        (body_max, max_requests): (u64, u32),
+        room: Room,
         wait: Duration,
         out: &mut Vec<u8>,
     ) -> Vec<RequestId> {
+        let queue = room.queue;
         let mut st = self.state();
         if st.handoff.waiting(queue) == 0 {
             let arrived = Arc::clone(st.arrived.entry(queue).or_default());
@@ -256,53 +248,36 @@ impl Apps {
                 *n = n.saturating_sub(1);
             }
         }
-        let mut ids = Vec::new();
-        let Some(first) = st.handoff.receive(queue, session).map(|r| r.id) else {
-            return ids;
-        };
-        ids.push(first);
-        // More only when nobody else is waiting for them: a batch must not keep requests from
-        // an idle receiver.
         let others = st.idle.get(&queue).copied().unwrap_or(0);
-        let spare = st.handoff.waiting(queue).saturating_sub(others);
-        let more = spare.min(max_requests.saturating_sub(1) as usize);
-        for _ in 0..more {
-            if let Some(r) = st.handoff.receive(queue, session) {
-                ids.push(r.id);
+        let mut lost = Vec::new();
+        let batch = take_batch(&mut st.handoff, session, room, others, out, &mut lost);
+        drop(st);
+        for (id, o) in lost {
+            self.route(workers, o, id, Outcome::Abandoned);
+        }
+        match batch {
+            Batch::Taken { first, mut more } => {
+                more.insert(0, first);
+                more
+            }
+            // The room is unbounded here: only memory runs out, and the session tries again.
+            Batch::TooSmall | Batch::Nothing | Batch::OutOfMemory => {
+                out.clear();
+                Vec::new()
             }
         }
-        let start = usize::try_from(body_max).unwrap_or(usize::MAX);
-        let rows = ids
-            .iter()
-            .filter_map(|id| st.handoff.taken(*id, session))
-            .map(|r| r.row(start));
-        if write_rows(out, rows).is_err() {
-            out.clear();
-            // Back first in line, in their order.
-            for id in ids.iter().rev() {
-                let _ = st.handoff.requeue(*id, session);
-            }
-            ids.clear();
-        }
-        ids
     }
 
-    /// More of request `id`'s body, from `offset`, as a [`BodyRow`] of at most [`BODY_PIECE`] bytes, if
-    /// `session` holds it.
+    /// More of request `id`'s body, from `offset`, if `session` holds it (`apps::body_piece`).
     pub(crate) fn body(
         &self,
         session: u64,
-        id: u64,
+        id: RequestId,
         offset: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), CtlError> {
         let st = self.state();
-        let rest = st
-            .handoff
-            .body(RequestId(id), session, offset)
-            .ok_or(CtlError::NotFound)?;
-        let bytes = rest.get(..BODY_PIECE).unwrap_or(rest);
-        write_rows(out, [BodyRow { bytes }]).map_err(|_| CtlError::OutOfMemory)
+        body_piece(&st.handoff, id, session, offset, usize::MAX, out)
     }
 
     /// Puts back a request a session received but could not deliver (it died meanwhile).

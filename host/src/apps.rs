@@ -26,15 +26,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use khttp_engine::apps::{self, AppCall, Room};
 use khttp_engine::ctl::{Caller, attach};
 use khttp_engine::{
     AppAnswer, AppResponse, CtlError, Holder, Outcome, app_response_cacheable, store_app_answer,
 };
 use khttp_proto::frame::{self, RequestFrame};
-use khttp_proto::reply::{AttachRow, RespondRow};
-use khttp_proto::{
-    Command, Request, Respond, Status, decode_request, error_reply, refuse, write_rows,
-};
+use khttp_proto::reply::{AttachRow, NewsRow, RespondRow};
+use khttp_proto::{Command, Respond, Status, error_reply, refuse, write_rows};
 
 use crate::shared::Shared;
 use crate::sys;
@@ -184,9 +183,15 @@ struct Session {
     caller: Result<(Holder, Option<String>), io::Error>,
     /// The queues it attached to (once per attach).
     attached: Vec<u32>,
-    /// The command just run asked for no reply (`QueueRespond` with `no_reply`).
-    no_reply: bool,
+    /// The command just run was an answer the application does not wait for
+    /// (`Respond::news_only`), and the news of it, if any: the request, the refusal's status,
+    /// and why.
+    posted: Option<Option<News>>,
 }
+
+/// News of an answer the application did not wait for: the request, the refusal's status (0:
+/// accepted, but its client no longer waited), and why.
+type News = (u64, Status, &'static str);
 
 impl Session {
     /// A session on `stream`; `None` when the socket cannot be read and written apart.
@@ -202,7 +207,7 @@ impl Session {
             id,
             caller,
             attached: Vec::new(),
-            no_reply: false,
+            posted: None,
         })
     }
 
@@ -260,8 +265,23 @@ impl Session {
             let input = read_up_to(&mut self.reader, f.input_len)?;
             let direct = read_up_to(&mut self.reader, f.direct_len)?;
             let status = self.command(&f, &input, direct, &mut out);
-            if std::mem::take(&mut self.no_reply) {
-                continue; // an answer whose outcome the application does not wait for
+            if let Some(news) = self.posted.take() {
+                // An answer whose outcome the application does not wait for: a reply only
+                // when there is news, ahead of the reply to its next call.
+                if let Some((id, status, message)) = news {
+                    out.clear();
+                    let delivered = false;
+                    let row = NewsRow {
+                        id,
+                        status: status as u32,
+                        delivered,
+                        message,
+                    };
+                    if write_rows(&mut out, [row]).is_ok() {
+                        self.reply(Status::News, &out)?;
+                    }
+                }
+                continue;
             }
             if status == Status::Ok && out.is_empty() {
                 // The peer went while a receive waited.
@@ -318,55 +338,44 @@ impl Session {
         direct: Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Status {
-        let Some(command) = Command::from_code(f.code) else {
-            return refuse(
-                out,
-                Status::UnknownCommand,
-                Status::UnknownCommand.message(),
-            );
+        let call = match apps::command(f.code) {
+            Ok(command) => apps::decode(command, input, direct.len()),
+            Err(status) => return refuse(out, status, status.message()),
         };
-        if !command.for_applications() {
-            return refuse(out, Status::WrongEndpoint, Status::WrongEndpoint.message());
-        }
-        let req = match decode_request(command, input, direct.len()) {
-            Ok(r) => r,
+        let call = match call {
+            Ok(call) => call,
             Err(e) => return refuse(out, e.status(), e.message()),
         };
-        let result = match req {
-            Request::QueueAttach { name, prefixes } => self.attach(name, &prefixes, out),
-            Request::QueueReceive {
-                queue,
-                body_max,
-                max_requests,
-            } => self.receive(queue, (body_max, max_requests), out),
-            Request::QueueReceiveBody { id, offset } => {
-                self.shared.apps.body(self.id, id, offset, out)
+        let result = match call {
+            AppCall::Attach { name, prefixes } => self.attach(name, &prefixes, out),
+            AppCall::Receive(room) => self.receive(room, out),
+            AppCall::ReceiveBody { id, offset } => self.shared.apps.body(self.id, id, offset, out),
+            AppCall::Respond(r) => {
+                let outcome = self.respond(&r, direct);
+                if r.news_only {
+                    self.posted = Some(match outcome {
+                        Ok(row) if row.delivered => None,
+                        Ok(_) => Some((r.id, Status::Ok, "")),
+                        Err(e) => Some((r.id, Status::from(e), e.message())),
+                    });
+                    return Status::Ok;
+                }
+                outcome.and_then(|row| write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory))
             }
-            Request::QueueRespond(r) => {
-                self.no_reply = r.no_reply;
-                self.respond(&r, direct, out)
-            }
-            Request::QueueSend { id, last, .. } => {
-                let body = Arc::new(direct);
-                let piece = Outcome::Piece { body, last };
-                let gone = || sys::peer_closed(&self.stream);
-                let delivered =
-                    self.shared
-                        .apps
-                        .stream(&*self.shared, self.id, id, piece, last, &gone);
-                let row = RespondRow {
-                    delivered,
-                    cached: false,
+            AppCall::Stream(r) => self.stream_head(&r, direct, out),
+            AppCall::Send { id, last } => {
+                let piece = Outcome::Piece {
+                    body: Arc::new(direct),
+                    last,
                 };
-                write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory)
+                self.stream_piece(id.0, piece, last, out)
             }
-            Request::QueueCancel { id } => {
+            AppCall::Cancel { id } => {
                 let apps = &self.shared.apps;
-                apps.answer(&*self.shared, self.id, id, Outcome::Abandoned);
+                apps.answer(&*self.shared, self.id, id.0, Outcome::Abandoned);
                 Ok(())
             }
-            Request::QueueDetach { queue } => self.detach(queue),
-            _ => Err(CtlError::WrongEndpoint),
+            AppCall::Detach { queue } => self.detach(queue),
         };
         match result {
             Ok(()) => {
@@ -379,26 +388,54 @@ impl Session {
         }
     }
 
+    /// A streamed answer's head and first piece; the rest comes with `QueueSend`. Never cached.
+    fn stream_head(
+        &self,
+        r: &Respond<'_>,
+        body: Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CtlError> {
+        match AppResponse::new(r.status, r.content_type, &r.headers, Arc::new(body)) {
+            Ok(resp) => {
+                let length = r.stream.and_then(|s| s.length);
+                let head = Outcome::Response(resp.streamed(length));
+                self.stream_piece(r.id, head, false, out)
+            }
+            Err(e) => {
+                // The client is not left waiting: 502, and the application hears why.
+                let apps = &self.shared.apps;
+                apps.answer(&*self.shared, self.id, r.id, Outcome::Invalid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands a streamed answer's head or piece to its connection and waits for the
+    /// connection's word; the reply says whether it took it.
+    fn stream_piece(
+        &self,
+        id: u64,
+        outcome: Outcome,
+        last: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CtlError> {
+        let gone = || sys::peer_closed(&self.stream);
+        let apps = &self.shared.apps;
+        let delivered = apps.stream(&*self.shared, self.id, id, outcome, last, &gone);
+        let row = RespondRow {
+            delivered,
+            cached: false,
+        };
+        write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory)
+    }
+
     /// An answer: cached first when the application allows it and the rules do (so that the
     /// next request for the URL is a hit), then handed to the waiting connection.
-    fn respond(&self, r: &Respond<'_>, body: Vec<u8>, out: &mut Vec<u8>) -> Result<(), CtlError> {
+    fn respond(&self, r: &Respond<'_>, body: Vec<u8>) -> Result<RespondRow, CtlError> {
         let len = body.len() as u64;
         let body = Arc::new(body);
         let apps = &self.shared.apps;
         let resp = match AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body)) {
-            Ok(resp) if r.stream.is_some() => {
-                // A streamed answer: its head and first piece now, the rest with QueueSend;
-                // never cached.
-                let length = r.stream.and_then(|s| s.length);
-                let head = Outcome::Response(resp.streamed(length));
-                let gone = || sys::peer_closed(&self.stream);
-                let delivered = apps.stream(&*self.shared, self.id, r.id, head, false, &gone);
-                let row = RespondRow {
-                    delivered,
-                    cached: false,
-                };
-                return write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory);
-            }
             Ok(resp) => resp,
             Err(e) => {
                 // The client is not left waiting: 502, and the application hears why.
@@ -415,7 +452,7 @@ impl Session {
             _ => false,
         };
         let delivered = apps.answer(&*self.shared, self.id, r.id, Outcome::Response(resp));
-        write_rows(out, [RespondRow { delivered, cached }]).map_err(|_| CtlError::OutOfMemory)
+        Ok(RespondRow { delivered, cached })
     }
 
     /// Puts an application's answer into the cache at `url` for `ttl` seconds.
@@ -477,15 +514,10 @@ impl Session {
         Ok(())
     }
 
-    /// Waits for a request of `queue` (and takes up to `max_requests` when more wait than other
-    /// receivers could take); an empty `out` means the peer went meanwhile.
-    fn receive(
-        &mut self,
-        queue: u32,
-        asked: (u64, u32),
-        out: &mut Vec<u8>,
-    ) -> Result<(), CtlError> {
-        if !self.attached.contains(&queue) {
+    /// Waits for requests of `room.queue` (the engine's batch rule decides how many); an empty
+    /// `out` means the peer went meanwhile.
+    fn receive(&mut self, room: Room, out: &mut Vec<u8>) -> Result<(), CtlError> {
+        if !self.attached.contains(&room.queue) {
             return Err(CtlError::NotFound);
         }
         loop {
@@ -494,7 +526,7 @@ impl Session {
             }
             let apps = &self.shared.apps;
             let wait = Duration::from_millis(250);
-            let ids = apps.receive(queue, self.id, asked, wait, out);
+            let ids = apps.receive(&*self.shared, self.id, room, wait, out);
             if ids.is_empty() {
                 // Nothing came: has the application gone meanwhile?
                 if self.peer_gone() {

@@ -142,14 +142,21 @@ pub fn call(
     output_cap: u32,
 ) -> io::Result<(u32, Vec<u8>)> {
     let sent = send_frame(stream, code, input, direct, output_cap)?;
-    let mut reply = [0u8; frame::REPLY_LEN];
     // khttpd may refuse a request before reading all of it (a body over the entry limit) and
     // close; its reply is then already waiting, so read it before reporting the write error.
-    if let Err(write_error) = sent {
-        stream.read_exact(&mut reply).map_err(|_| write_error)?;
-    } else {
-        stream.read_exact(&mut reply)?;
+    match sent {
+        Err(write_error) => read_reply(stream, output_cap).map_err(|_| write_error),
+        Ok(()) => read_reply(stream, output_cap),
     }
+}
+
+/// Reads the next reply frame: the status and the reply (at most `output_cap` bytes).
+///
+/// # Errors
+/// The socket's errors; `InvalidData` for a reply larger than asked for.
+pub fn read_reply(stream: &mut UnixStream, output_cap: u32) -> io::Result<(u32, Vec<u8>)> {
+    let mut reply = [0u8; frame::REPLY_LEN];
+    stream.read_exact(&mut reply)?;
     let (status, len) = frame::decode_reply(&reply);
     if len > output_cap {
         return Err(io::Error::new(
@@ -163,7 +170,7 @@ pub fn call(
 }
 
 /// Sends one request frame for which no reply comes (an application's answer with
-/// `no_reply`).
+/// `news_only`: only news, read ahead of a later call's reply with [`read_reply`]).
 ///
 /// # Errors
 /// The request is too large for the protocol, or the socket broke.

@@ -22,13 +22,33 @@ pub trait Transport {
         output_cap: u32,
     ) -> io::Result<(u32, Vec<u8>)>;
 
-    /// Sends a request that asked for no reply (`QueueRespond` with `no_reply`). A device
-    /// completes every call, so there it is a call whose reply is dropped.
+    /// Sends a request whose outcome the caller does not wait for (`QueueRespond` with
+    /// `news_only`): `None` over khttpd's socket, which replies only with news, ahead of a
+    /// later call's reply ([`Transport::next_reply`]). A device completes every call, so there
+    /// it is a call, and its reply is returned.
     ///
     /// # Errors
     /// As [`Transport::call`].
-    fn post(&mut self, code: u32, input: &[u8], direct: &[u8]) -> io::Result<()> {
-        self.call(code, input, direct, 64).map(drop)
+    fn post(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        direct: &[u8],
+    ) -> io::Result<Option<(u32, Vec<u8>)>> {
+        self.call(code, input, direct, 64).map(Some)
+    }
+
+    /// Reads one more reply without sending anything: after a news reply
+    /// (`Status::News`), the call's own reply follows. Only a socket sends news.
+    ///
+    /// # Errors
+    /// As [`Transport::call`]; `Unsupported` on a device.
+    fn next_reply(&mut self, output_cap: u32) -> io::Result<(u32, Vec<u8>)> {
+        let _ = output_cap;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "only khttpd's socket sends news ahead of a reply",
+        ))
     }
 }
 
@@ -51,8 +71,17 @@ impl Transport for UnixTransport {
         crate::socket::call(&mut self.stream, code, input, direct, output_cap)
     }
 
-    fn post(&mut self, code: u32, input: &[u8], direct: &[u8]) -> io::Result<()> {
-        crate::socket::post(&mut self.stream, code, input, direct)
+    fn post(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        direct: &[u8],
+    ) -> io::Result<Option<(u32, Vec<u8>)>> {
+        crate::socket::post(&mut self.stream, code, input, direct).map(|()| None)
+    }
+
+    fn next_reply(&mut self, output_cap: u32) -> io::Result<(u32, Vec<u8>)> {
+        crate::socket::read_reply(&mut self.stream, output_cap)
     }
 }
 

@@ -301,6 +301,9 @@ pub enum Status {
     /// The server holds as many connections on this socket as it allows (in all, or for this
     /// user), or a connection as many attaches.
     TooManySessions = 28,
+    /// Not a reply to the call just made: news of an earlier answer sent without waiting
+    /// (`Respond::news_only`), one [`reply::NewsRow`]; the call's own reply follows.
+    News = 29,
 }
 }
 
@@ -381,6 +384,7 @@ impl Status {
             Self::TooManySessions => {
                 "the server holds as many connections as it allows; try again when one ends"
             }
+            Self::News => "news of an earlier answer",
         }
     }
 }

@@ -407,6 +407,42 @@ impl RespondRow {
     }
 }
 
+/// News of an answer sent without waiting (`Respond::news_only`): the reply to no call, sent
+/// ahead of a later call's reply with [`crate::Status::News`], when the answer was refused
+/// (`status` its refusal, `message` why; its client got 502) or its client no longer waited
+/// (`status` 0, not delivered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewsRow<'a> {
+    /// The request the answer was for.
+    pub id: u64,
+    /// The refusal's [`crate::Status`] as a number; 0 when the answer was accepted.
+    pub status: u32,
+    /// Its client was still waiting and got it.
+    pub delivered: bool,
+    /// Why it was refused; empty otherwise.
+    pub message: &'a str,
+}
+
+impl<'a> Row<'a> for NewsRow<'a> {
+    const COLS: u16 = 4;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::U64(self.id),
+            Value::U64(u64::from(self.status)),
+            Value::U64(u64::from(self.delivered)),
+            Value::Str(self.message),
+        ]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            id: num(c, 0)?,
+            status: u32::try_from(num(c, 1)?).map_err(|_| ProtoError::InvalidValue)?,
+            delivered: num(c, 2)? != 0,
+            message: text(c, 3)?,
+        })
+    }
+}
+
 /// The NTSTATUS prefix of an answered METHOD_IN_DIRECT application call
 /// ([`RespondRow::to_ntstatus`]).
 pub const DIRECT_ANSWER: u32 = 0x20B7_0000;
@@ -614,8 +650,8 @@ mod tests {
     use alloc::vec::Vec;
 
     use super::{
-        CounterRow, EntryRow, ErrorRow, FlushRow, PutRow, Row, VersionRow, decode_device_reply,
-        encode_device_reply, read_rows, too_small_reply, write_rows,
+        CounterRow, EntryRow, ErrorRow, FlushRow, NewsRow, PutRow, Row, VersionRow,
+        decode_device_reply, encode_device_reply, read_rows, too_small_reply, write_rows,
     };
     use crate::{Header, ProtoError, Status};
 
@@ -626,6 +662,27 @@ mod tests {
         write_rows(buf, rows.iter().cloned()).unwrap();
         let back: Vec<R> = read_rows(buf).unwrap();
         assert_eq!(back, rows);
+    }
+
+    #[test]
+    fn news_rows_round_trip() {
+        round_trip(
+            &mut Vec::new(),
+            &[
+                NewsRow {
+                    id: 7,
+                    status: Status::InvalidHeader as u32,
+                    delivered: false,
+                    message: "a field the server sets itself",
+                },
+                NewsRow {
+                    id: u64::MAX,
+                    status: 0,
+                    delivered: false,
+                    message: "",
+                },
+            ],
+        );
     }
 
     #[test]

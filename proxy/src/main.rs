@@ -61,6 +61,11 @@ struct Args {
     /// Requests handled at once (one attached handle each).
     #[arg(long, default_value_t = 8)]
     threads: usize,
+    /// Requests one handle may take at once when more wait than the other threads could take
+    /// (1..=64): fewer calls under load. A request taken in a batch waits for its thread, so
+    /// with a slow upstream `--batch 1` keeps each for the first free thread.
+    #[arg(long, default_value_t = khttp_app::DEFAULT_BATCH)]
+    batch: u32,
     /// Seconds to wait for the upstream's response head before answering 504.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -167,6 +172,7 @@ fn run(args: &Args) -> Result<(), String> {
     queues.push(first);
     for mut q in queues {
         q.set_whole_bodies(false);
+        q.set_batch(args.batch);
         let agent = agent.clone();
         let upstream = upstream.clone();
         let max = args.buffer_bytes;
@@ -177,6 +183,9 @@ fn run(args: &Args) -> Result<(), String> {
                     Ok(r) => r,
                     Err(e) => return e.to_string(),
                 };
+                for news in q.take_news() {
+                    eprintln!("khttp-proxy: {news}");
+                }
                 let to = Upstream {
                     agent: &agent,
                     base: &upstream,
@@ -184,7 +193,8 @@ fn run(args: &Args) -> Result<(), String> {
                     trust,
                 };
                 let result = match forward(&to, &request, &mut q) {
-                    Answer::Whole(response) => request.respond(&mut q, response).map(drop),
+                    // Sent without waiting: only what went wrong comes back, as news.
+                    Answer::Whole(response) => request.send(&mut q, response),
                     Answer::Stream { head, length, rest } => {
                         stream(request, &mut q, head, length, rest)
                     }

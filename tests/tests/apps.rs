@@ -837,6 +837,55 @@ fn batched_receives_and_answers_sent_without_waiting_reach_every_client() {
     stop(invalid);
 }
 
+/// Answers sent without waiting (issue #23): none that went well brings a reply, and one that
+/// went wrong is news the application reads with a later call's reply: refused (its client
+/// got 502), or its client gone before it came.
+#[test]
+fn answers_sent_without_waiting_report_only_what_went_wrong() {
+    let (s, port, app) = setup("apps-news");
+    let mut q = attach(&s, &app);
+    q.set_batch(1);
+    // Refused: a field khttp sets itself.
+    let client = std::thread::spawn(move || get(port, "/app/bad", ""));
+    let r = q.receive().expect("a request");
+    let bad = r.id();
+    let refused = Response::new(200).header("Content-Length", "1").body("x");
+    r.send(&mut q, refused).expect("posted");
+    assert_eq!(client.join().unwrap().status, 502);
+    // Its client gone before the answer: accepted, but not delivered.
+    let mut c = Conn::open(port);
+    c.send(b"GET /app/gone HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = q.receive().expect("a request");
+    let gone = r.id();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    r.send(&mut q, Response::new(200).body("late"))
+        .expect("posted");
+    // Delivered: no news. The receive that brings the next request brings the news too.
+    let client = std::thread::spawn(move || get(port, "/app/good", ""));
+    let r = q.receive().expect("a request");
+    r.send(&mut q, Response::new(200).body("ok"))
+        .expect("posted");
+    let good = client.join().unwrap();
+    assert_eq!((good.status, good.body.as_slice()), (200, &b"ok"[..]));
+    let news = q.take_news();
+    assert_eq!(news.len(), 2, "{news:?}");
+    assert_eq!(news[0].id, bad);
+    assert!(
+        matches!(&news[0].refused, Some((khttp_proto::Status::InvalidHeader, m)) if !m.is_empty()),
+        "{news:?}"
+    );
+    assert_eq!((news[1].id, &news[1].refused), (gone, &None), "{news:?}");
+    assert!(news[0].to_string().contains("was refused"), "{}", news[0]);
+    // The good answer brought none: the next call finds nothing new.
+    let client = std::thread::spawn(move || get(port, "/app/last", ""));
+    let r = q.receive().expect("a request");
+    r.send(&mut q, Response::new(200).body("ok"))
+        .expect("posted");
+    assert_eq!(client.join().unwrap().status, 200);
+    assert_eq!(q.take_news(), []);
+}
+
 /// A client that stops reading a streamed answer holds its own application's call, and nobody
 /// else's: another application on another prefix still receives and answers, and the held
 /// application can still exit (issue #22, defect 1: the driver's application device took one

@@ -507,7 +507,7 @@ fn a_stream_broken_at_its_last_piece_resets_the_client() {
         ttl: None,
         body_len: 10,
         stream: Some(khttp_proto::Streamed { length: Some(100) }),
-        no_reply: false,
+        news_only: false,
     });
     let (status, _) = raw.call(&respond, &[b'a'; 10]);
     assert_eq!(status, khttp_proto::Status::Ok);

@@ -38,10 +38,11 @@ use wdk_sys::{
     STATUS_SUCCESS,
 };
 
-pub(crate) use conn::{Sweep, install_table, sweep, uninstall_table};
+pub(crate) use conn::close::{Sweep, sweep};
+pub(crate) use conn::{install_table, uninstall_table};
 
 use crate::global::global;
-use crate::irp::{PassiveLock, SingleWork, SyncCall, allocate_irp, free_irp};
+use crate::irp::{OwnedIrp, PassiveLock, SingleWork, SyncCall};
 
 /// How long `WskCaptureProviderNPI` may wait, in ms.
 const CAPTURE_WAIT_MS: u32 = 5_000;
@@ -69,7 +70,7 @@ static LISTEN_DISPATCH: Shared<WSK_CLIENT_LISTEN_DISPATCH> = Shared(WSK_CLIENT_L
 static CONNECTION_DISPATCH: Shared<WSK_CLIENT_CONNECTION_DISPATCH> =
     Shared(WSK_CLIENT_CONNECTION_DISPATCH {
         WskReceiveEvent: ptr::null(),
-        WskDisconnectEvent: Some(conn::on_disconnect),
+        WskDisconnectEvent: Some(conn::io::on_disconnect),
         WskSendBacklogEvent: ptr::null(),
     });
 
@@ -172,7 +173,7 @@ unsafe fn capture(w: &mut Wsk) -> NTSTATUS {
         NpiId: &NPI_WSK_INTERFACE_ID,
         // Accept events on listeners; disconnect events on the connections they accept, so
         // that a client that leaves while its request is with an application is seen
-        // (`conn::on_disconnect`).
+        // (`conn::io::on_disconnect`).
         EventMask: WSK_EVENT_ACCEPT | WSK_EVENT_DISCONNECT,
     };
     // SAFETY: the provider dispatch table is valid while the NPI is captured.
@@ -241,23 +242,16 @@ unsafe fn open_listener(
     addr: SocketAddr,
     context: *mut c_void,
 ) -> Result<PWSK_SOCKET, NTSTATUS> {
-    // SAFETY: PASSIVE_LEVEL (caller); the IRP is freed below on every path.
-    let irp = unsafe { allocate_irp() };
-    if irp.is_null() {
-        return Err(STATUS_INSUFFICIENT_RESOURCES);
-    }
+    // SAFETY: PASSIVE_LEVEL (caller); every call on it is waited for (`SyncCall`), so it is
+    // idle whenever it drops.
+    let irp = unsafe { OwnedIrp::allocate() }.ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
     let mut call = SyncCall::new();
     let family = if addr.is_ipv6() { AF_INET6 } else { AF_INET };
     // SAFETY: the provider NPI is captured (caller), so its dispatch table is valid.
-    let Some(wsk_socket) = (unsafe { (*w.provider.Dispatch).WskSocket }) else {
-        // SAFETY: not in flight.
-        unsafe { free_irp(irp) };
-        return Err(STATUS_INSUFFICIENT_RESOURCES);
-    };
+    let wsk_socket =
+        unsafe { (*w.provider.Dispatch).WskSocket }.ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
     // SAFETY: the IRP is ours and idle.
-    if !unsafe { call.arm(irp) } {
-        // SAFETY: not in flight.
-        unsafe { free_irp(irp) };
+    if !unsafe { call.arm(irp.as_ptr()) } {
         return Err(STATUS_INSUFFICIENT_RESOURCES);
     }
     // SAFETY: a listening TCP socket with our static listen dispatch (docs/driver-facts.md,
@@ -274,23 +268,65 @@ unsafe fn open_listener(
             ptr::null_mut(),
             ptr::null_mut(),
             ptr::null_mut(),
-            irp.cast(),
+            irp.as_ptr().cast(),
         );
     }
     // SAFETY: PASSIVE_LEVEL; the call was made.
-    let (status, info) = unsafe { call.wait(irp) };
+    let (status, info) = unsafe { call.wait(irp.as_ptr()) };
     if !nt_success(status) {
-        // SAFETY: completed, not in flight.
-        unsafe { free_irp(irp) };
         return Err(status);
     }
     let socket = info as usize as PWSK_SOCKET; // Information carries it (PFN_WSK_SOCKET)
     // SAFETY: a listening socket's dispatch is a WSK_PROVIDER_LISTEN_DISPATCH (WSK_SOCKET).
     let dispatch = unsafe { (*socket).Dispatch.cast::<WSK_PROVIDER_LISTEN_DISPATCH>() };
+    // SAFETY: PASSIVE_LEVEL; a live listening socket with no other call in progress; its
+    // listen dispatch.
+    let mut status = unsafe { set_listen_options(&mut call, &irp, socket, dispatch, addr) };
+    if nt_success(status) {
+        let (mut v6, mut v4) = sockaddr(addr);
+        let sa: *mut SOCKADDR = if addr.is_ipv6() {
+            (&raw mut v6).cast()
+        } else {
+            (&raw mut v4).cast()
+        };
+        // SAFETY: listen dispatch is valid for this socket.
+        if let Some(bind) = unsafe { (*dispatch).WskBind } {
+            // SAFETY: the IRP is idle; `sa` outlives the synchronous wait.
+            status = if unsafe { call.arm(irp.as_ptr()) } {
+                // SAFETY: WskBind on a listening socket starts listening (PFN_WSK_BIND).
+                unsafe { bind(socket, sa, 0, irp.as_ptr().cast()) };
+                // SAFETY: PASSIVE_LEVEL; the call was made.
+                unsafe { call.wait(irp.as_ptr()) }.0
+            } else {
+                STATUS_INSUFFICIENT_RESOURCES
+            };
+        }
+    }
+    if nt_success(status) {
+        Ok(socket)
+    } else {
+        // SAFETY: the listener is ours and no call on it is in progress.
+        unsafe { close_listener(socket) };
+        Err(status)
+    }
+}
+
+/// A new listener's socket options: `SO_EXCLUSIVEADDRUSE`, and for the IPv6 wildcard
+/// `IPV6_V6ONLY` off (dual stack, as echosrv), each a synchronous `WskControlSocket` on `irp`.
+/// No allocation (issue #22, defect 5): the options are a fixed list.
+///
+/// # Safety
+/// PASSIVE_LEVEL; `socket` is a live listening socket with no other call in progress, and
+/// `dispatch` its listen dispatch; `irp` is idle.
+unsafe fn set_listen_options(
+    call: &mut SyncCall,
+    irp: &OwnedIrp,
+    socket: PWSK_SOCKET,
+    dispatch: *const WSK_PROVIDER_LISTEN_DISPATCH,
+    addr: SocketAddr,
+) -> NTSTATUS {
     let mut one: u32 = 1;
     let mut zero: u32 = 0;
-    // No allocation (issue #22, defect 5): the options as a fixed list, the second only for
-    // the IPv6 wildcard (dual stack, as echosrv).
     let options: [(u32, u32, *mut u32); 2] = [
         (SO_EXCLUSIVEADDRUSE, SOL_SOCKET, &raw mut one),
         (IPV6_V6ONLY, IPPROTO_IPV6, &raw mut zero),
@@ -307,9 +343,8 @@ unsafe fn open_listener(
             break;
         };
         // SAFETY: the IRP is idle again after the previous wait.
-        if !unsafe { call.arm(irp) } {
-            status = STATUS_INSUFFICIENT_RESOURCES;
-            break;
+        if !unsafe { call.arm(irp.as_ptr()) } {
+            return STATUS_INSUFFICIENT_RESOURCES;
         }
         // SAFETY: a set-option call with a 4-byte input that outlives the synchronous wait.
         unsafe {
@@ -323,44 +358,16 @@ unsafe fn open_listener(
                 0,
                 ptr::null_mut(),
                 ptr::null_mut(),
-                irp.cast(),
+                irp.as_ptr().cast(),
             );
         }
         // SAFETY: PASSIVE_LEVEL; the call was made.
-        status = unsafe { call.wait(irp) }.0;
+        status = unsafe { call.wait(irp.as_ptr()) }.0;
         if !nt_success(status) {
             break;
         }
     }
-    if nt_success(status) {
-        let (mut v6, mut v4) = sockaddr(addr);
-        let sa: *mut SOCKADDR = if addr.is_ipv6() {
-            (&raw mut v6).cast()
-        } else {
-            (&raw mut v4).cast()
-        };
-        // SAFETY: listen dispatch is valid for this socket.
-        if let Some(bind) = unsafe { (*dispatch).WskBind } {
-            // SAFETY: the IRP is idle; `sa` outlives the synchronous wait.
-            status = if unsafe { call.arm(irp) } {
-                // SAFETY: WskBind on a listening socket starts listening (PFN_WSK_BIND).
-                unsafe { bind(socket, sa, 0, irp.cast()) };
-                // SAFETY: PASSIVE_LEVEL; the call was made.
-                unsafe { call.wait(irp) }.0
-            } else {
-                STATUS_INSUFFICIENT_RESOURCES
-            };
-        }
-    }
-    // SAFETY: completed, not in flight.
-    unsafe { free_irp(irp) };
-    if nt_success(status) {
-        Ok(socket)
-    } else {
-        // SAFETY: the listener is ours and no call on it is in progress.
-        unsafe { close_listener(socket) };
-        Err(status)
-    }
+    status
 }
 
 /// `WskCloseSocket`, waiting for it (PASSIVE_LEVEL).
@@ -377,22 +384,20 @@ unsafe fn close_sync(socket: PWSK_SOCKET, close: Option<khttp_wsk::PFN_WSK_CLOSE
     let Some(close) = close else { return };
     let mut call = SyncCall::new();
     let irp = loop {
-        // SAFETY: PASSIVE_LEVEL (caller).
-        let irp = unsafe { allocate_irp() };
-        // SAFETY: the IRP (if any) is ours and idle.
-        if !irp.is_null() && unsafe { call.arm(irp) } {
-            break irp;
+        // SAFETY: PASSIVE_LEVEL (caller); the call below is waited for, so it drops idle.
+        let irp = unsafe { OwnedIrp::allocate() };
+        if let Some(irp) = irp {
+            // SAFETY: the IRP is ours and idle.
+            if unsafe { call.arm(irp.as_ptr()) } {
+                break irp;
+            }
         }
-        // SAFETY: not in flight (null is ignored).
-        unsafe { free_irp(irp) };
         crate::irp::sleep_ms(10);
     };
     // SAFETY: no other call on `socket` is in progress (caller's contract).
-    unsafe { close(socket, irp.cast()) };
+    unsafe { close(socket, irp.as_ptr().cast()) };
     // SAFETY: PASSIVE_LEVEL; the call was made.
-    unsafe { call.wait(irp) };
-    // SAFETY: completed.
-    unsafe { free_irp(irp) };
+    unsafe { call.wait(irp.as_ptr()) };
 }
 
 /// Closes a listening socket, waiting for it (PASSIVE_LEVEL).

@@ -1,6 +1,7 @@
 //! The application hand-off (issue #12): a request deferred to an application, queued by the
 //! host, and answered, abandoned or timed out.
 
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -61,7 +62,7 @@ impl Connection {
     /// (up to `max-queued-body-bytes`), then [`Connection::poll_delivery`] offers it.
     pub(super) fn defer(
         &mut self,
-        queue: u32,
+        (queue, cache_url): (u32, Option<String>),
         head_bytes: &[u8],
         head: &Head<'_>,
         reader: Option<BodyReader>,
@@ -98,6 +99,7 @@ impl Connection {
             head: copy,
             body: Vec::new(),
             path,
+            cache_url,
             reader,
             progress: Progress::start(self.now),
             charge: Charge::new(site.shared_stats()),
@@ -123,6 +125,7 @@ impl Connection {
                 path: &d.path,
                 local: self.local,
                 remote: self.remote,
+                cache_url: d.cache_url.as_deref(),
             }),
             _ => None,
         }

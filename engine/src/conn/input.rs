@@ -7,8 +7,9 @@ use crate::http1::body::{BodyReader, Kept};
 use crate::http1::request::{Framing, Head, Method, early_error, find_head_end, parse_head};
 use crate::http1::response::Persist;
 use crate::limits::{DISCARD_LIMIT, INPUT_SLACK, Limits, MAX_HEADERS_CAP};
+use crate::out::Mark;
 use crate::rate::Progress;
-use crate::respond::{Answer, decide, persist};
+use crate::respond::{Answer, Decided, decide, persist};
 use crate::site::{Site, Stats};
 use crate::time::Clock;
 
@@ -290,14 +291,17 @@ impl Connection {
         let Ok(mark) = self.out.mark() else {
             return self.abort();
         };
-        let (answer, close) =
-            match decide(self.local, &head, headers, clock, site, &mut self.scratch) {
-                Ok(decided) => decided,
-                Err(OutOfMemory) => {
-                    self.rollback_to(mark);
-                    return self.fail(RequestError::OutOfMemory, clock, site);
-                }
-            };
+        let Decided {
+            answer,
+            close,
+            cache_url,
+        } = match decide(self.local, &head, headers, clock, site, &mut self.scratch) {
+            Ok(decided) => decided,
+            Err(OutOfMemory) => {
+                self.rollback_to(mark);
+                return self.fail(RequestError::OutOfMemory, clock, site);
+            }
+        };
         let persist = if close {
             Persist::Close
         } else {
@@ -305,7 +309,8 @@ impl Connection {
         };
         let reader = self.body_reader(&head, headers.len(), nslots);
         if let Answer::Deferred { queue } = answer {
-            return self.defer(queue, head_bytes, &head, reader, persist, clock, site);
+            let to = (queue, cache_url);
+            return self.defer(to, head_bytes, &head, reader, persist, clock, site);
         }
         // Not for an application: a body is only discarded, up to DISCARD_LIMIT.
         if let Framing::Length(n) = head.framing
@@ -322,6 +327,13 @@ impl Connection {
                 return self.fail(RequestError::OutOfMemory, clock, site);
             }
         }
+        self.after_answer(reader, mark, close);
+    }
+
+    /// After an answer is written: its request's body, if any, is read and discarded (the
+    /// answer held back behind `mark` until then); otherwise the answer goes, and a closing
+    /// one stops the reading.
+    fn after_answer(&mut self, reader: Option<BodyReader>, mark: Mark, close: bool) {
         match reader {
             Some(reader) if !close => {
                 self.state = State::Body(BodyCtx {

@@ -30,6 +30,7 @@ mod log;
 mod stream;
 mod timers;
 
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem;
@@ -160,8 +161,10 @@ struct Deferred {
     queue: u32,
     head: Vec<u8>,
     body: Vec<u8>,
-    /// The canonical path and the query ([`Delivery::path`]).
+    /// The canonical path and the query ([`crate::Delivery::path`]).
     path: Vec<u8>,
+    /// Where the answer may be cached ([`crate::Delivery::cache_url`]).
+    cache_url: Option<String>,
     /// Set while the body is still being read.
     reader: Option<BodyReader>,
     /// How fast the body arrives (`min-receive-rate`).

@@ -14,9 +14,11 @@
 //! a request with `?stream=N` is answered with N bytes of `abc…z` streamed in pieces (with
 //! `&length=1` under `Content-Length`, else chunked; with `&die=M` the process exits after M
 //! of them, for tests: an application that dies half-way);
-//! `--batch N` lets each receive take up to N requests when more are waiting than the other
-//! threads could take, and `--no-wait` sends answers without waiting for khttp's word on them
-//! (`Request::send`; both for throughput under load);
+//! by default each receive takes up to 16 requests when more are waiting than the other
+//! threads could take (`--batch N` changes it; `--batch 1` takes one), and answers go without
+//! waiting for khttp's word on them (`Request::send`): what went wrong with one (refused, or
+//! its client gone) is news, printed when it comes; `--wait` waits for each answer's outcome
+//! instead (`--no-wait`, the default, is accepted too);
 //! `--threads N` attaches N handles, each answering on its own thread; `--queue NAME` names the
 //! request queue (default `hello`: two hello-apps on different prefixes need different names,
 //! or they share one queue).
@@ -51,9 +53,11 @@ fn main() {
         } else if a == "--invalid" {
             odd.invalid = true;
         } else if a == "--batch" {
-            odd.batch = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+            odd.batch = args.next().and_then(|s| s.parse().ok());
         } else if a == "--no-wait" {
-            odd.no_wait = true;
+            odd.wait = false;
+        } else if a == "--wait" {
+            odd.wait = true;
         } else if a == "--threads" {
             threads = args.next().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
         } else {
@@ -82,13 +86,17 @@ fn main() {
 struct Odd {
     delay: Option<Duration>,
     invalid: bool,
-    batch: u32,
-    no_wait: bool,
+    /// Requests per receive, at most (`None`: the library's default).
+    batch: Option<u32>,
+    /// Wait for each answer's outcome.
+    wait: bool,
 }
 
 /// Answers requests on one handle until khttpd goes away.
 fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd) {
-    queue.set_batch(odd.batch);
+    if let Some(n) = odd.batch {
+        queue.set_batch(n);
+    }
     loop {
         let request = match queue.receive() {
             Ok(r) => r,
@@ -97,6 +105,9 @@ fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd
                 std::process::exit(1);
             }
         };
+        for news in queue.take_news() {
+            eprintln!("hello-app: {news}");
+        }
         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
         if request.url.ends_with("?echo") {
             let body = request.body.clone();
@@ -130,10 +141,10 @@ fn serve(mut queue: Queue, served: &AtomicU64, cache: Option<Duration>, odd: Odd
         if let Some(d) = odd.delay {
             std::thread::sleep(d);
         }
-        let sent = if odd.no_wait {
-            request.send(&mut queue, response)
-        } else {
+        let sent = if odd.wait {
             request.respond(&mut queue, response).map(drop)
+        } else {
+            request.send(&mut queue, response)
         };
         if let Err(e) = sent {
             eprintln!("hello-app: {e}");

@@ -28,8 +28,11 @@
 //!                    ; ttl u64::MAX = do not cache; the direct buffer is the body, exactly;
 //!                    ; flags bit 0 (STREAM): the body is the first piece, QueueSend the
 //!                    ; rest; length = the whole body's length, u64::MAX = unknown (always
-//!                    ; u64::MAX without STREAM); bit 1 (NO_REPLY): khttpd's socket sends
-//!                    ; no reply to it (a device completes it as always); other bits 0
+//!                    ; u64::MAX without STREAM); bit 1 (NEWS_ONLY): khttpd's socket
+//!                    ; replies only with news, a News frame (status 29, one NewsRow)
+//!                    ; ahead of a later call's reply, when the answer was refused or its
+//!                    ; client no longer waited (a device completes it as always); other
+//!                    ; bits 0
 //!   QueueSend:       id:u64 flags:u16 reserved:u16(=0) body_len:u64
 //!                    ; flags bit 0 (LAST): the body's last piece; the direct buffer is the
 //!                    ; piece, exactly
@@ -115,9 +118,11 @@ pub struct Respond<'a> {
     /// `Some`: the direct buffer holds the body's first piece, and `QueueSend` brings the
     /// rest (a streamed response, never cached). `None`: it holds the whole body.
     pub stream: Option<Streamed>,
-    /// The application does not wait for the outcome: khttpd's socket sends no reply (a
-    /// refused answer still gives the client its 502). A device completes the call as always.
-    pub no_reply: bool,
+    /// The application does not wait for the outcome: khttpd's socket replies only with news,
+    /// a [`Status::News`](crate::Status::News) frame before a later call's reply, when the
+    /// answer was refused (its client gets 502) or its client no longer waited. A device
+    /// completes the call as always.
+    pub news_only: bool,
 }
 
 /// A streamed response's framing ([`Respond::stream`]).
@@ -131,7 +136,7 @@ pub struct Streamed {
 /// `QueueRespond`'s flag for a streamed response.
 const RESPOND_STREAM: u16 = 1;
 /// `QueueRespond`'s flag for an answer whose outcome the application does not wait for.
-const RESPOND_NO_REPLY: u16 = 2;
+const RESPOND_NEWS_ONLY: u16 = 2;
 /// Most requests one `QueueReceive` takes.
 pub const MAX_RECEIVE_BATCH: u32 = 64;
 /// `QueueSend`'s flag for the last piece.
@@ -358,8 +363,8 @@ fn encode_respond(r: &Respond<'_>, out: &mut Vec<u8>) {
     } else {
         0
     };
-    if r.no_reply {
-        flags |= RESPOND_NO_REPLY;
+    if r.news_only {
+        flags |= RESPOND_NEWS_ONLY;
     }
     out.extend_from_slice(&flags.to_le_bytes());
     put_str(out, r.content_type);
@@ -433,7 +438,7 @@ fn decode_respond<'a>(d: &mut Dec<'a>, direct_len: usize) -> Result<Respond<'a>,
     let id = d.u64()?;
     let status = d.u16()?;
     let flags = d.u16()?;
-    if flags & !(RESPOND_STREAM | RESPOND_NO_REPLY) != 0 {
+    if flags & !(RESPOND_STREAM | RESPOND_NEWS_ONLY) != 0 {
         return Err(ProtoError::ReservedNotZero);
     }
     let content_type = d.str()?;
@@ -461,7 +466,7 @@ fn decode_respond<'a>(d: &mut Dec<'a>, direct_len: usize) -> Result<Respond<'a>,
         ttl,
         body_len,
         stream,
-        no_reply: flags & RESPOND_NO_REPLY != 0,
+        news_only: flags & RESPOND_NEWS_ONLY != 0,
     })
 }
 

@@ -105,7 +105,7 @@ fn requests_round_trip() {
             ttl: Some(30),
             body_len: 5,
             stream: None,
-            no_reply: true,
+            news_only: true,
         }),
         5,
     );
@@ -119,7 +119,7 @@ fn requests_round_trip() {
                 ttl: None,
                 body_len: 5,
                 stream: Some(super::Streamed { length }),
-                no_reply: false,
+                news_only: false,
             }),
             5,
         );
