@@ -1,19 +1,132 @@
 //! The application protocol's side of the engine (issues #12, #23): an application's call
 //! decoded into what it asks ([`AppCall`]), and the rules both hosts apply to it with their
-//! [`Handoff`]: which requests one receive takes ([`take_batch`], the one batch rule) and how
-//! much of a body one reply carries ([`body_piece`]). The hosts keep their locks, their
-//! wake-ups and their parking: khttpd's session threads wait on a condition variable, the
-//! driver parks the receive's request in a manual queue.
+//! [`Handoff`]: which requests one receive takes ([`take_batch`], the one batch rule), how much
+//! of a body one reply carries ([`body_piece`]), and what becomes of an answer ([`respond`]:
+//! checked, cached when the rules allow, handed to its connection) or of a request given up
+//! ([`cancel`]). The hosts keep their locks, their wake-ups and their parking ([`AppHost`]):
+//! khttpd's session threads wait on a condition variable, the driver parks the receive's
+//! request in a manual queue.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use khttp_proto::reply::{BodyRow, RequestRow, too_small_reply};
+use khttp_proto::reply::{BodyRow, RequestRow, RespondRow, too_small_reply};
 use khttp_proto::{Command, ProtoError, Request, Respond, Status, decode_request, write_rows};
 
 use crate::error::CtlError;
-use crate::exchange::RequestId;
+use crate::exchange::{Outcome, RequestId};
 use crate::handoff::Handoff;
 use crate::limits::APP_BODY_PIECE;
+use crate::mem;
+use crate::respond::{AppAnswer, AppResponse, app_response_cacheable, store_app_answer};
+use crate::site::Site;
+use crate::time::Instant;
+
+/// What a host gives the engine's rules for an application's call: its hand-off under its
+/// lock, its site and the site's writer, and the way to its connections.
+pub trait AppHost {
+    /// How the host finds a request's connection again.
+    type Origin: Copy;
+
+    /// Runs `f` on the hand-off under the host's lock; `f` takes no other lock.
+    fn with_handoff<R>(&self, f: impl FnOnce(&mut Handoff<Self::Origin>) -> R) -> R;
+
+    /// The calling handle's id as a taker in the hand-off.
+    fn taker(&self) -> u64;
+
+    /// Hands `outcome` to the connection of `origin`, which has just left the hand-off
+    /// (answered or cancelled): called once for it.
+    fn deliver(&self, origin: Self::Origin, id: RequestId, outcome: Outcome);
+
+    /// The current site.
+    fn site(&self) -> Arc<Site>;
+
+    /// A change of the site's running state, under the writer lock (`ctl::Writer::change`).
+    ///
+    /// # Errors
+    /// `f`'s error, or [`CtlError::OutOfMemory`].
+    fn change<R>(&self, f: impl FnOnce(&mut Site) -> Result<R, CtlError>) -> Result<R, CtlError>;
+
+    /// Now, for a cached answer's time to live.
+    fn now(&self) -> Instant;
+}
+
+/// An application's whole answer `r` (its body `body`) to a request its handle took: checked
+/// (a refused one gives its client 502, and the application the error), cached first when the
+/// application allows it and the rules do (so that the next request for the URL is a hit),
+/// then handed to its connection. Not delivered when its client no longer waits.
+///
+/// # Errors
+/// The answer's refusal ([`AppResponse::new`]); [`CtlError::OutOfMemory`] (its client gets
+/// 503).
+pub fn respond<H: AppHost>(
+    host: &H,
+    r: &Respond<'_>,
+    body: Vec<u8>,
+) -> Result<RespondRow, CtlError> {
+    let id = RequestId(r.id);
+    let me = host.taker();
+    let (origin, url) = host.with_handoff(|h| {
+        let url = h.cache_url(id, me).and_then(|u| mem::boxed_str(u).ok());
+        (h.answer(id, me), url)
+    });
+    let Some(origin) = origin else {
+        return Ok(RespondRow {
+            delivered: false,
+            cached: false,
+        });
+    };
+    let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
+    let Ok(body) = mem::arc(body) else {
+        host.deliver(origin, id, Outcome::Abandoned);
+        return Err(CtlError::OutOfMemory);
+    };
+    let response = match AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body)) {
+        Ok(response) => response,
+        Err(e) => {
+            // The client is not left waiting: 502, and the application hears why.
+            host.deliver(origin, id, Outcome::Invalid);
+            return Err(e);
+        }
+    };
+    let cached = match (r.ttl, url) {
+        (Some(ttl), Some(url))
+            if app_response_cacheable(r.status, &r.headers, len, &host.site()) =>
+        {
+            store(host, &url, r, &body, ttl)
+        }
+        _ => false,
+    };
+    host.deliver(origin, id, Outcome::Response(response));
+    Ok(RespondRow {
+        delivered: true,
+        cached,
+    })
+}
+
+/// Puts an application's answer into the cache at `url` for `ttl` seconds; whether it is
+/// there.
+fn store<H: AppHost>(host: &H, url: &str, r: &Respond<'_>, body: &[u8], ttl: u64) -> bool {
+    let answer = AppAnswer {
+        status: r.status,
+        content_type: r.content_type,
+        headers: &r.headers,
+        body,
+    };
+    let now = host.now();
+    host.change(|site| store_app_answer(site, url, &answer, ttl, now))
+        .is_ok()
+}
+
+/// The application gives request `id` up (`QueueCancel`), or sent an answer for it that was
+/// refused before it could be taken (`outcome` [`Outcome::Invalid`]: 502): its client is
+/// answered, if the calling handle holds it.
+pub fn cancel<H: AppHost>(host: &H, id: RequestId, outcome: Outcome) {
+    let me = host.taker();
+    if let Some(origin) = host.with_handoff(|h| h.answer(id, me)) {
+        host.deliver(origin, id, outcome);
+    }
+}
 
 /// What an application asks, decoded from one call.
 #[derive(Debug, PartialEq, Eq)]
@@ -300,4 +413,94 @@ pub fn body_piece<O: Copy>(
         .min(rest.len());
     let bytes = rest.get(..n).unwrap_or(rest);
     write_rows(out, [BodyRow { bytes }]).map_err(|_| CtlError::OutOfMemory)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+    use core::net::{IpAddr, Ipv4Addr};
+
+    use khttp_proto::read_rows;
+    use khttp_proto::reply::RequestRow;
+
+    use super::{Batch, Room, take_batch};
+    use crate::exchange::Delivery;
+    use crate::handoff::Handoff;
+    use crate::route::Local;
+    use crate::site::Site;
+
+    fn offered(n: usize, body: &'static [u8]) -> (Handoff<u8>, Site) {
+        let site = Site::new();
+        let mut h = Handoff::new();
+        for i in 0..n {
+            let d = Delivery {
+                queue: 1,
+                head: b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+                body,
+                path: b"/x",
+                local: Local {
+                    ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    port: 80,
+                },
+                remote: None,
+                cache_url: None,
+            };
+            h.offer(u8::try_from(i).unwrap(), &d, &site).unwrap();
+        }
+        (h, site)
+    }
+
+    const fn room(bytes: usize, max_requests: u32) -> Room {
+        Room {
+            bytes,
+            body_max: u64::MAX,
+            max_requests,
+            queue: 1,
+        }
+    }
+
+    fn taken(b: &Batch) -> usize {
+        match b {
+            Batch::Taken { more, .. } => more.len() + 1,
+            _ => 0,
+        }
+    }
+
+    /// A batch takes what waits beyond the idle receivers, up to what was asked for.
+    #[test]
+    fn a_batch_leaves_idle_receivers_their_share() {
+        let (mut h, _site) = offered(10, b"");
+        let (mut out, mut lost) = (Vec::new(), Vec::new());
+        let b = take_batch(&mut h, 7, room(usize::MAX, 4), 3, &mut out, &mut lost);
+        assert_eq!(taken(&b), 4, "asked for 4, 10 waiting, 3 idle: 4");
+        assert_eq!(read_rows::<RequestRow<'_>>(&out).unwrap().len(), 4);
+        let b = take_batch(&mut h, 7, room(usize::MAX, 64), 3, &mut out, &mut lost);
+        assert_eq!(taken(&b), 3, "6 waiting, 3 idle: the first and 2 more");
+        assert_eq!(h.waiting(1), 3, "left for the idle receivers");
+        let b = take_batch(&mut h, 8, room(usize::MAX, 64), 5, &mut out, &mut lost);
+        assert_eq!(taken(&b), 1, "more idle receivers than waiting: one");
+        assert!(lost.is_empty());
+    }
+
+    /// Within a bounded room (a device's buffer), requests go whole; one whose head does not
+    /// fit waits on, and the reply says how much room it needs.
+    #[test]
+    fn a_batch_fits_its_room() {
+        let (mut h, _site) = offered(3, &[b'a'; 100]);
+        let (mut out, mut lost) = (Vec::new(), Vec::new());
+        let b = take_batch(&mut h, 7, room(10, 64), 0, &mut out, &mut lost);
+        assert_eq!(b, Batch::TooSmall);
+        assert_eq!(h.waiting(1), 3, "back in line");
+        let needed = khttp_proto::Header::peek(&out).unwrap().size as usize;
+        let one = needed + 4;
+        let b = take_batch(&mut h, 7, room(one + 50, 64), 0, &mut out, &mut lost);
+        assert_eq!(taken(&b), 1, "room for one whole request, not two");
+        assert_eq!(h.waiting(1), 2);
+        let b = take_batch(&mut h, 7, room(usize::MAX, 64), 0, &mut out, &mut lost);
+        assert_eq!(taken(&b), 2);
+        assert_eq!(
+            take_batch(&mut h, 7, room(usize::MAX, 64), 0, &mut out, &mut lost),
+            Batch::Nothing
+        );
+    }
 }

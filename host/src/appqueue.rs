@@ -25,7 +25,7 @@ pub(crate) trait Workers {
 }
 
 /// Where a request came from: the worker and its connection's slot.
-type Origin = (usize, usize);
+pub(crate) type Origin = (usize, usize);
 
 /// An outcome on its way to a worker: (slot, request, outcome, and for a streamed answer's
 /// pieces, how the worker tells the sender that the connection took it).
@@ -142,28 +142,9 @@ impl Apps {
             .unwrap_or_default()
     }
 
-    /// Where request `id`'s answer may be cached, if `session` received it.
-    pub(crate) fn cache_url(&self, session: u64, id: u64) -> Option<String> {
-        let st = self.state();
-        st.handoff
-            .cache_url(RequestId(id), session)
-            .map(str::to_owned)
-    }
-
-    /// An application's answer (or cancel) for request `id`, accepted only from the session
-    /// that received it; false if nobody waits for it.
-    pub(crate) fn answer(
-        &self,
-        workers: &dyn Workers,
-        session: u64,
-        id: u64,
-        outcome: Outcome,
-    ) -> bool {
-        let origin = self.state().handoff.answer(RequestId(id), session);
-        origin.is_some_and(|o| {
-            self.route(workers, o, RequestId(id), outcome);
-            true
-        })
+    /// Runs `f` on the hand-off under the lock (the engine's rules, `apps::AppHost`).
+    pub(crate) fn with_handoff<R>(&self, f: impl FnOnce(&mut Handoff<Origin>) -> R) -> R {
+        f(&mut self.state().handoff)
     }
 
     /// A streamed answer's head or piece for request `id`, accepted only from the session
@@ -200,7 +181,7 @@ impl Apps {
     }
 
     /// Hands an outcome to the worker whose connection waits for it.
-    fn route(
+    pub(crate) fn route(
         &self,
         workers: &dyn Workers,
         (worker, slot): Origin,

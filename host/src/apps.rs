@@ -26,15 +26,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use khttp_engine::apps::{self, AppCall, Room};
+use khttp_engine::apps::{self, AppCall, AppHost, Room};
 use khttp_engine::ctl::{Caller, attach};
-use khttp_engine::{
-    AppAnswer, AppResponse, CtlError, Holder, Outcome, app_response_cacheable, store_app_answer,
-};
+use khttp_engine::{AppResponse, CtlError, Handoff, Holder, Instant, Outcome, RequestId, Site};
 use khttp_proto::frame::{self, RequestFrame};
 use khttp_proto::reply::{AttachRow, NewsRow, RespondRow};
 use khttp_proto::{Command, Respond, Status, error_reply, refuse, write_rows};
 
+use crate::appqueue::Origin;
 use crate::shared::Shared;
 use crate::sys;
 
@@ -170,6 +169,36 @@ fn refuse_session(mut stream: &UnixStream, uid: Option<u32>) {
     let _ = stream.write_all(&out);
     let uid = uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string());
     eprintln!("khttpd: refused an application connection (uid {uid}): too many");
+}
+
+/// The engine's rules for an application's call, run with this session's hand-off, writer
+/// and workers.
+impl AppHost for Session {
+    type Origin = Origin;
+
+    fn with_handoff<R>(&self, f: impl FnOnce(&mut Handoff<Origin>) -> R) -> R {
+        self.shared.apps.with_handoff(f)
+    }
+
+    fn taker(&self) -> u64 {
+        self.id
+    }
+
+    fn deliver(&self, origin: Origin, id: RequestId, outcome: Outcome) {
+        self.shared.apps.route(&*self.shared, origin, id, outcome);
+    }
+
+    fn site(&self) -> Arc<Site> {
+        self.shared.snapshot()
+    }
+
+    fn change<R>(&self, f: impl FnOnce(&mut Site) -> Result<R, CtlError>) -> Result<R, CtlError> {
+        self.shared.writer().change(f)
+    }
+
+    fn now(&self) -> Instant {
+        self.shared.clock().now()
+    }
 }
 
 /// One application connection.
@@ -351,7 +380,7 @@ impl Session {
             AppCall::Receive(room) => self.receive(room, out),
             AppCall::ReceiveBody { id, offset } => self.shared.apps.body(self.id, id, offset, out),
             AppCall::Respond(r) => {
-                let outcome = self.respond(&r, direct);
+                let outcome = apps::respond(&*self, &r, direct);
                 if r.news_only {
                     self.posted = Some(match outcome {
                         Ok(row) if row.delivered => None,
@@ -371,8 +400,7 @@ impl Session {
                 self.stream_piece(id.0, piece, last, out)
             }
             AppCall::Cancel { id } => {
-                let apps = &self.shared.apps;
-                apps.answer(&*self.shared, self.id, id.0, Outcome::Abandoned);
+                apps::cancel(&*self, id, Outcome::Abandoned);
                 Ok(())
             }
             AppCall::Detach { queue } => self.detach(queue),
@@ -403,8 +431,7 @@ impl Session {
             }
             Err(e) => {
                 // The client is not left waiting: 502, and the application hears why.
-                let apps = &self.shared.apps;
-                apps.answer(&*self.shared, self.id, r.id, Outcome::Invalid);
+                apps::cancel(self, RequestId(r.id), Outcome::Invalid);
                 Err(e)
             }
         }
@@ -427,47 +454,6 @@ impl Session {
             cached: false,
         };
         write_rows(out, [row]).map_err(|_| CtlError::OutOfMemory)
-    }
-
-    /// An answer: cached first when the application allows it and the rules do (so that the
-    /// next request for the URL is a hit), then handed to the waiting connection.
-    fn respond(&self, r: &Respond<'_>, body: Vec<u8>) -> Result<RespondRow, CtlError> {
-        let len = body.len() as u64;
-        let body = Arc::new(body);
-        let apps = &self.shared.apps;
-        let resp = match AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body)) {
-            Ok(resp) => resp,
-            Err(e) => {
-                // The client is not left waiting: 502, and the application hears why.
-                apps.answer(&*self.shared, self.id, r.id, Outcome::Invalid);
-                return Err(e);
-            }
-        };
-        let cached = match (r.ttl, apps.cache_url(self.id, r.id)) {
-            (Some(ttl), Some(url))
-                if app_response_cacheable(r.status, &r.headers, len, &self.shared.snapshot()) =>
-            {
-                self.store(&url, r, &body, ttl)
-            }
-            _ => false,
-        };
-        let delivered = apps.answer(&*self.shared, self.id, r.id, Outcome::Response(resp));
-        Ok(RespondRow { delivered, cached })
-    }
-
-    /// Puts an application's answer into the cache at `url` for `ttl` seconds.
-    fn store(&self, url: &str, r: &Respond<'_>, body: &[u8], ttl: u64) -> bool {
-        let answer = AppAnswer {
-            status: r.status,
-            content_type: r.content_type,
-            headers: &r.headers,
-            body,
-        };
-        let now = self.shared.clock().now();
-        self.shared
-            .writer()
-            .change(|next| store_app_answer(next, url, &answer, ttl, now))
-            .is_ok()
     }
 
     fn attach(&mut self, name: &str, prefixes: &[&str], out: &mut Vec<u8>) -> Result<(), CtlError> {

@@ -10,9 +10,8 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use khttp_engine::{
-    AppAnswer, AppResponse, CtlError, Outcome, RequestId, app_response_cacheable, store_app_answer,
-};
+use khttp_engine::apps::AppHost;
+use khttp_engine::{AppResponse, CtlError, Handoff, Instant, Outcome, RequestId, Site};
 use khttp_proto::Respond;
 use khttp_proto::reply::RespondRow;
 use wdk::nt_success;
@@ -25,7 +24,7 @@ use wdk_sys::{
 use crate::global::{Global, clock};
 use crate::ioctl::{complete, writer};
 
-use super::{Apps, Held, apps, copy_str, taker};
+use super::{Apps, Held, apps, taker};
 use crate::net::conn::mailbox::{Ack, deliver, deliver_held, share_origin};
 
 /// `RespondRow::to_ntstatus` of an answer or piece nobody waits for.
@@ -224,62 +223,49 @@ pub(super) fn send_held(
     true
 }
 
-/// `QueueRespond` for the handle `file`: cached first when the application and the rules
-/// allow it, then handed to the waiting connection.
-pub(super) fn respond(
-    g: &Global,
-    a: &Apps,
-    file: WDFFILEOBJECT,
-    r: &Respond<'_>,
-    body: Vec<u8>,
-) -> Result<RespondRow, CtlError> {
-    let id = RequestId(r.id);
-    let me = a.with(|st| taker(st, file));
-    let (origin, cache_url) = a.with(|st| {
-        let url = st.handoff.cache_url(id, me).map(copy_str);
-        (st.handoff.answer(id, me), url)
-    });
-    let Some(origin) = origin else {
-        return Ok(RespondRow {
-            delivered: false,
-            cached: false,
-        });
-    };
-    let len = body.len() as u64;
-    let Ok(body) = Arc::try_new(body) else {
-        // SAFETY: the origin left the hand-off with its reference.
-        unsafe { deliver(origin, id, Outcome::Abandoned) };
-        return Err(CtlError::OutOfMemory);
-    };
-    let resp = match AppResponse::new(r.status, r.content_type, &r.headers, Arc::clone(&body)) {
-        Ok(resp) => resp,
-        Err(e) => {
-            // The client is not left waiting: 502, and the application hears why.
-            // SAFETY: the origin left the hand-off with its reference.
-            unsafe { deliver(origin, id, Outcome::Invalid) };
-            return Err(e);
-        }
-    };
-    let site = g.site.snapshot();
-    let cached = match (r.ttl, cache_url.flatten()) {
-        (Some(ttl), Some(url)) if app_response_cacheable(r.status, &r.headers, len, &site) => {
-            let answer = AppAnswer {
-                status: r.status,
-                content_type: r.content_type,
-                headers: &r.headers,
-                body: &body,
-            };
-            let now = clock().now();
-            writer(g)
-                .change(|next| store_app_answer(next, &url, &answer, ttl, now))
-                .is_ok()
-        }
-        _ => false,
-    };
-    // SAFETY: the origin left the hand-off with its reference.
-    unsafe { deliver(origin, id, Outcome::Response(resp)) };
-    Ok(RespondRow {
-        delivered: true,
-        cached,
-    })
+/// One handle's view for the engine's rules ([`AppHost`]): the hand-off under the state lock,
+/// the site's writer, and the connections' mailboxes.
+pub(super) struct Handle<'a> {
+    pub(super) g: &'a Global,
+    pub(super) a: &'a Apps,
+    /// The handle's taker id ([`taker`]).
+    pub(super) me: u64,
+}
+
+impl<'a> Handle<'a> {
+    /// The view of the handle `file`.
+    pub(super) fn of(g: &'a Global, a: &'a Apps, file: WDFFILEOBJECT) -> Self {
+        let me = a.with(|st| taker(st, file));
+        Self { g, a, me }
+    }
+}
+
+impl AppHost for Handle<'_> {
+    type Origin = usize;
+
+    fn with_handoff<R>(&self, f: impl FnOnce(&mut Handoff<usize>) -> R) -> R {
+        self.a.with(|st| f(&mut st.handoff))
+    }
+
+    fn taker(&self) -> u64 {
+        self.me
+    }
+
+    fn deliver(&self, origin: usize, id: RequestId, outcome: Outcome) {
+        // SAFETY: the trait's contract: `origin` has just left the hand-off with the reference
+        // it held there, and is delivered once.
+        unsafe { deliver(origin, id, outcome) };
+    }
+
+    fn site(&self) -> Arc<Site> {
+        self.g.site.snapshot()
+    }
+
+    fn change<R>(&self, f: impl FnOnce(&mut Site) -> Result<R, CtlError>) -> Result<R, CtlError> {
+        writer(self.g).change(f)
+    }
+
+    fn now(&self) -> Instant {
+        clock().now()
+    }
 }

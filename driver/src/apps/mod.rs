@@ -55,7 +55,7 @@ use crate::global::{Global, SpinGuard, global, object_attributes, spin_lock};
 use crate::ioctl::{Buffer, complete, ntstatus_of, reply, retrieve};
 use crate::net::conn::mailbox::{Queues, deliver, set_queues};
 use crate::{size_of_u32, wide};
-use answer::{NOT_DELIVERED, complete_held, respond, send_held, stream_head};
+use answer::{Handle, NOT_DELIVERED, complete_held, send_held, stream_head};
 use receive::{Origin, cancel, hand_over, offer, retrieve_parked};
 use session::on_canceled_on_queue;
 use session::{attach_session, detach_session, on_file_cleanup, on_file_close, on_file_create};
@@ -86,14 +86,6 @@ struct Session {
     identity: Arc<Identity>,
     /// The queues it attached to, once per attach.
     attached: Vec<u32>,
-}
-
-/// A fallible copy (the URL is the client's).
-fn copy_str(s: &str) -> Option<alloc::string::String> {
-    let mut out = alloc::string::String::new();
-    out.try_reserve_exact(s.len()).ok()?;
-    out.push_str(s);
-    Some(out)
 }
 
 /// A handle's id as a taker in the hand-off: its session's id, never reused (a closed
@@ -412,17 +404,13 @@ impl AppRequest {
                 Err(e) => Err(e),
             },
             AppCall::Send { id, last } => return self.send(a, id, last, direct),
-            AppCall::Respond(r) => match respond(g, a, file, &r, direct) {
+            AppCall::Respond(r) => match apps::respond(&Handle::of(g, a, file), &r, direct) {
                 Ok(row) => return complete_none(request, row.to_ntstatus() as NTSTATUS),
                 Err(e) => Err(e),
             },
             AppCall::Attach { name, prefixes } => attach_session(g, a, file, name, &prefixes),
             AppCall::Cancel { id } => {
-                let origin = a.with(|st| st.handoff.answer(id, taker(st, file)));
-                if let Some(o) = origin {
-                    // SAFETY: the origin left the hand-off with its reference.
-                    unsafe { deliver(o, id, Outcome::Abandoned) };
-                }
+                apps::cancel(&Handle::of(g, a, file), id, Outcome::Abandoned);
                 Ok(Vec::new())
             }
             AppCall::Detach { queue } => detach_session(a, file, queue),
