@@ -43,14 +43,19 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::Duration;
 
+mod body;
+mod news;
+
+pub use body::{BodyReader, BodyWriter};
 pub use khttp_local::transport::Endpoint;
 use khttp_local::transport::{Transport, UntrustedServer, connect};
+pub use news::News;
 
-use khttp_proto::reply::{AttachRow, BodyRow, ErrorRow, NewsRow, RequestRow, RespondRow};
+use khttp_proto::reply::{AttachRow, BodyRow, ErrorRow, RequestRow, RespondRow};
 use khttp_proto::{Request as Call, Respond, Row, Status, Streamed, encode_request, read_rows};
 
 /// Why a call failed.
@@ -99,52 +104,6 @@ impl From<Error> for io::Error {
 
 /// Requests one receive may take by default ([`Queue::set_batch`]).
 pub const DEFAULT_BATCH: u32 = 16;
-
-/// What became of an answer sent without waiting ([`Request::send`]), when it went wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct News {
-    /// The request the answer was for ([`Request::id`]).
-    pub id: u64,
-    /// Why khttp refused the answer (its client got 502); `None` when it was accepted but its
-    /// client no longer waited.
-    pub refused: Option<(Status, String)>,
-}
-
-impl News {
-    fn undelivered(id: u64) -> Self {
-        Self { id, refused: None }
-    }
-
-    fn refused(id: u64, status: Status, message: String) -> Self {
-        Self {
-            id,
-            refused: Some((status, message)),
-        }
-    }
-
-    /// The news a `Status::News` reply carries.
-    fn from_reply(out: &[u8]) -> Result<Self, Error> {
-        let row = one::<NewsRow<'_>>(out)?;
-        Ok(match Status::from_u32(row.status) {
-            Some(Status::Ok) => Self::undelivered(row.id),
-            Some(s) => Self::refused(row.id, s, row.message.to_owned()),
-            None => Self::refused(row.id, Status::Malformed, format!("status {}", row.status)),
-        })
-    }
-}
-
-impl fmt::Display for News {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.refused {
-            Some((_, why)) => write!(f, "the answer to request {} was refused: {why}", self.id),
-            None => write!(
-                f,
-                "the client of request {} left before its answer",
-                self.id
-            ),
-        }
-    }
-}
 
 /// The driver's application device.
 pub const APP_DEVICE: &str = r"\\.\KHttpApp";
@@ -586,188 +545,12 @@ fn send_head(
     Ok(one::<RespondRow>(&reply)?.delivered)
 }
 
-/// Pieces written to a [`BodyWriter`] are gathered up to this many bytes before they go.
-const PIECE: usize = 64 * 1024;
-
 /// Answers sent without waiting ([`Request::send`]) are at most this long.
 const POSTED_MAX: usize = 1 << 20;
 
 /// Body bytes asked for with a request's head; the rest comes in further calls, each as large
 /// as the endpoint gives (a device: its reply room).
 const BODY_PIECE: u64 = 192 * 1024;
-
-/// A request's body as it is read ([`Request::body_reader`]).
-#[derive(Debug)]
-pub struct BodyReader<'a> {
-    queue: &'a mut Queue,
-    id: u64,
-    /// What came with the head.
-    held: &'a [u8],
-    len: u64,
-    /// Bytes read so far.
-    offset: u64,
-    /// The piece being read, and how far.
-    piece: Vec<u8>,
-    at: usize,
-}
-
-impl io::Read for BodyReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let left = self.len.saturating_sub(self.offset);
-        if out.is_empty() || left == 0 {
-            return Ok(0);
-        }
-        let start = usize::try_from(self.offset).unwrap_or(usize::MAX);
-        let from: &[u8] = if let Some(held) = self.held.get(start..).filter(|h| !h.is_empty()) {
-            held
-        } else {
-            if self.at >= self.piece.len() {
-                let more = Call::QueueReceiveBody {
-                    id: self.id,
-                    offset: self.offset,
-                };
-                let reply = call(&mut self.queue.link, &more, &[]).map_err(io::Error::other)?;
-                let piece = one::<BodyRow<'_>>(&reply).map_err(io::Error::other)?.bytes;
-                if piece.is_empty() || piece.len() as u64 > left {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the body ended short of its length",
-                    ));
-                }
-                self.piece.clear();
-                self.piece.extend_from_slice(piece);
-                self.at = 0;
-            }
-            &self.piece[self.at..]
-        };
-        let n = from
-            .len()
-            .min(out.len())
-            .min(usize::try_from(left).unwrap_or(usize::MAX));
-        out[..n].copy_from_slice(&from[..n]);
-        if start >= self.held.len() {
-            self.at += n;
-        }
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
-/// The body of a streamed answer ([`Request::respond_stream`]). Writes are gathered into
-/// pieces of 64 KiB; each piece waits while the client is more than khttp's stream window
-/// behind. Dropped without [`BodyWriter::finish`], the answer is given up: the client sees a
-/// broken response (a reset), never a short one that looks whole.
-#[derive(Debug)]
-pub struct BodyWriter<'q> {
-    queue: &'q mut Queue,
-    id: u64,
-    /// Bytes still to come, when the length was announced.
-    left: Option<u64>,
-    buf: Vec<u8>,
-    delivered: bool,
-    finished: bool,
-}
-
-impl BodyWriter<'_> {
-    /// Whether the client still waits: false once it has gone (or the answer timed out), after
-    /// which writes fail with [`io::ErrorKind::BrokenPipe`].
-    #[must_use]
-    pub const fn delivered(&self) -> bool {
-        self.delivered
-    }
-
-    /// Sends what is gathered as one piece (`last`: the end of the body).
-    fn send(&mut self, last: bool) -> Result<bool, Error> {
-        let len = self.buf.len() as u64;
-        if let Some(left) = self.left {
-            if len > left {
-                return Err(Error::Invalid(format!(
-                    "the body is longer than its announced length ({len} bytes over {left} left)"
-                )));
-            }
-            if last && len != left {
-                return Err(Error::Invalid(format!(
-                    "the body ended {} bytes short of its announced length",
-                    left - len
-                )));
-            }
-            self.left = Some(left - len);
-        }
-        let piece = Call::QueueSend {
-            id: self.id,
-            last,
-            body_len: len,
-        };
-        let reply = call(&mut self.queue.link, &piece, &self.buf)?;
-        self.buf.clear();
-        self.delivered = one::<RespondRow>(&reply)?.delivered;
-        Ok(self.delivered)
-    }
-
-    /// Sends the rest and ends the body. Returns whether the client got it all.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for a body shorter than its announced length (the client gets a
-    /// reset); [`Error::Io`].
-    pub fn finish(mut self) -> Result<bool, Error> {
-        self.finished = true;
-        if !self.delivered {
-            return Ok(false);
-        }
-        let delivered = self.send(true);
-        if delivered.is_err() {
-            let _ = call(
-                &mut self.queue.link,
-                &Call::QueueCancel { id: self.id },
-                &[],
-            );
-        }
-        delivered
-    }
-}
-
-impl Write for BodyWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if !self.delivered {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the client is no longer waiting",
-            ));
-        }
-        if let Some(left) = self.left
-            && (self.buf.len() as u64).saturating_add(bytes.len() as u64) > left
-        {
-            return Err(
-                Error::Invalid("the body is longer than its announced length".into()).into(),
-            );
-        }
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= PIECE {
-            self.send(false)?;
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.delivered && !self.buf.is_empty() {
-            self.send(false)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for BodyWriter<'_> {
-    fn drop(&mut self) {
-        if !self.finished && self.delivered {
-            // Given up half-way: the client must see a broken response.
-            let _ = call(
-                &mut self.queue.link,
-                &Call::QueueCancel { id: self.id },
-                &[],
-            );
-        }
-    }
-}
 
 /// An open endpoint, and the reply room it is asked with first.
 /// A connection to the endpoint: its transport, the reply room offered, and the news of answers

@@ -9,7 +9,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::cache::entry::{Entry, content_type_or_default, entry_field_allowed, header_lines};
+use crate::cache::entry::{
+    Entry, EntrySpec, content_type_or_default, entry_field_allowed, header_lines,
+};
 use crate::cache::serve::serve;
 use crate::error::{CtlError, OutOfMemory, RequestError};
 use crate::http1::request::{Framing, Head, Method, Version};
@@ -19,7 +21,7 @@ use crate::out::{Body, Output};
 use crate::queues::QueueStats;
 use crate::route::{CanonError, Local, Reservation, canonicalize, names_the_same};
 use crate::site::{Site, Stats};
-use crate::time::{Clock, HttpDate};
+use crate::time::{Clock, HttpDate, Instant};
 
 /// How one request is answered.
 #[derive(Clone, Copy, Debug)]
@@ -452,16 +454,16 @@ pub fn store_app_answer(
     url: &str,
     answer: &AppAnswer<'_>,
     ttl: u64,
-    now: crate::Instant,
+    now: Instant,
 ) -> Result<(), CtlError> {
     let headers = app_cache_fields(answer.headers)?;
-    let spec = crate::EntrySpec {
+    let spec = EntrySpec {
         status: answer.status,
         content_type: answer.content_type,
         body: mem::vec_from(answer.body)?,
         ttl_secs: Some(ttl),
         headers: &headers,
-        ..crate::EntrySpec::default()
+        ..EntrySpec::default()
     };
     site.put(url, spec, now).map(drop)
 }

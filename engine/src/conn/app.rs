@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 
 use crate::budget::Charge;
 use crate::error::RequestError;
-use crate::exchange::{Delivery, Refusal, RequestId};
+use crate::exchange::{Delivery, Outcome, Refusal, RequestId};
 use crate::http1::body::BodyReader;
 use crate::http1::request::{Framing, Head, Method};
 use crate::http1::response::{Persist, Served};
@@ -190,15 +190,15 @@ impl Connection {
     pub fn handle_outcome(
         &mut self,
         id: RequestId,
-        outcome: &crate::Outcome,
+        outcome: &Outcome,
         clock: &Clock,
         site: &Site,
     ) -> bool {
         match outcome {
-            crate::Outcome::Response(r) => self.handle_response(id, r, clock, site),
-            crate::Outcome::Piece { body, last } => self.handle_piece(id, body, *last, clock, site),
-            crate::Outcome::Abandoned => self.handle_abandoned(id, false, clock, site),
-            crate::Outcome::Invalid => self.handle_abandoned(id, true, clock, site),
+            Outcome::Response(r) => self.handle_response(id, r, clock, site),
+            Outcome::Piece { body, last } => self.handle_piece(id, body, *last, clock, site),
+            Outcome::Abandoned => self.handle_abandoned(id, false, clock, site),
+            Outcome::Invalid => self.handle_abandoned(id, true, clock, site),
         }
     }
 

@@ -245,6 +245,28 @@ struct Inner {
     buf: WSK_BUF,
 }
 
+impl Inner {
+    /// A new connection's driving state: nothing sent, nothing in flight.
+    fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            held: None,
+            last: None,
+            failed: false,
+            sent: 0,
+            pace: SendSize::new(),
+            send_issued: 0,
+            tx_mdl: None,
+            tx_body: None,
+            buf: WSK_BUF {
+                Mdl: ptr::null_mut(),
+                Offset: 0,
+                Length: 0,
+            },
+        }
+    }
+}
+
 /// One connection. Lives in non-paged pool; freed when `refs` reaches zero.
 ///
 /// References: one for the slot table, one per operation in flight, one while a thread drives,
@@ -357,22 +379,7 @@ impl ConnCtx {
             deferred: AtomicU64::new(0),
             wake: Wake::new(),
             mail: Mailbox::new(),
-            inner: UnsafeCell::new(Inner {
-                conn,
-                held: None,
-                last: None,
-                failed: false,
-                sent: 0,
-                pace: SendSize::new(),
-                send_issued: 0,
-                tx_mdl: None,
-                tx_body: None,
-                buf: WSK_BUF {
-                    Mdl: ptr::null_mut(),
-                    Offset: 0,
-                    Length: 0,
-                },
-            }),
+            inner: UnsafeCell::new(Inner::new(conn)),
         };
         let raw = block.into_raw().cast::<Self>();
         // SAFETY: `raw` is a fresh, suitably sized and aligned (pool: 16 bytes) allocation.
