@@ -11,7 +11,7 @@ use crate::{Error, Queue, call, one};
 /// Pieces written to a [`BodyWriter`] are gathered up to this many bytes before they go.
 pub(crate) const PIECE: usize = 64 * 1024;
 
-/// A request's body as it is read ([`Request::body_reader`]).
+/// A request's body as it is read ([`crate::Request::body_reader`]).
 #[derive(Debug)]
 pub struct BodyReader<'a> {
     pub(crate) queue: &'a mut Queue,
@@ -68,7 +68,7 @@ impl io::Read for BodyReader<'_> {
     }
 }
 
-/// The body of a streamed answer ([`Request::respond_stream`]). Writes are gathered into
+/// The body of a streamed answer ([`crate::Request::respond_stream`]). Writes are gathered into
 /// pieces of 64 KiB; each piece waits while the client is more than khttp's stream window
 /// behind. Dropped without [`BodyWriter::finish`], the answer is given up: the client sees a
 /// broken response (a reset), never a short one that looks whole.

@@ -8,10 +8,10 @@ use khttp_proto::reply::NewsRow;
 
 use crate::{Error, one};
 
-/// What became of an answer sent without waiting ([`Request::send`]), when it went wrong.
+/// What became of an answer sent without waiting ([`crate::Request::send`]), when it went wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct News {
-    /// The request the answer was for ([`Request::id`]).
+    /// The request the answer was for ([`crate::Request::id`]).
     pub id: u64,
     /// Why khttp refused the answer (its client got 502); `None` when it was accepted but its
     /// client no longer waited.
