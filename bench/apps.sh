@@ -85,7 +85,7 @@ run() { # name url pids...
     reqs=$(echo "$out" | awk '/requests in/ { print $1 }')
     rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
     p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
-    printf '%-28s %10s req/s  p50 %-9s %7.2f us CPU/req\n' "$name" "$rps" "$p50" \
+    printf '%-34s %10s req/s  p50 %-9s %7.2f us CPU/req\n' "$name" "$rps" "$p50" \
         "$(awk -v a="$before" -v b="$after" -v n="$reqs" 'BEGIN { print (b - a) / 1000 / (n > 0 ? n : 1) }')"
 }
 for rep in $(seq "$REPS"); do

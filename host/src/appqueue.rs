@@ -120,7 +120,11 @@ impl Apps {
     ) -> Result<RequestId, Refusal> {
         let mut st = self.state();
         let id = st.handoff.offer((worker, slot), d, site)?;
-        let arrived = st.arrived.get(&d.queue).cloned();
+        // Only a receiver that waits needs waking: one that is busy looks for waiting requests
+        // under this lock before it waits (a wake-up costs a system call, on every request
+        // under load).
+        let idle = st.idle.get(&d.queue).is_some_and(|n| *n > 0);
+        let arrived = st.arrived.get(&d.queue).filter(|_| idle).cloned();
         drop(st);
         if let Some(c) = arrived {
             c.notify_one();
@@ -192,16 +196,21 @@ impl Apps {
     }
 
     fn push(&self, workers: &dyn Workers, worker: usize, inbound: Inbound) {
-        {
+        let first = {
             let mut inboxes = self.inboxes.lock().unwrap_or_else(PoisonError::into_inner);
             if inboxes.len() <= worker {
                 inboxes.resize_with(worker.saturating_add(1), Vec::new);
             }
-            if let Some(inbox) = inboxes.get_mut(worker) {
+            inboxes.get_mut(worker).is_some_and(|inbox| {
                 inbox.push(inbound);
-            }
+                inbox.len() == 1
+            })
+        };
+        // The worker takes its whole inbox when woken: one wake-up per inbox that was empty
+        // (a later answer rides on the wake-up already sent).
+        if first {
+            workers.wake(worker);
         }
-        workers.wake(worker);
     }
 
     /// Waits (at most `wait`) for a request of `room.queue`, and hands `session` what the
