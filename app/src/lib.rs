@@ -56,6 +56,7 @@ use khttp_local::transport::{Transport, UntrustedServer, connect};
 pub use news::News;
 
 use khttp_proto::reply::{AttachRow, BodyRow, ErrorRow, RequestRow, RespondRow};
+use khttp_proto::spans::HeadParts;
 use khttp_proto::{Request as Call, Respond, Row, Status, Streamed, encode_request, read_rows};
 
 /// Why a call failed.
@@ -612,29 +613,33 @@ fn one<'a, R: Row<'a>>(reply: &'a [u8]) -> Result<R, Error> {
     }
 }
 
-/// The head khttpd hands over (already validated by its parser) as a [`Request`].
+/// The request of `row`, its method, target and fields taken where khttp's parser found them
+/// (`RequestRow::spans`), not parsed again.
 fn parse_request(row: RequestRow<'_>) -> Result<Request, Error> {
     if row.body.len() as u64 > row.body_len {
         return Err(Error::Protocol("a body longer than its length".into()));
     }
-    let mut fields = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut fields);
-    match req.parse(row.head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(Error::Protocol("an unparsable request head".into())),
+    let parts = HeadParts::read(row.head, row.spans)
+        .map_err(|_| Error::Protocol("a request head whose index is wrong".into()))?;
+    // Tokens and a target that khttp's parser accepted are ASCII; anything else is not
+    // this library's to guess at.
+    let text = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| Error::Protocol("a request head that is not text".into()))
+    };
+    let mut headers = Vec::with_capacity(parts.field_count());
+    for (name, value) in parts.fields() {
+        headers.push((text(name)?, value.to_vec()));
     }
     Ok(Request {
         id: row.id,
-        method: req.method.unwrap_or_default().to_owned(),
-        url: req.path.unwrap_or_default().to_owned(),
+        method: text(parts.method)?,
+        url: text(parts.target)?,
         // ASCII as khttp sends it (bytes past ASCII escaped).
         path: String::from_utf8_lossy(row.path).into_owned(),
         remote: row.remote.to_owned(),
-        headers: req
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), h.value.to_vec()))
-            .collect(),
+        headers,
         body: row.body.to_vec(),
         body_len: row.body_len,
     })

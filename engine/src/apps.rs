@@ -436,6 +436,7 @@ mod tests {
             let d = Delivery {
                 queue: 1,
                 head: b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+                spans: b"",
                 body,
                 path: b"/x",
                 local: Local {

@@ -18,6 +18,9 @@ pub struct Delivery<'a> {
     pub queue: u32,
     /// The request head as received (request line and fields).
     pub head: &'a [u8],
+    /// Where the method, the target and each field lie in `head`
+    /// (`khttp_proto::reply::RequestRow::spans`).
+    pub spans: &'a [u8],
     /// The request body, decoded (at most `max-queued-body-bytes`).
     pub body: &'a [u8],
     /// The canonical path routing keyed on, and `?` and the query as sent, if any (what an

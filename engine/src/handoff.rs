@@ -57,6 +57,7 @@ struct Pending<O> {
     /// Where its answer may be cached ([`Delivery::cache_url`]), if anywhere.
     cache_url: Option<Box<str>>,
     head: Box<[u8]>,
+    spans: Box<[u8]>,
     body: Box<[u8]>,
     path: Box<[u8]>,
     /// The client's address as text, `IP:PORT` (empty when unknown).
@@ -76,6 +77,8 @@ pub struct Received<'a> {
     pub id: RequestId,
     /// The request head as the client sent it.
     pub head: &'a [u8],
+    /// Where its parts lie in it ([`Delivery::spans`]).
+    pub spans: &'a [u8],
     /// The request body, decoded.
     pub body: &'a [u8],
     /// The canonical path and the query ([`Delivery::path`]).
@@ -92,6 +95,7 @@ impl<'a> Received<'a> {
         RequestRow {
             id: self.id.0,
             head: self.head,
+            spans: self.spans,
             body: self.body.get(..body_max).unwrap_or(self.body),
             body_len: u64::try_from(self.body.len()).unwrap_or(u64::MAX),
             path: self.path,
@@ -105,6 +109,7 @@ impl<O> Pending<O> {
         Received {
             id,
             head: &self.head,
+            spans: &self.spans,
             body: &self.body,
             path: &self.path,
             remote: self.remote.as_str(),
@@ -195,6 +200,7 @@ impl<O: Copy> Handoff<O> {
             taker: None,
             cache_url: d.cache_url.map(mem::boxed_str).transpose().map_err(oom)?,
             head: mem::boxed(d.head).map_err(oom)?,
+            spans: mem::boxed(d.spans).map_err(oom)?,
             body: mem::boxed(d.body).map_err(oom)?,
             path: mem::boxed(d.path).map_err(oom)?,
             remote: remote_text(d.remote),
@@ -305,6 +311,7 @@ impl<O: Copy> Handoff<O> {
             .get_mut(&id.0)
             .filter(|p| p.taker == Some(taker))?;
         p.head = Box::default();
+        p.spans = Box::default();
         p.body = Box::default();
         p.cache_url = None;
         Some(p.origin)
@@ -397,6 +404,7 @@ mod tests {
         Delivery {
             queue,
             head,
+            spans: b"",
             body: b"",
             path: b"/p?q",
             local: Local {

@@ -380,6 +380,7 @@ fn every_allocation_of_an_offer_can_fail() {
     let d = Delivery {
         queue: 3,
         head: b"GET /app/x HTTP/1.1\r\nHost: a\r\n\r\n",
+        spans: b"",
         body: b"a body",
         path: b"/app/x",
         local,

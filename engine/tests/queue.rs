@@ -79,6 +79,42 @@ fn a_query_under_a_queue_is_the_applications() {
     assert_eq!((r.status, r.body.as_slice()), (200, BODY));
 }
 
+/// A header field's name and value.
+type Field = (&'static [u8], &'static [u8]);
+
+/// Issue #23: the application is told where the method, the target and each field lie in the
+/// head (`RequestRow::spans`), as the parser found them: a leading empty line, white space
+/// around values, an empty value, a method the cache does not serve, LF-only lines.
+#[test]
+fn the_heads_parts_are_indexed_as_parsed() {
+    let heads: [&[u8]; 3] = [
+        b"\r\nGET /p?q=1 HTTP/1.1\r\nHost: a\r\nX-A: \t one two \t\r\nX-Empty:\r\n\r\n",
+        b"PATCH /x HTTP/1.1\nhost:a\ncontent-length: 0\n\n",
+        b"GET http://a/abs HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    let want: [(&[u8], &[u8], &[Field]); 3] = [
+        (
+            b"GET",
+            b"/p?q=1",
+            &[(b"Host", b"a"), (b"X-A", b"one two"), (b"X-Empty", b"")],
+        ),
+        (
+            b"PATCH",
+            b"/x",
+            &[(b"host", b"a"), (b"content-length", b"0")],
+        ),
+        (b"GET", b"http://a/abs", &[(b"Host", b"a")]),
+    ];
+    for (head, (method, target, fields)) in heads.into_iter().zip(want) {
+        let mut h = Harness::new(queued_site(true));
+        h.feed(head);
+        let d = h.conn.poll_delivery().expect("the application's");
+        let parts = khttp_proto::spans::HeadParts::read(d.head, d.spans).expect("an index");
+        assert_eq!((parts.method, parts.target), (method, target));
+        assert!(parts.fields().eq(fields.iter().copied()), "{head:?}");
+    }
+}
+
 #[test]
 fn a_miss_goes_to_the_application_and_its_answer_to_the_client() {
     let mut h = Harness::new(queued_site(true));

@@ -79,8 +79,21 @@ struct State {
     handoff: Handoff<Origin>,
     /// Per queue: what its receivers wait on, so that a request wakes one of them.
     arrived: HashMap<u32, Arc<Condvar>>,
-    /// Per queue: receivers waiting now, whom a batch leaves their share.
-    idle: HashMap<u32, usize>,
+    /// Per queue: its receivers that wait now.
+    idle: HashMap<u32, Idle>,
+}
+
+/// A queue's receivers that wait.
+#[derive(Debug, Default, Clone, Copy)]
+struct Idle {
+    /// How many wait.
+    waiting: usize,
+    /// How many of them a request has woken and which have not run yet: each will take at
+    /// least one request, so a batch leaves them their share, and a request that comes
+    /// meanwhile wakes another (a wake-up is a system call; before, every request made one).
+    /// Approximate when a wait times out as it is woken: a wake-up too many, never a request
+    /// left behind, since a receiver back from its wait, for whatever reason, takes its batch.
+    woken: usize,
 }
 
 /// The requests between workers and applications.
@@ -123,8 +136,13 @@ impl Apps {
         // Only a receiver that waits needs waking: one that is busy looks for waiting requests
         // under this lock before it waits (a wake-up costs a system call, on every request
         // under load).
-        let idle = st.idle.get(&d.queue).is_some_and(|n| *n > 0);
-        let arrived = st.arrived.get(&d.queue).filter(|_| idle).cloned();
+        let sleeper = st
+            .idle
+            .get_mut(&d.queue)
+            .filter(|i| i.waiting > i.woken)
+            .map(|i| i.woken += 1)
+            .is_some();
+        let arrived = st.arrived.get(&d.queue).filter(|_| sleeper).cloned();
         drop(st);
         if let Some(c) = arrived {
             c.notify_one();
@@ -229,16 +247,22 @@ impl Apps {
         let mut st = self.state();
         if st.handoff.waiting(queue) == 0 {
             let arrived = Arc::clone(st.arrived.entry(queue).or_default());
-            *st.idle.entry(queue).or_default() += 1;
+            st.idle.entry(queue).or_default().waiting += 1;
             st = arrived
                 .wait_timeout(st, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-            if let Some(n) = st.idle.get_mut(&queue) {
-                *n = n.saturating_sub(1);
+            if let Some(i) = st.idle.get_mut(&queue) {
+                debug_assert!(
+                    i.waiting > 0,
+                    "a receiver back from a wait it was not counted in"
+                );
+                i.waiting = i.waiting.saturating_sub(1);
+                i.woken = i.woken.saturating_sub(1).min(i.waiting);
             }
         }
-        let others = st.idle.get(&queue).copied().unwrap_or(0);
+        // Those woken and on their way each take one; this receiver takes the rest.
+        let others = st.idle.get(&queue).map_or(0, |i| i.woken);
         let mut lost = Vec::new();
         let batch = take_batch(&mut st.handoff, session, room, others, out, &mut lost);
         drop(st);

@@ -3,6 +3,20 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
+/// Puts the calling thread under `SCHED_BATCH` (sched(7)): a thread it wakes runs when the
+/// CPU is free, instead of preempting it. For the threads that relay requests to
+/// applications: a worker then finishes its round of connections before the relay runs, and
+/// the relay carries what came in that round at once (measured with `bench/apps.sh`: 13%
+/// less CPU per request, and a lower median latency, with server and application sharing one
+/// CPU). Its priority is otherwise the same; a failure leaves the thread as it was.
+pub(crate) fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: 1. pid 0 names the calling thread, which exists for the call; 2. `param` is a
+    // valid `sched_param` with the priority 0 that SCHED_BATCH requires, read during the call
+    // only.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
+}
+
 /// The peer's user id on a connected Unix socket (`SO_PEERCRED`).
 ///
 /// # Errors

@@ -17,7 +17,7 @@
 
 #![cfg(unix)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -135,13 +135,13 @@ pub fn check_server(stream: &UnixStream, path: &Path) -> io::Result<()> {
 /// The socket's errors; `InvalidInput` for buffers the frame cannot describe; `InvalidData`
 /// for a reply larger than asked for.
 pub fn call(
-    stream: &mut UnixStream,
+    stream: &mut BufReader<UnixStream>,
     code: u32,
     input: &[u8],
     direct: &[u8],
     output_cap: u32,
 ) -> io::Result<(u32, Vec<u8>)> {
-    let sent = send_frame(stream, code, input, direct, output_cap)?;
+    let sent = send_frame(stream.get_mut(), code, input, direct, output_cap)?;
     // khttpd may refuse a request before reading all of it (a body over the entry limit) and
     // close; its reply is then already waiting, so read it before reporting the write error.
     match sent {
@@ -150,11 +150,16 @@ pub fn call(
     }
 }
 
-/// Reads the next reply frame: the status and the reply (at most `output_cap` bytes).
+/// Reads the next reply frame: the status and the reply (at most `output_cap` bytes). Read
+/// through a buffer: a small reply comes in one system call, not two, and what follows it
+/// (the next reply, or news) stays in the buffer.
 ///
 /// # Errors
 /// The socket's errors; `InvalidData` for a reply larger than asked for.
-pub fn read_reply(stream: &mut UnixStream, output_cap: u32) -> io::Result<(u32, Vec<u8>)> {
+pub fn read_reply(
+    stream: &mut BufReader<UnixStream>,
+    output_cap: u32,
+) -> io::Result<(u32, Vec<u8>)> {
     let mut reply = [0u8; frame::REPLY_LEN];
     stream.read_exact(&mut reply)?;
     let (status, len) = frame::decode_reply(&reply);
@@ -174,8 +179,13 @@ pub fn read_reply(stream: &mut UnixStream, output_cap: u32) -> io::Result<(u32, 
 ///
 /// # Errors
 /// The request is too large for the protocol, or the socket broke.
-pub fn post(stream: &mut UnixStream, code: u32, input: &[u8], direct: &[u8]) -> io::Result<()> {
-    send_frame(stream, code, input, direct, 0)?
+pub fn post(
+    stream: &mut BufReader<UnixStream>,
+    code: u32,
+    input: &[u8],
+    direct: &[u8],
+) -> io::Result<()> {
+    send_frame(stream.get_mut(), code, input, direct, 0)?
 }
 
 /// Writes one request frame: `Err` for a request too large to frame, `Ok(Err)` when the

@@ -56,7 +56,7 @@ pub trait Transport {
 #[cfg(unix)]
 #[derive(Debug)]
 pub struct UnixTransport {
-    stream: std::os::unix::net::UnixStream,
+    stream: io::BufReader<std::os::unix::net::UnixStream>,
 }
 
 #[cfg(unix)]
@@ -299,6 +299,8 @@ pub fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn Transport + Send>> {
             let stream = std::os::unix::net::UnixStream::connect(path)?;
             // Who listens, before a byte goes to it.
             crate::socket::check_server(&stream, path)?;
+            // 64 KiB: a batch of requests, or a listing, in one read.
+            let stream = io::BufReader::with_capacity(64 * 1024, stream);
             Ok(Box::new(UnixTransport { stream }))
         }
         #[cfg(windows)]

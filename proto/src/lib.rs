@@ -31,6 +31,7 @@ extern crate std;
 
 pub mod frame;
 pub mod reply;
+pub mod spans;
 mod wire;
 
 pub use reply::{Row, error_reply, read_rows, refuse, write_rows};

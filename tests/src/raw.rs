@@ -1,6 +1,7 @@
 //! A raw application client: the application protocol's frames, sent one by one, for tests that
 //! must send what `khttp-app` never would (a streamed answer that breaks its own length).
 
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use khttp_proto::{Request, Status, encode_request, read_rows};
 
 /// One connection to khttpd's application socket.
 pub struct RawApp {
-    stream: UnixStream,
+    stream: BufReader<UnixStream>,
 }
 
 impl RawApp {
@@ -17,7 +18,7 @@ impl RawApp {
     #[must_use]
     pub fn connect(path: &Path) -> Self {
         Self {
-            stream: UnixStream::connect(path).expect("the application socket"),
+            stream: BufReader::new(UnixStream::connect(path).expect("the application socket")),
         }
     }
 
@@ -40,6 +41,19 @@ impl RawApp {
         let (status, out) = self.call(&req, &[]);
         assert_eq!(status, Status::Ok, "attach");
         read_rows::<AttachRow>(&out).expect("an attach row")[0].queue
+    }
+
+    /// Asks for the next request of `queue` and does not wait for it (then an application
+    /// may die while its receive waits).
+    pub fn post_receive(&mut self, queue: u32) {
+        let req = Request::QueueReceive {
+            queue,
+            body_max: 0,
+            max_requests: 1,
+        };
+        let mut input = Vec::new();
+        let code = encode_request(&req, &mut input);
+        khttp_local::socket::post(&mut self.stream, code, &input, &[]).expect("a receive sent");
     }
 
     /// Waits for the next request of `queue`; its id and head.

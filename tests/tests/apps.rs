@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use khttp_app::{Error, Queue, Response};
+use khttp_tests::raw::RawApp;
 use khttp_tests::{App, Conn, Server, bin, get, hello, skip_external, wait_attached};
 
 const SKIP: &str = "the application runs in this test's threads, which reach khttpd's socket only";
@@ -113,6 +114,51 @@ fn pending_requests_get_503_when_the_application_goes() {
     let r = client.join().unwrap();
     assert_eq!(r.status, 503);
     assert!(String::from_utf8_lossy(&r.body).contains("went away"));
+}
+
+#[test]
+fn a_request_handed_to_an_application_that_died_waiting_goes_to_another() {
+    if skip_external(SKIP) {
+        return;
+    }
+    let (s, port, app) = setup("apps-died-waiting");
+    let mut dead = RawApp::connect(&s.app_socket());
+    let queue = dead.attach("test", &[&app]);
+    let mut alive = attach(&s, &app);
+    // The first application waits in a receive, alone, and dies there: its session is woken by
+    // the next request, and cannot hand it over.
+    dead.post_receive(queue);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(dead);
+    let client = std::thread::spawn(move || {
+        get(
+            port,
+            "/app/late?q=1",
+            "X-Probe:   two words  \r\nAccept: */*\r\n",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Put back, it reaches the other, with its head's parts as khttp's parser found them.
+    let other = std::thread::spawn(move || {
+        let req = alive.receive().expect("the request, put back");
+        let seen = (req.method.clone(), req.url.clone(), req.headers.clone());
+        req.respond(&mut alive, Response::new(200).body("ok"))
+            .expect("answered");
+        seen
+    });
+    let r = client.join().unwrap();
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    let (method, url, headers) = other.join().unwrap();
+    assert_eq!((method.as_str(), url.as_str()), ("GET", "/app/late?q=1"));
+    let host = format!("localhost:{port}");
+    assert_eq!(
+        headers,
+        [
+            ("Host".to_owned(), host.into_bytes()),
+            ("X-Probe".to_owned(), b"two words".to_vec()),
+            ("Accept".to_owned(), b"*/*".to_vec()),
+        ]
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use crate::budget::Charge;
 use crate::error::RequestError;
 use crate::exchange::{Delivery, Outcome, Refusal, RequestId};
 use crate::http1::body::BodyReader;
-use crate::http1::request::{Framing, Head, Method};
+use crate::http1::request::{Framing, Head, Method, head_index};
 use crate::http1::response::{Persist, Served};
 use crate::queues::QueueStats;
 use crate::rate::Progress;
@@ -63,7 +63,7 @@ impl Connection {
     pub(super) fn defer(
         &mut self,
         (queue, cache_url): (u32, Option<String>),
-        head_bytes: &[u8],
+        (head_bytes, headers): (&[u8], &[httparse::Header<'_>]),
         head: &Head<'_>,
         reader: Option<BodyReader>,
         persist: Persist,
@@ -90,6 +90,14 @@ impl Connection {
             Ok(path) => path,
             Err(e) => return self.fail(e, clock, site),
         };
+        let spans = match head_index(head_bytes, headers) {
+            Ok(spans) => spans,
+            Err(e) => return self.fail(e, clock, site),
+        };
+        debug_assert!(
+            khttp_proto::spans::HeadParts::read(head_bytes, &spans).is_ok(),
+            "an application can read every span of the index it is given"
+        );
         let stats = site.queues().get(queue).map(|q| Arc::clone(&q.stats));
         if let Some(s) = &stats {
             QueueStats::bump(&s.requests);
@@ -97,6 +105,7 @@ impl Connection {
         self.state = State::Deferred(Deferred {
             queue,
             head: copy,
+            spans,
             body: Vec::new(),
             path,
             cache_url,
@@ -121,6 +130,7 @@ impl Connection {
             State::Deferred(d) if d.reader.is_none() && d.id.is_none() => Some(Delivery {
                 queue: d.queue,
                 head: &d.head,
+                spans: &d.spans,
                 body: &d.body,
                 path: &d.path,
                 local: self.local,
@@ -147,6 +157,7 @@ impl Connection {
             // The head and body are the application's now (the hand-off counts the body in
             // the budget from here).
             d.head = Vec::new();
+            d.spans = Vec::new();
             d.body = Vec::new();
             d.path = Vec::new();
             d.charge = Charge::default();

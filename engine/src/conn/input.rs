@@ -310,7 +310,8 @@ impl Connection {
         let reader = self.body_reader(&head, headers.len(), nslots);
         if let Answer::Deferred { queue } = answer {
             let to = (queue, cache_url);
-            return self.defer(to, head_bytes, &head, reader, persist, clock, site);
+            let parsed = (head_bytes, headers);
+            return self.defer(to, parsed, &head, reader, persist, clock, site);
         }
         // Not for an application: a body is only discarded, up to DISCARD_LIMIT.
         if let Framing::Length(n) = head.framing

@@ -160,6 +160,8 @@ pub fn admit(limits: &Limits, capacity: usize, open: usize, overloaded: usize) -
 struct Deferred {
     queue: u32,
     head: Vec<u8>,
+    /// Where the head's parts lie in it ([`crate::Delivery::spans`]).
+    spans: Vec<u8>,
     body: Vec<u8>,
     /// The canonical path and the query ([`crate::Delivery::path`]).
     path: Vec<u8>,

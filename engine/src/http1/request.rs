@@ -73,6 +73,55 @@ pub(crate) struct Head<'b> {
     pub len: usize,
 }
 
+/// The method and the request-target of a head that [`parse_head`] accepted: after any empty
+/// lines before it (which the parser skips), the request line is a method, one space, the
+/// target, one space (httparse's strict form, which the engine keeps: RFC 9112 §3). Found here
+/// only for a request handed to an application, so that the cache's path carries nothing more.
+fn request_line(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let mut words = buf.get(start..)?.splitn(3, |&b| b == b' ');
+    Some((words.next()?, words.next()?))
+}
+
+/// The index of `buf`'s parts for an application (`khttp_proto::spans`): where the method, the
+/// target and each field's name and value lie in it, as [`parse_head`] found them.
+///
+/// # Errors
+/// `OutOfMemory` when the index cannot be allocated; `BadRequest` should a part not lie
+/// in `buf` (it cannot: the parser gives slices of it).
+pub(crate) fn head_index(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+) -> Result<alloc::vec::Vec<u8>, RequestError> {
+    let mut out = alloc::vec::Vec::new();
+    out.try_reserve_exact(khttp_proto::spans::index_len(headers.len()))
+        .map_err(|_| RequestError::OutOfMemory)?;
+    let (method, target) =
+        request_line(buf).ok_or(RequestError::BadRequest("malformed request line"))?;
+    let parts = [method, target]
+        .into_iter()
+        .chain(headers.iter().flat_map(|h| [h.name.as_bytes(), h.value]));
+    let base = buf.as_ptr() as usize;
+    for part in parts {
+        // The parser's slices are of `buf`: their offset is the distance between starts.
+        let offset = (part.as_ptr() as usize)
+            .checked_sub(base)
+            .filter(|o| {
+                o.checked_add(part.len())
+                    .is_some_and(|end| end <= buf.len())
+            })
+            .ok_or(RequestError::BadRequest("malformed request head"))?;
+        khttp_proto::spans::put(&mut out, offset, part.len())
+            .map_err(|_| RequestError::BadRequest("malformed request head"))?;
+    }
+    debug_assert_eq!(
+        out.len(),
+        khttp_proto::spans::index_len(headers.len()),
+        "an index of two spans and two per field, allocated once"
+    );
+    Ok(out)
+}
+
 /// Finds the end of a head (the empty line) in `buf`, starting the search at `from`. Returns the
 /// offset just past it. Only CRLF CRLF, LF LF, CRLF LF and LF CRLF count.
 #[must_use]

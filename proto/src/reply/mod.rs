@@ -310,6 +310,9 @@ pub struct RequestRow<'a> {
     pub id: u64,
     /// The request head as the client sent it (request line and fields).
     pub head: &'a [u8],
+    /// Where the method, the target and each header field lie in `head`, as khttp's parser
+    /// found them ([`crate::spans`]): the application reads them instead of parsing again.
+    pub spans: &'a [u8],
     /// The start of the request body, decoded: all of it, or as much as the receive asked
     /// for or had room for (`QueueReceiveBody` brings the rest).
     pub body: &'a [u8],
@@ -326,11 +329,12 @@ pub struct RequestRow<'a> {
 }
 
 impl<'a> Row<'a> for RequestRow<'a> {
-    const COLS: u16 = 6;
+    const COLS: u16 = 7;
     fn write(&self, t: &mut TableWriter<'_>) {
         t.row(&[
             Value::U64(self.id),
             Value::Bytes(self.head),
+            Value::Bytes(self.spans),
             Value::Bytes(self.body),
             Value::U64(self.body_len),
             Value::Bytes(self.path),
@@ -341,10 +345,11 @@ impl<'a> Row<'a> for RequestRow<'a> {
         let row = Self {
             id: num(c, 0)?,
             head: bytes(c, 1)?,
-            body: bytes(c, 2)?,
-            body_len: num(c, 3)?,
-            path: bytes(c, 4)?,
-            remote: text(c, 5)?,
+            spans: bytes(c, 2)?,
+            body: bytes(c, 3)?,
+            body_len: num(c, 4)?,
+            path: bytes(c, 5)?,
+            remote: text(c, 6)?,
         };
         if u64::try_from(row.body.len()).map_or(true, |n| n > row.body_len) {
             return Err(ProtoError::InvalidValue);

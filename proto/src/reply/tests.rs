@@ -84,6 +84,7 @@ fn rows_round_trip() {
         &[super::RequestRow {
             id: 7,
             head: b"GET /a%2Fb HTTP/1.1\r\n\r\n",
+            spans: &[0, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 6, 0, 0, 0],
             body: b"xy",
             body_len: 3,
             path: b"/a/b?q",
