@@ -25,7 +25,8 @@ use crate::global::{Global, clock};
 use crate::ioctl::{complete, writer};
 
 use super::{Apps, Held, apps, taker};
-use crate::net::conn::mailbox::{Ack, deliver, deliver_held, share_origin};
+use crate::net::conn::mailbox::Ack;
+use crate::net::conn::{deliver, deliver_held, share_origin};
 
 /// `RespondRow::to_ntstatus` of an answer or piece nobody waits for.
 pub(super) const NOT_DELIVERED: NTSTATUS = RespondRow {

@@ -53,7 +53,8 @@ use wdk_sys::{
 use crate::device::{DeviceSpec, create_control_device};
 use crate::global::{Global, SpinGuard, global, object_attributes, spin_lock};
 use crate::ioctl::{Buffer, complete, ntstatus_of, reply, retrieve};
-use crate::net::conn::mailbox::{Queues, deliver, set_queues};
+use crate::net::conn::deliver;
+use crate::net::conn::mailbox::{Queues, set_queues};
 use crate::{size_of_u32, wide};
 use answer::{Handle, NOT_DELIVERED, complete_held, send_held, stream_head};
 use receive::{Origin, cancel, hand_over, offer, retrieve_parked};

@@ -27,7 +27,7 @@ use wdk_sys::{
 use crate::ioctl::{Buffer, complete, reply, retrieve};
 
 use super::{Apps, apps, taker};
-use crate::net::conn::mailbox::deliver;
+use crate::net::conn::deliver;
 
 /// Takes the next parked receive (of `file`, or any), if any.
 ///

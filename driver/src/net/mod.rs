@@ -38,7 +38,7 @@ use wdk_sys::{
     STATUS_SUCCESS,
 };
 
-pub(crate) use conn::close::{Sweep, sweep};
+pub(crate) use conn::sweep::{Sweep, sweep};
 pub(crate) use conn::{install_table, uninstall_table};
 
 use crate::global::global;

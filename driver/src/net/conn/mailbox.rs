@@ -14,11 +14,7 @@ use alloc::vec::Vec;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use khttp_engine::wake::MAIL;
 use khttp_engine::{Delivery, Outcome, Refusal, RequestId, Site};
-
-use super::io::queue_drive;
-use super::{ConnCtx, ConnRef};
 
 /// What connections ask of the request queues. The application device registers it
 /// ([`set_queues`]), so that connections do not depend on it.
@@ -146,53 +142,5 @@ impl Mailbox {
 impl Drop for Mailbox {
     fn drop(&mut self) {
         drop(self.take_all());
-    }
-}
-
-/// An application's answer (or its absence) for the request of the connection `origin`:
-/// posted for the connection's driver, which is woken if it parked. Releases the hand-off's
-/// reference to the context.
-///
-/// # Safety
-/// `origin` is a context pointer that the hand-off held with a reference of its own, which
-/// the caller took out of the hand-off and now gives up.
-pub(crate) unsafe fn deliver(origin: usize, id: RequestId, outcome: Outcome) {
-    // SAFETY: the hand-off's reference (contract), passed on.
-    unsafe { deliver_held(origin, id, outcome, None) };
-}
-
-/// A new reference to the connection context `origin`, for a streamed answer's piece while
-/// the hand-off keeps its own ([`deliver_held`] gives it up).
-///
-/// # Safety
-/// `origin` is a context the hand-off holds with a reference, and the caller holds the
-/// hand-off's lock (so that reference cannot go meanwhile).
-pub(crate) unsafe fn share_origin(origin: usize) -> Option<usize> {
-    // SAFETY: live while the hand-off's reference is held (contract).
-    let c = unsafe { ConnRef::new(origin as *mut ConnCtx) }?;
-    Some(c.into_raw() as usize)
-}
-
-/// As [`deliver`], with an application's call to answer once the connection has taken the
-/// outcome (a streamed answer's head or piece).
-///
-/// # Safety
-/// As [`deliver`]: `origin` comes with a reference the caller gives up.
-pub(crate) unsafe fn deliver_held(
-    origin: usize,
-    id: RequestId,
-    outcome: Outcome,
-    ack: Option<Ack>,
-) {
-    // SAFETY: the caller's reference (contract), released when `c` drops.
-    let Some(c) = (unsafe { ConnRef::from_raw(origin as *mut ConnCtx) }) else {
-        return;
-    };
-    if !c.mail.put(id, outcome, ack) {
-        return;
-    }
-    if c.wake.post(MAIL) {
-        // SAFETY: `c` holds a reference, and un-parking it made this thread the driver.
-        unsafe { queue_drive(c.as_ptr()) };
     }
 }

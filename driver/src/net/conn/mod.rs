@@ -25,6 +25,7 @@
 pub(crate) mod close;
 pub(crate) mod io;
 pub(crate) mod mailbox;
+pub(crate) mod sweep;
 
 use alloc::boxed::Box;
 
@@ -35,9 +36,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use khttp_engine::limits::DRIVER_MAX_CONNECTIONS;
 use khttp_engine::pace::SendSize;
-use khttp_engine::wake::Wake;
+use khttp_engine::wake::{MAIL, Wake};
 use khttp_engine::{
-    Admission, Body, Connection, InlineGate, Local, RequestId, Site, SlotTable, admit,
+    Admission, Body, Connection, InlineGate, Local, Outcome, RequestId, Site, SlotTable, admit,
 };
 use khttp_wsk::{PWSK_SOCKET, WSK_BUF, WSK_PROVIDER_CONNECTION_DISPATCH};
 
@@ -456,4 +457,52 @@ pub(super) unsafe fn accept(
     // SAFETY: the context is live (slot reference); the work item takes its own.
     unsafe { queue_drive(ctx) };
     Some(ctx)
+}
+
+/// An application's answer (or its absence) for the request of the connection `origin`:
+/// posted for the connection's driver, which is woken if it parked. Releases the hand-off's
+/// reference to the context.
+///
+/// # Safety
+/// `origin` is a context pointer that the hand-off held with a reference of its own, which
+/// the caller took out of the hand-off and now gives up.
+pub(crate) unsafe fn deliver(origin: usize, id: RequestId, outcome: Outcome) {
+    // SAFETY: the hand-off's reference (contract), passed on.
+    unsafe { deliver_held(origin, id, outcome, None) };
+}
+
+/// A new reference to the connection context `origin`, for a streamed answer's piece while
+/// the hand-off keeps its own ([`deliver_held`] gives it up).
+///
+/// # Safety
+/// `origin` is a context the hand-off holds with a reference, and the caller holds the
+/// hand-off's lock (so that reference cannot go meanwhile).
+pub(crate) unsafe fn share_origin(origin: usize) -> Option<usize> {
+    // SAFETY: live while the hand-off's reference is held (contract).
+    let c = unsafe { ConnRef::new(origin as *mut ConnCtx) }?;
+    Some(c.into_raw() as usize)
+}
+
+/// As [`deliver`], with an application's call to answer once the connection has taken the
+/// outcome (a streamed answer's head or piece).
+///
+/// # Safety
+/// As [`deliver`]: `origin` comes with a reference the caller gives up.
+pub(crate) unsafe fn deliver_held(
+    origin: usize,
+    id: RequestId,
+    outcome: Outcome,
+    ack: Option<Ack>,
+) {
+    // SAFETY: the caller's reference (contract), released when `c` drops.
+    let Some(c) = (unsafe { ConnRef::from_raw(origin as *mut ConnCtx) }) else {
+        return;
+    };
+    if !c.mail.put(id, outcome, ack) {
+        return;
+    }
+    if c.wake.post(MAIL) {
+        // SAFETY: `c` holds a reference, and un-parking it made this thread the driver.
+        unsafe { queue_drive(c.as_ptr()) };
+    }
 }
