@@ -60,6 +60,8 @@ mod route;
 mod site;
 mod slots;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wake;
 
 // The API: what the hosts (khttpd, the driver) and khttpctl use. Everything else is private, so

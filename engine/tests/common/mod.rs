@@ -6,6 +6,9 @@
     reason = "a test-support module: each test binary uses a part of it"
 )]
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use khttp_engine::EntrySpec;
