@@ -35,15 +35,28 @@ fuzz_target!(|data: &[u8]| {
             let _ = restricted.add_restricting(ace.sid, false);
         }
         let desired = u32::from(mode >> 1 & 3).max(REGISTER);
-        assert!(!dacl.grants(&denied, desired), "deny-only SIDs granted: {text}");
-        assert!(!dacl.grants(&Identity::new(), desired), "no SID granted: {text}");
-        assert_eq!(dacl.grants(&enabled, desired), dacl.grants(&restricted, desired), "{text}");
+        assert!(
+            !dacl.grants(&denied, desired),
+            "deny-only SIDs granted: {text}"
+        );
+        assert!(
+            !dacl.grants(&Identity::new(), desired),
+            "no SID granted: {text}"
+        );
+        assert_eq!(
+            dacl.grants(&enabled, desired),
+            dacl.grants(&restricted, desired),
+            "{text}"
+        );
     } else {
         let (base, buf) = rest.split_at(rest.len().min(8));
         let mut b = [0u8; 8];
         b[..base.len()].copy_from_slice(base);
-        let which = [TokenInfo::User, TokenInfo::Groups, TokenInfo::RestrictedSids]
-            [usize::from(mode >> 1) % 3];
+        let which = [
+            TokenInfo::User,
+            TokenInfo::Groups,
+            TokenInfo::RestrictedSids,
+        ][usize::from(mode >> 1) % 3];
         let mut id = Identity::new();
         if id.add_token_info(which, buf, u64::from_le_bytes(b)).is_ok() {
             let _ = id.is_administrator();

@@ -54,14 +54,27 @@ fn site() -> Site {
         last_modified: Some(UNIX),
         ..Default::default()
     };
-    let _ = s.put("http://+:8080/index.html", spec(b"<h1>hello</h1>"), Instant(0));
-    let _ = s.put("http://localhost:8080/api/x", spec(&[7u8; 3000]), Instant(0));
+    let _ = s.put(
+        "http://+:8080/index.html",
+        spec(b"<h1>hello</h1>"),
+        Instant(0),
+    );
+    let _ = s.put(
+        "http://localhost:8080/api/x",
+        spec(&[7u8; 3000]),
+        Instant(0),
+    );
     // Large enough that output stays pending across many partial sends and ticks.
     let _ = s.put("http://+:8080/big", spec(&[9u8; 200_000]), Instant(0));
     // Every other request on port 8080 goes to an application (issue #12): the cached entries
     // answer first, the rest (any path the fuzzer makes up) reach the queue.
     let holder = khttp_engine::Holder { pid: 1, uid: 0 };
-    let _ = s.attach_queue("app", &["http://+:8080/"], holder, khttp_engine::Owner::Uid(0));
+    let _ = s.attach_queue(
+        "app",
+        &["http://+:8080/"],
+        holder,
+        khttp_engine::Owner::Uid(0),
+    );
     s
 }
 
@@ -142,7 +155,13 @@ fn send(conn: &mut Connection, out: &mut Vec<u8>, clock: &Clock, site: &Site, li
 
 /// Feeds `data` as a host would: only while the connection wants input, sending everything
 /// between pieces. Returns the bytes taken.
-fn feed_all(conn: &mut Connection, data: &[u8], out: &mut Vec<u8>, clock: &Clock, site: &Site) -> usize {
+fn feed_all(
+    conn: &mut Connection,
+    data: &[u8],
+    out: &mut Vec<u8>,
+    clock: &Clock,
+    site: &Site,
+) -> usize {
     let mut at = 0usize;
     while at < data.len() && conn.wants_read() {
         let end = at.saturating_add(4096).min(data.len());
@@ -168,7 +187,10 @@ fn with_preamble(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
     let data = with_preamble(&x.data);
     let mut clock = Clock::new(Instant(0), UNIX);
-    let local = Local { ip: std::net::Ipv4Addr::LOCALHOST.into(), port: 8080 };
+    let local = Local {
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: 8080,
+    };
     let mut conn = Connection::new(local, &clock, site);
     let mut out = Vec::new();
     let mut at = 0usize;
@@ -263,8 +285,15 @@ fn run(site: &Site, x: &Input, whole: bool) -> (Vec<u8>, Option<Close>) {
                 if !undelivered {
                     let due = paid.unwrap_or(0) + 10_000;
                     let waited = clock.now().millis_since(since);
-                    assert!(waited >= 20_000, "reset after {waited} ms, within the grace and a window");
-                    assert!(clock.now().0 + 100 >= due, "reset at {} ms, due at {due} ms", clock.now().0);
+                    assert!(
+                        waited >= 20_000,
+                        "reset after {waited} ms, within the grace and a window"
+                    );
+                    assert!(
+                        clock.now().0 + 100 >= due,
+                        "reset at {} ms, due at {due} ms",
+                        clock.now().0
+                    );
                 }
             }
             if conn.poll_close() == Some(Close::Graceful) {
@@ -302,7 +331,11 @@ fn check_responses(mut buf: &[u8], whole: bool) {
         if !whole && b"HTTP/1.1 ".starts_with(buf) {
             return; // reset a few bytes into a status line
         }
-        assert!(buf.starts_with(b"HTTP/1.1 "), "garbage in output: {:?}", &buf[..buf.len().min(40)]);
+        assert!(
+            buf.starts_with(b"HTTP/1.1 "),
+            "garbage in output: {:?}",
+            &buf[..buf.len().min(40)]
+        );
         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
             assert!(!whole, "a response head cut short before a graceful close");
             return;
@@ -333,16 +366,26 @@ fn check_responses(mut buf: &[u8], whole: bool) {
             .lines()
             .find_map(|l| l.strip_prefix("Content-Length: "))
             .map_or(0, |v| v.parse().expect("length"));
-        let body = if status == 304 || status == 100 { 0 } else { len };
+        let body = if status == 304 || status == 100 {
+            0
+        } else {
+            len
+        };
         let next = end + 4;
         // A HEAD response carries a length without a body: accept either when what follows is
         // another response.
-        if buf.len() >= next + body && (buf.len() == next + body || buf[next + body..].starts_with(b"HTTP/1.1 ")) {
+        if buf.len() >= next + body
+            && (buf.len() == next + body || buf[next + body..].starts_with(b"HTTP/1.1 "))
+        {
             buf = &buf[next + body..];
         } else if buf.len() == next || buf[next..].starts_with(b"HTTP/1.1 ") {
             buf = &buf[next..];
         } else {
-            assert!(!whole, "a body cut short before a graceful close: {} of {body}", buf.len() - next);
+            assert!(
+                !whole,
+                "a body cut short before a graceful close: {} of {body}",
+                buf.len() - next
+            );
             return;
         }
     }
@@ -358,13 +401,20 @@ fn chunked_len(buf: &[u8]) -> Option<usize> {
         let size = usize::from_str_radix(size, 16).expect("hex chunk size");
         at += line + 2;
         if size == 0 {
-            assert!(buf.len() < at + 2 || &buf[at..at + 2] == b"\r\n", "trailers after the last chunk");
+            assert!(
+                buf.len() < at + 2 || &buf[at..at + 2] == b"\r\n",
+                "trailers after the last chunk"
+            );
             return (buf.len() >= at + 2).then_some(at + 2);
         }
         if buf.len() < at + size + 2 {
             return None;
         }
-        assert_eq!(&buf[at + size..at + size + 2], b"\r\n", "a chunk without its CRLF");
+        assert_eq!(
+            &buf[at + size..at + size + 2],
+            b"\r\n",
+            "a chunk without its CRLF"
+        );
         at += size + 2;
     }
 }

@@ -93,8 +93,16 @@ fn caller<'a>(who: u8, tokens: &'a [Identity; 2]) -> (Caller<'a>, Holder, bool) 
         0 => (Caller::Administrator, Holder { pid: 1, uid: 0 }, true),
         1 => (Caller::User("alice"), Holder { pid: 2, uid: 1000 }, false),
         2 => (Caller::User("bob"), Holder { pid: 3, uid: 1001 }, false),
-        3 => (Caller::Token(&tokens[0]), Holder { pid: 4, uid: 1001 }, false),
-        _ => (Caller::Token(&tokens[1]), Holder { pid: 5, uid: 1001 }, true),
+        3 => (
+            Caller::Token(&tokens[0]),
+            Holder { pid: 4, uid: 1001 },
+            false,
+        ),
+        _ => (
+            Caller::Token(&tokens[1]),
+            Holder { pid: 5, uid: 1001 },
+            true,
+        ),
     }
 }
 
@@ -108,7 +116,11 @@ fn owner_of(c: Caller<'_>, h: Holder) -> Owner {
 
 /// Whether reservation `id` grants an ordinary caller.
 fn grants(site: &Site, id: u32, c: Caller<'_>) -> bool {
-    let acl = site.namespace().iter().find(|r| r.id == id).and_then(|r| r.acl.as_deref());
+    let acl = site
+        .namespace()
+        .iter()
+        .find(|r| r.id == id)
+        .and_then(|r| r.acl.as_deref());
     let local = Identity::local_user().unwrap();
     match (acl.map(Acl::parse), c) {
         (Some(Ok(Acl::User(u))), Caller::User(name)) => u == name,
@@ -142,19 +154,29 @@ fn run_attach(site: &mut Site, name: &str, prefixes: &[&str], who: u8, tokens: &
         Err(_) => return,
     };
     match attach(&mut next, c, holder, name, prefixes) {
-        Err(_) => assert_eq!(next.queues(), &before, "a refused attach changed the queues"),
+        Err(_) => assert_eq!(
+            next.queues(),
+            &before,
+            "a refused attach changed the queues"
+        ),
         Ok(id) => {
             let q = next.queues().get(id).expect("the queue attached to");
             assert!(q.holders.contains(&holder));
             if !admin {
-                assert!(!prefixes.is_empty(), "an ordinary caller attached to no prefix");
+                assert!(
+                    !prefixes.is_empty(),
+                    "an ordinary caller attached to no prefix"
+                );
                 let mine = owner_of(c, holder);
                 assert_eq!(q.owner, mine, "an ordinary caller joined another's queue");
                 if let Some(o) = existing_owner {
                     assert_eq!(o, mine);
                 }
                 for r in &q.reservations {
-                    assert!(grants(&next, *r, c), "joined a queue serving {r}, not granted");
+                    assert!(
+                        grants(&next, *r, c),
+                        "joined a queue serving {r}, not granted"
+                    );
                 }
             }
             *site = next;
@@ -171,7 +193,13 @@ fuzz_target!(|steps: Vec<Step>| {
     let tokens = [token(false), token(true)];
     for step in steps.into_iter().take(16) {
         match step {
-            Step::Control { command, raw_code, input, direct, cap } => {
+            Step::Control {
+                command,
+                raw_code,
+                input,
+                direct,
+                cap,
+            } => {
                 let code = raw_code.unwrap_or_else(|| {
                     let all = Command::ALL;
                     all[usize::from(command) % all.len()].code()
@@ -179,13 +207,21 @@ fuzz_target!(|steps: Vec<Step>| {
                 let before = render(&site);
                 let entries = site.cache().len();
                 let mut out = Vec::new();
-                let call =
-                    Call { code, input: &input, direct: &direct, output_cap: usize::from(cap) };
+                let call = Call {
+                    code,
+                    input: &input,
+                    direct: &direct,
+                    output_cap: usize::from(cap),
+                };
                 let d = dispatch(&mut site, &call, Instant(0), &mut out);
                 if d.status == Status::BufferTooSmall {
                     assert_eq!(out.len(), 8);
                 } else {
-                    assert!(decode_reply(&out).is_ok(), "undecodable reply for {:?}", d.status);
+                    assert!(
+                        decode_reply(&out).is_ok(),
+                        "undecodable reply for {:?}",
+                        d.status
+                    );
                 }
                 if d.status != Status::Ok {
                     assert!(!d.changed && !d.persist);
@@ -196,9 +232,16 @@ fuzz_target!(|steps: Vec<Step>| {
                 }
                 check_table(&site);
             }
-            Step::App { command, input, who } => {
-                let apps: Vec<Command> =
-                    Command::ALL.iter().copied().filter(|c| c.for_applications()).collect();
+            Step::App {
+                command,
+                input,
+                who,
+            } => {
+                let apps: Vec<Command> = Command::ALL
+                    .iter()
+                    .copied()
+                    .filter(|c| c.for_applications())
+                    .collect();
                 let command = apps[usize::from(command) % apps.len()];
                 match decode_request(command, &input, 0) {
                     Ok(Request::QueueAttach { name, prefixes }) => {
@@ -216,7 +259,11 @@ fuzz_target!(|steps: Vec<Step>| {
                     _ => {}
                 }
             }
-            Step::Attach { name, prefixes, who } => {
+            Step::Attach {
+                name,
+                prefixes,
+                who,
+            } => {
                 let known: Vec<&str> = PREFIXES.iter().map(|(p, _)| *p).collect();
                 let prefixes: Vec<&str> = prefixes.iter().map(|p| p.get(&known)).collect();
                 run_attach(&mut site, name.get(&NAMES), &prefixes, who, &tokens);

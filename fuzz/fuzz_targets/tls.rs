@@ -17,10 +17,11 @@ use std::io::{Read, Write};
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::Arbitrary;
+use khttp_engine::tls::bind::{BindingKey, Bindings, load, server_config};
 use khttp_engine::tls::{INCOMING, Tls};
 use khttp_engine::{Clock, Close, Connection, EntrySpec, Instant, Local, Site};
 use libfuzzer_sys::fuzz_target;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
 #[derive(Arbitrary, Debug)]
@@ -43,6 +44,12 @@ struct Input {
     data: Vec<u8>,
 }
 
+/// The listener's address.
+const LOCAL: Local = Local {
+    ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    port: 8080,
+};
+
 struct Configs {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
@@ -56,14 +63,18 @@ fn configs() -> &'static Configs {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert: CertificateDer<'static> = made.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
-        let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The engine's own way to a listener's configuration: the certificate checked and
+        // bound as the port's wildcard, then chosen per handshake.
+        let certified = load(
+            made.cert.pem().as_bytes(),
+            made.signing_key.serialize_pem().as_bytes(),
+            &provider,
+        )
+        .unwrap();
+        let mut bindings = Bindings::new();
+        bindings.bind(BindingKey::parse("ipport=0.0.0.0:8080").unwrap(), certified);
+        let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
+        let server = server_config(Arc::new(bindings), LOCAL, Arc::clone(&provider), time).unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(cert).unwrap();
         let client = ClientConfig::builder_with_provider(provider)
@@ -78,10 +89,14 @@ fn configs() -> &'static Configs {
             body: body.to_vec(),
             ..Default::default()
         };
-        let _ = site.put("http://+:8080/index.html", spec(b"<h1>hello</h1>"), Instant(0));
+        let _ = site.put(
+            "http://+:8080/index.html",
+            spec(b"<h1>hello</h1>"),
+            Instant(0),
+        );
         let _ = site.put("http://+:8080/big", spec(&[9u8; 100_000]), Instant(0));
         Configs {
-            server: Arc::new(server),
+            server,
             client: Arc::new(client),
             site,
         }
@@ -91,17 +106,13 @@ fn configs() -> &'static Configs {
 fuzz_target!(|input: Input| {
     let c = configs();
     let clock = Clock::new(Instant(1_000), 784_111_777);
-    let local = Local {
-        ip: std::net::Ipv4Addr::LOCALHOST.into(),
-        port: 8080,
-    };
-    let mut conn = Connection::new(local, &clock, &c.site);
+    let mut conn = Connection::new(LOCAL, &clock, &c.site);
     let Ok(mut tls) = Tls::new(Arc::clone(&c.server)) else {
         return;
     };
-    let mut client = input
-        .real_client
-        .then(|| ClientConnection::new(Arc::clone(&c.client), "localhost".try_into().unwrap()).unwrap());
+    let mut client = input.real_client.then(|| {
+        ClientConnection::new(Arc::clone(&c.client), "localhost".try_into().unwrap()).unwrap()
+    });
     let mut data = input.data.as_slice();
     let mut wire: Vec<u8> = Vec::new(); // the client's ciphertext not yet delivered
     // What was left to send when the session failed: its alert, which only shrinks after.
@@ -130,7 +141,11 @@ fuzz_target!(|input: Input| {
             }
             Op::Sent(n) => {
                 let out = tls.transmit();
-                let n = if n == 0 { out.len() } else { usize::from(n).min(out.len()) };
+                let n = if n == 0 {
+                    out.len()
+                } else {
+                    usize::from(n).min(out.len())
+                };
                 let taken = out[..n].to_vec();
                 tls.handle_sent(n);
                 tls.pump(&mut conn, &clock, &c.site);

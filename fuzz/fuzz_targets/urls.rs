@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         let p = p.to_vec();
         assert!(p.starts_with(b"/"));
         assert!(!p.contains(&b'\\'));
-        assert!(p.split(|&b| b == b'/').all(|s| s != b"." && s != b".."), "{p:?}");
+        assert!(
+            p.split(|&b| b == b'/').all(|s| s != b"." && s != b".."),
+            "{p:?}"
+        );
         let again = canonicalize(&p, &mut (Vec::new(), Vec::new())).map(<[u8]>::to_vec);
         assert_eq!(again, Ok(p));
     }
