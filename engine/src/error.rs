@@ -113,6 +113,8 @@ pub enum CtlError {
     PrefixRequired,
     /// The server holds as many application handles as it allows.
     TooManySessions,
+    /// A command this server does not carry out (certificates, on a host without TLS).
+    NotSupported,
     /// Memory for the change could not be allocated.
     OutOfMemory,
 }
@@ -217,8 +219,10 @@ impl From<OutOfMemory> for CanonError {
 pub enum PrefixError {
     /// Not `http://` (the scheme is lowercase only).
     Scheme,
-    /// `https://`: refused until khttp has TLS.
+    /// `https://` on a server without TLS (the driver, until it has it).
     HttpsUnsupported,
+    /// A reservation whose scheme is not the one its port already serves.
+    SchemeConflict,
     /// Nothing between `//` and `:`.
     MissingHost,
     /// A host that is not `+`, `*`, a DNS name or an IP literal.
@@ -248,8 +252,12 @@ impl PrefixError {
     #[must_use]
     pub const fn message(&self) -> &'static str {
         match self {
-            Self::Scheme => "the URL must start with \"http://\" (lowercase)",
-            Self::HttpsUnsupported => "https is not supported yet: khttp has no TLS",
+            Self::Scheme => "the URL must start with \"http://\" or \"https://\" (lowercase)",
+            Self::HttpsUnsupported => "this server has no TLS: https is served by khttpd only",
+            Self::SchemeConflict => {
+                "a port serves http or https, not both: this port already has reservations of \
+                 the other scheme"
+            }
             Self::MissingHost => "the URL has no host: use +, *, a host name or an IP address",
             Self::InvalidHost => {
                 "the host must be +, *, a host name, an IPv4 address or a bracketed IPv6 address"

@@ -12,7 +12,7 @@ use core::net::{IpAddr, SocketAddr};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cache::{Cache, Entry, EntrySpec};
-use crate::error::{CtlError, OutOfMemory};
+use crate::error::{CtlError, OutOfMemory, PrefixError};
 use crate::limits::Limits;
 use crate::mem;
 use crate::queues::{Holder, Owner, Queues};
@@ -82,6 +82,9 @@ pub struct Site {
     limits: Limits,
     iplisten: Vec<IpAddr>,
     stats: Arc<Stats>,
+    /// Whether the host serves TLS, so that `https://` may be reserved (khttpd does; the
+    /// driver does not yet).
+    tls: bool,
 }
 
 impl Site {
@@ -108,7 +111,19 @@ impl Site {
             limits: self.limits,
             iplisten: mem::vec_from(&self.iplisten)?,
             stats: Arc::clone(&self.stats),
+            tls: self.tls,
         })
+    }
+
+    /// Lets `https://` be reserved: the host serves TLS on the ports such reservations name.
+    pub const fn enable_tls(&mut self) {
+        self.tls = true;
+    }
+
+    /// Whether the listener on `port` speaks TLS (its reservations are `https://`).
+    #[must_use]
+    pub fn serves_tls(&self, port: u16) -> bool {
+        self.namespace.secure(port)
     }
 
     /// The reservations.
@@ -253,6 +268,9 @@ impl Site {
     /// [`CtlError::OutOfMemory`].
     pub fn reserve(&mut self, prefix: &str, acl: Option<&str>) -> Result<&Reservation, CtlError> {
         let p = parse_prefix(prefix)?;
+        if p.secure && !self.tls {
+            return Err(PrefixError::HttpsUnsupported.into());
+        }
         if let Some(acl) = acl {
             crate::acl::Acl::parse(acl).map_err(CtlError::InvalidAcl)?;
         }

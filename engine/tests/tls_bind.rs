@@ -106,7 +106,7 @@ fn binding_keys_read_as_netsh_writes_them() {
 /// handshake is refused.
 fn served(bindings: &Arc<Bindings>, roots: &[Vec<u8>], sni: &str, local: Local) -> Option<Vec<u8>> {
     let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
-    let config = server_config(Arc::clone(bindings), local, provider(), time).unwrap();
+    let config = server_config(Arc::clone(bindings), local, provider(), time, None).unwrap();
     let mut store = RootCertStore::empty();
     for der in roots {
         store.add(CertificateDer::from(der.clone())).unwrap();

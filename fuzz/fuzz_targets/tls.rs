@@ -74,7 +74,8 @@ fn configs() -> &'static Configs {
         let mut bindings = Bindings::new();
         bindings.bind(BindingKey::parse("ipport=0.0.0.0:8080").unwrap(), certified);
         let time = Arc::new(rustls::time_provider::DefaultTimeProvider);
-        let server = server_config(Arc::new(bindings), LOCAL, Arc::clone(&provider), time).unwrap();
+        let server = server_config(Arc::new(bindings), LOCAL, Arc::clone(&provider), time, None)
+            .unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(cert).unwrap();
         let client = ClientConfig::builder_with_provider(provider)

@@ -1,7 +1,7 @@
 //! khttpd: the khttp engine on Linux (docs/operating.md, "khttpd").
 //!
 //! `khttpd [--state-dir DIR] [--control PATH] [--iplisten ADDR]... [--workers N]
-//!         [--site DIR [--prefix PREFIX]] [--access-log PATH] [--sendfile on|off]`
+//!         [--site DIR [--prefix PREFIX] [--https]] [--access-log PATH] [--sendfile on|off]`
 //!
 //! Listens on the ports that reservations name, on the IP-listen addresses (all when the list is
 //! empty); reloads persisted reservations, limits and the IP list; serves the control socket
@@ -17,12 +17,15 @@ mod appqueue;
 mod apps;
 mod bodies;
 mod control;
+mod localca;
 mod log;
 mod notify;
 mod shared;
 mod sockdir;
 mod state;
+mod tls;
 mod worker;
+mod x509;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,9 +66,14 @@ struct Args {
     /// every file served (0: none).
     #[arg(long, default_value_t = 60, requires = "site")]
     max_age: u64,
-    /// The URL prefix for --site.
-    #[arg(long, default_value = "http://+:8080/", requires = "site")]
-    prefix: String,
+    /// The URL prefix for --site [default: http://+:8080/, or https://+:8443/ with --https].
+    #[arg(long, requires = "site")]
+    prefix: Option<String>,
+    /// Serve --site over https, with a certificate for localhost from khttp's local CA (made
+    /// in STATE_DIR/ca on first use; `khttpctl sslcert ca` prints it for clients to trust),
+    /// unless a certificate is already bound to the port.
+    #[arg(long, requires = "site")]
+    https: bool,
     /// The application endpoint, which any local user may open: applications attach to
     /// request queues here (`khttp-app`, `khttp-proxy`) [default: app.sock beside the control
     /// socket].
@@ -136,21 +144,38 @@ fn load_site(
 
 /// The URL a person can open for `prefix`.
 fn browsable(prefix: &str) -> String {
-    let rest = prefix.strip_prefix("http://").unwrap_or(prefix);
+    let (scheme, rest) = match prefix.strip_prefix("https://") {
+        Some(rest) => ("https", rest),
+        None => ("http", prefix.strip_prefix("http://").unwrap_or(prefix)),
+    };
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (name, port) = host.rsplit_once(':').unwrap_or((host, "80"));
+    let (name, port) = host
+        .rsplit_once(':')
+        .unwrap_or((host, if scheme == "https" { "443" } else { "80" }));
     let name = if name == "+" || name == "*" {
         "localhost"
     } else {
         name
     };
-    format!("http://{name}:{port}{path}")
+    format!("{scheme}://{name}:{port}{path}")
+}
+
+impl Args {
+    /// `--prefix`, or its default for `--https` or not.
+    fn prefix(&self) -> &str {
+        match &self.prefix {
+            Some(p) => p,
+            None if self.https => "https://+:8443/",
+            None => "http://+:8080/",
+        }
+    }
 }
 
 /// The site khttpd starts with: the persisted state, then `--iplisten` and `--site`; saved
 /// again if they changed it. Also returns the line announcing `--site`.
 fn prepare_site(args: &Args, state_dir: &Path) -> Result<(Site, Option<String>), String> {
     let mut site = Site::new();
+    site.enable_tls();
     state::load(state_dir, &mut site)?;
     let mut persist = false;
     for addr in &args.iplisten {
@@ -163,19 +188,23 @@ fn prepare_site(args: &Args, state_dir: &Path) -> Result<(Site, Option<String>),
     let clock0 = khttp_engine::Clock::new(khttp_engine::Instant(0), 0);
     let mut site_line = None;
     if let Some(dir) = &args.site {
-        match site.reserve(&args.prefix, None) {
+        let prefix = args.prefix();
+        if args.https && !prefix.starts_with("https://") {
+            return Err(format!("--https needs an https:// --prefix, not {prefix}"));
+        }
+        match site.reserve(prefix, None) {
             Ok(_) => persist = true,
             Err(khttp_engine::CtlError::AlreadyExists) => {}
-            Err(e) => return Err(format!("--prefix {}: {e}", args.prefix)),
+            Err(e) => return Err(format!("--prefix {prefix}: {e}")),
         }
         let policy = (args.max_age > 0).then(|| format!("max-age={}", args.max_age));
-        site.set_policy(&args.prefix, policy.as_deref())
+        site.set_policy(prefix, policy.as_deref())
             .map_err(|e| format!("--max-age: {e}"))?;
-        let (n, bytes) = load_site(&mut site, dir, &args.prefix, clock0.now())?;
+        let (n, bytes) = load_site(&mut site, dir, prefix, clock0.now())?;
         site_line = Some(format!(
             "khttpd: serving {} ({n} files, {bytes} bytes) at {}",
             dir.display(),
-            browsable(&args.prefix)
+            browsable(prefix)
         ));
     }
     if persist {
@@ -183,6 +212,54 @@ fn prepare_site(args: &Args, state_dir: &Path) -> Result<(Site, Option<String>),
             .map_err(|e| format!("cannot save state in {}: {e}", state_dir.display()))?;
     }
     Ok((site, site_line))
+}
+
+/// `--https`: a certificate from the local CA for the prefix's port, unless one is bound to it
+/// already; and, for every https port, a warning when no certificate covers it. Returns the
+/// lines to print.
+fn tls_setup(args: &Args, site: &Site, certs: &tls::Certs) -> Result<Vec<String>, String> {
+    use khttp_engine::tls::bind::BindingKey;
+    let mut lines = Vec::new();
+    if args.https {
+        let prefix = khttp_engine::parse_prefix(args.prefix()).map_err(|e| e.to_string())?;
+        let port = prefix.port;
+        if certs.bindings().covers(port) {
+            lines.push(format!(
+                "khttpd: --https: port {port} has a certificate bound already (khttpctl sslcert show)"
+            ));
+        } else {
+            let host = prefix.to_text().ok().and_then(|t| {
+                let rest = t.strip_prefix("https://")?;
+                let host = rest.rsplit_once(':')?.0;
+                (host != "+" && host != "*").then(|| {
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned()
+                })
+            });
+            let cert = localca::issue(&certs.ca_dir, host.as_slice(), certs.provider())?;
+            let wildcard = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+            certs.bind_transient(BindingKey::IpPort(wildcard, port), cert);
+            let ca = certs.ca_dir.join("ca.pem");
+            lines.push(format!(
+                "khttpd: https on port {port} with a certificate for localhost from khttp's local \
+                 CA, {}; trust it with `curl --cacert {}`, or print it with `khttpctl sslcert ca`",
+                ca.display(),
+                ca.display()
+            ));
+        }
+    }
+    let ports = site.namespace().ports().unwrap_or_default();
+    let bindings = certs.bindings();
+    for port in ports.into_iter().filter(|p| site.serves_tls(*p)) {
+        if !bindings.covers(port) {
+            lines.push(format!(
+                "khttpd: warning: no certificate is bound to port {port}, so its handshakes are \
+                 refused: khttpctl sslcert add ipport=0.0.0.0:{port} --cert CHAIN.pem --key KEY.pem"
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 /// The sockets khttpd made, removed however it ends.
@@ -308,13 +385,14 @@ fn spawn_threads(
 
 /// Prints where khttpd listens, its sockets and its state.
 fn announce(
+    site: &Site,
     bound: &[SocketAddr],
     (app_path, control_path): (&Path, &Path),
     state_dir: &Path,
     workers: usize,
 ) {
     for addr in bound {
-        println!("khttpd: listening on http://{addr}/");
+        println!("khttpd: listening on {}", worker::url_of(site, *addr));
     }
     if bound.is_empty() {
         println!(
@@ -356,7 +434,9 @@ fn run(args: Args) -> Result<(), String> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
         .max(1);
-    let mut shared = Shared::new(site, state_dir.clone(), access_log);
+    let certs = tls::Certs::load(&state_dir)?;
+    let https_lines = tls_setup(&args, &site, &certs)?;
+    let mut shared = Shared::new(site, state_dir.clone(), access_log, certs);
     shared.sendfile = args.sendfile == "on";
     let config_line = match &args.config {
         Some(file) => Some(apply_config(&shared, file, args.prune)?),
@@ -374,8 +454,8 @@ fn run(args: Args) -> Result<(), String> {
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let sockets = (app_path.as_path(), control_path.as_path());
-    announce(&bound, sockets, &state_dir, workers);
-    for line in site_line.iter().chain(&config_line) {
+    announce(&shared.snapshot(), &bound, sockets, &state_dir, workers);
+    for line in site_line.iter().chain(&config_line).chain(&https_lines) {
         println!("{line}");
     }
 

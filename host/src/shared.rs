@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) bodies: crate::bodies::BodyFiles,
     /// Whether large bodies go out with `sendfile` (`--sendfile`); else everything is `writev`.
     pub(crate) sendfile: bool,
+    /// The certificates bound, for the listeners of `https://` reservations.
+    pub(crate) certs: crate::tls::Certs,
     start: std::time::Instant,
 }
 
@@ -52,6 +54,7 @@ impl Shared {
         site: Site,
         state_dir: PathBuf,
         access_log: Option<crate::log::AccessLog>,
+        certs: crate::tls::Certs,
     ) -> Self {
         Self {
             site: RwLock::new(Arc::new(site)),
@@ -67,6 +70,7 @@ impl Shared {
             access_log: access_log.map(Mutex::new),
             bodies: crate::bodies::BodyFiles::default(),
             sendfile: true,
+            certs,
             start: std::time::Instant::now(),
         }
     }
@@ -209,5 +213,13 @@ impl Publish for SiteLock<'_> {
 
     fn reopen_log(&mut self) -> Result<(), Cow<'static, str>> {
         self.shared.reopen_log().map_err(Cow::Owned)
+    }
+
+    fn certificates(
+        &mut self,
+        req: &khttp_proto::Request<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), (khttp_proto::Status, Cow<'static, str>)> {
+        crate::tls::command(&self.shared.certs, req, out)
     }
 }

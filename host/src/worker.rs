@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use khttp_engine::Local;
 use khttp_engine::Transmit;
+use khttp_engine::tls::Tls;
 use khttp_engine::{Admission, Phase, admit};
 use khttp_engine::{Clock, Close, Connection, Instant, RequestId, Site};
 use mio::net::{TcpListener, TcpStream};
@@ -51,6 +52,9 @@ struct Slot {
     /// The worker's word on a streamed answer's piece, held back while the client is more than
     /// the stream window behind ([`Connection::wants_piece`]).
     ack: Option<(RequestId, Arc<Ack>)>,
+    /// The TLS session, on a listener of `https://` reservations: ciphertext is read into it
+    /// and written from it, and it decides when the socket closes.
+    tls: Option<Box<Tls>>,
 }
 
 impl Slot {
@@ -85,6 +89,21 @@ pub(crate) struct Worker {
     /// This worker's place among the wakers, for answers from applications.
     index: usize,
     logging: bool,
+    /// TLS configurations by local address, made at `Certs` generation `.1`.
+    tls_configs: (Vec<(Local, Arc<rustls::ServerConfig>)>, u64),
+    /// Failed handshakes not yet reported, and when the last report was (at most one a
+    /// second, so that a flood of bad handshakes cannot flood the log).
+    tls_failures: (u64, Option<Instant>),
+}
+
+/// The URL a listener on `addr` serves, as khttpd announces it.
+pub(crate) fn url_of(site: &Site, addr: SocketAddr) -> String {
+    let scheme = if site.serves_tls(addr.port()) {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}/")
 }
 
 /// The addresses to listen on for `site`: the engine's rule, with separate IPv4 and IPv6
@@ -152,6 +171,8 @@ impl Worker {
             reports,
             index,
             logging,
+            tls_configs: (Vec::new(), 0),
+            tls_failures: (0, None),
         };
         for (addr, mut l) in listeners {
             let token = Token(w.listeners.len().saturating_add(1));
@@ -190,7 +211,7 @@ impl Worker {
             match bind_listener(addr) {
                 Ok(l) => {
                     if self.reports {
-                        println!("khttpd: listening on http://{addr}/");
+                        println!("khttpd: listening on {}", url_of(&self.site, addr));
                     }
                     self.listeners.push((addr, l));
                     changed = true;
@@ -318,11 +339,25 @@ impl Worker {
                     port: a.port(),
                 },
             );
+            let tls = if self.site.serves_tls(local.port) {
+                match self.tls_session(local) {
+                    Some(t) => Some(t),
+                    None => {
+                        self.shared.leave(overload);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let mut conn = if overload {
                 Connection::unavailable(local, &self.clock, &self.site)
             } else {
                 Connection::new(local, &self.clock, &self.site)
             };
+            if tls.is_some() {
+                conn.begin_head();
+            }
             conn.set_logging(self.logging);
             conn.set_remote(Local {
                 ip: peer.ip(),
@@ -347,6 +382,7 @@ impl Worker {
                 readable: true,
                 read_closed: false,
                 ack: None,
+                tls,
             };
             if index == self.slots.len() {
                 self.slots.push(Some(slot));
@@ -405,7 +441,11 @@ impl Worker {
                 }
                 progressed = true;
             }
-            match slot.conn.poll_close() {
+            let close = match &slot.tls {
+                Some(tls) => tls.poll_close(&slot.conn),
+                None => slot.conn.poll_close(),
+            };
+            match close {
                 Some(Close::Abortive | Close::Finished) => {
                     drop_it = true; // `remove` resets it if abortive
                     break;
@@ -427,6 +467,7 @@ impl Worker {
             self.write_log(index);
         }
         if drop_it {
+            self.report_tls_failure(index);
             self.remove(index, false);
         } else if let Some(Some(slot)) = self.slots.get_mut(index) {
             slot.release_ack();
@@ -468,9 +509,13 @@ impl Worker {
             if let Some((_, ack)) = &slot.ack {
                 ack.fire(false);
             }
+            // A failed TLS session's alert goes out before a FIN; the client sees the failure
+            // in it. Ciphertext still unsent is a response cut short.
+            let tls_failed = slot.tls.as_ref().is_some_and(|t| t.failed().is_some());
+            let tls_unsent = slot.tls.as_ref().is_some_and(|t| t.unsent() > 0);
             if reset
-                || slot.conn.has_output()
-                || slot.conn.mid_response()
+                || tls_unsent
+                || (!tls_failed && (slot.conn.has_output() || slot.conn.mid_response()))
                 || slot.conn.poll_close() == Some(Close::Abortive)
             {
                 let _ = SockRef::from(&slot.stream).set_linger(Some(Duration::ZERO));
@@ -480,6 +525,63 @@ impl Worker {
             self.shared.leave(slot.overload);
             self.free.push(index);
         }
+    }
+
+    /// A TLS session for a connection that arrived on `local`, under the current certificates
+    /// (configurations are kept per local address until the certificates change). `None`
+    /// when rustls refuses: the connection is then closed.
+    fn tls_session(&mut self, local: Local) -> Option<Box<Tls>> {
+        let certs = &self.shared.certs;
+        let generation = certs.generation();
+        let (configs, made_at) = &mut self.tls_configs;
+        if *made_at != generation {
+            configs.clear();
+            *made_at = generation;
+        }
+        let config = match configs.iter().find(|(l, _)| *l == local) {
+            Some((_, c)) => Arc::clone(c),
+            None => {
+                let c = certs.config(local).ok()?;
+                configs.push((local, Arc::clone(&c)));
+                c
+            }
+        };
+        Tls::new(config).ok().map(Box::new)
+    }
+
+    /// Reports a failed TLS session (a handshake with no certificate for its name, no common
+    /// version or suite, a bad record) on standard error: at most one line a second, with
+    /// the count of those left out.
+    fn report_tls_failure(&mut self, index: usize) {
+        let Some(Some(slot)) = self.slots.get(index) else {
+            return;
+        };
+        let Some(tls) = &slot.tls else { return };
+        let Some(why) = tls.failed() else { return };
+        let (skipped, last) = &mut self.tls_failures;
+        let now = self.clock.now();
+        if last.is_some_and(|at| now.millis_since(at) < 1000) {
+            *skipped = skipped.saturating_add(1);
+            return;
+        }
+        let reason = tls
+            .error()
+            .map_or_else(|| format!("{why:?}"), ToString::to_string);
+        let more = if *skipped > 0 {
+            format!(" ({skipped} more since the last report)")
+        } else {
+            String::new()
+        };
+        let local = slot
+            .stream
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        eprintln!(
+            "khttpd: TLS from {} on {local} failed: {reason}{more}",
+            slot.peer
+        );
+        *skipped = 0;
+        *last = Some(now);
     }
 
     /// Enforces deadlines and lingering-close limits.
@@ -501,7 +603,10 @@ impl Worker {
                 // What the kernel still holds for the client: the engine waits for it to be
                 // delivered (at the minimum send rate) before it counts the client as idle, and
                 // while more waits here, judges by its draining how fast the client reads.
-                let undelivered = sys::unsent_bytes(&slot.stream).unwrap_or(0) as u64;
+                let undelivered = sys::unsent_bytes(&slot.stream)
+                    .unwrap_or(0)
+                    .saturating_add(slot.tls.as_ref().map_or(0, |t| t.unsent()))
+                    as u64;
                 slot.conn.handle_timeout(&self.clock, undelivered);
                 if let Some(id) = slot.conn.take_cancelled() {
                     self.shared.apps.cancel(id);
@@ -539,7 +644,9 @@ impl Worker {
     /// During shutdown: closes connections with nothing in flight.
     fn close_idle(&mut self) {
         for index in 0..self.slots.len() {
-            if matches!(self.slots.get(index), Some(Some(s)) if !s.conn.has_output()) {
+            if matches!(self.slots.get(index), Some(Some(s))
+                if !s.conn.has_output() && s.tls.as_ref().is_none_or(|t| t.unsent() == 0))
+            {
                 self.remove(index, false);
             }
         }
@@ -562,13 +669,19 @@ fn read_input(slot: &mut Slot, buf: &mut [u8], clock: &Clock, site: &Site) -> Pa
     while slot.readable && slot.conn.wants_read() {
         match slot.stream.read(buf) {
             Ok(0) => {
-                slot.conn.handle_eof(clock, site);
+                match &mut slot.tls {
+                    Some(tls) => tls.handle_eof(&mut slot.conn, clock, site),
+                    None => slot.conn.handle_eof(clock, site),
+                }
                 pass.progressed = true;
                 break;
             }
             Ok(n) => {
-                slot.conn
-                    .handle_input(buf.get(..n).unwrap_or_default(), clock, site);
+                let data = buf.get(..n).unwrap_or_default();
+                match &mut slot.tls {
+                    Some(tls) => tls.handle_input(data, &mut slot.conn, clock, site),
+                    None => slot.conn.handle_input(data, clock, site),
+                }
                 pass.progressed = true;
                 if n < buf.len() && !slot.read_closed {
                     slot.readable = false; // drained: wait for the next edge
@@ -588,8 +701,52 @@ fn read_input(slot: &mut Slot, buf: &mut [u8], clock: &Clock, site: &Site) -> Pa
     pass
 }
 
+/// Writes a TLS session's ciphertext until the socket would block: the session encrypts the
+/// connection's output as room frees ([`Tls::pump`]); no `sendfile`, since the bytes on the
+/// wire are not the file's.
+fn write_tls(slot: &mut Slot, clock: &Clock, site: &Site) -> Pass {
+    let mut pass = Pass::default();
+    let Some(tls) = &mut slot.tls else {
+        return pass;
+    };
+    loop {
+        tls.pump(&mut slot.conn, clock, site);
+        let data = tls.transmit();
+        if data.is_empty() {
+            break;
+        }
+        match slot.stream.write(data) {
+            Ok(0) => {
+                pass.drop = true;
+                break;
+            }
+            Ok(k) => {
+                tls.handle_sent(k);
+                pass.progressed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // What the client has yet to take: the kernel's share and the session's.
+                if let Ok(n) = sys::unsent_bytes(&slot.stream) {
+                    let held = n.saturating_add(tls.unsent()) as u64;
+                    slot.conn.handle_transport(clock, held);
+                }
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                pass.drop = true;
+                break;
+            }
+        }
+    }
+    pass
+}
+
 /// Writes the engine's output until the socket would block.
 fn write_output(slot: &mut Slot, shared: &Shared, clock: &Clock, site: &Site) -> Pass {
+    if slot.tls.is_some() {
+        return write_tls(slot, clock, site);
+    }
     let mut pass = Pass::default();
     while slot.conn.has_output() {
         // A large body piece at the front goes out with sendfile (see `bodies`).

@@ -77,7 +77,9 @@ pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32)
 /// 5: tenancy (issue #21): a received request carries its canonical path and its client's
 /// address, a queue its owner; attach may be refused because the queue belongs to another
 /// user or names no prefix, and a session because the server holds too many.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// 6: certificate bindings (`SslcertAdd`, `SslcertDelete`, `SslcertList`, `SslcertCa`) and
+/// `https://` reservations (issue #24).
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Declares a fieldless enum and its `ALL` array from one list of variants, so that `ALL` holds
 /// every variant by construction (a variant added to the enum is added to `ALL`).
@@ -145,6 +147,15 @@ pub enum Command {
     QueueSend = 0x817,
     /// An application receives more of a request's body (`HttpReceiveRequestEntityBody`).
     QueueReceiveBody = 0x818,
+    /// Bind a certificate and its key to `ipport=` or `hostnameport=` (`netsh http add
+    /// sslcert`).
+    SslcertAdd = 0x819,
+    /// Remove a certificate binding.
+    SslcertDelete = 0x81A,
+    /// List certificate bindings.
+    SslcertList = 0x81B,
+    /// The certificate of the server's local CA (what `khttpd --https` issues from).
+    SslcertCa = 0x81C,
 }
 }
 
@@ -206,6 +217,8 @@ impl Command {
                 | Self::QueueList
                 | Self::QueueReceive
                 | Self::QueueReceiveBody
+                | Self::SslcertList
+                | Self::SslcertCa
         )
     }
 
@@ -305,6 +318,9 @@ pub enum Status {
     /// Not a reply to the call just made: news of an earlier answer sent without waiting
     /// (`Respond::news_only`), one [`reply::NewsRow`]; the call's own reply follows.
     News = 29,
+    /// A certificate or key that cannot be bound (it does not parse, the key is not the
+    /// certificate's, the binding is malformed); the reply names the fault.
+    InvalidCertificate = 30,
 }
 }
 
@@ -386,6 +402,7 @@ impl Status {
                 "the server holds as many connections as it allows; try again when one ends"
             }
             Self::News => "news of an earlier answer",
+            Self::InvalidCertificate => "the certificate or key cannot be bound",
         }
     }
 }
@@ -499,8 +516,12 @@ mod tests {
             Command::LogReopen => 20,
             Command::QueueSend => 21,
             Command::QueueReceiveBody => 22,
+            Command::SslcertAdd => 23,
+            Command::SslcertDelete => 24,
+            Command::SslcertList => 25,
+            Command::SslcertCa => 26,
         };
-        let mut seen = [false; 23];
+        let mut seen = [false; 27];
         for c in Command::ALL {
             seen[index(c)] = true;
         }

@@ -12,7 +12,8 @@ use khttp_local::compress::Coding;
 use khttp_local::files;
 use khttp_proto::Request;
 use khttp_proto::reply::{
-    AddressRow, CounterRow, EntryRow, FlushRow, LimitRow, QueueRow, ReservationRow, VersionRow,
+    AddressRow, CertRow, CounterRow, EntryRow, FlushRow, LimitRow, PemRow, QueueRow,
+    ReservationRow, VersionRow,
 };
 use khttpctl::endpoint::{Client, Endpoint, Reply, default_endpoint};
 use serde_json::{Value as Json, json};
@@ -52,6 +53,10 @@ enum Command {
     /// The access log.
     #[command(subcommand)]
     Log(Log),
+    /// TLS certificates bound to addresses and host names, for https:// reservations (http.sys
+    /// sslcert).
+    #[command(subcommand)]
+    Sslcert(Sslcert),
     /// Make the server hold what FILE declares (TOML: reservations, listen addresses, limits,
     /// content). Only differences are sent: run twice, the second run changes nothing.
     Apply {
@@ -104,6 +109,33 @@ enum Urlacl {
     Delete { prefix: String },
     /// List reservations.
     Show(JsonFlag),
+}
+
+#[derive(Subcommand, Debug)]
+enum Sslcert {
+    /// Bind a certificate and its key: ipport=IP:PORT (ipport=0.0.0.0:PORT for every address
+    /// of the port) or hostnameport=NAME:PORT (chosen by the name the client asks for, SNI).
+    /// Replaces what was bound there; handshakes already made keep theirs.
+    Add {
+        /// ipport=IP:PORT, ipport=[IPv6]:PORT or hostnameport=NAME:PORT
+        binding: String,
+        /// The certificate chain, PEM, the server's certificate first.
+        #[arg(long, value_name = "CHAIN.pem")]
+        cert: PathBuf,
+        /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1; ECDSA P-256, P-384 or RSA).
+        #[arg(long, value_name = "KEY.pem")]
+        key: PathBuf,
+    },
+    /// Remove a binding.
+    Delete {
+        /// ipport=IP:PORT or hostnameport=NAME:PORT
+        binding: String,
+    },
+    /// List bindings.
+    Show(JsonFlag),
+    /// Print the certificate of khttpd's local CA (what `khttpd --https` issues from), for
+    /// clients to trust.
+    Ca,
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,6 +331,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
             prune,
         } => apply(&mut client, &file, dry_run, prune),
         Command::Generate { .. } => Ok(()),
+        Command::Sslcert(c) => sslcert(&mut client, c),
         Command::Log(Log::Reopen) => {
             change(&mut client, "log reopen", &Request::LogReopen)?;
             out!("Access log reopened");
@@ -368,6 +401,87 @@ fn queues(client: &mut Client, as_json: bool) -> Result<(), Fail> {
             q.abandoned,
             q.timed_out
         );
+    }
+    Ok(())
+}
+
+/// Reads a PEM file for `sslcert add`.
+fn read_pem(path: &Path) -> Result<String, Fail> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Fail(format!("cannot read {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|_| Fail(format!("{} is not PEM text", path.display())))
+}
+
+fn sslcert(client: &mut Client, c: Sslcert) -> Result<(), Fail> {
+    match c {
+        Sslcert::Add { binding, cert, key } => {
+            let (chain, key) = (read_pem(&cert)?, read_pem(&key)?);
+            let req = Request::SslcertAdd {
+                binding: &binding,
+                chain: &chain,
+                key: &key,
+            };
+            change(client, &binding, &req)?;
+            out!("SSL certificate added: {binding}");
+        }
+        Sslcert::Delete { binding } => {
+            change(
+                client,
+                &binding,
+                &Request::SslcertDelete { binding: &binding },
+            )?;
+            out!("SSL certificate deleted: {binding}");
+        }
+        Sslcert::Show(j) => {
+            let reply = client.call(&Request::SslcertList, &[])?;
+            let rows: Vec<CertRow<'_>> = reply.rows()?;
+            let expires = |r: &CertRow<'_>| {
+                r.not_after.map(|t| {
+                    String::from_utf8_lossy(khttp_engine::HttpDate::from_unix(t).as_bytes())
+                        .into_owned()
+                })
+            };
+            if j.json {
+                let list = rows
+                    .iter()
+                    .map(|r| {
+                        let names: Vec<&str> =
+                            r.names.split(',').filter(|n| !n.is_empty()).collect();
+                        json!({
+                            "binding": r.binding, "sha256": r.sha256, "names": names,
+                            "not_after": r.not_after, "expires": expires(r), "chain": r.chain,
+                            "persisted": r.persisted,
+                        })
+                    })
+                    .collect();
+                print_json(&Json::Array(list));
+                return Ok(());
+            }
+            if rows.is_empty() {
+                out!("No SSL certificate bindings.");
+            }
+            for r in &rows {
+                out!("{}", r.binding);
+                out!("    Certificate (SHA-256): {}", r.sha256);
+                out!("    Names:                 {}", r.names.replace(',', ", "));
+                out!(
+                    "    Expires:               {}",
+                    expires(r).as_deref().unwrap_or("unknown")
+                );
+                out!("    Chain:                 {} certificate(s)", r.chain);
+                let kept = if r.persisted {
+                    "yes"
+                } else {
+                    "no (this run only: --https)"
+                };
+                out!("    Persisted:             {kept}");
+            }
+        }
+        Sslcert::Ca => {
+            let reply = client.call(&Request::SslcertCa, &[])?;
+            let row: PemRow<'_> = reply.row()?;
+            out!("{}", row.pem.trim_end());
+        }
     }
     Ok(())
 }

@@ -335,6 +335,15 @@ impl Connection {
         self.remote = Some(remote);
     }
 
+    /// Starts the wait for the first head now, before any byte of it arrives: on a TLS
+    /// connection the handshake is part of that wait, so that one which does not finish within
+    /// `header-timeout` is closed (rather than given `idle-timeout`).
+    pub const fn begin_head(&mut self) {
+        if self.head_started.is_none() {
+            self.head_started = Some(self.now);
+        }
+    }
+
     /// Drops what was written after `mark`, with the log record of a response that goes with it.
     fn rollback_to(&mut self, mark: Mark) {
         self.out.rollback(mark);

@@ -67,6 +67,24 @@ pub trait Publish {
     /// # Errors
     /// One line of English: there is no log, or it could not be reopened.
     fn reopen_log(&mut self) -> Result<(), Cow<'static, str>>;
+
+    /// Carries out a certificate command (`sslcert add | delete | show | ca`), which changes
+    /// the host's TLS state, not the site; writes its reply rows to `out` (empty: an empty
+    /// table). A host without TLS keeps this default, which refuses.
+    ///
+    /// # Errors
+    /// The status and one line of English.
+    fn certificates(
+        &mut self,
+        req: &Request<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), (Status, Cow<'static, str>)> {
+        let _ = (req, out);
+        Err((
+            Status::NotSupported,
+            Cow::Borrowed("this server has no TLS: certificates are bound by khttpd only"),
+        ))
+    }
 }
 
 /// One control call as it arrived: the control code, the input buffer, the direct buffer
@@ -106,6 +124,9 @@ impl<H: Publish> Writer<H> {
     /// `out` (see [`dispatch`]); a change that cannot be persisted is not published
     /// ([`Status::PersistFailed`]).
     pub fn commit(&mut self, call: &Call<'_>, now: Instant, out: &mut Vec<u8>) -> Status {
+        if let Some(status) = self.certificates(call, out) {
+            return status;
+        }
         let Ok(mut next) = self.host.current().try_clone() else {
             return refuse(out, Status::OutOfMemory, Status::OutOfMemory.message());
         };
@@ -130,6 +151,47 @@ impl<H: Publish> Writer<H> {
         }
         self.host.publish(next, d.persist);
         d.status
+    }
+
+    /// A certificate command goes to the host ([`Publish::certificates`]); `None` for any
+    /// other.
+    fn certificates(&mut self, call: &Call<'_>, out: &mut Vec<u8>) -> Option<Status> {
+        let command = Command::from_code(call.code).filter(|c| {
+            matches!(
+                c,
+                Command::SslcertAdd
+                    | Command::SslcertDelete
+                    | Command::SslcertList
+                    | Command::SslcertCa
+            )
+        })?;
+        out.clear();
+        if out.try_reserve(ERROR_REPLY_ROOM).is_err() {
+            return Some(Status::OutOfMemory);
+        }
+        let req = match decode_request(command, call.input, call.direct.len()) {
+            Ok(r) => r,
+            Err(e) => return Some(refuse(out, e.status(), e.message())),
+        };
+        Some(match self.host.certificates(&req, out) {
+            Ok(()) => {
+                if out.is_empty() {
+                    let _ = empty_reply(out);
+                }
+                if out.len() > call.output_cap {
+                    let header = too_small_reply(out.len());
+                    out.clear();
+                    out.extend_from_slice(&header);
+                    Status::BufferTooSmall
+                } else {
+                    Status::Ok
+                }
+            }
+            Err((status, message)) => {
+                out.clear();
+                refuse(out, status, &message)
+            }
+        })
     }
 
     /// A change of the running state (queues, answers cached for applications), not of the
@@ -200,6 +262,7 @@ impl From<CtlError> for Status {
             CtlError::QueueOwned => Self::QueueOwned,
             CtlError::PrefixRequired => Self::PrefixRequired,
             CtlError::TooManySessions => Self::TooManySessions,
+            CtlError::NotSupported => Self::NotSupported,
             CtlError::OutOfMemory => Self::OutOfMemory,
         }
     }
@@ -376,6 +439,12 @@ fn apply(
         Request::QueueList => list_queues(site, out),
         // The host's: `Writer::commit` asks it (`Publish::reopen_log`).
         Request::LogReopen => Ok(()),
+        // The host's certificates, which `Writer::commit` hands to `Publish::certificates`;
+        // the site holds none.
+        Request::SslcertAdd { .. }
+        | Request::SslcertDelete { .. }
+        | Request::SslcertList
+        | Request::SslcertCa => Err(CtlError::NotSupported),
         // The application endpoint's: the host serves them (`attach`, and its own queues).
         Request::QueueAttach { .. }
         | Request::QueueReceive { .. }

@@ -35,6 +35,27 @@ fn call(site: &mut Site, req: &Request<'_>, direct: &[u8]) -> (Status, Vec<Vec<S
 
 use alloc::string::String;
 
+/// `https://` needs a host that serves TLS (khttpd, not the driver yet); the reservation then
+/// prints with its scheme, and its port speaks TLS.
+#[test]
+fn https_reservations_need_a_host_with_tls() {
+    let mut s = Site::new();
+    let add = Request::UrlaclAdd {
+        prefix: "https://+:443/",
+        acl: None,
+        cache_control: None,
+    };
+    let (st, rows) = call(&mut s, &add, &[]);
+    assert_eq!(st, Status::InvalidPrefix);
+    assert!(rows[0][0].contains("no TLS"), "{}", rows[0][0]);
+    s.enable_tls();
+    let (st, _) = call(&mut s, &add, &[]);
+    assert_eq!(st, Status::Ok);
+    assert!(s.serves_tls(443) && !s.serves_tls(8080));
+    let (_, rows) = call(&mut s, &Request::UrlaclList, &[]);
+    assert!(rows.iter().any(|r| r[0] == "https://+:443/"), "{rows:?}");
+}
+
 #[test]
 fn end_to_end_through_the_wire_format() {
     let mut s = Site::new();
@@ -69,7 +90,7 @@ fn end_to_end_through_the_wire_format() {
         &[],
     );
     assert_eq!(st, Status::InvalidPrefix);
-    assert!(rows[0][0].contains("https"));
+    assert!(rows[0][0].contains("no TLS"), "{}", rows[0][0]);
     let put = PutEntry {
         url: "http://+:8080/a.txt",
         content_type: "text/plain",
@@ -401,4 +422,61 @@ fn unknown_codes_and_small_buffers() {
         &mut out,
     );
     assert_eq!(d.status, Status::Ok);
+}
+
+/// A host that keeps `Publish::certificates`'s default (the driver, until it has TLS)
+/// refuses the certificate commands in one line, and the site is not touched.
+#[test]
+fn certificate_commands_go_to_the_host_and_a_host_without_tls_refuses_them() {
+    use alloc::borrow::Cow;
+    use alloc::sync::Arc;
+
+    use super::{Publish, Writer};
+
+    struct NoTls(Arc<Site>, usize);
+    impl Publish for NoTls {
+        fn current(&self) -> Arc<Site> {
+            Arc::clone(&self.0)
+        }
+        fn persist(&mut self, _: &Site) -> Result<(), Cow<'static, str>> {
+            Ok(())
+        }
+        fn publish(&mut self, site: Arc<Site>, _: bool) {
+            self.0 = site;
+            self.1 += 1;
+        }
+        fn reopen_log(&mut self) -> Result<(), Cow<'static, str>> {
+            Ok(())
+        }
+    }
+    let mut w = Writer::new(NoTls(Arc::new(Site::new()), 0));
+    for req in [
+        Request::SslcertList,
+        Request::SslcertCa,
+        Request::SslcertDelete {
+            binding: "ipport=0.0.0.0:443",
+        },
+        Request::SslcertAdd {
+            binding: "ipport=0.0.0.0:443",
+            chain: "",
+            key: "",
+        },
+    ] {
+        let mut input = Vec::new();
+        let code = encode_request(&req, &mut input);
+        let call = Call {
+            code,
+            input: &input,
+            direct: &[],
+            output_cap: 1 << 20,
+        };
+        let mut out = Vec::new();
+        assert_eq!(w.commit(&call, Instant(0), &mut out), Status::NotSupported);
+        let rows = decode_reply(&out).unwrap();
+        assert_eq!(
+            rows[0][0],
+            Value::Str("this server has no TLS: certificates are bound by khttpd only")
+        );
+    }
+    assert_eq!(w.host.1, 0, "nothing published");
 }

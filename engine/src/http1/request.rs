@@ -513,15 +513,21 @@ fn split_target(target: &[u8], method: Method) -> Result<Target<'_>, RequestErro
         }
         return Ok((&b""[..], None, true));
     }
-    let absolute = target.len() > 7
-        && target
-            .get(..7)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"http://"));
-    if !absolute {
+    // "http://" or "https://" (RFC 9110 §4.2), either case.
+    let scheme_len = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find(|scheme| {
+            target.len() > scheme.len()
+                && target
+                    .get(..scheme.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        })
+        .map(<[u8]>::len);
+    let Some(scheme_len) = scheme_len else {
         // authority-form (CONNECT) and anything else.
         return Err(RequestError::BadRequest("unsupported request-target form"));
-    }
-    let rest = target.get(7..).unwrap_or_default();
+    };
+    let rest = target.get(scheme_len..).unwrap_or_default();
     let end = rest
         .iter()
         .position(|&b| b == b'/' || b == b'?')
@@ -597,6 +603,12 @@ mod tests {
             parse("GET http://a:80/x?y HTTP/1.1\r\nHost: b\r\n\r\n").map(|r| r.0),
             Ok(Method::Get)
         );
+        assert_eq!(
+            parse("GET HTTPS://a:443/x HTTP/1.1\r\nHost: b\r\n\r\n").map(|r| r.0),
+            Ok(Method::Get)
+        );
+        assert!(parse("GET https:// HTTP/1.1\r\nHost: b\r\n\r\n").is_err());
+        assert!(parse("GET ftp://a/ HTTP/1.1\r\nHost: b\r\n\r\n").is_err());
         assert_eq!(
             parse("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").map(|r| r.0),
             Ok(Method::Options)

@@ -7,8 +7,11 @@
 //! 3. the first bucket with a match wins; lower buckets are never consulted;
 //! 4. no match anywhere is 400.
 //!
-//! Scheme (always `http` here) and port must match exactly; host and path compare
-//! case-insensitively. Conflicts are detected per host category: `http://adatum.com:80/vroot/` and
+//! Scheme and port must match exactly; host and path compare case-insensitively. A port serves
+//! one scheme: its listener either speaks TLS (`https://` reservations) or does not, so a
+//! reservation of the other scheme on a port already reserved is refused. (http.sys decides a
+//! port's scheme by whether a certificate is bound to it; here the reservations say, and the
+//! certificate is looked up per handshake.) Conflicts are detected per host category: `http://adatum.com:80/vroot/` and
 //! `http://+:80/vroot/` may both be reserved.
 //!
 //! Decision on an open point (docs/http-semantics.md, "Decisions on open points"): a request for
@@ -29,7 +32,7 @@ pub use prefix::{parse_prefix, parse_url};
 
 pub(crate) use crate::error::CanonError;
 
-use crate::error::{CtlError, OutOfMemory};
+use crate::error::{CtlError, OutOfMemory, PrefixError};
 
 /// The local end of a connection: the address and port it arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,10 +137,18 @@ impl Namespace {
     ///
     /// # Errors
     /// [`CtlError::AlreadyExists`] if the same host, port and path are reserved (per host
-    /// category, case-insensitively); [`CtlError::OutOfMemory`].
+    /// category, case-insensitively); [`PrefixError::SchemeConflict`] if the port serves the
+    /// other scheme; [`CtlError::OutOfMemory`].
     pub fn add(&mut self, prefix: Prefix, acl: Option<Box<str>>) -> Result<u32, CtlError> {
         if self.list.iter().any(|r| r.prefix == prefix) {
             return Err(CtlError::AlreadyExists);
+        }
+        if self
+            .list
+            .iter()
+            .any(|r| r.prefix.port == prefix.port && r.prefix.secure != prefix.secure)
+        {
+            return Err(PrefixError::SchemeConflict.into());
         }
         self.list.try_reserve(1).map_err(OutOfMemory::from)?;
         // Ids are never 0 and never shared by two live reservations. After 2^32 reservations
@@ -225,7 +236,11 @@ impl Namespace {
         let best = self
             .list
             .iter()
-            .filter(|r| r.prefix.host == url.host && r.prefix.port == url.port)
+            .filter(|r| {
+                r.prefix.host == url.host
+                    && r.prefix.port == url.port
+                    && r.prefix.secure == url.secure
+            })
             .filter(|r| starts_with_ignore_case(path, r.prefix.path.as_bytes()))
             .max_by_key(|r| r.prefix.path.len())?;
         Some((best, path.get(best.prefix.path.len()..).unwrap_or_default()))
@@ -264,6 +279,14 @@ impl Namespace {
             }
         }
         None
+    }
+
+    /// Whether `port` serves https (its reservations are `https://`).
+    #[must_use]
+    pub fn secure(&self, port: u16) -> bool {
+        self.list
+            .iter()
+            .any(|r| r.prefix.port == port && r.prefix.secure)
     }
 
     /// The distinct ports that reservations name, ascending.
@@ -421,6 +444,33 @@ mod tests {
         let (_, rel) = ns.route(l, b"h", b"/VROOT/A.html").unwrap();
         assert_eq!(rel, b"A.html");
         assert!(ns.route(l, b"h", b"/other/").is_none());
+    }
+
+    /// A port serves one scheme: its reservations say which, a reservation of the other is
+    /// refused, and a cache URL belongs only to a reservation of its own scheme.
+    #[test]
+    fn a_port_serves_one_scheme() {
+        let mut ns = ns(&["https://+:8443/", "http://+:8080/"]);
+        assert!(ns.secure(8443) && !ns.secure(8080) && !ns.secure(9));
+        for (prefix, port) in [
+            ("http://a.example:8443/x/", 8443),
+            ("https://+:8080/y/", 8080),
+        ] {
+            assert_eq!(
+                ns.add(parse_prefix(prefix).unwrap(), None),
+                Err(CtlError::InvalidPrefix(
+                    crate::error::PrefixError::SchemeConflict
+                )),
+                "{port}"
+            );
+        }
+        ns.add(parse_prefix("https://a.example:8443/x/").unwrap(), None)
+            .unwrap();
+        let https = crate::route::parse_url("https://+:8443/a.html").unwrap();
+        assert_eq!(ns.covering(&https).unwrap().1, b"a.html");
+        let http = crate::route::parse_url("http://+:8443/a.html").unwrap();
+        assert!(ns.covering(&http).is_none(), "a URL of the other scheme");
+        assert_eq!(https.to_text().unwrap(), "https://+:8443/a.html");
     }
 
     /// Conflicts are per host category (Microsoft Learn, "UrlPrefix Strings").

@@ -2,7 +2,7 @@
 //! docs/http-semantics.md, "UrlPrefix grammar").
 //!
 //! ```text
-//! prefix = "http://" host ":" port path       ; scheme lowercase only
+//! prefix = ("http://" / "https://") host ":" port path   ; scheme lowercase only
 //! host   = "+" / "*" / dns-name / IPv4address / "[" IPv6address "]"   ; case-insensitive
 //! port   = %x31-39 *4DIGIT                      ; 1..=65535, no leading zero, no wildcard
 //! path   = "/" *( segment "/" )                 ; a reservation's path must end with "/"
@@ -66,6 +66,9 @@ impl HostSpec {
 /// A parsed URL prefix (or cache URL).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Prefix {
+    /// `https://`: the port's listener speaks TLS (a port serves one scheme; see
+    /// `Namespace::add`).
+    pub secure: bool,
     /// The host category and value.
     pub host: HostSpec,
     /// The TCP port.
@@ -108,6 +111,7 @@ impl Prefix {
     /// [`OutOfMemory`].
     pub fn try_clone(&self) -> Result<Self, OutOfMemory> {
         Ok(Self {
+            secure: self.secure,
             host: match &self.host {
                 HostSpec::Name(n) => HostSpec::Name(mem::boxed_str(n)?),
                 h => h.clone(),
@@ -120,7 +124,7 @@ impl Prefix {
 
 impl core::fmt::Display for Prefix {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("http://")?;
+        f.write_str(if self.secure { "https://" } else { "http://" })?;
         match &self.host {
             HostSpec::Strong => f.write_str("+")?,
             HostSpec::Weak => f.write_str("*")?,
@@ -192,10 +196,10 @@ fn parse(s: &str, reservation: bool) -> Result<Prefix, PrefixError> {
     if s.len() > MAX_PREFIX_LEN {
         return Err(PrefixError::TooLong);
     }
-    let rest = match s.strip_prefix("http://") {
-        Some(rest) => rest,
-        None if s.starts_with("https://") => return Err(PrefixError::HttpsUnsupported),
-        None => return Err(PrefixError::Scheme),
+    let (secure, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return Err(PrefixError::Scheme),
     };
     if rest.contains(['?', '#']) {
         return Err(PrefixError::QueryNotAllowed);
@@ -232,6 +236,7 @@ fn parse(s: &str, reservation: bool) -> Result<Prefix, PrefixError> {
         return Err(PrefixError::NotCanonical);
     }
     Ok(Prefix {
+        secure,
         host,
         port,
         path: mem::boxed_str(path)?,
@@ -323,7 +328,8 @@ mod tests {
         for (s, e) in [
             ("HTTP://+:80/", PrefixError::Scheme),
             ("ftp://+:80/", PrefixError::Scheme),
-            ("https://+:443/", PrefixError::HttpsUnsupported),
+            ("HTTPS://+:443/", PrefixError::Scheme),
+            ("https:/+:443/", PrefixError::Scheme),
             ("http://:80/", PrefixError::MissingHost),
             ("http://+/", PrefixError::MissingPort),
             ("http://+:/", PrefixError::MissingPort),

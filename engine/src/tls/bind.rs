@@ -21,7 +21,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::time_provider::TimeProvider;
 use rustls::{InconsistentKeys, ServerConfig};
@@ -253,7 +253,9 @@ impl ResolvesServerCert for ForListener {
 
 /// The TLS configuration of the listener on `local`, under `bindings`: TLS 1.3 and 1.2 only,
 /// `provider`'s cipher suites and groups (the host chooses them; docs/tls.md), ALPN
-/// `http/1.1`, and no session tickets yet. A configuration is made per listener because the
+/// `http/1.1`, and resumption by `tickets` when the host gives a ticketer (one stateless
+/// ticket after each TLS 1.3 handshake, RFC 8446 §4.6.1, taken back as a PSK; RFC 5077
+/// tickets in TLS 1.2), none otherwise. A configuration is made per listener because the
 /// address is part of the choice of certificate; a change of bindings makes new ones, which
 /// new handshakes take while those running keep theirs.
 ///
@@ -264,13 +266,20 @@ pub fn server_config(
     local: Local,
     provider: Arc<CryptoProvider>,
     time: Arc<dyn TimeProvider>,
+    tickets: Option<Arc<dyn ProducesTickets>>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_details(provider, time)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ForListener { bindings, local }));
     config.alpn_protocols = alloc::vec![b"http/1.1".to_vec()];
-    // rustls reads the clock for each ticket it sends; none are sent until resumption lands.
-    config.send_tls13_tickets = 0;
+    match tickets {
+        Some(ticketer) => {
+            config.ticketer = ticketer;
+            // One is enough for the next connection (rustls's default is two).
+            config.send_tls13_tickets = 1;
+        }
+        None => config.send_tls13_tickets = 0,
+    }
     Ok(Arc::new(config))
 }

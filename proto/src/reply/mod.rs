@@ -530,6 +530,64 @@ impl<'a> Row<'a> for QueueRow<'a> {
     }
 }
 
+/// One certificate binding (`sslcert show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertRow<'a> {
+    /// `ipport=IP:PORT` or `hostnameport=NAME:PORT`.
+    pub binding: &'a str,
+    /// The server certificate's SHA-256, upper-case hex pairs joined by `:`.
+    pub sha256: &'a str,
+    /// Its subjectAltName DNS names and addresses, joined by `,`.
+    pub names: &'a str,
+    /// Its `notAfter`, in seconds since the Unix epoch, if it could be read.
+    pub not_after: Option<u64>,
+    /// Certificates in the chain, the server's own included.
+    pub chain: u64,
+    /// Whether the binding is saved (not one made for a single run, as `--https`'s is).
+    pub persisted: bool,
+}
+
+impl<'a> Row<'a> for CertRow<'a> {
+    const COLS: u16 = 6;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[
+            Value::Str(self.binding),
+            Value::Str(self.sha256),
+            Value::Str(self.names),
+            Value::U64(self.not_after.unwrap_or(u64::MAX)),
+            Value::U64(self.chain),
+            Value::U64(u64::from(self.persisted)),
+        ]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self {
+            binding: text(c, 0)?,
+            sha256: text(c, 1)?,
+            names: text(c, 2)?,
+            not_after: opt(num(c, 3)?),
+            chain: num(c, 4)?,
+            persisted: num(c, 5)? != 0,
+        })
+    }
+}
+
+/// A PEM text (`sslcert ca`: the local CA's certificate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PemRow<'a> {
+    /// The PEM text.
+    pub pem: &'a str,
+}
+
+impl<'a> Row<'a> for PemRow<'a> {
+    const COLS: u16 = 1;
+    fn write(&self, t: &mut TableWriter<'_>) {
+        t.row(&[Value::Str(self.pem)]);
+    }
+    fn read(c: &[Value<'a>]) -> Result<Self, ProtoError> {
+        Ok(Self { pem: text(c, 0)? })
+    }
+}
+
 /// A refusal: one line of English naming the fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorRow<'a> {

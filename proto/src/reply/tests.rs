@@ -1,7 +1,7 @@
 use alloc::vec::Vec;
 
 use super::{
-    CounterRow, EntryRow, ErrorRow, FlushRow, NewsRow, PutRow, Row, VersionRow,
+    CertRow, CounterRow, EntryRow, ErrorRow, FlushRow, NewsRow, PemRow, PutRow, Row, VersionRow,
     decode_device_reply, encode_device_reply, read_rows, too_small_reply, write_rows,
 };
 use crate::{Header, ProtoError, Status};
@@ -34,6 +34,32 @@ fn news_rows_round_trip() {
             },
         ],
     );
+}
+
+#[test]
+fn certificate_rows_round_trip() {
+    round_trip(
+        &mut Vec::new(),
+        &[
+            CertRow {
+                binding: "hostnameport=example.com:443",
+                sha256: "AB:CD",
+                names: "example.com,127.0.0.1",
+                not_after: Some(1_927_843_200),
+                chain: 2,
+                persisted: true,
+            },
+            CertRow {
+                binding: "ipport=0.0.0.0:8443",
+                sha256: "",
+                names: "",
+                not_after: None,
+                chain: 1,
+                persisted: false,
+            },
+        ],
+    );
+    round_trip(&mut Vec::new(), &[PemRow { pem: "-----BEGIN" }]);
 }
 
 #[test]

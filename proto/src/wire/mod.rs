@@ -253,6 +253,25 @@ pub enum Request<'a> {
     QueueList,
     /// `log reopen`
     LogReopen,
+    /// `sslcert add BINDING --cert CHAIN.pem --key KEY.pem`: the PEM texts themselves (keys
+    /// travel only over the control endpoint).
+    SslcertAdd {
+        /// `ipport=IP:PORT` or `hostnameport=NAME:PORT`.
+        binding: &'a str,
+        /// The certificate chain, PEM, the server's certificate first.
+        chain: &'a str,
+        /// The private key, PEM.
+        key: &'a str,
+    },
+    /// `sslcert delete BINDING`
+    SslcertDelete {
+        /// The binding.
+        binding: &'a str,
+    },
+    /// `sslcert show`
+    SslcertList,
+    /// `sslcert ca`
+    SslcertCa,
 }
 
 impl Request<'_> {
@@ -283,6 +302,10 @@ impl Request<'_> {
             Self::QueueDetach { .. } => Command::QueueDetach,
             Self::QueueList => Command::QueueList,
             Self::LogReopen => Command::LogReopen,
+            Self::SslcertAdd { .. } => Command::SslcertAdd,
+            Self::SslcertDelete { .. } => Command::SslcertDelete,
+            Self::SslcertList => Command::SslcertList,
+            Self::SslcertCa => Command::SslcertCa,
         }
     }
 }
@@ -298,7 +321,19 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
         | Request::Stats
         | Request::LimitsGet
         | Request::QueueList
-        | Request::LogReopen => {}
+        | Request::LogReopen
+        | Request::SslcertList
+        | Request::SslcertCa => {}
+        Request::SslcertAdd {
+            binding,
+            chain,
+            key,
+        } => {
+            put_str(out, binding);
+            put_str(out, chain);
+            put_str(out, key);
+        }
+        Request::SslcertDelete { binding } => put_str(out, binding),
         Request::QueueAttach { name, prefixes } => {
             put_str(out, name);
             put_count(out, prefixes.len());
@@ -526,6 +561,14 @@ pub fn decode_request(
         },
         Command::QueueList => Request::QueueList,
         Command::LogReopen => Request::LogReopen,
+        Command::SslcertList => Request::SslcertList,
+        Command::SslcertCa => Request::SslcertCa,
+        Command::SslcertAdd => Request::SslcertAdd {
+            binding: d.str()?,
+            chain: d.str()?,
+            key: d.str()?,
+        },
+        Command::SslcertDelete => Request::SslcertDelete { binding: d.str()? },
         Command::QueueAttach => Request::QueueAttach {
             name: d.str()?,
             prefixes: d.strs(MAX_QUEUE_PREFIXES)?,

@@ -1,0 +1,360 @@
+//! khttpd's certificates (issue #24): the bindings that `khttpctl sslcert` makes, kept in
+//! `STATE_DIR/sslcert/`, and the TLS configuration each listener's handshakes take.
+//!
+//! - One file per binding, `STATE_DIR/sslcert/BINDING.pem`: the chain, then the key, mode 0600
+//!   in a directory of mode 0700, written atomically (a temporary file, `fsync`, `rename`,
+//!   `fsync` of the directory), so that a crash leaves the old pair or the new one, never a
+//!   certificate beside another's key. The file's name is the binding with `:` written `,`
+//!   (`ipport=0.0.0.0,443.pem`, `hostnameport=example.com,443.pem`).
+//! - Keys arrive only over the control socket (mode 0600), are checked against their
+//!   certificate before anything is written, and are never printed or logged.
+//! - A change makes new configurations, which the next handshakes take; connections already
+//!   open keep theirs, so a renewal drops nothing.
+//!
+//! The crypto provider is ring's (docs/tls.md says why), with its default suites, which are
+//! Mozilla's "intermediate" nine. Resumption: ring's `Ticketer` (ChaCha20-Poly1305 ticket keys,
+//! generated at random and rotated every 6 hours; tickets live 12) for TLS 1.3 PSKs and
+//! TLS 1.2 tickets, one `Ticketer` for every listener, so a ticket from one worker resumes on
+//! another.
+
+use std::borrow::Cow;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use khttp_engine::Local;
+use khttp_engine::tls::bind::{self, BindingKey, Bindings};
+use khttp_proto::reply::{CertRow, PemRow};
+use khttp_proto::{Request, Status, write_rows};
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::ProducesTickets;
+use rustls::sign::CertifiedKey;
+
+/// The directory under the state directory.
+const DIR: &str = "sslcert";
+
+/// The certificates bound, the provider and the ticket keys.
+pub(crate) struct Certs {
+    provider: Arc<CryptoProvider>,
+    tickets: Arc<dyn ProducesTickets>,
+    bindings: RwLock<Arc<Bindings>>,
+    /// Bindings that are not persisted (`--https`'s certificate from the local CA).
+    transient: RwLock<Vec<BindingKey>>,
+    /// Bumped on every change, so that workers make new configurations.
+    generation: AtomicU64,
+    dir: PathBuf,
+    /// The local CA's directory (`--https`).
+    pub(crate) ca_dir: PathBuf,
+}
+
+/// ring's provider, whose default suites and groups are khttpd's policy (docs/tls.md).
+#[allow(
+    deprecated,
+    reason = "rustls 0.23.48 deprecates the name for lacking post-quantum groups; ring is \
+              khttpd's provider on purpose (docs/tls.md)"
+)]
+fn ring_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// A binding's file name: `:` is written `,` (neither a host name nor an address has one).
+fn file_name(key: &BindingKey) -> String {
+    format!("{}.pem", key.to_string().replace(':', ","))
+}
+
+/// The binding a file name stands for.
+fn key_of(name: &str) -> Option<BindingKey> {
+    BindingKey::parse(&name.strip_suffix(".pem")?.replace(',', ":")).ok()
+}
+
+impl Certs {
+    /// The certificates persisted under `state_dir`, loaded and checked.
+    ///
+    /// # Errors
+    /// One line: the ticket keys could not be made, or a file cannot be read or bound (its
+    /// name and the fault).
+    pub(crate) fn load(state_dir: &Path) -> Result<Self, String> {
+        let provider = Arc::new(ring_provider());
+        let tickets = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("cannot make TLS ticket keys: {e}"))?;
+        let dir = state_dir.join(DIR);
+        let mut bindings = Bindings::new();
+        match fs::read_dir(&dir) {
+            Ok(entries) => {
+                let mut names: Vec<_> = entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect();
+                names.sort();
+                for name in names {
+                    let path = dir.join(&name);
+                    let key = key_of(&name)
+                        .ok_or_else(|| format!("{}: not a binding's file", path.display()))?;
+                    let text = fs::read(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let cert = bind::load(&text, &text, &provider)
+                        .map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+                    bindings.bind(key, cert);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        }
+        Ok(Self {
+            provider,
+            tickets,
+            bindings: RwLock::new(Arc::new(bindings)),
+            transient: RwLock::new(Vec::new()),
+            generation: AtomicU64::new(1),
+            dir,
+            ca_dir: state_dir.join("ca"),
+        })
+    }
+
+    /// The provider.
+    pub(crate) fn provider(&self) -> &CryptoProvider {
+        &self.provider
+    }
+
+    /// The change counter: a worker's configurations made at another value are stale.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current bindings.
+    pub(crate) fn bindings(&self) -> Arc<Bindings> {
+        Arc::clone(&self.bindings.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The configuration for handshakes on `local`, under the current bindings.
+    ///
+    /// # Errors
+    /// rustls refused the configuration (it does not, with ring's suites).
+    pub(crate) fn config(&self, local: Local) -> Result<Arc<ServerConfig>, rustls::Error> {
+        bind::server_config(
+            self.bindings(),
+            local,
+            Arc::clone(&self.provider),
+            Arc::new(rustls::time_provider::DefaultTimeProvider),
+            Some(Arc::clone(&self.tickets)),
+        )
+    }
+
+    /// Replaces the bindings with `f`'s change of a copy, and tells the workers.
+    fn change(&self, f: impl FnOnce(&mut Bindings) -> bool) -> bool {
+        let mut current = self
+            .bindings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = Bindings::clone(&current);
+        let changed = f(&mut next);
+        if changed {
+            *current = Arc::new(next);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        changed
+    }
+
+    /// Binds `cert` to `key` for this run only (`--https`), unless a persisted binding holds
+    /// it already; returns whether it bound.
+    pub(crate) fn bind_transient(&self, key: BindingKey, cert: Arc<CertifiedKey>) -> bool {
+        let taken = self.bindings().iter().any(|(k, _)| *k == key);
+        if taken {
+            return false;
+        }
+        self.transient
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(key.clone());
+        self.change(|b| {
+            b.bind(key, cert);
+            true
+        })
+    }
+
+    /// `sslcert add`: checks the pair, writes its file, then binds it (replacing what was
+    /// bound there).
+    fn add(&self, binding: &str, chain: &str, key: &str) -> Result<(), (Status, String)> {
+        let invalid = |m: &str| (Status::InvalidCertificate, m.to_owned());
+        let binding = BindingKey::parse(binding).map_err(invalid)?;
+        let cert = bind::load(chain.as_bytes(), key.as_bytes(), &self.provider)
+            .map_err(|e| invalid(e.message()))?;
+        let mut text = String::with_capacity(chain.len() + key.len() + 1);
+        text.push_str(chain.trim_end());
+        text.push('\n');
+        text.push_str(key.trim_end());
+        text.push('\n');
+        self.save(&file_name(&binding), text.as_bytes())
+            .map_err(|e| {
+                (
+                    Status::PersistFailed,
+                    format!(
+                        "could not save the certificate in {}: {e}",
+                        self.dir.display()
+                    ),
+                )
+            })?;
+        self.transient
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k| *k != binding);
+        self.change(|b| {
+            b.bind(binding, cert);
+            true
+        });
+        Ok(())
+    }
+
+    /// `sslcert delete`: removes the file, then the binding.
+    fn delete(&self, binding: &str) -> Result<(), (Status, String)> {
+        let binding =
+            BindingKey::parse(binding).map_err(|m| (Status::InvalidCertificate, m.to_owned()))?;
+        if !self.bindings().iter().any(|(k, _)| *k == binding) {
+            return Err((
+                Status::NotFound,
+                format!("no certificate is bound to {binding}"),
+            ));
+        }
+        let path = self.dir.join(file_name(&binding));
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                let _ = File::open(&self.dir).and_then(|d| d.sync_all());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err((
+                    Status::PersistFailed,
+                    format!("could not remove {}: {e}", path.display()),
+                ));
+            }
+        }
+        self.transient
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|k| *k != binding);
+        self.change(|b| b.unbind(&binding));
+        Ok(())
+    }
+
+    /// Writes `bytes` to `name` in the directory, mode 0600, atomically.
+    fn save(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        save_private(&self.dir, name, bytes)
+    }
+
+    /// `sslcert show`: binding, the certificate's SHA-256 fingerprint, its names, its expiry,
+    /// the chain's length, and whether it is persisted.
+    fn list(&self, out: &mut Vec<u8>) {
+        let bindings = self.bindings();
+        let transient = self
+            .transient
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let rows: Vec<_> = bindings
+            .iter()
+            .map(|(key, cert)| {
+                let leaf = cert
+                    .end_entity_cert()
+                    .map(|c| c.as_ref())
+                    .unwrap_or_default();
+                let about = crate::x509::read(leaf).unwrap_or_default();
+                (
+                    key.to_string(),
+                    fingerprint(leaf),
+                    about.names.join(","),
+                    about.not_after,
+                    cert.cert.len() as u64,
+                    !transient.contains(key),
+                )
+            })
+            .collect();
+        let _ = write_rows(
+            out,
+            rows.iter().map(
+                |(binding, sha256, names, not_after, chain, persisted)| CertRow {
+                    binding,
+                    sha256,
+                    names,
+                    not_after: *not_after,
+                    chain: *chain,
+                    persisted: *persisted,
+                },
+            ),
+        );
+    }
+}
+
+/// The SHA-256 of a certificate, in upper-case hex pairs joined by `:` (as `openssl x509
+/// -fingerprint -sha256` prints it).
+pub(crate) fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Writes `bytes` to `dir/name`, mode 0600, atomically; makes `dir` (mode 0700) first.
+///
+/// # Errors
+/// The I/O error; the old file is then still in place.
+pub(crate) fn save_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+/// The host's half of the certificate commands.
+pub(crate) fn command(
+    certs: &Certs,
+    req: &Request<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), (Status, Cow<'static, str>)> {
+    let owned = |(s, m): (Status, String)| (s, Cow::Owned(m));
+    match req {
+        Request::SslcertAdd {
+            binding,
+            chain,
+            key,
+        } => {
+            certs.add(binding, chain, key).map_err(owned)?;
+            Ok(())
+        }
+        Request::SslcertDelete { binding } => certs.delete(binding).map_err(owned),
+        Request::SslcertList => {
+            certs.list(out);
+            Ok(())
+        }
+        Request::SslcertCa => {
+            let pem = crate::localca::certificate_pem(&certs.ca_dir)
+                .map_err(|m| (Status::NotFound, Cow::Owned(m)))?;
+            let _ = write_rows(out, [PemRow { pem: &pem }]);
+            Ok(())
+        }
+        _ => Err((
+            Status::UnknownCommand,
+            Cow::Borrowed("not a certificate command"),
+        )),
+    }
+}
