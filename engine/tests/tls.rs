@@ -148,3 +148,30 @@ fn a_record_too_large_is_refused_without_holding_it() {
     assert_eq!(p.tls.poll_close(&p.h.conn), Some(Close::Finished));
     assert_eq!(p.tls.held(), 0, "nothing of it kept");
 }
+
+/// Pieces smaller than a record share one: two pipelined answers (heads and bodies) go out in
+/// a single application-data record, not four.
+#[test]
+fn small_answers_share_a_record() {
+    let mut p = Pair::new(&[&rustls::version::TLS13]);
+    p.run();
+    send(
+        &mut p.client,
+        &[get("/index.html", ""), get("/index.html", "")].concat(),
+    );
+    let mut wire = Vec::new();
+    p.client.write_tls(&mut wire).unwrap();
+    p.tls
+        .handle_input(&wire, &mut p.h.conn, &p.h.clock, &p.h.site);
+    let out = p.tls.transmit();
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(header) = out.get(at..at + 5) {
+        records.push(header[0]);
+        at += 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    }
+    assert_eq!((records, at), (vec![23], out.len()), "one record");
+    p.run();
+    let answers = parse_responses(&p.got, &[false, false]);
+    assert!(answers.len() == 2 && answers.iter().all(|r| r.body == BODY));
+}

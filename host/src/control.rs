@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use khttp_engine::ctl::Call;
 use khttp_proto::frame::{self, RequestFrame};
-use khttp_proto::{Status, error_reply};
+use khttp_proto::{Command, Status, error_reply};
 
 use crate::shared::Shared;
 use crate::{sockdir, sys};
@@ -164,6 +164,11 @@ fn session(stream: &mut UnixStream, shared: &Shared) -> io::Result<()> {
         direct.resize(f.direct_len as usize, 0);
         stream.read_exact(&mut direct)?;
         let status = apply(shared, &f, &input, &direct, &mut out);
+        if Command::from_code(f.code) == Some(Command::SslcertAdd) {
+            // It carried a private key (SECURITY.md, "Keys"): zeros before it is freed.
+            input.fill(0);
+            std::hint::black_box(&input);
+        }
         reply(stream, status, &out)?;
     }
 }

@@ -189,16 +189,20 @@ impl Certs {
         text.push('\n');
         text.push_str(key.trim_end());
         text.push('\n');
-        self.save(&file_name(&binding), text.as_bytes())
-            .map_err(|e| {
-                (
-                    Status::PersistFailed,
-                    format!(
-                        "could not save the certificate in {}: {e}",
-                        self.dir.display()
-                    ),
-                )
-            })?;
+        let saved = self.save(&file_name(&binding), text.as_bytes());
+        // The key's text: zeros before it is freed (SECURITY.md, "Keys").
+        let mut bytes = text.into_bytes();
+        bytes.fill(0);
+        std::hint::black_box(&bytes);
+        saved.map_err(|e| {
+            (
+                Status::PersistFailed,
+                format!(
+                    "could not save the certificate in {}: {e}",
+                    self.dir.display()
+                ),
+            )
+        })?;
         self.transient
             .write()
             .unwrap_or_else(PoisonError::into_inner)

@@ -448,3 +448,59 @@ fn a_stalled_handshake_crowd_is_timed_out_while_clients_are_served() {
     }
     assert!(start.elapsed() < Duration::from_secs(8));
 }
+
+/// `khttpctl apply` declares certificates: bound before the https reservation opens, compared
+/// by fingerprint (a second run changes nothing), replaced when the file names another, and
+/// removed by `--prune` when it names none.
+#[test]
+fn apply_declares_certificates() {
+    if skip() {
+        return;
+    }
+    let s = Server::start("https-apply");
+    let port = free_port();
+    let dir = s.dir.clone();
+    let (c1, k1) = openssl_cert(&dir, "localhost", "p256");
+    let (c2, k2) = openssl_cert(&dir, "localhost", "p384");
+    let file = khttp_tests::write_file(&s, "x.txt", b"declared\n");
+    let declare = |cert: Option<(&str, &str)>| {
+        let sslcert = cert.map_or_else(String::new, |(c, k)| {
+            format!("[[sslcert]]\nbinding = \"ipport=0.0.0.0:{port}\"\ncert = \"{c}\"\nkey = \"{k}\"\n\n")
+        });
+        let text = format!(
+            "{sslcert}[[reservation]]\nprefix = \"https://+:{port}/\"\n\n\
+             [[content]]\nfile = \"{}\"\nurl = \"https://+:{port}/x.txt\"\n",
+            file.display()
+        );
+        khttp_tests::write_file(&s, "k.toml", text.as_bytes())
+    };
+    let toml = declare(Some((&c1, &k1)));
+    let toml = toml.to_str().unwrap();
+    let out = s.ctl_ok(&["apply", toml]);
+    assert!(
+        out.contains(&format!("+ sslcert ipport=0.0.0.0:{port} (SHA-256 ")),
+        "{out}"
+    );
+    wait_listening(port);
+    let url = format!("https://localhost:{port}/x.txt");
+    assert_eq!(curl(&["--cacert", &c1, &url]), (0, "declared\n".to_owned()));
+    let out = s.ctl_ok(&["apply", toml]);
+    assert!(out.contains("no changes"), "{out}");
+    declare(Some((&c2, &k2)));
+    let out = s.ctl_ok(&["apply", toml]);
+    assert!(
+        out.contains(&format!("~ sslcert ipport=0.0.0.0:{port}")),
+        "{out}"
+    );
+    assert_eq!(curl(&["--cacert", &c2, &url]).0, 0, "the new certificate");
+    declare(None);
+    let out = s.ctl_ok(&["apply", "--prune", toml]);
+    assert!(
+        out.contains(&format!("- sslcert ipport=0.0.0.0:{port}")),
+        "{out}"
+    );
+    assert!(
+        s.ctl_ok(&["sslcert", "show"])
+            .contains("No SSL certificate bindings.")
+    );
+}

@@ -421,7 +421,12 @@ fn sslcert(client: &mut Client, c: Sslcert) -> Result<(), Fail> {
                 chain: &chain,
                 key: &key,
             };
-            change(client, &binding, &req)?;
+            let sent = change(client, &binding, &req);
+            // The key's text: zeros before it is freed (SECURITY.md, "Keys").
+            let mut bytes = key.into_bytes();
+            bytes.fill(0);
+            std::hint::black_box(&bytes);
+            sent?;
             out!("SSL certificate added: {binding}");
         }
         Sslcert::Delete { binding } => {

@@ -317,13 +317,33 @@ impl Tls {
     /// gracefully with nothing left, the close_notify (RFC 8446 §6.1). The host calls it
     /// before it sends, and after [`Tls::handle_sent`].
     pub fn pump(&mut self, http: &mut Connection, clock: &Clock, site: &Site) {
+        let mut joined: Vec<u8> = Vec::new();
         while self.step == Step::Open && self.unsent() < BACKLOG {
-            let mut slices: [&[u8]; 1] = [&[]];
-            if http.transmit_slices(&mut slices) == 0 {
+            let mut slices: [&[u8]; 16] = [&[]; 16];
+            let count = http.transmit_slices(&mut slices);
+            let Some(&first) = slices.first().filter(|_| count > 0) else {
                 break;
-            }
-            let [first] = slices;
-            let piece = first.get(..RECORD).unwrap_or(first);
+            };
+            // A record is one AEAD operation and 22 bytes more for both ends, so pieces
+            // smaller than a record (a head, a small body, the next pipelined answer) share
+            // one: copied together, a record's worth at most. A piece of a record or more is
+            // encrypted where it lies, not copied.
+            let piece: &[u8] = if first.len() >= RECORD || count == 1 {
+                first.get(..RECORD).unwrap_or(first)
+            } else {
+                joined.clear();
+                if joined.try_reserve_exact(RECORD).is_err() {
+                    return self.fail(TlsError::OutOfMemory);
+                }
+                for s in slices.iter().take(count) {
+                    let room = RECORD.saturating_sub(joined.len());
+                    joined.extend_from_slice(s.get(..room).unwrap_or(s));
+                    if joined.len() == RECORD {
+                        break;
+                    }
+                }
+                &joined
+            };
             let n = piece.len();
             let encrypted = self.writable(|writer, out| {
                 // One record: the plaintext, its header and at most 24 bytes of expansion.

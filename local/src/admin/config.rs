@@ -18,6 +18,11 @@
 //! compress = ["gzip", "br"]
 //! max-age = 300                     # the entries' own policy, over the reservation's
 //!
+//! [[sslcert]]                       # khttpctl sslcert add
+//! binding = "ipport=0.0.0.0:443"    # or hostnameport=NAME:PORT
+//! cert = "fullchain.pem"            # relative to this file
+//! key = "privkey.pem"
+//!
 //! [[content]]                       # khttpctl cache put
 //! file = "robots.txt"
 //! url = "http://+:8080/robots.txt"
@@ -137,6 +142,17 @@ pub struct Content {
     pub codings: Vec<Coding>,
 }
 
+/// A certificate binding (`sslcert add`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sslcert {
+    /// `ipport=IP:PORT` or `hostnameport=NAME:PORT`, as written.
+    pub binding: String,
+    /// The chain's file.
+    pub cert: PathBuf,
+    /// The key's file.
+    pub key: PathBuf,
+}
+
 /// A checked file.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -150,6 +166,8 @@ pub struct Config {
     pub reservations: Vec<Decl<Reservation>>,
     /// Content.
     pub content: Vec<Decl<Content>>,
+    /// Certificate bindings.
+    pub sslcerts: Vec<Decl<Sslcert>>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +180,16 @@ struct RawFile {
     reservation: Vec<Spanned<RawReservation>>,
     #[serde(default)]
     content: Vec<Spanned<RawContent>>,
+    #[serde(default)]
+    sslcert: Vec<Spanned<RawSslcert>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSslcert {
+    binding: Spanned<String>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -337,12 +365,14 @@ impl Config {
             .enumerate()
             .map(|(i, c)| content(&src, base, i, c))
             .collect::<Result<_, _>>()?;
+        let sslcerts = sslcerts(&src, base, &raw.sslcert)?;
         Ok(Self {
             file: file.to_string(),
             listen,
             limits,
             reservations,
             content,
+            sslcerts,
         })
     }
 
@@ -355,6 +385,42 @@ impl Config {
             message: message.into(),
         }
     }
+}
+
+/// The `[[sslcert]]` tables: a binding's form is checked (the server checks the rest), and
+/// each binding is declared once.
+fn sslcerts(
+    src: &Text<'_>,
+    base: &Path,
+    raw: &[Spanned<RawSslcert>],
+) -> Result<Vec<Decl<Sslcert>>, ConfigError> {
+    let mut sslcerts: Vec<Decl<Sslcert>> = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        let raw = c.get_ref();
+        let (b, field) = (&raw.binding, format!("sslcert[{i}].binding"));
+        let binding = b.get_ref().trim().to_owned();
+        if !(binding.starts_with("ipport=") || binding.starts_with("hostnameport=")) {
+            return Err(src.err(
+                &b.span(),
+                field,
+                "a binding is ipport=IP:PORT or hostnameport=NAME:PORT",
+            ));
+        }
+        if let Some(first) = sslcerts.iter().find(|d| d.value.binding == binding) {
+            let line = first.at.line;
+            let message = format!("{binding} is declared twice (first at line {line})");
+            return Err(src.err(&b.span(), field, message));
+        }
+        sslcerts.push(Decl {
+            at: src.at(&c.span(), format!("sslcert[{i}]")),
+            value: Sslcert {
+                binding,
+                cert: base.join(raw.cert.get_ref()),
+                key: base.join(raw.key.get_ref()),
+            },
+        });
+    }
+    Ok(sslcerts)
 }
 
 fn reservation(
@@ -516,6 +582,31 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse("k.toml", text, Path::new("/srv")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn certificate_bindings() {
+        let c = parse(
+            "[[sslcert]]\nbinding = \"ipport=0.0.0.0:443\"\ncert = \"c.pem\"\nkey = \"/k/k.pem\"\n",
+        )
+        .unwrap();
+        let b = &c.sslcerts[0].value;
+        assert_eq!(b.binding, "ipport=0.0.0.0:443");
+        assert_eq!(
+            (b.cert.to_str(), b.key.to_str()),
+            (Some("/srv/c.pem"), Some("/k/k.pem"))
+        );
+        let twice = "[[sslcert]]\nbinding = \"ipport=0.0.0.0:443\"\ncert = \"c\"\nkey = \"k\"\n";
+        let e = parse(&format!("{twice}{twice}")).unwrap_err();
+        assert!(
+            e.contains("k.toml:6: sslcert[1].binding") && e.contains("first at line 1"),
+            "{e}"
+        );
+        let e =
+            parse("[[sslcert]]\nbinding = \"port=443\"\ncert = \"c\"\nkey = \"k\"\n").unwrap_err();
+        assert!(e.contains("ipport=IP:PORT"), "{e}");
+        let e = parse("[[sslcert]]\nbinding = \"ipport=0.0.0.0:443\"\ncert = \"c\"\n").unwrap_err();
+        assert!(e.contains("key"), "{e}");
     }
 
     #[test]

@@ -7,21 +7,25 @@
 //! - Listen addresses the file names are added; limits it names are set when they differ.
 //! - Content is compared by digest ([`super::put`]): a file whose entry holds the same digest
 //!   is not read twice nor sent; one that differs, or whose entry is missing or expired, is put.
+//! - Certificate bindings are compared by the SHA-256 of the server's certificate (the first
+//!   in the chain file) and the chain's length, as `sslcert show` lists them: a binding that
+//!   differs or is missing is added (which replaces it in place, without dropping connections).
 //! - With `prune`, what the file does not declare goes: entries, listen addresses (a file with
 //!   no `listen` then listens on every address), and reservations. Limits are never pruned:
 //!   a limit always has a value.
 //!
 //! The order is the one that cannot fail half-way for a reason the plan could see:
-//! reservations, addresses, limits, puts, then deletions, entries before their reservations.
+//! certificates (so that an https port has one before it opens), reservations, addresses,
+//! limits, puts, then deletions, entries before their reservations, certificates last.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use khttp_proto::reply::{AddressRow, EntryRow, LimitRow, ReservationRow};
+use khttp_proto::reply::{AddressRow, CertRow, EntryRow, LimitRow, ReservationRow};
 use khttp_proto::{DIGEST_LEN, Request};
 
-use super::config::{At, Config, ConfigError, Content, Reservation, Source};
+use super::config::{At, Config, ConfigError, Content, Reservation, Source, Sslcert};
 use super::put::{LocalFile, PutOptions, digest, put_file};
 use super::{Control, rows};
 use crate::files::{self, SiteFile};
@@ -84,6 +88,22 @@ pub enum Step {
         /// Its prefix.
         prefix: String,
     },
+    /// Bind a certificate (which replaces the one bound there, if `replaces`).
+    SslcertAdd {
+        /// Where the file declares it.
+        at: At,
+        /// It.
+        cert: Sslcert,
+        /// Its SHA-256, as `sslcert show` prints it.
+        sha256: String,
+        /// Another certificate is bound there now.
+        replaces: bool,
+    },
+    /// Remove a persisted binding (`prune`).
+    SslcertDelete {
+        /// Its binding.
+        binding: String,
+    },
 }
 
 impl fmt::Display for Step {
@@ -122,6 +142,16 @@ impl fmt::Display for Step {
             }
             Self::Delete { url } => write!(f, "- cache {url}"),
             Self::Unreserve { prefix } => write!(f, "- urlacl {prefix} (and its entries)"),
+            Self::SslcertAdd {
+                cert,
+                sha256,
+                replaces,
+                ..
+            } => {
+                let sign = if *replaces { '~' } else { '+' };
+                write!(f, "{sign} sslcert {} (SHA-256 {sha256})", cert.binding)
+            }
+            Self::SslcertDelete { binding } => write!(f, "- sslcert {binding}"),
         }
     }
 }
@@ -158,6 +188,9 @@ impl Plan {
 
 /// What the server holds.
 struct Observed {
+    /// Persisted bindings: (binding, SHA-256, chain length); `None` when the server has no TLS
+    /// (the driver refuses the command).
+    sslcerts: Option<Vec<(String, String, u64)>>,
     reservations: Vec<Reservation>,
     listen: Vec<IpAddr>,
     limits: Vec<(String, u64, u64, u64)>,
@@ -189,7 +222,16 @@ fn observe(ctl: &mut dyn Control) -> Result<Observed, String> {
         .iter()
         .map(|r| (r.url.to_string(), r.digest))
         .collect();
+    let sslcerts = ctl.call(&Request::SslcertList, &[]).ok().map(|reply| {
+        rows::<CertRow<'_>>(&reply)
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.persisted)
+            .map(|r| (r.binding.to_owned(), r.sha256.to_owned(), r.chain))
+            .collect()
+    });
     Ok(Observed {
+        sslcerts,
         reservations,
         listen,
         limits,
@@ -263,6 +305,63 @@ fn put_options(c: &Content) -> PutOptions<'_> {
     }
 }
 
+/// A chain file's certificates as DER: the server's first.
+fn chain_of(cfg: &Config, at: &At, path: &PathBuf) -> Result<Vec<Vec<u8>>, ConfigError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = read(cfg, at, path)?;
+    let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| cfg.error(Some(at), format!("{}: {e}", path.display())))?;
+    if chain.is_empty() {
+        return Err(cfg.error(
+            Some(at),
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(chain)
+}
+
+/// The SHA-256 of a certificate as `sslcert show` prints it.
+fn fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Certificate bindings: added when missing or different; with `prune`, persisted ones the
+/// file does not declare are deleted (last, in `prune_steps`).
+fn plan_sslcerts(cfg: &Config, now: &Observed, steps: &mut Vec<Step>) -> Result<(), ConfigError> {
+    let Some(held) = &now.sslcerts else {
+        if let Some(d) = cfg.sslcerts.first() {
+            return Err(cfg.error(
+                Some(&d.at),
+                "this server has no TLS: it cannot bind certificates",
+            ));
+        }
+        return Ok(());
+    };
+    for d in &cfg.sslcerts {
+        let chain = chain_of(cfg, &d.at, &d.value.cert)?;
+        let sha256 = chain.first().map(|c| fingerprint(c)).unwrap_or_default();
+        let found = held.iter().find(|(b, _, _)| *b == d.value.binding);
+        if found.is_some_and(|(_, sum, n)| *sum == sha256 && *n == chain.len() as u64) {
+            continue;
+        }
+        steps.push(Step::SslcertAdd {
+            at: d.at.clone(),
+            cert: d.value.clone(),
+            sha256,
+            replaces: found.is_some(),
+        });
+    }
+    Ok(())
+}
+
 /// Reservations, listen addresses and limits.
 fn plan_config(
     cfg: &Config,
@@ -327,6 +426,7 @@ fn plan_config(
 pub fn plan(cfg: &Config, ctl: &mut dyn Control, prune: bool) -> Result<Plan, ConfigError> {
     let now = observe(ctl).map_err(|e| cfg.error(None, e))?;
     let mut plan = Plan::default();
+    plan_sslcerts(cfg, &now, &mut plan.steps)?;
     plan_config(cfg, &now, prune, &mut plan.steps)?;
     // Reservations replaced or pruned take their entries with them.
     let gone: Vec<&str> = now
@@ -416,6 +516,13 @@ fn prune_steps(
             prefix: r.prefix.clone(),
         });
     steps.extend(unreserves);
+    let unbinds = now
+        .sslcerts
+        .iter()
+        .flatten()
+        .filter(|(b, _, _)| !cfg.sslcerts.iter().any(|d| d.value.binding == *b))
+        .map(|(b, _, _)| Step::SslcertDelete { binding: b.clone() });
+    steps.extend(unbinds);
 }
 
 /// Applies `plan` through `ctl`, calling `done` after each step.
@@ -487,10 +594,34 @@ pub fn apply(
                 ctl.call(&Request::UrlaclDelete { prefix }, &[])
                     .map_err(fail)?;
             }
+            Step::SslcertAdd { at, cert, .. } => bind(cfg, at, cert, ctl)?,
+            Step::SslcertDelete { binding } => {
+                ctl.call(&Request::SslcertDelete { binding }, &[])
+                    .map_err(fail)?;
+            }
         }
         done(step);
     }
     Ok(())
+}
+
+/// `sslcert add` of a declared binding, the key's text zeroed once sent (SECURITY.md, "Keys").
+fn bind(cfg: &Config, at: &At, cert: &Sslcert, ctl: &mut dyn Control) -> Result<(), ConfigError> {
+    let text = |p: &PathBuf| {
+        String::from_utf8(read(cfg, at, p)?)
+            .map_err(|_| cfg.error(Some(at), format!("{} is not PEM text", p.display())))
+    };
+    let (chain, key) = (text(&cert.cert)?, text(&cert.key)?);
+    let req = Request::SslcertAdd {
+        binding: &cert.binding,
+        chain: &chain,
+        key: &key,
+    };
+    let sent = ctl.call(&req, &[]);
+    let mut bytes = key.into_bytes();
+    bytes.fill(0);
+    std::hint::black_box(&bytes);
+    sent.map(drop).map_err(|e| cfg.error(Some(at), e))
 }
 
 fn step_at(step: &Step) -> Option<&At> {
@@ -498,7 +629,11 @@ fn step_at(step: &Step) -> Option<&At> {
         Step::Reserve { at, .. }
         | Step::ListenAdd { at, .. }
         | Step::Limit { at, .. }
-        | Step::Put { at, .. } => Some(at),
-        Step::ListenDelete { .. } | Step::Delete { .. } | Step::Unreserve { .. } => None,
+        | Step::Put { at, .. }
+        | Step::SslcertAdd { at, .. } => Some(at),
+        Step::ListenDelete { .. }
+        | Step::Delete { .. }
+        | Step::Unreserve { .. }
+        | Step::SslcertDelete { .. } => None,
     }
 }
