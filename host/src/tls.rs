@@ -36,6 +36,19 @@ use rustls::sign::CertifiedKey;
 
 /// The directory under the state directory.
 const DIR: &str = "sslcert";
+/// A stapled OCSP response's file: the binding's name with this in place of `.pem`.
+const OCSP: &str = ".ocsp";
+
+/// `cert` with `response` to staple, once it is checked to be a successful, basic OCSP
+/// response saying "good" for `cert`'s serial number (`x509::check_ocsp`).
+fn stapled(cert: &CertifiedKey, response: Vec<u8>) -> Result<Arc<CertifiedKey>, &'static str> {
+    let leaf = cert.end_entity_cert().map_err(|_| "no certificate")?;
+    let serial = crate::x509::serial(leaf).ok_or("the certificate does not parse")?;
+    crate::x509::check_ocsp(&response, serial)?;
+    let mut with = cert.clone();
+    with.ocsp = Some(response);
+    Ok(Arc::new(with))
+}
 
 /// The certificates bound, the provider and the ticket keys.
 pub(crate) struct Certs {
@@ -88,7 +101,7 @@ impl Certs {
                 let mut names: Vec<_> = entries
                     .filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.'))
+                    .filter(|n| !n.starts_with('.') && !n.ends_with(OCSP))
                     .collect();
                 names.sort();
                 for name in names {
@@ -97,8 +110,17 @@ impl Certs {
                         .ok_or_else(|| format!("{}: not a binding's file", path.display()))?;
                     let text = fs::read(&path)
                         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    let cert = bind::load(&text, &text, &provider)
+                    let mut cert = bind::load(&text, &text, &provider)
                         .map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+                    let staple = path.with_extension(&OCSP[1..]);
+                    if let Ok(response) = fs::read(&staple) {
+                        match stapled(&cert, response) {
+                            Ok(c) => cert = c,
+                            // A staple that no longer fits (a crash between the two files, a
+                            // certificate replaced by hand) is left out, not fatal.
+                            Err(e) => eprintln!("khttpd: {}: {e}; not stapled", staple.display()),
+                        }
+                    }
                     bindings.bind(key, cert);
                 }
             }
@@ -177,13 +199,22 @@ impl Certs {
         })
     }
 
-    /// `sslcert add`: checks the pair, writes its file, then binds it (replacing what was
-    /// bound there).
-    fn add(&self, binding: &str, chain: &str, key: &str) -> Result<(), (Status, String)> {
+    /// `sslcert add`: checks the pair (and the OCSP response to staple, if any), writes its
+    /// files, then binds it (replacing what was bound there).
+    fn add(
+        &self,
+        binding: &str,
+        chain: &str,
+        key: &str,
+        ocsp: Option<&[u8]>,
+    ) -> Result<(), (Status, String)> {
         let invalid = |m: &str| (Status::InvalidCertificate, m.to_owned());
         let binding = BindingKey::parse(binding).map_err(invalid)?;
-        let cert = bind::load(chain.as_bytes(), key.as_bytes(), &self.provider)
+        let mut cert = bind::load(chain.as_bytes(), key.as_bytes(), &self.provider)
             .map_err(|e| invalid(e.message()))?;
+        if let Some(response) = ocsp {
+            cert = stapled(&cert, response.to_vec()).map_err(invalid)?;
+        }
         let mut text = String::with_capacity(chain.len() + key.len() + 1);
         text.push_str(chain.trim_end());
         text.push('\n');
@@ -194,6 +225,16 @@ impl Certs {
         let mut bytes = text.into_bytes();
         bytes.fill(0);
         std::hint::black_box(&bytes);
+        // The staple after the pair: a crash between them leaves the old staple beside the new
+        // certificate, which `load` finds does not fit and leaves out.
+        let staple = format!("{}{OCSP}", binding.to_string().replace(':', ","));
+        let saved = saved.and_then(|()| match ocsp {
+            Some(response) => self.save(&staple, response),
+            None => match fs::remove_file(self.dir.join(&staple)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        });
         saved.map_err(|e| {
             (
                 Status::PersistFailed,
@@ -225,6 +266,7 @@ impl Certs {
             ));
         }
         let path = self.dir.join(file_name(&binding));
+        let _ = fs::remove_file(path.with_extension(&OCSP[1..]));
         match fs::remove_file(&path) {
             Ok(()) => {
                 let _ = File::open(&self.dir).and_then(|d| d.sync_all());
@@ -341,8 +383,9 @@ pub(crate) fn command(
             binding,
             chain,
             key,
+            ocsp,
         } => {
-            certs.add(binding, chain, key).map_err(owned)?;
+            certs.add(binding, chain, key, *ocsp).map_err(owned)?;
             Ok(())
         }
         Request::SslcertDelete { binding } => certs.delete(binding).map_err(owned),

@@ -2,6 +2,11 @@
 //! `khttpctl sslcert`, and real clients (curl and `openssl s_client`, both on OpenSSL) over real
 //! sockets. The driver has no TLS yet (issue #25), so against it these tests are skipped.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "test code: one scenario reads best whole"
+)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -503,4 +508,150 @@ fn apply_declares_certificates() {
         s.ctl_ok(&["sslcert", "show"])
             .contains("No SSL certificate bindings.")
     );
+}
+
+/// OCSP stapling from a file: `sslcert add --ocsp` checks the response against the
+/// certificate (a revoked one, or one for another certificate, is refused), and a client that
+/// asks (`s_client -status`) gets it stapled, also after a restart.
+#[test]
+fn ocsp_responses_are_checked_and_stapled() {
+    if skip() {
+        return;
+    }
+    let mut s = Server::start("https-ocsp");
+    let dir = s.dir.join("ocsp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = |name: &str| dir.join(name).display().to_string();
+    let ossl = |args: &[&str]| {
+        let o = run("openssl", args);
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &d("ca.key"),
+        "-out",
+        &d("ca.pem"),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=ocsp-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    ]);
+    ossl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &d("leaf.key"),
+        "-out",
+        &d("leaf.csr"),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName=DNS:localhost\n").unwrap();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        &d("leaf.csr"),
+        "-CA",
+        &d("ca.pem"),
+        "-CAkey",
+        &d("ca.key"),
+        "-set_serial",
+        "4660",
+        "-out",
+        &d("leaf.pem"),
+        "-days",
+        "10",
+        "-extfile",
+        &d("ext"),
+    ]);
+    // Responses from the CA: "good", and "revoked", for serial 0x1234.
+    for (index, line) in [
+        (
+            "good.txt",
+            "V\t301231235959Z\t\t1234\tunknown\t/CN=localhost\n",
+        ),
+        (
+            "revoked.txt",
+            "R\t301231235959Z\t261201000000Z\t1234\tunknown\t/CN=localhost\n",
+        ),
+    ] {
+        std::fs::write(dir.join(index), line).unwrap();
+        let out = d(&index.replace(".txt", ".der"));
+        ossl(&[
+            "ocsp",
+            "-index",
+            &d(index),
+            "-rsigner",
+            &d("ca.pem"),
+            "-rkey",
+            &d("ca.key"),
+            "-CA",
+            &d("ca.pem"),
+            "-issuer",
+            &d("ca.pem"),
+            "-cert",
+            &d("leaf.pem"),
+            "-respout",
+            &out,
+            "-ndays",
+            "1",
+        ]);
+    }
+    let port = free_port();
+    s.ctl_ok(&["urlacl", "add", &format!("https://+:{port}/")]);
+    wait_listening(port);
+    let binding = format!("ipport=0.0.0.0:{port}");
+    let add = |ocsp: &str| {
+        let (cert, key) = (d("leaf.pem"), d("leaf.key"));
+        s.ctl(&[
+            "sslcert", "add", &binding, "--cert", &cert, "--key", &key, "--ocsp", ocsp,
+        ])
+    };
+    let refused = add(&d("revoked.der"));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
+    let other = add(&d("leaf.pem"));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("does not parse"));
+    assert!(add(&d("good.der")).status.success());
+    let ca = d("ca.pem");
+    let status = || {
+        s_client(
+            port,
+            &["-status", "-CAfile", &ca],
+            Duration::from_millis(300),
+        )
+    };
+    let out = status();
+    assert!(out.contains("OCSP Response Status: successful"), "{out}");
+    assert!(out.contains("Cert Status: good"), "{out}");
+    s.signal("-TERM");
+    s.wait();
+    s.spawn(&[]);
+    wait_listening(port);
+    let out = status();
+    assert!(
+        out.contains("Cert Status: good"),
+        "kept across a restart: {out}"
+    );
+    // Added again without --ocsp: no staple.
+    let (cert, key) = (d("leaf.pem"), d("leaf.key"));
+    s.ctl_ok(&["sslcert", "add", &binding, "--cert", &cert, "--key", &key]);
+    let out = status();
+    assert!(out.contains("OCSP response: no response sent"), "{out}");
 }

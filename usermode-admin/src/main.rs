@@ -125,6 +125,10 @@ enum Sslcert {
         /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1; ECDSA P-256, P-384 or RSA).
         #[arg(long, value_name = "KEY.pem")]
         key: PathBuf,
+        /// An OCSP response for the certificate (DER, as `openssl ocsp -respout` writes it),
+        /// stapled to handshakes; add again with a fresh one before it expires.
+        #[arg(long, value_name = "RESPONSE.der")]
+        ocsp: Option<PathBuf>,
     },
     /// Remove a binding.
     Delete {
@@ -414,12 +418,25 @@ fn read_pem(path: &Path) -> Result<String, Fail> {
 
 fn sslcert(client: &mut Client, c: Sslcert) -> Result<(), Fail> {
     match c {
-        Sslcert::Add { binding, cert, key } => {
+        Sslcert::Add {
+            binding,
+            cert,
+            key,
+            ocsp,
+        } => {
             let (chain, key) = (read_pem(&cert)?, read_pem(&key)?);
+            let ocsp = match &ocsp {
+                Some(p) => Some(
+                    std::fs::read(p)
+                        .map_err(|e| Fail(format!("cannot read {}: {e}", p.display())))?,
+                ),
+                None => None,
+            };
             let req = Request::SslcertAdd {
                 binding: &binding,
                 chain: &chain,
                 key: &key,
+                ocsp: ocsp.as_deref(),
             };
             let sent = change(client, &binding, &req);
             // The key's text: zeros before it is freed (SECURITY.md, "Keys").
@@ -437,56 +454,58 @@ fn sslcert(client: &mut Client, c: Sslcert) -> Result<(), Fail> {
             )?;
             out!("SSL certificate deleted: {binding}");
         }
-        Sslcert::Show(j) => {
-            let reply = client.call(&Request::SslcertList, &[])?;
-            let rows: Vec<CertRow<'_>> = reply.rows()?;
-            let expires = |r: &CertRow<'_>| {
-                r.not_after.map(|t| {
-                    String::from_utf8_lossy(khttp_engine::HttpDate::from_unix(t).as_bytes())
-                        .into_owned()
-                })
-            };
-            if j.json {
-                let list = rows
-                    .iter()
-                    .map(|r| {
-                        let names: Vec<&str> =
-                            r.names.split(',').filter(|n| !n.is_empty()).collect();
-                        json!({
-                            "binding": r.binding, "sha256": r.sha256, "names": names,
-                            "not_after": r.not_after, "expires": expires(r), "chain": r.chain,
-                            "persisted": r.persisted,
-                        })
-                    })
-                    .collect();
-                print_json(&Json::Array(list));
-                return Ok(());
-            }
-            if rows.is_empty() {
-                out!("No SSL certificate bindings.");
-            }
-            for r in &rows {
-                out!("{}", r.binding);
-                out!("    Certificate (SHA-256): {}", r.sha256);
-                out!("    Names:                 {}", r.names.replace(',', ", "));
-                out!(
-                    "    Expires:               {}",
-                    expires(r).as_deref().unwrap_or("unknown")
-                );
-                out!("    Chain:                 {} certificate(s)", r.chain);
-                let kept = if r.persisted {
-                    "yes"
-                } else {
-                    "no (this run only: --https)"
-                };
-                out!("    Persisted:             {kept}");
-            }
-        }
+        Sslcert::Show(j) => sslcert_show(client, j.json)?,
         Sslcert::Ca => {
             let reply = client.call(&Request::SslcertCa, &[])?;
             let row: PemRow<'_> = reply.row()?;
             out!("{}", row.pem.trim_end());
         }
+    }
+    Ok(())
+}
+
+/// `sslcert show`: one block per binding, or JSON.
+fn sslcert_show(client: &mut Client, as_json: bool) -> Result<(), Fail> {
+    let reply = client.call(&Request::SslcertList, &[])?;
+    let rows: Vec<CertRow<'_>> = reply.rows()?;
+    let expires = |r: &CertRow<'_>| {
+        r.not_after.map(|t| {
+            String::from_utf8_lossy(khttp_engine::HttpDate::from_unix(t).as_bytes()).into_owned()
+        })
+    };
+    if as_json {
+        let list = rows
+            .iter()
+            .map(|r| {
+                let names: Vec<&str> = r.names.split(',').filter(|n| !n.is_empty()).collect();
+                json!({
+                    "binding": r.binding, "sha256": r.sha256, "names": names,
+                    "not_after": r.not_after, "expires": expires(r), "chain": r.chain,
+                    "persisted": r.persisted,
+                })
+            })
+            .collect();
+        print_json(&Json::Array(list));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        out!("No SSL certificate bindings.");
+    }
+    for r in &rows {
+        out!("{}", r.binding);
+        out!("    Certificate (SHA-256): {}", r.sha256);
+        out!("    Names:                 {}", r.names.replace(',', ", "));
+        out!(
+            "    Expires:               {}",
+            expires(r).as_deref().unwrap_or("unknown")
+        );
+        out!("    Chain:                 {} certificate(s)", r.chain);
+        let kept = if r.persisted {
+            "yes"
+        } else {
+            "no (this run only: --https)"
+        };
+        out!("    Persisted:             {kept}");
     }
     Ok(())
 }

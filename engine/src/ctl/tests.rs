@@ -460,6 +460,7 @@ fn certificate_commands_go_to_the_host_and_a_host_without_tls_refuses_them() {
             binding: "ipport=0.0.0.0:443",
             chain: "",
             key: "",
+            ocsp: None,
         },
     ] {
         let mut input = Vec::new();

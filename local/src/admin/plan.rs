@@ -616,6 +616,7 @@ fn bind(cfg: &Config, at: &At, cert: &Sslcert, ctl: &mut dyn Control) -> Result<
         binding: &cert.binding,
         chain: &chain,
         key: &key,
+        ocsp: None,
     };
     let sent = ctl.call(&req, &[]);
     let mut bytes = key.into_bytes();

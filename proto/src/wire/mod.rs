@@ -262,6 +262,8 @@ pub enum Request<'a> {
         chain: &'a str,
         /// The private key, PEM.
         key: &'a str,
+        /// An OCSP response (DER) to staple, if any (`--ocsp`).
+        ocsp: Option<&'a [u8]>,
     },
     /// `sslcert delete BINDING`
     SslcertDelete {
@@ -328,10 +330,12 @@ pub fn encode_request(req: &Request<'_>, out: &mut Vec<u8>) -> u32 {
             binding,
             chain,
             key,
+            ocsp,
         } => {
             put_str(out, binding);
             put_str(out, chain);
             put_str(out, key);
+            put_bytes(out, ocsp.unwrap_or_default());
         }
         Request::SslcertDelete { binding } => put_str(out, binding),
         Request::QueueAttach { name, prefixes } => {
@@ -567,6 +571,7 @@ pub fn decode_request(
             binding: d.str()?,
             chain: d.str()?,
             key: d.str()?,
+            ocsp: Some(d.bytes()?).filter(|b| !b.is_empty()),
         },
         Command::SslcertDelete => Request::SslcertDelete { binding: d.str()? },
         Command::QueueAttach => Request::QueueAttach {

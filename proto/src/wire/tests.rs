@@ -40,6 +40,25 @@ fn a_receive_takes_one_to_64_requests() {
 #[test]
 fn requests_round_trip() {
     round_trip(&Request::Version, 0);
+    for ocsp in [None, Some(&[0x30, 0x03, 0x0A, 0x01, 0x00][..])] {
+        round_trip(
+            &Request::SslcertAdd {
+                binding: "hostnameport=example.com:443",
+                chain: "-----BEGIN CERTIFICATE-----",
+                key: "-----BEGIN PRIVATE KEY-----",
+                ocsp,
+            },
+            0,
+        );
+    }
+    round_trip(
+        &Request::SslcertDelete {
+            binding: "ipport=[::]:443",
+        },
+        0,
+    );
+    round_trip(&Request::SslcertList, 0);
+    round_trip(&Request::SslcertCa, 0);
     round_trip(
         &Request::UrlaclAdd {
             prefix: "http://+:80/",
