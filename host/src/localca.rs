@@ -86,7 +86,7 @@ fn issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, String> {
                 .self_signed(&key)
                 .map_err(|e| format!("cannot make the CA certificate: {e}"))?;
             let save = |name: &str, text: &str| {
-                crate::tls::save_private(dir, name, text.as_bytes())
+                crate::state::save_private(dir, name, text.as_bytes())
                     .map_err(|e| format!("cannot save {}: {e}", dir.join(name).display()))
             };
             // The key first: a crash between the two leaves a key without a certificate,
@@ -103,7 +103,7 @@ fn issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, String> {
         let cert = params
             .self_signed(&key)
             .map_err(|e| format!("cannot make the CA certificate: {e}"))?;
-        crate::tls::save_private(dir, CERT, cert.pem().as_bytes())
+        crate::state::save_private(dir, CERT, cert.pem().as_bytes())
             .map_err(|e| format!("cannot save {}: {e}", dir.join(CERT).display()))?;
     }
     Ok(Issuer::new(ca_params(), key))

@@ -18,9 +18,8 @@
 //! another.
 
 use std::borrow::Cow;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -289,7 +288,7 @@ impl Certs {
 
     /// Writes `bytes` to `name` in the directory, mode 0600, atomically.
     fn save(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        save_private(&self.dir, name, bytes)
+        crate::state::save_private(&self.dir, name, bytes)
     }
 
     /// `sslcert show`: binding, the certificate's SHA-256 fingerprint, its names, its expiry,
@@ -345,30 +344,6 @@ pub(crate) fn fingerprint(der: &[u8]) -> String {
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// Writes `bytes` to `dir/name`, mode 0600, atomically; makes `dir` (mode 0700) first.
-///
-/// # Errors
-/// The I/O error; the old file is then still in place.
-pub(crate) fn save_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
 }
 
 /// The host's half of the certificate commands.
