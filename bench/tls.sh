@@ -14,6 +14,9 @@
 #   bench/tls.sh                    # 3 repetitions of 10 s (about 6 minutes)
 #   REPS=1 DURATION=3 bench/tls.sh  # a quick look
 #   IDLE=0 bench/tls.sh             # without the idle-connection measure
+#   QUOTA=25 bench/tls.sh           # each server held to 25% of a core (cgroup v1 cpu.cfs_quota_us),
+#                                   # so that the servers, not the one client core, are the limit:
+#                                   # the per-second figures then compare the servers themselves
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -30,10 +33,13 @@ cargo build --release -q -p khttp-host -p khttpctl
 
 work=$(mktemp -d)
 pids=()
+QUOTA=${QUOTA:-}
+CGROUP=/sys/fs/cgroup/cpu
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     sleep 0.5
+    [ -n "$QUOTA" ] && rmdir "$CGROUP/khttp-bench-khttpd" "$CGROUP/khttp-bench-nginx" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -90,6 +96,16 @@ done
 NPIDS="$(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')"
 for p in $NPIDS; do taskset -pc "$SERVER_CPU" "$p" >/dev/null; done
 NWORKER=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+if [ -n "$QUOTA" ]; then
+    for server in khttpd nginx; do
+        mkdir -p "$CGROUP/khttp-bench-$server"
+        echo 100000 > "$CGROUP/khttp-bench-$server/cpu.cfs_period_us"
+        echo $((QUOTA * 1000)) > "$CGROUP/khttp-bench-$server/cpu.cfs_quota_us"
+    done
+    echo "$KPID" > "$CGROUP/khttp-bench-khttpd/cgroup.procs"
+    for p in $NPIDS; do echo "$p" > "$CGROUP/khttp-bench-nginx/cgroup.procs"; done
+    echo "each server held to $QUOTA% of a core" >&2
+fi
 
 results="$work/results.tsv"
 measure() { # name server port pids command...: one row (rate, server CPU µs per unit)
