@@ -37,6 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 for f in /usr/bin/khttpd /usr/bin/khttpctl /lib/systemd/system/khttpd.service /etc/khttp/khttp.toml \
+    /lib/systemd/system/khttp-renew.service /lib/systemd/system/khttp-renew.timer \
     /etc/logrotate.d/khttpd /usr/share/khttp/site/index.html /usr/share/bash-completion/completions/khttpctl \
     /usr/share/zsh/vendor-completions/_khttpd /usr/share/fish/vendor_completions.d/khttpctl.fish; do
     [ -e "$f" ] || fail "$f is not installed"

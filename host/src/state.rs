@@ -12,9 +12,8 @@
 //! It is written atomically: a temporary file in the same directory, `fsync`, `rename` over the
 //! old one, `fsync` of the directory. A crash leaves the old file or the new one, never a mix.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use khttp_engine::Site;
@@ -58,29 +57,7 @@ pub(crate) fn load(dir: &Path, site: &mut Site) -> Result<(), String> {
     persist::apply(&text, site).map_err(|e| format!("{}:{}: {}", p.display(), e.line, e.message))
 }
 
-/// Writes `bytes` to `dir/name`, mode 0600, atomically; makes `dir` (mode 0700) first.
-///
-/// # Errors
-/// The I/O error; the old file is then still in place.
-pub(crate) fn save_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
-}
+pub(crate) use khttp_local::files::save_private;
 
 #[cfg(test)]
 mod tests {

@@ -121,6 +121,33 @@ pub fn walk(dir: &Path, prefix: &str) -> io::Result<Vec<SiteFile>> {
     Ok(out)
 }
 
+/// Writes `bytes` to `dir/name`, mode 0600, atomically; makes `dir` (mode 0700) first.
+///
+/// # Errors
+/// The I/O error; the old file is then still in place.
+#[cfg(unix)]
+pub fn save_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;

@@ -4,6 +4,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[cfg(unix)]
+mod acme;
+
 use clap::{Args, Parser, Subcommand};
 use khttp_local::admin::config::Config;
 use khttp_local::admin::plan::{self, Plan};
@@ -140,6 +143,41 @@ enum Sslcert {
     /// Print the certificate of khttpd's local CA (what `khttpd --https` issues from), for
     /// clients to trust.
     Ca,
+    /// Get a certificate for NAME from an ACME CA (Let's Encrypt, or any RFC 8555 server) and
+    /// bind it to hostnameport=NAME:PORT. The CA checks the name with http-01: it must reach
+    /// http://NAME:HTTP-PORT/.well-known/acme-challenge/ on this server, which answers from its
+    /// cache. Recorded for `sslcert renew`.
+    Acme {
+        /// hostnameport=NAME:PORT
+        binding: String,
+        /// The CA's directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory
+        #[arg(long)]
+        directory: String,
+        /// A contact address for the ACME account.
+        #[arg(long)]
+        email: Option<String>,
+        /// The port the CA connects to for http-01.
+        #[arg(long, default_value_t = 80)]
+        http_port: u16,
+        /// Trust this CA certificate (PEM) for the directory's HTTPS instead of the system's
+        /// (a test CA such as Pebble's).
+        #[arg(long, value_name = "CA.pem")]
+        acme_root: Option<PathBuf>,
+        /// Where the account key and the records for renewal are kept (mode 0700)
+        /// [default: /var/lib/khttp/acme as root, else $XDG_STATE_HOME/khttp/acme].
+        #[arg(long, value_name = "DIR")]
+        acme_dir: Option<PathBuf>,
+    },
+    /// Get again every certificate `sslcert acme` obtained that expires within DAYS days (or
+    /// is no longer bound); dist/ has a systemd timer that runs it daily.
+    Renew {
+        /// Renew certificates with fewer days than this left.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// As for `sslcert acme`.
+        #[arg(long, value_name = "DIR")]
+        acme_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -455,6 +493,42 @@ fn sslcert(client: &mut Client, c: Sslcert) -> Result<(), Fail> {
             out!("SSL certificate deleted: {binding}");
         }
         Sslcert::Show(j) => sslcert_show(client, j.json)?,
+        #[cfg(unix)]
+        Sslcert::Acme {
+            binding,
+            directory,
+            email,
+            http_port,
+            acme_root,
+            acme_dir,
+        } => {
+            let options = acme::Options {
+                directory,
+                email,
+                http_port,
+                root: acme_root,
+            };
+            let dir = acme_dir.unwrap_or_else(acme::default_dir);
+            acme::obtain(client, &binding, &options, &dir)?;
+            out!("SSL certificate obtained and added: {binding}");
+        }
+        #[cfg(unix)]
+        Sslcert::Renew { days, acme_dir } => {
+            let dir = acme_dir.unwrap_or_else(acme::default_dir);
+            let done = acme::renew(client, &dir, days)?;
+            if done.is_empty() {
+                out!("No certificates from ACME to renew.");
+            }
+            for line in done {
+                out!("{line}");
+            }
+        }
+        #[cfg(not(unix))]
+        Sslcert::Acme { .. } | Sslcert::Renew { .. } => {
+            return Err(Fail(
+                "ACME runs in khttpctl on Linux for now (the driver has no TLS yet)".into(),
+            ));
+        }
         Sslcert::Ca => {
             let reply = client.call(&Request::SslcertCa, &[])?;
             let row: PemRow<'_> = reply.row()?;
