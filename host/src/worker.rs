@@ -641,14 +641,21 @@ impl Worker {
         }
     }
 
-    /// During shutdown: closes connections with nothing in flight.
+    /// During shutdown: closes connections with nothing in flight (a TLS one after its
+    /// close_notify, written if the socket takes it now).
     fn close_idle(&mut self) {
         for index in 0..self.slots.len() {
-            if matches!(self.slots.get(index), Some(Some(s))
-                if !s.conn.has_output() && s.tls.as_ref().is_none_or(|t| t.unsent() == 0))
-            {
-                self.remove(index, false);
+            let Some(Some(slot)) = self.slots.get_mut(index) else {
+                continue;
+            };
+            if slot.conn.has_output() || slot.tls.as_ref().is_some_and(|t| t.unsent() > 0) {
+                continue;
             }
+            if let Some(tls) = &mut slot.tls {
+                tls.close();
+                let _ = slot.stream.write(tls.transmit());
+            }
+            self.remove(index, false);
         }
     }
 }
@@ -666,7 +673,11 @@ struct Pass {
 /// engine discards it).
 fn read_input(slot: &mut Slot, buf: &mut [u8], clock: &Clock, site: &Site) -> Pass {
     let mut pass = Pass::default();
-    while slot.readable && slot.conn.wants_read() {
+    // A TLS handshake is read to its end even when the connection wants no request (answered
+    // 503 over `max-connections`): its answer can only go out once the handshake is done.
+    while slot.readable
+        && (slot.conn.wants_read() || slot.tls.as_ref().is_some_and(|t| t.handshaking()))
+    {
         match slot.stream.read(buf) {
             Ok(0) => {
                 match &mut slot.tls {

@@ -11,12 +11,15 @@
 //! - `KHTTP_TEST_SKIP_LOG` (external only): a file where each test that cannot run against the
 //!   external server writes its name and why, so that the runner counts it as skipped, not passed;
 //! - `KHTTPD_BIN`, `KHTTPCTL_BIN`, `HELLO_APP_BIN`: the binaries (default: next to this test in
-//!   `target/`).
+//!   `target/`);
+//! - `KHTTP_TEST_TLS=1` (khttpd only): the TLS mode ([`tls`]): reservations made by
+//!   [`Server::reserve_port`] are `https://` with a certificate bound, and [`Conn`] speaks TLS.
 
 #![allow(missing_docs, reason = "test support")]
 
 pub mod load;
 pub mod raw;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -309,11 +312,25 @@ impl Server {
     #[must_use]
     pub fn reserve_port(&self) -> u16 {
         let port = free_port();
-        let prefix = format!("http://+:{port}/");
+        let prefix = format!("{}://+:{port}/", tls::scheme());
         self.ctl_ok(&["urlacl", "add", &prefix]);
         self.reserved.borrow_mut().push(prefix);
+        if tls::enabled() {
+            self.bind_test_cert(port);
+        }
         wait_listening(port);
         port
+    }
+
+    /// The TLS mode: binds the test process's certificate to `port` (`ipport=0.0.0.0:PORT`).
+    pub fn bind_test_cert(&self, port: u16) {
+        let c = tls::cert();
+        let binding = format!("ipport=0.0.0.0:{port}");
+        let (cert, key) = (
+            c.cert.to_str().expect("path"),
+            c.key.to_str().expect("path"),
+        );
+        self.ctl_ok(&["sslcert", "add", &binding, "--cert", cert, "--key", key]);
     }
 
     /// External: deletes `prefix` when the test ends (a reservation made other than by
@@ -417,19 +434,23 @@ impl Response {
     }
 }
 
-/// A connection for raw HTTP.
+/// A connection for raw HTTP (over TLS in the suite's TLS mode).
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: tls::Stream,
     buf: Vec<u8>,
 }
 
 impl Conn {
     #[must_use]
     pub fn open(port: u16) -> Self {
-        let stream = TcpStream::connect((host().as_str(), port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+        let tcp = TcpStream::connect((host().as_str(), port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
+        let stream = if tls::enabled() {
+            tls::Stream::tls(tcp)
+        } else {
+            tls::Stream::Plain(tcp)
+        };
         Self {
             stream,
             buf: Vec::new(),
@@ -562,11 +583,18 @@ impl Conn {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
-            || self
-                .stream
-                .read(&mut b)
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+        // Over TLS a FIN without close_notify reads as UnexpectedEof.
+        let gone = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+            )
+        };
+        match self.stream.read(&mut b) {
+            Ok(0) => true,
+            Err(e) if gone(&e) => true,
+            _ => self.stream.read(&mut b).is_err_and(|e| gone(&e)),
+        }
     }
 }
 

@@ -144,7 +144,14 @@ impl Crowd {
             if i % 2 == 0 {
                 c.idle.push(s);
             } else {
-                let _ = (&s).write(b"GET / HTTP/1.1\r\nX-Slow: ");
+                // Over TLS the trickle is a ClientHello's: a record header promising 512
+                // bytes, then a byte at a time.
+                let start: &[u8] = if crate::tls::enabled() {
+                    &[22, 3, 1, 2, 0, 1]
+                } else {
+                    b"GET / HTTP/1.1\r\nX-Slow: "
+                };
+                let _ = (&s).write(start);
                 c.loris.push(s);
             }
         }
@@ -240,12 +247,12 @@ pub fn churn_loop(
     stop: &AtomicBool,
     tally: &Tally,
 ) {
-    let base = format!("http://+:{port}/");
+    let base = format!("{}://+:{port}/", crate::tls::scheme());
     let file = |name: &str| files.join(name).to_string_lossy().into_owned();
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let stable = file(&format!("stable{}", round % 2));
-        let extra = format!("http://+:{port}/extra{round}/");
+        let extra = format!("{}://+:{port}/extra{round}/", crate::tls::scheme());
         let other = format!("http://+:{other_port}/");
         let commands: [Vec<String>; 8] = [
             vec![

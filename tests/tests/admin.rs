@@ -5,6 +5,7 @@
     reason = "test code: one scenario reads best whole"
 )]
 
+use khttp_tests::tls::scheme;
 use khttp_tests::{Server, get, wait_listening, write_file};
 
 #[test]
@@ -161,7 +162,7 @@ fn iplisten_commands() {
 fn cache_commands() {
     let s = Server::start("cache");
     let port = s.reserve_port();
-    let base = format!("http://+:{port}/");
+    let base = format!("{}://+:{port}/", scheme());
     let page = write_file(&s, "page.html", b"<p>hello</p>");
     let text = "compressible text ".repeat(200);
     let big = write_file(&s, "big.txt", text.as_bytes());
@@ -287,7 +288,7 @@ fn cache_load_a_directory() {
         "load",
         dir.to_str().unwrap(),
         "--prefix",
-        &format!("http://+:{port}/"),
+        &format!("{}://+:{port}/", scheme()),
     ]);
     assert!(out.contains("Loaded 3 files as 5 entries"), "{out}");
     assert_eq!(get(port, "/", "").body, b"home");
@@ -311,7 +312,7 @@ fn stats_and_limits() {
     s.ctl_ok(&[
         "cache",
         "put",
-        &format!("http://+:{port}/a.txt"),
+        &format!("{}://+:{port}/a.txt", scheme()),
         f.to_str().unwrap(),
     ]);
     let _ = get(port, "/a.txt", "");
@@ -397,11 +398,15 @@ fn site_flag_serves_a_directory() {
     assert_eq!(s.wait(), Some(0));
     write_file(&s, "www/index.html", b"<h1>site</h1>");
     let dir = s.dir.join("files/www");
-    let prefix = format!("http://+:{port}/");
+    let prefix = format!("{}://+:{port}/", scheme());
     s.spawn(&["--site", dir.to_str().unwrap(), "--prefix", &prefix]);
+    if khttp_tests::tls::enabled() {
+        s.bind_test_cert(port);
+    }
     wait_listening(port);
     assert!(
-        s.output().contains(&format!("at http://localhost:{port}/")),
+        s.output()
+            .contains(&format!("at {}://localhost:{port}/", scheme())),
         "{}",
         s.output()
     );
@@ -465,7 +470,7 @@ fn expired_entries_are_reclaimed() {
     s.ctl_ok(&[
         "cache",
         "put",
-        &format!("http://+:{port}/short.txt"),
+        &format!("{}://+:{port}/short.txt", scheme()),
         f.to_str().unwrap(),
         "--ttl",
         "1",

@@ -10,30 +10,44 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use khttp_tests::tls::scheme;
 use khttp_tests::{Server, bin, free_port, get, wait_listening, write_file};
 
-/// A site of three files and a config declaring it at `http://+:PORT/` with `max_age`.
+/// A site of three files and a config declaring it at `http://+:PORT/` with `max_age` (in the
+/// suite's TLS mode, at `https://+:PORT/` with the test certificate declared for the port: one
+/// change more).
 fn declare(s: &Server, port: u16, max_age: u32) -> PathBuf {
     write_file(s, "site/index.html", b"<h1>home</h1>");
     write_file(s, "site/a.txt", "first a\n".repeat(50).as_bytes());
     write_file(s, "robots.txt", b"User-agent: *\n");
+    let sslcert = if khttp_tests::tls::enabled() {
+        let c = khttp_tests::tls::cert();
+        format!(
+            "[[sslcert]]\nbinding = \"ipport=0.0.0.0:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+            c.cert.display(),
+            c.key.display()
+        )
+    } else {
+        String::new()
+    };
+    let http = scheme();
     let text = format!(
         r#"# written by tests/apply.rs
-[limits]
+{sslcert}[limits]
 idle-timeout = 33
 
 [[reservation]]
-prefix = "http://+:{port}/"
+prefix = "{http}://+:{port}/"
 max-age = {max_age}
 
 [[content]]
 dir = "site"
-prefix = "http://+:{port}/"
+prefix = "{http}://+:{port}/"
 compress = ["gzip"]
 
 [[content]]
 file = "robots.txt"
-url = "http://+:{port}/robots.txt"
+url = "{http}://+:{port}/robots.txt"
 no-cache = true
 "#
     );
@@ -61,7 +75,7 @@ fn hits(s: &Server, url: &str) -> u64 {
 fn apply_is_idempotent_and_sends_only_what_changed() {
     let s = Server::start("apply");
     let port = free_port();
-    let prefix = format!("http://+:{port}/");
+    let prefix = format!("{}://+:{port}/", scheme());
     s.track_reservation(&prefix);
     let file = declare(&s, port, 60);
     let f = path(&file);
@@ -88,7 +102,11 @@ fn apply_is_idempotent_and_sends_only_what_changed() {
         first.contains(&format!("+ cache {prefix}robots.txt")),
         "{first}"
     );
-    assert!(first.contains("5 changes applied"), "{first}");
+    let applied = format!(
+        "{} changes applied",
+        5 + usize::from(khttp_tests::tls::enabled())
+    );
+    assert!(first.contains(&applied), "{first}");
     wait_listening(port);
     let home = get(port, "/", "");
     assert_eq!(
@@ -197,7 +215,7 @@ fn apply_prune_removes_what_is_not_declared() {
     }
     let s = Server::start("prune");
     let port = free_port();
-    let prefix = format!("http://+:{port}/");
+    let prefix = format!("{}://+:{port}/", scheme());
     let file = declare(&s, port, 60);
     let f = path(&file);
     s.ctl_ok(&["apply", f]);
@@ -239,7 +257,11 @@ fn khttpd_config_applies_at_start_and_refuses_a_bad_file() {
     wait_listening(port);
     let out = s.output();
     assert!(
-        out.contains(&format!("khttpd: {}: 5 changes applied", path(&file))),
+        out.contains(&format!(
+            "khttpd: {}: {} changes applied",
+            path(&file),
+            5 + usize::from(khttp_tests::tls::enabled())
+        )),
         "{out}"
     );
     assert_eq!(get(port, "/", "").body, b"<h1>home</h1>");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use khttp_app::{Error, Queue, Response};
 use khttp_tests::raw::RawApp;
+use khttp_tests::tls::scheme;
 use khttp_tests::{App, Conn, Server, bin, get, hello, skip_external, wait_attached};
 
 const SKIP: &str = "the application runs in this test's threads, which reach khttpd's socket only";
@@ -20,11 +21,11 @@ const SKIP: &str = "the application runs in this test's threads, which reach kht
 fn setup(name: &str) -> (Server, u16, String) {
     let s = Server::start(name);
     let port = s.reserve_port();
-    let app = format!("http://+:{port}/app/");
+    let app = format!("{}://+:{port}/app/", scheme());
     s.ctl_ok(&["urlacl", "add", &app]);
     s.track_reservation(&app);
     let file = khttp_tests::write_file(&s, "cached.txt", b"from the cache\n");
-    let url = format!("http://+:{port}/cached.txt");
+    let url = format!("{}://+:{port}/cached.txt", scheme());
     s.ctl_ok(&["cache", "put", &url, file.to_str().unwrap()]);
     (s, port, app)
 }
@@ -315,7 +316,7 @@ fn the_acl_decides_who_may_attach() {
         s.output()
     );
     // Granted by name: attaches and serves.
-    let granted = format!("http://+:{port}/nobody/");
+    let granted = format!("{}://+:{port}/nobody/", scheme());
     s.ctl_ok(&["urlacl", "add", &granted, "--user", "nobody"]);
     let mut child = as_nobody(&granted);
     wait_attached(&mut child);
@@ -329,7 +330,7 @@ fn the_acl_decides_who_may_attach() {
         ("admins", "D:(A;;GX;;;BA)", false),
         ("denied", "D:(D;;GX;;;AU)(A;;GX;;;WD)", false),
     ] {
-        let prefix = format!("http://+:{port}/{path}/");
+        let prefix = format!("{}://+:{port}/{path}/", scheme());
         s.ctl_ok(&["urlacl", "add", &prefix, "--sddl", sddl]);
         let mut child = as_nobody(&prefix);
         if ok {
@@ -360,7 +361,7 @@ fn a_receive_takes_only_its_own_queues_requests() {
     let (s, port, _app) = setup("apps-two-queues");
     let mut prefixes = Vec::new();
     for q in ["probe-a", "probe-b"] {
-        let prefix = format!("http://+:{port}/{q}/");
+        let prefix = format!("{}://+:{port}/{q}/", scheme());
         s.ctl_ok(&["urlacl", "add", &prefix]);
         s.track_reservation(&prefix);
         prefixes.push(prefix);
@@ -413,7 +414,7 @@ fn the_acl_decides_which_token_may_attach(limited: std::path::PathBuf) {
         assert!(err.contains("does not grant"), "{why}: {err}");
     };
     let reserve = |path: &str, args: &[&str]| {
-        let prefix = format!("http://+:{port}/{path}/");
+        let prefix = format!("{}://+:{port}/{path}/", scheme());
         let mut all = vec!["urlacl", "add", &prefix];
         all.extend_from_slice(args);
         s.ctl_ok(&all);
@@ -526,7 +527,7 @@ fn cacheable_replies_are_served_from_the_cache_afterwards() {
     assert_eq!(s.stat("cache-hits") - hits, 3);
     let shown = s.ctl_ok(&["cache", "show"]);
     assert!(
-        shown.contains(&format!("http://+:{port}/app/page")),
+        shown.contains(&format!("{}://+:{port}/app/page", scheme())),
         "{shown}"
     );
     // Not cacheable: the application answers each time.
@@ -547,13 +548,15 @@ fn alphabet(n: usize) -> Vec<u8> {
 /// curl fetches `path` into a file: its exit status, the `-w` output and the body.
 fn curl(port: u16, path: &str, extra: &[&str], dir: &std::path::Path) -> (i32, String, Vec<u8>) {
     let saved = dir.join("curl-stream.out");
+    let (base, ca) = khttp_tests::tls::curl_base(port);
     let out = Command::new("curl")
         .args(["-sS", "-o"])
         .arg(&saved)
         .args(["-w", "%{http_code} %{size_download}"])
         .args(["-D", "-"])
         .args(extra)
-        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .args(&ca)
+        .arg(format!("{base}{path}"))
         .output()
         .expect("curl");
     let body = std::fs::read(&saved).unwrap_or_default();
@@ -691,7 +694,7 @@ fn a_slow_client_holds_a_streaming_application_back_and_one_that_leaves_stops_it
     });
     // A client that does not read: the application is held back by the socket buffers and the
     // 256 KiB window, far short of the 48 MiB.
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = khttp_tests::tls::connect(port);
     c.write_all(b"GET /app/big HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -725,7 +728,7 @@ fn a_slow_client_holds_a_streaming_application_back_and_one_that_leaves_stops_it
             .all(|p| p == alphabet(PIECE).as_slice())
     );
     // A client that leaves half-way: the application's writes fail, it is told so.
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = khttp_tests::tls::connect(port);
     c.write_all(b"GET /app/leaving HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap();
     let mut some = vec![0u8; 1 << 20];
@@ -941,7 +944,7 @@ fn answers_sent_without_waiting_report_only_what_went_wrong() {
 #[test]
 fn a_stalled_stream_holds_only_its_own_application() {
     let (s, port, app) = setup("apps-stalled-stream");
-    let other = format!("http://+:{port}/other/");
+    let other = format!("{}://+:{port}/other/", scheme());
     s.ctl_ok(&["urlacl", "add", &other]);
     s.track_reservation(&other);
     let streaming = hello(&s, &app, &["--queue", "stalled"]);

@@ -1,16 +1,18 @@
 //! HTTP behaviour over real sockets: keep-alive, pipelining, byte-at-a-time, HEAD, conditional
-//! requests, ranges, compression, and the error statuses.
+//! requests, ranges, compression, and the error statuses. Also run over TLS by CI
+//! (`KHTTP_TEST_TLS=1`, the suite's TLS mode: `khttp_tests::tls`).
 
 use std::io::Read;
 use std::time::Duration;
 
+use khttp_tests::tls::scheme;
 use khttp_tests::{Conn, Server, get, raw, write_file};
 
 /// A server with one reservation and a few entries; returns it and the port.
 fn setup(name: &str) -> (Server, u16) {
     let s = Server::start(name);
     let port = s.reserve_port();
-    let base = format!("http://+:{port}/");
+    let base = format!("{}://+:{port}/", scheme());
     let index = write_file(&s, "index.html", b"<h1>index</h1>\n");
     let data: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
     let bin = write_file(&s, "data.bin", &data);
@@ -203,7 +205,10 @@ fn error_statuses_close_the_connection() {
     // A path outside every reservation: 400 (http.sys).
     let s2 = Server::start("errors-400");
     let p2 = khttp_tests::free_port();
-    s2.ctl_ok(&["urlacl", "add", &format!("http://+:{p2}/only/")]);
+    s2.ctl_ok(&["urlacl", "add", &format!("{}://+:{p2}/only/", scheme())]);
+    if khttp_tests::tls::enabled() {
+        s2.bind_test_cert(p2);
+    }
     khttp_tests::wait_listening(p2);
     assert_eq!(get(p2, "/elsewhere", "").status, 400);
 }
@@ -217,6 +222,11 @@ fn error_statuses_close_the_connection() {
 /// its side, a clean end.
 #[test]
 fn a_client_still_sending_after_a_closing_response_gets_no_reset() {
+    if khttp_tests::tls::enabled() {
+        // TCP's half-close, which this reads and writes on the raw socket; over TLS the close
+        // is the close_notify first (tests/tests/https.rs, engine/tests/tls.rs).
+        return;
+    }
     let (_s, port) = setup("linger-drain");
     for round in 0..2 {
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -255,10 +265,21 @@ fn a_client_still_sending_after_a_closing_response_gets_no_reset() {
 fn curl_if_installed() {
     let (s, port) = setup("curl");
     let saved = s.dir.join("curl-text.txt");
+    // Over TLS: the test CA, and a name its certificate has.
+    let (url, ca) = if khttp_tests::tls::enabled() {
+        let ca = khttp_tests::tls::cert().ca.display().to_string();
+        (
+            format!("https://localhost:{port}"),
+            vec!["--cacert".to_owned(), ca],
+        )
+    } else {
+        (format!("http://127.0.0.1:{port}"), Vec::new())
+    };
     let Ok(out) = std::process::Command::new("curl")
+        .args(&ca)
         .args(["-sS", "-f", "--compressed", "-w", "%{http_code}", "-o"])
         .arg(&saved)
-        .arg(format!("http://127.0.0.1:{port}/text.txt"))
+        .arg(format!("{url}/text.txt"))
         .output()
     else {
         // CI installs curl and sets KHTTP_REQUIRE_CURL, so that this test cannot pass there
@@ -282,14 +303,16 @@ fn curl_if_installed() {
         "the quick brown fox ".repeat(100).as_bytes()
     );
     let out = std::process::Command::new("curl")
+        .args(&ca)
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-r", "0-9"])
-        .arg(format!("http://127.0.0.1:{port}/data.bin"))
+        .arg(format!("{url}/data.bin"))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "206");
     let out = std::process::Command::new("curl")
+        .args(&ca)
         .args(["-sS", "-0", "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(format!("http://127.0.0.1:{port}/index.html"))
+        .arg(format!("{url}/index.html"))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
@@ -309,7 +332,7 @@ fn large_bodies_are_exact() {
     s.ctl_ok(&[
         "cache",
         "put",
-        &format!("http://+:{port}/large.bin"),
+        &format!("{}://+:{port}/large.bin", scheme()),
         f.to_str().unwrap(),
     ]);
     let mut c = Conn::open(port);
@@ -423,7 +446,7 @@ fn freshness_policies_are_sent() {
         args.extend_from_slice(flags);
         s.ctl_ok(&args);
     };
-    let base = format!("http://+:{port}/");
+    let base = format!("{}://+:{port}/", scheme());
     put(&format!("{base}plain"), &[]);
     put(&format!("{base}aged"), &["--max-age", "120"]);
     put(&format!("{base}fresh"), &["--no-cache"]);
@@ -453,7 +476,7 @@ fn freshness_policies_are_sent() {
         (206, Some("max-age=120"))
     );
     // A reservation's policy applies to entries without their own.
-    let app = format!("http://+:{port}/app/");
+    let app = format!("{}://+:{port}/app/", scheme());
     s.ctl_ok(&["urlacl", "add", &app, "--max-age", "30"]);
     put(&format!("{app}a"), &[]);
     put(&format!("{app}b"), &["--no-cache"]);

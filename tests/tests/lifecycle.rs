@@ -18,7 +18,7 @@ fn restart_keeps_reservations_and_limits() {
     wait_listening(port);
     assert!(
         s.ctl_ok(&["urlacl", "show"])
-            .contains(&format!("http://+:{port}/"))
+            .contains(&format!("{}://+:{port}/", khttp_tests::tls::scheme()))
     );
     assert!(
         s.ctl_ok(&["limits", "show", "--json"])
@@ -71,7 +71,7 @@ fn sigterm_finishes_a_response_in_flight() {
     s.ctl_ok(&[
         "cache",
         "put",
-        &format!("http://+:{port}/big.bin"),
+        &format!("{}://+:{port}/big.bin", khttp_tests::tls::scheme()),
         big.to_str().unwrap(),
     ]);
     let mut c = khttp_tests::Conn::open(port);
@@ -108,7 +108,7 @@ fn access_log_has_a_line_per_request() {
     s.ctl_ok(&[
         "cache",
         "put",
-        &format!("http://+:{port}/a.txt"),
+        &format!("{}://+:{port}/a.txt", khttp_tests::tls::scheme()),
         f.to_str().unwrap(),
     ]);
     assert_eq!(
@@ -186,7 +186,7 @@ fn access_log_formats() {
     let mut s = Server::start("logformats");
     let port = s.reserve_port();
     let f = write_file(&s, "a.txt", b"abc");
-    let url = format!("http://+:{port}/a.txt");
+    let url = format!("{}://+:{port}/a.txt", khttp_tests::tls::scheme());
     for (format, expect) in [
         (
             "combined",

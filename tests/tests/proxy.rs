@@ -210,7 +210,7 @@ fn echo_upstream() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
 fn the_upstream_answers_the_path_khttp_keys_on() {
     let s = Server::start("proxy-poison");
     let port = s.reserve_port();
-    let prefix = format!("http://+:{port}/");
+    let prefix = format!("{}://+:{port}/", khttp_tests::tls::scheme());
     let (up, seen) = echo_upstream();
     let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
     let target = |r: &khttp_tests::Response| {
@@ -253,7 +253,7 @@ fn the_upstream_answers_the_path_khttp_keys_on() {
 
     // A proxy for /user/ only: a raw path under /static/ that canonicalises into /user/ reaches
     // the upstream as /user/..., never as /static/...
-    let user = format!("http://+:{port}/user/");
+    let user = format!("{}://+:{port}/user/", khttp_tests::tls::scheme());
     s.ctl_ok(&["urlacl", "add", &user]);
     s.track_reservation(&user);
     let mut child = proxy(&s, &user, &format!("http://127.0.0.1:{up}"));
@@ -271,7 +271,7 @@ fn the_upstream_answers_the_path_khttp_keys_on() {
 fn the_proxy_sends_on_only_what_belongs_to_the_upstream() {
     let s = Server::start("proxy-fields");
     let port = s.reserve_port();
-    let prefix = format!("http://+:{port}/");
+    let prefix = format!("{}://+:{port}/", khttp_tests::tls::scheme());
     let (up, seen) = echo_upstream();
     let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
     let client = "Connection: X-Secret\r\nX-Secret: 1\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil.example\r\nX-Real-IP: 6.6.6.6\r\nProxy-Authorization: Basic eDp5\r\n";
@@ -382,7 +382,7 @@ fn proxy_with(s: &Server, prefix: &str, upstream: &str, extra: &[&str]) -> Child
 fn the_proxy_forwards_misses_and_caches_what_the_upstream_allows() {
     let s = Server::start("proxy");
     let port = s.reserve_port();
-    let prefix = format!("http://+:{port}/");
+    let prefix = format!("{}://+:{port}/", khttp_tests::tls::scheme());
     let (up, seen) = upstream();
     let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
 
@@ -490,7 +490,7 @@ fn an_upload_streams_through_the_proxy_without_being_held_whole() {
     let s = Server::start("proxy-upload");
     s.ctl_ok(&["limits", "set", "max-queued-body-bytes", &SIZE.to_string()]);
     let port = s.reserve_port();
-    let prefix = format!("http://+:{port}/");
+    let prefix = format!("{}://+:{port}/", khttp_tests::tls::scheme());
     let (up, _) = upstream();
     let mut child = proxy(&s, &prefix, &format!("http://127.0.0.1:{up}"));
     let upload: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();

@@ -20,13 +20,13 @@ use khttp_tests::load::{
 };
 use khttp_tests::{Conn, Server, bin, external, free_port, get, raw, wait_listening, write_file};
 
-/// Puts `body` at `path` under `http://+:PORT/`.
+/// Puts `body` at `path` under `http://+:PORT/` (`https` in the suite's TLS mode).
 fn put(s: &Server, port: u16, path: &str, body: &[u8]) {
     let f = write_file(s, &format!("put{}", path.replace('/', "_")), body);
     s.ctl_ok(&[
         "cache",
         "put",
-        &format!("http://+:{port}{path}"),
+        &format!("{}://+:{port}{path}", khttp_tests::tls::scheme()),
         f.to_str().unwrap(),
     ]);
 }
@@ -214,7 +214,7 @@ fn the_cache_memory_limit_refuses_puts_beyond_it() {
     let err = s.ctl_err(&[
         "cache",
         "put",
-        &format!("http://+:{port}/b"),
+        &format!("{}://+:{port}/b", khttp_tests::tls::scheme()),
         b.to_str().unwrap(),
     ]);
     assert!(err.contains("cache"), "{err}");

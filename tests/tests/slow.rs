@@ -6,6 +6,8 @@
 //! off with a reset, never with a clean FIN after a short body.
 //!
 //! khttpd only: the tests lower server-wide timeouts, which a shared external server must not see.
+//! Also run over TLS by CI (`KHTTP_TEST_TLS=1`: `khttp_tests::tls`), where a clean end is the
+//! close_notify and then the FIN.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -44,7 +46,7 @@ fn setup(name: &str, extra: &[&str]) -> (Server, u16, Vec<(usize, Vec<u8>)>) {
         s.ctl_ok(&[
             "cache",
             "put",
-            &format!("http://+:{port}/e{size}"),
+            &format!("{}://+:{port}/e{size}", khttp_tests::tls::scheme()),
             path.to_str().unwrap(),
         ]);
         bodies.push((size, body));
@@ -65,7 +67,7 @@ enum End {
 
 /// A client with a small receive window that reads at its own pace.
 struct SlowReader {
-    stream: TcpStream,
+    stream: khttp_tests::tls::Stream,
     buf: Vec<u8>,
     /// Bytes per read and the pause after each.
     chunk: usize,
@@ -83,10 +85,13 @@ impl SlowReader {
             sock.set_recv_buffer_size(rcvbuf).unwrap();
         }
         sock.connect(&addr.into()).unwrap();
-        let stream: TcpStream = sock.into();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        let tcp: TcpStream = sock.into();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let stream = if khttp_tests::tls::enabled() {
+            khttp_tests::tls::Stream::tls(tcp)
+        } else {
+            khttp_tests::tls::Stream::Plain(tcp)
+        };
         Self {
             stream,
             buf: Vec::new(),
@@ -394,7 +399,7 @@ fn a_reader_that_pauses_five_seconds_gets_the_whole_body() {
 fn a_download_survives_its_entry_being_replaced() {
     let (s, port, bodies) = setup("replaced", &[]);
     let (size, body) = &bodies[2];
-    let url = format!("http://+:{port}/e{size}");
+    let url = format!("{}://+:{port}/e{size}", khttp_tests::tls::scheme());
     let fresh = pattern(*size, 99);
     let path = write_file(&s, "fresh", &fresh);
     std::thread::scope(|scope| {

@@ -14,7 +14,7 @@
 )]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ fn server(name: &str) -> (Server, u16) {
 }
 
 fn reserve(s: &Server, port: u16, path: &str, acl: &[&str]) -> String {
-    let prefix = format!("http://+:{port}/{path}/");
+    let prefix = format!("{}://+:{port}/{path}/", khttp_tests::tls::scheme());
     let mut args = vec!["urlacl", "add", &prefix];
     args.extend_from_slice(acl);
     s.ctl_ok(&args);
@@ -249,7 +249,7 @@ fn unfinished_bodies_cannot_pin_memory() {
     let mut clients = Vec::new();
     let chunk = vec![b'z'; BODY - 1];
     for _ in 0..CLIENTS {
-        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut c = khttp_tests::tls::connect(port);
         c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         c.write_all(head.as_bytes()).unwrap();
         let _ = c.write_all(&chunk);
@@ -430,11 +430,11 @@ fn a_reader_who_stops_is_reset_within_seconds() {
     let (s, port) = server("tenancy-reader");
     let big = vec![b'r'; 16 << 20];
     let file = khttp_tests::write_file(&s, "big.bin", &big);
-    let url = format!("http://+:{port}/big.bin");
+    let url = format!("{}://+:{port}/big.bin", khttp_tests::tls::scheme());
     s.ctl_ok(&["cache", "put", &url, file.to_str().unwrap()]);
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = khttp_tests::tls::connect(port);
     // A small receive buffer, so that the server's output waits for the reader.
-    socket2::SockRef::from(&c)
+    socket2::SockRef::from(&*c)
         .set_recv_buffer_size(4096)
         .unwrap();
     c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -495,7 +495,7 @@ fn a_stream_broken_at_its_last_piece_resets_the_client() {
     let app = reserve(&s, port, "app", &[]);
     let mut raw = RawApp::connect(&s.app_socket());
     let queue = raw.attach("stream", &[&app]);
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = khttp_tests::tls::connect(port);
     c.write_all(b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n")
         .unwrap();
     let (id, _) = raw.receive(queue);
@@ -551,7 +551,7 @@ fn clients_gone_mid_body_are_closed_at_once() {
     // with the FIN straight behind it, as a client that gives up sends them.
     let mut clients = Vec::new();
     for i in 0..300 {
-        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut c = khttp_tests::tls::connect(port);
         let path = if i % 2 == 0 { "/app/x" } else { "/cached" };
         let req = format!("POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n");
         c.write_all(req.as_bytes()).unwrap();

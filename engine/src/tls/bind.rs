@@ -253,7 +253,7 @@ impl ResolvesServerCert for ForListener {
 
 /// The TLS configuration of the listener on `local`, under `bindings`: TLS 1.3 and 1.2 only,
 /// `provider`'s cipher suites and groups (the host chooses them; docs/tls.md), ALPN
-/// `http/1.1`, and resumption by `tickets` when the host gives a ticketer (one stateless
+/// `http/1.1` and `http/1.0`, and resumption by `tickets` when the host gives a ticketer (one stateless
 /// ticket after each TLS 1.3 handshake, RFC 8446 §4.6.1, taken back as a PSK; RFC 5077
 /// tickets in TLS 1.2), none otherwise. A configuration is made per listener because the
 /// address is part of the choice of certificate; a change of bindings makes new ones, which
@@ -272,7 +272,9 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ForListener { bindings, local }));
-    config.alpn_protocols = alloc::vec![b"http/1.1".to_vec()];
+    // http/1.0 too, as nginx offers it: a client that offers only it (curl -0) would
+    // otherwise be refused with no_application_protocol (RFC 7301 §3.2).
+    config.alpn_protocols = alloc::vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     match tickets {
         Some(ticketer) => {
             config.ticketer = ticketer;

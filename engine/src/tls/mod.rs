@@ -357,17 +357,28 @@ impl Tls {
                 Err(e) => return self.fail(e),
             }
         }
-        if self.step == Step::Open && http.poll_close() == Some(Close::Graceful) {
-            let queued = self.writable(|writer, out| {
-                encode_into(out, 0, |spare| {
-                    writer.queue_close_notify(spare).map_err(encode_error)
-                })
-            });
-            self.step = match queued {
-                Ok(_) => Step::Closing,
-                Err(e) => Step::Failed(e),
-            };
+        if http.poll_close() == Some(Close::Graceful) {
+            self.close();
         }
+    }
+
+    /// Ends an open session: its close_notify is queued (RFC 8446 §6.1), for the host to send
+    /// before it closes the socket; nothing more is encrypted. khttpd calls it for the idle
+    /// connections it closes when it stops, so that their clients see a clean end rather than
+    /// a truncation. Does nothing during the handshake or after the session ended.
+    pub fn close(&mut self) {
+        if self.step != Step::Open {
+            return;
+        }
+        let queued = self.writable(|writer, out| {
+            encode_into(out, 0, |spare| {
+                writer.queue_close_notify(spare).map_err(encode_error)
+            })
+        });
+        self.step = match queued {
+            Ok(_) => Step::Closing,
+            Err(e) => Step::Failed(e),
+        };
     }
 
     /// What the host does with the socket: as `http` says, once the ciphertext before it is
