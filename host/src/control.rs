@@ -165,9 +165,8 @@ fn session(stream: &mut UnixStream, shared: &Shared) -> io::Result<()> {
         stream.read_exact(&mut direct)?;
         let status = apply(shared, &f, &input, &direct, &mut out);
         if Command::from_code(f.code) == Some(Command::SslcertAdd) {
-            // It carried a private key (SECURITY.md, "Keys"): zeros before it is freed.
-            input.fill(0);
-            std::hint::black_box(&input);
+            // It carried a private key.
+            khttp_local::files::wipe(input);
         }
         reply(stream, status, &out)?;
     }

@@ -220,10 +220,7 @@ impl Certs {
         text.push_str(key.trim_end());
         text.push('\n');
         let saved = self.save(&file_name(&binding), text.as_bytes());
-        // The key's text: zeros before it is freed (SECURITY.md, "Keys").
-        let mut bytes = text.into_bytes();
-        bytes.fill(0);
-        std::hint::black_box(&bytes);
+        khttp_local::files::wipe(text.into_bytes());
         // The staple after the pair: a crash between them leaves the old staple beside the new
         // certificate, which `load` finds does not fit and leaves out.
         let staple = format!("{}{OCSP}", binding.to_string().replace(':', ","));

@@ -148,6 +148,14 @@ pub fn save_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Overwrites `bytes` with zeros before they are freed: buffers that carried a private key's
+/// text (SECURITY.md, "Keys"). `black_box` keeps the compiler from dropping the writes as dead;
+/// best effort, not a guarantee (copies made elsewhere are not reached).
+pub fn wipe(mut bytes: Vec<u8>) {
+    bytes.fill(0);
+    std::hint::black_box(&bytes);
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;

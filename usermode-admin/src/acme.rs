@@ -285,9 +285,7 @@ pub(crate) fn obtain(
         ocsp: None,
     };
     let sent = client.call(&req, &[]);
-    let mut bytes = key.into_bytes();
-    bytes.fill(0);
-    std::hint::black_box(&bytes);
+    khttp_local::files::wipe(key.into_bytes());
     sent.map_err(|e| Fail(format!("{binding}: {e}")))?;
     let record = Record {
         binding: binding.to_owned(),

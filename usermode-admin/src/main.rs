@@ -477,10 +477,7 @@ fn sslcert(client: &mut Client, c: Sslcert) -> Result<(), Fail> {
                 ocsp: ocsp.as_deref(),
             };
             let sent = change(client, &binding, &req);
-            // The key's text: zeros before it is freed (SECURITY.md, "Keys").
-            let mut bytes = key.into_bytes();
-            bytes.fill(0);
-            std::hint::black_box(&bytes);
+            files::wipe(key.into_bytes());
             sent?;
             out!("SSL certificate added: {binding}");
         }

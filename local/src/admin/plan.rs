@@ -619,9 +619,7 @@ fn bind(cfg: &Config, at: &At, cert: &Sslcert, ctl: &mut dyn Control) -> Result<
         ocsp: None,
     };
     let sent = ctl.call(&req, &[]);
-    let mut bytes = key.into_bytes();
-    bytes.fill(0);
-    std::hint::black_box(&bytes);
+    files::wipe(key.into_bytes());
     sent.map(drop).map_err(|e| cfg.error(Some(at), e))
 }
 
