@@ -31,19 +31,43 @@ thread_local! {
     static FAIL_AT: Cell<Option<usize>> = const { Cell::new(None) };
     /// Whether the code under test is running (the test's own allocations do not count).
     static INSIDE: Cell<bool> = const { Cell::new(false) };
+    /// The TLS cushion (see `TestCushion`): inside a call into rustls.
+    static IN_RUSTLS: Cell<bool> = const { Cell::new(false) };
+    /// The cushion is set aside.
+    static RESERVED: Cell<bool> = const { Cell::new(false) };
+    /// The cushion was given back during the current call.
+    static SPENT: Cell<bool> = const { Cell::new(false) };
+    /// Setting the cushion aside again fails.
+    static REFILL_FAILS: Cell<bool> = const { Cell::new(false) };
+    /// Bytes allocated during the current call into rustls, and the most in any one call.
+    static CALL_BYTES: Cell<usize> = const { Cell::new(0) };
+    static MOST_BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Whether this allocation is the one to fail.
-fn should_fail() -> bool {
+/// Whether this allocation is the one to fail. Inside a call into rustls, with the cushion set
+/// aside, the failure spends the cushion instead, as khttpd's allocator does (host/src/sys.rs:
+/// it frees the set-aside block and asks the system again, which then gives).
+fn should_fail(size: usize) -> bool {
     if !INSIDE.with(Cell::get) {
         return false;
+    }
+    let in_rustls = IN_RUSTLS.with(Cell::get);
+    if in_rustls {
+        CALL_BYTES.with(|b| b.set(b.get() + size));
     }
     let n = SEEN.with(|s| {
         let n = s.get();
         s.set(n + 1);
         n
     });
-    FAIL_AT.with(Cell::get) == Some(n)
+    if FAIL_AT.with(Cell::get) != Some(n) {
+        return false;
+    }
+    if in_rustls && RESERVED.with(|r| r.replace(false)) {
+        SPENT.with(|s| s.set(true));
+        return false;
+    }
+    true
 }
 
 /// Runs engine code: its allocations count, and one of them may fail.
@@ -58,7 +82,7 @@ fn engine<T>(f: impl FnOnce() -> T) -> T {
 // which `GlobalAlloc` permits to signal failure; nothing else touches memory.
 unsafe impl GlobalAlloc for FailAt {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if should_fail() {
+        if should_fail(layout.size()) {
             return std::ptr::null_mut();
         }
         // SAFETY: `layout` comes from the caller, who upholds `GlobalAlloc::alloc`'s contract.
@@ -71,7 +95,7 @@ unsafe impl GlobalAlloc for FailAt {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if should_fail() {
+        if should_fail(new_size) {
             return std::ptr::null_mut();
         }
         // SAFETY: forwarded unchanged; `ptr` and `layout` come from an earlier `System` allocation.
@@ -422,4 +446,243 @@ fn every_allocation_of_an_offer_can_fail() {
             "only {failures} allocations were tried"
         );
     }
+}
+
+/// The host's cushion for calls into rustls, as khttpd's allocator keeps it (see
+/// `should_fail`): set aside again at the next call once spent, unless `REFILL_FAILS`.
+#[cfg(feature = "tls")]
+struct TestCushion;
+
+#[cfg(feature = "tls")]
+impl khttp_engine::tls::Cushion for TestCushion {
+    fn enter(&self) -> bool {
+        if !RESERVED.with(Cell::get) {
+            if REFILL_FAILS.with(Cell::get) {
+                return false;
+            }
+            RESERVED.with(|r| r.set(true));
+        }
+        SPENT.with(|s| s.set(false));
+        CALL_BYTES.with(|b| b.set(0));
+        IN_RUSTLS.with(|i| i.set(true));
+        true
+    }
+
+    fn leave(&self) -> bool {
+        IN_RUSTLS.with(|i| i.set(false));
+        let bytes = CALL_BYTES.with(Cell::get);
+        MOST_BYTES.with(|m| m.set(m.get().max(bytes)));
+        SPENT.with(|s| s.replace(false))
+    }
+}
+
+/// A TLS client and the server's session over one connection, the server's calls counted.
+#[cfg(feature = "tls")]
+struct TlsPair {
+    client: rustls::ClientConnection,
+    tls: khttp_engine::tls::Tls,
+    h: Harness,
+    got: Vec<u8>,
+}
+
+#[cfg(feature = "tls")]
+impl TlsPair {
+    /// A new connection; `None` when the server refuses it (the cushion could not be had).
+    fn new(
+        server: &std::sync::Arc<rustls::ServerConfig>,
+        client: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> Option<Self> {
+        let h = Harness::new(site());
+        let tls =
+            engine(|| khttp_engine::tls::Tls::new(std::sync::Arc::clone(server), &TestCushion));
+        match tls {
+            Ok(tls) => Some(Self {
+                client: common::tls::client(client),
+                tls,
+                h,
+                got: Vec::new(),
+            }),
+            Err(e) => {
+                assert_eq!(e, khttp_engine::tls::TlsError::OutOfMemory);
+                None
+            }
+        }
+    }
+
+    /// Carries bytes both ways until neither side has any to send; the client's plaintext is
+    /// kept. The client must never see a broken record: what the server sends is whole.
+    fn run(&mut self) {
+        use std::io::Read;
+        for _ in 0..10_000 {
+            let mut up = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut up).unwrap();
+            }
+            let Self { tls, h, .. } = self;
+            if !up.is_empty() {
+                engine(|| tls.handle_input(&up, &mut h.conn, &h.clock, &h.site));
+            }
+            let down = tls.transmit().to_vec();
+            engine(|| {
+                tls.handle_sent(down.len());
+                tls.pump(&mut h.conn, &h.clock, &h.site);
+            });
+            let mut rd = down.as_slice();
+            while !rd.is_empty() {
+                self.client.read_tls(&mut rd).unwrap();
+                self.client.process_new_packets().unwrap();
+                let mut plain = [0u8; 65_536];
+                while let Ok(n) = self.client.reader().read(&mut plain) {
+                    if n == 0 {
+                        break;
+                    }
+                    self.got.extend_from_slice(&plain[..n]);
+                }
+            }
+            if up.is_empty() && down.is_empty() {
+                return;
+            }
+        }
+        panic!("no end to the exchange");
+    }
+
+    /// Sends `bytes` as the client's plaintext and runs the exchange.
+    fn request(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.client.writer().write_all(bytes).unwrap();
+        self.run();
+    }
+
+    /// The socket's end, then what the server does with its socket.
+    fn finish(&mut self) -> Option<Close> {
+        let Self { tls, h, .. } = self;
+        engine(|| tls.handle_eof(&mut h.conn, &h.clock, &h.site));
+        self.run();
+        self.tls.poll_close(&self.h.conn)
+    }
+}
+
+/// Every allocation along a TLS connection (its handshake, each request's decryption and each
+/// response's encryption, over TLS 1.3 and 1.2) fails in turn. A failure in the engine's own
+/// code is answered as on a plain connection (a 503 and a close); a failure inside rustls,
+/// which allocates infallibly, spends the host's cushion instead of aborting, and the session
+/// ends at once with a reset. No abort, nothing broken sent, and the next connection, with a
+/// full handshake, is served.
+#[cfg(feature = "tls")]
+#[test]
+fn every_allocation_on_a_tls_connection_can_fail() {
+    use common::tls::configs;
+
+    let stream = requests();
+    let (a, b) = stream.split_at(stream.len() / 2);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let (server, client) = configs(&[version]);
+        let scenario = || {
+            let mut p = TlsPair::new(&server, &client)?;
+            p.run();
+            p.request(a);
+            p.request(b);
+            let closed = p.finish();
+            Some((p.got, closed))
+        };
+        RESERVED.with(|r| r.set(true));
+        let (whole, closed) = scenario().unwrap();
+        let (got, cut) = statuses(&whole, &HEAD_ONLY);
+        let got: Vec<u16> = got.into_iter().filter(|&s| s != 100).collect();
+        assert_eq!(
+            (got, cut),
+            (EXPECTED.to_vec(), false),
+            "the scenario itself"
+        );
+        assert!(closed.is_some(), "closed after the end");
+
+        let (mut k, mut refused, mut unavailable, mut resets, mut spent) = (0, 0, 0, 0, 0);
+        MOST_BYTES.with(|m| m.set(0));
+        loop {
+            let (outcome, reached) = failing(k, scenario);
+            if !reached {
+                break;
+            }
+            if RESERVED.with(|r| !r.get()) {
+                spent += 1;
+            }
+            match outcome {
+                None => refused += 1,
+                Some((out, closed)) => {
+                    let (got, cut) = statuses(&out, &HEAD_ONLY);
+                    let got: Vec<u16> = got.into_iter().filter(|&s| s != 100).collect();
+                    let n = got.len();
+                    let (last, before) = got
+                        .split_last()
+                        .map_or((None, &[][..]), |(l, b)| (Some(*l), b));
+                    assert_eq!(
+                        before,
+                        &EXPECTED[..n.saturating_sub(1)],
+                        "k={k} {version:?}"
+                    );
+                    if cut || closed == Some(Close::Abortive) {
+                        assert_eq!(closed, Some(Close::Abortive), "k={k}: cut without a reset");
+                        resets += 1;
+                    } else {
+                        unavailable += usize::from(last == Some(503));
+                        assert!(
+                            last == Some(503) || last == EXPECTED.get(n - 1).copied(),
+                            "k={k} {version:?}: {got:?}"
+                        );
+                        assert!(closed.is_some(), "k={k}: still open after EOF");
+                    }
+                }
+            }
+            // The next connection, a full handshake, is served: the cushion is set aside again.
+            let mut p = TlsPair::new(&server, &client).expect("the cushion is set aside again");
+            p.request(&get("/index.html", ""));
+            assert_eq!(
+                common::one(&p.got).status,
+                200,
+                "k={k}: the next connection"
+            );
+            assert!(RESERVED.with(Cell::get));
+            k += 1;
+        }
+        let most = MOST_BYTES.with(Cell::get);
+        println!(
+            "TLS {version:?}: {k} allocations, each failed in turn: {spent} inside rustls \
+             (the cushion spent), {refused} connections refused, {unavailable} answered 503, \
+             {resets} reset; the most one call into rustls allocated: {most} bytes"
+        );
+        assert!(k > 50, "the scenario allocates ({k})");
+        assert!(spent > 0 && unavailable > 0 && resets > 0);
+        assert!(
+            most.saturating_mul(4) <= khttp_engine::tls::CUSHION,
+            "one call into rustls allocated {most} bytes: raise tls::CUSHION"
+        );
+    }
+}
+
+/// When the cushion, once spent, cannot be set aside again, no call into rustls is made: a
+/// new connection is refused, and an open session ends with a reset at its next input.
+#[cfg(feature = "tls")]
+#[test]
+fn without_a_cushion_tls_connections_are_refused() {
+    use common::tls::configs;
+
+    let (server, client) = configs(&[&rustls::version::TLS13]);
+    RESERVED.with(|r| r.set(true));
+    let mut open = TlsPair::new(&server, &client).unwrap();
+    open.request(&get("/index.html", ""));
+    assert_eq!(common::one(&open.got).status, 200);
+    RESERVED.with(|r| r.set(false));
+    REFILL_FAILS.with(|r| r.set(true));
+    assert!(
+        TlsPair::new(&server, &client).is_none(),
+        "a new connection is refused"
+    );
+    open.got.clear();
+    open.request(&get("/index.html", ""));
+    assert!(open.got.is_empty());
+    assert_eq!(open.tls.poll_close(&open.h.conn), Some(Close::Abortive));
+    REFILL_FAILS.with(|r| r.set(false));
+    let mut again = TlsPair::new(&server, &client).expect("memory is back");
+    again.request(&get("/index.html", ""));
+    assert_eq!(common::one(&again.got).status, 200);
 }

@@ -8,7 +8,7 @@ mod common;
 use common::tls::{Ends, client, configs, exchange, send};
 use common::{BODY, Harness, get, one, parse_responses, put, site};
 use khttp_engine::Close;
-use khttp_engine::tls::{Tls, TlsError};
+use khttp_engine::tls::{NoCushion, Tls, TlsError};
 use rustls::ClientConnection;
 
 /// A client and the server's session over one connection.
@@ -32,7 +32,7 @@ impl Pair {
         );
         Self {
             client: client(&config),
-            tls: Tls::new(server).unwrap(),
+            tls: Tls::new(server, &NoCushion).unwrap(),
             h: Harness::new(site),
             got: Vec::new(),
         }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use common::tls::{Ends, exchange, provider, send};
 use common::{BODY, LOCAL, UNIX_NOW, get, one, site};
-use khttp_engine::tls::Tls;
 use khttp_engine::tls::bind::{BindingKey, Bindings, CertError, load, server_config};
+use khttp_engine::tls::{NoCushion, Tls};
 use khttp_engine::{Clock, Connection, Instant, Local};
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
@@ -121,7 +121,7 @@ fn served(bindings: &Arc<Bindings>, roots: &[Vec<u8>], sni: &str, local: Local) 
         ClientConnection::new(Arc::new(client_config), sni.to_owned().try_into().unwrap()).unwrap();
     let site = site();
     let clock = Clock::new(Instant(1_000), UNIX_NOW);
-    let mut tls = Tls::new(config).unwrap();
+    let mut tls = Tls::new(config, &NoCushion).unwrap();
     let mut conn = Connection::new(local, &clock, &site);
     send(&mut client, &get("/index.html", ""));
     let mut got = Vec::new();

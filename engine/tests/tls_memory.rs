@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use common::tls::{Ends, client, configs, exchange, send};
 use common::{BODY, LOCAL, UNIX_NOW, get, one, site};
-use khttp_engine::tls::Tls;
+use khttp_engine::tls::{NoCushion, Tls};
 use khttp_engine::{Clock, Connection, Instant};
 
 struct Counting;
@@ -70,7 +70,7 @@ fn an_idle_tls_connection_holds_at_most_8_kib() {
     let before = LIVE.load(Ordering::Relaxed);
     for _ in 0..N {
         let mut c = client(&config);
-        let mut tls = Tls::new(std::sync::Arc::clone(&server)).unwrap();
+        let mut tls = Tls::new(std::sync::Arc::clone(&server), &NoCushion).unwrap();
         let mut conn = Connection::new(LOCAL, &clock, &site);
         let mut got = Vec::new();
         send(&mut c, &get("/index.html", ""));

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use arbitrary::Arbitrary;
 use khttp_engine::tls::bind::{BindingKey, Bindings, load, server_config};
-use khttp_engine::tls::{INCOMING, Tls};
+use khttp_engine::tls::{INCOMING, NoCushion, Tls};
 use khttp_engine::{Clock, Close, Connection, EntrySpec, Instant, Local, Site};
 use libfuzzer_sys::fuzz_target;
 use rustls::pki_types::CertificateDer;
@@ -108,7 +108,7 @@ fuzz_target!(|input: Input| {
     let c = configs();
     let clock = Clock::new(Instant(1_000), 784_111_777);
     let mut conn = Connection::new(LOCAL, &clock, &c.site);
-    let Ok(mut tls) = Tls::new(Arc::clone(&c.server)) else {
+    let Ok(mut tls) = Tls::new(Arc::clone(&c.server), &NoCushion) else {
         return;
     };
     let mut client = input.real_client.then(|| {

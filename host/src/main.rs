@@ -39,6 +39,10 @@ use khttp_engine::Site;
 use khttp_local::files;
 
 use crate::shared::Shared;
+
+/// The system's allocator, with a cushion for the calls into rustls (see [`sys::Cushioned`]).
+#[global_allocator]
+static ALLOCATOR: sys::Cushioned = sys::Cushioned;
 use crate::worker::{Worker, bind_listener, wanted_addrs};
 
 /// The khttp HTTP accelerator, in user mode.

@@ -195,3 +195,155 @@ pub(crate) fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// khttpd's global allocator: the system's, with a cushion for the calls into rustls
+/// ([`khttp_engine::tls::Cushion`]). rustls allocates infallibly, so an allocation the system
+/// refuses inside it would abort khttpd. Each worker thread sets
+/// [`khttp_engine::tls::CUSHION`] bytes aside; when the system refuses an allocation while the
+/// thread is inside a call into rustls, the allocator frees that memory and asks once more,
+/// and the engine ends the session whose call it was. On Linux `malloc` returns null under an
+/// address-space or data limit (`RLIMIT_AS`, `RLIMIT_DATA`) or strict overcommit
+/// (`vm.overcommit_memory=2`), which is what freeing the cushion relieves: the retry is served
+/// from the freed block or the room it leaves. Outside those calls a refused allocation
+/// aborts, as std's does.
+pub(crate) struct Cushioned;
+
+/// The set-aside block's layout.
+const CUSHION_LAYOUT: std::alloc::Layout =
+    match std::alloc::Layout::from_size_align(khttp_engine::tls::CUSHION, 16) {
+        Ok(l) => l,
+        Err(_) => panic!("the cushion's size is a valid layout"),
+    };
+
+std::thread_local! {
+    /// The thread is inside a call into rustls.
+    static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The cushion was given back during the current call.
+    static SPENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The thread's set-aside block, or null when it has none. Threads that call into rustls
+    /// (the workers) live as long as the process, so the block is not freed at thread exit.
+    static RESERVE: std::cell::Cell<*mut u8> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+}
+
+/// Inside a call into rustls, with the cushion set aside: gives it back to the system and says
+/// so. These thread-locals have no destructor and a constant initializer, so reading them
+/// allocates nothing (the allocator may not reenter itself).
+fn give_back() -> bool {
+    if !INSIDE.try_with(std::cell::Cell::get).unwrap_or(false) {
+        return false;
+    }
+    let block = RESERVE
+        .try_with(|r| r.replace(std::ptr::null_mut()))
+        .unwrap_or(std::ptr::null_mut());
+    if block.is_null() {
+        return false;
+    }
+    let _ = SPENT.try_with(|s| s.set(true));
+    // SAFETY: 1. `block` was returned by `System.alloc(CUSHION_LAYOUT)` in `Cushioned::enter`
+    // on this thread; 2. it was taken out of `RESERVE` just above, so it is freed once only and
+    // nothing else points into it (it was never handed out).
+    unsafe { std::alloc::System.dealloc(block, CUSHION_LAYOUT) };
+    true
+}
+
+use std::alloc::GlobalAlloc as _;
+
+// SAFETY: every method forwards to `System` with the caller's own arguments (once more after
+// `give_back`, which frees only the cushion's own block), or returns what `System` returned,
+// null included, which `GlobalAlloc` permits to signal failure.
+unsafe impl std::alloc::GlobalAlloc for Cushioned {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: `layout` comes from the caller, who upholds `GlobalAlloc::alloc`'s contract
+        // (a non-zero size).
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if p.is_null() && give_back() {
+            // SAFETY: as above, the same layout.
+            return unsafe { std::alloc::System.alloc(layout) };
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: as in `alloc`.
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if p.is_null() && give_back() {
+            // SAFETY: as in `alloc`.
+            return unsafe { std::alloc::System.alloc_zeroed(layout) };
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` was allocated by `System` (every pointer this allocator hands out is
+        // `System`'s) with `layout`, as the caller guarantees.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` and `layout` come from an earlier `System` allocation and `new_size`
+        // is valid, as the caller guarantees; on failure `ptr` is left as it was.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if p.is_null() && give_back() {
+            // SAFETY: as above: the first attempt failed, so `ptr` is still valid.
+            return unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        }
+        p
+    }
+}
+
+impl khttp_engine::tls::Cushion for Cushioned {
+    fn enter(&self) -> bool {
+        let has = RESERVE.try_with(|r| !r.get().is_null()).unwrap_or(false);
+        if !has {
+            // SAFETY: `CUSHION_LAYOUT` has a non-zero size.
+            let block = unsafe { std::alloc::System.alloc(CUSHION_LAYOUT) };
+            if block.is_null() || RESERVE.try_with(|r| r.set(block)).is_err() {
+                if !block.is_null() {
+                    // SAFETY: `block` was just allocated with this layout and stored nowhere.
+                    unsafe { std::alloc::System.dealloc(block, CUSHION_LAYOUT) };
+                }
+                return false;
+            }
+        }
+        let _ = SPENT.try_with(|s| s.set(false));
+        INSIDE.try_with(|i| i.set(true)).is_ok()
+    }
+
+    fn leave(&self) -> bool {
+        let _ = INSIDE.try_with(|i| i.set(false));
+        SPENT.try_with(|s| s.replace(false)).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use khttp_engine::tls::Cushion;
+
+    use super::{Cushioned, RESERVE};
+
+    /// An allocation the system refuses inside a call into rustls spends the cushion (the
+    /// allocator gives it back and asks again), the call is told so, and the next call sets a
+    /// new one aside; outside a call the cushion is kept.
+    #[test]
+    fn a_refused_allocation_spends_the_cushion() {
+        let huge = std::alloc::Layout::from_size_align(1 << 62, 1).unwrap();
+        assert!(Cushioned.enter());
+        let first = RESERVE.with(std::cell::Cell::get);
+        assert!(!first.is_null());
+        // SAFETY: a valid, non-zero layout; the result is only compared with null.
+        let p = unsafe { std::alloc::alloc(huge) };
+        assert!(p.is_null(), "no system gives 4 EiB");
+        assert!(Cushioned.leave(), "the call is told the cushion was spent");
+        assert!(RESERVE.with(std::cell::Cell::get).is_null());
+        assert!(Cushioned.enter(), "a new cushion is set aside");
+        assert!(!RESERVE.with(std::cell::Cell::get).is_null());
+        assert!(!Cushioned.leave(), "nothing refused, nothing spent");
+        // SAFETY: as above.
+        let p = unsafe { std::alloc::alloc(huge) };
+        assert!(p.is_null());
+        assert!(
+            !RESERVE.with(std::cell::Cell::get).is_null(),
+            "outside a call the cushion is kept"
+        );
+    }
+}

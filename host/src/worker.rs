@@ -546,7 +546,7 @@ impl Worker {
                 c
             }
         };
-        Tls::new(config).ok().map(Box::new)
+        Tls::new(config, &sys::Cushioned).ok().map(Box::new)
     }
 
     /// Reports a failed TLS session (a handshake with no certificate for its name, no common

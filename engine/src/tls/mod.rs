@@ -14,6 +14,14 @@
 //! The rules are RFC 8446 (TLS 1.3) and RFC 5246 (TLS 1.2); the state machine's contract is
 //! rustls's `unbuffered` module documentation (rustls 0.23): each state's duty, `discard` taken
 //! off the front of the incoming bytes, and an error's alert fetched by one more call.
+//!
+//! Allocation failure: the engine's own buffers are grown fallibly, but rustls allocates
+//! infallibly (its handshake state, a message's copy, a ticket), and an allocation failure
+//! there would abort khttpd and bugcheck the driver. So every call into rustls runs inside
+//! the host's [`Cushion`]: memory set aside, given back to the system when it refuses an
+//! allocation during the call, so that the allocation can succeed. A session whose call drew
+//! on the cushion ends at once ([`TlsError::OutOfMemory`]), giving its memory back, and no
+//! session calls rustls again until the host has set the cushion aside anew.
 
 pub mod bind;
 
@@ -39,8 +47,52 @@ pub const INCOMING: usize = 16_384 + 2_048 + 5;
 /// the client has taken.
 pub const BACKLOG: usize = 64 * 1024;
 
+/// The memory a host should set aside as its [`Cushion`], per thread (or processor) that
+/// calls into rustls. engine/tests/alloc_fail.rs measures the most one call allocates (9,545
+/// bytes in a TLS 1.3 handshake with a P-256 certificate; a longer chain adds its size) and
+/// fails if that grows past a quarter of this.
+pub const CUSHION: usize = 64 * 1024;
+
 /// Plaintext encrypted per call: one record's worth.
 const RECORD: usize = 16_384;
+
+/// Memory a host sets aside for the calls into rustls, which allocates infallibly (see the
+/// module documentation). The host's global allocator, when the system refuses an allocation
+/// between [`Cushion::enter`] and [`Cushion::leave`] on the same thread (or processor), gives
+/// the set-aside memory back to the system and tries once more. The cushion must be larger
+/// than what one call into rustls allocates (engine/tests/alloc_fail.rs measures it).
+pub trait Cushion: Sync {
+    /// A call into rustls begins on this thread. Returns false, and the call is not made, when
+    /// the cushion was spent and memory for it cannot be had again yet.
+    fn enter(&self) -> bool;
+    /// The call ended. Returns whether the cushion was spent during it.
+    fn leave(&self) -> bool;
+}
+
+/// No cushion: a failed allocation inside rustls is the host's allocator's to handle (std
+/// aborts). For tests and tools that do not run out of memory on purpose.
+#[derive(Debug)]
+pub struct NoCushion;
+
+impl Cushion for NoCushion {
+    fn enter(&self) -> bool {
+        true
+    }
+
+    fn leave(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `f`, one call into rustls, inside `cushion`: `None` when the cushion is spent, before
+/// or during the call (the session must then end).
+fn cushioned<T>(cushion: &dyn Cushion, f: impl FnOnce() -> T) -> Option<T> {
+    if !cushion.enter() {
+        return None;
+    }
+    let out = f();
+    if cushion.leave() { None } else { Some(out) }
+}
 
 /// Why a TLS connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +101,7 @@ pub enum TlsError {
     Protocol,
     /// A record longer than [`INCOMING`].
     RecordTooLarge,
-    /// Memory for a buffer could not be had.
+    /// Memory for a buffer could not be had, or a call into rustls spent the host's cushion.
     OutOfMemory,
 }
 
@@ -69,6 +121,8 @@ enum Step {
 /// One TLS session over a socket, below one [`Connection`].
 pub struct Tls {
     session: UnbufferedServerConnection,
+    /// What the calls into rustls draw on when the system refuses memory.
+    cushion: &'static dyn Cushion,
     /// Ciphertext received and not yet processed (a partial record at most, between calls).
     incoming: Vec<u8>,
     /// Ciphertext to send; its first `sent` bytes are out.
@@ -92,14 +146,18 @@ impl core::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// A session for a new connection under `config`.
+    /// A session for a new connection under `config`, its calls into rustls inside `cushion`.
     ///
     /// # Errors
-    /// [`TlsError::Protocol`] when rustls refuses the configuration.
-    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
-        let session = UnbufferedServerConnection::new(config).map_err(|_| TlsError::Protocol)?;
+    /// [`TlsError::Protocol`] when rustls refuses the configuration;
+    /// [`TlsError::OutOfMemory`] when the cushion is spent (the connection is then refused).
+    pub fn new(config: Arc<ServerConfig>, cushion: &'static dyn Cushion) -> Result<Self, TlsError> {
+        let session = cushioned(cushion, || UnbufferedServerConnection::new(config))
+            .ok_or(TlsError::OutOfMemory)?
+            .map_err(|_| TlsError::Protocol)?;
         Ok(Self {
             session,
+            cushion,
             incoming: Vec::new(),
             outgoing: Vec::new(),
             sent: 0,
@@ -212,28 +270,39 @@ impl Tls {
         clock: &Clock,
         site: &Site,
     ) -> Result<(), TlsError> {
+        let cushion = self.cushion;
         loop {
-            let UnbufferedStatus { mut discard, state } =
-                self.session.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { mut discard, state } = cushioned(cushion, || {
+                self.session.process_tls_records(&mut self.incoming)
+            })
+            .ok_or(TlsError::OutOfMemory)?;
             let more = match state {
                 Ok(ConnectionState::ReadTraffic(mut read)) => {
-                    let mut broken = false;
-                    while let Some(record) = read.next_record() {
-                        let Ok(record) = record else {
-                            broken = true;
-                            break;
+                    let mut ended = None;
+                    loop {
+                        let record = match cushioned(cushion, || read.next_record()) {
+                            None => Err(TlsError::OutOfMemory),
+                            Some(None) => break,
+                            Some(Some(r)) => r.map_err(|_| TlsError::Protocol),
                         };
-                        discard = discard.saturating_add(record.discard);
-                        http.handle_input(record.payload, clock, site);
+                        match record {
+                            Ok(record) => {
+                                discard = discard.saturating_add(record.discard);
+                                http.handle_input(record.payload, clock, site);
+                            }
+                            Err(e) => {
+                                ended = Some(e);
+                                break;
+                            }
+                        }
                     }
-                    if broken {
-                        Err(TlsError::Protocol)
-                    } else {
-                        Ok(true)
-                    }
+                    ended.map_or(Ok(true), Err)
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut self.outgoing, 0, |out| encode.encode(out)).map(|()| true)
+                    encode_into(&mut self.outgoing, 0, |out| {
+                        cushioned(cushion, || encode.encode(out))
+                    })
+                    .map(|()| true)
                 }
                 Ok(ConnectionState::TransmitTlsData(transmit)) => {
                     // The bytes are in `outgoing`, which the host sends.
@@ -293,11 +362,16 @@ impl Tls {
         ) -> Result<(), TlsError>,
     ) -> Result<bool, TlsError> {
         let mut write = Some(write);
+        let cushion = self.cushion;
         loop {
-            let UnbufferedStatus { state, .. } = self.session.process_tls_records(&mut []);
+            let UnbufferedStatus { state, .. } =
+                cushioned(cushion, || self.session.process_tls_records(&mut []))
+                    .ok_or(TlsError::OutOfMemory)?;
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut self.outgoing, 0, |out| encode.encode(out))?;
+                    encode_into(&mut self.outgoing, 0, |out| {
+                        cushioned(cushion, || encode.encode(out))
+                    })?;
                 }
                 Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
                 Ok(ConnectionState::WriteTraffic(mut writer)) => {
@@ -317,6 +391,7 @@ impl Tls {
     /// gracefully with nothing left, the close_notify (RFC 8446 §6.1). The host calls it
     /// before it sends, and after [`Tls::handle_sent`].
     pub fn pump(&mut self, http: &mut Connection, clock: &Clock, site: &Site) {
+        let cushion = self.cushion;
         let mut joined: Vec<u8> = Vec::new();
         while self.step == Step::Open && self.unsent() < BACKLOG {
             let mut slices: [&[u8]; 16] = [&[]; 16];
@@ -348,7 +423,9 @@ impl Tls {
             let encrypted = self.writable(|writer, out| {
                 // One record: the plaintext, its header and at most 24 bytes of expansion.
                 encode_into(out, n.saturating_add(29), |spare| {
-                    writer.encrypt(piece, spare).map_err(encode_error)
+                    cushioned(cushion, || {
+                        writer.encrypt(piece, spare).map_err(encode_error)
+                    })
                 })
             });
             match encrypted {
@@ -370,9 +447,12 @@ impl Tls {
         if self.step != Step::Open {
             return;
         }
+        let cushion = self.cushion;
         let queued = self.writable(|writer, out| {
             encode_into(out, 0, |spare| {
-                writer.queue_close_notify(spare).map_err(encode_error)
+                cushioned(cushion, || {
+                    writer.queue_close_notify(spare).map_err(encode_error)
+                })
             })
         });
         self.step = match queued {
@@ -382,14 +462,15 @@ impl Tls {
     }
 
     /// What the host does with the socket: as `http` says, once the ciphertext before it is
-    /// out. A reset goes at once; a failed session closes once its alert is sent; during the
+    /// out. A reset goes at once, and so does a session that ran out of memory (whatever it
+    /// was sending is cut, visibly); a failed session closes once its alert is sent; during the
     /// handshake, a connection that ends (its time ran out) closes; an open one closes
     /// gracefully only after [`Tls::pump`] queued its close_notify.
     #[must_use]
     pub fn poll_close(&self, http: &Connection) -> Option<Close> {
         let said = http.poll_close();
-        if said == Some(Close::Abortive) {
-            return said;
+        if said == Some(Close::Abortive) || self.step == Step::Failed(TlsError::OutOfMemory) {
+            return Some(Close::Abortive);
         }
         if self.unsent() > 0 {
             return None;
@@ -412,11 +493,11 @@ fn encode_error(e: EncryptError) -> EncodeError {
 }
 
 /// Runs `encode` into the spare end of `out`, growing it (fallibly) to the size rustls asks
-/// for when it does not fit.
+/// for when it does not fit. `encode` gives `None` when its call into rustls spent the cushion.
 fn encode_into(
     out: &mut Vec<u8>,
     guess: usize,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+    mut encode: impl FnMut(&mut [u8]) -> Option<Result<usize, EncodeError>>,
 ) -> Result<(), TlsError> {
     let start = out.len();
     let mut want = guess;
@@ -426,7 +507,11 @@ fn encode_into(
         }
         out.resize(start.saturating_add(want), 0);
         let spare = out.get_mut(start..).unwrap_or_default();
-        match encode(spare) {
+        let Some(encoded) = encode(spare) else {
+            out.truncate(start);
+            return Err(TlsError::OutOfMemory);
+        };
+        match encoded {
             Ok(n) => {
                 out.truncate(start.saturating_add(n));
                 return Ok(());
