@@ -93,7 +93,7 @@ llvm-lib-$LLVM /out:"$wdflib/WdfDriverEntry.lib" "$out/fxstub.obj"
 ws=$out/ws
 rm -rf "$ws"
 mkdir -p "$ws"
-cp -r "$root"/Cargo.toml "$root"/Cargo.lock "$root"/clippy.toml "$root"/engine "$root"/proto "$root"/driver "$ws/"
+cp -r "$root"/Cargo.toml "$root"/Cargo.lock "$root"/clippy.toml "$root"/engine "$root"/crypto "$root"/proto "$root"/driver "$ws/"
 rm -rf "$ws/driver/linux"
 # On an empty cargo home nothing matches: `ls` fails, which `pipefail` must not take for the
 # script's failure, so that the fetch below runs.
@@ -105,7 +105,7 @@ fi
 rm -rf "$out/wdk-build-0.6.0"
 cp -r "$reg" "$out/wdk-build-0.6.0"
 patch -d "$out/wdk-build-0.6.0" -p1 -s < "$here/wdk-build-0.6.0-linux.patch"
-sed -i 's/^members = .*/members = ["engine", "proto", "driver", "driver\/wsk"]/; s/^default-members = .*/default-members = ["driver"]/' "$ws/Cargo.toml"
+sed -i 's/^members = .*/members = ["engine", "crypto", "proto", "driver", "driver\/wsk"]/; s/^default-members = .*/default-members = ["driver"]/' "$ws/Cargo.toml"
 cat >> "$ws/Cargo.toml" <<TOML
 
 [patch.crates-io]
@@ -113,10 +113,22 @@ wdk-build = { path = "$out/wdk-build-0.6.0" }
 
 TOML
 mkdir -p "$ws/.cargo"
+# The kernel's SIMD rule (Microsoft Learn, "Using Floating Point in a WDM Driver" and "Using
+# extended processor features in Windows drivers"): x64 kernel code may use SSE, whose state
+# the compiler saves, but AVX only between KeSaveExtendedProcessorState and its restore, and
+# RustCrypto's crates choose AVX at run time when the CPU has it (the kernel enables it). So the
+# driver's crypto (crypto/, khttp-crypto) is built with the backends that need no AVX: ChaCha20
+# on SSE2, and AES, POLYVAL (GHASH), Poly1305 and SHA-512 in portable constant-time Rust.
+# Step 6 checks the result for AVX instructions.
+kernel_simd=(--cfg 'aes_backend="soft"' --cfg 'polyval_backend="soft"' --cfg 'chacha20_backend="sse2"'
+             --cfg 'poly1305_backend="soft"' --cfg 'sha2_512_backend="soft"'
+             --cfg 'curve25519_dalek_backend="serial"')
+flags='"-C", "target-feature=+crt-static"'
+for f in "${kernel_simd[@]}"; do flags+=", \"${f//\"/\\\"}\""; done
 cat > "$ws/.cargo/config.toml" <<TOML
 [target.x86_64-pc-windows-msvc]
 linker = "lld-link-$LLVM"
-rustflags = ["-C", "target-feature=+crt-static"]
+rustflags = [$flags]
 TOML
 
 # 5. Build with Debian's Rust (build-std needs its sources) and LLVM 22.
@@ -144,4 +156,31 @@ if [ "$clippy" = 1 ]; then
 fi
 dll=$CARGO_TARGET_DIR/x86_64-pc-windows-msvc/release/khttp.dll
 cp "$dll" "$out/$name"
+
+# 6. The driver's crypto provider (khttp-crypto, issue #25), built for the kernel target with
+#    the driver's flags, and checked: no AVX instruction (a VEX- or EVEX-encoded one, which
+#    disassembles with a `v` mnemonic, or any ymm/zmm register) in it or in the crates it uses.
+#    Built without LTO, in a directory of its own, so that its libraries hold machine code to
+#    read (with LTO they hold only LLVM bitcode).
+crypto_args=(-Zbuild-std=core,alloc --target x86_64-pc-windows-msvc --release -p khttp-crypto
+             --config profile.release.lto=false)
+(cd "$ws" && CARGO_TARGET_DIR=$out/target-crypto /usr/bin/cargo build "${crypto_args[@]}")
+if [ "$clippy" = 1 ]; then
+    (cd "$ws" && CARGO_TARGET_DIR=$out/target-crypto /usr/bin/cargo clippy "${crypto_args[@]}" -- -D warnings)
+fi
+deps=$out/target-crypto/x86_64-pc-windows-msvc/release/deps
+avx=0
+for crate in khttp_crypto aes aes_gcm ghash polyval chacha20 chacha20poly1305 poly1305 sha2 hmac \
+        p256 p384 primefield primeorder elliptic_curve ecdsa crypto_bigint x25519_dalek curve25519_dalek; do
+    for rlib in "$deps"/lib"$crate"-*.rlib; do
+        [ -f "$rlib" ] || continue
+        n=$(llvm-objdump-$LLVM -d "$rlib" 2>/dev/null | grep -cE '^\s+[0-9a-f]+:\s.*\s(v[a-z0-9]+)\s|%[yz]mm' || true)
+        if [ "$n" != 0 ]; then
+            log "$(basename "$rlib"): $n AVX instructions, which the kernel cannot run without saving its state"
+            avx=1
+        fi
+    done
+done
+[ "$avx" = 0 ] || exit 1
+log "khttp-crypto for the kernel: no AVX instruction in it or its crates"
 echo "$out/$name"
