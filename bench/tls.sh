@@ -17,6 +17,7 @@
 #   QUOTA=25 bench/tls.sh           # each server held to 25% of a core (cgroup v1 cpu.cfs_quota_us),
 #                                   # so that the servers, not the one client core, are the limit:
 #                                   # the per-second figures then compare the servers themselves
+#   PROVIDER=khttp-crypto bench/tls.sh  # khttpd with the driver's provider (--tls-provider)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -25,6 +26,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PARALLEL=${PARALLEL:-4}
 IDLE=${IDLE:-10000}
+PROVIDER=${PROVIDER:-ring}
 
 . bench/lib.sh
 bench_need_tools
@@ -56,7 +58,7 @@ KPORT=${KPORT:-18480}
 NPORT=${NPORT:-18481}
 
 taskset -c "$SERVER_CPU" target/release/khttpd --site "$work/www" --prefix "https://+:$KPORT/" --workers 1 \
-    --state-dir "$work/kstate" --control "$work/k.sock" > "$work/khttpd.log" 2>&1 &
+    --tls-provider "$PROVIDER" --state-dir "$work/kstate" --control "$work/k.sock" > "$work/khttpd.log" 2>&1 &
 pids+=($!)
 KPID=$!
 for _ in $(seq 50); do [ -S "$work/k.sock" ] && break; sleep 0.1; done

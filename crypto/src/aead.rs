@@ -133,7 +133,12 @@ impl<A: Cipher> MessageEncrypter for Tls13Records<A> {
         payload.extend_from_chunks(&msg.payload);
         payload.extend_from_slice(&msg.typ.to_array());
         let nonce = TlsNonce::new(&self.iv, seq).0;
-        let tag = seal(self.cipher.as_ref(), nonce, &make_tls13_aad(total), payload.as_mut())?;
+        let tag = seal(
+            self.cipher.as_ref(),
+            nonce,
+            &make_tls13_aad(total),
+            payload.as_mut(),
+        )?;
         payload.extend_from_slice(&tag);
         Ok(OutboundOpaqueMessage::new(
             ContentType::ApplicationData,
@@ -275,7 +280,10 @@ impl<A: Cipher> MessageDecrypter for Tls12GcmRecords<A> {
         let salt = self.iv.as_ref().get(..4).unwrap_or_default();
         let explicit = msg.payload.get(..EXPLICIT).unwrap_or_default();
         nonce.get_mut(..4).unwrap_or_default().copy_from_slice(salt);
-        nonce.get_mut(4..).unwrap_or_default().copy_from_slice(explicit);
+        nonce
+            .get_mut(4..)
+            .unwrap_or_default()
+            .copy_from_slice(explicit);
         let aad = make_tls12_aad(seq, msg.typ, msg.version, plain);
         let (head, tag) = msg.payload.split_at_mut(EXPLICIT + plain);
         let data = head.get_mut(EXPLICIT..).unwrap_or_default();

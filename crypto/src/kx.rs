@@ -108,8 +108,8 @@ where
 fn share<C>(key: &elliptic_curve::SecretKey<C>) -> Vec<u8>
 where
     C: elliptic_curve::CurveArithmetic,
-    elliptic_curve::AffinePoint<C>: elliptic_curve::sec1::FromSec1Point<C>
-        + elliptic_curve::sec1::ToSec1Point<C>,
+    elliptic_curve::AffinePoint<C>:
+        elliptic_curve::sec1::FromSec1Point<C> + elliptic_curve::sec1::ToSec1Point<C>,
     elliptic_curve::FieldBytesSize<C>: elliptic_curve::sec1::ModulusSize,
 {
     use elliptic_curve::sec1::ToSec1Point;
@@ -122,8 +122,8 @@ where
 fn agree<C>(key: &elliptic_curve::SecretKey<C>, peer: &[u8]) -> Result<SharedSecret, Error>
 where
     C: elliptic_curve::CurveArithmetic,
-    elliptic_curve::AffinePoint<C>: elliptic_curve::sec1::FromSec1Point<C>
-        + elliptic_curve::sec1::ToSec1Point<C>,
+    elliptic_curve::AffinePoint<C>:
+        elliptic_curve::sec1::FromSec1Point<C> + elliptic_curve::sec1::ToSec1Point<C>,
     elliptic_curve::FieldBytesSize<C>: elliptic_curve::sec1::ModulusSize,
 {
     if peer.first() != Some(&4) {

@@ -38,9 +38,11 @@ mod sign;
 use alloc::vec;
 use core::marker::PhantomData;
 
-use rustls::crypto::{CryptoProvider, GetRandomFailed, SecureRandom, WebPkiSupportedAlgorithms};
-use rustls::{CipherSuite, SignatureScheme, SupportedCipherSuite, Tls12CipherSuite, Tls13CipherSuite};
 use rustls::crypto::{CipherSuiteCommon, KeyExchangeAlgorithm};
+use rustls::crypto::{CryptoProvider, GetRandomFailed, SecureRandom, WebPkiSupportedAlgorithms};
+use rustls::{
+    CipherSuite, SignatureScheme, SupportedCipherSuite, Tls12CipherSuite, Tls13CipherSuite,
+};
 
 /// The host's source of random numbers: the kernel's generator in the driver, the operating
 /// system's in tests. Every secret this provider makes (key-exchange keys, the server's
@@ -90,7 +92,11 @@ pub fn provider<E: Entropy>() -> CryptoProvider {
             TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
             TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
         ],
-        kx_groups: vec![Parts::<E>::X25519, Parts::<E>::SECP256R1, Parts::<E>::SECP384R1],
+        kx_groups: vec![
+            Parts::<E>::X25519,
+            Parts::<E>::SECP256R1,
+            Parts::<E>::SECP384R1,
+        ],
         signature_verification_algorithms: WebPkiSupportedAlgorithms {
             all: &[],
             mapping: &[],

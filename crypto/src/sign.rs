@@ -119,6 +119,6 @@ impl Signer for Ecdsa {
     }
 
     fn scheme(&self) -> SignatureScheme {
-        Ecdsa::scheme(self)
+        Self::scheme(self)
     }
 }

@@ -28,7 +28,10 @@ impl khttp_crypto::Entropy for Broken {
     }
 }
 
-#[allow(deprecated, reason = "ring's provider (rustls 0.23.48 deprecates the name only)")]
+#[allow(
+    deprecated,
+    reason = "ring's provider (rustls 0.23.48 deprecates the name only)"
+)]
 fn ring() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
@@ -147,7 +150,10 @@ fn every_suite_and_group_against_ring() {
     let provider = khttp_crypto::provider::<Os>();
     let offered: Vec<_> = provider.cipher_suites.iter().map(|s| s.suite()).collect();
     assert_eq!(offered, SUITES, "the suites offered, in order");
-    for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384] {
+    for alg in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
         let (cert, key) = cert(alg);
         let config = server(khttp_crypto::provider::<Os>(), &cert, &key).unwrap();
         for suite in ring().cipher_suites {
@@ -162,7 +168,10 @@ fn every_suite_and_group_against_ring() {
                     s.negotiated_cipher_suite().map(|x| x.suite()),
                     Some(suite.suite())
                 );
-                assert_eq!(s.negotiated_key_exchange_group().map(|g| g.name()), Some(group));
+                assert_eq!(
+                    s.negotiated_key_exchange_group().map(|g| g.name()),
+                    Some(group)
+                );
                 // Many records both ways, and a record of every small size.
                 let up: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
                 let mut got = Vec::new();
@@ -176,7 +185,11 @@ fn every_suite_and_group_against_ring() {
                 }
                 pump(&mut c, &mut s).unwrap();
                 got.extend(read_all(&mut s.reader()));
-                assert_eq!(got.len(), up.len() + (0..40).sum::<usize>(), "{suite:?} {group:?}");
+                assert_eq!(
+                    got.len(),
+                    up.len() + (0..40).sum::<usize>(),
+                    "{suite:?} {group:?}"
+                );
                 assert_eq!(&got[..up.len()], &up[..]);
                 let down: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
                 let mut got = Vec::new();
@@ -234,8 +247,14 @@ fn bad_key_shares_are_refused() {
             }
         );
         // All zeros: a low-order X25519 point, or no point at all.
-        assert!(group.start().unwrap().complete(&vec![0; len]).is_err(), "{group:?}");
-        assert!(group.start().unwrap().complete(&[4, 1, 2]).is_err(), "{group:?}");
+        assert!(
+            group.start().unwrap().complete(&vec![0; len]).is_err(),
+            "{group:?}"
+        );
+        assert!(
+            group.start().unwrap().complete(&[4, 1, 2]).is_err(),
+            "{group:?}"
+        );
         assert!(group.start().unwrap().complete(&[]).is_err(), "{group:?}");
         // Two of ours agree with each other.
         let (a, b) = (group.start().unwrap(), group.start().unwrap());
@@ -271,7 +290,10 @@ fn keys_are_checked() {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.serialize_der())),
         )
         .unwrap_err();
-        assert!(format!("{e}").contains("ECDSA P-256 and P-384 keys only"), "{e}");
+        assert!(
+            format!("{e}").contains("ECDSA P-256 and P-384 keys only"),
+            "{e}"
+        );
     }
 }
 

@@ -78,6 +78,10 @@ struct Args {
     /// unless a certificate is already bound to the port.
     #[arg(long, requires = "site")]
     https: bool,
+    /// The TLS crypto provider: ring, or khttp-crypto, the driver's provider in safe Rust
+    /// (ECDSA certificates only; docs/tls.md), to try it in user mode.
+    #[arg(long, value_enum, default_value = "ring")]
+    tls_provider: tls::Provider,
     /// The application endpoint, which any local user may open: applications attach to
     /// request queues here (`khttp-app`, `khttp-proxy`) [default: app.sock beside the control
     /// socket].
@@ -438,7 +442,7 @@ fn run(args: Args) -> Result<(), String> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
         .max(1);
-    let certs = tls::Certs::load(&state_dir)?;
+    let certs = tls::Certs::load(&state_dir, args.tls_provider)?;
     let https_lines = tls_setup(&args, &site, &certs)?;
     let mut shared = Shared::new(site, state_dir.clone(), access_log, certs);
     shared.sendfile = args.sendfile == "on";

@@ -73,6 +73,28 @@ fn ring_provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
+/// The crypto provider khttpd's handshakes and records use (`--tls-provider`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Provider {
+    /// ring: khttpd's own (docs/tls.md).
+    Ring,
+    /// khttp-crypto, the driver's provider in safe Rust (ECDSA certificates only), so that the
+    /// clients and tests that try khttpd try it too, in user mode.
+    KhttpCrypto,
+}
+
+/// The system's random numbers for khttp-crypto (ring's generator: `getrandom(2)`).
+struct SystemEntropy;
+
+impl khttp_crypto::Entropy for SystemEntropy {
+    fn fill(buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom as _;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
 /// A binding's file name: `:` is written `,` (neither a host name nor an address has one).
 fn file_name(key: &BindingKey) -> String {
     format!("{}.pem", key.to_string().replace(':', ","))
@@ -84,13 +106,16 @@ fn key_of(name: &str) -> Option<BindingKey> {
 }
 
 impl Certs {
-    /// The certificates persisted under `state_dir`, loaded and checked.
+    /// The certificates persisted under `state_dir`, loaded and checked, for `provider`.
     ///
     /// # Errors
     /// One line: the ticket keys could not be made, or a file cannot be read or bound (its
     /// name and the fault).
-    pub(crate) fn load(state_dir: &Path) -> Result<Self, String> {
-        let provider = Arc::new(ring_provider());
+    pub(crate) fn load(state_dir: &Path, provider: Provider) -> Result<Self, String> {
+        let provider = Arc::new(match provider {
+            Provider::Ring => ring_provider(),
+            Provider::KhttpCrypto => khttp_crypto::provider::<SystemEntropy>(),
+        });
         let tickets = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| format!("cannot make TLS ticket keys: {e}"))?;
         let dir = state_dir.join(DIR);

@@ -13,7 +13,9 @@
 //! - `KHTTPD_BIN`, `KHTTPCTL_BIN`, `HELLO_APP_BIN`: the binaries (default: next to this test in
 //!   `target/`);
 //! - `KHTTP_TEST_TLS=1` (khttpd only): the TLS mode ([`tls`]): reservations made by
-//!   [`Server::reserve_port`] are `https://` with a certificate bound, and [`Conn`] speaks TLS.
+//!   [`Server::reserve_port`] are `https://` with a certificate bound, and [`Conn`] speaks TLS;
+//! - `KHTTP_TEST_TLS_PROVIDER` (khttpd only): khttpd's `--tls-provider` (`ring`, the default,
+//!   or `khttp-crypto`, the driver's provider).
 
 #![allow(missing_docs, reason = "test support")]
 
@@ -233,6 +235,11 @@ impl Server {
             .arg("--control")
             .arg(&sock)
             .args(["--workers", "1"])
+            .args(
+                std::env::var("KHTTP_TEST_TLS_PROVIDER")
+                    .map(|p| vec!["--tls-provider".to_owned(), p])
+                    .unwrap_or_default(),
+            )
             .args(extra)
             .stdout(out)
             .stderr(err)

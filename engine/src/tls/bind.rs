@@ -123,7 +123,8 @@ impl CertError {
             Self::NoCertificate => "the certificate file holds no PEM certificate",
             Self::NoKey => "the key file holds no PEM private key",
             Self::UnsupportedKey => {
-                "the key is not an RSA, ECDSA (P-256, P-384) or Ed25519 private key this server can use"
+                "the key is not one this server's crypto provider signs with (ring: RSA, ECDSA \
+                 P-256 or P-384, Ed25519; khttp-crypto, the driver's: ECDSA P-256 or P-384)"
             }
             Self::BadCertificate => "the certificate does not parse as X.509",
             Self::KeyMismatch => "the key does not match the certificate",
