@@ -72,6 +72,9 @@ llvm-lib-$LLVM /out:"$lib/ntoskrnl.lib" "$MINGW/lib/libntoskrnl.a" "$out/ntoskrn
 cp "$MINGW/lib/libhal.a" "$lib/hal.lib"
 cp "$MINGW/lib/libwmilib.a" "$lib/wmilib.lib"
 cp "$MINGW/lib/libnetio.a" "$lib/netio.lib"
+# CNG in kernel mode (the WDK's Cng.lib): the driver's random numbers (driver/src/random.rs).
+printf 'LIBRARY cng.sys\nEXPORTS\n    BCryptOpenAlgorithmProvider\n    BCryptGenRandom\n    BCryptCloseAlgorithmProvider\n' > "$out/cng.def"
+llvm-dlltool-$LLVM -m i386:x86-64 -d "$out/cng.def" -l "$lib/cng.lib"
 printf 'LIBRARY WdfLdr.sys\nEXPORTS\n    WdfVersionBind\n    WdfVersionUnbind\n' > "$out/WdfLdr.def"
 llvm-dlltool-$LLVM -m i386:x86-64 -d "$out/WdfLdr.def" -l "$wdflib/WdfLdr.lib"
 # Rust code has no /GS cookies: an empty library stands for BufferOverflowFastFailK.lib.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks a built khttp.sys (driver/linux/build.sh): a PE32+ image for the native subsystem that
-# imports only from ntoskrnl.exe, NETIO.SYS and WdfLdr.sys, and exactly the functions listed in
+# imports only from ntoskrnl.exe, NETIO.SYS, WdfLdr.sys and cng.sys, and exactly the functions listed in
 # driver/linux/imports.txt, so that every new kernel API shows up in review.
 #   driver/linux/check-imports.sh [PATH/TO/khttp.sys]
 set -euo pipefail
@@ -14,7 +14,7 @@ grep -qE '^Subsystem\s+0+1\b' <<<"$dump" || { echo "check-imports: the subsystem
 got=$(awk '/DLL Name:/ { dll = $3; next }
            dll != "" && NF == 2 && $1 ~ /^[0-9]+$/ { print dll "!" $2; next }
            NF == 0 { dll = "" }' <<<"$dump" | sort -u)
-bad=$(cut -d'!' -f1 <<<"$got" | sort -u | grep -vxE 'ntoskrnl\.exe|NETIO\.SYS|WdfLdr\.sys' || true)
+bad=$(cut -d'!' -f1 <<<"$got" | sort -u | grep -vxE 'ntoskrnl\.exe|NETIO\.SYS|WdfLdr\.sys|cng\.sys' || true)
 if [ -n "$bad" ]; then
     echo "check-imports: imports from other modules: $bad"
     fail=1

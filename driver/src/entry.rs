@@ -21,7 +21,7 @@ use wdk_sys::{
 use crate::global::{Global, SiteCell, install, object_attributes};
 
 use crate::device::{DeviceSpec, create_control_device};
-use crate::{apps, global, ioctl, irp, net, registry, size_of_u32, wide};
+use crate::{apps, global, ioctl, irp, net, random, registry, size_of_u32, wide};
 
 static DEVICE_NAME: [u16; 13] = wide(b"\\Device\\KHttp");
 static LINK_NAME: [u16; 17] = wide(b"\\DosDevices\\KHttp");
@@ -239,6 +239,20 @@ unsafe fn start(device: WDFDEVICE, app_device: WDFDEVICE, site: &Site) -> NTSTAT
     if !nt_success(listen) {
         wdk::println!("khttp: could not open every listener: {listen:#x}");
     }
+    // The generator TLS is to draw from (issue #25). Without it the driver still serves plain
+    // HTTP, which is all it serves yet.
+    // SAFETY: PASSIVE_LEVEL in DriverEntry, once; nothing draws yet; unload closes it.
+    match unsafe { random::open() } {
+        Ok(true) => {
+            wdk::println!("khttp: kernel random numbers ready (CNG, usable at DISPATCH_LEVEL)")
+        }
+        Ok(false) => wdk::println!(
+            "khttp: kernel random numbers ready (CNG, opened without BCRYPT_PROV_DISPATCH: PASSIVE_LEVEL only)"
+        ),
+        Err(status) => {
+            wdk::println!("khttp: no kernel random numbers ({status:#x}): TLS would be refused")
+        }
+    }
     // SAFETY: a live control device; without this all I/O is rejected (docs/driver-facts.md,
     // "Control device", step 7).
     unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
@@ -289,6 +303,8 @@ extern "C" fn on_unload(_driver: WDFDRIVER) {
     // SAFETY: every callback that reads the global state has stopped: the queue rejects new
     // requests, the timer is stopped, WSK is deregistered.
     unsafe { release_state() };
+    // SAFETY: PASSIVE_LEVEL in unload; nothing draws any more (no connection remains).
+    unsafe { random::close() };
     // 7. WDF deletes the device, queue, timer and spin locks.
 }
 

@@ -10,7 +10,8 @@
 //! - [`ioctl`]: control requests → [`khttp_engine::ctl::dispatch`];
 //! - [`apps`]: the application device `\Device\KHttpApp`: request queues (the inverted call);
 //! - [`net`]: WSK listeners and connections → [`khttp_engine::Connection`];
-//! - [`registry`]: persistence; [`irp`]: IRP/MDL/event primitives; [`global`]: shared state.
+//! - [`registry`]: persistence; [`irp`]: IRP/MDL/event primitives; [`global`]: shared state;
+//! - [`random`]: the kernel's random numbers (CNG), for TLS (issue #25).
 //!
 //! CI compiles and links it on Linux against real bindings (driver/linux/build.sh) and runs it
 //! under Wine with test stand-ins for WSK and KMDF (tests/wine); it has never been built with
@@ -36,6 +37,7 @@ mod global;
 mod ioctl;
 mod irp;
 mod net;
+mod random;
 mod registry;
 mod token;
 #[cfg(feature = "wsk-layout-check")]

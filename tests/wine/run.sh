@@ -164,6 +164,15 @@ else
     tail -n 30 "$session_log"
     finish
 fi
+# The generator TLS is to draw from (driver/src/random.rs): CNG through Wine's cng.sys, opened
+# at the end of DriverEntry, drawn from twice and compared.
+for _ in $(seq 50); do grep -q "khttp: kernel random numbers" "$session_log" && break; sleep 0.1; done
+rng=$(grep -o "khttp: kernel random numbers ready ([^)]*)" "$session_log" | tail -n 1)
+if [ -n "$rng" ]; then
+    ok "${rng#khttp: }"
+else
+    bad "kernel random numbers: $(grep -o 'khttp: no kernel random numbers.*' "$session_log" | tail -n 1)"
+fi
 
 # Lifecycle hooks for the suite: stop (sc stop: unload, after a drain), kill (SIGKILL to the
 # winedevice.exe that has khttp.sys mapped: a crash, as far as Wine can have one), start.
