@@ -202,6 +202,48 @@ const HEAD_ONLY: [bool; 10] = [
     false, false, false, false, true, false, false, false, false, false,
 ];
 
+/// What a connection did with one allocation failing.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Cut short, with a reset.
+    Reset,
+    /// Answered 503 and closed.
+    Unavailable,
+    /// Answered as without the failure (the failure hit something optional).
+    Served,
+}
+
+/// Checks what a connection sent with one allocation failing (`out`) and how it ended
+/// (`closed`): the answers it would have given without the failure, up to a 503 that ends the
+/// connection, or up to a cut with a reset.
+fn judge(out: &[u8], closed: Option<Close>, what: &str) -> Outcome {
+    let (got, cut) = statuses(out, &HEAD_ONLY);
+    let got: Vec<u16> = got.into_iter().filter(|&s| s != 100).collect();
+    let n = got.len();
+    let (last, before) = got
+        .split_last()
+        .map_or((None, &[][..]), |(l, b)| (Some(*l), b));
+    assert_eq!(before, &EXPECTED[..n.saturating_sub(1)], "{what}");
+    if cut || closed == Some(Close::Abortive) {
+        assert_eq!(
+            closed,
+            Some(Close::Abortive),
+            "{what}: cut short without a reset"
+        );
+        return Outcome::Reset;
+    }
+    assert!(
+        last == Some(503) || last == EXPECTED.get(n - 1).copied(),
+        "{what}: {got:?}"
+    );
+    assert!(closed.is_some(), "{what}: still open after EOF");
+    if last == Some(503) {
+        Outcome::Unavailable
+    } else {
+        Outcome::Served
+    }
+}
+
 #[test]
 fn every_allocation_on_the_request_path_can_fail() {
     for logging in [false, true] {
@@ -222,32 +264,10 @@ fn every_allocation_on_the_request_path_can_fail() {
             if !reached {
                 break;
             }
-            let (got, cut) = statuses(&out, &HEAD_ONLY);
-            let got: Vec<u16> = got.into_iter().filter(|&s| s != 100).collect();
-            // Answers as without the failure, up to a 503 that ends the connection; or a reset.
-            let n = got.len();
-            let (last, before) = got
-                .split_last()
-                .map_or((None, &[][..]), |(l, b)| (Some(*l), b));
-            assert_eq!(
-                before,
-                &EXPECTED[..n.saturating_sub(1)],
-                "k={k} logging={logging}"
-            );
-            if cut || closed == Some(Close::Abortive) {
-                assert_eq!(
-                    closed,
-                    Some(Close::Abortive),
-                    "k={k}: cut short without a reset"
-                );
-                resets += 1;
-            } else {
-                unavailable += usize::from(last == Some(503));
-                assert!(
-                    last == Some(503) || last == EXPECTED.get(n - 1).copied(),
-                    "k={k} logging={logging}: {got:?}"
-                );
-                assert!(closed.is_some(), "k={k}: still open after EOF");
+            match judge(&out, closed, &format!("k={k} logging={logging}")) {
+                Outcome::Reset => resets += 1,
+                Outcome::Unavailable => unavailable += 1,
+                Outcome::Served => {}
             }
             // The next connection, with memory back, is served.
             let mut h = Harness::new(site());
@@ -608,30 +628,11 @@ fn every_allocation_on_a_tls_connection_can_fail() {
             }
             match outcome {
                 None => refused += 1,
-                Some((out, closed)) => {
-                    let (got, cut) = statuses(&out, &HEAD_ONLY);
-                    let got: Vec<u16> = got.into_iter().filter(|&s| s != 100).collect();
-                    let n = got.len();
-                    let (last, before) = got
-                        .split_last()
-                        .map_or((None, &[][..]), |(l, b)| (Some(*l), b));
-                    assert_eq!(
-                        before,
-                        &EXPECTED[..n.saturating_sub(1)],
-                        "k={k} {version:?}"
-                    );
-                    if cut || closed == Some(Close::Abortive) {
-                        assert_eq!(closed, Some(Close::Abortive), "k={k}: cut without a reset");
-                        resets += 1;
-                    } else {
-                        unavailable += usize::from(last == Some(503));
-                        assert!(
-                            last == Some(503) || last == EXPECTED.get(n - 1).copied(),
-                            "k={k} {version:?}: {got:?}"
-                        );
-                        assert!(closed.is_some(), "k={k}: still open after EOF");
-                    }
-                }
+                Some((out, closed)) => match judge(&out, closed, &format!("k={k} {version:?}")) {
+                    Outcome::Reset => resets += 1,
+                    Outcome::Unavailable => unavailable += 1,
+                    Outcome::Served => {}
+                },
             }
             // The next connection, a full handshake, is served: the cushion is set aside again.
             let mut p = TlsPair::new(&server, &client).expect("the cushion is set aside again");
