@@ -1,7 +1,8 @@
 //! khttpd: the khttp engine on Linux (docs/operating.md, "khttpd").
 //!
 //! `khttpd [--state-dir DIR] [--control PATH] [--iplisten ADDR]... [--workers N]
-//!         [--site DIR [--prefix PREFIX] [--https]] [--access-log PATH] [--sendfile on|off]`
+//!         [--site DIR [--prefix PREFIX] [--https]] [--access-log PATH] [--sendfile on|off]
+//!         [--tls-provider ring|khttp-crypto]`
 //!
 //! Listens on the ports that reservations name, on the IP-listen addresses (all when the list is
 //! empty); reloads persisted reservations, limits and the IP list; serves the control socket
