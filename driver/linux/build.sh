@@ -44,7 +44,9 @@ for h in "$MINGW"/include/ddk/*.h; do ln -s "$h" "$inc/km/"; done
 rm "$inc/km/ntstrsafe.h"
 printf '#include "%s"\n#include "%s"\n' "$MINGW/include/ddk/ntstrsafe.h" \
     "$here/include/khttp-kcompat.h" > "$inc/km/ntstrsafe.h"
-cp "$here/include/wdf.h" "$wdk/Include/wdf/kmdf/1.33/wdf.h"
+# Files keep their times (cp -p, touch -r), so that an unchanged tree rebuilds nothing.
+touch -r "$here/include/khttp-kcompat.h" "$inc/km/ntstrsafe.h"
+cp -p "$here/include/wdf.h" "$wdk/Include/wdf/kmdf/1.33/wdf.h"
 # wdk-macros caches what it learns of wdf.h and never invalidates it (WDF-FACTS §5.5): drop the
 # cache when our wdf.h is newer, so that a function added to the header is found.
 for cache in "$out"/target/*/build/scratch-*/out/wdk_macros_ast_fragments/cached_function_info_map.json \
@@ -53,7 +55,7 @@ for cache in "$out"/target/*/build/scratch-*/out/wdk_macros_ast_fragments/cached
 done
 # Our wsk.h, where the WDK keeps its own: only the wsk-layout-check build reads it (issue #9,
 # finding 9; the comparison that counts is the Windows CI job's, against the real one).
-cp "$here/include/wsk.h" "$inc/km/wsk.h"
+cp -p "$here/include/wsk.h" "$inc/km/wsk.h"
 
 # 3. Libraries: mingw's import libraries under the names wdk-build links, import libraries for
 #    what mingw lacks, and the KMDF entry stub (WDF-FACTS.md §4, §5.1).
@@ -92,11 +94,13 @@ llvm-lib-$LLVM /out:"$lib/BufferOverflowFastFailK.lib" "$out/empty.obj"
 clang-cl-$LLVM "${cflags[@]}" /Fo"$out/fxstub.obj" -- "$here/stub/fxstub.c"
 llvm-lib-$LLVM /out:"$wdflib/WdfDriverEntry.lib" "$out/fxstub.obj"
 
-# 4. A build-only copy of the workspace, with wdk-build patched for a Linux host.
+# 4. A build-only copy of the workspace, with wdk-build patched for a Linux host. Copies keep
+#    their files' times (cp -a), and the patched wdk-build is made again only when the patch
+#    changes, so that cargo rebuilds only what changed (the Wine harness builds many times).
 ws=$out/ws
 rm -rf "$ws"
 mkdir -p "$ws"
-cp -r "$root"/Cargo.toml "$root"/Cargo.lock "$root"/clippy.toml "$root"/engine "$root"/crypto "$root"/proto "$root"/driver "$ws/"
+cp -a "$root"/Cargo.toml "$root"/Cargo.lock "$root"/clippy.toml "$root"/engine "$root"/crypto "$root"/proto "$root"/driver "$ws/"
 rm -rf "$ws/driver/linux"
 # On an empty cargo home nothing matches: `ls` fails, which `pipefail` must not take for the
 # script's failure, so that the fetch below runs.
@@ -105,9 +109,15 @@ if [ -z "$reg" ]; then
     (cd "$root" && cargo fetch -q)
     reg=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wdk-build-0.6.0 | head -1)
 fi
-rm -rf "$out/wdk-build-0.6.0"
-cp -r "$reg" "$out/wdk-build-0.6.0"
-patch -d "$out/wdk-build-0.6.0" -p1 -s < "$here/wdk-build-0.6.0-linux.patch"
+# The stamp names the patch and the headers bindgen reads (driver/linux/include): a change to
+# either makes wdk-build again, and so the bindings.
+stamp="$(cat "$here/wdk-build-0.6.0-linux.patch" "$here"/include/* | sha256sum | cut -d' ' -f1) $reg"
+if [ "$(cat "$out/wdk-build-0.6.0/.khttp-patched" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$out/wdk-build-0.6.0"
+    cp -a "$reg" "$out/wdk-build-0.6.0"
+    patch -d "$out/wdk-build-0.6.0" -p1 -s < "$here/wdk-build-0.6.0-linux.patch"
+    echo "$stamp" > "$out/wdk-build-0.6.0/.khttp-patched"
+fi
 sed -i 's/^members = .*/members = ["engine", "crypto", "proto", "driver", "driver\/wsk"]/; s/^default-members = .*/default-members = ["driver"]/' "$ws/Cargo.toml"
 cat >> "$ws/Cargo.toml" <<TOML
 
